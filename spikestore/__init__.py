@@ -1,0 +1,92 @@
+"""spikestore: record what a spiking network does, on disk, while it trains.
+
+Public names::
+
+    spikestore.Store          write side (background writer thread)
+    spikestore.open           read side (lazy, read-only)
+    spikestore.monitor        SpikingJelly-compatible monitors
+    spikestore.tensor_cache   float_spike_to_bool / bool_spike_to_float
+    spikestore.SpikestoreError and its subclasses (spikestore.errors)
+
+Importing spikestore does not import torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    DamagedStoreError,
+    FormatError,
+    InPlaceModificationError,
+    InvalidArgumentError,
+    InvalidValueError,
+    ReadOnlyError,
+    SpikestoreError,
+    StoreClosedError,
+    StoreExistsError,
+    StoreInUseError,
+    StoreNotFoundError,
+    StreamNotFoundError,
+    WriterError,
+)
+
+if TYPE_CHECKING:
+    from . import monitor, tensor_cache
+    from .reader import Run, Stream, open
+    from .store import Store
+
+try:
+    __version__ = version("spikestore")
+except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    __version__ = "0.0.0"
+
+__all__ = [
+    "DamagedStoreError",
+    "FormatError",
+    "InPlaceModificationError",
+    "InvalidArgumentError",
+    "InvalidValueError",
+    "ReadOnlyError",
+    "Run",
+    "SpikestoreError",
+    "Store",
+    "StoreClosedError",
+    "StoreExistsError",
+    "StoreInUseError",
+    "StoreNotFoundError",
+    "Stream",
+    "StreamNotFoundError",
+    "WriterError",
+    "__version__",
+    "monitor",
+    "open",
+    "tensor_cache",
+]
+
+# Heavy modules load on first use, so `import spikestore` stays fast.
+_LAZY = {
+    "Store": ("store", "Store"),
+    "open": ("reader", "open"),
+    "Run": ("reader", "Run"),
+    "Stream": ("reader", "Stream"),
+    "monitor": ("monitor", None),
+    "tensor_cache": ("tensor_cache", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'spikestore' has no attribute {name!r}") from None
+    mod = import_module(f".{module}", __name__)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,261 @@
+"""Assemble records into chunks, and commit them in the crash-safe order.
+
+Runs on the writer thread only. One :class:`StreamWriter` per stream keeps
+the chunk being filled for its current segment and for its index arrays.
+Full chunks are encoded and written as soon as they fill; a commit then
+publishes them in the order the format requires:
+
+1. chunk data, 2. index chunks, 3. metadata (array lengths, then the stream
+document whose ``count`` is the only number a reader believes).
+
+A process killed between any two writes therefore leaves a store whose
+committed prefix is complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .backends.base import ArraySpec, Backend
+from .capture import Prepared
+from .codecs import ChunkCodec, codec_for, codec_from_config
+from .format import INDEX_ARRAYS, new_stream_doc, segment_array_name, stream_node
+
+__all__ = ["StreamWriter"]
+
+#: Records per chunk of the step/call/time index arrays.
+INDEX_CHUNK_RECORDS = 16384
+_MAX_CHUNK_RECORDS = 1 << 16
+
+
+class _Segment:
+    """The segment currently receiving records (one shape, dtype, encoding)."""
+
+    def __init__(self, node: str, number: int, start: int, p: Prepared, chunk_bytes: int,
+                 level: int | None, precision: str | None) -> None:
+        self.number = number
+        self.node = f"{node}/{segment_array_name(number)}"
+        self.start = start
+        self.encoding = p.encoding
+        self.shape = p.shape
+        self.dtype = p.dtype
+        self.precision = precision
+        self.stored_shape = tuple(p.stored.shape)
+        self.stored_dtype = p.stored.dtype
+        record_bytes = max(1, int(np.prod(self.stored_shape, dtype=np.int64)) * self.stored_dtype.itemsize)
+        self.chunk_records = int(min(_MAX_CHUNK_RECORDS, max(1, chunk_bytes // record_bytes)))
+        self.codec: ChunkCodec = codec_for(self.encoding, self.stored_dtype, level)
+        self.empty = int(np.prod(self.stored_shape, dtype=np.int64)) == 0
+        self.buf = np.zeros((self.chunk_records, *self.stored_shape), dtype=self.stored_dtype)
+        self.count = 0  # records appended
+        self.written = 0  # records whose chunk bytes are on disk
+        self.committed = 0
+
+    def matches(self, p: Prepared, precision: str | None) -> bool:
+        return (p.encoding == self.encoding and p.shape == self.shape and p.dtype == self.dtype
+                and tuple(p.stored.shape) == self.stored_shape
+                and p.stored.dtype == self.stored_dtype and precision == self.precision)
+
+    def spec(self) -> ArraySpec:
+        return ArraySpec(self.stored_shape, self.stored_dtype, self.chunk_records, self.codec)
+
+    def add(self, backend: Backend, stored: np.ndarray) -> None:
+        fill = self.count % self.chunk_records
+        self.buf[fill] = stored
+        self.count += 1
+        if fill + 1 == self.chunk_records:
+            self._write_chunk(backend, self.chunk_records)
+
+    def write_partial(self, backend: Backend) -> None:
+        """Write the chunk being filled, so every appended record is on disk."""
+        if self.written < self.count:
+            self._write_chunk(backend, self.count % self.chunk_records or self.chunk_records)
+
+    def _write_chunk(self, backend: Backend, fill: int) -> None:
+        if not self.empty:
+            self.buf[fill:] = 0  # stale rows from the previous chunk stay off disk
+            backend.write_chunk(self.node, (self.count - 1) // self.chunk_records,
+                                self.codec.encode(self.buf))
+        self.written = self.count
+
+    def doc(self) -> dict[str, Any]:
+        return {
+            "array": segment_array_name(self.number),
+            "start": self.start,
+            "count": self.committed,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "encoding": self.encoding,
+            "stored_shape": list(self.stored_shape),
+            "stored_dtype": self.stored_dtype.name,
+            "chunk_records": self.chunk_records,
+            "codec": self.codec.config,
+            "precision": self.precision,
+        }
+
+
+class _Index:
+    """The step/call/time arrays of one stream, filled chunk by chunk."""
+
+    def __init__(self, node: str, start: int, chunk_records: int,
+                 codecs: dict[str, dict[str, Any]]) -> None:
+        self.node = node
+        self.chunk_records = chunk_records
+        self.codecs = {name: codec_from_config(codecs[name]) for name in INDEX_ARRAYS}
+        self.bufs = {name: np.zeros(chunk_records, dtype=dt) for name, dt in INDEX_ARRAYS.items()}
+        self.count = start
+        self.written = start
+
+    def create(self, backend: Backend) -> None:
+        for name, dt in INDEX_ARRAYS.items():
+            backend.create_array(f"{self.node}/{name}",
+                                 ArraySpec((), np.dtype(dt), self.chunk_records, self.codecs[name]))
+
+    def resume(self, backend: Backend) -> None:
+        """Reload the partly filled last chunk of a store opened for append."""
+        fill = self.count % self.chunk_records
+        if not fill:
+            return
+        chunk = self.count // self.chunk_records
+        for name, dt in INDEX_ARRAYS.items():
+            raw = backend.read_chunk(f"{self.node}/{name}", chunk)
+            if raw is not None:
+                self.bufs[name][:] = self.codecs[name].decode(raw, (self.chunk_records,), dt)
+            self.bufs[name][fill:] = 0
+
+    def add(self, backend: Backend, step: int, call: int, t: float) -> None:
+        fill = self.count % self.chunk_records
+        self.bufs["step"][fill] = step
+        self.bufs["call"][fill] = call
+        self.bufs["time"][fill] = t
+        self.count += 1
+        if fill + 1 == self.chunk_records:
+            self._write(backend)
+
+    def write_partial(self, backend: Backend) -> None:
+        if self.written < self.count:
+            self._write(backend)
+
+    def _write(self, backend: Backend) -> None:
+        chunk = (self.count - 1) // self.chunk_records
+        fill = self.count - chunk * self.chunk_records
+        for name, buf in self.bufs.items():
+            buf[fill:] = 0
+            backend.write_chunk(f"{self.node}/{name}", chunk, self.codecs[name].encode(buf))
+        self.written = self.count
+
+    def set_length(self, backend: Backend, length: int) -> None:
+        for name in INDEX_ARRAYS:
+            backend.set_length(f"{self.node}/{name}", length)
+
+
+class StreamWriter:
+    """Everything the writer knows about one stream.
+
+    Parameters
+    ----------
+    backend
+        Where chunks and documents go.
+    key
+        The stream key ``quantity/layer``.
+    chunk_bytes
+        Target size of one uncompressed chunk of stored (packed) records.
+    doc
+        The stream's committed document when resuming a store opened with
+        ``mode="a"``; ``None`` for a new stream.
+    """
+
+    def __init__(self, backend: Backend, key: str, *, chunk_bytes: int,
+                 level: int | None = None, doc: dict[str, Any] | None = None) -> None:
+        self.backend = backend
+        self.key = key
+        self.node = stream_node(key)
+        self.chunk_bytes = chunk_bytes
+        self.level = level
+        if doc is None:
+            doc = new_stream_doc(key, INDEX_CHUNK_RECORDS, {
+                name: codec_for("raw", np.dtype(dt)).config for name, dt in INDEX_ARRAYS.items()})
+        self.doc = doc
+        self.closed_segments: list[dict[str, Any]] = list(self.doc["segments"])
+        self.segment: _Segment | None = None
+        start = self.doc["count"]
+        self.index = _Index(self.node, start, self.doc["index"]["chunk_records"],
+                            self.doc["index"]["codecs"])
+        self.committed = start
+        self._unsized: list[tuple[str, int]] = []  # closed segments whose length is not set
+        self.dirty = False  # chunks written since the last commit
+        if self.committed == 0 and not self.closed_segments:
+            backend.write_doc(self.node, self.doc)
+            self.index.create(backend)
+        else:
+            self.index.resume(backend)
+
+    @property
+    def count(self) -> int:
+        return self.index.count
+
+    def set_selection(self, selection: dict[str, Any] | None) -> None:
+        self.doc["selection"] = selection
+
+    def add(self, p: Prepared, step: int, call: int, t: float, precision: str | None = None) -> None:
+        """Append one prepared record (its data chunk may be written now)."""
+        seg = self.segment
+        if seg is None or not seg.matches(p, precision):
+            if seg is not None:
+                seg.write_partial(self.backend)
+                self.closed_segments.append(seg.doc() | {"count": seg.count})
+                self._unsized.append((seg.node, seg.count))
+            number = len(self.closed_segments)
+            seg = self.segment = _Segment(self.node, number, self.count, p, self.chunk_bytes,
+                                          self.level, precision)
+            self.backend.create_array(seg.node, seg.spec())
+        before = seg.written
+        seg.add(self.backend, p.stored)
+        self.index.add(self.backend, step, call, t)
+        if seg.written != before:
+            self.dirty = True
+
+    def commit(self, *, partial: bool) -> None:
+        """Publish what is on disk: data, then index, then metadata.
+
+        With ``partial=True`` the chunks being filled are written first, so
+        every appended record becomes visible (a flush); otherwise only
+        records in full chunks are published.
+        """
+        seg = self.segment
+        if partial and seg is not None:
+            seg.write_partial(self.backend)
+        visible = self.count if seg is None else seg.start + seg.written
+        if visible <= self.committed and not self._doc_stale(seg):
+            self.dirty = False
+            return
+        # Index chunks must cover every visible record before the count moves.
+        if self.index.written < visible:
+            self.index.write_partial(self.backend)
+        sync = getattr(self.backend, "durable", False)
+        if sync:
+            self.backend.sync()
+        for node, length in self._unsized:
+            self.backend.set_length(node, length)
+        self._unsized.clear()
+        if seg is not None:
+            seg.committed = seg.written
+            self.backend.set_length(seg.node, seg.committed)
+        self.index.set_length(self.backend, visible)
+        self.committed = visible
+        segs = list(self.closed_segments)
+        if seg is not None:
+            segs.append(seg.doc())
+        self.doc = self.doc | {"count": visible, "segments": segs}
+        self.backend.write_doc(self.node, self.doc)
+        if sync:
+            self.backend.sync()
+        self.dirty = False
+
+    def _doc_stale(self, seg: _Segment | None) -> bool:
+        # A segment opened since the last commit must reach the document even
+        # before it has records on disk (so its array is never orphaned).
+        n_docs = len(self.doc["segments"])
+        return n_docs != len(self.closed_segments) + (seg is not None)

@@ -1,0 +1,64 @@
+"""The protocol every storage backend implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..codecs import ChunkCodec
+
+__all__ = ["ArraySpec", "Backend"]
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """An array chunked along axis 0 only: ``chunk_records`` records per chunk.
+
+    ``record_shape`` is the shape of one stored record (packed, for bits).
+    """
+
+    record_shape: tuple[int, ...]
+    dtype: np.dtype
+    chunk_records: int
+    codec: ChunkCodec
+
+
+class Backend(Protocol):
+    """Raw access to one store: JSON documents, arrays, pre-encoded chunks.
+
+    Paths are ``/``-separated and relative to the root (``""`` is the root).
+    A backend never interprets documents; the writer and reader do.
+    """
+
+    path: Path
+    writable: bool
+
+    def exists(self) -> bool:
+        """Whether a store (any root document) exists at :attr:`path`."""
+
+    def read_doc(self, node: str) -> Any | None:
+        """The spikestore document of a group, or ``None`` if there is none."""
+
+    def write_doc(self, node: str, doc: Any) -> None:
+        """Create the group if needed and atomically replace its document."""
+
+    def create_array(self, node: str, spec: ArraySpec) -> None:
+        """Create an empty (length 0) array, replacing any old one at ``node``."""
+
+    def set_length(self, node: str, length: int) -> None:
+        """Set an array's length along axis 0 (only ever grows)."""
+
+    def write_chunk(self, node: str, chunk: int, data: bytes) -> None:
+        """Atomically store the encoded bytes of chunk number ``chunk``."""
+
+    def read_chunk(self, node: str, chunk: int) -> bytes | None:
+        """The encoded bytes of a chunk, or ``None`` if it was never written."""
+
+    def sync(self) -> None:
+        """Make everything written so far durable (fsync), if supported."""
+
+    def close(self) -> None:
+        """Release files and handles; idempotent."""

@@ -1,0 +1,147 @@
+"""Zarr v3 backend: a directory store written through zarr's own LocalStore.
+
+Arrays are created with zarr's API (so their ``zarr.json`` is exactly what
+zarr writes and reads); chunks and documents are then written as raw,
+pre-encoded bytes with the store's atomic ``set``. Zarr's per-slice
+``array[i] = x`` path is never used: it re-encodes and rewrites metadata on
+every call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import LocalStore
+
+from ..errors import FormatError
+from ..format import ATTRS_KEY
+from .base import ArraySpec
+
+__all__ = ["ZarrBackend"]
+
+_META = "zarr.json"
+
+
+def _key(node: str, name: str) -> str:
+    return f"{node}/{name}" if node else name
+
+
+class ZarrBackend:
+    """Backend over a local Zarr v3 directory store."""
+
+    def __init__(self, path: Path, *, writable: bool, durable: bool = False) -> None:
+        self.path = Path(path)
+        self.writable = writable
+        self.durable = durable
+        self._store = LocalStore(self.path, read_only=not writable)
+        self._proto = default_buffer_prototype()
+        self._array_meta: dict[str, dict[str, Any]] = {}
+        self._ndim: dict[str, int] = {}
+        self._unsynced: list[Path] = []
+
+    # -- raw bytes -----------------------------------------------------------
+    def _get(self, key: str) -> bytes | None:
+        buf = sync(self._store.get(key, prototype=self._proto))
+        return None if buf is None else buf.to_bytes()
+
+    def _set(self, key: str, data: bytes) -> None:
+        sync(self._store.set(key, self._proto.buffer.from_bytes(data)))
+        if self.durable:
+            self._unsynced.append(self.path / key)
+
+    # -- protocol ------------------------------------------------------------
+    def exists(self) -> bool:
+        return (self.path / _META).is_file()
+
+    def read_doc(self, node: str) -> Any | None:
+        raw = self._get(_key(node, _META))
+        if raw is None:
+            return None
+        try:
+            meta = json.loads(raw)
+        except ValueError as exc:
+            raise FormatError(f"{self.path}/{_key(node, _META)} is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict):
+            raise FormatError(f"{self.path}/{_key(node, _META)} is not a JSON object")
+        return meta.get("attributes", {}).get(ATTRS_KEY)
+
+    def write_doc(self, node: str, doc: Any) -> None:
+        if node:
+            parent = node.rsplit("/", 1)[0] if "/" in node else ""
+            if parent and parent not in self._array_meta and self._get(_key(parent, _META)) is None:
+                self._set(_key(parent, _META), json.dumps(
+                    {"zarr_format": 3, "node_type": "group", "attributes": {}}).encode())
+        body = {"zarr_format": 3, "node_type": "group", "attributes": {ATTRS_KEY: doc}}
+        self._set(_key(node, _META), json.dumps(body, allow_nan=False).encode())
+
+    def create_array(self, node: str, spec: ArraySpec) -> None:
+        chunks = (spec.chunk_records, *(max(1, d) for d in spec.record_shape))
+        zarr.create_array(
+            store=self._store,
+            name=node,
+            shape=(0, *spec.record_shape),
+            chunks=chunks,
+            dtype=spec.dtype,
+            compressors=spec.codec.zarr_compressors(),
+            fill_value=0,
+            overwrite=True,
+        )
+        raw = self._get(_key(node, _META))
+        assert raw is not None
+        self._array_meta[node] = json.loads(raw)
+        self._ndim[node] = len(chunks)
+
+    def _meta_of(self, node: str) -> dict[str, Any]:
+        meta = self._array_meta.get(node)
+        if meta is None:
+            raw = self._get(_key(node, _META))
+            if raw is None:
+                raise FormatError(f"{self.path}: array {node!r} is missing")
+            meta = self._array_meta[node] = json.loads(raw)
+            self._ndim[node] = len(meta["shape"])
+        return meta
+
+    def set_length(self, node: str, length: int) -> None:
+        meta = self._meta_of(node)
+        if meta["shape"][0] == length:
+            return
+        meta["shape"][0] = length
+        self._set(_key(node, _META), json.dumps(meta).encode())
+
+    def _chunk_key(self, node: str, chunk: int) -> str:
+        if node not in self._ndim:
+            self._meta_of(node)
+        return _key(node, "c/" + "/".join([str(chunk)] + ["0"] * (self._ndim[node] - 1)))
+
+    def write_chunk(self, node: str, chunk: int, data: bytes) -> None:
+        self._set(self._chunk_key(node, chunk), data)
+
+    def read_chunk(self, node: str, chunk: int) -> bytes | None:
+        return self._get(self._chunk_key(node, chunk))
+
+    def sync(self) -> None:
+        if not self._unsynced:
+            return
+        dirs = {p.parent for p in self._unsynced}
+        for p in self._unsynced:
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for d in dirs:
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._unsynced.clear()
+
+    def close(self) -> None:
+        self._store.close()

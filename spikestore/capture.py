@@ -1,0 +1,241 @@
+"""Turn a hook payload into a :class:`Frame` the writer thread can consume.
+
+The training thread does as little as possible here. On the CPU a frame
+keeps a reference to the (detached) tensor and its autograd version counter;
+the writer thread converts, packs and compresses it later, and refuses it if
+the tensor was modified in place meanwhile (pass ``copy=True`` for layers
+that do that). On CUDA the frame is packed on the device when it is binary
+and copied to pinned host memory on a side stream; the writer waits on an
+event, so the training thread never synchronises.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InPlaceModificationError, InvalidValueError
+from .packing import pack_if_binary
+
+__all__ = ["Frame", "Prepared", "capture", "check_intact", "prepare"]
+
+_NUMERIC_KINDS = "biufc"
+
+
+@dataclass(slots=True)
+class Frame:
+    """One record handed from the training thread to the writer."""
+
+    key: str
+    step: int
+    call: int
+    time: float
+    data: Any  # numpy array, CPU tensor, or (CUDA) packed/raw pinned host tensor
+    dtype: str  # logical dtype name
+    shape: tuple[int, ...]
+    nbytes: int
+    encoding: str = "auto"  # "auto" | "bits" | "raw" wanted by the producer
+    version: int = -1  # torch version counter of ``data`` at capture, -1 = not tracked
+    source: Any = None  # tensor whose version is checked (CPU) or kept alive (CUDA)
+    flag: Any = None  # CUDA: 0-d host bool tensor "data is packed and binary"
+    event: Any = None  # CUDA: event recorded after the async copies
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A frame converted for storage: what one segment row holds."""
+
+    encoding: str  # "bits" or "raw"
+    stored: np.ndarray  # packed uint8 for bits, the values for raw
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def _torch_dtype_name(t: Any) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def capture(key: str, value: Any, step: int, call: int, *, copy: bool = False,
+            encoding: str = "auto") -> Frame:
+    """Build a frame from a tensor, array or Python number.
+
+    Raises
+    ------
+    InvalidValueError
+        For anything that is not a strided numeric tensor, a numeric numpy
+        array or a Python/numpy number. Nothing is ever pickled.
+    """
+    now = time.time()
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        torch = None
+    if torch is not None and isinstance(value, torch.Tensor):
+        return _capture_tensor(key, value, step, call, now, copy, encoding)
+    if isinstance(value, (bool, int, float, complex, np.generic, np.ndarray)):
+        arr = np.array(value, copy=True)  # callers may reuse their arrays
+        if arr.dtype.kind not in _NUMERIC_KINDS:
+            raise InvalidValueError(
+                f"stream {key!r}, step {step}: cannot record a numpy array of dtype "
+                f"{arr.dtype}; only bool, integer, float and complex data can be stored"
+            )
+        return Frame(key, step, call, now, arr, arr.dtype.name, arr.shape, arr.nbytes, encoding)
+    raise InvalidValueError(
+        f"stream {key!r}, step {step}: cannot record a value of type "
+        f"{type(value).__module__}.{type(value).__qualname__}; record tensors, numpy arrays "
+        "or numbers (return one of those, or a tuple/list/dict of them, from function_on_*)"
+    )
+
+
+def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bool,
+                    encoding: str) -> Frame:
+    import torch
+
+    if t.layout != torch.strided:
+        raise InvalidValueError(
+            f"stream {key!r}, step {step}: {t.layout} tensors are not supported; "
+            "record t.to_dense() instead"
+        )
+    name = _torch_dtype_name(t)
+    if not (t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool
+            or name in ("uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")):
+        raise InvalidValueError(
+            f"stream {key!r}, step {step}: dtype {t.dtype} cannot be stored; convert it "
+            "to a standard integer or float dtype first"
+        )
+    if name.startswith("float8"):
+        raise InvalidValueError(
+            f"stream {key!r}, step {step}: float8 tensors are not supported; record t.float()"
+        )
+    t = t.detach()
+    shape = tuple(t.shape)
+    nbytes = t.numel() * t.element_size()
+    if t.device.type == "cuda":
+        return _capture_cuda(key, t, step, call, now, name, shape, nbytes, encoding)
+    if t.device.type != "cpu":
+        t = t.to("cpu")
+        copy = False
+    if copy:
+        t = t.clone()
+    return Frame(key, step, call, now, t, name, shape, nbytes, encoding,
+                 version=t._version, source=t)
+
+
+def _capture_cuda(key: str, t: Any, step: int, call: int, now: float, name: str,
+                  shape: tuple[int, ...], nbytes: int, encoding: str) -> Frame:
+    import torch
+
+    from .packing import pack_torch
+
+    current = torch.cuda.current_stream(t.device)
+    side = _side_stream(t.device)
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        flag = None
+        if encoding != "raw" and t.dim() > 0 and t.numel() > 0 and not t.is_complex():
+            packed, ok = pack_torch(t)
+            data = packed.to("cpu", non_blocking=True)
+            flag = ok.to("cpu", non_blocking=True)
+            host_bytes = packed.numel()
+        else:
+            data = t.to("cpu", non_blocking=True)
+            host_bytes = nbytes
+        event = torch.cuda.Event()
+        event.record(side)
+    # The caching allocator must not reuse t's memory before the side stream
+    # has read it.
+    t.record_stream(side)
+    frame = Frame(key, step, call, now, data, name, shape, host_bytes + nbytes, encoding,
+                  source=t, flag=flag, event=event)
+    return frame
+
+
+_SIDE_STREAMS: dict[Any, Any] = {}
+
+
+def _side_stream(device: Any) -> Any:
+    import torch
+
+    s = _SIDE_STREAMS.get(device)
+    if s is None:
+        s = _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return s
+
+
+def _tensor_to_numpy(t: Any) -> tuple[np.ndarray, str]:
+    import torch
+
+    name = _torch_dtype_name(t)
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16), name
+    if t.is_complex() and t.is_conj():
+        t = t.resolve_conj()
+    return t.numpy(), name
+
+
+def prepare(frame: Frame) -> Prepared:
+    """Writer-thread half of capture: convert, pick the encoding, pack.
+
+    Raises
+    ------
+    InvalidValueError
+        When ``encoding="bits"`` was forced on a record that is not binary.
+    """
+    if frame.event is not None:
+        frame.event.synchronize()  # waits for the side-stream copy only
+        if frame.flag is not None and bool(frame.flag):
+            return Prepared("bits", frame.data.numpy(), frame.dtype, frame.shape)
+        if frame.flag is not None:  # not binary after all: fetch the values
+            frame.data = frame.source.to("cpu")
+    data = frame.data
+    if isinstance(data, np.ndarray):
+        arr = data
+    else:
+        arr, _ = _tensor_to_numpy(data)
+    want = frame.encoding
+    packed = None
+    # bfloat16 travels as uint16; its 1.0 is 0x3F80, checked via the uint view below.
+    if want != "raw":
+        if frame.dtype == "bfloat16":
+            packed = _pack_bf16(arr)
+        else:
+            packed = pack_if_binary(arr)
+        if packed is None and want == "bits":
+            raise InvalidValueError(
+                f"stream {frame.key!r}, step {frame.step}: encoding='bits' was requested "
+                "but the record is not all 0 and 1"
+            )
+    if packed is not None:
+        return Prepared("bits", packed, frame.dtype, frame.shape)
+    # Raw values are still a view of the caller's tensor: the writer copies
+    # them into its chunk buffer, then calls check_intact().
+    return Prepared("raw", np.ascontiguousarray(arr), frame.dtype, frame.shape)
+
+
+def check_intact(frame: Frame) -> None:
+    """Raise if a CPU tensor changed in place since :func:`capture`.
+
+    Call after the values were packed or copied into the chunk buffer: a
+    version counter that has not moved by then proves the stored bytes are
+    the ones the hook saw.
+    """
+    if frame.source is not None and frame.event is None and frame.source._version != frame.version:
+        raise InPlaceModificationError(
+            f"stream {frame.key!r}, step {frame.step}: the tensor was modified in place "
+            "after it was recorded and before the writer read it; record it with copy=True "
+            "(Store.append(..., copy=True) or the monitor's copy=True)"
+        )
+
+
+def _pack_bf16(u16: np.ndarray) -> np.ndarray | None:
+    # A bfloat16 record is binary when its bit patterns are all 0x0000/0x3F80.
+    if u16.ndim == 0 or u16.size == 0:
+        return None
+    one = np.uint16(0x3F80)
+    if np.count_nonzero(u16) != np.count_nonzero(u16 == one):
+        return None
+    return pack_if_binary(u16 == one)

@@ -1,0 +1,94 @@
+"""Every error spikestore raises on purpose.
+
+All of them derive from :class:`SpikestoreError`, so ``except
+spikestore.SpikestoreError`` catches everything the library raises
+deliberately. Where a built-in exception has the same meaning, the class also
+derives from it, so code written against the built-in keeps working::
+
+    SpikestoreError
+    ├── StoreExistsError        (FileExistsError)  refusing to overwrite a store
+    ├── StoreNotFoundError      (FileNotFoundError) no store at the path
+    ├── StoreInUseError         (BlockingIOError)   another live writer holds the store
+    ├── ReadOnlyError           (PermissionError)   writing through a reader
+    ├── StoreClosedError        (ValueError)        using a closed store or run
+    ├── InvalidValueError       (TypeError)         a value that cannot be recorded
+    ├── InvalidArgumentError    (ValueError)        a bad argument
+    ├── StreamNotFoundError     (KeyError)          an unknown stream key
+    ├── FormatError             (ValueError)        metadata that breaks the format
+    │   └── DamagedStoreError                       missing or corrupt chunks
+    ├── InPlaceModificationError (RuntimeError)     a tensor changed before capture
+    └── WriterError             (RuntimeError)      the writer thread failed
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DamagedStoreError",
+    "FormatError",
+    "InPlaceModificationError",
+    "InvalidArgumentError",
+    "InvalidValueError",
+    "ReadOnlyError",
+    "SpikestoreError",
+    "StoreClosedError",
+    "StoreExistsError",
+    "StoreInUseError",
+    "StoreNotFoundError",
+    "StreamNotFoundError",
+    "WriterError",
+]
+
+
+class SpikestoreError(Exception):
+    """Base class of every error spikestore raises on purpose."""
+
+
+class StoreExistsError(SpikestoreError, FileExistsError):
+    """A non-empty store already exists where ``mode="w"`` would write."""
+
+
+class StoreNotFoundError(SpikestoreError, FileNotFoundError):
+    """No spikestore store exists at the given path."""
+
+
+class StoreInUseError(SpikestoreError, BlockingIOError):
+    """Another process that is still alive has the store open for writing."""
+
+
+class ReadOnlyError(SpikestoreError, PermissionError):
+    """A write was attempted on a store opened read-only."""
+
+
+class StoreClosedError(SpikestoreError, ValueError):
+    """The store (or run) was closed and cannot be used any more."""
+
+
+class InvalidValueError(SpikestoreError, TypeError):
+    """A value handed to the store cannot be recorded (wrong type, object dtype...)."""
+
+
+class InvalidArgumentError(SpikestoreError, ValueError):
+    """An argument is out of range or of the wrong kind."""
+
+
+class StreamNotFoundError(SpikestoreError, KeyError):
+    """The stream key names no stream of this store."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class FormatError(SpikestoreError, ValueError):
+    """Metadata on disk does not follow the spikestore format."""
+
+
+class DamagedStoreError(FormatError):
+    """Data inside the committed range is missing or fails its checksum."""
+
+
+class InPlaceModificationError(SpikestoreError, RuntimeError):
+    """A recorded tensor was modified in place before the writer read it."""
+
+
+class WriterError(SpikestoreError, RuntimeError):
+    """The background writer failed; the original exception is chained."""

@@ -1,0 +1,225 @@
+"""Names, paths and attribute documents of the on-disk format (version 1).
+
+This module is the single place that knows how a stream key such as
+``"output/features.0"`` maps to a group path, what the JSON documents in the
+group attributes contain, and how they are validated. ``docs/format.md`` is
+the prose version of the same rules; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import socket
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+from .errors import FormatError, InvalidArgumentError
+
+__all__ = [
+    "ATTRS_KEY",
+    "FORMAT_VERSION",
+    "INDEX_ARRAYS",
+    "escape_layer",
+    "join_key",
+    "new_root_doc",
+    "new_stream_doc",
+    "now_iso",
+    "segment_array_name",
+    "split_key",
+    "stream_node",
+    "unescape_layer",
+    "validate_doc",
+]
+
+#: Version of the on-disk layout written by this library.
+FORMAT_VERSION = 1
+#: Name of the attribute (in the root group and in each stream group) that
+#: holds spikestore's JSON document.
+ATTRS_KEY = "spikestore"
+#: Per-record index arrays of each stream, with their numpy dtypes.
+INDEX_ARRAYS: dict[str, str] = {"step": "int64", "call": "int32", "time": "float64"}
+
+_QUANTITY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+# Characters left as they are in a layer's group name; everything else,
+# including "%", "/", spaces and non-ASCII, becomes %XX of its UTF-8 bytes.
+_SAFE = "._-"
+
+
+def escape_layer(layer: str) -> str:
+    """Return the group name that stores ``layer``.
+
+    Layer names come from ``nn.Module.named_modules()`` and may be empty (the
+    network itself), contain ``/`` or be any unicode string. Zarr and HDF5
+    node names may not. The rule is reversible and documented in
+    ``docs/format.md``: percent-encode every byte outside ``[A-Za-z0-9._-]``;
+    the empty name becomes a lone ``%``; a leading ``.`` or ``_`` is
+    percent-encoded too, so ``.``, ``..`` and ``__*`` never appear.
+    """
+    if not isinstance(layer, str):
+        raise InvalidArgumentError(f"layer name must be a str, not {type(layer).__name__}")
+    if layer == "":
+        return "%"
+    name = quote(layer, safe=_SAFE)
+    if name[0] in "._":
+        name = f"%{ord(name[0]):02X}{name[1:]}"
+    return name
+
+
+def unescape_layer(name: str) -> str:
+    """Invert :func:`escape_layer`."""
+    return "" if name == "%" else unquote(name)
+
+
+def check_quantity(quantity: str) -> str:
+    """Validate a quantity name (``output``, ``v_seq``...) and return it."""
+    if not isinstance(quantity, str) or not _QUANTITY_RE.match(quantity) or quantity.startswith("__"):
+        raise InvalidArgumentError(
+            f"invalid quantity name {quantity!r}: use letters, digits, '_', '.', '-' "
+            "(not starting with '.' or '__'), e.g. 'output' or 'v_seq'"
+        )
+    return quantity
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """Split a stream key ``"quantity/layer"`` at its first ``/``.
+
+    The layer part is taken verbatim, so layer names containing ``/`` (or
+    the empty layer, key ``"output/"``) work.
+    """
+    if not isinstance(key, str) or "/" not in key:
+        raise InvalidArgumentError(
+            f"stream key {key!r} must look like 'quantity/layer', e.g. 'output/1'"
+        )
+    quantity, layer = key.split("/", 1)
+    return check_quantity(quantity), layer
+
+
+def join_key(quantity: str, layer: str) -> str:
+    """Return the stream key of ``quantity`` recorded from ``layer``."""
+    return f"{check_quantity(quantity)}/{layer}"
+
+
+def stream_node(key: str) -> str:
+    """Return the group path (relative to the root) of stream ``key``."""
+    quantity, layer = split_key(key)
+    return f"{quantity}/{escape_layer(layer)}"
+
+
+def segment_array_name(number: int) -> str:
+    """Name of the ``number``-th segment array inside a stream group."""
+    return f"seg{number:06d}"
+
+
+def now_iso() -> str:
+    """Current UTC time as an ISO 8601 string (what every timestamp uses)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the bytes on disk."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str] = {}
+    for name in ("spikestore", "numpy", "numcodecs", "zarr", "h5py", "torch"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def new_root_doc(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """The root document of a store just created by a writer."""
+    import os
+
+    meta = {} if metadata is None else metadata
+    try:
+        json.dumps(meta, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"Store metadata must be JSON-serialisable (dicts, lists, str, finite numbers): {exc}"
+        ) from exc
+    now = now_iso()
+    return {
+        "format_version": FORMAT_VERSION,
+        "created": now,
+        "versions": library_versions(),
+        "metadata": meta,
+        "streams": [],
+        "writer": {
+            "status": "open",
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "opened": now,
+            "closed": None,
+            "dropped": 0,
+        },
+    }
+
+
+def new_stream_doc(key: str, index_chunk_records: int,
+                   index_codecs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The document of a stream that has no records yet."""
+    quantity, layer = split_key(key)
+    return {
+        "quantity": quantity,
+        "layer": layer,
+        "count": 0,
+        "segments": [],
+        "index": {"chunk_records": index_chunk_records, "codecs": index_codecs},
+        "selection": None,
+        "attrs": {},
+    }
+
+
+@functools.cache
+def _schema(name: str) -> dict[str, Any]:
+    # Installed wheels carry the schemas inside the package; a source checkout
+    # keeps them in the top-level schemas/ folder.
+    packaged = resources.files("spikestore").joinpath("schemas", f"{name}.schema.json")
+    if packaged.is_file():
+        return json.loads(packaged.read_text(encoding="utf-8"))
+    source = Path(__file__).resolve().parent.parent / "schemas" / f"{name}.schema.json"
+    return json.loads(source.read_text(encoding="utf-8"))
+
+
+def validate_doc(doc: Any, kind: str, where: str) -> dict[str, Any]:
+    """Validate a root or stream document against its JSON Schema.
+
+    Parameters
+    ----------
+    doc
+        The parsed JSON document.
+    kind
+        ``"root"`` or ``"stream"``.
+    where
+        A path or key that names the document in the error message.
+
+    Raises
+    ------
+    FormatError
+        When the document does not follow the schema (a damaged store, a
+        newer format version, or something that is not a spikestore store).
+    """
+    import jsonschema
+
+    try:
+        jsonschema.validate(doc, _schema(kind))
+    except jsonschema.ValidationError as exc:
+        loc = "/".join(str(p) for p in exc.absolute_path) or "<document>"
+        raise FormatError(
+            f"{where}: spikestore {kind} metadata is invalid at {loc}: {exc.message}. "
+            "The store is damaged or was written by an incompatible version; "
+            "run `spikestore verify` for a full report."
+        ) from None
+    if kind == "root" and doc["format_version"] > FORMAT_VERSION:
+        raise FormatError(
+            f"{where}: format_version {doc['format_version']} is newer than this "
+            f"spikestore understands ({FORMAT_VERSION}); upgrade spikestore."
+        )
+    return doc

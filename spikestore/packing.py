@@ -1,0 +1,139 @@
+"""Bit packing of binary records, for numpy (writer thread) and torch (capture).
+
+One bit order everywhere: records are packed along their **last axis**, eight
+values per byte, first value in the least significant bit. This is
+``np.packbits(mask, axis=-1, bitorder="little")``, so any numpy user can undo
+it with ``np.unpackbits(packed, axis=-1, count=n, bitorder="little")``.
+
+A record is packed only when the round trip is bit-exact: every value must be
+exactly ``0`` or ``1`` of its dtype (``-0.0`` and ``NaN`` are not).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BIT_ORDER", "pack_if_binary", "pack_torch", "packed_length", "unpack_bits"]
+
+BIT_ORDER = "little"
+
+# Multiplying a uint64 that holds eight 0/1 bytes by this constant gathers the
+# eight bits, little bit order, into the top byte of the product.
+_GATHER = np.uint64(0x0102040810204080)
+_SHIFT = np.uint64(56)
+# Quick rejection of obviously non-binary records (voltages, gradients)
+# before the full passes.
+_SAMPLE = 256
+
+
+def packed_length(n: int) -> int:
+    """Bytes needed to pack ``n`` values."""
+    return (n + 7) // 8
+
+
+def _uint_view(x: np.ndarray) -> np.ndarray | None:
+    """View a float array as unsigned ints of the same width (bit-exact checks)."""
+    if x.dtype.kind == "f" and x.dtype.itemsize in (2, 4, 8):
+        return x.view(f"<u{x.dtype.itemsize}")
+    return None
+
+
+def _mask_into(x: np.ndarray, out: np.ndarray) -> bool:
+    """Write ``x == 1`` into ``out``; return whether every value was 0 or 1."""
+    if x.dtype == np.bool_:
+        out[...] = x
+        return True
+    if x.dtype.kind in "iu":
+        np.equal(x, 1, out=out)
+        return np.count_nonzero(x) == np.count_nonzero(out)
+    u = _uint_view(x)
+    if u is None:  # complex, structured, bfloat16 handled as uint16 upstream...
+        return False
+    one = np.array(1, dtype=x.dtype).view(u.dtype)
+    np.equal(u, one, out=out)
+    return np.count_nonzero(u) == np.count_nonzero(out)
+
+
+def pack_if_binary(x: np.ndarray) -> np.ndarray | None:
+    """Pack ``x`` along its last axis if all its values are exactly 0 or 1.
+
+    Parameters
+    ----------
+    x
+        A record of at least one dimension (bool, int, uint or IEEE float).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``uint8`` array of shape ``x.shape[:-1] + (ceil(x.shape[-1] / 8),)``,
+        or ``None`` when ``x`` is not binary (or is 0-d or empty), in which
+        case the caller stores it raw.
+    """
+    if x.ndim == 0 or x.size == 0:
+        return None
+    x = np.ascontiguousarray(x)
+    if x.dtype != np.bool_:
+        flat = x.reshape(-1)[:_SAMPLE]
+        if not _mask_into(flat, np.empty(flat.shape, np.bool_)):
+            return None
+    n = x.shape[-1]
+    width = packed_length(n) * 8
+    buf = np.empty(x.shape[:-1] + (width,), dtype=np.bool_)
+    if width != n:
+        buf[..., n:] = False
+    if not _mask_into(x, buf[..., :n]):
+        return None
+    words = buf.view(np.uint64)
+    gathered = words * _GATHER
+    gathered >>= _SHIFT
+    return gathered.astype(np.uint8)
+
+
+def unpack_bits(packed: np.ndarray, n: int, dtype: np.dtype | str) -> np.ndarray:
+    """Unpack along the last axis to ``n`` values of ``dtype`` (0 and 1)."""
+    bits = np.unpackbits(packed, axis=-1, count=n, bitorder=BIT_ORDER)
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return bits.view(np.bool_)
+    return bits.astype(dtype)
+
+
+def pack_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack ``x`` along its last axis on its own device, without synchronising.
+
+    Used by capture on CUDA, where packing before the device-to-host copy
+    sends 32x fewer bytes over PCIe than float32 spikes.
+
+    Returns
+    -------
+    (packed, is_binary)
+        ``packed`` is ``uint8`` with the same layout as :func:`pack_if_binary`;
+        ``is_binary`` is a 0-d bool tensor on the same device, read later by
+        the writer thread (reading it here would synchronise).
+    """
+    import torch
+
+    x = x.contiguous()
+    n = x.shape[-1]
+    width = packed_length(n) * 8
+    buf = torch.zeros((*x.shape[:-1], width), dtype=torch.bool, device=x.device)
+    if x.dtype == torch.bool:
+        buf[..., :n] = x
+        ok = torch.ones((), dtype=torch.bool, device=x.device)
+    else:
+        if x.is_floating_point():
+            ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
+            u = x.view(ints)
+            one = torch.ones((), dtype=x.dtype).view(ints).item()
+        else:
+            u, one = x, 1
+        torch.eq(u, one, out=buf[..., :n])
+        ok = torch.count_nonzero(u) == torch.count_nonzero(buf)
+    words = buf.view(torch.uint8).view(torch.int64)
+    packed = ((words * int(_GATHER.astype(np.int64))) >> 56).to(torch.uint8)
+    return packed, ok

@@ -1,0 +1,264 @@
+"""``spikestore.Store``: the write side of a store."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import socket
+import weakref
+from pathlib import Path
+from typing import Any
+
+from .backends import open_backend
+from .capture import capture
+from .errors import (
+    InvalidArgumentError,
+    StoreExistsError,
+    StoreInUseError,
+    StoreNotFoundError,
+)
+from .format import join_key, new_root_doc, now_iso, split_key, stream_node, validate_doc
+from .writer import Writer
+
+__all__ = ["Store"]
+
+_OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_stores() -> None:
+    # A training script that forgets close() still gets its tail committed.
+    for store in list(_OPEN_STORES):
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - nothing useful to do at exit
+            pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Store:
+    """A spikestore store opened for writing.
+
+    Records are handed to a background writer thread that packs, compresses
+    and commits them; memory stays bounded by ``max_pending_bytes`` plus one
+    chunk per stream, however long the run.
+
+    Parameters
+    ----------
+    path
+        Directory of a Zarr store, or a ``.h5``/``.hdf5`` file (HDF5).
+    mode
+        ``"w"`` creates a store (refusing a non-empty one unless
+        ``overwrite=True``); ``"a"`` appends to an existing store, steps
+        continuing after the last recorded one; ``"r"`` returns
+        ``spikestore.open(path)``.
+    overwrite
+        With ``mode="w"``, delete whatever is at ``path`` first.
+    backend
+        ``"zarr"`` or ``"hdf5"``; by default chosen from the path's suffix.
+    metadata
+        JSON-serialisable run metadata stored in the root document.
+    max_pending_bytes
+        Bound on record bytes handed over but not yet written (default 256 MiB).
+    on_full
+        What ``append`` does when that bound is reached: ``"block"``
+        (default; nothing is lost) or ``"drop"`` (drop and count).
+    flush_interval
+        Seconds between automatic commits; a crash loses at most this window.
+    chunk_bytes
+        Target uncompressed size of one chunk (default 1 MiB).
+    durable
+        ``fsync`` every commit, so committed records survive a power loss,
+        not only a process crash. Slower.
+    compression_level
+        zstd level of the chunk codecs (default 1).
+
+    Examples
+    --------
+    >>> with spikestore.Store("run.zarr", mode="w") as store:   # doctest: +SKIP
+    ...     for step in range(3):
+    ...         store.set_step(step)
+    ...         store.append("output/fc1", spikes)
+    """
+
+    def __new__(cls, path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Any:
+        if mode == "r":
+            from .reader import open as open_run
+
+            return open_run(path, backend=kwargs.get("backend"))
+        return super().__new__(cls)
+
+    def __init__(self, path: str | os.PathLike[str], mode: str = "w", *, overwrite: bool = False,
+                 backend: str | None = None, metadata: dict[str, Any] | None = None,
+                 max_pending_bytes: int = 256 << 20, on_full: str = "block",
+                 flush_interval: float = 5.0, chunk_bytes: int = 1 << 20,
+                 durable: bool = False, compression_level: int | None = None) -> None:
+        self.path = Path(path)
+        self.mode = mode
+        self._writer: Writer | None = None
+        if mode not in ("w", "a"):
+            raise InvalidArgumentError(f"mode must be 'w', 'a' or 'r', not {mode!r}")
+        streams: dict[str, dict[str, Any]] = {}
+        self._step = 0
+        if mode == "w":
+            self._prepare_new(overwrite)
+            be = open_backend(self.path, backend=backend, writable=True, durable=durable)
+            root = new_root_doc(metadata)
+            validate_doc(root, "root", str(self.path))
+            be.write_doc("", root)
+        else:
+            be = open_backend(self.path, backend=backend, writable=True, durable=durable)
+            root, streams = self._resume(be, metadata)
+        self._backend_name = backend
+        self._calls: dict[str, tuple[int, int]] = {}
+        self._writer = Writer(be, root, streams=streams, max_pending_bytes=max_pending_bytes,
+                              on_full=on_full, flush_interval=flush_interval,
+                              chunk_bytes=chunk_bytes, level=compression_level)
+        _OPEN_STORES.add(self)
+
+    # -- opening ------------------------------------------------------------
+    def _prepare_new(self, overwrite: bool) -> None:
+        p = self.path
+        if p.exists() and (p.is_file() or any(p.iterdir())):
+            if not overwrite:
+                raise StoreExistsError(
+                    f"{p} already exists and is not empty; pass overwrite=True to replace it, "
+                    "or mode='a' to append to it")
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+    def _resume(self, be: Any, metadata: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        if not be.exists():
+            raise StoreNotFoundError(f"no spikestore store at {self.path}; use mode='w' to create one")
+        root = validate_doc(be.read_doc(""), "root", str(self.path))
+        w = root["writer"]
+        if (w["status"] == "open" and w["host"] == socket.gethostname() and w["pid"] != os.getpid()
+                and _pid_alive(w["pid"])):
+            raise StoreInUseError(
+                f"{self.path} is being written by process {w['pid']}; close that writer first "
+                "(readers can use spikestore.open while it runs)")
+        streams: dict[str, dict[str, Any]] = {}
+        last_step = -1
+        from .reader import read_index_tail
+
+        for key in root["streams"]:
+            doc = be.read_doc(stream_node(key))
+            if doc is None:
+                continue
+            streams[key] = validate_doc(doc, "stream", f"{self.path}:{key}")
+            last_step = max(last_step, read_index_tail(be, stream_node(key), doc))
+        if metadata:
+            root["metadata"] = {**root["metadata"], **metadata}
+        root["writer"] = new_root_doc(None)["writer"] | {"dropped": w["dropped"]}
+        validate_doc(root, "root", str(self.path))
+        be.write_doc("", root)
+        self._step = last_step + 1
+        return root, streams
+
+    # -- recording ------------------------------------------------------------
+    @property
+    def step(self) -> int:
+        """The step that new records are keyed by."""
+        return self._step
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped because the queue was full (``on_full="drop"``)."""
+        return self._live().dropped
+
+    def _live(self) -> Writer:
+        if self._writer is None:
+            raise InvalidArgumentError("store failed to open")
+        self._writer.check()
+        return self._writer
+
+    def set_step(self, step: int) -> None:
+        """Key the records made from now on by ``step`` (any integer >= 0)."""
+        self._live()
+        if isinstance(step, bool) or not isinstance(step, int) and not hasattr(step, "__index__"):
+            raise InvalidArgumentError(f"step must be an int, not {type(step).__name__}")
+        step = int(step)
+        if step < 0:
+            raise InvalidArgumentError(f"step must be >= 0, got {step}")
+        self._step = step
+
+    def append(self, stream: str, value: Any, *, step: int | None = None, copy: bool = False,
+               encoding: str = "auto") -> bool:
+        """Hand one record of ``stream`` (``"quantity/layer"``) to the writer.
+
+        Parameters
+        ----------
+        stream
+            Stream key, e.g. ``"output/1"``.
+        value
+            A tensor (any device), numpy array, or Python/numpy number.
+        step
+            Step to key the record by; the store's current step by default.
+        copy
+            Copy a CPU tensor now instead of reading it on the writer thread.
+            Needed only if the tensor is modified in place right after.
+        encoding
+            ``"auto"`` (bits when every value is 0 or 1, raw otherwise),
+            ``"bits"`` or ``"raw"``.
+
+        Returns
+        -------
+        bool
+            False if the record was dropped (only with ``on_full="drop"``).
+        """
+        writer = self._live()
+        split_key(stream)
+        if encoding not in ("auto", "bits", "raw"):
+            raise InvalidArgumentError(f"encoding must be 'auto', 'bits' or 'raw', not {encoding!r}")
+        s = self._step if step is None else int(step)
+        last = self._calls.get(stream)
+        call = last[1] + 1 if last is not None and last[0] == s else 0
+        self._calls[stream] = (s, call)
+        return writer.submit(capture(stream, value, s, call, copy=copy, encoding=encoding))
+
+    def set_stream_info(self, stream: str, *, selection: dict[str, Any] | None = None,
+                        attrs: dict[str, Any] | None = None) -> None:
+        """Store what a stream's records cover (selection) and free-form attrs."""
+        self._live().update_stream(stream, selection, dict(attrs or {}))
+
+    def stream_key(self, quantity: str, layer: str) -> str:
+        """Key of ``quantity`` recorded from ``layer`` (validates the quantity)."""
+        return join_key(quantity, layer)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until every record handed over so far is committed to disk."""
+        self._live().flush(timeout)
+
+    def close(self) -> None:
+        """Flush and close. Idempotent; also run at interpreter exit."""
+        writer = self._writer
+        if writer is None:
+            return
+        _OPEN_STORES.discard(self)
+        writer.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._writer is None or self._writer._closed
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"open, step {self._step}"
+        return f"<spikestore.Store {str(self.path)!r} ({state})>"

@@ -1,0 +1,315 @@
+"""The background writer thread and its byte-bounded queue.
+
+The training thread only ever calls :meth:`Writer.submit`, which costs a lock
+and a deque append unless the queue is full. Everything else (packing,
+compression, file I/O, commits) happens on the writer thread.
+
+Failure handling follows tensorboard's ``EventFileWriter``: the thread saves
+its exception, drains the queue so blocked producers wake up, and the next
+call from the training thread (``submit``, ``flush``, ``close``) raises a
+:class:`~spikestore.errors.WriterError` chained to the original exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .assembly import StreamWriter
+from .backends.base import Backend
+from .capture import Frame, check_intact, prepare
+from .errors import InvalidArgumentError, StoreClosedError, WriterError
+from .format import now_iso, validate_doc
+
+__all__ = ["Writer"]
+
+_log = logging.getLogger("spikestore")
+
+
+@dataclass(slots=True)
+class _Flush:
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(slots=True)
+class _Meta:
+    """A stream-document update (selection, attrs) that travels in order."""
+
+    key: str
+    selection: dict[str, Any] | None
+    attrs: dict[str, Any]
+
+
+class _Stop:
+    pass
+
+
+class _ByteQueue:
+    """A FIFO bounded by the bytes of the frames it holds.
+
+    Bytes are released when the writer is *done* with a frame, not when it
+    dequeues it, so the bound covers everything the writer still holds.
+    A single frame larger than the bound is let through when the queue is
+    empty (blocking it forever would be a hang).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.pending = 0
+        self._items: deque[Any] = deque()
+        self._cond = threading.Condition()
+        self.dead = False
+
+    def put(self, item: Any, nbytes: int, *, block: bool) -> bool:
+        with self._cond:
+            while not self.dead and self.pending > 0 and self.pending + nbytes > self.max_bytes:
+                if not block:
+                    return False
+                self._cond.wait(0.25)
+            if self.dead:
+                return False
+            self._items.append(item)
+            self.pending += nbytes
+            self._cond.notify_all()
+            return True
+
+    def take_all(self, timeout: float) -> list[Any]:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+    def release(self, nbytes: int) -> None:
+        with self._cond:
+            self.pending -= nbytes
+            self._cond.notify_all()
+
+    def kill(self) -> None:
+        with self._cond:
+            self.dead = True
+            self._items.clear()
+            self.pending = 0
+            self._cond.notify_all()
+
+
+class Writer:
+    """Owns the writer thread of one store.
+
+    Parameters
+    ----------
+    backend
+        The open, writable backend.
+    root_doc
+        The root document; the writer keeps it and rewrites it on changes.
+    streams
+        Committed stream documents of a store opened for append.
+    max_pending_bytes
+        Bound on the bytes of records submitted but not yet written.
+    on_full
+        ``"block"`` (default: wait for room) or ``"drop"`` (drop the record,
+        count it in the root document, warn once).
+    flush_interval
+        Seconds between automatic commits of partly filled chunks: the most
+        a crash can lose.
+    chunk_bytes
+        Target size of one uncompressed chunk.
+    """
+
+    def __init__(self, backend: Backend, root_doc: dict[str, Any], *,
+                 streams: dict[str, dict[str, Any]] | None = None,
+                 max_pending_bytes: int = 256 << 20, on_full: str = "block",
+                 flush_interval: float = 5.0, chunk_bytes: int = 1 << 20,
+                 level: int | None = None) -> None:
+        if on_full not in ("block", "drop"):
+            raise InvalidArgumentError(f"on_full must be 'block' or 'drop', not {on_full!r}")
+        if max_pending_bytes <= 0 or chunk_bytes <= 0 or flush_interval <= 0:
+            raise InvalidArgumentError(
+                "max_pending_bytes, chunk_bytes and flush_interval must be positive")
+        self.backend = backend
+        self.root_doc = root_doc
+        self.on_full = on_full
+        self.flush_interval = flush_interval
+        self.chunk_bytes = chunk_bytes
+        self.level = level
+        self._queue = _ByteQueue(max_pending_bytes)
+        self._resume_docs = dict(streams or {})
+        self._streams: dict[str, StreamWriter] = {}
+        self._error: BaseException | None = None
+        self._closed = False
+        self.dropped = root_doc["writer"]["dropped"]
+        self._dropped_written = self.dropped
+        self._warned_drop = False
+        self.on_error: Callable[[BaseException], None] | None = None
+        self._thread = threading.Thread(target=self._run, name="spikestore-writer", daemon=True)
+        self._thread.start()
+
+    # -- training-thread side ----------------------------------------------------
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
+
+    def check(self) -> None:
+        """Raise :class:`WriterError` if the writer thread has failed."""
+        err = self._error
+        if err is not None:
+            raise WriterError(
+                f"the spikestore writer for {self.backend.path} failed: "
+                f"{type(err).__name__}: {err}. Records after the last successful flush "
+                "may be missing; the store on disk stays readable up to its committed count."
+            ) from err
+        if self._closed:
+            raise StoreClosedError(f"store {self.backend.path} is closed")
+
+    def submit(self, frame: Frame) -> bool:
+        """Queue a frame; return False if it was dropped (``on_full="drop"``)."""
+        self.check()
+        if self._queue.put(frame, frame.nbytes, block=self.on_full == "block"):
+            return True
+        self.check()  # a dead writer explains the refusal
+        self.dropped += 1
+        if not self._warned_drop:
+            self._warned_drop = True
+            warnings.warn(
+                f"spikestore: the writer queue for {self.backend.path} is full "
+                f"({self._queue.max_bytes} bytes pending) and on_full='drop': records are "
+                "being dropped. The count is kept in the store's writer.dropped attribute.",
+                RuntimeWarning, stacklevel=4)
+        return False
+
+    def update_stream(self, key: str, selection: dict[str, Any] | None,
+                      attrs: dict[str, Any]) -> None:
+        """Set a stream's selection/attrs document fields (in queue order)."""
+        self.check()
+        self._queue.put(_Meta(key, selection, attrs), 0, block=True)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Return once everything submitted so far is committed on disk."""
+        self.check()
+        req = _Flush()
+        self._queue.put(req, 0, block=True)
+        self._wait(req.done, timeout)
+
+    def _wait(self, event: threading.Event, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not event.wait(0.05):
+            self.check()
+            if not self._thread.is_alive():
+                raise WriterError(f"the spikestore writer for {self.backend.path} stopped")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"flush of {self.backend.path} did not finish in {timeout} s")
+        self.check()
+
+    def close(self) -> None:
+        """Flush, stop the thread, mark the store closed. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if self._error is None:
+                req = _Flush()
+                self._queue.put(req, 0, block=True)
+                self._queue.put(_Stop(), 0, block=True)
+                self._wait(req.done, None)
+            self._thread.join()
+        finally:
+            self._closed = True
+            self._finish_root()
+        err = self._error
+        if err is not None:
+            self._closed = False  # let check() report the failure, not "closed"
+            try:
+                self.check()
+            finally:
+                self._closed = True
+
+    # -- writer-thread side --------------------------------------------------------
+    def _run(self) -> None:
+        last_commit = time.monotonic()
+        try:
+            while True:
+                items = self._queue.take_all(timeout=self._until(last_commit))
+                stop = False
+                for item in items:
+                    if isinstance(item, Frame):
+                        self._write_frame(item)
+                    elif isinstance(item, _Flush):
+                        self._commit_all(partial=True)
+                        last_commit = time.monotonic()
+                        item.done.set()
+                    elif isinstance(item, _Meta):
+                        self._stream(item.key).doc |= {"selection": item.selection,
+                                                       "attrs": item.attrs}
+                        self._stream(item.key).dirty = True
+                    else:
+                        stop = True
+                if stop:
+                    return
+                for sw in self._streams.values():
+                    if sw.dirty:
+                        sw.commit(partial=False)
+                if time.monotonic() - last_commit >= self.flush_interval:
+                    self._commit_all(partial=True)
+                    last_commit = time.monotonic()
+        except BaseException as exc:  # noqa: BLE001 - everything must reach the caller
+            self._error = exc
+            _log.debug("spikestore writer failed", exc_info=exc)
+            self._queue.kill()
+
+    def _until(self, last_commit: float) -> float:
+        return max(0.01, self.flush_interval - (time.monotonic() - last_commit))
+
+    def _stream(self, key: str) -> StreamWriter:
+        sw = self._streams.get(key)
+        if sw is None:
+            doc = self._resume_docs.pop(key, None)
+            sw = StreamWriter(self.backend, key, chunk_bytes=self.chunk_bytes,
+                              level=self.level, doc=doc)
+            self._streams[key] = sw
+            if key not in self.root_doc["streams"]:
+                self.root_doc["streams"].append(key)
+                self._write_root()
+        return sw
+
+    def _write_frame(self, frame: Frame) -> None:
+        try:
+            prepared = prepare(frame)
+            self._stream(frame.key).add(prepared, frame.step, frame.call, frame.time,
+                                        frame.extra.get("precision"))
+            check_intact(frame)
+        finally:
+            self._queue.release(frame.nbytes)
+
+    def _commit_all(self, *, partial: bool) -> None:
+        for sw in self._streams.values():
+            sw.commit(partial=partial)
+        if self.dropped != self._dropped_written:
+            self._write_root()
+
+    def _write_root(self) -> None:
+        self.root_doc["writer"]["dropped"] = self.dropped
+        self._dropped_written = self.dropped
+        validate_doc(self.root_doc, "root", str(self.backend.path))
+        self.backend.write_doc("", self.root_doc)
+
+    def _finish_root(self) -> None:
+        """Record the final writer status (best effort after a failure)."""
+        w = self.root_doc["writer"]
+        w["closed"] = now_iso()
+        if self._error is not None:
+            w["status"] = "failed"
+            w["error"] = f"{type(self._error).__name__}: {self._error}"[:2000]
+        else:
+            w["status"] = "closed"
+        try:
+            self._write_root()
+            self.backend.sync()
+        except Exception:  # noqa: BLE001 - the original failure is what matters
+            _log.debug("could not record the final writer status", exc_info=True)
+        finally:
+            self.backend.close()
