@@ -177,7 +177,7 @@ class Stream:
         if isinstance(item, (int, np.integer)):
             j = self._norm(item)
             seg = self._segment_of(j)
-            return seg.read(j - seg.start, j - seg.start + 1)[0]
+            return seg.read(j - seg.start, j - seg.start + 1)[0, ...]
         if isinstance(item, slice):
             idx = np.arange(len(self))[item]
         else:
@@ -255,9 +255,10 @@ class Stream:
         import torch
 
         arr = self[i]
+        arr = arr if arr.flags.c_contiguous and arr.flags.writeable else arr.copy()
         if self._segment_of(self._norm(i)).doc["dtype"] == "bfloat16":
-            return torch.from_numpy(np.ascontiguousarray(arr).view(np.int16)).view(torch.bfloat16)
-        return torch.from_numpy(np.ascontiguousarray(arr))
+            return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(arr)
 
     def __repr__(self) -> str:
         return f"<spikestore.Stream {self.key!r}: {len(self)} records, {len(self.segments)} segment(s)>"

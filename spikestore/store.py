@@ -18,7 +18,7 @@ from .errors import (
     StoreInUseError,
     StoreNotFoundError,
 )
-from .format import join_key, new_root_doc, now_iso, split_key, stream_node, validate_doc
+from .format import join_key, new_root_doc, split_key, stream_node, validate_doc
 from .writer import Writer
 
 __all__ = ["Store"]
@@ -119,8 +119,8 @@ class Store:
         else:
             be = open_backend(self.path, backend=backend, writable=True, durable=durable)
             root, streams = self._resume(be, metadata)
-        self._backend_name = backend
         self._calls: dict[str, tuple[int, int]] = {}
+        self._counts: dict[str, int] = {k: d["count"] for k, d in streams.items()}
         self._writer = Writer(be, root, streams=streams, max_pending_bytes=max_pending_bytes,
                               on_full=on_full, flush_interval=flush_interval,
                               chunk_bytes=chunk_bytes, level=compression_level)
@@ -195,7 +195,7 @@ class Store:
         self._step = step
 
     def append(self, stream: str, value: Any, *, step: int | None = None, copy: bool = False,
-               encoding: str = "auto") -> bool:
+               encoding: str = "auto") -> int | None:
         """Hand one record of ``stream`` (``"quantity/layer"``) to the writer.
 
         Parameters
@@ -215,8 +215,9 @@ class Store:
 
         Returns
         -------
-        bool
-            False if the record was dropped (only with ``on_full="drop"``).
+        int or None
+            The record's index within its stream, or ``None`` if it was
+            dropped (only with ``on_full="drop"``).
         """
         writer = self._live()
         split_key(stream)
@@ -225,8 +226,13 @@ class Store:
         s = self._step if step is None else int(step)
         last = self._calls.get(stream)
         call = last[1] + 1 if last is not None and last[0] == s else 0
-        self._calls[stream] = (s, call)
-        return writer.submit(capture(stream, value, s, call, copy=copy, encoding=encoding))
+        frame = capture(stream, value, s, call, copy=copy, encoding=encoding)
+        self._calls[stream] = (s, call)  # a dropped record leaves a gap in `call`
+        if not writer.submit(frame):
+            return None
+        index = self._counts.get(stream, 0)
+        self._counts[stream] = index + 1
+        return index
 
     def set_stream_info(self, stream: str, *, selection: dict[str, Any] | None = None,
                         attrs: dict[str, Any] | None = None) -> None:

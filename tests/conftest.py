@@ -1,0 +1,19 @@
+"""Shared fixtures: a fresh store path per test (one place to add backends)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+BACKENDS = ["zarr"]
+
+
+@pytest.fixture(params=BACKENDS)
+def store_path(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """Path of a store that does not exist yet, for each backend."""
+    suffix = {"zarr": ".zarr", "hdf5": ".h5"}[request.param]
+    return tmp_path / f"run{suffix}"

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from spikestore.packing import pack_if_binary, pack_torch, unpack_bits
+
+DTYPES = ["bool", "uint8", "int16", "int32", "int64", "float16", "float32", "float64"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(dtype=st.sampled_from(DTYPES),
+       shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=19),
+       data=st.data())
+def test_binary_records_pack_like_numpy_little_bit_order(dtype, shape, data):
+    mask = data.draw(hnp.arrays(np.bool_, shape))
+    x = mask.astype(dtype)
+    packed = pack_if_binary(x)
+    assert packed is not None
+    np.testing.assert_array_equal(packed, np.packbits(mask, axis=-1, bitorder="little"))
+    back = unpack_bits(packed, shape[-1], dtype)
+    assert back.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(back, x)
+
+
+@pytest.mark.parametrize("values", [[0.0, 0.5], [0.0, -0.0], [1.0, np.nan], [2.0, 0.0], [1.0, -1.0]])
+def test_non_binary_float_records_are_not_packed(values):
+    for dtype in ("float16", "float32", "float64"):
+        assert pack_if_binary(np.array(values * 200, dtype=dtype)) is None
+
+
+def test_non_binary_ints_and_trivial_shapes_are_not_packed():
+    assert pack_if_binary(np.array([0, 1, 2] * 100)) is None
+    assert pack_if_binary(np.array(1.0, dtype=np.float32)) is None  # 0-d
+    assert pack_if_binary(np.zeros((3, 0), dtype=np.float32)) is None  # empty
+
+
+def test_late_non_binary_value_is_caught_after_the_sample():
+    x = np.zeros(10_000, dtype=np.float32)
+    x[-1] = 0.25
+    assert pack_if_binary(x) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint8, torch.int64, torch.float16, torch.bfloat16,
+                                   torch.float32, torch.float64])
+def test_torch_packing_matches_numpy(dtype):
+    g = torch.Generator().manual_seed(1)
+    mask = torch.rand(3, 5, 13, generator=g) < 0.3
+    packed, ok = pack_torch(mask.to(dtype))
+    assert bool(ok)
+    np.testing.assert_array_equal(packed.numpy(), np.packbits(mask.numpy(), axis=-1, bitorder="little"))
+    bad = mask.to(dtype).clone()
+    if dtype != torch.bool:
+        bad[0, 0, 0] = 2
+        assert not bool(pack_torch(bad)[1])

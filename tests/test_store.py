@@ -1,0 +1,319 @@
+"""Write path: round trips, modes, metadata, policies (DESIGN §3, §4, §7)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import spikestore
+from spikestore import (
+    InPlaceModificationError,
+    InvalidArgumentError,
+    InvalidValueError,
+    StoreClosedError,
+    StoreExistsError,
+    StoreNotFoundError,
+    StreamNotFoundError,
+)
+
+NP_DTYPES = ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64",
+             "complex64"]
+TORCH_DTYPES = [torch.bool, torch.uint8, torch.int32, torch.int64, torch.float16, torch.bfloat16,
+                torch.float32, torch.float64]
+
+
+def _record(draw, shape, binary, dtype):
+    if binary:
+        return draw(hnp.arrays(np.bool_, shape)).astype(dtype)
+    if np.dtype(dtype).kind == "f":
+        return draw(hnp.arrays(dtype, shape, elements=st.floats(-1e3, 1e3, width=np.dtype(dtype).itemsize * 8,
+                                                                 allow_subnormal=False)))
+    return draw(hnp.arrays(dtype, shape))
+
+
+@st.composite
+def record_streams(draw):
+    """A list of records for one stream, with mid-stream shape/dtype changes."""
+    out = []
+    for _ in range(draw(st.integers(1, 4))):  # segments
+        shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9))
+        dtype = draw(st.sampled_from(NP_DTYPES))
+        binary = draw(st.booleans())
+        for _ in range(draw(st.integers(1, 5))):
+            out.append(_record(draw, shape, binary, dtype))
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(records=record_streams(), chunk_bytes=st.sampled_from([1, 64, 1 << 20]))
+def test_any_numpy_records_round_trip(tmp_path_factory, records, chunk_bytes):
+    path = tmp_path_factory.mktemp("rt") / "s.zarr"
+    with spikestore.Store(path, chunk_bytes=chunk_bytes) as store:
+        for i, r in enumerate(records):
+            store.set_step(i // 2)
+            assert store.append("output/layer", r) == i
+    run = spikestore.open(path)
+    s = run["output/layer"]
+    assert len(s) == len(records)
+    for i, r in enumerate(records):
+        got = s[i]
+        assert got.dtype == r.dtype and got.shape == r.shape
+        np.testing.assert_array_equal(got, r)
+    np.testing.assert_array_equal(s.steps, np.arange(len(records)) // 2)
+    np.testing.assert_array_equal(s.calls, np.arange(len(records)) % 2)
+    assert s.steps.dtype == np.int64
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dtype=st.sampled_from(TORCH_DTYPES), binary=st.booleans(),
+       shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=7), seed=st.integers(0, 99))
+def test_torch_tensors_round_trip_with_dtype(tmp_path_factory, dtype, binary, shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(shape, generator=g)
+    t = (base < 0.3).to(dtype) if binary or dtype == torch.bool else (base * 100).to(dtype)
+    path = tmp_path_factory.mktemp("tt") / "s.zarr"
+    with spikestore.Store(path) as store:
+        store.append("v/0", t)
+        store.append("v/0", t)
+    s = spikestore.open(path)["v/0"]
+    back = s.tensor(1)
+    assert back.dtype == t.dtype and back.shape == t.shape
+    assert torch.equal(back, t)
+    if dtype == torch.bfloat16:
+        assert s[0].dtype == np.dtype(ml_dtypes.bfloat16)
+
+
+def test_binary_records_are_bit_packed_and_others_raw(tmp_path):
+    path = tmp_path / "s.zarr"
+    with spikestore.Store(path) as store:
+        store.append("output/a", torch.ones(4, 16))
+        store.append("v/a", torch.full((4, 16), 0.5))
+    run = spikestore.open(path)
+    (bits,), (raw,) = run["output/a"].segments, run["v/a"].segments
+    assert bits.encoding == "bits" and bits.stored_shape == (4, 2) and bits.stored_dtype == np.uint8
+    assert raw.encoding == "raw" and raw.stored_shape == (4, 16)
+
+
+def test_many_records_per_chunk_and_segments_on_shape_change(tmp_path):
+    path = tmp_path / "s.zarr"
+    with spikestore.Store(path, chunk_bytes=4096) as store:
+        for step in range(100):
+            store.set_step(step)
+            store.append("output/1", torch.ones(3 if step % 10 == 9 else 4, 64))
+    s = spikestore.open(path)["output/1"]
+    assert len(s) == 100 and len(s.segments) == 20
+    assert s.segments[0].chunk_records == 4096 // (4 * 8)
+    assert s[9].shape == (3, 64) and s[10].shape == (4, 64)
+    assert s[0:9].shape == (9, 4, 64)
+    with pytest.raises(InvalidArgumentError, match="different shapes"):
+        s[8:11]
+
+
+def test_plain_zarr_reads_the_same_bits(tmp_path):
+    import zarr
+
+    path = tmp_path / "s.zarr"
+    x = (torch.rand(5, 3, 21) < 0.2).float()
+    with spikestore.Store(path) as store:
+        for r in x:
+            store.append("output/conv", r)
+    z = zarr.open_group(path, mode="r")
+    doc = z.attrs["spikestore"]
+    assert doc["format_version"] == 1 and doc["streams"] == ["output/conv"]
+    arr = z["output/conv/seg000000"][:]
+    np.testing.assert_array_equal(np.unpackbits(arr, axis=-1, count=21, bitorder="little"), x.numpy())
+    np.testing.assert_array_equal(z["output/conv/step"][:], np.zeros(5))
+
+
+def test_mode_w_refuses_to_overwrite_unless_asked(tmp_path):
+    path = tmp_path / "s.zarr"
+    with spikestore.Store(path) as store:
+        store.append("output/1", np.ones(3))
+    with pytest.raises(StoreExistsError, match="overwrite=True"):
+        spikestore.Store(path, mode="w")
+    with spikestore.Store(path, mode="w", overwrite=True) as store:
+        store.append("output/2", np.ones(3))
+    assert spikestore.open(path).streams == ["output/2"]
+
+
+def test_mode_a_appends_and_steps_continue(tmp_path):
+    path = tmp_path / "s.zarr"
+    with spikestore.Store(path, metadata={"lr": 0.1}) as store:
+        for step in range(3):
+            store.set_step(step)
+            store.append("output/1", np.ones(9, dtype=np.float32))
+    with spikestore.Store(path, mode="a", metadata={"resumed": True}) as store:
+        assert store.step == 3
+        store.append("output/1", np.zeros(9, dtype=np.float32))
+        store.append("output/2", np.zeros(2))
+    run = spikestore.open(path)
+    s = run["output/1"]
+    assert len(s) == 4 and list(s.steps) == [0, 1, 2, 3]
+    np.testing.assert_array_equal(s[3], np.zeros(9, np.float32))
+    np.testing.assert_array_equal(s[0], np.ones(9, np.float32))
+    assert run.metadata == {"lr": 0.1, "resumed": True}
+    assert run.streams == ["output/1", "output/2"]
+
+
+def test_mode_a_needs_an_existing_store_and_mode_r_opens_a_reader(tmp_path):
+    with pytest.raises(StoreNotFoundError):
+        spikestore.Store(tmp_path / "none.zarr", mode="a")
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        store.append("output/1", np.ones(3))
+    run = spikestore.Store(tmp_path / "s.zarr", mode="r")
+    assert isinstance(run, spikestore.Run) and len(run["output/1"]) == 1
+    with pytest.raises(InvalidArgumentError):
+        spikestore.Store(tmp_path / "x.zarr", mode="x")
+
+
+def test_root_document_records_metadata_versions_and_status(tmp_path):
+    path = tmp_path / "s.zarr"
+    store = spikestore.Store(path, metadata={"model": "cnn", "T": 8})
+    live = spikestore.open(path)
+    assert live.writer["status"] == "open"
+    store.close()
+    store.close()  # idempotent
+    root = json.loads((path / "zarr.json").read_text())["attributes"]["spikestore"]
+    assert root["metadata"] == {"model": "cnn", "T": 8}
+    assert root["writer"]["status"] == "closed" and root["writer"]["dropped"] == 0
+    assert root["versions"]["numpy"] == np.__version__
+    with pytest.raises(InvalidArgumentError, match="JSON"):
+        spikestore.Store(tmp_path / "m.zarr", metadata={"f": object()})
+
+
+def test_closed_store_refuses_records(tmp_path):
+    store = spikestore.Store(tmp_path / "s.zarr")
+    store.close()
+    with pytest.raises(StoreClosedError):
+        store.append("output/1", np.ones(3))
+
+
+@pytest.mark.parametrize("value", ["text", object(), np.array(["a"]), torch.zeros(2).to_sparse(), None])
+def test_unrecordable_values_raise_a_clear_error(tmp_path, value):
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        with pytest.raises(InvalidValueError, match="output/1"):
+            store.append("output/1", value)
+
+
+def test_bad_arguments(tmp_path):
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        with pytest.raises(InvalidArgumentError):
+            store.set_step(-1)
+        with pytest.raises(InvalidArgumentError):
+            store.append("no-slash", np.ones(1))
+        with pytest.raises(InvalidArgumentError):
+            store.append("output/1", np.ones(1), encoding="gzip")
+    with pytest.raises(InvalidArgumentError):
+        spikestore.Store(tmp_path / "t.zarr", on_full="explode")
+
+
+def test_unknown_stream_lists_the_known_ones(tmp_path):
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        store.append("output/1", np.ones(1))
+    with pytest.raises(StreamNotFoundError, match="output/1"):
+        spikestore.open(tmp_path / "s.zarr")["output/9"]
+    with pytest.raises(StoreNotFoundError):
+        spikestore.open(tmp_path / "nothing")
+
+
+def test_in_place_modification_after_capture_is_reported(tmp_path):
+    store = spikestore.Store(tmp_path / "s.zarr")
+    t = torch.rand(1 << 16)
+    # Hold the writer so the tensor is still queued when it is modified.
+    writer = store._writer
+    gate = __import__("threading").Event()
+    orig = writer._write_frame
+
+    def slow(frame):
+        gate.wait(5)
+        orig(frame)
+
+    writer._write_frame = slow
+    store.append("v/1", t)
+    t.add_(1.0)
+    gate.set()
+    with pytest.raises(spikestore.WriterError) as info:
+        store.flush()
+    assert isinstance(info.value.__cause__, InPlaceModificationError)
+    with pytest.raises(spikestore.WriterError):
+        store.close()
+
+
+def test_copy_true_protects_against_later_in_place_changes(tmp_path):
+    t = torch.rand(100)
+    ref = t.clone()
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        store.append("v/1", t, copy=True)
+        t.add_(1.0)
+    np.testing.assert_array_equal(spikestore.open(tmp_path / "s.zarr")["v/1"][0], ref.numpy())
+
+
+def test_forced_encodings(tmp_path):
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        store.append("output/1", torch.ones(16), encoding="raw")
+    assert spikestore.open(tmp_path / "s.zarr")["output/1"].segments[0].encoding == "raw"
+    store = spikestore.Store(tmp_path / "t.zarr")
+    store.append("output/1", torch.full((16,), 0.5), encoding="bits")
+    with pytest.raises(spikestore.WriterError) as info:
+        store.close()
+    assert isinstance(info.value.__cause__, InvalidValueError)
+
+
+def test_drop_policy_counts_and_warns(tmp_path):
+    path = tmp_path / "s.zarr"
+    store = spikestore.Store(path, max_pending_bytes=1000, on_full="drop")
+    gate = __import__("threading").Event()
+    orig = store._writer._write_frame
+    store._writer._write_frame = lambda f: (gate.wait(5), orig(f))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = [store.append("v/1", np.zeros(100)) for _ in range(5)]
+    gate.set()
+    assert results[0] == 0 and results[1:] == [None] * 4
+    assert store.dropped == 4
+    assert sum("dropped" in str(w.message) for w in caught) == 1
+    store.close()
+    run = spikestore.open(path)
+    assert run.writer["dropped"] == 4 and len(run["v/1"]) == 1
+
+
+def test_flush_makes_records_visible_to_a_live_reader(tmp_path):
+    path = tmp_path / "s.zarr"
+    store = spikestore.Store(path, flush_interval=3600)
+    store.append("output/1", torch.ones(10))
+    store.flush()
+    run = spikestore.open(path)
+    assert len(run["output/1"]) == 1
+    store.append("output/1", torch.zeros(10))
+    store.flush()
+    assert len(run["output/1"]) == 1  # until refreshed
+    run.refresh()
+    assert len(run["output/1"]) == 2
+    np.testing.assert_array_equal(run["output/1"][1], np.zeros(10, np.float32))
+    store.close()
+
+
+def test_auto_flush_interval_commits_without_flush(tmp_path):
+    import time
+
+    path = tmp_path / "s.zarr"
+    store = spikestore.Store(path, flush_interval=0.2)
+    store.append("output/1", torch.ones(10))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        run = spikestore.open(path)
+        if "output/1" in run and len(run["output/1"]) == 1:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("auto-flush did not commit the record")
+    store.close()

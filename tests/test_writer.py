@@ -1,0 +1,115 @@
+"""Writer failures surface in the training thread; nothing hangs (DESIGN §7)."""
+
+from __future__ import annotations
+
+import errno
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import spikestore
+from spikestore import WriterError
+from spikestore.backends.zarr import ZarrBackend
+
+
+@pytest.fixture
+def failing_backend(monkeypatch):
+    """Make the n-th chunk write raise the given OSError."""
+
+    def arm(after: int, err: int, gate: threading.Event | None = None):
+        orig = ZarrBackend.write_chunk
+        calls = {"n": 0}
+
+        def write_chunk(self, node, chunk, data):
+            calls["n"] += 1
+            if calls["n"] > after:
+                if gate is not None:
+                    gate.wait(10)
+                raise OSError(err, "simulated: " + errno.errorcode[err])
+            return orig(self, node, chunk, data)
+
+        monkeypatch.setattr(ZarrBackend, "write_chunk", write_chunk)
+
+    return arm
+
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EACCES])
+def test_disk_errors_surface_at_the_next_call_with_the_cause_chained(tmp_path, failing_backend, err):
+    failing_backend(after=3, err=err)
+    store = spikestore.Store(tmp_path / "s.zarr", chunk_bytes=64)
+    with pytest.raises(WriterError) as info:
+        for step in range(10_000):
+            store.set_step(step)
+            store.append("output/1", torch.ones(64, 8))
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == err
+    assert "simulated" in str(info.value)
+    with pytest.raises(WriterError):  # keeps failing, never pretends to work
+        store.flush()
+    with pytest.raises(WriterError):
+        store.close()
+    store.close()  # second close is quiet
+    run = spikestore.open(tmp_path / "s.zarr")  # what was committed is readable
+    assert run.writer["status"] == "failed" and "simulated" in run.writer["error"]
+    s = run["output/1"] if "output/1" in run else None
+    if s is not None:
+        for i in range(len(s)):
+            np.testing.assert_array_equal(s[i], np.ones((64, 8), np.float32))
+
+
+def test_flush_raises_instead_of_hanging(tmp_path, failing_backend):
+    failing_backend(after=0, err=errno.ENOSPC)
+    store = spikestore.Store(tmp_path / "s.zarr")
+    store.append("output/1", torch.ones(8))
+    with pytest.raises(WriterError):
+        store.flush(timeout=30)
+
+
+def test_blocked_producer_is_released_when_the_writer_dies(tmp_path, failing_backend):
+    gate = threading.Event()
+    failing_backend(after=0, err=errno.ENOSPC, gate=gate)
+    # One record fills the queue; the writer holds it until the gate opens.
+    store = spikestore.Store(tmp_path / "s.zarr", max_pending_bytes=4096, chunk_bytes=1)
+    outcome: dict[str, BaseException | None] = {}
+
+    def producer():
+        try:
+            for _ in range(100):
+                store.append("output/1", torch.ones(1024))
+            outcome["exc"] = None
+        except BaseException as exc:  # noqa: BLE001
+            outcome["exc"] = exc
+
+    t = threading.Thread(target=producer)
+    t.start()
+    t.join(0.5)
+    assert t.is_alive(), "the producer should be blocked on the full queue"
+    gate.set()
+    t.join(20)
+    assert not t.is_alive(), "the blocked producer was not released"
+    assert isinstance(outcome["exc"], WriterError)
+
+
+def test_block_policy_loses_nothing_under_a_tiny_queue(tmp_path):
+    path = tmp_path / "s.zarr"
+    with spikestore.Store(path, max_pending_bytes=1, chunk_bytes=256) as store:
+        for i in range(300):
+            store.append("v/1", np.full(16, i, dtype=np.int32))
+    s = spikestore.open(path)["v/1"]
+    assert len(s) == 300
+    np.testing.assert_array_equal(s[:][:, 0], np.arange(300))
+
+
+def test_bug_in_the_writer_thread_surfaces_too(tmp_path, monkeypatch):
+    from spikestore import assembly
+
+    def boom(*a, **k):
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(assembly.StreamWriter, "add", boom)
+    store = spikestore.Store(tmp_path / "s.zarr")
+    store.append("output/1", torch.ones(4))
+    with pytest.raises(WriterError) as info:
+        store.close()
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
