@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InPlaceModificationError, InvalidValueError
-from .packing import pack_if_binary
+from .packing import Packer
 
 __all__ = ["Frame", "Prepared", "capture", "check_intact", "prepare"]
 
@@ -177,7 +177,7 @@ def _tensor_to_numpy(t: Any) -> tuple[np.ndarray, str]:
     return t.numpy(), name
 
 
-def prepare(frame: Frame) -> Prepared:
+def prepare(frame: Frame, packer: Packer) -> Prepared:
     """Writer-thread half of capture: convert, pick the encoding, pack.
 
     Raises
@@ -201,9 +201,9 @@ def prepare(frame: Frame) -> Prepared:
     # bfloat16 travels as uint16; its 1.0 is 0x3F80, checked via the uint view below.
     if want != "raw":
         if frame.dtype == "bfloat16":
-            packed = _pack_bf16(arr)
+            packed = _pack_bf16(arr, packer)
         else:
-            packed = pack_if_binary(arr)
+            packed = packer.pack(arr)
         if packed is None and want == "bits":
             raise InvalidValueError(
                 f"stream {frame.key!r}, step {frame.step}: encoding='bits' was requested "
@@ -213,7 +213,9 @@ def prepare(frame: Frame) -> Prepared:
         return Prepared("bits", packed, frame.dtype, frame.shape)
     # Raw values are still a view of the caller's tensor: the writer copies
     # them into its chunk buffer, then calls check_intact().
-    return Prepared("raw", np.ascontiguousarray(arr), frame.dtype, frame.shape)
+    if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
+        arr = arr.copy()
+    return Prepared("raw", arr, frame.dtype, frame.shape)
 
 
 def check_intact(frame: Frame) -> None:
@@ -231,11 +233,11 @@ def check_intact(frame: Frame) -> None:
         )
 
 
-def _pack_bf16(u16: np.ndarray) -> np.ndarray | None:
+def _pack_bf16(u16: np.ndarray, packer: Packer) -> np.ndarray | None:
     # A bfloat16 record is binary when its bit patterns are all 0x0000/0x3F80.
     if u16.ndim == 0 or u16.size == 0:
         return None
     one = np.uint16(0x3F80)
     if np.count_nonzero(u16) != np.count_nonzero(u16 == one):
         return None
-    return pack_if_binary(u16 == one)
+    return packer.pack(u16 == one)

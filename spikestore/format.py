@@ -48,6 +48,8 @@ _QUANTITY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 # Characters left as they are in a layer's group name; everything else,
 # including "%", "/", spaces and non-ASCII, becomes %XX of its UTF-8 bytes.
 _SAFE = "._-"
+# Node names that would collide with a backend's own files.
+_RESERVED = frozenset({"zarr.json"})
 
 
 def escape_layer(layer: str) -> str:
@@ -56,16 +58,17 @@ def escape_layer(layer: str) -> str:
     Layer names come from ``nn.Module.named_modules()`` and may be empty (the
     network itself), contain ``/`` or be any unicode string. Zarr and HDF5
     node names may not. The rule is reversible and documented in
-    ``docs/format.md``: percent-encode every byte outside ``[A-Za-z0-9._-]``;
-    the empty name becomes a lone ``%``; a leading ``.`` or ``_`` is
-    percent-encoded too, so ``.``, ``..`` and ``__*`` never appear.
+    ``docs/format.md``: percent-encode (UTF-8) every character outside
+    ``[A-Za-z0-9._~-]``; the empty name becomes a lone ``%``; a leading ``.``
+    or ``_`` is percent-encoded too, so ``.``, ``..`` and ``__*`` never
+    appear; and the reserved metadata name ``zarr.json`` becomes ``%7Aarr.json``.
     """
     if not isinstance(layer, str):
         raise InvalidArgumentError(f"layer name must be a str, not {type(layer).__name__}")
     if layer == "":
         return "%"
     name = quote(layer, safe=_SAFE)
-    if name[0] in "._":
+    if name[0] in "._" or name in _RESERVED:
         name = f"%{ord(name[0]):02X}{name[1:]}"
     return name
 
@@ -77,7 +80,8 @@ def unescape_layer(name: str) -> str:
 
 def check_quantity(quantity: str) -> str:
     """Validate a quantity name (``output``, ``v_seq``...) and return it."""
-    if not isinstance(quantity, str) or not _QUANTITY_RE.match(quantity) or quantity.startswith("__"):
+    if (not isinstance(quantity, str) or not _QUANTITY_RE.match(quantity) or quantity.startswith("__")
+            or quantity in _RESERVED):
         raise InvalidArgumentError(
             f"invalid quantity name {quantity!r}: use letters, digits, '_', '.', '-' "
             "(not starting with '.' or '__'), e.g. 'output' or 'v_seq'"
@@ -208,18 +212,17 @@ def validate_doc(doc: Any, kind: str, where: str) -> dict[str, Any]:
     """
     import jsonschema
 
+    version = doc.get("format_version") if isinstance(doc, dict) else None
+    if kind == "root" and isinstance(version, int) and version > FORMAT_VERSION:
+        raise FormatError(
+            f"{where}: format_version {version} is newer than this "
+            f"spikestore understands ({FORMAT_VERSION}); upgrade spikestore.")
     try:
         jsonschema.validate(doc, _schema(kind))
     except jsonschema.ValidationError as exc:
         loc = "/".join(str(p) for p in exc.absolute_path) or "<document>"
         raise FormatError(
             f"{where}: spikestore {kind} metadata is invalid at {loc}: {exc.message}. "
-            "The store is damaged or was written by an incompatible version; "
-            "run `spikestore verify` for a full report."
+            "The store is damaged or was not written by spikestore."
         ) from None
-    if kind == "root" and doc["format_version"] > FORMAT_VERSION:
-        raise FormatError(
-            f"{where}: format_version {doc['format_version']} is newer than this "
-            f"spikestore understands ({FORMAT_VERSION}); upgrade spikestore."
-        )
     return doc

@@ -108,7 +108,7 @@ def _flatten(x: Any, path: tuple[Any, ...] = ()) -> tuple[Any, list[tuple[tuple[
             parts.append((k, t))
             leaves.extend(sub)
         return ("dict", tuple(parts)), leaves
-    return ("leaf", _leaf_kind(x)), [(path, x)]
+    return ("leaf", None), [(path, x)]
 
 
 def _rebuild(template: Any, leaves: Iterator[Any]) -> Any:
@@ -199,14 +199,31 @@ class _Selection:
 
 
 # -- store-backed views ---------------------------------------------------------------
-class _LayerLog:
-    """Stream indices of one layer's records, per leaf (compact int64 arrays)."""
+_KIND_CODES = {"none": 0, "tensor": 1, "ndarray": 2, "bool": 3, "int": 4, "float": 5}
+_CODE_KINDS = {v: k for k, v in _KIND_CODES.items()}
 
-    def __init__(self, template: Any, keys: list[str | None], kinds: list[str]) -> None:
+
+class _LayerLog:
+    """Where each of one layer's records went: per leaf, its stream index and kind.
+
+    Compact ``array`` columns (9 bytes per leaf and record), so a monitor on
+    a long run holds megabytes, not the records. The kind of a leaf may change
+    between records (SpikingJelly's ``v`` is a float before the first step),
+    and a ``None`` leaf (a missing gradient) is written nowhere.
+    """
+
+    def __init__(self, template: Any, keys: list[str]) -> None:
         self.template = template
-        self.keys = keys  # stream key per leaf (None for a None leaf)
-        self.kinds = kinds
-        self.indices = [array("q") for _ in keys]
+        self.keys = keys  # stream key per leaf
+        self.announced: set[int] = set()  # leaves whose stream info was sent
+        self.clear()
+
+    def clear(self) -> None:
+        self.indices = [array("q") for _ in self.keys]
+        self.kinds = [array("b") for _ in self.keys]
+
+    def __len__(self) -> int:
+        return len(self.kinds[0]) if self.kinds else 0
 
 
 class RecordsView(Sequence[Any]):
@@ -225,7 +242,7 @@ class RecordsView(Sequence[Any]):
         if self._layer is None:
             return len(self._m._order)
         log = self._m._logs.get(self._layer)
-        return 0 if log is None else len(log.indices[0]) if log.indices else 0
+        return 0 if log is None else len(log)
 
     def __getitem__(self, i: Any) -> Any:
         if isinstance(i, slice):
@@ -359,7 +376,7 @@ class BaseMonitor:
             v.clear()
         self._order = array("i")
         for log in self._logs.values():
-            log.indices = [array("q") for _ in log.keys]
+            log.clear()
 
     def enable(self) -> None:
         self._enable = True
@@ -412,6 +429,16 @@ class BaseMonitor:
     def _batch_axis(self, name: str) -> int:
         return 1 if self._step_modes.get(name) == "m" else 0
 
+    def _select(self, name: str, x: Any) -> Any:
+        try:
+            return self._selection.apply(x, self._batch_axis(name))
+        except (IndexError, RuntimeError) as exc:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InvalidArgumentError(
+                f"layer {name!r}: the batch/neurons selection does not fit its records of shape "
+                f"{shape} (batch axis {self._batch_axis(name)}): {exc}; pick indices valid for "
+                "every monitored layer, or monitor the layers separately") from exc
+
     def _record(self, name: str, value: Any) -> None:
         store = self._store
         step = store.step if store is not None else self._mem_step
@@ -432,50 +459,49 @@ class BaseMonitor:
             raise InvalidValueError(
                 f"layer {name!r}, step {store.step}: function_on_* returned a value of a different "
                 f"structure than before ({template} vs {log.template}); return the same structure every call")
-        for j, (_, leaf) in enumerate(leaves):
-            key = log.keys[j]
-            if key is None:
-                continue
-            if log.kinds[j] == "":
+        kinds = [_leaf_kind(leaf) for _, leaf in leaves]
+        for leaf, kind in zip(leaves, kinds):
+            if kind == "":
                 raise InvalidValueError(
                     f"layer {name!r}, step {store.step}: cannot record a value of type "
-                    f"{type(leaf).__module__}.{type(leaf).__qualname__}; function_on_* must return tensors, "
-                    "numpy arrays, numbers, or tuples/lists/dicts of them")
-            idx = store.append(key, leaf, copy=self._copy)
+                    f"{type(leaf[1]).__module__}.{type(leaf[1]).__qualname__}; function_on_* must return "
+                    "tensors, numpy arrays, numbers, or tuples/lists/dicts of them")
+        indices = []
+        for j, ((path, leaf), kind) in enumerate(zip(leaves, kinds)):
+            if kind == "none":
+                indices.append(-1)
+                continue
+            if j not in log.announced:
+                self._announce(store, name, log, j, path, kind)
+            idx = store.append(log.keys[j], leaf, copy=self._copy)
             if idx is None:  # dropped (on_full="drop"): the view skips this record
-                for done in range(j):
-                    if log.keys[done] is not None:
-                        log.indices[done].pop()
                 return
+            indices.append(idx)
+        for j, (idx, kind) in enumerate(zip(indices, kinds)):
             log.indices[j].append(idx)
-        for j, key in enumerate(log.keys):
-            if key is None:
-                log.indices[j].append(-1)
+            log.kinds[j].append(_KIND_CODES[kind])
         self._order.append(self._layer_ids[name])
         self._pending += 1
 
     def _new_log(self, store: Store, name: str, template: Any, leaves: list[tuple[Any, Any]]) -> _LayerLog:
         single = len(leaves) == 1 and leaves[0][0] == ()
-        keys: list[str | None] = []
-        kinds: list[str] = []
-        batch_axis = self._batch_axis(name)
-        selection = self._selection.doc(self._step_modes.get(name, "s"), batch_axis)
-        for path, leaf in leaves:
-            kind = _leaf_kind(leaf)
-            kinds.append(kind)
-            if kind == "none":
-                keys.append(None)
-                continue
-            key = store.stream_key(self.quantity if single else _quantity(self.quantity, path), name)
-            keys.append(key)
-            store.set_stream_info(key, selection=selection, attrs={
-                "monitor": type(self).__name__, "value_type": kind,
-                "leaf_path": [p if isinstance(p, str) else int(p) for p in path]})
-        log = self._logs[name] = _LayerLog(template, keys, kinds)
+        keys = [store.stream_key(self.quantity if single else _quantity(self.quantity, path), name)
+                for path, _ in leaves]
+        log = self._logs[name] = _LayerLog(template, keys)
         if name not in self._layer_ids:
             self._layer_ids[name] = len(self._layer_names)
             self._layer_names.append(name)
         return log
+
+    def _announce(self, store: Store, name: str, log: _LayerLog, j: int, path: tuple[Any, ...],
+                  kind: str) -> None:
+        """Tell the store what a leaf's stream holds, before its first record."""
+        batch_axis = self._batch_axis(name)
+        store.set_stream_info(log.keys[j], selection=self._selection.doc(
+            self._step_modes.get(name, "s"), batch_axis), attrs={
+            "monitor": type(self).__name__, "value_type": kind,
+            "leaf_path": [p if isinstance(p, str) else int(p) for p in path]})
+        log.announced.add(j)
 
     def _reader(self) -> Any:
         store = self._store
@@ -496,8 +522,9 @@ class BaseMonitor:
         log = self._logs[name]
         run = self._reader()
         values = []
-        for key, kind, idx in zip(log.keys, log.kinds, log.indices, strict=True):
-            if key is None:
+        for key, kinds, idx in zip(log.keys, log.kinds, log.indices, strict=True):
+            kind = _CODE_KINDS[kinds[k]]
+            if kind == "none":
                 values.append(None)
                 continue
             s = run[key]
@@ -528,12 +555,8 @@ class OutputMonitor(BaseMonitor):
             self.hooks.append(module.register_forward_hook(self.create_hook(name)))
 
     def create_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            if self.is_enable():
-                x = self._selection.apply(_unpack_len1_tuple(output), self._batch_axis(name))
-                self._record(name, self.function_on_output(x))
-
-        return hook
+        return _hook(self, name, lambda m, module, inputs, output:
+                          m.function_on_output(m._select(name, _unpack_len1_tuple(output))))
 
 
 class InputMonitor(BaseMonitor):
@@ -553,12 +576,8 @@ class InputMonitor(BaseMonitor):
             self.hooks.append(module.register_forward_pre_hook(self.create_hook(name)))
 
     def create_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: Any) -> None:
-            if self.is_enable():
-                x = self._selection.apply(_unpack_len1_tuple(inputs), self._batch_axis(name))
-                self._record(name, self.function_on_input(x))
-
-        return hook
+        return _hook(self, name, lambda m, module, inputs:
+                          m.function_on_input(m._select(name, _unpack_len1_tuple(inputs))))
 
 
 class AttributeMonitor(BaseMonitor):
@@ -582,12 +601,8 @@ class AttributeMonitor(BaseMonitor):
                 self.hooks.append(module.register_forward_hook(self.create_hook(name)))
 
     def create_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, *args: Any) -> None:
-            if self.is_enable():
-                x = self._selection.apply(getattr(module, self.attribute_name), self._batch_axis(name))
-                self._record(name, self.function_on_attribute(x))
-
-        return hook
+        return _hook(self, name, lambda m, module, *args:
+                          m.function_on_attribute(m._select(name, getattr(module, m.attribute_name))))
 
 
 class GradInputMonitor(BaseMonitor):
@@ -607,12 +622,8 @@ class GradInputMonitor(BaseMonitor):
             self.hooks.append(module.register_full_backward_hook(self.create_hook(name)))
 
     def create_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, grad_input: Any, grad_output: Any) -> None:
-            if self.is_enable():
-                x = self._selection.apply(_unpack_len1_tuple(grad_input), self._batch_axis(name))
-                self._record(name, self.function_on_grad_input(x))
-
-        return hook
+        return _hook(self, name, lambda m, module, grad_input, grad_output:
+                          m.function_on_grad_input(m._select(name, _unpack_len1_tuple(grad_input))))
 
 
 class GradOutputMonitor(BaseMonitor):
@@ -631,10 +642,20 @@ class GradOutputMonitor(BaseMonitor):
             self.hooks.append(module.register_full_backward_hook(self.create_hook(name)))
 
     def create_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, grad_input: Any, grad_output: Any) -> None:
-            if self.is_enable():
-                x = self._selection.apply(_unpack_len1_tuple(grad_output), self._batch_axis(name))
-                self._record(name, self.function_on_grad_output(x))
+        return _hook(self, name, lambda m, module, grad_input, grad_output:
+                          m.function_on_grad_output(m._select(name, _unpack_len1_tuple(grad_output))))
 
-        return hook
 
+def _hook(monitor: BaseMonitor, name: str, extract: Callable[..., Any]) -> Callable[..., None]:
+    """A hook that records ``extract(monitor, *hook_args)`` for layer ``name``.
+
+    Like SpikingJelly's, the hook keeps the monitor alive as long as the
+    network: a store-backed monitor created without keeping a reference
+    still records.
+    """
+
+    def hook(module: nn.Module, *args: Any) -> None:
+        if monitor._enable:
+            monitor._record(name, extract(monitor, module, *args))
+
+    return hook

@@ -18,7 +18,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BIT_ORDER", "pack_if_binary", "pack_torch", "packed_length", "unpack_bits"]
+__all__ = ["BIT_ORDER", "Packer", "pack_if_binary", "pack_torch", "packed_length", "unpack_bits"]
 
 BIT_ORDER = "little"
 
@@ -59,39 +59,66 @@ def _mask_into(x: np.ndarray, out: np.ndarray) -> bool:
     return np.count_nonzero(u) == np.count_nonzero(out)
 
 
+class Packer:
+    """Packs binary records, reusing its scratch buffers between calls.
+
+    The writer thread owns one: fresh multi-megabyte buffers for every record
+    would cost as much in page faults as the packing itself.
+    """
+
+    def __init__(self) -> None:
+        self._mask = np.empty(0, dtype=np.bool_)
+        self._words = np.empty(0, dtype=np.uint64)
+
+    def _scratch(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        size = int(np.prod(shape, dtype=np.int64))
+        if self._mask.size < size:
+            self._mask = np.empty(size, dtype=np.bool_)
+            self._words = np.empty(size // 8, dtype=np.uint64)
+        mask = self._mask[:size].reshape(shape)
+        words = self._words[: size // 8].reshape(shape[:-1] + (shape[-1] // 8,))
+        return mask, words
+
+    def pack(self, x: np.ndarray) -> np.ndarray | None:
+        """Pack ``x`` along its last axis if all its values are exactly 0 or 1.
+
+        Parameters
+        ----------
+        x
+            A record of at least one dimension (bool, int, uint or IEEE float).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            A new ``uint8`` array of shape ``x.shape[:-1] + (ceil(x.shape[-1] / 8),)``,
+            or ``None`` when ``x`` is not binary (or is 0-d or empty), in which
+            case the caller stores it raw.
+        """
+        if x.ndim == 0 or x.size == 0:
+            return None
+        x = np.ascontiguousarray(x)
+        if x.dtype != np.bool_:
+            flat = x.reshape(-1)[:_SAMPLE]
+            if not _mask_into(flat, np.empty(flat.shape, np.bool_)):
+                return None
+        n = x.shape[-1]
+        width = packed_length(n) * 8
+        mask, words = self._scratch(x.shape[:-1] + (width,))
+        if width != n:
+            mask[..., n:] = False
+        if not _mask_into(x, mask[..., :n]):
+            return None
+        np.multiply(mask.view(np.uint64), _GATHER, out=words)
+        words >>= _SHIFT
+        return words.astype(np.uint8)
+
+
 def pack_if_binary(x: np.ndarray) -> np.ndarray | None:
     """Pack ``x`` along its last axis if all its values are exactly 0 or 1.
 
-    Parameters
-    ----------
-    x
-        A record of at least one dimension (bool, int, uint or IEEE float).
-
-    Returns
-    -------
-    numpy.ndarray or None
-        ``uint8`` array of shape ``x.shape[:-1] + (ceil(x.shape[-1] / 8),)``,
-        or ``None`` when ``x`` is not binary (or is 0-d or empty), in which
-        case the caller stores it raw.
+    A convenience wrapper around :meth:`Packer.pack` without buffer reuse.
     """
-    if x.ndim == 0 or x.size == 0:
-        return None
-    x = np.ascontiguousarray(x)
-    if x.dtype != np.bool_:
-        flat = x.reshape(-1)[:_SAMPLE]
-        if not _mask_into(flat, np.empty(flat.shape, np.bool_)):
-            return None
-    n = x.shape[-1]
-    width = packed_length(n) * 8
-    buf = np.empty(x.shape[:-1] + (width,), dtype=np.bool_)
-    if width != n:
-        buf[..., n:] = False
-    if not _mask_into(x, buf[..., :n]):
-        return None
-    words = buf.view(np.uint64)
-    gathered = words * _GATHER
-    gathered >>= _SHIFT
-    return gathered.astype(np.uint8)
+    return Packer().pack(x)
 
 
 def unpack_bits(packed: np.ndarray, n: int, dtype: np.dtype | str) -> np.ndarray:

@@ -46,13 +46,13 @@ def _read_chunk(backend: Backend, node: str, chunk: int, codec: ChunkCodec,
     if raw is None:
         raise DamagedStoreError(
             f"{backend.path}: {where}: chunk {chunk} of {node} is missing inside the committed "
-            "range; the store is damaged (run `spikestore verify` for a full report)")
+            "range; the store is damaged (a file was deleted or never reached the disk)")
     try:
         return codec.decode(raw, shape, dtype)
     except ChecksumError as exc:
         raise DamagedStoreError(
             f"{backend.path}: {where}: chunk {chunk} of {node} is corrupt ({exc}); "
-            "run `spikestore verify` for a full report") from None
+            "the file was altered after it was written") from None
 
 
 def read_index_tail(backend: Backend, node: str, doc: dict[str, Any]) -> int:

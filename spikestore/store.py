@@ -6,6 +6,7 @@ import atexit
 import os
 import shutil
 import socket
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,9 @@ from .writer import Writer
 __all__ = ["Store"]
 
 _OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+_ATEXIT_REGISTERED = False
 
 
-@atexit.register
 def _close_open_stores() -> None:
     # A training script that forgets close() still gets its tail committed.
     for store in list(_OPEN_STORES):
@@ -125,6 +126,15 @@ class Store:
                               on_full=on_full, flush_interval=flush_interval,
                               chunk_bytes=chunk_bytes, level=compression_level)
         _OPEN_STORES.add(self)
+        global _ATEXIT_REGISTERED
+        if not _ATEXIT_REGISTERED:
+            # zarr's LocalStore does its I/O on asyncio's default executor,
+            # which concurrent.futures shuts down in threading's own exit hooks,
+            # before plain atexit handlers run. Closing from the same hook list
+            # (last in, first out) runs while that executor still works.
+            register = getattr(threading, "_register_atexit", atexit.register)
+            register(_close_open_stores)
+            _ATEXIT_REGISTERED = True
 
     # -- opening ------------------------------------------------------------
     def _prepare_new(self, overwrite: bool) -> None:

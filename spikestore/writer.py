@@ -25,6 +25,7 @@ from .backends.base import Backend
 from .capture import Frame, check_intact, prepare
 from .errors import InvalidArgumentError, StoreClosedError, WriterError
 from .format import now_iso, validate_doc
+from .packing import Packer
 
 __all__ = ["Writer"]
 
@@ -141,6 +142,7 @@ class Writer:
         self._queue = _ByteQueue(max_pending_bytes)
         self._resume_docs = dict(streams or {})
         self._streams: dict[str, StreamWriter] = {}
+        self._packer = Packer()
         self._error: BaseException | None = None
         self._closed = False
         self.dropped = root_doc["writer"]["dropped"]
@@ -238,6 +240,10 @@ class Writer:
                 for item in items:
                     if isinstance(item, Frame):
                         self._write_frame(item)
+                        # A writer that falls behind still commits on time.
+                        if time.monotonic() - last_commit >= self.flush_interval:
+                            self._commit_all(partial=True)
+                            last_commit = time.monotonic()
                     elif isinstance(item, _Flush):
                         self._commit_all(partial=True)
                         last_commit = time.monotonic()
@@ -278,7 +284,7 @@ class Writer:
 
     def _write_frame(self, frame: Frame) -> None:
         try:
-            prepared = prepare(frame)
+            prepared = prepare(frame, self._packer)
             self._stream(frame.key).add(prepared, frame.step, frame.call, frame.time,
                                         frame.extra.get("precision"))
             check_intact(frame)

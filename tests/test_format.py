@@ -33,3 +33,19 @@ def test_keys_split_at_the_first_slash_only():
 def test_bad_keys_are_rejected_with_a_spikestore_error(key):
     with pytest.raises(InvalidArgumentError):
         split_key(key)
+
+
+def test_reserved_metadata_name_is_escaped_and_refused_as_quantity(tmp_path):
+    import numpy as np
+
+    import spikestore
+
+    assert escape_layer("zarr.json") == "%7Aarr.json" and unescape_layer("%7Aarr.json") == "zarr.json"
+    with pytest.raises(InvalidArgumentError):
+        split_key("zarr.json/1")
+    with spikestore.Store(tmp_path / "r.zarr") as store:
+        store.append("output/zarr.json", np.ones(3))
+        store.append("output/ok", np.zeros(3))
+    run = spikestore.open(tmp_path / "r.zarr")
+    np.testing.assert_array_equal(run["output/zarr.json"][0], np.ones(3))
+    np.testing.assert_array_equal(run["output/ok"][0], np.zeros(3))

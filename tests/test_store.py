@@ -317,3 +317,40 @@ def test_auto_flush_interval_commits_without_flush(tmp_path):
     else:
         pytest.fail("auto-flush did not commit the record")
     store.close()
+
+
+def test_a_store_left_open_is_closed_at_exit(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "exit.zarr"
+    code = (f"import spikestore, numpy as np\n"
+            f"s = spikestore.Store({str(path)!r}, flush_interval=3600)\n"
+            f"for i in range(10): s.append('output/1', np.ones(4))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "never awaited" not in out.stderr, out.stderr
+    run = spikestore.open(path)
+    assert run.writer["status"] == "closed" and len(run["output/1"]) == 10
+
+
+def test_durable_mode_fsyncs_and_round_trips(tmp_path, monkeypatch):
+    import os as _os
+
+    synced = []
+    real = _os.fsync
+    monkeypatch.setattr(_os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    path = tmp_path / "d.zarr"
+    with spikestore.Store(path, durable=True) as store:
+        store.append("output/1", torch.ones(3, 9))
+        store.flush()
+        assert synced, "durable=True must fsync at commit"
+    np.testing.assert_array_equal(spikestore.open(path)["output/1"][0], np.ones((3, 9), np.float32))
+
+
+def test_zero_d_raw_records_keep_their_shape_on_disk(tmp_path):
+    import zarr
+
+    with spikestore.Store(tmp_path / "z.zarr") as store:
+        store.append("loss/net", 0.25)
+    seg = spikestore.open(tmp_path / "z.zarr")["loss/net"].segments[0]
+    assert seg.stored_shape == () and zarr.open_array(tmp_path / "z.zarr/loss/net/seg000000").shape == (1,)

@@ -214,9 +214,14 @@ class _HookRecorder:
         self.hooks = []
         for name, module in net.named_modules():
             if isinstance(module, instance):
-                key = f"output/{name}"
-                self.hooks.append(module.register_forward_hook(
-                    lambda _m, _i, out, key=key: store.append(key, out)))
+                self.hooks.append(module.register_forward_hook(self._hook(store, f"output/{name}")))
+
+    @staticmethod
+    def _hook(store: Any, key: str) -> Any:
+        def hook(_module: Any, _inputs: Any, output: Any) -> None:
+            store.append(key, output)  # returns a bool: a hook must return None
+
+        return hook
 
     def remove_hooks(self) -> None:
         for h in self.hooks:
@@ -229,26 +234,44 @@ def store_path(out_dir: Path, tag: str, backend: str) -> Path:
 
 
 def run_variant(variant: str, net: Any, opt: Any, batches: list[Any], *, start: int,
-                path: Path | None, backend: str, impl: str) -> tuple[list[float], Any]:
+                path: Path | None, backend: str, impl: str,
+                marks: list[float] | None = None) -> tuple[list[float], Any]:
     """Create the monitor (and store), train over ``batches``, remove hooks / close.
 
     Everything here is what the timed phase measures. Returns the losses and
     the monitor object (whose records the caller inspects afterwards).
+    ``marks`` (if given) gets ``time.perf_counter()`` at the start of every
+    step and once after the last one, for per-step times (a noise diagnostic).
     """
     import workload
+
+    def tick(_step: int) -> None:
+        if marks is not None:
+            marks.append(time.perf_counter())
+
+    def tick_then(f: Any) -> Any:
+        def on_step(step: int) -> None:
+            tick(step)
+            f(step)
+
+        return on_step
     from spikingjelly.activation_based import monitor as sj_monitor
     from spikingjelly.activation_based import neuron
 
     if variant == "unmonitored":
-        return workload.train_steps(net, opt, batches, start=start), None
+        losses = workload.train_steps(net, opt, batches, on_step=tick, start=start)
+        tick(-1)
+        return losses, None
     if variant == "memory":
         m = sj_monitor.OutputMonitor(net, neuron.LIFNode)
-        losses = workload.train_steps(net, opt, batches, start=start)
+        losses = workload.train_steps(net, opt, batches, on_step=tick, start=start)
+        tick(-1)
         m.remove_hooks()
         return losses, m
     if variant == "zlib":
         m = sj_monitor.OutputMonitor(net, neuron.LIFNode, function_on_output=zlib_compress)
-        losses = workload.train_steps(net, opt, batches, start=start)
+        losses = workload.train_steps(net, opt, batches, on_step=tick, start=start)
+        tick(-1)
         m.remove_hooks()
         return losses, m
     if variant == "spikestore":
@@ -262,7 +285,9 @@ def run_variant(variant: str, net: Any, opt: Any, batches: list[Any], *, start: 
             m = ss_monitor.OutputMonitor(net, neuron.LIFNode, store=store)
         else:
             m = _HookRecorder(net, neuron.LIFNode, store)
-        losses = workload.train_steps(net, opt, batches, on_step=store.set_step, start=start)
+        losses = workload.train_steps(net, opt, batches, on_step=tick_then(store.set_step),
+                                      start=start)
+        tick(-1)
         m.remove_hooks()
         store.close()
         return losses, m
@@ -340,9 +365,10 @@ def worker_main(cfg: dict[str, Any]) -> dict[str, Any]:
     peak = PeakRSS()
     rss0 = rss_bytes()
     peak.start()
+    marks: list[float] = []
     t0 = time.perf_counter()
     losses, m = run_variant(variant, net, opt, batches[warmup:], start=warmup, path=path,
-                            backend=backend, impl=impl)
+                            backend=backend, impl=impl, marks=marks)
     wall = time.perf_counter() - t0
     peak_rss = peak.stop()
     rss1 = rss_bytes()
@@ -350,6 +376,11 @@ def worker_main(cfg: dict[str, Any]) -> dict[str, Any]:
     res: dict[str, Any] = {
         "variant": variant, "tag": cfg["tag"], "steps": steps, "warmup": warmup,
         "wall_s": wall, "ms_per_step": wall / steps * 1e3,
+        # per-step times: noise diagnostic only (they leave out monitor/store creation and
+        # close; the headline number is ms_per_step, the whole wall time / steps)
+        "step_ms": [round((b - a) * 1e3, 2) for a, b in zip(marks, marks[1:])],
+        "step_ms_median": statistics.median([(b - a) * 1e3 for a, b in zip(marks, marks[1:])]),
+        "setup_ms": (marks[0] - t0) * 1e3, "teardown_ms": (t0 + wall - marks[-1]) * 1e3,
         "rss_start_mb": rss0 / MB, "rss_end_mb": rss1 / MB, "peak_rss_mb": peak_rss / MB,
         "peak_rss_growth_mb": (peak_rss - rss0) / MB, "rss_method": peak.method,
         "losses": losses, "torch_threads": torch.get_num_threads(),
@@ -397,18 +428,22 @@ def long_main(cfg: dict[str, Any]) -> dict[str, Any]:
     print(f"{'step':>6} {'RSS MB':>8} {'ms/step':>8} {'disk MB':>8}", flush=True)
     last = [t0, 0]
 
+    def sample(done: int) -> None:  # ``done`` steps have completed
+        now = time.perf_counter()
+        rss = rss_bytes() / MB
+        ms = (now - last[0]) / max(done - last[1], 1) * 1e3
+        last[:] = [now, done]
+        d = disk_bytes(path) / MB
+        samples.append({"step": done, "rss_mb": rss, "ms_per_step": ms, "disk_mb": d})
+        print(f"{done:6d} {rss:8.1f} {ms:8.1f} {d:8.1f}", flush=True)
+
     def on_step(step: int) -> None:
-        store.set_step(step)
         if step % every == 0 and step > 0:
-            now = time.perf_counter()
-            rss = rss_bytes() / MB
-            ms = (now - last[0]) / (step - last[1]) * 1e3
-            last[:] = [now, step]
-            d = disk_bytes(path) / MB
-            samples.append({"step": step, "rss_mb": rss, "ms_per_step": ms, "disk_mb": d})
-            print(f"{step:6d} {rss:8.1f} {ms:8.1f} {d:8.1f}", flush=True)
+            sample(step)
+        store.set_step(step)
 
     losses = workload.train_steps(net, opt, islice(cycle(pool), n), on_step=on_step)
+    sample(n)  # after the final step, before close
     t_train = time.perf_counter() - t0
     rss_before_close = rss_bytes()
     m.remove_hooks()
@@ -524,6 +559,11 @@ def summarize(runs: list[dict[str, Any]], pairs: list[dict[str, Any]], values_pe
             "ms_per_step_median": ms,
             "ms_per_step_all": [round(r["ms_per_step"], 2) for r in rs],
             "ratio_median": _med(ratios) if v != "unmonitored" else 1.0,
+            "step_ms_p50_median": _med([r["step_ms_median"] for r in rs]),
+            "ratio_step_p50_median": (_med([p["ratio_step_p50"] for p in pairs
+                                            if p["variant"] == v]) if v != "unmonitored" else 1.0),
+            "setup_ms_median": _med([r["setup_ms"] for r in rs]),
+            "teardown_ms_median": _med([r["teardown_ms"] for r in rs]),
             "ratio_min": min(ratios) if ratios else None,
             "ratio_max": max(ratios) if ratios else None,
             "peak_rss_growth_mb_median": _med([r["peak_rss_growth_mb"] for r in rs]),
@@ -574,7 +614,11 @@ def print_table(summary: dict[str, Any], args: argparse.Namespace, values_per_st
           "of per-pair ratios [min-max]")
     print(f"LIF values recorded per step: {values_per_step:,} "
           f"({values_per_step * 4 / MB:.1f} MiB as float32)")
+    print("ms/step = whole timed wall (monitor/store creation + steps + remove_hooks/close) / "
+          "steps; p50 step = median single-step time (noise diagnostic, leaves out "
+          "creation and close); close ms = remove_hooks (+ store.close())")
     hdr = (f"{'variant':<12} {'n':>2} {'ms/step':>8} {'ratio':>6} {'[min-max]':>13} "
+           f"{'p50 step':>8} {'p50 ratio':>9} {'close ms':>8} "
            f"{'peak RSS +MiB':>12} {'MiB/step':>8} {'held/on disk':>13} {'spikes/step':>12} "
            f"{'Mvals/s':>8}")
     print(hdr)
@@ -586,7 +630,8 @@ def print_table(summary: dict[str, Any], args: argparse.Namespace, values_per_st
         sp = s.get("spikes_per_step")
         mv = s["recorded_values_per_s"]
         print(f"{v:<12} {s['runs']:>2} {s['ms_per_step_median']:8.1f} {s['ratio_median']:6.2f} "
-              f"{rng:>13} {s['peak_rss_growth_mb_median']:12.1f} "
+              f"{rng:>13} {s['step_ms_p50_median']:8.1f} {s['ratio_step_p50_median']:9.2f} "
+              f"{s['teardown_ms_median']:8.1f} {s['peak_rss_growth_mb_median']:12.1f} "
               f"{s['peak_rss_growth_mb_per_step']:8.2f} {_fmt_bytes(held):>13} "
               f"{(f'{sp:,.0f}' if sp is not None else '-'):>12} "
               f"{(f'{mv / 1e6:.1f}' if mv else '-'):>8}")
@@ -599,6 +644,20 @@ def print_table(summary: dict[str, Any], args: argparse.Namespace, values_per_st
         print(f"(spikestore recorded via: {', '.join(s['spikestore_impl'])}"
               + (f"; monitor not used because: {'; '.join(s['spikestore_impl_why'])}"
                  if s["spikestore_impl"] != ["monitor"] else "") + ")")
+
+
+def check_backend(args: argparse.Namespace) -> None:
+    """Fail early, with a clear message, when spikestore (or its backend) is not there."""
+    if args._worker or (args.long == 0 and "spikestore" not in args.variants):
+        return
+    import importlib
+
+    mod = "spikestore.backends.hdf5" if args.backend == "hdf5" else "spikestore.backends.zarr"
+    try:
+        importlib.import_module(mod)
+    except Exception as e:  # noqa: BLE001
+        raise SystemExit(f"--backend {args.backend}: cannot import {mod} ({type(e).__name__}: "
+                         f"{e}); is that backend written yet / its extra installed?") from None
 
 
 def bench_main(args: argparse.Namespace) -> int:
@@ -634,11 +693,14 @@ def bench_main(args: argparse.Namespace) -> int:
                     extra = f" disk {_fmt_bytes(r['disk_bytes'])}"
                 elif "held_bytes" in r:
                     extra = f" held {_fmt_bytes(r['held_bytes'])}"
-                print(f"[rep {rep} pair {k}] {name:<12} {r['ms_per_step']:8.1f} ms/step  "
+                print(f"[rep {rep} pair {k}] {name:<12} {r['ms_per_step']:8.1f} ms/step "
+                      f"(step p50 {r['step_ms_median']:6.1f}, close {r['teardown_ms']:6.1f} ms) "
                       f"peak RSS +{r['peak_rss_growth_mb']:.0f} MB{extra}", flush=True)
             ratio = got[v]["ms_per_step"] / got["unmonitored"]["ms_per_step"]
             pairs.append({"repeat": rep, "pair": k, "variant": v, "order": list(pair),
-                          "ratio": ratio})
+                          "ratio": ratio,
+                          "ratio_step_p50": got[v]["step_ms_median"]
+                          / got["unmonitored"]["step_ms_median"]})
     summary = summarize(runs, pairs, values_per_step)
     problems = checks(runs, args.steps * n_layers)
     print_table(summary, args, values_per_step)
@@ -648,8 +710,8 @@ def bench_main(args: argparse.Namespace) -> int:
         for p in problems:
             print("  -", p)
     else:
-        print("checks: identical losses in all runs; records and spike counts agree "
-              "between memory, zlib and spikestore")
+        print("checks: identical losses in all runs; record and spike counts agree between "
+              "the recording variants")
     result = {"kind": "bench_workload", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "args": vars(args), "environment": environment(),
               "values_per_step": values_per_step, "summary": summary, "pairs": pairs,
@@ -732,6 +794,8 @@ def main(argv: list[str] | None = None) -> int:
         res = long_main(cfg) if cfg.get("long") else worker_main(cfg)
         Path(cfg["result_file"]).write_text(json.dumps(res, default=str))
         return 0
+    sys.path.insert(0, str(REPO))
+    check_backend(args)
     if args.long:
         return long_parent(args)
     return bench_main(args)

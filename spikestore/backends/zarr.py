@@ -96,6 +96,8 @@ class ZarrBackend:
         assert raw is not None
         self._array_meta[node] = json.loads(raw)
         self._ndim[node] = len(chunks)
+        if self.durable:
+            self._unsynced.append(self.path / _key(node, _META))
 
     def _meta_of(self, node: str) -> dict[str, Any]:
         meta = self._array_meta.get(node)
@@ -128,7 +130,14 @@ class ZarrBackend:
     def sync(self) -> None:
         if not self._unsynced:
             return
-        dirs = {p.parent for p in self._unsynced}
+        # New files and every folder between them and the root: a folder
+        # created since the last sync is itself a new directory entry.
+        dirs: set[Path] = set()
+        for p in self._unsynced:
+            d = p.parent
+            while d not in dirs and (d == self.path or self.path in d.parents):
+                dirs.add(d)
+                d = d.parent
         for p in self._unsynced:
             fd = os.open(p, os.O_RDONLY)
             try:
