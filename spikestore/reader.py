@@ -338,6 +338,18 @@ class Run:
             self._cache.popitem(last=False)
         return arr
 
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per stream (see :func:`spikestore.summary.summarize`)."""
+        from .summary import summarize
+
+        return summarize(self)
+
+    def summary_table(self) -> str:
+        """The summary as a fixed-width text table."""
+        from .summary import format_table
+
+        return format_table(self.summary())
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

@@ -341,6 +341,8 @@ def worker_main(cfg: dict[str, Any]) -> dict[str, Any]:
     import torch
     import workload
 
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
     variant = cfg["variant"]
     out_dir = Path(cfg["out_dir"])
     backend = cfg["backend"]
@@ -372,6 +374,8 @@ def worker_main(cfg: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     peak_rss = peak.stop()
     rss1 = rss_bytes()
+    with torch.no_grad():  # the hooks must not change training: compared across runs
+        param_sum = float(sum(p.double().abs().sum() for p in net.parameters()))
 
     res: dict[str, Any] = {
         "variant": variant, "tag": cfg["tag"], "steps": steps, "warmup": warmup,
@@ -383,7 +387,7 @@ def worker_main(cfg: dict[str, Any]) -> dict[str, Any]:
         "setup_ms": (marks[0] - t0) * 1e3, "teardown_ms": (t0 + wall - marks[-1]) * 1e3,
         "rss_start_mb": rss0 / MB, "rss_end_mb": rss1 / MB, "peak_rss_mb": peak_rss / MB,
         "peak_rss_growth_mb": (peak_rss - rss0) / MB, "rss_method": peak.method,
-        "losses": losses, "torch_threads": torch.get_num_threads(),
+        "losses": losses, "param_abs_sum": param_sum, "torch_threads": torch.get_num_threads(),
         "spikestore_impl": impl, "spikestore_impl_why": impl_why,
     }
     res.update(inspect_records(variant, m, path, backend))
@@ -404,6 +408,8 @@ def long_main(cfg: dict[str, Any]) -> dict[str, Any]:
     import workload
     from spikingjelly.activation_based import neuron
 
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
     n, every, warm = cfg["long"], 100, cfg["long_warmup"]
     backend = cfg["backend"]
     impl, impl_why = spikestore_impl(cfg["spikestore_impl"])
@@ -595,6 +601,9 @@ def checks(runs: list[dict[str, Any]], expected_records: int) -> list[str]:
             diff = max(abs(a - b) for a, b in zip(r["losses"], ref))
             problems.append(f"{r['variant']} {r['tag']}: losses differ from "
                             f"{runs[0]['variant']} {runs[0]['tag']} (max |diff| {diff:.3g})")
+    psums = {r["param_abs_sum"] for r in runs}
+    if len(psums) > 1:
+        problems.append(f"final parameters differ between runs (sum |p|: {sorted(psums)})")
     ones = {(r["variant"], r["ones"]) for r in runs if "ones" in r}
     if len({o for _, o in ones}) > 1:
         problems.append(f"recorded spike counts differ between variants: {sorted(ones)}")
@@ -605,6 +614,22 @@ def checks(runs: list[dict[str, Any]], expected_records: int) -> list[str]:
     if len({r["torch_threads"] for r in runs}) > 1:
         problems.append("torch thread counts differ between runs")
     return problems
+
+
+def noise_warnings(runs: list[dict[str, Any]]) -> list[str]:
+    """Signs that the machine was busy: the baseline's speed is not stable."""
+    out: list[str] = []
+    base = [r["step_ms_median"] for r in runs if r["variant"] == "unmonitored"]
+    if len(base) >= 2 and max(base) > 1.3 * min(base):
+        out.append(f"unmonitored step p50 ranged {min(base):.0f}-{max(base):.0f} ms across "
+                   "runs: the machine was busy; trust the pair ratios' median, not single "
+                   "numbers (or rerun / use more --repeats, or --threads 1)")
+    for r in runs:
+        st = r["step_ms"]
+        if len(st) >= 3 and max(st) > 3 * statistics.median(st):
+            out.append(f"{r['variant']} {r['tag']}: one step took {max(st):.0f} ms vs a "
+                       f"median of {statistics.median(st):.0f} ms")
+    return out
 
 
 def print_table(summary: dict[str, Any], args: argparse.Namespace, values_per_step: int) -> None:
@@ -668,7 +693,7 @@ def bench_main(args: argparse.Namespace) -> int:
 
     values_per_step = workload.VALUES_PER_STEP
     n_layers = len(workload.LIF_SHAPES)
-    base = {"steps": args.steps, "warmup": args.warmup, "seed": args.seed,
+    base = {"steps": args.steps, "warmup": args.warmup, "seed": args.seed, "threads": args.threads,
             "out_dir": str(out_dir), "backend": args.backend,
             "spikestore_impl": args.spikestore_impl, "keep_stores": args.keep_stores}
     variants = [v for v in MONITORED if v in args.variants]
@@ -705,17 +730,22 @@ def bench_main(args: argparse.Namespace) -> int:
     problems = checks(runs, args.steps * n_layers)
     print_table(summary, args, values_per_step)
     print(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s")
+    noise = noise_warnings(runs)
+    if noise:
+        print("\nnoise warnings:")
+        for w in noise:
+            print("  -", w)
     if problems:
         print("\nCONSISTENCY PROBLEMS:")
         for p in problems:
             print("  -", p)
     else:
-        print("checks: identical losses in all runs; record and spike counts agree between "
-              "the recording variants")
+        print("checks: identical losses and final parameters in all runs; record and spike "
+              "counts agree between the recording variants")
     result = {"kind": "bench_workload", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "args": vars(args), "environment": environment(),
               "values_per_step": values_per_step, "summary": summary, "pairs": pairs,
-              "problems": problems,
+              "problems": problems, "noise_warnings": noise,
               "runs": [{k2: v2 for k2, v2 in r.items() if k2 != "losses"}
                        | {"final_loss": r["losses"][-1]} for r in runs]}
     out = out_dir / f"bench_workload-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -730,6 +760,7 @@ def long_parent(args: argparse.Namespace) -> int:
     out_dir = Path(args.out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = {"tag": "long", "long": args.long, "long_warmup": args.long_warmup, "seed": args.seed,
+           "threads": args.threads,
            "out_dir": str(out_dir), "backend": args.backend,
            "spikestore_impl": args.spikestore_impl, "keep_stores": args.keep_stores}
     r = spawn(cfg, out_dir, stream_stdout=True)
@@ -778,6 +809,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spikestore-impl", choices=("auto", "monitor", "hook"), default="auto",
                    help="auto: spikestore.monitor.OutputMonitor when importable, else plain "
                         "hooks calling Store.append")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch.set_num_threads in every worker (default 0: leave torch's "
+                        "default, the same for all variants). On a shared box, 1 makes runs "
+                        "far less sensitive to other processes (no OpenMP barrier stalls)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep-stores", action="store_true", help="keep the stores written")
     p.add_argument("--_worker", help=argparse.SUPPRESS)

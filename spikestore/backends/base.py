@@ -57,6 +57,9 @@ class Backend(Protocol):
     def read_chunk(self, node: str, chunk: int) -> bytes | None:
         """The encoded bytes of a chunk, or ``None`` if it was never written."""
 
+    def nbytes(self, node: str) -> int:
+        """Bytes on disk of everything under ``node`` (documents included)."""
+
     def sync(self) -> None:
         """Make everything written so far durable (fsync), if supported."""
 

@@ -127,6 +127,10 @@ class ZarrBackend:
     def read_chunk(self, node: str, chunk: int) -> bytes | None:
         return self._get(self._chunk_key(node, chunk))
 
+    def nbytes(self, node: str) -> int:
+        root = self.path / node if node else self.path
+        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
     def sync(self) -> None:
         if not self._unsynced:
             return

@@ -1,0 +1,79 @@
+"""What a store holds, as rows and as a text table (demo, CLI, notebooks)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .reader import Run
+
+__all__ = ["format_bytes", "format_table", "summarize"]
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def summarize(run: Run) -> list[dict[str, Any]]:
+    """One row per stream: records, steps, shapes, encodings, bytes, ratio.
+
+    ``ratio_to_float32`` compares the bytes on disk with the same records
+    held as float32 tensors, which is what an in-memory SpikingJelly monitor
+    keeps for spikes.
+    """
+    rows = []
+    for key in run.streams:
+        s = run[key]
+        n = len(s)
+        steps = s.steps if n else np.zeros(0, np.int64)
+        shapes = sorted({seg.shape for seg in s.segments}, key=lambda t: (-np.prod(t), t))
+        values = sum(int(np.prod(seg.shape, dtype=np.int64)) * seg.count for seg in s.segments)
+        on_disk = run._backend.nbytes(s.node)
+        rows.append({
+            "stream": key,
+            "records": n,
+            "segments": len(s.segments),
+            "first_step": int(steps[0]) if n else None,
+            "last_step": int(steps[-1]) if n else None,
+            "shape": shapes[0] if shapes else None,
+            "other_shapes": len(shapes) - 1,
+            "dtype": ",".join(sorted({seg.doc["dtype"] for seg in s.segments})) or "-",
+            "encoding": ",".join(sorted({seg.encoding for seg in s.segments})) or "-",
+            "bytes": on_disk,
+            "float32_bytes": values * 4,
+            "ratio_to_float32": on_disk / (values * 4) if values else None,
+        })
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width text table of :func:`summarize` rows, with a total line."""
+    head = ["stream", "records", "steps", "record shape", "dtype", "encoding", "on disk", "vs float32"]
+    body = []
+    for r in rows:
+        steps = "-" if r["first_step"] is None else f"{r['first_step']}..{r['last_step']}"
+        shape = "-" if r["shape"] is None else "x".join(map(str, r["shape"])) or "scalar"
+        if r["other_shapes"]:
+            shape += f" (+{r['other_shapes']})"
+        ratio = "-" if r["ratio_to_float32"] is None else f"{100 * r['ratio_to_float32']:.2f}%"
+        body.append([r["stream"], str(r["records"]), steps, shape, r["dtype"], r["encoding"],
+                     format_bytes(r["bytes"]), ratio])
+    total = sum(r["bytes"] for r in rows)
+    f32 = sum(r["float32_bytes"] for r in rows)
+    body.append(["total", str(sum(r["records"] for r in rows)), "", "", "", "", format_bytes(total),
+                 f"{100 * total / f32:.2f}%" if f32 else "-"])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    right = {1, 6, 7}
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(head), rule, *(line(b) for b in body[:-1]), rule, line(body[-1])])
