@@ -8,9 +8,12 @@ also expressible as a standard zarr v3 codec chain, so a plain
 =========  ==========================================  ==================================
 encoding   spikestore codec                            zarr v3 codecs
 =========  ==========================================  ==================================
-bits       zstd over the packed ``uint8`` chunk         bytes, zstd, crc32c
+bits       the spike codec over the packed chunk        bytes, spikestore.spikes, crc32c
+           (:mod:`spikestore.spike_codec`)
 raw        blosc (zstd, byte shuffle) over the chunk    bytes(little), blosc, crc32c
 =========  ==========================================  ==================================
+
+Older stores may also hold bits chunks with plain ``zstd``; both are read.
 
 Each encoded chunk ends with a CRC-32C of the compressed bytes (4 bytes,
 little endian), so ``spikestore verify`` and every read detect damage.
@@ -48,8 +51,12 @@ class ChunkCodec:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = dict(config)
         cid = config.get("id")
-        if cid == "zstd":
-            self._inner: numcodecs.abc.Codec = Zstd(level=int(config["level"]))
+        if cid == "spikestore.spikes":
+            from .spike_codec import SpikeCodec
+
+            self._inner: numcodecs.abc.Codec = SpikeCodec(level=int(config["level"]))
+        elif cid == "zstd":
+            self._inner = Zstd(level=int(config["level"]))
         elif cid == "blosc":
             shuffle = {"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
                        "bitshuffle": Blosc.BITSHUFFLE}[config["shuffle"]]
@@ -84,8 +91,12 @@ class ChunkCodec:
         from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 
         cfg = self.config
-        if cfg["id"] == "zstd":
-            first: Any = ZstdCodec(level=int(cfg["level"]))
+        if cfg["id"] == "spikestore.spikes":
+            from .spike_codec import SpikeZarrCodec
+
+            first: Any = SpikeZarrCodec(level=int(cfg["level"]))
+        elif cfg["id"] == "zstd":
+            first = ZstdCodec(level=int(cfg["level"]))
         else:
             first = BloscCodec(cname=cfg["cname"], clevel=int(cfg["clevel"]),
                                shuffle=cfg["shuffle"], typesize=int(cfg["typesize"]))
@@ -95,11 +106,12 @@ class ChunkCodec:
 def codec_for(encoding: str, stored_dtype: np.dtype, level: int | None = None) -> ChunkCodec:
     """The default codec for a segment of ``encoding`` and ``stored_dtype``.
 
-    Bits are already dense, so plain zstd suits them; raw numbers compress
-    much better after a byte shuffle, which blosc does in the same pass.
+    Bits go through the spike codec, which picks bitmap or gap coding per
+    chunk; raw numbers compress much better after a byte shuffle, which blosc
+    does in the same pass.
     """
     if encoding == "bits":
-        return ChunkCodec({"id": "zstd", "level": 1 if level is None else level})
+        return ChunkCodec({"id": "spikestore.spikes", "level": 1 if level is None else level})
     return ChunkCodec({"id": "blosc", "cname": "zstd", "clevel": 1 if level is None else level,
                        "shuffle": "shuffle" if stored_dtype.itemsize > 1 else "noshuffle",
                        "typesize": stored_dtype.itemsize})

@@ -202,7 +202,7 @@ class Writer:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not event.wait(0.05):
             self.check()
-            if not self._thread.is_alive():
+            if not self._thread.is_alive() and not event.is_set():
                 raise WriterError(f"the spikestore writer for {self.backend.path} stopped")
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"flush of {self.backend.path} did not finish in {timeout} s")

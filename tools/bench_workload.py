@@ -430,8 +430,9 @@ def long_main(cfg: dict[str, Any]) -> dict[str, Any]:
     samples: list[dict[str, float]] = []
     t0 = time.perf_counter()
     print(f"[long] spikestore ({impl}, {backend}) for {n} steps; RSS at start "
-          f"{rss_start / MB:.0f} MB", flush=True)
-    print(f"{'step':>6} {'RSS MB':>8} {'ms/step':>8} {'disk MB':>8}", flush=True)
+          f"{rss_start / MB:.0f} MiB", flush=True)
+    print(f"{'step':>6} {'RSS MiB':>8} {'ms/step':>8} {'disk MiB':>8} {'queue MiB':>10}",
+          flush=True)
     last = [t0, 0]
 
     def sample(done: int) -> None:  # ``done`` steps have completed
@@ -440,8 +441,13 @@ def long_main(cfg: dict[str, Any]) -> dict[str, Any]:
         ms = (now - last[0]) / max(done - last[1], 1) * 1e3
         last[:] = [now, done]
         d = disk_bytes(path) / MB
-        samples.append({"step": done, "rss_mb": rss, "ms_per_step": ms, "disk_mb": d})
-        print(f"{done:6d} {rss:8.1f} {ms:8.1f} {d:8.1f}", flush=True)
+        # Diagnostic only, private and best-effort: bytes handed to the writer, not yet written.
+        q = getattr(getattr(store, "_writer", None), "_queue", None)
+        pend = getattr(q, "pending", None)
+        pend_mb = pend / MB if isinstance(pend, (int, float)) else float("nan")
+        samples.append({"step": done, "rss_mb": rss, "ms_per_step": ms, "disk_mb": d,
+                        "pending_mb": pend_mb})
+        print(f"{done:6d} {rss:8.1f} {ms:8.1f} {d:8.1f} {pend_mb:10.1f}", flush=True)
 
     def on_step(step: int) -> None:
         if step % every == 0 and step > 0:
@@ -720,7 +726,7 @@ def bench_main(args: argparse.Namespace) -> int:
                     extra = f" held {_fmt_bytes(r['held_bytes'])}"
                 print(f"[rep {rep} pair {k}] {name:<12} {r['ms_per_step']:8.1f} ms/step "
                       f"(step p50 {r['step_ms_median']:6.1f}, close {r['teardown_ms']:6.1f} ms) "
-                      f"peak RSS +{r['peak_rss_growth_mb']:.0f} MB{extra}", flush=True)
+                      f"peak RSS +{r['peak_rss_growth_mb']:.0f} MiB{extra}", flush=True)
             ratio = got[v]["ms_per_step"] / got["unmonitored"]["ms_per_step"]
             pairs.append({"repeat": rep, "pair": k, "variant": v, "order": list(pair),
                           "ratio": ratio,
@@ -768,13 +774,13 @@ def long_parent(args: argparse.Namespace) -> int:
     print(f"[long] {r['steps']} steps, {r['ms_per_step']:.1f} ms/step overall (incl. close "
           f"{r['close_s']:.2f} s), {r['records']}/{r['expected_records']} records, "
           f"{_fmt_bytes(r['disk_bytes'])} on disk")
-    print(f"[long] RSS: start {r['rss_start_mb']:.0f} MB, before close "
-          f"{r['rss_before_close_mb']:.0f} MB, after close {r['rss_end_mb']:.0f} MB")
+    print(f"[long] RSS: start {r['rss_start_mb']:.0f} MiB, before close "
+          f"{r['rss_before_close_mb']:.0f} MiB, after close {r['rss_end_mb']:.0f} MiB")
     if "growth_after_warmup_mb" in r:
         print(f"[long] after the {r['warmup_steps']}-step warm-up (RSS "
-              f"{r['rss_after_warmup_mb']:.0f} MB): growth {r['growth_after_warmup_mb']:+.1f} MB "
-              f"at the end, max {r['max_growth_after_warmup_mb']:+.1f} MB, slope "
-              f"{r.get('slope_mb_per_1000_steps', 0.0):+.2f} MB per 1000 steps")
+              f"{r['rss_after_warmup_mb']:.0f} MiB): growth {r['growth_after_warmup_mb']:+.1f} "
+              f"MiB at the end, max {r['max_growth_after_warmup_mb']:+.1f} MiB, slope "
+              f"{r.get('slope_mb_per_1000_steps', 0.0):+.2f} MiB per 1000 steps")
     result = {"kind": "bench_workload_long", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "args": vars(args), "environment": environment(), "result": r}
     out = out_dir / f"bench_workload-long-{time.strftime('%Y%m%d-%H%M%S')}.json"
