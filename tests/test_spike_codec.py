@@ -1,0 +1,110 @@
+"""The spike codec: exact round trips, fixed bytes, registration for numcodecs and zarr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numcodecs
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spikestore
+from spikestore.spike_codec import MODES, SpikeCodec, decode_spikes, encode_spikes
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@settings(max_examples=150, deadline=None)
+@given(n=st.integers(0, 5000), p=st.sampled_from([0.0, 0.001, 0.01, 0.03, 0.1, 0.2, 0.5, 0.97, 1.0]),
+       seed=st.integers(0, 2**32 - 1), level=st.sampled_from([1, 3]))
+def test_round_trip_any_density_and_length(n, p, seed, level):
+    packed = np.packbits(np.random.default_rng(seed).random(n) < p, bitorder="little")
+    enc = encode_spikes(packed, level)
+    np.testing.assert_array_equal(decode_spikes(enc), packed)
+
+
+@given(st.binary(max_size=3000))
+def test_round_trip_arbitrary_bytes(raw):
+    packed = np.frombuffer(raw, dtype=np.uint8)
+    np.testing.assert_array_equal(decode_spikes(encode_spikes(packed)), packed)
+
+
+def test_all_zero_all_one_and_long_runs():
+    for packed in (np.zeros(1000, np.uint8), np.full(1000, 255, np.uint8), np.zeros(0, np.uint8),
+                   np.r_[np.zeros(100_000, np.uint8), [1], np.zeros(9, np.uint8)].astype(np.uint8)):
+        np.testing.assert_array_equal(decode_spikes(encode_spikes(packed)), packed)
+    sparse = np.zeros(1 << 20, np.uint8)
+    sparse[[3, 70_000, (1 << 20) - 1]] = [1, 128, 255]  # gaps far above 255
+    np.testing.assert_array_equal(decode_spikes(encode_spikes(sparse)), sparse)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_committed_fixtures_still_decode(mode):
+    enc = (FIXTURES / f"spikes-{mode}.bin").read_bytes()
+    assert MODES[enc[1]] == mode
+    want = np.load(FIXTURES / f"spikes-{mode}.expected.npy", allow_pickle=False)
+    np.testing.assert_array_equal(decode_spikes(enc), want)
+    assert encode_spikes(want) == enc  # encoding is deterministic, and unchanged
+
+
+def test_each_mode_is_chosen_where_it_wins():
+    rng = np.random.default_rng(0)
+    modes = {p: MODES[encode_spikes(np.packbits(rng.random(200_000) < p, bitorder="little"))[1]]
+             for p in (0.5, 0.05, 0.005, 0.0)}
+    assert modes == {0.5: "bitmap", 0.05: "gaps8", 0.005: "gaps-pcodec", 0.0: "zeros"}
+
+
+@pytest.mark.parametrize("p", [0.5, 0.2, 0.05, 0.01])
+def test_close_to_the_shannon_bound(p):
+    n = 1 << 20
+    packed = np.packbits(np.random.default_rng(1).random(n) < p, bitorder="little")
+    bound = n * -(p * np.log2(p) + (1 - p) * np.log2(1 - p)) / 8
+    assert len(encode_spikes(packed)) <= 1.05 * bound
+
+
+def test_damaged_chunks_raise():
+    enc = bytearray(encode_spikes(np.packbits(np.random.default_rng(2).random(4000) < 0.05,
+                                              bitorder="little")))
+    with pytest.raises(ValueError):
+        decode_spikes(bytes(enc[:5]))
+    enc[0] = 9
+    with pytest.raises(ValueError, match="version"):
+        decode_spikes(bytes(enc))
+
+
+def test_registered_with_numcodecs():
+    codec = numcodecs.get_codec({"id": "spikestore.spikes", "level": 3})
+    assert isinstance(codec, SpikeCodec) and codec.get_config() == {"id": "spikestore.spikes", "level": 3}
+    data = np.packbits(np.random.default_rng(3).random(999) < 0.1, bitorder="little")
+    out = np.empty_like(data)
+    codec.decode(codec.encode(data), out=out)
+    np.testing.assert_array_equal(out, data)
+
+
+def test_plain_zarr_decodes_what_spikestore_reads(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "z.zarr"
+    g = torch.Generator().manual_seed(0)
+    with spikestore.Store(path, chunk_bytes=2000) as store:
+        for p in (0.3, 0.05, 0.004, 0.0):
+            for _ in range(6):
+                store.append("output/l", (torch.rand(16, 100, generator=g) < p).float())
+    s = spikestore.open(path)["output/l"]
+    want = np.stack([s[i] for i in range(len(s))])
+    # A fresh interpreter whose code never imports spikestore: zarr finds the codec by entry point.
+    code = ("import sys, zarr, numpy as np\n"
+            f"a = zarr.open_array({str(path / 'output/l/seg000000')!r}, mode='r')[:]\n"
+            "assert 'spikestore.spike_codec' in sys.modules  # loaded by zarr's entry point\n"
+            "assert 'torch' not in sys.modules  # and decoding needs no torch\n"
+            "np.save(sys.stdout.buffer, np.unpackbits(a, axis=-1, count=100, bitorder='little'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    import io
+
+    got = np.load(io.BytesIO(out.stdout), allow_pickle=False)
+    np.testing.assert_array_equal(got.astype(np.float32), want)
