@@ -34,14 +34,14 @@ class _Segment:
     """The segment currently receiving records (one shape, dtype, encoding)."""
 
     def __init__(self, node: str, number: int, start: int, p: Prepared, chunk_bytes: int,
-                 level: int | None, precision: str | None) -> None:
+                 level: int | None) -> None:
         self.number = number
         self.node = f"{node}/{segment_array_name(number)}"
         self.start = start
         self.encoding = p.encoding
         self.shape = p.shape
         self.dtype = p.dtype
-        self.precision = precision
+        self.precision = p.precision
         self.stored_shape = tuple(p.stored.shape)
         self.stored_dtype = p.stored.dtype
         record_bytes = max(1, int(np.prod(self.stored_shape, dtype=np.int64)) * self.stored_dtype.itemsize)
@@ -53,10 +53,10 @@ class _Segment:
         self.written = 0  # records whose chunk bytes are on disk
         self.committed = 0
 
-    def matches(self, p: Prepared, precision: str | None) -> bool:
+    def matches(self, p: Prepared) -> bool:
         return (p.encoding == self.encoding and p.shape == self.shape and p.dtype == self.dtype
                 and tuple(p.stored.shape) == self.stored_shape
-                and p.stored.dtype == self.stored_dtype and precision == self.precision)
+                and p.stored.dtype == self.stored_dtype and p.precision == self.precision)
 
     def spec(self) -> ArraySpec:
         return ArraySpec(self.stored_shape, self.stored_dtype, self.chunk_records, self.codec)
@@ -199,17 +199,17 @@ class StreamWriter:
     def set_selection(self, selection: dict[str, Any] | None) -> None:
         self.doc["selection"] = selection
 
-    def add(self, p: Prepared, step: int, call: int, t: float, precision: str | None = None) -> None:
+    def add(self, p: Prepared, step: int, call: int, t: float) -> None:
         """Append one prepared record (its data chunk may be written now)."""
         seg = self.segment
-        if seg is None or not seg.matches(p, precision):
+        if seg is None or not seg.matches(p):
             if seg is not None:
                 seg.write_partial(self.backend)
                 self.closed_segments.append(seg.doc() | {"count": seg.count})
                 self._unsized.append((seg.node, seg.count))
             number = len(self.closed_segments)
             seg = self.segment = _Segment(self.node, number, self.count, p, self.chunk_bytes,
-                                          self.level, precision)
+                                          self.level)
             self.backend.create_array(seg.node, seg.spec())
         before = seg.written
         seg.add(self.backend, p.stored)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import InPlaceModificationError, InvalidValueError
 from .packing import Packer
+from .precision import apply_precision
 
 __all__ = ["Frame", "Prepared", "capture", "check_intact", "prepare"]
 
@@ -53,6 +54,7 @@ class Prepared:
     stored: np.ndarray  # packed uint8 for bits, the values for raw
     dtype: str
     shape: tuple[int, ...]
+    precision: str | None = None  # lossy storage of raw floats, when asked for
 
 
 def _torch_dtype_name(t: Any) -> str:
@@ -213,6 +215,10 @@ def prepare(frame: Frame, packer: Packer) -> Prepared:
         return Prepared("bits", packed, frame.dtype, frame.shape)
     # Raw values are still a view of the caller's tensor: the writer copies
     # them into its chunk buffer, then calls check_intact().
+    precision = frame.extra.get("precision")
+    if precision is not None:
+        return Prepared("raw", apply_precision(arr, precision, frame.key), frame.dtype, frame.shape,
+                        precision)
     if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
         arr = arr.copy()
     return Prepared("raw", arr, frame.dtype, frame.shape)

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .errors import InvalidArgumentError, InvalidValueError
+from .precision import check_precision
 from .store import Store
 
 __all__ = [
@@ -296,13 +297,17 @@ class BaseMonitor:
     copy
         Copy CPU tensors in the hook (needed only for layers that modify
         their outputs in place after the hook ran).
+    precision
+        Lossy storage of non-binary float records: ``"bf16"`` or
+        ``"keepbits:N"`` (see :mod:`spikestore.precision`); exact by default.
+        Recorded in the stream's segments; spikes are always exact.
     """
 
     quantity = "output"
 
     def __init__(self, *, store: Store | str | os.PathLike[str] | None = None, every: int = 1,
                  start: int | None = None, stop: int | None = None, batch: Index = None,
-                 neurons: Index = None, copy: bool = False) -> None:
+                 neurons: Index = None, copy: bool = False, precision: str | None = None) -> None:
         self.hooks: list[Any] = []
         self.monitored_layers: list[str] = []
         self._records: list[Any] = []
@@ -310,6 +315,7 @@ class BaseMonitor:
         self._enable = True
         self._selection = _Selection(every, start, stop, batch, neurons)
         self._copy = copy
+        self._precision = check_precision(precision)
         self._owns_store = False
         self._store: Store | None = None
         self._mem_step = 0
@@ -473,7 +479,7 @@ class BaseMonitor:
                 continue
             if j not in log.announced:
                 self._announce(store, name, log, j, path, kind)
-            idx = store.append(log.keys[j], leaf, copy=self._copy)
+            idx = store.append(log.keys[j], leaf, copy=self._copy, precision=self._lossy(leaf))
             if idx is None:  # dropped (on_full="drop"): the view skips this record
                 return
             indices.append(idx)
@@ -482,6 +488,14 @@ class BaseMonitor:
             log.kinds[j].append(_KIND_CODES[kind])
         self._order.append(self._layer_ids[name])
         self._pending += 1
+
+    def _lossy(self, leaf: Any) -> str | None:
+        # Lossy precision applies to float32/float64 values only; other
+        # leaves of the same record (ints, spikes) stay exact.
+        if self._precision is None:
+            return None
+        dtype = leaf.dtype if isinstance(leaf, (torch.Tensor, np.ndarray)) else None
+        return self._precision if dtype in (torch.float32, torch.float64, np.float32, np.float64) else None
 
     def _new_log(self, store: Store, name: str, template: Any, leaves: list[tuple[Any, Any]]) -> _LayerLog:
         single = len(leaves) == 1 and leaves[0][0] == ()

@@ -28,6 +28,7 @@ from .errors import (
 )
 from .format import INDEX_ARRAYS, new_stream_doc, split_key, stream_node, validate_doc
 from .packing import unpack_bits
+from .precision import restore_precision
 
 __all__ = ["Run", "Segment", "Stream", "open", "read_index_tail"]
 
@@ -107,6 +108,7 @@ class Segment:
             return out.astype(self.dtype, copy=False).reshape((len(rows), *self.shape))
         if self.doc["dtype"] == "bfloat16":
             return rows.view(self.dtype).reshape((len(rows), *self.shape))
+        rows = restore_precision(rows, self.doc.get("precision"), self.dtype)
         return rows.reshape((len(rows), *self.shape))
 
     def read(self, start: int, stop: int) -> np.ndarray:

@@ -15,11 +15,13 @@ from .backends import open_backend
 from .capture import capture
 from .errors import (
     InvalidArgumentError,
+    InvalidValueError,
     StoreExistsError,
     StoreInUseError,
     StoreNotFoundError,
 )
 from .format import join_key, new_root_doc, split_key, stream_node, validate_doc
+from .precision import check_precision
 from .writer import Writer
 
 __all__ = ["Store"]
@@ -205,7 +207,7 @@ class Store:
         self._step = step
 
     def append(self, stream: str, value: Any, *, step: int | None = None, copy: bool = False,
-               encoding: str = "auto") -> int | None:
+               encoding: str = "auto", precision: str | None = None) -> int | None:
         """Hand one record of ``stream`` (``"quantity/layer"``) to the writer.
 
         Parameters
@@ -222,6 +224,9 @@ class Store:
         encoding
             ``"auto"`` (bits when every value is 0 or 1, raw otherwise),
             ``"bits"`` or ``"raw"``.
+        precision
+            Lossy storage for float records that are not binary: ``"bf16"`` or
+            ``"keepbits:N"`` (see :mod:`spikestore.precision`). Exact by default.
 
         Returns
         -------
@@ -237,6 +242,12 @@ class Store:
         last = self._calls.get(stream)
         call = last[1] + 1 if last is not None and last[0] == s else 0
         frame = capture(stream, value, s, call, copy=copy, encoding=encoding)
+        if precision is not None:
+            if frame.dtype not in ("float32", "float64"):
+                raise InvalidValueError(
+                    f"stream {stream!r}: precision={precision!r} applies to float32/float64 records, "
+                    f"not {frame.dtype}; drop the precision argument for this stream")
+            frame.extra["precision"] = check_precision(precision)
         self._calls[stream] = (s, call)  # a dropped record leaves a gap in `call`
         if not writer.submit(frame):
             return None

@@ -285,8 +285,7 @@ class Writer:
     def _write_frame(self, frame: Frame) -> None:
         try:
             prepared = prepare(frame, self._packer)
-            self._stream(frame.key).add(prepared, frame.step, frame.call, frame.time,
-                                        frame.extra.get("precision"))
+            self._stream(frame.key).add(prepared, frame.step, frame.call, frame.time)
             check_intact(frame)
         finally:
             self._queue.release(frame.nbytes)

@@ -354,3 +354,35 @@ def test_zero_d_raw_records_keep_their_shape_on_disk(tmp_path):
         store.append("loss/net", 0.25)
     seg = spikestore.open(tmp_path / "z.zarr")["loss/net"].segments[0]
     assert seg.stored_shape == () and zarr.open_array(tmp_path / "z.zarr/loss/net/seg000000").shape == (1,)
+
+
+def test_lossy_precision_is_opt_in_and_recorded(tmp_path):
+    import numcodecs
+
+    x = torch.randn(64, 33)
+    path = tmp_path / "p.zarr"
+    with spikestore.Store(path) as store:
+        store.append("v/exact", x)
+        store.append("v/bf16", x, precision="bf16")
+        store.append("v/keep", x, precision="keepbits:7")
+        store.append("output/spk", (x > 0).float(), precision="bf16")  # spikes stay bits, exact
+        with pytest.raises(InvalidArgumentError):
+            store.append("v/bad", x, precision="fp8")
+    run = spikestore.open(path)
+    np.testing.assert_array_equal(run["v/exact"][0], x.numpy())
+    assert run["v/exact"].segments[0].doc["precision"] is None
+    bf = run["v/bf16"]
+    assert bf.segments[0].doc["precision"] == "bf16" and bf.segments[0].stored_dtype == np.uint16
+    assert bf[0].dtype == np.float32
+    np.testing.assert_array_equal(bf[0], x.to(torch.bfloat16).float().numpy())  # torch's RNE rounding
+    keep = run["v/keep"]
+    assert keep.segments[0].doc["precision"] == "keepbits:7"
+    np.testing.assert_array_equal(keep[0], numcodecs.BitRound(keepbits=7).encode(x.numpy()).reshape(64, 33))
+    assert run["output/spk"].segments[0].encoding == "bits"
+    np.testing.assert_array_equal(run["output/spk"][0], (x > 0).float().numpy())
+
+
+def test_lossy_precision_on_integers_is_refused(tmp_path):
+    with spikestore.Store(tmp_path / "i.zarr") as store:
+        with pytest.raises(InvalidValueError, match="v/int"):
+            store.append("v/int", np.arange(10) * 3, precision="bf16")

@@ -294,7 +294,8 @@ def run_variant(variant: str, net: Any, opt: Any, batches: list[Any], *, start: 
     raise ValueError(variant)
 
 
-def inspect_records(variant: str, m: Any, path: Path | None, backend: str) -> dict[str, Any]:
+def inspect_records(variant: str, m: Any, path: Path | None, backend: str,
+                    steps: range) -> dict[str, Any]:
     """Untimed: how much the variant holds, and how many records / ones it recorded."""
     out: dict[str, Any] = {}
     if variant == "memory":
@@ -324,12 +325,15 @@ def inspect_records(variant: str, m: Any, path: Path | None, backend: str) -> di
         try:
             records = ones = 0
             streams = list(run.streams)
+            bad_steps = []
             for key in streams:
                 s = run[key]
                 records += len(s)
+                if list(s.steps) != list(steps):
+                    bad_steps.append(key)
                 for i in range(len(s)):
                     ones += int(np.count_nonzero(s[i]))
-            out.update(records=records, ones=ones, streams=streams)
+            out.update(records=records, ones=ones, streams=streams, bad_steps=bad_steps)
         finally:
             run.close()
     return out
@@ -390,7 +394,7 @@ def worker_main(cfg: dict[str, Any]) -> dict[str, Any]:
         "losses": losses, "param_abs_sum": param_sum, "torch_threads": torch.get_num_threads(),
         "spikestore_impl": impl, "spikestore_impl_why": impl_why,
     }
-    res.update(inspect_records(variant, m, path, backend))
+    res.update(inspect_records(variant, m, path, backend, range(warmup, warmup + steps)))
     if path is not None and not cfg["keep_stores"]:
         remove_path(path)
     return res
@@ -614,6 +618,9 @@ def checks(runs: list[dict[str, Any]], expected_records: int) -> list[str]:
     if len({o for _, o in ones}) > 1:
         problems.append(f"recorded spike counts differ between variants: {sorted(ones)}")
     for r in runs:
+        if r.get("bad_steps"):
+            problems.append(f"{r['variant']} {r['tag']}: streams {r['bad_steps']} are not "
+                            "keyed by the steps passed to store.set_step")
         if "records" in r and r["records"] != expected_records:
             problems.append(f"{r['variant']} {r['tag']}: {r['records']} records, "
                             f"expected {expected_records}")
