@@ -20,7 +20,7 @@ import numpy as np
 
 from .backends.base import ArraySpec, Backend
 from .capture import Prepared
-from .codecs import ChunkCodec, codec_for, codec_from_config
+from .codecs import ChunkCodec, codec_for, codec_from_config, index_codec
 from .format import INDEX_ARRAYS, new_stream_doc, segment_array_name, stream_node
 
 __all__ = ["StreamWriter"]
@@ -46,7 +46,7 @@ class _Segment:
         self.stored_dtype = p.stored.dtype
         record_bytes = max(1, int(np.prod(self.stored_shape, dtype=np.int64)) * self.stored_dtype.itemsize)
         self.chunk_records = int(min(_MAX_CHUNK_RECORDS, max(1, chunk_bytes // record_bytes)))
-        self.codec: ChunkCodec = codec_for(self.encoding, self.stored_dtype, level)
+        self.codec: ChunkCodec = codec_for(self.encoding, self.stored_dtype, level, record_bytes)
         self.empty = int(np.prod(self.stored_shape, dtype=np.int64)) == 0
         self.buf = np.zeros((self.chunk_records, *self.stored_shape), dtype=self.stored_dtype)
         self.count = 0  # records appended
@@ -176,7 +176,7 @@ class StreamWriter:
         self.level = level
         if doc is None:
             doc = new_stream_doc(key, INDEX_CHUNK_RECORDS, {
-                name: codec_for("raw", np.dtype(dt)).config for name, dt in INDEX_ARRAYS.items()})
+                name: index_codec(np.dtype(dt)).config for name, dt in INDEX_ARRAYS.items()})
         self.doc = doc
         self.closed_segments: list[dict[str, Any]] = list(self.doc["segments"])
         self.segment: _Segment | None = None
@@ -196,8 +196,11 @@ class StreamWriter:
     def count(self) -> int:
         return self.index.count
 
-    def set_selection(self, selection: dict[str, Any] | None) -> None:
-        self.doc["selection"] = selection
+    def raw_segment_fits(self, shape: tuple[int, ...], dtype: str, precision: str | None) -> bool:
+        """Whether the open segment is raw and holds records like this one."""
+        seg = self.segment
+        return seg is not None and seg.encoding == "raw" and seg.shape == shape and \
+            seg.dtype == dtype and seg.precision == precision
 
     def add(self, p: Prepared, step: int, call: int, t: float) -> None:
         """Append one prepared record (its data chunk may be written now)."""

@@ -179,8 +179,11 @@ def _tensor_to_numpy(t: Any) -> tuple[np.ndarray, str]:
     return t.numpy(), name
 
 
-def prepare(frame: Frame, packer: Packer) -> Prepared:
+def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared:
     """Writer-thread half of capture: convert, pick the encoding, pack.
+
+    With ``keep_raw`` (the stream's open segment is raw and fits this
+    record) an ``"auto"`` record is stored raw without trying to pack it.
 
     Raises
     ------
@@ -198,7 +201,10 @@ def prepare(frame: Frame, packer: Packer) -> Prepared:
         arr = data
     else:
         arr, _ = _tensor_to_numpy(data)
-    want = frame.encoding
+    # A binary record arriving while the stream's open segment is raw (same
+    # shape and dtype) stays raw: switching would open a segment per record
+    # for streams that are only sometimes 0/1 (rates, a silent layer's v).
+    want = "raw" if keep_raw and frame.encoding == "auto" else frame.encoding
     packed = None
     # bfloat16 travels as uint16; its 1.0 is 0x3F80, checked via the uint view below.
     if want != "raw":

@@ -29,7 +29,7 @@ from numcodecs import Blosc, Zstd
 
 from .errors import FormatError
 
-__all__ = ["ChecksumError", "ChunkCodec", "codec_for", "codec_from_config"]
+__all__ = ["ChecksumError", "ChunkCodec", "codec_for", "codec_from_config", "index_codec"]
 
 _CRC = numcodecs.CRC32C()
 
@@ -103,7 +103,12 @@ class ChunkCodec:
         return [first, Crc32cCodec()]
 
 
-def codec_for(encoding: str, stored_dtype: np.dtype, level: int | None = None) -> ChunkCodec:
+#: Records smaller than this are compressed for size rather than speed.
+SMALL_RECORD_BYTES = 4096
+
+
+def codec_for(encoding: str, stored_dtype: np.dtype, level: int | None = None,
+              record_bytes: int | None = None) -> ChunkCodec:
     """The default codec for a segment of ``encoding`` and ``stored_dtype``.
 
     Bits go through the spike codec, which picks bitmap or gap coding per
@@ -112,11 +117,23 @@ def codec_for(encoding: str, stored_dtype: np.dtype, level: int | None = None) -
     where zstd (level 1) keeps 87-92% at ~200 MB/s and pcodec 83% at ~70
     MB/s (docs/performance.md). Float streams barely compress losslessly,
     so the writer favours speed; lossy ``precision`` is the way to shrink them.
+    Small records (scalars such as gradient norms) cost no time either way,
+    and a partly filled chunk of them is mostly zero padding, which zstd
+    shrinks to nothing, so they use zstd.
     """
     if encoding == "bits":
         return ChunkCodec({"id": "spikestore.spikes", "level": 1 if level is None else level})
+    if record_bytes is not None and record_bytes < SMALL_RECORD_BYTES:
+        return ChunkCodec({"id": "zstd", "level": 3})
     return ChunkCodec({"id": "blosc", "cname": "lz4", "clevel": 5 if level is None else level,
                        "shuffle": "bitshuffle", "typesize": stored_dtype.itemsize})
+
+
+def index_codec(dtype: np.dtype) -> ChunkCodec:
+    """Codec of the step/call/time index arrays: small, so favour ratio over speed
+    (a partly filled chunk is zero-padded, and zstd shrinks padding to nothing)."""
+    return ChunkCodec({"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": "bitshuffle",
+                       "typesize": dtype.itemsize})
 
 
 def codec_from_config(config: dict[str, Any]) -> ChunkCodec:

@@ -18,6 +18,7 @@ applied in the hook, before anything leaves the device.
 from __future__ import annotations
 
 import os
+import warnings
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
@@ -270,7 +271,37 @@ class RecordsView(Sequence[Any]):
         self._m.clear_recorded_data()
 
     def __repr__(self) -> str:
-        return f"<RecordsView of {len(self)} records in {self._m._store.path}>" if self._m._store else "[]"
+        # Printed like the list SpikingJelly keeps (the tutorial prints it),
+        # but a long view is summarised instead of read whole from disk.
+        n = len(self)
+        if n <= _REPR_RECORDS:
+            return repr(list(self))
+        head = ", ".join(repr(self[i]) for i in range(2))
+        return f"[{head}, ... {n - 2} more records in {self._m._store.path}]"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (list, tuple, RecordsView)) or len(other) != len(self):
+            return False
+        return all(_same(a, b) for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+_REPR_RECORDS = 20
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality of records that may hold tensors (list == would be ambiguous)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape \
+            and torch.equal(a.detach().cpu(), b.detach().cpu())
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(a, b))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
 
 
 # -- monitors --------------------------------------------------------------------------
@@ -301,13 +332,20 @@ class BaseMonitor:
         Lossy storage of non-binary float records: ``"bf16"`` or
         ``"keepbits:N"`` (see :mod:`spikestore.precision`); exact by default.
         Recorded in the stream's segments; spikes are always exact.
+    quantity
+        Stream name prefix instead of the default (``output``, ``input``,
+        ``grad_input``, ``grad_output``, or the attribute name), so that two
+        monitors of one kind can share a store, e.g. spikes and firing rates.
     """
 
     quantity = "output"
 
     def __init__(self, *, store: Store | str | os.PathLike[str] | None = None, every: int = 1,
                  start: int | None = None, stop: int | None = None, batch: Index = None,
-                 neurons: Index = None, copy: bool = False, precision: str | None = None) -> None:
+                 neurons: Index = None, copy: bool = False, precision: str | None = None,
+                 quantity: str | None = None) -> None:
+        if quantity is not None:
+            self.quantity = quantity
         self.hooks: list[Any] = []
         self.monitored_layers: list[str] = []
         self._records: list[Any] = []
@@ -397,6 +435,10 @@ class BaseMonitor:
         for hook in self.hooks:
             hook.remove()
         self.hooks.clear()
+        if self._store is not None:  # another monitor may now write these streams
+            for log in self._logs.values():
+                for key in log.keys:
+                    self._store.release(key, self)
 
     def close(self) -> None:
         """Stop recording and remove the hooks; records stay readable.
@@ -456,7 +498,19 @@ class BaseMonitor:
             return
         self._record_to_store(store, name, value)
 
+    def _owner_label(self) -> str:
+        return f"a {type(self).__name__} (quantity {self.quantity!r})"
+
     def _record_to_store(self, store: Store, name: str, value: Any) -> None:
+        if store.closed:
+            # Training goes on after the store closed (evaluation, a second
+            # phase): stop recording, say so once, and leave the network usable.
+            self.disable()
+            warnings.warn(
+                f"spikestore: {type(self).__name__} on layers {self.monitored_layers} stopped recording "
+                f"because its store {store.path} is closed; call remove_hooks() or close() on the "
+                "monitor when the store closes", RuntimeWarning, stacklevel=3)
+            return
         template, leaves = _flatten(value)
         log = self._logs.get(name)
         if log is None:
@@ -501,6 +555,8 @@ class BaseMonitor:
         single = len(leaves) == 1 and leaves[0][0] == ()
         keys = [store.stream_key(self.quantity if single else _quantity(self.quantity, path), name)
                 for path, _ in leaves]
+        for key in keys:
+            store.claim(key, self, self._owner_label())
         log = self._logs[name] = _LayerLog(template, keys)
         if name not in self._layer_ids:
             self._layer_ids[name] = len(self._layer_names)

@@ -123,6 +123,7 @@ class Store:
             be = open_backend(self.path, backend=backend, writable=True, durable=durable)
             root, streams = self._resume(be, metadata)
         self._calls: dict[str, tuple[int, int]] = {}
+        self._owners: dict[str, tuple[weakref.ref[object], str]] = {}
         self._counts: dict[str, int] = {k: d["count"] for k, d in streams.items()}
         self._writer = Writer(be, root, streams=streams, max_pending_bytes=max_pending_bytes,
                               on_full=on_full, flush_interval=flush_interval,
@@ -263,6 +264,25 @@ class Store:
     def stream_key(self, quantity: str, layer: str) -> str:
         """Key of ``quantity`` recorded from ``layer`` (validates the quantity)."""
         return join_key(quantity, layer)
+
+    def claim(self, stream: str, owner: object, what: str) -> None:
+        """Reserve ``stream`` for one producer (a monitor), or raise.
+
+        Two monitors writing one stream would interleave their records (and
+        the stream's selection would describe only one of them).
+        """
+        holder = self._owners.get(stream)
+        if holder is not None and holder[0]() is not None and holder[0]() is not owner:
+            raise InvalidArgumentError(
+                f"stream {stream!r} of {self.path} is already recorded by {holder[1]}; give this "
+                f"{what} another quantity name (quantity='...') or record to another store")
+        self._owners[stream] = (weakref.ref(owner), what)
+
+    def release(self, stream: str, owner: object) -> None:
+        """Undo :meth:`claim` (a monitor whose hooks were removed)."""
+        holder = self._owners.get(stream)
+        if holder is not None and holder[0]() is owner:
+            del self._owners[stream]
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every record handed over so far is committed to disk."""

@@ -24,9 +24,11 @@ def format_bytes(n: float) -> str:
 def summarize(run: Run) -> list[dict[str, Any]]:
     """One row per stream: records, steps, shapes, encodings, bytes, ratio.
 
-    ``ratio_to_float32`` compares the bytes on disk with the same records
-    held as float32 tensors, which is what an in-memory SpikingJelly monitor
-    keeps for spikes.
+    ``ratio_to_float32`` compares the bytes of the record data on disk
+    (segment chunks, without the per-stream index and metadata files, which
+    dominate tiny streams) with the same records held as float32 tensors,
+    which is what an in-memory SpikingJelly monitor keeps for spikes.
+    ``bytes`` is everything the stream occupies.
     """
     rows = []
     for key in run.streams:
@@ -36,6 +38,7 @@ def summarize(run: Run) -> list[dict[str, Any]]:
         shapes = sorted({seg.shape for seg in s.segments}, key=lambda t: (-np.prod(t), t))
         values = sum(int(np.prod(seg.shape, dtype=np.int64)) * seg.count for seg in s.segments)
         on_disk = run._backend.nbytes(s.node)
+        data = sum(run._backend.nbytes(seg.node) for seg in s.segments)
         rows.append({
             "stream": key,
             "records": n,
@@ -47,15 +50,16 @@ def summarize(run: Run) -> list[dict[str, Any]]:
             "dtype": ",".join(sorted({seg.doc["dtype"] for seg in s.segments})) or "-",
             "encoding": ",".join(sorted({seg.encoding for seg in s.segments})) or "-",
             "bytes": on_disk,
+            "data_bytes": data,
             "float32_bytes": values * 4,
-            "ratio_to_float32": on_disk / (values * 4) if values else None,
+            "ratio_to_float32": data / (values * 4) if values else None,
         })
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width text table of :func:`summarize` rows, with a total line."""
-    head = ["stream", "records", "steps", "record shape", "dtype", "encoding", "on disk", "vs float32"]
+    head = ["stream", "records", "steps", "record shape", "dtype", "encoding", "on disk", "data vs float32"]
     body = []
     for r in rows:
         steps = "-" if r["first_step"] is None else f"{r['first_step']}..{r['last_step']}"
@@ -66,9 +70,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         body.append([r["stream"], str(r["records"]), steps, shape, r["dtype"], r["encoding"],
                      format_bytes(r["bytes"]), ratio])
     total = sum(r["bytes"] for r in rows)
+    data = sum(r["data_bytes"] for r in rows)
     f32 = sum(r["float32_bytes"] for r in rows)
     body.append(["total", str(sum(r["records"] for r in rows)), "", "", "", "", format_bytes(total),
-                 f"{100 * total / f32:.2f}%" if f32 else "-"])
+                 f"{100 * data / f32:.2f}%" if f32 else "-"])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     right = {1, 6, 7}
 

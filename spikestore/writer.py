@@ -284,8 +284,10 @@ class Writer:
 
     def _write_frame(self, frame: Frame) -> None:
         try:
-            prepared = prepare(frame, self._packer)
-            self._stream(frame.key).add(prepared, frame.step, frame.call, frame.time)
+            sw = self._stream(frame.key)
+            prepared = prepare(frame, self._packer, keep_raw=sw.raw_segment_fits(
+                frame.shape, frame.dtype, frame.extra.get("precision")))
+            sw.add(prepared, frame.step, frame.call, frame.time)
             check_intact(frame)
         finally:
             self._queue.release(frame.nbytes)

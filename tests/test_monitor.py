@@ -308,3 +308,49 @@ def test_cuda_hooks_never_synchronise(tmp_path):
         finally:
             torch.cuda.set_sync_debug_mode(0)
         assert all(torch.equal(a.cpu(), b) for a, b in zip(ref.records, list(mon.records), strict=True))
+
+
+def test_two_monitors_cannot_silently_share_a_stream(tmp_path):
+    net = tutorial_net(neuron.IFNode, "m")
+    with spikestore.Store(tmp_path / "o.zarr") as store:
+        spikes = ss.OutputMonitor(net, neuron.IFNode, store=store)
+        clash = ss.OutputMonitor(net, neuron.IFNode, function_on_output=firing_rate, store=store)
+        with pytest.raises(spikestore.InvalidArgumentError, match="quantity="):
+            run_steps(net, "m", 1, store)
+        clash.remove_hooks()
+        rates = ss.OutputMonitor(net, neuron.IFNode, function_on_output=firing_rate, store=store,
+                                 quantity="rate")
+        run_steps(net, "m", 2, store)
+        assert len(rates.records) == 4 and len(spikes.records) == 1 + 4  # hooks run in order
+    run = spikestore.open(tmp_path / "o.zarr")
+    assert run["output/1"][0].shape == (4, 2, 4) and run["rate/1"][0].shape == (4,)
+
+
+def test_a_monitor_outliving_its_store_warns_once_and_stops(tmp_path):
+    net = tutorial_net(neuron.IFNode, "m")
+    with spikestore.Store(tmp_path / "w.zarr") as store:
+        mon = ss.OutputMonitor(net, neuron.IFNode, store=store)
+        run_steps(net, "m", 1, store)
+    with pytest.warns(RuntimeWarning, match="closed"):
+        run_steps(net, "m", 2)  # evaluation after the store closed still works
+    assert not mon.is_enable() and len(mon.records) == 2
+
+
+def test_records_view_prints_and_compares_like_a_list(tmp_path):
+    net = tutorial_net(neuron.IFNode, "m")
+    with spikestore.Store(tmp_path / "v.zarr") as store:
+        mem = ss.OutputMonitor(net, neuron.IFNode)
+        disk = ss.OutputMonitor(net, neuron.IFNode, store=store)
+        assert disk.records == [] and repr(disk.records) == "[]"
+        run_steps(net, "m", 1, store)
+        assert disk.records == mem.records and disk.records != mem.records[:1]
+        assert repr(disk.records) == repr(mem.records)
+
+
+def test_alternating_binary_and_float_records_do_not_fragment(tmp_path):
+    with spikestore.Store(tmp_path / "a.zarr") as store:
+        for i in range(10):
+            store.append("rate/1", torch.tensor([0.0, 1.0]) if i % 2 else torch.tensor([0.5, 0.25]))
+    s = spikestore.open(tmp_path / "a.zarr")["rate/1"]
+    assert len(s.segments) == 1 and s.segments[0].encoding == "raw"
+    assert [s[i].tolist() for i in range(2)] == [[0.5, 0.25], [0.0, 1.0]]
