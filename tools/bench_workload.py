@@ -520,6 +520,13 @@ def spawn(cfg: dict[str, Any], out_dir: Path, stream_stdout: bool = False,
                            f"(exit {proc.returncode}):\n{tail}")
     res = json.loads(res_file.read_text())
     res_file.unlink()
+    # Surface warnings from the worker (e.g. dropped records), minus torch's Triton notice.
+    warn = [ln for ln in (proc.stderr or "").splitlines()
+            if "arning" in ln and "Triton not available" not in ln]
+    if warn:
+        res["stderr_warnings"] = warn
+        for ln in warn:
+            print(f"  worker {cfg.get('variant', 'long')} {cfg['tag']}: {ln}", flush=True)
     return res
 
 
