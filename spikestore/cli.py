@@ -1,0 +1,133 @@
+"""The ``spikestore`` command: info, verify, export, plot.
+
+Library functions do the work and take progress callbacks; this module only
+parses arguments, draws progress bars on a terminal and turns failures into
+one-line messages with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+try:
+    import click
+except ImportError:  # pragma: no cover - exercised by the console script only
+    sys.stderr.write("the spikestore command needs click: pip install 'spikestore[cli]'\n")
+    raise SystemExit(2) from None
+
+from .errors import SpikestoreError
+
+__all__ = ["main"]
+
+
+@contextmanager
+def _progress(desc: str, unit: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A tqdm bar on a terminal, nothing otherwise (logs stay clean)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        yield None
+        return
+    bar = tqdm(desc=desc, unit=unit, total=0, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _fail(exc: BaseException) -> None:
+    click.echo(f"spikestore: {exc}", err=True)
+    raise SystemExit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="spikestore")
+def main() -> None:
+    """Inspect, check, export and plot spikestore stores."""
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+def info(path: Path) -> None:
+    """Summary of the store at PATH: streams, records, steps, sizes, writer status."""
+    import spikestore
+
+    try:
+        with spikestore.open(path) as run:
+            w = run.writer
+            status = w["status"]
+            if status == "open":
+                status += " (being written, or the writer was killed; committed records are readable)"
+            click.echo(f"store      {path} (format v{run.doc['format_version']})")
+            click.echo(f"created    {run.doc['created']}")
+            click.echo(f"writer     {status}; pid {w['pid']} on {w['host']}; dropped records: {w['dropped']}")
+            if w.get("error"):
+                click.echo(f"error      {w['error']}")
+            if run.metadata:
+                meta = ", ".join(f"{k}={v}" for k, v in run.metadata.items() if k != "network")
+                click.echo(f"metadata   {meta}")
+            rows = run.summary()
+            segs = sum(r["segments"] for r in rows)
+            click.echo(f"streams    {len(rows)} ({segs} segments)\n")
+            click.echo(run.summary_table())
+    except SpikestoreError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+def verify(path: Path) -> None:
+    """Check every document and decode every chunk of PATH; exit 0 only when intact."""
+    from .verify import verify as run_verify
+
+    with _progress("verify", "chunk") as cb:
+        problems = run_verify(path, progress=cb)
+    for line in problems:
+        click.echo(line)
+    if problems:
+        click.echo(f"{len(problems)} problem(s) found in {path}", err=True)
+        raise SystemExit(1)
+    click.echo(f"{path}: intact")
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["nwb", "hdf5", "parquet", "npz"]), required=True,
+              help="Output format.")
+@click.option("--streams", multiple=True, metavar="KEY",
+              help="Stream key or pattern (e.g. 'output/*'); repeat for several. Default: all.")
+@click.option("--steps", default=None, metavar="A:B", help="Only records with A <= step < B.")
+@click.option("--dt", type=float, default=1e-3, show_default=True, help="Seconds per time bin (NWB).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def export(path: Path, out: Path, fmt: str, streams: tuple[str, ...], steps: str | None, dt: float,
+           overwrite: bool) -> None:
+    """Export the store at PATH to OUT for offline analysis."""
+    from .export import export as run_export
+
+    kwargs: dict[str, Any] = {"streams": list(streams) or None, "steps": steps, "overwrite": overwrite}
+    if fmt == "nwb":
+        kwargs["dt"] = dt
+    try:
+        with _progress(f"export {fmt}", "record") as cb:
+            written = run_export(path, out, fmt, progress=cb, **kwargs)
+    except SpikestoreError as exc:
+        _fail(exc)
+    click.echo(f"wrote {written}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

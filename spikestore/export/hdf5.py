@@ -1,0 +1,93 @@
+"""Export to a self-contained HDF5 file, readable with h5py alone (or MATLAB).
+
+Layout: one group per stream, ``/<quantity>/<layer>`` with the layer name
+escaped as in the store (``docs/format.md`` §1.1); its attributes hold the
+unescaped ``stream``, ``quantity``, ``layer``, ``dtype`` and the monitor's
+``selection`` as JSON. Inside:
+
+``seg000000``...   records ``[n, *shape]``, **unpacked**, original dtype
+                   (bfloat16 as float32); one dataset per exported segment
+``step``, ``call``, ``time``, ``segment``   one entry per exported record
+
+Datasets are chunked and gzip-compressed (the filter every HDF5 build has).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidArgumentError
+from ..format import stream_node
+from ..reader import Run
+from ._common import Progress, as_run, ensure_new, iter_blocks, parse_steps, report, select_streams, \
+    selected_counts, step_mask
+
+__all__ = ["to_hdf5"]
+
+
+def to_hdf5(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
+            streams: list[str] | None = None, steps: str | tuple[int | None, int | None] | None = None,
+            progress: Progress | None = None, overwrite: bool = False,
+            compression: str | None = "gzip") -> Path:
+    """Write the selected streams and steps to an HDF5 file, chunk by chunk."""
+    try:
+        import h5py
+    except ImportError:
+        raise InvalidArgumentError("HDF5 export needs h5py: pip install 'spikestore[hdf5]'") from None
+    if compression not in (None, "gzip", "lzf"):
+        raise InvalidArgumentError(f"compression must be None, 'gzip' or 'lzf', not {compression!r}")
+    out = Path(out)
+    ensure_new(out, overwrite)
+    run, owned = as_run(store)
+    rng = parse_steps(steps)
+    opts = {"compression": compression, "shuffle": compression is not None}
+    if compression == "gzip":
+        opts["compression_opts"] = 1
+    try:
+        keys = select_streams(run, streams)
+        total = sum(sum(selected_counts(run[k], rng)) for k in keys)
+        done = 0
+        tmp = out.with_name(out.name + ".partial")
+        with h5py.File(tmp, "w") as f:
+            f.attrs["spikestore_source"] = str(run.path)
+            f.attrs["spikestore_metadata"] = json.dumps(run.metadata)
+            f.attrs["spikestore_format_version"] = run.doc["format_version"]
+            for key in keys:
+                s = run[key]
+                g = f.create_group(stream_node(key))
+                g.attrs.update({"stream": key, "quantity": s.quantity, "layer": s.layer,
+                                "selection": json.dumps(s.selection)})
+                counts = selected_counts(s, rng)
+                names, filled = {}, {}
+                for number, (seg, n) in enumerate((seg, n) for seg, n in zip(s.segments, counts) if n):
+                    dtype = np.dtype(np.float32) if seg.doc["dtype"] == "bfloat16" else seg.dtype
+                    chunk_rows = max(1, min(n, (1 << 20) // max(1, dtype.itemsize * int(np.prod(seg.shape)))))
+                    ds = g.create_dataset(f"seg{number:06d}", shape=(n, *seg.shape), dtype=dtype,
+                                          chunks=(chunk_rows, *seg.shape) if all(seg.shape) else None,
+                                          **(opts if all(seg.shape) else {}))
+                    ds.attrs["dtype"] = seg.doc["dtype"]
+                    names[id(seg)], filled[id(seg)] = ds, 0
+                for block in iter_blocks(s, rng):
+                    ds = names[id(block.segment)]
+                    k = filled[id(block.segment)]
+                    ds[k:k + len(block.values)] = block.values
+                    filled[id(block.segment)] = k + len(block.values)
+                    done += len(block.values)
+                    report(progress, done, total)
+                keep = step_mask(s.steps, rng)
+                g.create_dataset("step", data=s.steps[keep])
+                g.create_dataset("call", data=s.calls[keep])
+                g.create_dataset("time", data=s.times[keep])
+                segno = np.full(len(s), -1, np.int32)
+                for number, seg in enumerate(seg for seg, n in zip(s.segments, counts) if n):
+                    segno[seg.start:seg.stop] = number
+                g.create_dataset("segment", data=segno[keep])
+        os.replace(tmp, out)
+        return out
+    finally:
+        if owned:
+            run.close()

@@ -1,0 +1,93 @@
+"""Export to NPZ: one ``.npy`` member per stream segment, streamed chunk by chunk.
+
+Members (load with ``np.load(path, allow_pickle=False)``):
+
+``<stream>``            records ``[n, *shape]`` in their original dtype (bfloat16
+                        as float32); a stream with several segments (shape
+                        changes) has ``<stream>@<k>`` for its ``k``-th exported
+                        segment instead
+``<stream>.steps``      step of each exported record (int64), in order
+``<stream>.calls``      order within the step (int32)
+``<stream>.segment``    segment number of each record (only with several segments)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zipfile
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from ..reader import Run
+from ._common import Progress, as_run, ensure_new, iter_blocks, parse_steps, report, select_streams, \
+    selected_counts, step_mask
+
+__all__ = ["to_npz"]
+
+
+def _member(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> IO[bytes]:
+    f = zf.open(name + ".npy", mode="w", force_zip64=True)
+    np.lib.format.write_array_header_2_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                              "fortran_order": False, "shape": shape})
+    return f
+
+
+def _write_array(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
+    with _member(zf, name, arr.dtype, arr.shape) as f:
+        f.write(np.ascontiguousarray(arr).tobytes())
+
+
+def to_npz(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
+           streams: list[str] | None = None, steps: str | tuple[int | None, int | None] | None = None,
+           progress: Progress | None = None, overwrite: bool = False) -> Path:
+    """Write the selected streams and steps of a store to an ``.npz`` file.
+
+    Values are written as they are decoded, one chunk at a time, so a store
+    larger than memory exports (the file itself is as large as the values).
+    """
+    out = Path(out)
+    ensure_new(out, overwrite)
+    run, owned = as_run(store)
+    rng = parse_steps(steps)
+    try:
+        keys = select_streams(run, streams)
+        total = sum(sum(selected_counts(run[k], rng)) for k in keys)
+        done = 0
+        tmp = out.with_name(out.name + ".partial")
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key in keys:
+                s = run[key]
+                counts = dict(zip((id(seg) for seg in s.segments), selected_counts(s, rng), strict=True))
+                live = [seg for seg in s.segments if counts[id(seg)]]
+                numbers = {id(seg): i for i, seg in enumerate(live)}
+                with contextlib.ExitStack() as member:
+                    current = None
+                    f: IO[bytes] | None = None
+                    for block in iter_blocks(s, rng):
+                        seg = block.segment
+                        if seg is not current:
+                            member.close()
+                            dtype = np.dtype(np.float32) if seg.doc["dtype"] == "bfloat16" else seg.dtype
+                            name = f"{key}@{numbers[id(seg)]}" if len(live) > 1 else key
+                            f = member.enter_context(_member(zf, name, dtype, (counts[id(seg)], *seg.shape)))
+                            current = seg
+                        assert f is not None
+                        f.write(np.ascontiguousarray(block.values).tobytes())
+                        done += len(block.values)
+                        report(progress, done, total)
+                keep = step_mask(s.steps, rng)
+                _write_array(zf, key + ".steps", s.steps[keep])
+                _write_array(zf, key + ".calls", s.calls[keep])
+                if len(live) > 1:
+                    segno = np.full(len(s), -1, np.int32)
+                    for seg in live:
+                        segno[seg.start:seg.stop] = numbers[id(seg)]
+                    _write_array(zf, key + ".segment", segno[keep])
+        os.replace(tmp, out)
+        return out
+    finally:
+        if owned:
+            run.close()

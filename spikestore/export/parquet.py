@@ -1,0 +1,108 @@
+"""Export to Parquet for pandas, polars and DuckDB.
+
+``OUT`` is a directory with up to two files:
+
+``spikes.parquet``  one row per spike event of every spike (bit-packed)
+                    stream: ``quantity``, ``layer``, ``step`` (int64),
+                    ``call`` (int32), ``t`` (time bin: the T axis in
+                    multi-step records, the call number in single-step
+                    ones), ``batch`` (sample), ``neuron`` (flattened index
+                    over the record's remaining axes)
+``values.parquet``  one row per record of every other stream: ``quantity``,
+                    ``layer``, ``step``, ``call``, ``shape`` (list<int64>),
+                    ``values`` (list of the record's values, C order)
+
+Both are written in row groups of one decoded chunk each, so memory stays
+bounded by a chunk whatever the store's size.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidArgumentError
+from ..reader import Run
+from ._common import Progress, as_run, ensure_new, is_spike_stream, iter_blocks, layout, parse_steps, \
+    report, select_streams, selected_counts, spike_events
+
+__all__ = ["to_parquet"]
+
+
+def to_parquet(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
+               streams: list[str] | None = None, steps: str | tuple[int | None, int | None] | None = None,
+               progress: Progress | None = None, overwrite: bool = False) -> Path:
+    """Write spike events and other records as Parquet tables in directory ``out``."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InvalidArgumentError("Parquet export needs pyarrow: pip install 'spikestore[parquet]'") from None
+    out = Path(out)
+    ensure_new(out, overwrite)
+    run, owned = as_run(store)
+    rng = parse_steps(steps)
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    spike_schema = pa.schema([("quantity", pa.dictionary(pa.int32(), pa.string())),
+                              ("layer", pa.dictionary(pa.int32(), pa.string())),
+                              ("step", pa.int64()), ("call", pa.int32()), ("t", pa.int32()),
+                              ("batch", pa.int32()), ("neuron", pa.int64())])
+    writers: dict[str, pq.ParquetWriter] = {}
+    try:
+        keys = select_streams(run, streams)
+        total = sum(sum(selected_counts(run[k], rng)) for k in keys)
+        done = 0
+        for key in keys:
+            s = run[key]
+            spikes = is_spike_stream(s)
+            for block in iter_blocks(s, rng):
+                if spikes:
+                    ev = spike_events(block, layout(s, block.segment.shape))
+                    n = len(ev["record"])
+                    table = pa.table({
+                        "quantity": pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), [s.quantity]),
+                        "layer": pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), [s.layer]),
+                        "step": block.steps[ev["record"]],
+                        "call": block.calls[ev["record"]].astype(np.int32),
+                        "t": ev["t"].astype(np.int32),
+                        "batch": ev["batch"].astype(np.int32),
+                        "neuron": ev["neuron"].astype(np.int64),
+                    }, schema=spike_schema)
+                    name = "spikes.parquet"
+                else:
+                    k = len(block.values)
+                    flat = block.values.reshape(k, -1)
+                    width = flat.shape[1]
+                    values = pa.ListArray.from_arrays(np.arange(k + 1, dtype=np.int32) * width,
+                                                      pa.array(flat.reshape(-1)))
+                    shape = pa.array([list(block.segment.shape)] * k, type=pa.list_(pa.int64()))
+                    table = pa.table({"quantity": [s.quantity] * k, "layer": [s.layer] * k,
+                                      "step": block.steps, "call": block.calls.astype(np.int32),
+                                      "shape": shape, "values": values})
+                    name = "values.parquet"
+                w = writers.get(name)
+                if w is None:
+                    w = writers[name] = pq.ParquetWriter(tmp / name, table.schema, compression="zstd")
+                elif w.schema != table.schema:
+                    table = table.cast(w.schema)
+                w.write_table(table)
+                done += len(block.values)
+                report(progress, done, total)
+        for w in writers.values():
+            w.close()
+        writers.clear()
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.replace(tmp, out)
+        return out
+    finally:
+        for w in writers.values():
+            w.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if owned:
+            run.close()

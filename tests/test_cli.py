@@ -1,0 +1,74 @@
+"""The real console script, run in a subprocess."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import spikestore
+
+EXE = shutil.which("spikestore") or str(__import__("pathlib").Path(sys.executable).parent / "spikestore")
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    path = tmp_path / "run.zarr"
+    with spikestore.Store(path, chunk_bytes=50, metadata={"lr": 0.1}) as st:
+        for step in range(6):
+            st.set_step(step)
+            st.append("output/fc", (torch.rand(4, 3, 10) < 0.2).float())
+            st.append("v/fc", torch.randn(4, 3, 10))
+    return path
+
+
+def test_info(store):
+    r = cli("info", str(store))
+    assert r.returncode == 0, r.stderr
+    assert "writer     closed" in r.stdout and "output/fc" in r.stdout and "lr=0.1" in r.stdout
+
+
+def test_verify_intact_and_damaged(store):
+    r = cli("verify", str(store))
+    assert r.returncode == 0 and "intact" in r.stdout
+    (store / "output/fc/seg000000/c/1/0/0/0").unlink()
+    chunk = store / "v/fc/seg000000/c/0/0/0/0"
+    raw = bytearray(chunk.read_bytes())
+    raw[-1] ^= 0xFF
+    chunk.write_bytes(bytes(raw))
+    r = cli("verify", str(store))
+    assert r.returncode == 1
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in r.stdout + r.stderr
+    assert any("missing" in line and "output/fc" in line for line in lines)
+    assert any("corrupt" in line and "v/fc" in line for line in lines)
+
+
+def test_verify_on_something_that_is_not_a_store(tmp_path):
+    (tmp_path / "junk").mkdir()
+    r = cli("verify", str(tmp_path / "junk"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr + r.stdout
+
+
+def test_export_and_errors(store, tmp_path):
+    out = tmp_path / "o.npz"
+    r = cli("export", str(store), str(out), "--format", "npz", "--streams", "output/*", "--steps", "1:3")
+    assert r.returncode == 0, r.stderr
+    z = np.load(out, allow_pickle=False)
+    np.testing.assert_array_equal(z["output/fc"], spikestore.open(store)["output/fc"][1:3])
+    r = cli("export", str(store), str(out), "--format", "npz")
+    assert r.returncode == 1 and "--overwrite" in r.stderr and "Traceback" not in r.stderr
+    r = cli("export", str(store), str(tmp_path / "x"), "--format", "csv")
+    assert r.returncode == 2 and "csv" in r.stderr
+    r = cli("export", str(store), str(tmp_path / "y.npz"), "--format", "npz", "--streams", "nope")
+    assert r.returncode == 1 and "nope" in r.stderr
+    r = cli("info", str(tmp_path / "missing"))
+    assert r.returncode == 2
