@@ -22,9 +22,10 @@ Mapping (decided once, used everywhere):
 * **Run metadata** goes to ``notes`` (JSON) and the store's creation time to
   ``session_start_time``.
 
-Float series are streamed record by record through hdmf's
-``DataChunkIterator``; spike times are gathered in memory (16 bytes per
-spike) because the Units table is written per unit, not per time.
+Everything streams: float series record by record through hdmf's
+``DataChunkIterator``; spike times in two passes through a temporary
+disk-backed array next to ``out`` (the Units table is ordered by unit,
+the store by time).
 """
 
 from __future__ import annotations
@@ -96,9 +97,7 @@ def to_nwb(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
             done += n
             report(progress, done, total)
 
-        units_layer, units_quantity, units_batch, units_neuron = [], [], [], []
-        unit_times: list[np.ndarray] = []
-        unit_ids: list[np.ndarray] = []
+        spike_streams: list[tuple[Stream, int, int, int, int]] = []  # stream, T, base unit, batch, neurons
         n_units = 0
         for key in keys:
             s = run[key]
@@ -111,19 +110,8 @@ def to_nwb(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
                 n_batch = max((shp[1] if kind == "m" else shp[0]) if kind != "n" else 1 for shp in shapes)
                 n_neuron = max(int(np.prod(shp[2:] if kind == "m" else shp[1:] if kind == "s" else shp))
                                for shp in shapes)
-                base = n_units
+                spike_streams.append((s, T, n_units, n_batch, n_neuron))
                 n_units += n_batch * n_neuron
-                b, nn = np.divmod(np.arange(n_batch * n_neuron), n_neuron)
-                units_layer += [s.layer] * (n_batch * n_neuron)
-                units_quantity += [s.quantity] * (n_batch * n_neuron)
-                units_batch.append(b)
-                units_neuron.append(nn)
-                for block in iter_blocks(s, rng):
-                    ev = spike_events(block, layout(s, block.segment.shape))
-                    unit_ids.append(base + ev["batch"] * n_neuron + ev["neuron"])
-                    unit_times.append((block.steps[ev["record"]] * T + ev["t"]) * dt)
-                    done += len(block.values)
-                    report(progress, done, total)
                 continue
             if module is None:
                 module = nwb.create_processing_module(
@@ -133,29 +121,85 @@ def to_nwb(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
             for number, group in enumerate(_series_groups(live)):
                 _add_series(module, s, key, group, number if len(_series_groups(live)) > 1 else None,
                             T, dt, rng, DataChunkIterator, TimeSeries, on_rows)
+        scratch = None
         if n_units:
-            nwb.add_unit_column("layer", "Name of the layer in nn.Module.named_modules()")
-            nwb.add_unit_column("quantity", "spikestore quantity the spikes come from (e.g. output)")
-            nwb.add_unit_column("batch", "Index of the sample within the training batch")
-            nwb.add_unit_column("neuron", "Flattened index of the neuron within the layer's record")
-            ids = np.concatenate(unit_ids) if unit_ids else np.zeros(0, np.int64)
-            times = np.concatenate(unit_times) if unit_times else np.zeros(0)
-            order = np.lexsort((times, ids))
-            ids, times = ids[order], times[order]
-            bounds = np.searchsorted(ids, np.arange(n_units + 1))
-            batch = np.concatenate(units_batch)
-            neuron = np.concatenate(units_neuron)
-            for u in range(n_units):
-                nwb.add_unit(spike_times=times[bounds[u]:bounds[u + 1]], layer=units_layer[u],
-                             quantity=units_quantity[u], batch=int(batch[u]), neuron=int(neuron[u]))
+            scratch = out.with_name(out.stem + ".spike-times.tmp")
+            nwb.units = _units_table(spike_streams, n_units, rng, dt, scratch, on_rows)
         tmp = out.with_name(out.stem + ".partial" + out.suffix)
         with NWBHDF5IO(str(tmp), "w") as io:
             io.write(nwb)
         os.replace(tmp, out)
         return out
     finally:
+        if scratch is not None and scratch.exists():
+            scratch.unlink()
         if owned:
             run.close()
+
+
+def _unit_events(s: Stream, T: int, base: int, n_neuron: int, rng: tuple[int | None, int | None],
+                 ) -> Any:
+    """(unit ids, spike times in bins) of each block of a spike stream, in time order."""
+    for block in iter_blocks(s, rng):
+        ev = spike_events(block, layout(s, block.segment.shape))
+        yield block, base + ev["batch"] * n_neuron + ev["neuron"], block.steps[ev["record"]] * T + ev["t"]
+
+
+def _units_table(spike_streams: list[tuple[Stream, int, int, int, int]], n_units: int,
+                 rng: tuple[int | None, int | None], dt: float, scratch: Path, on_rows: Any) -> Any:
+    """The Units table, built in two passes with the spike times on disk.
+
+    Pass 1 counts spikes per unit; pass 2 writes each spike's time at its
+    unit's next free slot in a disk-backed array; the table's ragged
+    ``spike_times`` column then streams from that array. Memory stays at a
+    few integers per unit plus one decoded chunk, however many spikes.
+    """
+    from hdmf.common import ElementIdentifiers, VectorData, VectorIndex
+    from pynwb.misc import Units
+
+    counts = np.zeros(n_units, dtype=np.int64)
+    for s, T, base, _, n_neuron in spike_streams:
+        for _, ids, _ in _unit_events(s, T, base, n_neuron, rng):
+            counts += np.bincount(ids, minlength=n_units)
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if n_units else 0
+    times = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float64, shape=(max(total, 1),))
+    cursor = ends - counts
+    for s, T, base, _, n_neuron in spike_streams:
+        for block, ids, bins in _unit_events(s, T, base, n_neuron, rng):
+            order = np.argsort(ids, kind="stable")  # per unit, events stay in time order
+            ids, bins = ids[order], bins[order]
+            uniq, first, cnt = np.unique(ids, return_index=True, return_counts=True)
+            pos = cursor[ids] + (np.arange(len(ids)) - np.repeat(first, cnt))
+            times[pos] = bins * dt
+            cursor[uniq] += cnt
+            on_rows(len(block.values))
+    times.flush()
+    layer, quantity, batch, neuron = [], [], [], []
+    for s, _, _, n_batch, n_neuron in spike_streams:
+        b, n = np.divmod(np.arange(n_batch * n_neuron), n_neuron)
+        layer += [s.layer] * len(b)
+        quantity += [s.quantity] * len(b)
+        batch.append(b)
+        neuron.append(n)
+    # A file-backed memmap: h5py copies it page by page, and those pages are
+    # page cache the kernel can drop, not the exporter's own memory.
+    spike_times = VectorData(name="spike_times", description="Spike times of each unit, in seconds",
+                             data=times[:total])
+    columns = [
+        spike_times,
+        VectorIndex(name="spike_times_index", data=ends, target=spike_times),
+        VectorData(name="layer", description="Name of the layer in nn.Module.named_modules()", data=layer),
+        VectorData(name="quantity", description="spikestore quantity the spikes come from (e.g. output)",
+                   data=quantity),
+        VectorData(name="batch", description="Index of the sample within the training batch",
+                   data=np.concatenate(batch)),
+        VectorData(name="neuron", description="Flattened index of the neuron within the layer's record",
+                   data=np.concatenate(neuron)),
+    ]
+    return Units(name="units", description="Spiking neurons recorded by spikestore monitors",
+                 id=ElementIdentifiers(name="id", data=np.arange(n_units)), columns=columns,
+                 colnames=("spike_times", "layer", "quantity", "batch", "neuron"))
 
 
 def _series_groups(segments: list[Any]) -> list[list[Any]]:
