@@ -6,6 +6,9 @@ Public names::
     spikestore.open           read side (lazy, read-only)
     spikestore.monitor        SpikingJelly-compatible monitors
     spikestore.tensor_cache   float_spike_to_bool / bool_spike_to_float
+    spikestore.analysis       firing rates, counts, ISIs, gradient norms (chunked)
+    spikestore.plot           raster, rate heatmap, voltage traces, gradient norms
+    spikestore.export         NWB, HDF5, Parquet, NPZ exporters
     spikestore.SpikestoreError and its subclasses (spikestore.errors)
 
 Importing spikestore does not import torch.
@@ -34,7 +37,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from . import monitor, tensor_cache
+    from . import analysis, export, monitor, plot, tensor_cache
     from .reader import Run, Stream, open
     from .store import Store
 
@@ -61,8 +64,11 @@ __all__ = [
     "StreamNotFoundError",
     "WriterError",
     "__version__",
+    "analysis",
+    "export",
     "monitor",
     "open",
+    "plot",
     "tensor_cache",
 ]
 
@@ -74,6 +80,9 @@ _LAZY = {
     "Stream": ("reader", "Stream"),
     "monitor": ("monitor", None),
     "tensor_cache": ("tensor_cache", None),
+    "analysis": ("analysis", None),
+    "plot": ("plot", None),
+    "export": ("export", None),
 }
 
 

@@ -79,7 +79,10 @@ class Store:
     flush_interval
         Seconds between automatic commits; a crash loses at most this window.
     chunk_bytes
-        Target uncompressed size of one chunk (default 1 MiB).
+        Target uncompressed size of one chunk of stored records (default
+        256 KiB of packed bits or raw values). Larger chunks compress a
+        little better; smaller ones make a cold random read cheaper (a read
+        decodes one whole chunk).
     durable
         ``fsync`` every commit, so committed records survive a power loss,
         not only a process crash. Slower.
@@ -104,7 +107,7 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], mode: str = "w", *, overwrite: bool = False,
                  backend: str | None = None, metadata: dict[str, Any] | None = None,
                  max_pending_bytes: int = 256 << 20, on_full: str = "block",
-                 flush_interval: float = 5.0, chunk_bytes: int = 1 << 20,
+                 flush_interval: float = 5.0, chunk_bytes: int = 256 << 10,
                  durable: bool = False, compression_level: int | None = None) -> None:
         self.path = Path(path)
         self.mode = mode
@@ -236,7 +239,8 @@ class Store:
             dropped (only with ``on_full="drop"``).
         """
         writer = self._live()
-        split_key(stream)
+        if stream not in self._calls:
+            split_key(stream)  # validated once per stream
         if encoding not in ("auto", "bits", "raw"):
             raise InvalidArgumentError(f"encoding must be 'auto', 'bits' or 'raw', not {encoding!r}")
         s = self._step if step is None else int(step)

@@ -126,7 +126,7 @@ class Writer:
     def __init__(self, backend: Backend, root_doc: dict[str, Any], *,
                  streams: dict[str, dict[str, Any]] | None = None,
                  max_pending_bytes: int = 256 << 20, on_full: str = "block",
-                 flush_interval: float = 5.0, chunk_bytes: int = 1 << 20,
+                 flush_interval: float = 5.0, chunk_bytes: int = 256 << 10,
                  level: int | None = None) -> None:
         if on_full not in ("block", "drop"):
             raise InvalidArgumentError(f"on_full must be 'block' or 'drop', not {on_full!r}")

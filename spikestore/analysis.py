@@ -1,0 +1,345 @@
+"""Spike and gradient statistics, computed one stored chunk at a time.
+
+Every function here makes one pass over the stored chunks of a stream and
+keeps at most ``max_elements`` decoded values alive (default 16 Mi), so it
+runs in bounded memory on streams far larger than RAM. Results are small:
+numpy arrays, or ``xarray.DataArray`` where a labelled axis (step, layer)
+helps.
+
+Spikes are the non-zero values of a stream. Bit-packed segments (every
+binary record) are counted straight from their packed bytes with a
+popcount, without unpacking to float32, which is where the speed of a full
+scan comes from.
+
+Axis names come from :attr:`spikestore.reader.Stream.dims`: records of a
+multi-step SpikingJelly layer are ``(time, batch, neuron...)`` and of a
+single-step layer ``(batch, neuron...)``. "Per neuron" keeps every axis
+that is not ``time`` or ``batch``; set ``stream.dims`` for records appended
+by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from .reader import Run, Segment, Stream
+
+__all__ = [
+    "MAX_ELEMENTS",
+    "firing_rate",
+    "grad_norms",
+    "inter_spike_intervals",
+    "population_rate",
+    "spike_counts",
+]
+
+#: Default bound on decoded values held at once by one function call.
+MAX_ELEMENTS = 1 << 24
+_SAMPLE_DIMS = ("time", "batch")
+
+
+def _xr() -> Any:
+    try:
+        import xarray
+    except ImportError:  # pragma: no cover - depends on the installed extras
+        raise ImportError("this result is an xarray.DataArray: pip install 'spikestore[xarray]'") from None
+    return xarray
+
+
+def _blocks(stream: Stream, max_elements: int) -> Iterator[tuple[Segment, int, int, np.ndarray]]:
+    """``(segment, start, stop, stored_rows)`` for records ``start:stop`` of ``stream``.
+
+    ``stored_rows`` are still packed for bits segments. A block never crosses
+    a stored chunk and never decodes to more than ``max_elements`` values.
+    """
+    if max_elements < 1:
+        raise InvalidArgumentError(f"max_elements must be >= 1, not {max_elements!r}")
+    for seg in stream.segments:
+        per_block = max(1, max_elements // max(1, int(np.prod(seg.shape, dtype=np.int64))))
+        for c in range(seg.nchunks):
+            lo = c * seg.chunk_records
+            hi = min(seg.count, lo + seg.chunk_records)
+            rows = seg.chunk(c)
+            for a in range(lo, hi, per_block):
+                b = min(hi, a + per_block)
+                yield seg, seg.start + a, seg.start + b, rows[a - lo:b - lo]
+
+
+def _spikes(seg: Segment, rows: np.ndarray) -> np.ndarray:
+    """Stored rows as a bool array ``[k, *shape]`` (True where a spike is)."""
+    if seg.encoding == "bits":
+        return np.unpackbits(rows, axis=-1, count=seg.shape[-1], bitorder="little").view(np.bool_)
+    return seg.decode_rows(rows) != 0
+
+
+def _record_counts(seg: Segment, rows: np.ndarray) -> np.ndarray:
+    """Spikes in each record (int64 ``[k]``)."""
+    k = len(rows)
+    if seg.encoding == "bits":  # padding bits are 0, so a popcount of the packed bytes is exact
+        return np.bitwise_count(rows.reshape(k, -1)).sum(axis=1, dtype=np.int64)
+    return np.count_nonzero(seg.decode_rows(rows).reshape(k, -1), axis=1).astype(np.int64)
+
+
+def _by_step(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum ``values`` over the records of each distinct step."""
+    uniq, inv = np.unique(steps, return_inverse=True)
+    return uniq, np.bincount(inv, weights=values, minlength=len(uniq))
+
+
+def _neuron_axes(seg: Segment) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Record axes averaged over (time, batch) and kept (neurons), as positions in ``[k, *shape]``."""
+    dims = seg.dims
+    sample = tuple(1 + i for i, d in enumerate(dims) if d in _SAMPLE_DIMS)
+    kept = tuple(1 + i for i, d in enumerate(dims) if d not in _SAMPLE_DIMS)
+    return sample, kept
+
+
+def _per_record(stream: Stream, max_elements: int) -> tuple[np.ndarray, np.ndarray]:
+    """Spike count and number of values of every record."""
+    counts = np.zeros(len(stream), np.int64)
+    sizes = np.zeros(len(stream), np.int64)
+    for seg, a, b, rows in _blocks(stream, max_elements):
+        counts[a:b] = _record_counts(seg, rows)
+        sizes[a:b] = int(np.prod(seg.shape, dtype=np.int64))
+    return counts, sizes
+
+
+def _per_neuron(stream: Stream, max_elements: int) -> tuple[np.ndarray, int]:
+    """Spikes of every neuron summed over records, time and batch, and the number of samples."""
+    total: np.ndarray | None = None
+    samples = 0
+    for seg, _a, _b, rows in _blocks(stream, max_elements):
+        sample, kept = _neuron_axes(seg)
+        counts = _spikes(seg, rows).sum(axis=(0, *sample), dtype=np.int64)
+        if total is None:
+            total = counts
+        elif total.shape != counts.shape:
+            raise InvalidArgumentError(
+                f"stream {stream.key!r}: the neuron axes differ between segments ({total.shape} vs "
+                f"{counts.shape}); per-neuron results need one layout (set stream.dims, or use per='step')")
+        else:
+            total += counts
+        samples += len(rows) * int(np.prod([seg.shape[i - 1] for i in sample], dtype=np.int64))
+    if total is None:
+        raise InvalidArgumentError(f"stream {stream.key!r} has no records yet; nothing to compute per neuron")
+    return total, samples
+
+
+def _step_array(stream: Stream, values: np.ndarray, name: str) -> xr.DataArray:
+    return _xr().DataArray(values[1], dims=("step",), coords={"step": values[0]}, name=name,
+                           attrs={"stream": stream.key})
+
+
+def spike_counts(stream: Stream, per: str = "record", *,
+                 max_elements: int = MAX_ELEMENTS) -> np.ndarray | xr.DataArray:
+    """Number of spikes (non-zero values).
+
+    Parameters
+    ----------
+    per
+        ``"record"``: int64 array, one count per record. ``"step"``: a
+        DataArray over ``step`` (records of one step summed). ``"neuron"``:
+        int64 array of the neuron axes, summed over records, time and batch.
+    """
+    if per == "neuron":
+        return _per_neuron(stream, max_elements)[0]
+    counts, _ = _per_record(stream, max_elements)
+    if per == "record":
+        return counts
+    if per == "step":
+        steps, sums = _by_step(stream.steps, counts.astype(np.float64))
+        return _step_array(stream, (steps, sums.round().astype(np.int64)), "spike_count")
+    raise InvalidArgumentError(f"per must be 'record', 'step' or 'neuron', not {per!r}")
+
+
+def _layer_streams(run: Run, quantity: str) -> list[Stream]:
+    streams = [run[k] for k in run.streams if run[k].quantity == quantity]
+    if not streams:
+        raise InvalidArgumentError(
+            f"{run.path} has no {quantity!r} streams; its quantities are {', '.join(run.quantities) or 'none'}")
+    return streams
+
+
+def firing_rate(obj: Run | Stream, per: str = "neuron", *, quantity: str = "output",
+                max_elements: int = MAX_ELEMENTS) -> np.ndarray | float | xr.DataArray:
+    """Fraction of values that are spikes (spikes per neuron per time step).
+
+    Parameters
+    ----------
+    obj
+        A stream, or a run for ``per="layer"`` / ``per="step"`` over every
+        stream of ``quantity``.
+    per
+        For a stream: ``"neuron"`` (array of the neuron axes, averaged over
+        records, time and batch), ``"record"`` (array, one rate per record),
+        ``"step"`` (DataArray over ``step``) or ``"all"`` (one float).
+        For a run: ``"layer"`` (DataArray over ``layer``) or ``"step"``
+        (DataArray ``layer x step``, NaN where a layer has no record at a
+        step: the data of a firing-rate heatmap).
+    """
+    from .reader import Run
+
+    if isinstance(obj, Run):
+        xr = _xr()
+        streams = _layer_streams(obj, quantity)
+        layers = [s.layer for s in streams]
+        if per == "layer":
+            rates = [firing_rate(s, "all", max_elements=max_elements) for s in streams]
+            return xr.DataArray(np.array(rates, dtype=np.float64), dims=("layer",),
+                                coords={"layer": layers}, name="firing_rate", attrs={"quantity": quantity})
+        if per == "step":
+            series = [firing_rate(s, "step", max_elements=max_elements) for s in streams]
+            out = xr.concat(series, dim=xr.DataArray(layers, dims="layer", name="layer"), join="outer",
+                            coords="minimal", compat="override", combine_attrs="drop")
+            return out.rename("firing_rate").assign_attrs(quantity=quantity)
+        raise InvalidArgumentError(f"for a run, per must be 'layer' or 'step', not {per!r}; "
+                                   "use run[key] for per-neuron or per-record rates")
+    if per == "neuron":
+        counts, samples = _per_neuron(obj, max_elements)
+        return counts / samples
+    counts, sizes = _per_record(obj, max_elements)
+    if per == "record":
+        return counts / np.maximum(sizes, 1)
+    if per == "all":
+        return float(counts.sum() / sizes.sum()) if sizes.sum() else float("nan")
+    if per == "step":
+        steps, spikes = _by_step(obj.steps, counts.astype(np.float64))
+        _, values = _by_step(obj.steps, sizes.astype(np.float64))
+        return _step_array(obj, (steps, spikes / np.maximum(values, 1)), "firing_rate")
+    raise InvalidArgumentError(f"per must be 'neuron', 'record', 'step' or 'all', not {per!r}")
+
+
+def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.DataArray:
+    """Fraction of the population spiking at each time step of each record.
+
+    Multi-step records ``(time, batch, neuron...)`` give a DataArray
+    ``record x time`` (averaged over batch and neurons). Records without a
+    ``time`` axis (single-step mode: each record is one time step) give one
+    value per record; ``call`` and ``step`` coordinates place it in time.
+    """
+    xr = _xr()
+    n = len(stream)
+    with_time = [seg for seg in stream.segments if "time" in seg.dims]
+    if with_time and len(with_time) == len(stream.segments):
+        sizes = {seg.shape[seg.dims.index("time")] for seg in with_time}
+        if len(sizes) > 1:
+            raise InvalidArgumentError(f"stream {stream.key!r}: segments have different time lengths {sizes}")
+        out = np.zeros((n, sizes.pop()), np.float64)
+        for seg, a, b, rows in _blocks(stream, max_elements):
+            t = 1 + seg.dims.index("time")
+            if seg.encoding == "bits" and t != len(seg.shape):  # popcount, neurons stay packed
+                counts = np.bitwise_count(rows)
+            else:
+                counts = _spikes(seg, rows)
+            other = tuple(i for i in range(1, counts.ndim) if i != t)
+            out[a:b] = counts.sum(axis=other, dtype=np.int64) / (np.prod(seg.shape) / seg.shape[t - 1])
+        dims: tuple[str, ...] = ("record", "time")
+    else:
+        counts, sizes = _per_record(stream, max_elements)
+        out, dims = counts / np.maximum(sizes, 1), ("record",)
+    return xr.DataArray(out, dims=dims, name="population_rate", attrs={"stream": stream.key},
+                        coords={"record": np.arange(n), "step": ("record", stream.steps),
+                                "call": ("record", stream.calls)})
+
+
+def inter_spike_intervals(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.DataArray:
+    """Histogram of inter-spike intervals, in time steps, over every neuron and sample.
+
+    With a ``time`` axis, intervals are measured inside each record (each
+    record is one sequence of ``T`` steps, so intervals run 1..T-1). Without
+    one (single-step mode), the records of one step form the sequence, in
+    ``call`` order, and a new step starts afresh. Returns a DataArray of
+    counts over ``interval`` (1, 2, ...); a histogram rather than the list of
+    intervals keeps memory bounded however many spikes there are.
+    """
+    xr = _xr()
+    hist = np.zeros(1, np.int64)
+
+    def add(intervals: np.ndarray) -> None:
+        nonlocal hist
+        if intervals.size:
+            counts = np.bincount(intervals)
+            if len(counts) > len(hist):
+                hist = np.pad(hist, (0, len(counts) - len(hist)))
+            hist[:len(counts)] += counts
+
+    steps, calls = stream.steps, stream.calls
+    last: np.ndarray | None = None
+    prev_step = None
+    for seg, a, b, rows in _blocks(stream, max_elements):
+        spikes = _spikes(seg, rows)
+        if "time" in seg.dims:
+            t = 1 + seg.dims.index("time")
+            seq = np.moveaxis(spikes, t, -1).reshape(-1, spikes.shape[t])
+            r, when = np.nonzero(seq)  # sorted by sequence, then by time
+            same = r[1:] == r[:-1]
+            add(np.diff(when)[same])
+            continue
+        for k in range(b - a):  # one record is one time step
+            flat = spikes[k].reshape(-1)
+            if last is None or len(last) != len(flat) or steps[a + k] != prev_step:
+                last = np.full(len(flat), -1, np.int64)
+                prev_step = steps[a + k]
+            now = int(calls[a + k])
+            seen = flat & (last >= 0)
+            add(now - last[seen])
+            last[flat] = now
+    hist = hist[1:] if len(hist) > 1 else np.zeros(0, np.int64)
+    return xr.DataArray(hist, dims=("interval",), coords={"interval": np.arange(1, len(hist) + 1)},
+                        name="isi_count", attrs={"stream": stream.key})
+
+
+def _record_norms(stream: Stream, max_elements: int) -> np.ndarray:
+    """L2 norm of every record (a scalar record is its own absolute value)."""
+    out = np.zeros(len(stream), np.float64)
+    for seg, a, b, rows in _blocks(stream, max_elements):
+        if seg.encoding == "bits":
+            out[a:b] = np.sqrt(_record_counts(seg, rows))  # values are 0/1
+        else:
+            x = seg.decode_rows(rows).astype(np.float64).reshape(b - a, -1)
+            out[a:b] = np.sqrt(np.einsum("ij,ij->i", x, x))
+    return out
+
+
+def _forward_layers(run: Run, layers: list[str]) -> list[str]:
+    """Layers in network order: as in the forward-hook streams when they list them all,
+    else reversed (backward hooks fire from the last layer to the first)."""
+    forward = [s.split("/", 1)[1] for s in run.streams if not s.startswith("grad_")]
+    order = list(dict.fromkeys(x for x in forward if x in layers))
+    return order if set(order) == set(layers) else layers[::-1]
+
+
+def grad_norms(obj: Run | Mapping[Any, Run], *, quantity: str = "grad_input", name: str = "run",
+               max_elements: int = MAX_ELEMENTS) -> xr.DataArray:
+    """Gradient norm per layer and step (``layer x step``), layers in network order.
+
+    Records are reduced to their L2 norm (records already reduced with
+    ``function_on_grad_input=torch.norm`` are scalars and kept as they are);
+    several records in one step combine as the norm of all of them together,
+    ``sqrt(sum of squares)``. NaN where a layer has no record at a step.
+
+    A mapping ``{value: run}`` (a parameter sweep over several stores)
+    gives ``name x layer`` instead: each run's per-step norms averaged over
+    its steps.
+    """
+    xr = _xr()
+    if isinstance(obj, Mapping):
+        per_run = [grad_norms(r, quantity=quantity, max_elements=max_elements).mean("step") for r in obj.values()]
+        out = xr.concat(per_run, dim=xr.DataArray(list(obj.keys()), dims=name, name=name), join="outer")
+        return out.rename("grad_norm")
+    streams = {s.layer: s for s in _layer_streams(obj, quantity)}
+    series = []
+    for layer in _forward_layers(obj, list(streams)):
+        s = streams[layer]
+        steps, squares = _by_step(s.steps, _record_norms(s, max_elements) ** 2)
+        series.append(xr.DataArray(np.sqrt(squares), dims=("step",), coords={"step": steps}))
+    layers = xr.DataArray(_forward_layers(obj, list(streams)), dims="layer", name="layer")
+    return xr.concat(series, dim=layers, join="outer").rename("grad_norm").assign_attrs(quantity=quantity)

@@ -1,0 +1,159 @@
+"""The xarray engine and Stream.to_xarray: lazy, named, equal to what was written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import spikestore
+from spikestore import InvalidArgumentError
+
+from test_reader_views import M_SEL, _same, write_mixed
+
+
+@pytest.fixture
+def mixed(store_path):
+    return store_path, write_mixed(store_path)
+
+
+@pytest.fixture
+def chunk_reads(store_path, monkeypatch):
+    """Every backend.read_chunk call made from now on, as (node, chunk)."""
+    write_mixed(store_path)
+    backend = type(spikestore.open(store_path)._backend)
+    real = backend.read_chunk
+    reads: list[tuple[str, int]] = []
+    monkeypatch.setattr(backend, "read_chunk", lambda self, node, c: reads.append((node, c)) or real(self, node, c))
+    return reads
+
+
+def test_the_engine_is_registered():
+    assert "spikestore" in xr.backends.list_engines()
+
+
+def test_open_dataset_reads_no_chunk_until_values_are_asked_for(store_path, chunk_reads):
+    ds = xr.open_dataset(store_path, engine="spikestore")
+    assert chunk_reads == []
+    repr(ds)  # printing shows no values either
+    assert chunk_reads == []
+    ds["v_seq/fc#0"][3, 1].values
+    assert chunk_reads and all("v_seq/fc" in node for node, _ in chunk_reads)
+    n = len(chunk_reads)
+    ds["output/fc#0:step"].values
+    assert any(node.endswith("/step") for node, _ in chunk_reads[n:])
+    ds.close()
+
+
+def test_open_dataset_with_dask_chunks_is_lazy_and_follows_the_stored_chunks(store_path, chunk_reads):
+    ds = xr.open_dataset(store_path, engine="spikestore", chunks={})
+    assert chunk_reads == []
+    run = spikestore.open(store_path)
+    seg = run["v_seq/fc"].segments[0]
+    var = ds["v_seq/fc#0"]
+    assert var.chunks[0][0] == seg.chunk_records and sum(var.chunks[0]) == seg.count
+    assert chunk_reads == []
+    float(var.sum())
+    assert chunk_reads
+    ds.close()
+
+
+def test_every_variable_equals_the_written_records(mixed):
+    path, written = mixed
+    run = spikestore.open(path)
+    with xr.open_dataset(path, engine="spikestore") as ds:
+        names = set()
+        for key, recs in written.items():
+            s = run[key]
+            for k, seg in enumerate(s.segments):
+                name = key if len(s.segments) == 1 else f"{key}#{k}"
+                names.add(name)
+                var = ds[name]
+                ref = np.stack([v for _, v in recs[seg.start:seg.stop]])
+                _same(var.values, ref)
+                _same(ds[f"{name}:step"].values, s.steps[seg.start:seg.stop])
+                assert var.dims[0] == f"{name}:record" and var.attrs["stream"] == key
+        assert set(ds.data_vars) == names
+        var = ds["v_seq/fc#0"]  # outer indexing on the lazy array
+        ref = np.stack([v for _, v in written["v_seq/fc"][:20]])
+        assert var.dims == tuple(f"v_seq/fc#0:{d}" for d in ("record", "time", "batch", "neuron"))
+        _same(var[[4, 1, 17], :, 2, [0, 9]].values, ref[[4, 1, 17]][:, :, 2][:, :, [0, 9]])
+        _same(var[-1, 1:3].values, ref[-1, 1:3])
+        _same(var[2:15:4, 0].values, ref[2:15:4, 0])
+        assert json.loads(ds.attrs["metadata"]) == {"lr": 0.1}
+    run.close()
+
+
+def test_streams_and_drop_variables(mixed):
+    path, _ = mixed
+    ds = xr.open_dataset(path, engine="spikestore", streams=["output/fc", "x/int16"],
+                         drop_variables=["output/fc#1"])
+    assert set(ds.data_vars) == {"output/fc#0", "x/int16"}
+    ds.close()
+
+
+def test_stream_to_xarray_names_dims_and_carries_steps(mixed):
+    path, written = mixed
+    run = spikestore.open(path)
+    da = run["v_seq/fc"].to_xarray(segment=0)
+    assert da.dims == ("record", "time", "batch", "neuron")
+    assert da.chunks is not None  # dask-backed
+    _same(da.values, np.stack([v for _, v in written["v_seq/fc"][:20]]))
+    np.testing.assert_array_equal(da.step.values, np.arange(20))
+    _same(da.sel(record=7).values, written["v_seq/fc"][7][1])
+    last = run["v_seq/fc"].to_xarray(segment=-1)
+    assert last.record.values.tolist() == [20, 21, 22] and last.sizes["batch"] == 2
+    by_step = da.swap_dims(record="step").sel(step=[3, 5])
+    _same(by_step.values, np.stack([written["v_seq/fc"][i][1] for i in (3, 5)]))
+    with pytest.raises(InvalidArgumentError, match="segment=k"):
+        run["v_seq/fc"].to_xarray()
+    single = run["output/s"].to_xarray(segment=0)
+    assert single.dims == ("record", "batch", "neuron") and single.call.values[:4].tolist() == [0, 1, 2, 0]
+    plain = run["x/int16"].to_xarray()
+    assert plain.dims == ("record", "dim_0")
+    run["x/int16"].dims = ("neuron",)
+    assert run["x/int16"].to_xarray().dims == ("record", "neuron")
+    with pytest.raises(InvalidArgumentError, match="name every axis"):
+        run["x/int16"].dims = ("a", "b")
+    run.close()
+
+
+def test_selected_neurons_label_the_neuron_axis(store_path):
+    with spikestore.Store(store_path, mode="w") as store:
+        store.set_stream_info("output/l", selection=dict(M_SEL, neurons=[3, 7, 11], batch={"slice": [0, 4, 2]}))
+        for step in range(3):
+            store.set_step(step)
+            store.append("output/l", np.ones((5, 2, 3), np.float32))
+    run = spikestore.open(store_path)
+    da = run["output/l"].to_xarray()
+    assert da.neuron.values.tolist() == [3, 7, 11] and da.batch.values.tolist() == [0, 2]
+    with xr.open_dataset(store_path, engine="spikestore") as ds:
+        assert ds["output/l:neuron"].values.tolist() == [3, 7, 11]
+    run.close()
+
+
+def test_importing_the_engine_is_fast_and_does_not_import_torch():
+    code = ("import sys, time; import xarray; t = time.perf_counter(); import spikestore.xarray_backend; "
+            "dt = time.perf_counter() - t; "
+            "print(dt, sorted(m for m in ('torch', 'zarr', 'spikestore.reader') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
+    assert out[1].strip() == "[]", out
+    assert float(out[0]) < 0.5, out  # measured at a few ms; generous for loaded machines
+    listing = subprocess.run([sys.executable, "-c", "import sys, xarray; xarray.backends.list_engines(); "
+                              "print('torch' in sys.modules)"], capture_output=True, text=True, check=True)
+    assert listing.stdout.strip() == "False"
+
+
+def test_guess_can_open(mixed, tmp_path):
+    from spikestore.xarray_backend import SpikestoreBackendEntrypoint
+
+    path, _ = mixed
+    entry = SpikestoreBackendEntrypoint()
+    assert entry.guess_can_open(tmp_path / "nothing.zarr") is False
+    assert entry.guess_can_open(tmp_path) is False
+    if path.is_dir():
+        assert entry.guess_can_open(path) is True

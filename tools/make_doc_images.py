@@ -1,0 +1,185 @@
+"""Draw the figures of docs/reading.md and write the example notebook docs/notebook.ipynb.
+
+Figures (docs/images/*.png) come from a store written by ``tools/demo.py``
+(made in a temporary folder with ``--epochs 1`` unless ``--store`` names one)
+and from the tutorial's surrogate-alpha sweep (section 6.2 of
+docs/tutorial.md), re-run here into a temporary store::
+
+    python tools/make_doc_images.py                 # figures + notebook
+    python tools/make_doc_images.py --store runs/demo.zarr
+
+The notebook is written without outputs (so it diffs cleanly and holds no
+machine paths); ``tests/test_notebook.py`` executes it against a fresh demo
+store, and ``--execute`` stores an executed copy instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def demo_store(folder: Path) -> Path:
+    out = folder / "demo.zarr"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--epochs", "1", "--out", str(out)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def alpha_store(folder: Path) -> Path:
+    """The tutorial's experiment: ten IF layers, the surrogate's alpha swept, one step per alpha."""
+    import torch
+    import torch.nn as nn
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+    import spikestore
+    from spikestore import monitor
+
+    torch.manual_seed(0)
+    net = nn.Sequential(*[m for _ in range(10) for m in (layer.Linear(8, 8), neuron.IFNode())])
+    functional.set_step_mode(net, "m")
+    x_seq = torch.rand([4, 1, 8])
+    alphas = [0.1, 0.5, 2, 4, 8]
+    path = folder / "alpha.zarr"
+    store = spikestore.Store(path, mode="w", metadata={"alphas": alphas})
+    mon = monitor.GradInputMonitor(net, neuron.IFNode, function_on_grad_input=torch.norm, store=store)
+    for step, alpha in enumerate(alphas):
+        store.set_step(step)
+        for m in net.modules():
+            if isinstance(m, surrogate.Sigmoid):
+                m.alpha = alpha
+        net(x_seq).sum().backward()
+        functional.reset_net(net)
+        for p in net.parameters():
+            p.grad.zero_()
+        mon.records.clear()
+    mon.close()
+    store.close()
+    return path
+
+
+def draw(demo: Path, alpha: Path, out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    import spikestore
+    from spikestore import plot
+
+    out.mkdir(parents=True, exist_ok=True)
+    run, sweep = spikestore.open(demo), spikestore.open(alpha)
+    spikes = run["output/2"]
+    full = spikes.segments[0].stop - 1  # last record with a full batch
+    figures = {
+        "raster.png": lambda: plot.raster(spikes, full, sample=0),
+        "firing_rate_heatmap.png": lambda: plot.firing_rate_heatmap(run),
+        "grad_norms.png": lambda: plot.grad_norms(run),
+        "grad_norms_alpha.png": lambda: plot.grad_norms(sweep, sweep="alphas", name="alpha"),
+        "voltage_traces.png": lambda: plot.voltage_traces(run["v_seq/2"], full, neurons=[0, 1, 2, 5],
+                                                          threshold=1.0),
+    }
+    written = []
+    for name, make in figures.items():
+        ax = make()
+        ax.figure.savefig(out / name, dpi=100)
+        plt.close(ax.figure)
+        written.append(out / name)
+    run.close()
+    sweep.close()
+    return written
+
+
+CELLS = [
+    ("markdown", """# Reading a spikestore run in a notebook
+
+This notebook opens the store written by the demo (`python tools/demo.py --epochs 1`, which trains a small
+LIF network on sklearn's digits and records every layer's spikes, membrane potentials and input-gradient
+norms), then looks at it through the stream views, xarray, and `spikestore.analysis` / `spikestore.plot`.
+Set `SPIKESTORE_DEMO_STORE` to read another store. See `docs/reading.md` for the guide."""),
+    ("code", """%matplotlib inline
+import os
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+import spikestore
+from spikestore import analysis, plot
+
+path = Path(os.environ.get("SPIKESTORE_DEMO_STORE", "runs/demo.zarr"))
+if not path.exists() and (Path("..") / path).exists():  # opened from docs/
+    path = Path("..") / path
+run = spikestore.open(path)  # reads the root document only
+run"""),
+    ("markdown", "Streams are `quantity/layer`; opening one reads its JSON document, not its data."),
+    ("code", """print(run.quantities, run.layers)
+print(run.metadata["task"], "T =", run.metadata["T"])
+s = run["output/2"]
+print(s, s.dims)
+print(len(s), s[0].shape, s[0].dtype, "steps", s.steps[:5], "...")
+last_full = s.segments[0].stop - 1
+print("step 3 is", s.sel(step=3).shape, "; firing rate at the last step:", s[-1].mean())"""),
+    ("markdown", "## Plots\n\nA raster of one sample of one record, and the firing rate of every layer at every step:"),
+    ("code", "plot.raster(s, last_full, sample=0);"),
+    ("code", "plot.firing_rate_heatmap(run);"),
+    ("code", "plot.voltage_traces(run['v_seq/2'], last_full, neurons=[0, 1, 2, 5], threshold=1.0);"),
+    ("code", "plot.grad_norms(run);"),
+    ("markdown", """## xarray and dask
+
+`xarray.open_dataset(path, engine="spikestore")` gives one lazy variable per stream segment (the last,
+smaller batch of the epoch is a segment of its own). Nothing is read until values are asked for."""),
+    ("code", """ds = xr.open_dataset(path, engine="spikestore", chunks={})
+ds"""),
+    ("code", """v = run["v_seq/2"].to_xarray(segment=0)   # dims record, time, batch, neuron; step is a coordinate
+mean_v = v.mean(("batch", "neuron")).compute()
+mean_v.swap_dims(record="step").plot(x="time", hue="step", add_legend=False);"""),
+    ("markdown", "## Analysis\n\nEach function makes one bounded-memory pass over the stored chunks."),
+    ("code", """print(analysis.firing_rate(run, per="layer").to_series())
+rates = analysis.firing_rate(s)            # per neuron
+print("most active neurons of layer 2:", np.argsort(rates)[-5:][::-1])
+print(analysis.inter_spike_intervals(s).to_series())
+analysis.population_rate(s).mean("record").to_series()"""),
+]
+
+
+def build_notebook(path: Path, execute_with: Path | None = None) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for kind, text in CELLS:
+        nb.cells.append(nbformat.v4.new_markdown_cell(text) if kind == "markdown" else nbformat.v4.new_code_cell(text))
+    if execute_with is not None:
+        from nbclient import NotebookClient
+
+        os.environ["SPIKESTORE_DEMO_STORE"] = str(execute_with)
+        NotebookClient(nb, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i}"  # stable ids: regenerating gives the same file
+    nbformat.write(nb, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", type=Path, help="demo store to draw from (default: run the demo into a temp dir)")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    ap.add_argument("--notebook", type=Path, default=ROOT / "docs" / "notebook.ipynb")
+    ap.add_argument("--execute", action="store_true", help="store the notebook with its outputs")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        demo = args.store or demo_store(Path(tmp))
+        for p in draw(demo, alpha_store(Path(tmp)), args.out):
+            print("wrote", p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
+        build_notebook(args.notebook, demo.resolve() if args.execute else None)
+        print("wrote", args.notebook)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
