@@ -129,5 +129,45 @@ def export(path: Path, out: Path, fmt: str, streams: tuple[str, ...], steps: str
     click.echo(f"wrote {written}")
 
 
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--kind", type=click.Choice(["raster", "rates", "grad-norms", "voltage"]), required=True,
+              help="raster: spikes of one record; rates: firing rate per layer and step; "
+                   "grad-norms: gradient norm per layer over steps; voltage: traces of one record.")
+@click.option("--stream", default=None, metavar="KEY",
+              help="Stream to plot (raster, voltage); for rates and grad-norms, the quantity "
+                   "(default output / grad_input).")
+@click.option("--record", type=int, default=-1, show_default=True, help="Record index (raster, voltage).")
+@click.option("--sample", type=int, default=0, show_default=True, help="Sample of the batch (raster, voltage).")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Image file (.png, .pdf, .svg).")
+def plot(path: Path, kind: str, stream: str | None, record: int, sample: int, out: Path) -> None:
+    """Plot what the store at PATH recorded into an image file."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from . import plot as plots
+    except ImportError:
+        _fail(SpikestoreError("plotting needs matplotlib: pip install 'spikestore[plot]'"))
+    import spikestore
+
+    try:
+        with spikestore.open(path) as run:
+            if kind in ("raster", "voltage"):
+                if stream is None:
+                    raise click.UsageError(f"--kind {kind} needs --stream KEY, e.g. --stream {run.streams[0]}")
+                s = run[stream]
+                draw = plots.raster if kind == "raster" else plots.voltage_traces
+                ax = draw(s, record, sample=sample)
+            elif kind == "rates":
+                ax = plots.firing_rate_heatmap(run, quantity=stream or "output")
+            else:
+                ax = plots.grad_norms(run, quantity=stream or "grad_input")
+            ax.figure.savefig(out, dpi=120, bbox_inches="tight")
+    except (SpikestoreError, IndexError) as exc:
+        _fail(exc)
+    click.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -72,3 +72,28 @@ def test_export_and_errors(store, tmp_path):
     assert r.returncode == 1 and "nope" in r.stderr
     r = cli("info", str(tmp_path / "missing"))
     assert r.returncode == 2
+
+
+def test_plot_writes_images(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "run.zarr"
+    with spikestore.Store(path) as st:
+        for step in range(4):
+            st.set_step(step)
+            st.append("output/fc", (torch.rand(6, 3, 20) < 0.3).float())
+            st.append("v_seq/fc", torch.randn(6, 3, 20))
+            st.append("grad_input/fc", torch.rand(()))
+        st.set_stream_info("output/fc", selection={"step_mode": "m", "batch_axis": 1})
+        st.set_stream_info("v_seq/fc", selection={"step_mode": "m", "batch_axis": 1})
+    for kind, extra in (("raster", ["--stream", "output/fc"]), ("rates", []), ("grad-norms", []),
+                        ("voltage", ["--stream", "v_seq/fc"])):
+        out = tmp_path / f"{kind}.png"
+        r = cli("plot", str(path), "--kind", kind, *extra, "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        w, h = Image.open(out).size
+        assert w > 200 and h > 100
+    r = cli("plot", str(path), "--kind", "raster", "--out", str(tmp_path / "x.png"))
+    assert r.returncode == 2 and "--stream" in r.stderr
+    r = cli("plot", str(path), "--kind", "raster", "--stream", "output/nope", "--out", str(tmp_path / "y.png"))
+    assert r.returncode == 1 and "output/nope" in r.stderr and "Traceback" not in r.stderr
