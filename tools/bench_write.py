@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -28,7 +27,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import torch
 

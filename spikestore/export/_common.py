@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,8 @@ from ..errors import InvalidArgumentError, StreamNotFoundError
 from ..reader import Run, Segment, Stream
 from ..reader import open as open_run
 
-__all__ = ["Block", "Progress", "as_run", "iter_blocks", "layout", "parse_steps", "select_streams",
-           "selected_counts", "step_mask"]
+__all__ = ["Block", "Job", "Progress", "as_run", "export_job", "iter_blocks", "layout", "parse_steps",
+           "select_streams", "selected_counts", "step_mask"]
 
 #: ``progress(done, total)``, both in records; called after every block.
 Progress = Callable[[int, int], None]
@@ -32,6 +33,42 @@ class Block:
     steps: np.ndarray
     calls: np.ndarray
     times: np.ndarray
+
+
+@dataclass
+class Job:
+    """One export: the open run, what to export, and progress bookkeeping."""
+
+    run: Run
+    out: Path
+    steps: tuple[int | None, int | None]
+    keys: list[str]
+    total: int
+    progress: Progress | None = None
+    done: int = field(default=0)
+
+    def advance(self, records: int) -> None:
+        """Count ``records`` more as exported and report progress."""
+        self.done += records
+        report(self.progress, self.done, self.total)
+
+
+@contextlib.contextmanager
+def export_job(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
+               streams: list[str] | None, steps: str | tuple[int | None, int | None] | None,
+               progress: Progress | None, overwrite: bool) -> Iterator[Job]:
+    """Validate the arguments, open the run (closing it after if we opened it), count the work."""
+    path = Path(out)
+    ensure_new(path, overwrite)
+    rng = parse_steps(steps)
+    run, owned = as_run(store)
+    try:
+        keys = select_streams(run, streams)
+        total = sum(sum(selected_counts(run[k], rng)) for k in keys)
+        yield Job(run, path, rng, keys, total, progress)
+    finally:
+        if owned:
+            run.close()
 
 
 def as_run(store: Run | str | os.PathLike[str]) -> tuple[Run, bool]:

@@ -23,8 +23,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from ..format import stream_node
 from ..reader import Run
-from ._common import Progress, as_run, ensure_new, iter_blocks, parse_steps, report, select_streams, \
-    selected_counts, step_mask
+from ._common import Progress, export_job, iter_blocks, selected_counts, step_mask
 
 __all__ = ["to_hdf5"]
 
@@ -40,17 +39,11 @@ def to_hdf5(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
         raise InvalidArgumentError("HDF5 export needs h5py: pip install 'spikestore[hdf5]'") from None
     if compression not in (None, "gzip", "lzf"):
         raise InvalidArgumentError(f"compression must be None, 'gzip' or 'lzf', not {compression!r}")
-    out = Path(out)
-    ensure_new(out, overwrite)
-    run, owned = as_run(store)
-    rng = parse_steps(steps)
     opts = {"compression": compression, "shuffle": compression is not None}
     if compression == "gzip":
         opts["compression_opts"] = 1
-    try:
-        keys = select_streams(run, streams)
-        total = sum(sum(selected_counts(run[k], rng)) for k in keys)
-        done = 0
+    with export_job(store, out, streams=streams, steps=steps, progress=progress, overwrite=overwrite) as job:
+        run, rng, out, keys = job.run, job.steps, job.out, job.keys
         tmp = out.with_name(out.name + ".partial")
         with h5py.File(tmp, "w") as f:
             f.attrs["spikestore_source"] = str(run.path)
@@ -76,8 +69,7 @@ def to_hdf5(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
                     k = filled[id(block.segment)]
                     ds[k:k + len(block.values)] = block.values
                     filled[id(block.segment)] = k + len(block.values)
-                    done += len(block.values)
-                    report(progress, done, total)
+                    job.advance(len(block.values))
                 keep = step_mask(s.steps, rng)
                 g.create_dataset("step", data=s.steps[keep])
                 g.create_dataset("call", data=s.calls[keep])
@@ -88,6 +80,3 @@ def to_hdf5(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
                 g.create_dataset("segment", data=segno[keep])
         os.replace(tmp, out)
         return out
-    finally:
-        if owned:
-            run.close()

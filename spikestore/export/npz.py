@@ -22,8 +22,7 @@ from typing import IO
 import numpy as np
 
 from ..reader import Run
-from ._common import Progress, as_run, ensure_new, iter_blocks, parse_steps, report, select_streams, \
-    selected_counts, step_mask
+from ._common import Progress, export_job, iter_blocks, selected_counts, step_mask
 
 __all__ = ["to_npz"]
 
@@ -48,17 +47,11 @@ def to_npz(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
     Values are written as they are decoded, one chunk at a time, so a store
     larger than memory exports (the file itself is as large as the values).
     """
-    out = Path(out)
-    ensure_new(out, overwrite)
-    run, owned = as_run(store)
-    rng = parse_steps(steps)
-    try:
-        keys = select_streams(run, streams)
-        total = sum(sum(selected_counts(run[k], rng)) for k in keys)
-        done = 0
+    with export_job(store, out, streams=streams, steps=steps, progress=progress, overwrite=overwrite) as job:
+        run, rng, out = job.run, job.steps, job.out
         tmp = out.with_name(out.name + ".partial")
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for key in keys:
+            for key in job.keys:
                 s = run[key]
                 counts = dict(zip((id(seg) for seg in s.segments), selected_counts(s, rng), strict=True))
                 live = [seg for seg in s.segments if counts[id(seg)]]
@@ -76,8 +69,7 @@ def to_npz(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
                             current = seg
                         assert f is not None
                         f.write(np.ascontiguousarray(block.values).tobytes())
-                        done += len(block.values)
-                        report(progress, done, total)
+                        job.advance(len(block.values))
                 keep = step_mask(s.steps, rng)
                 _write_array(zf, key + ".steps", s.steps[keep])
                 _write_array(zf, key + ".calls", s.calls[keep])
@@ -88,6 +80,3 @@ def to_npz(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
                     _write_array(zf, key + ".segment", segno[keep])
         os.replace(tmp, out)
         return out
-    finally:
-        if owned:
-            run.close()

@@ -42,8 +42,8 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from ..format import escape_layer
 from ..reader import Run, Stream
-from ._common import Progress, as_run, ensure_new, is_spike_stream, iter_blocks, layout, parse_steps, \
-    report, select_streams, selected_counts, spike_events, step_mask
+from ._common import Job, Progress, export_job, is_spike_stream, iter_blocks, layout, selected_counts, \
+    spike_events, step_mask
 
 __all__ = ["to_nwb"]
 
@@ -69,72 +69,65 @@ def to_nwb(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
         raise InvalidArgumentError("NWB export needs pynwb: pip install 'spikestore[nwb]'") from None
     if not dt > 0:
         raise InvalidArgumentError(f"dt must be a positive number of seconds, not {dt!r}")
-    out = Path(out)
-    ensure_new(out, overwrite)
-    run, owned = as_run(store)
-    rng = parse_steps(steps)
-    try:
-        keys = select_streams(run, streams)
-        total = sum(sum(selected_counts(run[k], rng)) for k in keys)
-        done = 0
-        created = datetime.fromisoformat(run.doc["created"])
-        nwb = NWBFile(
-            session_description=session_description or f"Spiking network activity recorded by spikestore ({run.path.name})",
-            identifier=str(uuid.uuid4()),
-            session_start_time=created,
-            notes=json.dumps(run.metadata, sort_keys=True),
-            source_script="spikestore", source_script_file_name="spikestore",
-            experiment_description=str(run.metadata.get("task", "spiking neural network training run")),
-            keywords=["spiking neural network", "spikestore", "simulation"],
-            subject=Subject(subject_id=run.path.stem, species="in silico", sex="U",
-                            date_of_birth=created,  # the network "is born" when recording starts
-                            description="Artificial spiking neural network (not an animal)"),
-        )
-        module = None
+    with export_job(store, out, streams=streams, steps=steps, progress=progress, overwrite=overwrite) as job:
+        scratch = job.out.with_name(job.out.stem + ".spike-times.tmp")
+        try:
+            return _write_nwb(job, scratch, dt, session_description, DataChunkIterator, NWBHDF5IO, NWBFile,
+                              TimeSeries, Subject)
+        finally:
+            scratch.unlink(missing_ok=True)
 
-        def on_rows(n: int) -> None:
-            nonlocal done
-            done += n
-            report(progress, done, total)
 
-        spike_streams: list[tuple[Stream, int, int, int, int]] = []  # stream, T, base unit, batch, neurons
-        n_units = 0
-        for key in keys:
-            s = run[key]
-            if not len(s):
-                continue
-            T = _bins_per_step(s)
-            if is_spike_stream(s):
-                shapes = {seg.shape for seg in s.segments}
-                kind = layout(s, s.segments[0].shape)
-                n_batch = max((shp[1] if kind == "m" else shp[0]) if kind != "n" else 1 for shp in shapes)
-                n_neuron = max(int(np.prod(shp[2:] if kind == "m" else shp[1:] if kind == "s" else shp))
-                               for shp in shapes)
-                spike_streams.append((s, T, n_units, n_batch, n_neuron))
-                n_units += n_batch * n_neuron
-                continue
-            if module is None:
-                module = nwb.create_processing_module(
-                    "spikestore", "Non-spike streams recorded by spikestore monitors (voltages, inputs, gradients)")
-            counts = selected_counts(s, rng)
-            live = [seg for seg, n in zip(s.segments, counts) if n]
-            for number, group in enumerate(_series_groups(live)):
-                _add_series(module, s, key, group, number if len(_series_groups(live)) > 1 else None,
-                            T, dt, rng, DataChunkIterator, TimeSeries, on_rows)
-        scratch = None
-        if n_units:
-            scratch = out.with_name(out.stem + ".spike-times.tmp")
-            nwb.units = _units_table(spike_streams, n_units, rng, dt, scratch, on_rows)
-        tmp = out.with_name(out.stem + ".partial" + out.suffix)
-        with NWBHDF5IO(str(tmp), "w") as io:
-            io.write(nwb)
-        os.replace(tmp, out)
-        return out
-    finally:
-        if scratch is not None and scratch.exists():
-            scratch.unlink()
-        if owned:
-            run.close()
+def _write_nwb(job: Job, scratch: Path, dt: float, session_description: str | None, DataChunkIterator: Any,
+               NWBHDF5IO: Any, NWBFile: Any, TimeSeries: Any, Subject: Any) -> Path:
+    run, rng, out, keys = job.run, job.steps, job.out, job.keys
+    on_rows = job.advance
+    created = datetime.fromisoformat(run.doc["created"])
+    nwb = NWBFile(
+        session_description=session_description or f"Spiking network activity recorded by spikestore ({run.path.name})",
+        identifier=str(uuid.uuid4()),
+        session_start_time=created,
+        notes=json.dumps(run.metadata, sort_keys=True),
+        source_script="spikestore", source_script_file_name="spikestore",
+        experiment_description=str(run.metadata.get("task", "spiking neural network training run")),
+        keywords=["spiking neural network", "spikestore", "simulation"],
+        subject=Subject(subject_id=run.path.stem, species="in silico", sex="U",
+                        date_of_birth=created,  # the network "is born" when recording starts
+                        description="Artificial spiking neural network (not an animal)"),
+    )
+    module = None
+
+    spike_streams: list[tuple[Stream, int, int, int, int]] = []  # stream, T, base unit, batch, neurons
+    n_units = 0
+    for key in keys:
+        s = run[key]
+        if not len(s):
+            continue
+        T = _bins_per_step(s)
+        if is_spike_stream(s):
+            shapes = {seg.shape for seg in s.segments}
+            kind = layout(s, s.segments[0].shape)
+            n_batch = max((shp[1] if kind == "m" else shp[0]) if kind != "n" else 1 for shp in shapes)
+            n_neuron = max(int(np.prod(shp[2:] if kind == "m" else shp[1:] if kind == "s" else shp))
+                           for shp in shapes)
+            spike_streams.append((s, T, n_units, n_batch, n_neuron))
+            n_units += n_batch * n_neuron
+            continue
+        if module is None:
+            module = nwb.create_processing_module(
+                "spikestore", "Non-spike streams recorded by spikestore monitors (voltages, inputs, gradients)")
+        counts = selected_counts(s, rng)
+        live = [seg for seg, n in zip(s.segments, counts) if n]
+        for number, group in enumerate(_series_groups(live)):
+            _add_series(module, s, key, group, number if len(_series_groups(live)) > 1 else None,
+                        T, dt, rng, DataChunkIterator, TimeSeries, on_rows)
+    if n_units:
+        nwb.units = _units_table(spike_streams, n_units, rng, dt, scratch, on_rows)
+    tmp = out.with_name(out.stem + ".partial" + out.suffix)
+    with NWBHDF5IO(str(tmp), "w") as io:
+        io.write(nwb)
+    os.replace(tmp, out)
+    return out
 
 
 def _unit_events(s: Stream, T: int, base: int, n_neuron: int, rng: tuple[int | None, int | None],

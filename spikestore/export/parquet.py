@@ -21,13 +21,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..reader import Run
-from ._common import Progress, as_run, ensure_new, is_spike_stream, iter_blocks, layout, parse_steps, \
-    report, select_streams, selected_counts, spike_events
+from ._common import Job, Progress, export_job, is_spike_stream, iter_blocks, layout, spike_events
 
 __all__ = ["to_parquet"]
 
@@ -41,68 +41,69 @@ def to_parquet(store: Run | str | os.PathLike[str], out: str | os.PathLike[str],
         import pyarrow.parquet as pq
     except ImportError:
         raise InvalidArgumentError("Parquet export needs pyarrow: pip install 'spikestore[parquet]'") from None
-    out = Path(out)
-    ensure_new(out, overwrite)
-    run, owned = as_run(store)
-    rng = parse_steps(steps)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     spike_schema = pa.schema([("quantity", pa.dictionary(pa.int32(), pa.string())),
                               ("layer", pa.dictionary(pa.int32(), pa.string())),
                               ("step", pa.int64()), ("call", pa.int32()), ("t", pa.int32()),
                               ("batch", pa.int32()), ("neuron", pa.int64())])
     writers: dict[str, pq.ParquetWriter] = {}
-    try:
-        keys = select_streams(run, streams)
-        total = sum(sum(selected_counts(run[k], rng)) for k in keys)
-        done = 0
-        for key in keys:
-            s = run[key]
-            spikes = is_spike_stream(s)
-            for block in iter_blocks(s, rng):
-                if spikes:
-                    ev = spike_events(block, layout(s, block.segment.shape))
-                    n = len(ev["record"])
-                    table = pa.table({
-                        "quantity": pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), [s.quantity]),
-                        "layer": pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), [s.layer]),
-                        "step": block.steps[ev["record"]],
-                        "call": block.calls[ev["record"]].astype(np.int32),
-                        "t": ev["t"].astype(np.int32),
-                        "batch": ev["batch"].astype(np.int32),
-                        "neuron": ev["neuron"].astype(np.int64),
-                    }, schema=spike_schema)
-                    name = "spikes.parquet"
-                else:
-                    k = len(block.values)
-                    flat = block.values.reshape(k, -1)
-                    width = flat.shape[1]
-                    values = pa.ListArray.from_arrays(np.arange(k + 1, dtype=np.int32) * width,
-                                                      pa.array(flat.reshape(-1)))
-                    shape = pa.array([list(block.segment.shape)] * k, type=pa.list_(pa.int64()))
-                    table = pa.table({"quantity": [s.quantity] * k, "layer": [s.layer] * k,
-                                      "step": block.steps, "call": block.calls.astype(np.int32),
-                                      "shape": shape, "values": values})
-                    name = "values.parquet"
-                w = writers.get(name)
-                if w is None:
-                    w = writers[name] = pq.ParquetWriter(tmp / name, table.schema, compression="zstd")
-                elif w.schema != table.schema:
-                    table = table.cast(w.schema)
-                w.write_table(table)
-                done += len(block.values)
-                report(progress, done, total)
-        for w in writers.values():
-            w.close()
-        writers.clear()
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
-        return out
-    finally:
-        for w in writers.values():
-            w.close()
+    with export_job(store, out, streams=streams, steps=steps, progress=progress, overwrite=overwrite) as job:
+        out = job.out
+        tmp = out.with_name(out.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
-        if owned:
-            run.close()
+        tmp.mkdir(parents=True)
+        try:
+            _write_tables(job, tmp, spike_schema, writers)
+            for w in writers.values():
+                w.close()
+            writers.clear()
+            if out.exists():
+                shutil.rmtree(out) if out.is_dir() else out.unlink()
+            os.replace(tmp, out)
+        finally:
+            for w in writers.values():
+                w.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_tables(job: Job, tmp: Path, spike_schema: Any, writers: dict[str, Any]) -> None:
+    """One row group per decoded chunk: spike events, or records of other streams."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    run, rng = job.run, job.steps
+    for key in job.keys:
+        s = run[key]
+        spikes = is_spike_stream(s)
+        for block in iter_blocks(s, rng):
+            if spikes:
+                ev = spike_events(block, layout(s, block.segment.shape))
+                n = len(ev["record"])
+                table = pa.table({
+                    "quantity": pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), [s.quantity]),
+                    "layer": pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), [s.layer]),
+                    "step": block.steps[ev["record"]],
+                    "call": block.calls[ev["record"]].astype(np.int32),
+                    "t": ev["t"].astype(np.int32),
+                    "batch": ev["batch"].astype(np.int32),
+                    "neuron": ev["neuron"].astype(np.int64),
+                }, schema=spike_schema)
+                name = "spikes.parquet"
+            else:
+                k = len(block.values)
+                flat = block.values.reshape(k, -1)
+                width = flat.shape[1]
+                values = pa.ListArray.from_arrays(np.arange(k + 1, dtype=np.int32) * width,
+                                                  pa.array(flat.reshape(-1)))
+                shape = pa.array([list(block.segment.shape)] * k, type=pa.list_(pa.int64()))
+                table = pa.table({"quantity": [s.quantity] * k, "layer": [s.layer] * k,
+                                  "step": block.steps, "call": block.calls.astype(np.int32),
+                                  "shape": shape, "values": values})
+                name = "values.parquet"
+            w = writers.get(name)
+            if w is None:
+                w = writers[name] = pq.ParquetWriter(tmp / name, table.schema, compression="zstd")
+            elif w.schema != table.schema:
+                table = table.cast(w.schema)
+            w.write_table(table)
+            job.advance(len(block.values))
