@@ -25,7 +25,9 @@ order (byte ``b``, bit ``i`` is bit number ``8 * b + i``).
 Encoded layout (little endian)::
 
     byte 0      format version of the codec (1)
-    byte 1      mode (0..3)
+    byte 1      mode (0..3); modes 1 and 2 may carry the flag 0x80: gaps
+                count only the real bits of rows padded to whole bytes,
+                and a uint32 row length in bits starts the payload
     bytes 2-9   uint64 length of the decoded packed buffer, in bytes
     bytes 10-   payload; for mode 1: uint64 n_gaps, uint64 len(zstd gaps),
                 zstd gaps, then zstd escapes (absent when there are none)
@@ -50,6 +52,8 @@ __all__ = ["CODEC_ID", "SpikeCodec", "decode_spikes", "encode_spikes"]
 CODEC_ID = "spikestore.spikes"
 _VERSION = 1
 _HEADER = struct.Struct("<BBQ")
+_ROWS = struct.Struct("<I")
+_ROW_FLAG = 0x80  # mode bit: gaps count only the real bits of padded rows
 _GAPS8 = struct.Struct("<QQ")
 MODES = ("bitmap", "gaps8", "gaps-pcodec", "zeros")
 
@@ -95,30 +99,73 @@ def _encode_pcodec(gaps: np.ndarray, n: int) -> bytes:
     return standalone.simple_compress(gaps.astype(_pcodec_dtype(8 * n)), ChunkConfig())
 
 
-def encode_spikes(packed: Any, level: int = 1) -> bytes:
+def encode_spikes(packed: Any, level: int = 1, row_bits: int | None = None) -> bytes:
     """Encode a packed spike buffer (any shape, read as flat bytes).
 
     Each mode is tried only in the density band where it can win; where
     bands overlap, the smaller encoding is kept.
+
+    ``row_bits`` is the length of the axis the bits were packed along. When
+    it is not a multiple of 8, every row ends in padding bits that are
+    always zero (28 spikes use 32 bits); the gap coders then number only
+    the real bits, so padding costs nothing (a 10-neuron layer would
+    otherwise pay for 16).
     """
     buf = ensure_contiguous_ndarray(packed).view(np.uint8).reshape(-1)
     n = buf.size
     ones = int(np.bitwise_count(buf).sum(dtype=np.int64)) if n else 0
     if ones == 0:
         return _HEADER.pack(_VERSION, 3, n)
+    rows = _RowMap.make(row_bits, n, buf)
+    # Modes are picked by the density of the stored bytes; with padded rows
+    # the gap coders then skip the padding, so they never do worse for it.
     density = ones / (8 * n)
     zstd = Zstd(level=level)
     candidates: list[tuple[int, bytes]] = []
     if density > _BITMAP_ABOVE:
         candidates.append((0, zstd.encode(buf)))
     if density <= _GAPS8_BAND[1]:
-        gaps = _gaps(spike_positions(buf))
+        positions = spike_positions(buf)
+        prefix = b""
+        if rows is not None:
+            positions = rows.to_logical(positions)
+            prefix = _ROWS.pack(rows.row_bits)
+        gaps = _gaps(positions)
+        flag = _ROW_FLAG if rows is not None else 0
         if density >= _GAPS8_BAND[0]:
-            candidates.append((1, _encode_gaps8(gaps, n, zstd)))
+            candidates.append((1 | flag, prefix + _encode_gaps8(gaps, n, zstd)))
         if density < _PCODEC_BELOW:
-            candidates.append((2, _encode_pcodec(gaps, n)))
+            candidates.append((2 | flag, prefix + _encode_pcodec(gaps, n)))
     mode, payload = min(candidates, key=lambda c: len(c[1]))
     return _HEADER.pack(_VERSION, mode, n) + payload
+
+
+class _RowMap:
+    """Bit numbering without the zero padding at the end of each packed row."""
+
+    def __init__(self, row_bits: int, n: int) -> None:
+        self.row_bits = row_bits
+        self.row_span = 8 * ((row_bits + 7) // 8)  # bits a row occupies, padding included
+        self.logical_bits = (8 * n // self.row_span) * row_bits
+
+    @classmethod
+    def make(cls, row_bits: int | None, n: int, buf: np.ndarray) -> _RowMap | None:
+        """A map when rows are padded, the buffer holds whole rows and the padding is all zero."""
+        if not row_bits or row_bits % 8 == 0 or (8 * n) % (8 * ((row_bits + 7) // 8)):
+            return None
+        rm = cls(row_bits, n)
+        last = buf.reshape(-1, rm.row_span // 8)[:, -1]
+        if np.any(last >> np.uint8(row_bits % 8)):  # a padding bit is set: not ours to drop
+            return None
+        return rm
+
+    def to_logical(self, positions: np.ndarray) -> np.ndarray:
+        row, bit = np.divmod(positions, self.row_span)
+        return row * self.row_bits + bit
+
+    def to_physical(self, positions: np.ndarray) -> np.ndarray:
+        row, bit = np.divmod(positions, self.row_bits)
+        return row * self.row_span + bit
 
 
 def decode_spikes(data: Any, out: Any = None) -> np.ndarray:
@@ -134,7 +181,15 @@ def decode_spikes(data: Any, out: Any = None) -> np.ndarray:
         result = np.frombuffer(Zstd().decode(body), dtype=np.uint8)
     elif mode == 3:
         result = np.zeros(n, dtype=np.uint8)
-    elif mode in (1, 2):
+    elif mode & ~_ROW_FLAG in (1, 2):
+        rows = None
+        if mode & _ROW_FLAG:
+            (row_bits,) = _ROWS.unpack_from(body)
+            if not 0 < row_bits or row_bits % 8 == 0:
+                raise ValueError("spike chunk is damaged (bad row length)")
+            rows = _RowMap(row_bits, n)
+            body = body[_ROWS.size:]
+            mode &= ~_ROW_FLAG
         if mode == 1:
             n_gaps, zlen = _GAPS8.unpack_from(body)
             rest = body[_GAPS8.size:]
@@ -150,6 +205,10 @@ def decode_spikes(data: Any, out: Any = None) -> np.ndarray:
 
             gaps = standalone.simple_decompress(bytes(body)).astype(np.int64)
         positions = np.cumsum(gaps + 1) - 1
+        if rows is not None:
+            if positions.size and positions[-1] >= rows.logical_bits:
+                raise ValueError("spike chunk is damaged (spike position out of range)")
+            positions = rows.to_physical(positions)
         if positions.size and (positions[-1] >= 8 * n or positions[0] < 0):
             raise ValueError("spike chunk is damaged (spike position out of range)")
         bits = np.zeros(8 * n, dtype=np.bool_)
@@ -177,17 +236,21 @@ class SpikeCodec(Codec):
 
     codec_id = CODEC_ID
 
-    def __init__(self, level: int = 1) -> None:
+    def __init__(self, level: int = 1, row_bits: int | None = None) -> None:
         self.level = int(level)
+        self.row_bits = None if row_bits is None else int(row_bits)
 
     def encode(self, buf: Any) -> bytes:
-        return encode_spikes(buf, self.level)
+        return encode_spikes(buf, self.level, self.row_bits)
 
     def decode(self, buf: Any, out: Any = None) -> Any:
         return decode_spikes(buf, out)
 
     def get_config(self) -> dict[str, Any]:
-        return {"id": self.codec_id, "level": self.level}
+        cfg: dict[str, Any] = {"id": self.codec_id, "level": self.level}
+        if self.row_bits is not None:
+            cfg["row_bits"] = self.row_bits
+        return cfg
 
     def __repr__(self) -> str:
         return f"SpikeCodec(level={self.level})"
@@ -206,6 +269,7 @@ def _zarr_codec_class() -> type:
 
         is_fixed_size = False
         level: int = 1
+        row_bits: int | None = None
 
         @classmethod
         def from_dict(cls, data: dict[str, Any]) -> SpikeZarrCodec:
@@ -213,13 +277,16 @@ def _zarr_codec_class() -> type:
             return cls(**(config or {}))
 
         def to_dict(self) -> dict[str, Any]:
-            return {"name": CODEC_ID, "configuration": {"level": self.level}}
+            cfg: dict[str, Any] = {"level": self.level}
+            if self.row_bits is not None:
+                cfg["row_bits"] = self.row_bits
+            return {"name": CODEC_ID, "configuration": cfg}
 
         async def _decode_single(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
             return chunk_spec.prototype.buffer.from_array_like(decode_spikes(chunk_bytes.as_numpy_array()))
 
         async def _encode_single(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
-            enc = encode_spikes(chunk_bytes.as_numpy_array(), self.level)
+            enc = encode_spikes(chunk_bytes.as_numpy_array(), self.level, self.row_bits)
             return chunk_spec.prototype.buffer.from_bytes(enc)
 
         def compute_encoded_size(self, input_byte_length: int, chunk_spec: Any) -> int:

@@ -41,13 +41,41 @@ def test_all_zero_all_one_and_long_runs():
     np.testing.assert_array_equal(decode_spikes(encode_spikes(sparse)), sparse)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", [*MODES, "gaps8-rows", "gaps-pcodec-rows"])
 def test_committed_fixtures_still_decode(mode):
     enc = (FIXTURES / f"spikes-{mode}.bin").read_bytes()
-    assert MODES[enc[1]] == mode
+    assert MODES[enc[1] & 0x7F] + ("-rows" if enc[1] & 0x80 else "") == mode
     want = np.load(FIXTURES / f"spikes-{mode}.expected.npy", allow_pickle=False)
     np.testing.assert_array_equal(decode_spikes(enc), want)
-    assert encode_spikes(want) == enc  # encoding is deterministic, and unchanged
+    rows = FIXTURES / f"spikes-{mode}.row_bits"
+    row_bits = int(rows.read_text()) if rows.exists() else None
+    assert encode_spikes(want, row_bits=row_bits) == enc  # deterministic, and unchanged
+
+
+@settings(max_examples=80, deadline=None)
+@given(rows=st.integers(1, 300), width=st.integers(1, 40),
+       p=st.sampled_from([0.0, 0.002, 0.02, 0.1, 0.5]), seed=st.integers(0, 2**32 - 1))
+def test_padded_rows_round_trip_and_cost_no_more(rows, width, p, seed):
+    bits = np.random.default_rng(seed).random((rows, width)) < p
+    packed = np.packbits(bits, axis=-1, bitorder="little")
+    enc = encode_spikes(packed, row_bits=width)
+    np.testing.assert_array_equal(decode_spikes(enc), packed.reshape(-1))
+    assert len(enc) <= 1.02 * len(encode_spikes(packed)) + 16  # a row length and frame overheads
+
+
+def test_row_mode_is_skipped_when_padding_bits_are_set():
+    packed = np.full(40, 0b1000_0000, dtype=np.uint8)  # bit 7 set in rows of 5 bits: not padding
+    enc = encode_spikes(packed, row_bits=5)
+    assert not enc[1] & 0x80
+    np.testing.assert_array_equal(decode_spikes(enc), packed)
+
+
+def test_padded_rows_reach_the_bound_too():
+    p, width = 0.05, 10
+    bits = np.random.default_rng(4).random((100_000, width)) < p
+    packed = np.packbits(bits, axis=-1, bitorder="little")
+    bound = bits.size * -(p * np.log2(p) + (1 - p) * np.log2(1 - p)) / 8
+    assert len(encode_spikes(packed, row_bits=width)) <= 1.05 * bound < len(encode_spikes(packed))
 
 
 def test_each_mode_is_chosen_where_it_wins():
@@ -78,6 +106,8 @@ def test_damaged_chunks_raise():
 def test_registered_with_numcodecs():
     codec = numcodecs.get_codec({"id": "spikestore.spikes", "level": 3})
     assert isinstance(codec, SpikeCodec) and codec.get_config() == {"id": "spikestore.spikes", "level": 3}
+    with_rows = numcodecs.get_codec({"id": "spikestore.spikes", "level": 1, "row_bits": 28})
+    assert with_rows.get_config()["row_bits"] == 28
     data = np.packbits(np.random.default_rng(3).random(999) < 0.1, bitorder="little")
     out = np.empty_like(data)
     codec.decode(codec.encode(data), out=out)

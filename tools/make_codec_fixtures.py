@@ -14,24 +14,32 @@ from spikestore.spike_codec import MODES, encode_spikes
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
-CASES = {  # name: (bits, firing probability, seed)
-    "bitmap": (4099, 0.4, 1),
-    "gaps8": (20_003, 0.06, 2),
-    "gaps-pcodec": (50_001, 0.005, 3),
-    "zeros": (77, 0.0, 4),
+CASES = {  # name: (bits, firing probability, seed, row length or None)
+    "bitmap": (4099, 0.4, 1, None),
+    "gaps8": (20_003, 0.06, 2, None),
+    "gaps-pcodec": (50_001, 0.005, 3, None),
+    "zeros": (77, 0.0, 4, None),
+    "gaps8-rows": (28 * 700, 0.06, 5, 28),
+    "gaps-pcodec-rows": (10 * 5000, 0.005, 6, 10),
 }
 
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, (n, p, seed) in CASES.items():
+    for name, (n, p, seed, row) in CASES.items():
         bits = np.random.default_rng(seed).random(n) < p
-        packed = np.packbits(bits, bitorder="little")
-        enc = encode_spikes(packed)
-        assert MODES[enc[1]] == name, (name, MODES[enc[1]])
+        if row is None:
+            packed = np.packbits(bits, bitorder="little")
+        else:
+            packed = np.packbits(bits.reshape(-1, row), axis=-1, bitorder="little").reshape(-1)
+        enc = encode_spikes(packed, row_bits=row)
+        mode = MODES[enc[1] & 0x7F] + ("-rows" if enc[1] & 0x80 else "")
+        assert mode == name, (name, mode)
         (OUT / f"spikes-{name}.bin").write_bytes(enc)
         np.save(OUT / f"spikes-{name}.expected.npy", packed, allow_pickle=False)
         print(f"{name}: {n} bits -> {len(enc)} bytes")
+        if row is not None:
+            (OUT / f"spikes-{name}.row_bits").write_text(str(row))
 
 
 if __name__ == "__main__":
