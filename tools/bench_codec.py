@@ -39,6 +39,8 @@ RATES = (0.5, 0.2, 0.05, 0.01, 0.002)
 
 
 def shannon_bytes(n: int, p: float) -> float:
+    if p <= 0 or p >= 1:
+        return 0.0  # a silent (or saturated) layer carries no information
     return n * -(p * math.log2(p) + (1 - p) * math.log2(1 - p)) / 8
 
 
@@ -145,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from spikestore import monitor
 
-        net = build_net()
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        net, opt = build_net()
         path = tmp / "real.zarr"
         store = spikestore.Store(path)
         mon = monitor.OutputMonitor(net, neuron.LIFNode, store=store)
