@@ -20,7 +20,7 @@ import numpy as np
 
 from .backends.base import ArraySpec, Backend
 from .capture import Prepared
-from .codecs import ChunkCodec, codec_for, codec_from_config, index_codec
+from .codecs import ChunkCodec, codec_from_config
 from .format import INDEX_ARRAYS, new_stream_doc, segment_array_name, stream_node
 
 __all__ = ["StreamWriter"]
@@ -33,8 +33,8 @@ _MAX_CHUNK_RECORDS = 1 << 16
 class _Segment:
     """The segment currently receiving records (one shape, dtype, encoding)."""
 
-    def __init__(self, node: str, number: int, start: int, p: Prepared, chunk_bytes: int,
-                 level: int | None) -> None:
+    def __init__(self, backend: Backend, node: str, number: int, start: int, p: Prepared,
+                 chunk_bytes: int, level: int | None) -> None:
         self.number = number
         self.node = f"{node}/{segment_array_name(number)}"
         self.start = start
@@ -46,7 +46,7 @@ class _Segment:
         self.stored_dtype = p.stored.dtype
         record_bytes = max(1, int(np.prod(self.stored_shape, dtype=np.int64)) * self.stored_dtype.itemsize)
         self.chunk_records = int(min(_MAX_CHUNK_RECORDS, max(1, chunk_bytes // record_bytes)))
-        self.codec: ChunkCodec = codec_for(self.encoding, self.stored_dtype, level, record_bytes)
+        self.codec: ChunkCodec = backend.codec_for(self.encoding, self.stored_dtype, level, record_bytes)
         self.empty = int(np.prod(self.stored_shape, dtype=np.int64)) == 0
         self.buf = np.zeros((self.chunk_records, *self.stored_shape), dtype=self.stored_dtype)
         self.count = 0  # records appended
@@ -176,7 +176,7 @@ class StreamWriter:
         self.level = level
         if doc is None:
             doc = new_stream_doc(key, INDEX_CHUNK_RECORDS, {
-                name: index_codec(np.dtype(dt)).config for name, dt in INDEX_ARRAYS.items()})
+                name: backend.index_codec(np.dtype(dt)).config for name, dt in INDEX_ARRAYS.items()})
         self.doc = doc
         self.closed_segments: list[dict[str, Any]] = list(self.doc["segments"])
         self.segment: _Segment | None = None
@@ -211,8 +211,8 @@ class StreamWriter:
                 self.closed_segments.append(seg.doc() | {"count": seg.count})
                 self._unsized.append((seg.node, seg.count))
             number = len(self.closed_segments)
-            seg = self.segment = _Segment(self.node, number, self.count, p, self.chunk_bytes,
-                                          self.level)
+            seg = self.segment = _Segment(self.backend, self.node, number, self.count, p,
+                                          self.chunk_bytes, self.level)
             self.backend.create_array(seg.node, seg.spec())
         before = seg.written
         seg.add(self.backend, p.stored)

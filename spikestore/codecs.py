@@ -15,12 +15,17 @@ raw        blosc (lz4, bit shuffle) over the chunk      bytes(little), blosc, cr
 
 Older stores may also hold bits chunks with plain ``zstd``; both are read.
 
-Each encoded chunk ends with a CRC-32C of the compressed bytes (4 bytes,
-little endian), so ``spikestore verify`` and every read detect damage.
+Each encoded chunk ends with a checksum of the compressed bytes (4 bytes,
+little endian), so ``spikestore verify`` and every read detect damage. It is
+a CRC-32C (the zarr v3 ``crc32c`` codec) unless the codec configuration says
+``"checksum": "fletcher32"``: the HDF5 backend asks for that variant
+(:meth:`~spikestore.backends.base.Backend.codec_for`) because HDF5's own
+Fletcher-32 filter then verifies the same bytes in any HDF5 reader.
 """
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import numcodecs
@@ -29,9 +34,11 @@ from numcodecs import Blosc, Zstd
 
 from .errors import FormatError
 
-__all__ = ["ChecksumError", "ChunkCodec", "codec_for", "codec_from_config", "index_codec"]
+__all__ = ["ChecksumError", "ChunkCodec", "codec_for", "codec_from_config", "fletcher32", "index_codec"]
 
 _CRC = numcodecs.CRC32C()
+_CHECKSUMS = ("crc32c", "fletcher32")
+_U32 = struct.Struct("<I")
 
 
 class ChecksumError(ValueError):
@@ -45,11 +52,17 @@ class ChunkCodec:
     ----------
     config
         The codec's JSON configuration as stored in a segment's ``codec``
-        field; see :func:`codec_for` for the defaults.
+        field; see :func:`codec_for` for the defaults. An optional
+        ``"checksum"`` (``"crc32c"`` when absent, or ``"fletcher32"``) names
+        the checksum appended to each chunk.
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = dict(config)
+        self.checksum = config.get("checksum", "crc32c")
+        if self.checksum not in _CHECKSUMS:
+            raise FormatError(f"unknown chunk checksum {self.checksum!r}; upgrade spikestore to read "
+                              "this store")
         cid = config.get("id")
         if cid == "spikestore.spikes":
             from .spike_codec import SpikeCodec
@@ -66,18 +79,26 @@ class ChunkCodec:
             raise FormatError(f"unknown chunk codec {cid!r}; upgrade spikestore to read this store")
 
     def encode(self, chunk: np.ndarray) -> bytes:
-        """Compress a C-contiguous chunk and append its CRC-32C."""
+        """Compress a C-contiguous chunk and append its checksum."""
         chunk = np.ascontiguousarray(chunk)
         if chunk.dtype.byteorder == ">":
             chunk = chunk.astype(chunk.dtype.newbyteorder("<"))
-        return bytes(_CRC.encode(self._inner.encode(chunk)))
+        payload = self._inner.encode(chunk)
+        if self.checksum == "fletcher32":
+            return bytes(payload) + _U32.pack(fletcher32(payload))
+        return bytes(_CRC.encode(payload))
 
     def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
-        """Check the CRC-32C, decompress, and return an array of ``shape``."""
-        try:
-            payload = _CRC.decode(data)
-        except RuntimeError as exc:
-            raise ChecksumError(str(exc)) from None
+        """Check the checksum, decompress, and return an array of ``shape``."""
+        if self.checksum == "fletcher32":
+            payload: Any = memoryview(data)[:-4]
+            if len(data) < 4 or _U32.unpack_from(data, len(data) - 4)[0] != fletcher32(payload):
+                raise ChecksumError("Fletcher-32 checksum mismatch")
+        else:
+            try:
+                payload = _CRC.decode(data)
+            except RuntimeError as exc:
+                raise ChecksumError(str(exc)) from None
         dtype = np.dtype(dtype)
         out = np.empty(shape, dtype=dtype)
         try:
@@ -139,3 +160,65 @@ def index_codec(dtype: np.dtype) -> ChunkCodec:
 def codec_from_config(config: dict[str, Any]) -> ChunkCodec:
     """Rebuild a codec from a segment's stored ``codec`` document."""
     return ChunkCodec(config)
+
+
+_F32_BLOCK = 360
+_F32_WEIGHTS = np.arange(_F32_BLOCK, 0, -1, dtype=np.float64)
+# A block's weighted word sum above this could wrap HDF5's 32-bit sum2
+# (sum1 and sum2 enter a block folded to at most 0x1FFFE each).
+_F32_SAFE = 0xFFFFFFFF - 0x1FFFE * (_F32_BLOCK + 1)
+
+
+def _fold(x: int) -> int:
+    return (x & 0xFFFF) + (x >> 16)
+
+
+def fletcher32(data: Any) -> int:
+    """HDF5's Fletcher-32 checksum (``H5_checksum_fletcher32``), bit for bit.
+
+    HDF5 adds big-endian 16-bit words (an odd last byte is the high byte of
+    a last word) to ``sum1`` and ``sum1`` to ``sum2``, folding both to 16 bits
+    with an end-around carry after every 360 words. A fold keeps a sum's
+    value modulo 65535 and never turns a positive sum into 0, so the result
+    is each sum's residue in 1..65535 (0 only for all-zero input), which
+    numpy computes from per-block sums without the byte loop. Only an input
+    whose block sums could wrap HDF5's 32-bit ``sum2`` (words near 0xFFFF
+    throughout a block) takes the block-by-block path.
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    n = buf.size // 2
+    odd = int(buf[-1]) << 8 if buf.size % 2 else None
+    w = buf[: 2 * n].view(">u2").astype(np.float64)  # all sums below stay exact in float64
+    full = n - n % _F32_BLOCK
+    blocks = w[:full].reshape(-1, _F32_BLOCK)
+    sums = [np.dot(blocks, np.ones(_F32_BLOCK))]
+    weighted = [np.dot(blocks, _F32_WEIGHTS)]
+    lens = [np.full(len(blocks), _F32_BLOCK, dtype=np.int64)]
+    if n > full:
+        tail = w[full:]
+        sums.append(np.array([tail.sum()]))
+        weighted.append(np.array([np.dot(tail, _F32_WEIGHTS[_F32_BLOCK - tail.size:])]))
+        lens.append(np.array([tail.size], dtype=np.int64))
+    s_b = np.concatenate(sums).astype(np.int64)
+    w_b = np.concatenate(weighted).astype(np.int64)
+    l_b = np.concatenate(lens)
+    if w_b.size and int(w_b.max()) > _F32_SAFE:
+        s1 = s2 = 0
+        for length, s, wt in zip(l_b.tolist(), s_b.tolist(), w_b.tolist()):
+            s2 = _fold((s2 + length * s1 + wt) & 0xFFFFFFFF)
+            s1 = _fold(s1 + s)
+        if odd is not None:
+            s1 = _fold(s1 + odd)
+            s2 = _fold(s2 + s1)
+        return (_fold(s2) << 16) | _fold(s1)
+    # Word i of n is added to sum2 (n - i) times: block b (words from
+    # start_b, length L_b) contributes (n - start_b - L_b) * S_b + W_b.
+    after = (n - np.cumsum(l_b)) % 65535
+    s1 = int(s_b.sum())
+    s2 = int(np.dot(after, s_b % 65535)) + int(w_b.sum())
+    if odd is not None:
+        s1 += odd
+        s2 += s1
+    if s1 == 0:
+        return 0
+    return (((s2 - 1) % 65535 + 1) << 16) | ((s1 - 1) % 65535 + 1)

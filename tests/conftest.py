@@ -9,7 +9,7 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-BACKENDS = ["zarr"]
+BACKENDS = ["zarr", "hdf5"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -82,11 +82,11 @@ def same(a, b) -> bool:
 @pytest.mark.parametrize("node", [neuron.IFNode, neuron.LIFNode], ids=["IF", "LIF"])
 @pytest.mark.parametrize("step_mode", ["m", "s"])
 @pytest.mark.parametrize("cls,args,kwargs", MONITORS, ids=[f"{m[0]}{i}" for i, m in enumerate(MONITORS)])
-def test_parity_with_spikingjelly(tmp_path, node, step_mode, cls, args, kwargs):
+def test_parity_with_spikingjelly(store_path, node, step_mode, cls, args, kwargs):
     net = tutorial_net(node, step_mode)
     ref = make(sj, cls, args, kwargs, net, node)
     mem = make(ss, cls, args, kwargs, net, node)
-    store = spikestore.Store(tmp_path / "m.zarr")
+    store = spikestore.Store(store_path)
     disk = make(ss, cls, args, kwargs, net, node, store=store)
     run_steps(net, step_mode, 3, store)
 
@@ -105,7 +105,7 @@ def test_parity_with_spikingjelly(tmp_path, node, step_mode, cls, args, kwargs):
 
     # After reopening the store, the same values come back from disk.
     store.close()
-    run = spikestore.open(tmp_path / "m.zarr")
+    run = spikestore.open(store_path)
     quantity = disk.quantity
     for name in ("1", "3"):
         s = run[f"{quantity}/{name}"]

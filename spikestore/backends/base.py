@@ -39,6 +39,18 @@ class Backend(Protocol):
     def exists(self) -> bool:
         """Whether a store (any root document) exists at :attr:`path`."""
 
+    def codec_for(self, encoding: str, stored_dtype: np.dtype, level: int | None = None,
+                  record_bytes: int | None = None) -> ChunkCodec:
+        """The codec of a new segment (see :func:`spikestore.codecs.codec_for`).
+
+        A backend picks codecs its own readers decode: Zarr takes the
+        defaults, HDF5 only those that are HDF5 filters. The configuration is
+        stored in the segment's document, so spikestore reads any of them.
+        """
+
+    def index_codec(self, dtype: np.dtype) -> ChunkCodec:
+        """The codec of a new stream's step/call/time arrays."""
+
     def read_doc(self, node: str) -> Any | None:
         """The spikestore document of a group, or ``None`` if there is none."""
 

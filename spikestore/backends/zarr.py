@@ -14,11 +14,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
+from ..codecs import ChunkCodec, codec_for, index_codec
 from ..errors import FormatError
 from ..format import ATTRS_KEY
 from .base import ArraySpec
@@ -58,6 +60,13 @@ class ZarrBackend:
     # -- protocol ------------------------------------------------------------
     def exists(self) -> bool:
         return (self.path / _META).is_file()
+
+    def codec_for(self, encoding: str, stored_dtype: np.dtype, level: int | None = None,
+                  record_bytes: int | None = None) -> ChunkCodec:
+        return codec_for(encoding, stored_dtype, level, record_bytes)
+
+    def index_codec(self, dtype: np.dtype) -> ChunkCodec:
+        return index_codec(dtype)
 
     def read_doc(self, node: str) -> Any | None:
         raw = self._get(_key(node, _META))
