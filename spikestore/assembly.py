@@ -46,7 +46,9 @@ class _Segment:
         self.stored_dtype = p.stored.dtype
         record_bytes = max(1, int(np.prod(self.stored_shape, dtype=np.int64)) * self.stored_dtype.itemsize)
         self.chunk_records = int(min(_MAX_CHUNK_RECORDS, max(1, chunk_bytes // record_bytes)))
-        self.codec: ChunkCodec = backend.codec_for(self.encoding, self.stored_dtype, level, record_bytes)
+        row_bits = self.shape[-1] if self.encoding == "bits" else None
+        self.codec: ChunkCodec = backend.codec_for(self.encoding, self.stored_dtype, level, record_bytes,
+                                                   row_bits)
         self.empty = int(np.prod(self.stored_shape, dtype=np.int64)) == 0
         self.buf = np.zeros((self.chunk_records, *self.stored_shape), dtype=self.stored_dtype)
         self.count = 0  # records appended

@@ -67,7 +67,8 @@ class ChunkCodec:
         if cid == "spikestore.spikes":
             from .spike_codec import SpikeCodec
 
-            self._inner: numcodecs.abc.Codec = SpikeCodec(level=int(config["level"]))
+            self._inner: numcodecs.abc.Codec = SpikeCodec(level=int(config["level"]),
+                                                          row_bits=config.get("row_bits"))
         elif cid == "zstd":
             self._inner = Zstd(level=int(config["level"]))
         elif cid == "blosc":
@@ -115,7 +116,7 @@ class ChunkCodec:
         if cfg["id"] == "spikestore.spikes":
             from .spike_codec import SpikeZarrCodec
 
-            first: Any = SpikeZarrCodec(level=int(cfg["level"]))
+            first: Any = SpikeZarrCodec(level=int(cfg["level"]), row_bits=cfg.get("row_bits"))
         elif cfg["id"] == "zstd":
             first = ZstdCodec(level=int(cfg["level"]))
         else:
@@ -129,7 +130,7 @@ SMALL_RECORD_BYTES = 4096
 
 
 def codec_for(encoding: str, stored_dtype: np.dtype, level: int | None = None,
-              record_bytes: int | None = None) -> ChunkCodec:
+              record_bytes: int | None = None, row_bits: int | None = None) -> ChunkCodec:
     """The default codec for a segment of ``encoding`` and ``stored_dtype``.
 
     Bits go through the spike codec, which picks bitmap or gap coding per
@@ -143,7 +144,10 @@ def codec_for(encoding: str, stored_dtype: np.dtype, level: int | None = None,
     shrinks to nothing, so they use zstd.
     """
     if encoding == "bits":
-        return ChunkCodec({"id": "spikestore.spikes", "level": 1 if level is None else level})
+        cfg: dict[str, Any] = {"id": "spikestore.spikes", "level": 1 if level is None else level}
+        if row_bits is not None and row_bits % 8:
+            cfg["row_bits"] = row_bits  # the gap coders then skip each row's padding bits
+        return ChunkCodec(cfg)
     if record_bytes is not None and record_bytes < SMALL_RECORD_BYTES:
         return ChunkCodec({"id": "zstd", "level": 3})
     return ChunkCodec({"id": "blosc", "cname": "lz4", "clevel": 5 if level is None else level,

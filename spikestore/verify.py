@@ -3,7 +3,8 @@
 Checks the root and stream documents against the JSON Schemas, the segment
 bookkeeping (contiguous, counts adding up), and decodes every chunk inside
 the committed range of every segment and index array (each carries a
-CRC-32C; a chunk missing there is damage, never zarr's fill value).
+checksum: CRC-32C in Zarr stores, Fletcher-32 in HDF5 files; a chunk missing
+there is damage, never a fill value).
 """
 
 from __future__ import annotations

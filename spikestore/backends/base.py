@@ -40,7 +40,7 @@ class Backend(Protocol):
         """Whether a store (any root document) exists at :attr:`path`."""
 
     def codec_for(self, encoding: str, stored_dtype: np.dtype, level: int | None = None,
-                  record_bytes: int | None = None) -> ChunkCodec:
+                  record_bytes: int | None = None, row_bits: int | None = None) -> ChunkCodec:
         """The codec of a new segment (see :func:`spikestore.codecs.codec_for`).
 
         A backend picks codecs its own readers decode: Zarr takes the

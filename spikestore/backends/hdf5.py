@@ -547,7 +547,8 @@ class HDF5Backend:
 
     # -- protocol: codecs -----------------------------------------------------------
     def codec_for(self, encoding: str, stored_dtype: np.dtype, level: int | None = None,
-                  record_bytes: int | None = None) -> ChunkCodec:
+                  record_bytes: int | None = None, row_bits: int | None = None) -> ChunkCodec:
+        # No HDF5 filter implements the spike codec's row-aware gap coding.
         return _hdf5_codec(codec_for(encoding, stored_dtype, level, record_bytes))
 
     def index_codec(self, dtype: np.dtype) -> ChunkCodec:

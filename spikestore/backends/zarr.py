@@ -62,8 +62,8 @@ class ZarrBackend:
         return (self.path / _META).is_file()
 
     def codec_for(self, encoding: str, stored_dtype: np.dtype, level: int | None = None,
-                  record_bytes: int | None = None) -> ChunkCodec:
-        return codec_for(encoding, stored_dtype, level, record_bytes)
+                  record_bytes: int | None = None, row_bits: int | None = None) -> ChunkCodec:
+        return codec_for(encoding, stored_dtype, level, record_bytes, row_bits)
 
     def index_codec(self, dtype: np.dtype) -> ChunkCodec:
         return index_codec(dtype)
