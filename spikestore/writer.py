@@ -50,6 +50,25 @@ class _Stop:
     pass
 
 
+def _lower_priority() -> None:
+    """Give the writer thread a lower CPU priority than the training threads.
+
+    On a machine whose cores the training loop keeps busy, a writer at equal
+    priority takes a core away from PyTorch's intra-op threads in the middle
+    of parallel regions, and every region then waits for the slowest thread.
+    At nice 19 the writer runs in the gaps (Python overhead, data loading,
+    synchronisation); if it falls behind, the bounded queue makes the
+    producer wait rather than lose records. Linux only (threads are tasks
+    there); elsewhere this does nothing.
+    """
+    import os
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
 class _ByteQueue:
     """A FIFO bounded by the bytes of the frames it holds.
 
@@ -232,6 +251,7 @@ class Writer:
 
     # -- writer-thread side --------------------------------------------------------
     def _run(self) -> None:
+        _lower_priority()
         last_commit = time.monotonic()
         try:
             while True:
