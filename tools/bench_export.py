@@ -24,14 +24,19 @@ from pathlib import Path
 
 import numpy as np
 
+# Peak RSS is VmHWM of the child's own address space: ru_maxrss would not do,
+# since Linux carries the parent's high-water mark across fork + exec.
 CHILD = """
-import sys, time, resource, json
+import sys, time, json
 from spikestore.export import export
 store, out, fmt = sys.argv[1:4]
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
 t0, c0 = time.perf_counter(), time.process_time()
 export(store, out, fmt, overwrite=True)
-print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
-                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "maxrss_kib": hwm()}))
 """
 
 
