@@ -384,7 +384,9 @@ def test_sigkill_leaves_every_flushed_record_bit_exact(tmp_path, trial, monkeypa
     proc.wait()
     for line in proc.stdout.read().split():
         flushed = int(line)
-    assert _flags(path) != 0  # HDF5 still says "open for write": spikestore copes
+    # HDF5 usually still says "open for write" here (spikestore copes); a kill
+    # inside a structure window, between close and reopen, leaves the flags
+    # clear, so they are not asserted.
 
     run = spikestore.open(path)
     assert run.writer["status"] == "open"

@@ -131,7 +131,9 @@ def test_plain_zarr_decodes_what_spikestore_reads(tmp_path):
             f"a = zarr.open_array({str(path / 'output/l/seg000000')!r}, mode='r')[:]\n"
             "assert 'spikestore.spike_codec' in sys.modules  # loaded by zarr's entry point\n"
             "assert 'torch' not in sys.modules  # and decoding needs no torch\n"
-            "np.save(sys.stdout.buffer, np.unpackbits(a, axis=-1, count=100, bitorder='little'))\n")
+            "import io; buf = io.BytesIO()\n"  # np.save cannot seek in a pipe
+            "np.save(buf, np.unpackbits(a, axis=-1, count=100, bitorder='little'))\n"
+            "sys.stdout.buffer.write(buf.getvalue())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr.decode()
     import io
