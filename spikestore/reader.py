@@ -593,21 +593,16 @@ class Run:
         """The summary as an HTML table (Jupyter shows this for a bare ``run``)."""
         from html import escape
 
-        from .summary import format_bytes
+        from .summary import HEAD, row_cells, total_cells
 
         rows, cells = self.summary(), []
         for r in rows:
-            steps = "-" if r["first_step"] is None else f"{r['first_step']}..{r['last_step']}"
-            shape = "-" if r["shape"] is None else "&times;".join(map(str, r["shape"])) or "scalar"
-            if r["other_shapes"]:
-                shape += f" (+{r['other_shapes']} more)"
-            ratio = "-" if r["ratio_to_float32"] is None else f"{100 * r['ratio_to_float32']:.2f}%"
-            cells.append([escape(r["stream"]), str(r["records"]), steps, shape, escape(r["dtype"]),
-                          escape(r["encoding"]), format_bytes(r["bytes"]), ratio])
-        data, f32 = sum(r["data_bytes"] for r in rows), sum(r["float32_bytes"] for r in rows)
-        cells.append(["<b>total</b>", str(sum(r["records"] for r in rows)), "", "", "", "",
-                      format_bytes(sum(r["bytes"] for r in rows)), f"{100 * data / f32:.2f}%" if f32 else "-"])
-        head = ["stream", "records", "steps", "record shape", "dtype", "encoding", "on disk", "data vs float32"]
+            row = row_cells(r, times="&times;", more=" more")
+            for i in (0, 4, 5):  # the names; the shape cell holds the &times; entity
+                row[i] = escape(row[i])
+            cells.append(row)
+        cells.append(total_cells(rows, label="<b>total</b>"))
+        head = HEAD
         body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells)
         w = self.writer
         return (f"<div><b>spikestore run</b> <code>{escape(str(self.path))}</code>: {len(self)} streams, "

@@ -9,7 +9,7 @@ import numpy as np
 if TYPE_CHECKING:
     from .reader import Run
 
-__all__ = ["format_bytes", "format_table", "summarize"]
+__all__ = ["HEAD", "format_bytes", "format_table", "row_cells", "summarize", "total_cells"]
 
 
 def format_bytes(n: float) -> str:
@@ -57,23 +57,35 @@ def summarize(run: Run) -> list[dict[str, Any]]:
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """A fixed-width text table of :func:`summarize` rows, with a total line."""
-    head = ["stream", "records", "steps", "record shape", "dtype", "encoding", "on disk", "data vs float32"]
-    body = []
-    for r in rows:
-        steps = "-" if r["first_step"] is None else f"{r['first_step']}..{r['last_step']}"
-        shape = "-" if r["shape"] is None else "x".join(map(str, r["shape"])) or "scalar"
-        if r["other_shapes"]:
-            shape += f" (+{r['other_shapes']})"
-        ratio = "-" if r["ratio_to_float32"] is None else f"{100 * r['ratio_to_float32']:.2f}%"
-        body.append([r["stream"], str(r["records"]), steps, shape, r["dtype"], r["encoding"],
-                     format_bytes(r["bytes"]), ratio])
-    total = sum(r["bytes"] for r in rows)
+#: Column titles of the summary tables (text and HTML).
+HEAD = ["stream", "records", "steps", "record shape", "dtype", "encoding", "on disk", "data vs float32"]
+
+
+def row_cells(r: dict[str, Any], times: str = "x", more: str = "") -> list[str]:
+    """The cells of one :func:`summarize` row; ``times`` joins shape dimensions,
+    ``more`` follows the count of other shapes."""
+    steps = "-" if r["first_step"] is None else f"{r['first_step']}..{r['last_step']}"
+    shape = "-" if r["shape"] is None else times.join(map(str, r["shape"])) or "scalar"
+    if r["other_shapes"]:
+        shape += f" (+{r['other_shapes']}{more})"
+    ratio = "-" if r["ratio_to_float32"] is None else f"{100 * r['ratio_to_float32']:.2f}%"
+    return [r["stream"], str(r["records"]), steps, shape, r["dtype"], r["encoding"],
+            format_bytes(r["bytes"]), ratio]
+
+
+def total_cells(rows: list[dict[str, Any]], label: str = "total") -> list[str]:
+    """The cells of the total line under the rows."""
     data = sum(r["data_bytes"] for r in rows)
     f32 = sum(r["float32_bytes"] for r in rows)
-    body.append(["total", str(sum(r["records"] for r in rows)), "", "", "", "", format_bytes(total),
-                 f"{100 * data / f32:.2f}%" if f32 else "-"])
+    return [label, str(sum(r["records"] for r in rows)), "", "", "", "",
+            format_bytes(sum(r["bytes"] for r in rows)), f"{100 * data / f32:.2f}%" if f32 else "-"]
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width text table of :func:`summarize` rows, with a total line."""
+    head = HEAD
+    body = [row_cells(r) for r in rows]
+    body.append(total_cells(rows))
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
     right = {1, 6, 7}
 
