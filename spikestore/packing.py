@@ -11,6 +11,7 @@ exactly ``0`` or ``1`` of its dtype (``-0.0`` and ``NaN`` are not).
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,6 +30,8 @@ _SHIFT = np.uint64(56)
 # Quick rejection of obviously non-binary records (voltages, gradients)
 # before the full passes.
 _SAMPLE = 256
+# The compiled kernels read words in native byte order.
+_KERNELS = sys.byteorder == "little"
 
 
 def packed_length(n: int) -> int:
@@ -69,6 +72,8 @@ class Packer:
     def __init__(self) -> None:
         self._mask = np.empty(0, dtype=np.bool_)
         self._words = np.empty(0, dtype=np.uint64)
+        self._bits = np.empty(0, dtype=np.uint32)
+        self._out = np.empty(0, dtype=np.uint8)
 
     def _scratch(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         size = int(np.prod(shape, dtype=np.int64))
@@ -90,13 +95,17 @@ class Packer:
         Returns
         -------
         numpy.ndarray or None
-            A new ``uint8`` array of shape ``x.shape[:-1] + (ceil(x.shape[-1] / 8),)``,
+            A ``uint8`` array of shape ``x.shape[:-1] + (ceil(x.shape[-1] / 8),)``,
             or ``None`` when ``x`` is not binary (or is 0-d or empty), in which
-            case the caller stores it raw.
+            case the caller stores it raw. It may be this packer's scratch
+            buffer, valid until the next call: the writer copies it into its
+            chunk at once, and a copy here would cost a tenth of the packing.
         """
         if x.ndim == 0 or x.size == 0:
             return None
         x = np.ascontiguousarray(x)
+        if _KERNELS and x.dtype == np.float32:
+            return self._pack_f32(x)
         if x.dtype != np.bool_:
             flat = x.reshape(-1)[:_SAMPLE]
             if not _mask_into(flat, np.empty(flat.shape, np.bool_)):
@@ -111,6 +120,20 @@ class Packer:
         np.multiply(mask.view(np.uint64), _GATHER, out=words)
         words >>= _SHIFT
         return words.astype(np.uint8)
+
+    def _pack_f32(self, x: np.ndarray) -> np.ndarray | None:
+        """The compiled one-pass check-and-pack of float32 records (the common case)."""
+        from ._kernels import pack_f32
+
+        n = x.shape[-1]
+        size = x.size // n * packed_length(n)
+        if self._out.size < size + 8:
+            self._out = np.empty(size + 8, dtype=np.uint8)
+        if self._bits.size < x.size // 32 + 3:
+            self._bits = np.empty(x.size // 32 + 3, dtype=np.uint32)
+        if not pack_f32(x.reshape(-1).view(np.uint32), n, self._out, self._bits):
+            return None
+        return self._out[:size].reshape(x.shape[:-1] + (packed_length(n),))
 
 
 def pack_if_binary(x: np.ndarray) -> np.ndarray | None:

@@ -40,6 +40,7 @@ once spikestore is installed.
 from __future__ import annotations
 
 import struct
+import sys
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,8 @@ MODES = ("bitmap", "gaps8", "gaps-pcodec", "zeros")
 _BITMAP_ABOVE = 0.12
 _GAPS8_BAND = (0.015, 0.2)
 _PCODEC_BELOW = 0.03
+# The compiled kernels read words in native byte order.
+_KERNELS = sys.byteorder == "little"
 
 
 def spike_positions(packed: np.ndarray) -> np.ndarray:
@@ -86,11 +89,10 @@ def _escape_dtype(n: int) -> str:
     return "<u4" if 8 * n < 2**32 else "<u8"
 
 
-def _encode_gaps8(gaps: np.ndarray, n: int, zstd: Zstd) -> bytes:
-    small = np.minimum(gaps, 255).astype(np.uint8)
-    escapes = (gaps[gaps >= 255] - 255).astype(_escape_dtype(n))
+def _encode_gaps8(small: np.ndarray, escapes: np.ndarray, n: int, zstd: Zstd) -> bytes:
+    escapes = escapes.astype(_escape_dtype(n))
     zg = zstd.encode(small)
-    return _GAPS8.pack(gaps.size, len(zg)) + zg + (zstd.encode(escapes) if escapes.size else b"")
+    return _GAPS8.pack(small.size, len(zg)) + zg + (zstd.encode(escapes) if escapes.size else b"")
 
 
 def _encode_pcodec(gaps: np.ndarray, n: int) -> bytes:
@@ -113,10 +115,9 @@ def encode_spikes(packed: Any, level: int = 1, row_bits: int | None = None) -> b
     """
     buf = ensure_contiguous_ndarray(packed).view(np.uint8).reshape(-1)
     n = buf.size
-    ones = int(np.bitwise_count(buf).sum(dtype=np.int64)) if n else 0
+    ones = _count_ones(buf)
     if ones == 0:
         return _HEADER.pack(_VERSION, 3, n)
-    rows = _RowMap.make(row_bits, n, buf)
     # Modes are picked by the density of the stored bytes; with padded rows
     # the gap coders then skip the padding, so they never do worse for it.
     density = ones / (8 * n)
@@ -125,19 +126,62 @@ def encode_spikes(packed: Any, level: int = 1, row_bits: int | None = None) -> b
     if density > _BITMAP_ABOVE:
         candidates.append((0, zstd.encode(buf)))
     if density <= _GAPS8_BAND[1]:
-        positions = spike_positions(buf)
-        prefix = b""
-        if rows is not None:
-            positions = rows.to_logical(positions)
-            prefix = _ROWS.pack(rows.row_bits)
-        gaps = _gaps(positions)
-        flag = _ROW_FLAG if rows is not None else 0
+        rows = _RowMap.make(row_bits, n)
+        gaps = _gap_bytes(buf, rows, ones)
+        if gaps is None:  # a padding bit is set: not ours to drop, number every bit
+            rows = None
+            gaps = _gap_bytes(buf, rows, ones)
+            assert gaps is not None
+        small, escapes = gaps
+        prefix = b"" if rows is None else _ROWS.pack(rows.row_bits)
+        flag = 0 if rows is None else _ROW_FLAG
         if density >= _GAPS8_BAND[0]:
-            candidates.append((1 | flag, prefix + _encode_gaps8(gaps, n, zstd)))
+            candidates.append((1 | flag, prefix + _encode_gaps8(small, escapes, n, zstd)))
         if density < _PCODEC_BELOW:
-            candidates.append((2 | flag, prefix + _encode_pcodec(gaps, n)))
+            full = small.astype(np.int64)
+            full[small == 255] += escapes
+            candidates.append((2 | flag, prefix + _encode_pcodec(full, n)))
     mode, payload = min(candidates, key=lambda c: len(c[1]))
     return _HEADER.pack(_VERSION, mode, n) + payload
+
+
+def _count_ones(buf: np.ndarray) -> int:
+    if not buf.size:
+        return 0
+    if _KERNELS:
+        from ._kernels import popcount
+
+        return int(popcount(buf))
+    return int(np.bitwise_count(buf).sum(dtype=np.int64))
+
+
+def _gap_bytes(buf: np.ndarray, rows: _RowMap | None,
+               ones: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The gaps of ``buf``'s spikes as ``(min(gap, 255) bytes, gap - 255 of each gap >= 255)``.
+
+    Gaps count the real bits of ``rows`` only; ``None`` when a spike sits
+    in a row's padding (the caller then numbers every bit).
+    """
+    if _KERNELS:
+        from ._kernels import gaps8
+
+        small = np.empty(ones, dtype=np.uint8)
+        escapes = np.empty(ones, dtype=np.int64)
+        span = rows.row_span if rows is not None else 8
+        k, e = gaps8(buf, span, rows.row_bits if rows is not None else 8, small, escapes)
+        if k < 0:
+            return None
+        if k != ones:  # cannot happen unless the buffer changed under us
+            raise RuntimeError("spike count changed while encoding a chunk")
+        return small, escapes[:e]
+    positions = spike_positions(buf)
+    if rows is not None:
+        last = buf.reshape(-1, rows.row_span // 8)[:, -1]
+        if np.any(last >> np.uint8(rows.row_bits % 8)):
+            return None
+        positions = rows.to_logical(positions)
+    gaps = _gaps(positions)
+    return np.minimum(gaps, 255).astype(np.uint8), gaps[gaps >= 255] - 255
 
 
 class _RowMap:
@@ -149,15 +193,12 @@ class _RowMap:
         self.logical_bits = (8 * n // self.row_span) * row_bits
 
     @classmethod
-    def make(cls, row_bits: int | None, n: int, buf: np.ndarray) -> _RowMap | None:
-        """A map when rows are padded, the buffer holds whole rows and the padding is all zero."""
+    def make(cls, row_bits: int | None, n: int) -> _RowMap | None:
+        """A map when rows are padded and the buffer holds whole rows
+        (whether the padding is all zero is checked while coding the gaps)."""
         if not row_bits or row_bits % 8 == 0 or (8 * n) % (8 * ((row_bits + 7) // 8)):
             return None
-        rm = cls(row_bits, n)
-        last = buf.reshape(-1, rm.row_span // 8)[:, -1]
-        if np.any(last >> np.uint8(row_bits % 8)):  # a padding bit is set: not ours to drop
-            return None
-        return rm
+        return cls(row_bits, n)
 
     def to_logical(self, positions: np.ndarray) -> np.ndarray:
         row, bit = np.divmod(positions, self.row_span)

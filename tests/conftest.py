@@ -17,3 +17,15 @@ def store_path(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     """Path of a store that does not exist yet, for each backend."""
     suffix = {"zarr": ".zarr", "hdf5": ".h5"}[request.param]
     return tmp_path / f"run{suffix}"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _compiled_kernels() -> None:
+    """Compile the write path's kernels once, before any test is timed.
+
+    A fresh clone compiles them on first use (seconds), which would trip
+    hypothesis deadlines in whichever test happens to run first.
+    """
+    from spikestore._kernels import warm_up
+
+    warm_up()

@@ -1,23 +1,27 @@
-"""Zarr v3 backend: a directory store written through zarr's own LocalStore.
+"""Zarr v3 backend: a local directory store laid out exactly as zarr's LocalStore.
 
 Arrays are created with zarr's API (so their ``zarr.json`` is exactly what
 zarr writes and reads); chunks and documents are then written as raw,
-pre-encoded bytes with the store's atomic ``set``. Zarr's per-slice
-``array[i] = x`` path is never used: it re-encodes and rewrites metadata on
-every call.
+pre-encoded bytes. Zarr's per-slice ``array[i] = x`` path is never used: it
+re-encodes and rewrites metadata on every call.
+
+Those bytes go straight to files, written the way ``LocalStore.set`` writes
+them (a temporary file renamed over the key, so a reader or a crash never
+sees half a chunk), but without its trip through zarr's event loop and
+thread pool, which cost ~2 ms per chunk: as much as encoding it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 from ..codecs import ChunkCodec, codec_for, index_codec
@@ -42,20 +46,39 @@ class ZarrBackend:
         self.writable = writable
         self.durable = durable
         self._store = LocalStore(self.path, read_only=not writable)
-        self._proto = default_buffer_prototype()
         self._array_meta: dict[str, dict[str, Any]] = {}
         self._ndim: dict[str, int] = {}
         self._unsynced: list[Path] = []
+        self._root = os.fspath(self.path)
+        self._dirs: set[str] = set()  # folders known to exist
 
     # -- raw bytes -----------------------------------------------------------
     def _get(self, key: str) -> bytes | None:
-        buf = sync(self._store.get(key, prototype=self._proto))
-        return None if buf is None else buf.to_bytes()
+        try:
+            with open(os.path.join(self._root, key), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def _set(self, key: str, data: bytes) -> None:
-        sync(self._store.set(key, self._proto.buffer.from_bytes(data)))
+        if not self.writable:
+            raise PermissionError(f"{self.path} is open read-only")
+        path = os.path.join(self._root, key)
+        folder = os.path.dirname(path)
+        if folder not in self._dirs:
+            os.makedirs(folder, exist_ok=True)
+            self._dirs.add(folder)
+        tmp = f"{path}.{uuid.uuid4().hex}.partial"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         if self.durable:
-            self._unsynced.append(self.path / key)
+            self._unsynced.append(Path(path))
 
     # -- protocol ------------------------------------------------------------
     def exists(self) -> bool:

@@ -1,0 +1,87 @@
+"""The compiled write-path kernels against numpy's own packing and bit search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spikestore import _kernels as K
+
+
+def _pack(x: np.ndarray) -> tuple[bool, np.ndarray]:
+    n = x.shape[-1]
+    size = x.size // n * ((n + 7) // 8)
+    out = np.full(size + 8, 0xAB, dtype=np.uint8)  # stale bytes must not leak into the result
+    scratch = np.full(x.size // 32 + 3, 0xDEADBEEF, dtype=np.uint32)
+    ok = K.pack_f32(np.ascontiguousarray(x).reshape(-1).view(np.uint32), n, out, scratch)
+    return ok, out[:size]
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.integers(1, 40), row_len=st.integers(1, 140), p=st.sampled_from([0.0, 0.02, 0.3, 1.0]),
+       seed=st.integers(0, 2**32 - 1))
+def test_pack_f32_matches_numpy_packbits(rows: int, row_len: int, p: float, seed: int) -> None:
+    x = (np.random.default_rng(seed).random((rows, row_len)) < p).astype(np.float32)
+    ok, packed = _pack(x)
+    assert ok
+    ref = np.packbits(x.astype(bool), axis=-1, bitorder="little").reshape(-1)
+    np.testing.assert_array_equal(packed, ref)
+
+
+@pytest.mark.parametrize("bad", [2.0, -0.0, np.nan, np.inf, 0.5, 1.0000001, -1.0, 1e-45])
+@pytest.mark.parametrize("where", ["first", "middle", "tail"])
+def test_pack_f32_refuses_any_non_binary_value(bad: float, where: str) -> None:
+    x = (np.random.default_rng(1).random(32 * 300 + 5) < 0.1).astype(np.float32)
+    i = {"first": 0, "middle": 32 * 150 + 7, "tail": x.size - 2}[where]
+    x[i] = bad
+    ok, _ = _pack(x)
+    assert not ok
+
+
+@settings(max_examples=150, deadline=None)
+@given(n_bytes=st.integers(0, 5000), p=st.sampled_from([0.0, 0.001, 0.05, 0.2, 0.9]),
+       seed=st.integers(0, 2**32 - 1))
+def test_popcount_and_gaps_match_unpackbits(n_bytes: int, p: float, seed: int) -> None:
+    bits = np.random.default_rng(seed).random(8 * n_bytes) < p
+    b = np.packbits(bits, bitorder="little")
+    assert K.popcount(b) == bits.sum()
+    ones = int(bits.sum())
+    small, esc = np.empty(ones, np.uint8), np.empty(ones, np.int64)
+    k, e = K.gaps8(b, 8, 8, small, esc)
+    gaps = np.diff(np.flatnonzero(bits), prepend=-1) - 1
+    assert k == ones
+    np.testing.assert_array_equal(small, np.minimum(gaps, 255))
+    np.testing.assert_array_equal(esc[:e], gaps[gaps >= 255] - 255)
+
+
+@pytest.mark.parametrize("row_bits", [1, 7, 13, 28, 63, 100])
+def test_gaps_skip_row_padding(row_bits: int) -> None:
+    rng = np.random.default_rng(row_bits)
+    real = rng.random((257, row_bits)) < 0.05
+    b = np.packbits(real, axis=-1, bitorder="little").reshape(-1)
+    span = 8 * ((row_bits + 7) // 8)
+    ones = int(real.sum())
+    small, esc = np.empty(ones, np.uint8), np.empty(ones, np.int64)
+    k, e = K.gaps8(b, span, row_bits, small, esc)
+    gaps = np.diff(np.flatnonzero(real.reshape(-1)), prepend=-1) - 1  # logical numbering
+    assert k == ones
+    np.testing.assert_array_equal(small, np.minimum(gaps, 255))
+    np.testing.assert_array_equal(esc[:e], gaps[gaps >= 255] - 255)
+
+
+def test_gaps_report_a_spike_in_row_padding() -> None:
+    b = np.zeros(40, dtype=np.uint8)
+    b[3] = 0x80  # bit 31 of the first 32-bit row: padding for 28-bit rows
+    small, esc = np.empty(1, np.uint8), np.empty(1, np.int64)
+    assert K.gaps8(b, 32, 28, small, esc)[0] == -1
+    assert K.gaps8(b, 8, 8, small, esc) == (1, 0)
+
+
+def test_kernels_accept_read_only_input() -> None:
+    b = np.frombuffer(bytes([1, 0, 0, 0, 0, 0, 0, 0, 0x80]), dtype=np.uint8)
+    small, esc = np.empty(2, np.uint8), np.empty(2, np.int64)
+    assert K.popcount(b) == 2
+    assert K.gaps8(b, 8, 8, small, esc) == (2, 0)
+    assert small.tolist() == [0, 70]
