@@ -125,11 +125,20 @@ def now_iso() -> str:
 
 
 def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the bytes on disk."""
+    """Versions of the libraries that shape the bytes on disk.
+
+    Looked up once per process: ``importlib.metadata`` scans and parses
+    package metadata (~30 ms), which a store created per run should not pay.
+    """
+    return dict(_library_versions())
+
+
+@functools.cache
+def _library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str] = {}
-    for name in ("spikestore", "numpy", "numcodecs", "zarr", "h5py", "torch"):
+    for name in ("spikestore", "numpy", "numcodecs", "zarr", "h5py", "torch", "numba"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

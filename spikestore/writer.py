@@ -30,6 +30,10 @@ from .packing import Packer
 __all__ = ["Writer"]
 
 _log = logging.getLogger("spikestore")
+#: Seconds between publications of full chunks already on disk. Each one
+#: rewrites the index and metadata files, which per chunk would cost as
+#: much as a quarter of writing the chunk itself.
+_PUBLISH_INTERVAL = 0.25
 
 
 @dataclass(slots=True)
@@ -252,10 +256,10 @@ class Writer:
     # -- writer-thread side --------------------------------------------------------
     def _run(self) -> None:
         _lower_priority()
-        last_commit = time.monotonic()
+        last_commit = last_publish = time.monotonic()
         try:
             while True:
-                items = self._queue.take_all(timeout=self._until(last_commit))
+                items = self._queue.take_all(timeout=self._until(last_commit, last_publish))
                 stop = False
                 for item in items:
                     if isinstance(item, Frame):
@@ -276,9 +280,11 @@ class Writer:
                         stop = True
                 if stop:
                     return
-                for sw in self._streams.values():
-                    if sw.dirty:
-                        sw.commit(partial=False)
+                if time.monotonic() - last_publish >= _PUBLISH_INTERVAL:
+                    for sw in self._streams.values():
+                        if sw.dirty:
+                            sw.commit(partial=False)
+                    last_publish = time.monotonic()
                 if time.monotonic() - last_commit >= self.flush_interval:
                     self._commit_all(partial=True)
                     last_commit = time.monotonic()
@@ -287,8 +293,12 @@ class Writer:
             _log.debug("spikestore writer failed", exc_info=exc)
             self._queue.kill()
 
-    def _until(self, last_commit: float) -> float:
-        return max(0.01, self.flush_interval - (time.monotonic() - last_commit))
+    def _until(self, last_commit: float, last_publish: float) -> float:
+        now = time.monotonic()
+        wait = self.flush_interval - (now - last_commit)
+        if any(sw.dirty for sw in self._streams.values()):
+            wait = min(wait, _PUBLISH_INTERVAL - (now - last_publish))
+        return max(0.01, wait)
 
     def _stream(self, key: str) -> StreamWriter:
         sw = self._streams.get(key)

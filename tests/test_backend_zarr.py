@@ -1,0 +1,59 @@
+"""The Zarr backend writes what zarr itself would, without going through zarr's I/O."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from spikestore.backends.base import ArraySpec
+from spikestore.backends.zarr import ZarrBackend
+from spikestore.codecs import codec_for
+
+
+@pytest.mark.parametrize(("encoding", "dtype", "record_shape", "records"), [
+    ("bits", "uint8", (8, 32, 16, 28, 4), 1),
+    ("raw", "float32", (3,), 1000),
+    ("raw", "float64", (), 16384),
+    ("raw", "int16", (2, 0), 7),
+    ("raw", "bool", (5,), 9),
+    ("raw", "complex64", (1,), 3),
+])
+def test_array_metadata_is_what_zarr_create_array_writes(tmp_path: Path, encoding, dtype, record_shape,
+                                                         records) -> None:
+    codec = codec_for(encoding, np.dtype(dtype), record_bytes=10**6, row_bits=28 if encoding == "bits" else None)
+    spec = ArraySpec(record_shape, np.dtype(dtype), records, codec)
+    backend = ZarrBackend(tmp_path / "ours", writable=True)
+    backend.create_array("g/a", spec)
+    zarr.create_array(store=str(tmp_path / "theirs"), name="g/a", shape=(0, *record_shape),
+                      chunks=(records, *(max(1, d) for d in record_shape)), dtype=dtype,
+                      compressors=codec.zarr_compressors(), fill_value=0)
+    ours = json.loads((tmp_path / "ours/g/a/zarr.json").read_text())
+    theirs = json.loads((tmp_path / "theirs/g/a/zarr.json").read_text())
+    assert ours == theirs
+    assert json.loads((tmp_path / "ours/g/zarr.json").read_text())["node_type"] == "group"
+
+
+def test_chunks_written_directly_read_back_through_zarr(tmp_path: Path) -> None:
+    codec = codec_for("raw", np.dtype("float32"), record_bytes=10**6)
+    backend = ZarrBackend(tmp_path / "s", writable=True)
+    backend.create_array("a", ArraySpec((4,), np.dtype("float32"), 2, codec))
+    data = np.arange(16, dtype=np.float32).reshape(4, 4)
+    for i in range(2):
+        backend.write_chunk("a", i, codec.encode(data[2 * i: 2 * i + 2]))
+    backend.set_length("a", 4)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "s/a", mode="r")[:], data)
+    assert not list((tmp_path / "s").rglob("*.partial"))  # no temporary file left behind
+
+
+def test_recreating_an_array_drops_chunks_left_by_a_crash(tmp_path: Path) -> None:
+    codec = codec_for("raw", np.dtype("float32"), record_bytes=10**6)
+    spec = ArraySpec((4,), np.dtype("float32"), 2, codec)
+    backend = ZarrBackend(tmp_path / "s", writable=True)
+    backend.create_array("a", spec)
+    backend.write_chunk("a", 5, codec.encode(np.ones((2, 4), np.float32)))
+    backend.create_array("a", spec)
+    assert backend.read_chunk("a", 5) is None
