@@ -30,10 +30,10 @@ from .packing import Packer
 __all__ = ["Writer"]
 
 _log = logging.getLogger("spikestore")
-#: Seconds between publications of full chunks already on disk. Each one
-#: rewrites the index and metadata files, which per chunk would cost as
-#: much as a quarter of writing the chunk itself.
-_PUBLISH_INTERVAL = 0.25
+#: Seconds between publications of full chunks already on disk (readers see
+#: new records this much later). Each one rewrites the index and metadata
+#: files, which after every chunk cost a quarter of writing the chunk itself.
+_PUBLISH_INTERVAL = 1.0
 
 
 @dataclass(slots=True)
@@ -62,8 +62,9 @@ def _lower_priority() -> None:
     of parallel regions, and every region then waits for the slowest thread.
     At nice 19 the writer runs in the gaps (Python overhead, data loading,
     synchronisation); if it falls behind, the bounded queue makes the
-    producer wait rather than lose records. Linux only (threads are tasks
-    there); elsewhere this does nothing.
+    producer wait rather than lose records. (``SCHED_IDLE`` was measured
+    too, and was no better.) Linux only (threads are tasks there);
+    elsewhere this does nothing.
     """
     import os
 
