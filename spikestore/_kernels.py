@@ -26,35 +26,49 @@ from numba.extending import intrinsic
 
 __all__ = ["gaps8", "pack_f32", "popcount"]
 
-_LANES = 32
 _F32_ONE = 0x3F800000  # bit pattern of float32 1.0
 # A non-binary record is usually non-binary everywhere (voltages, gradients):
 # the packing loop looks at its verdict every this many 32-value words.
 _CHECK_WORDS = 64
 
 
-@intrinsic
-def _mask32(typingctx, arr, start):  # type: ignore[no-untyped-def]
-    """``(ones, bad)``: bit ``k`` set where ``arr[start + k]`` is ``1.0`` / neither 0 nor 1.
+def _lane_mask(lanes: int):  # type: ignore[no-untyped-def]
+    """An intrinsic ``(ones, bad)`` over ``lanes`` uint32 values ``arr[start:start + lanes]``.
 
-    ``arr`` is a ``uint32`` view of float32 values; the 32 values are loaded
-    as one vector and each comparison's 32 lanes become one ``uint32``.
+    Bit ``k`` of ``ones`` is set where value ``k`` is the float32 ``1.0``,
+    bit ``k`` of ``bad`` where it is neither ``0.0`` nor ``1.0``. The values
+    are loaded as one vector, and each comparison's lanes become one
+    integer (``vmovmskps`` on x86).
     """
-    sig = types.UniTuple(types.uint32, 2)(arr, start)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        vec = ir.VectorType(ir.IntType(32), _LANES)
-        ptr = builder.bitcast(builder.gep(a.data, [args[1]]), vec.as_pointer())
-        v = builder.load(ptr, align=4)
-        is_one = builder.icmp_unsigned("==", v, ir.Constant(vec, [_F32_ONE] * _LANES))
-        non_zero = builder.icmp_unsigned("!=", v, ir.Constant(vec, [0] * _LANES))
-        bad = builder.and_(non_zero, builder.not_(is_one))
-        i32 = ir.IntType(32)
-        return context.make_tuple(builder, signature.return_type,
-                                  [builder.bitcast(is_one, i32), builder.bitcast(bad, i32)])
+    @intrinsic
+    def mask(typingctx, arr, start):  # type: ignore[no-untyped-def]
+        sig = types.UniTuple(types.uint32, 2)(arr, start)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            a = context.make_array(signature.args[0])(context, builder, args[0])
+            vec = ir.VectorType(ir.IntType(32), lanes)
+            ptr = builder.bitcast(builder.gep(a.data, [args[1]]), vec.as_pointer())
+            v = builder.load(ptr, align=4)
+            is_one = builder.icmp_unsigned("==", v, ir.Constant(vec, [_F32_ONE] * lanes))
+            non_zero = builder.icmp_unsigned("!=", v, ir.Constant(vec, [0] * lanes))
+            bad = builder.and_(non_zero, builder.not_(is_one))
+            word, i32 = ir.IntType(lanes), ir.IntType(32)
+
+            def as_u32(bits):  # type: ignore[no-untyped-def]
+                w = builder.bitcast(bits, word)
+                return w if lanes == 32 else builder.zext(w, i32)
+
+            return context.make_tuple(builder, signature.return_type, [as_u32(is_one), as_u32(bad)])
+
+        return sig, codegen
+
+    return mask
+
+
+_mask8 = _lane_mask(8)
+_mask16 = _lane_mask(16)
+_mask32 = _lane_mask(32)
 
 
 @intrinsic
@@ -104,21 +118,52 @@ def _store64(typingctx, arr, i, v):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
+@intrinsic
+def _store32(typingctx, arr, i, v):  # type: ignore[no-untyped-def]
+    """Store uint32 ``v`` little endian into bytes ``arr[i:i+4]`` (unaligned)."""
+    sig = types.void(arr, i, v)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.bitcast(builder.gep(a.data, [args[1]]), ir.IntType(32).as_pointer())
+        builder.store(args[2], ptr, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _mask_tail(u, start, count):  # type: ignore[no-untyped-def]
+    """``(ones, bad)`` of ``count < 32`` values, one at a time (the end of the record)."""
+    ones = uint32(0)
+    bad = uint32(0)
+    for i in range(count):
+        v = u[start + i]
+        if v == uint32(_F32_ONE):
+            ones |= uint32(1) << uint32(i)
+        elif v != uint32(0):
+            bad |= uint32(1) << uint32(i)
+    return ones, bad
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
-def pack_f32(u, row_len, out, scratch):  # type: ignore[no-untyped-def]
+def pack_f32(u, row_len, out):  # type: ignore[no-untyped-def]
     """Pack a float32 record along its last axis if every value is exactly 0.0 or 1.0.
+
+    One pass: each row is read 32 values at a time (its last, shorter piece
+    8, 16 or 32 at a time, reading past the row's end where the record
+    goes on), and its bits are stored straight into ``out``.
 
     Parameters
     ----------
     u : uint32[::1]
         The record, flattened, viewed as ``uint32`` (``-0.0`` and NaN are not binary).
     row_len : int
-        Length of the last axis; rows are packed to ``ceil(row_len / 8)`` bytes.
+        Length of the last axis (at least 1); rows are packed to
+        ``ceil(row_len / 8)`` bytes.
     out : uint8[::1]
-        ``rows * ceil(row_len / 8) + 8`` bytes (the last 8 are scratch); the
-        packed record when the function returns True.
-    scratch : uint32[::1]
-        At least ``u.size // 32 + 3`` words: the record as one bit stream.
+        ``rows * ceil(row_len / 8) + 8`` bytes (the last 8 are scratch: each
+        store may spill zeros past its row, which the next row overwrites).
 
     Returns
     -------
@@ -126,51 +171,45 @@ def pack_f32(u, row_len, out, scratch):  # type: ignore[no-untyped-def]
         Whether the record was binary (``out`` is valid only then).
     """
     n = u.size
-    words = n // _LANES
     bad = uint32(0)
-    for j in range(words):
-        ones, b = _mask32(u, j * _LANES)
-        scratch[j] = ones
-        bad |= b
-        if (j % _CHECK_WORDS) == _CHECK_WORDS - 1 and bad:
-            return False
-    tail = uint32(0)
-    for i in range(words * _LANES, n):
-        v = u[i]
-        if v == uint32(_F32_ONE):
-            tail |= uint32(1) << uint32(i - words * _LANES)
-        elif v != uint32(0):
-            return False
-    if bad:
-        return False
-    scratch[words] = tail
-    scratch[words + 1] = 0
-    scratch[words + 2] = 0
-    bits = scratch.view(np.uint8)
-    if row_len % 8 == 0:  # rows are byte aligned: the bit stream is the packed record
-        m = n // 8
-        out[:m] = bits[:m]
-        return True
-    # Rows end in padding bits: copy each row's bits to its own whole bytes,
-    # 56 bits (7 bytes) at a time. Each 8-byte store spills zeros past its
-    # piece, which the next piece or row overwrites (hence out's 8 spare bytes).
+    if row_len % 32 == 0:  # rows are whole 32-value words: the record is one bit stream
+        for j in range(n // 32):
+            ones, b = _mask32(u, j * 32)
+            _store32(out, j * 4, ones)
+            bad |= b
+            if (j % _CHECK_WORDS) == _CHECK_WORDS - 1 and bad:
+                return False
+        return bad == 0
     row_bytes = (row_len + 7) // 8
     rows = n // row_len
-    if row_len <= 57:  # one piece per row
-        mask = (uint64(1) << uint64(row_len)) - uint64(1)
-        for r in range(rows):
-            s = r * row_len
-            _store64(out, r * row_bytes, (_load64(bits, s >> 3) >> uint64(s & 7)) & mask)
-        return True
+    whole = row_len // 32  # full 32-value pieces per row
+    rest = row_len - 32 * whole  # 1..31 values left
+    lanes = 8 if rest <= 8 else (16 if rest <= 16 else 32)
+    keep = (uint32(1) << uint32(rest)) - uint32(1)
     for r in range(rows):
-        off = 0
-        while off < row_len:
-            take = min(56, row_len - off)
-            s = r * row_len + off
-            v = (_load64(bits, s >> 3) >> uint64(s & 7)) & ((uint64(1) << uint64(take)) - uint64(1))
-            _store64(out, r * row_bytes + off // 8, v)
-            off += take
-    return True
+        src = r * row_len
+        dst = r * row_bytes
+        for k in range(whole):
+            ones, b = _mask32(u, src + 32 * k)
+            _store32(out, dst + 4 * k, ones)
+            bad |= b
+        s = src + 32 * whole
+        if s + lanes <= n:
+            if lanes == 8:
+                ones, b = _mask8(u, s)
+            elif lanes == 16:
+                ones, b = _mask16(u, s)
+            else:
+                ones, b = _mask32(u, s)
+            ones &= keep
+            b &= keep
+        else:
+            ones, b = _mask_tail(u, s, rest)
+        _store64(out, dst + 4 * whole, uint64(ones))
+        bad |= b
+        if (r % 256) == 255 and bad:
+            return False
+    return bad == 0
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
@@ -284,6 +323,6 @@ def warm_up() -> None:
         u = np.zeros(9, dtype=np.uint32)
         b = np.zeros(16, dtype=np.uint8)
         u.flags.writeable = b.flags.writeable = writable
-        pack_f32(u, 3, np.zeros(17, dtype=np.uint8), np.zeros(4, dtype=np.uint32))
+        pack_f32(u, 3, np.zeros(17, dtype=np.uint8))
         popcount(b)
         gaps8(b, 8, 8, np.zeros(1, dtype=np.uint8), np.zeros(1, dtype=np.int64))

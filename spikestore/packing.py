@@ -72,7 +72,6 @@ class Packer:
     def __init__(self) -> None:
         self._mask = np.empty(0, dtype=np.bool_)
         self._words = np.empty(0, dtype=np.uint64)
-        self._bits = np.empty(0, dtype=np.uint32)
         self._out = np.empty(0, dtype=np.uint8)
 
     def _scratch(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -129,9 +128,7 @@ class Packer:
         size = x.size // n * packed_length(n)
         if self._out.size < size + 8:
             self._out = np.empty(size + 8, dtype=np.uint8)
-        if self._bits.size < x.size // 32 + 3:
-            self._bits = np.empty(x.size // 32 + 3, dtype=np.uint32)
-        if not pack_f32(x.reshape(-1).view(np.uint32), n, self._out, self._bits):
+        if not pack_f32(x.reshape(-1).view(np.uint32), n, self._out):
             return None
         return self._out[:size].reshape(x.shape[:-1] + (packed_length(n),))
 

@@ -14,8 +14,7 @@ def _pack(x: np.ndarray) -> tuple[bool, np.ndarray]:
     n = x.shape[-1]
     size = x.size // n * ((n + 7) // 8)
     out = np.full(size + 8, 0xAB, dtype=np.uint8)  # stale bytes must not leak into the result
-    scratch = np.full(x.size // 32 + 3, 0xDEADBEEF, dtype=np.uint32)
-    ok = K.pack_f32(np.ascontiguousarray(x).reshape(-1).view(np.uint32), n, out, scratch)
+    ok = K.pack_f32(np.ascontiguousarray(x).reshape(-1).view(np.uint32), n, out)
     return ok, out[:size]
 
 
