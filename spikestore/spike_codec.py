@@ -65,6 +65,8 @@ MODES = ("bitmap", "gaps8", "gaps-pcodec", "zeros")
 _BITMAP_ABOVE = 0.12
 _GAPS8_BAND = (0.012, 0.2)
 _PCODEC_BELOW = 0.012
+# Chunks of at most this many bytes try every mode (and both bit numberings).
+_TRY_ALL_BELOW = 1024
 # The compiled kernels read words in native byte order.
 _KERNELS = sys.byteorder == "little"
 
@@ -120,32 +122,46 @@ def encode_spikes(packed: Any, level: int = 1, row_bits: int | None = None) -> b
     ones = _count_ones(buf)
     if ones == 0:
         return _HEADER.pack(_VERSION, 3, n)
-    # The bitmap codes the stored bytes, the gap coders only the real bits of
-    # padded rows: each is picked by the density of what it codes.
-    rows = _RowMap.make(row_bits, n)
-    stored = ones / (8 * n)
-    real = ones / rows.logical_bits if rows is not None else stored
     zstd = Zstd(level=level)
-    candidates: list[tuple[int, bytes]] = []
-    if stored > _BITMAP_ABOVE or real > _GAPS8_BAND[1]:
-        candidates.append((0, zstd.encode(buf)))
-    if real <= _GAPS8_BAND[1]:
-        gaps = _gap_bytes(buf, rows, ones)
-        if gaps is None:  # a padding bit is set: not ours to drop, number every bit
-            rows, real = None, stored
-            gaps = _gap_bytes(buf, rows, ones)
-            assert gaps is not None
-        small, escapes = gaps
-        prefix = b"" if rows is None else _ROWS.pack(rows.row_bits)
-        flag = 0 if rows is None else _ROW_FLAG
-        if real >= _GAPS8_BAND[0]:
-            candidates.append((1 | flag, prefix + _encode_gaps8(small, escapes, n, zstd)))
-        if real < _PCODEC_BELOW:
-            full = small.astype(np.int64)
-            full[small == 255] += escapes
-            candidates.append((2 | flag, prefix + _encode_pcodec(full, n)))
+    rows = _RowMap.make(row_bits, n)
+    if n <= _TRY_ALL_BELOW:  # small chunks: framing overheads rule, so try every mode
+        candidates = [(0, zstd.encode(buf))]
+        for numbering in {rows, None}:
+            candidates += _gap_modes(buf, numbering, ones, zstd, gaps8=True, pcodec=True)
+    else:
+        # The bitmap codes the stored bytes, the gap coders only the real bits
+        # of padded rows: each is picked by the density of what it codes.
+        stored = ones / (8 * n)
+        real = ones / rows.logical_bits if rows is not None else stored
+        candidates = []
+        if stored > _BITMAP_ABOVE or real > _GAPS8_BAND[1]:
+            candidates.append((0, zstd.encode(buf)))
+        if stored <= _GAPS8_BAND[1]:  # (heavily padded rows can be dense and still code well as gaps)
+            candidates += _gap_modes(buf, rows, ones, zstd, gaps8=real >= _GAPS8_BAND[0],
+                                     pcodec=real < _PCODEC_BELOW)
     mode, payload = min(candidates, key=lambda c: len(c[1]))
     return _HEADER.pack(_VERSION, mode, n) + payload
+
+
+def _gap_modes(buf: np.ndarray, rows: _RowMap | None, ones: int, zstd: Zstd, *, gaps8: bool,
+               pcodec: bool) -> list[tuple[int, bytes]]:
+    """The gap-coded candidates ``(mode, payload)`` of a chunk with ``ones`` spikes."""
+    gaps = _gap_bytes(buf, rows, ones)
+    if gaps is None:  # a padding bit is set: not ours to drop, number every bit
+        rows = None
+        gaps = _gap_bytes(buf, rows, ones)
+        assert gaps is not None
+    small, escapes = gaps
+    prefix = b"" if rows is None else _ROWS.pack(rows.row_bits)
+    flag = 0 if rows is None else _ROW_FLAG
+    out = []
+    if gaps8:
+        out.append((1 | flag, prefix + _encode_gaps8(small, escapes, buf.size, zstd)))
+    if pcodec:
+        full = small.astype(np.int64)
+        full[small == 255] += escapes
+        out.append((2 | flag, prefix + _encode_pcodec(full, buf.size)))
+    return out
 
 
 def _count_ones(buf: np.ndarray) -> int:
