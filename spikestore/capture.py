@@ -1,16 +1,22 @@
 """Turn a hook payload into a :class:`Frame` the writer thread can consume.
 
-The training thread does as little as possible here. On the CPU a frame
-keeps a reference to the (detached) tensor and its autograd version counter;
-the writer thread converts, packs and compresses it later, and refuses it if
-the tensor was modified in place meanwhile (pass ``copy=True`` for layers
-that do that). On CUDA the frame is packed on the device when it is binary
+The training thread does as little as possible here. A float32 CPU tensor
+(spikes, in SpikingJelly) is checked and bit-packed at once, in one compiled
+pass that releases the GIL: the frame then holds 1/32 of the bytes and no
+tensor, so the allocator gets the memory back at once even when the writer
+is behind (frames holding the float tensors made every training step
+fault in fresh pages). Any other CPU frame keeps a reference to the
+(detached) tensor and its autograd version counter; the writer thread
+converts, packs and compresses it later, and refuses it if the tensor was
+modified in place meanwhile (pass ``copy=True`` for layers that do that).
+On CUDA the frame is packed on the device when it is binary
 and copied to pinned host memory on a side stream; the writer waits on an
 event, so the training thread never synchronises.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,12 +24,13 @@ from typing import Any
 import numpy as np
 
 from .errors import InPlaceModificationError, InvalidValueError
-from .packing import Packer
+from .packing import Packer, unpack_bits
 from .precision import apply_precision
 
 __all__ = ["Frame", "Prepared", "capture", "check_intact", "prepare"]
 
 _NUMERIC_KINDS = "biufc"
+_KERNELS = sys.byteorder == "little"  # the compiled packer reads native words
 
 
 @dataclass(slots=True)
@@ -44,6 +51,7 @@ class Frame:
     flag: Any = None  # CUDA: 0-d host bool tensor "data is packed and binary"
     event: Any = None  # CUDA: event recorded after the async copies
     extra: dict[str, Any] = field(default_factory=dict)
+    packed: bool = False  # data is already bit-packed (``uint8``) and the record binary
 
 
 @dataclass(slots=True)
@@ -121,10 +129,33 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
     if t.device.type != "cpu":
         t = t.to("cpu")
         copy = False
+    if t.dtype == torch.float32 and encoding != "raw" and t.dim() > 0 and t.numel() > 0:
+        packed = _pack_now(t)
+        if packed is not None:
+            return Frame(key, step, call, now, packed, name, shape, packed.nbytes, encoding,
+                         packed=True)
+        if encoding == "auto":
+            encoding = "raw"  # checked: not binary, the writer need not look again
     if copy:
         t = t.clone()
     return Frame(key, step, call, now, t, name, shape, nbytes, encoding,
                  version=t._version, source=t)
+
+
+def _pack_now(t: Any) -> np.ndarray | None:
+    """Pack a float32 CPU tensor on the calling thread, or ``None`` if it is not binary."""
+    from ._kernels import pack_f32
+    from .packing import packed_length
+
+    if not _KERNELS:
+        return None
+    x = t.contiguous().numpy()
+    n = x.shape[-1]
+    size = x.size // n * packed_length(n)
+    out = np.empty(size + 8, dtype=np.uint8)
+    if not pack_f32(x.reshape(-1).view(np.uint32), n, out):
+        return None
+    return out[:size].reshape(x.shape[:-1] + (packed_length(n),))
 
 
 def _capture_cuda(key: str, t: Any, step: int, call: int, now: float, name: str,
@@ -196,15 +227,19 @@ def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared
             return Prepared("bits", frame.data.numpy(), frame.dtype, frame.shape)
         if frame.flag is not None:  # not binary after all: fetch the values
             frame.data = frame.source.to("cpu")
-    data = frame.data
-    if isinstance(data, np.ndarray):
-        arr = data
-    else:
-        arr, _ = _tensor_to_numpy(data)
     # A binary record arriving while the stream's open segment is raw (same
     # shape and dtype) stays raw: switching would open a segment per record
     # for streams that are only sometimes 0/1 (rates, a silent layer's v).
     want = "raw" if keep_raw and frame.encoding == "auto" else frame.encoding
+    data = frame.data
+    if frame.packed:
+        if want != "raw":
+            return Prepared("bits", data, frame.dtype, frame.shape)
+        data = unpack_bits(data, frame.shape[-1], frame.dtype)  # exact: every value was 0 or 1
+    if isinstance(data, np.ndarray):
+        arr = data
+    else:
+        arr, _ = _tensor_to_numpy(data)
     packed = None
     # bfloat16 travels as uint16; its 1.0 is 0x3F80, checked via the uint view below.
     if want != "raw":
