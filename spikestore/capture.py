@@ -132,8 +132,9 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
     if t.dtype == torch.float32 and encoding != "raw" and t.dim() > 0 and t.numel() > 0:
         packed = _pack_now(t)
         if packed is not None:
-            return Frame(key, step, call, now, packed, name, shape, packed.nbytes, encoding,
-                         packed=True)
+            # Counted at the float size: the queue bound also bounds the writer's
+            # lag (what a crash loses), which 32x smaller frames would stretch.
+            return Frame(key, step, call, now, packed, name, shape, nbytes, encoding, packed=True)
         if encoding == "auto":
             encoding = "raw"  # checked: not binary, the writer need not look again
     if copy:

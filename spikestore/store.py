@@ -72,7 +72,10 @@ class Store:
     metadata
         JSON-serialisable run metadata stored in the root document.
     max_pending_bytes
-        Bound on record bytes handed over but not yet written (default 256 MiB).
+        Bound on record bytes handed over but not yet written (default 256 MiB),
+        counted at their size as handed over: float32 spikes count 4 bytes a
+        value though they wait bit-packed (1/32 of that), so the bound also
+        limits how far the writer may fall behind, which is what a crash can lose.
     on_full
         What ``append`` does when that bound is reached: ``"block"``
         (default; nothing is lost) or ``"drop"`` (drop and count).
