@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types, uint8, uint32, uint64
+from numba import njit, types, uint32, uint64
 from numba.extending import intrinsic
 
 __all__ = ["gaps8", "pack_f32", "popcount"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import struct
@@ -21,7 +20,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from spikingjelly.activation_based import neuron
-from test_crash import WRITER, expected
+from test_crash import check_flushed_prefix, expected, kill_writer_after
 from test_monitor import deep_net, run_steps
 from test_store import record_streams
 
@@ -368,41 +367,18 @@ def test_a_reader_in_the_writers_process_follows_a_writer_thread(tmp_path):
 def test_sigkill_leaves_every_flushed_record_bit_exact(tmp_path, trial, monkeypatch):
     monkeypatch.setattr(h5backend, "WINDOW_WAIT_S", 0.3)
     path = tmp_path / "crash.h5"
-    script = tmp_path / "writer.py"
-    script.write_text(WRITER)
-    proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True)
-    flushed = int(proc.stdout.readline())
-    deadline = time.monotonic() + 0.05 + (trial + 0.5) * 0.4
-    os.set_blocking(proc.stdout.fileno(), False)
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line:
-            flushed = int(line)
-        else:
-            time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    for line in proc.stdout.read().split():
-        flushed = int(line)
+    flushed = kill_writer_after(path, 0.05 + (trial + 0.5) * 0.4)
     # HDF5 usually still says "open for write" here (spikestore copes); a kill
     # inside a structure window, between close and reopen, leaves the flags
     # clear, so they are not asserted.
 
     run = spikestore.open(path)
     assert run.writer["status"] == "open"
-    a, v = run["output/a"], run["v/a"]
-    assert len(a) >= sum(1 for i in range(flushed) if i % 3 != 2)
-    assert len(v) >= sum(1 for i in range(flushed) if i % 3 == 2)
-    horizon = 3 * (len(a) + len(v)) + 3
-    assert a.steps.tolist() == [i for i in range(horizon) if i % 3 != 2][: len(a)]
-    assert v.steps.tolist() == [i for i in range(horizon) if i % 3 == 2][: len(v)]
-    for s in (a, v):
-        for j, step in enumerate(s.steps):
-            np.testing.assert_array_equal(s[j], expected(int(step)))
+    a, last = check_flushed_prefix(run, flushed)
     run.close()
 
     with spikestore.Store(path, mode="a") as store:  # clears HDF5's writer flags
-        assert store.step == max(a.steps[-1], v.steps[-1]) + 1
+        assert store.step == last + 1
         store.append("output/a", expected(0))
     assert _flags(path) == 0
     assert len(spikestore.open(path)["output/a"]) == len(a) + 1
