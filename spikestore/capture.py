@@ -129,7 +129,7 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
     if t.device.type != "cpu":
         t = t.to("cpu")
         copy = False
-    if t.dtype == torch.float32 and encoding != "raw" and t.dim() > 0 and t.numel() > 0:
+    if _KERNELS and t.dtype == torch.float32 and encoding != "raw" and t.dim() > 0 and t.numel() > 0:
         packed = _pack_now(t)
         if packed is not None:
             # Counted at the float size: the queue bound also bounds the writer's
@@ -148,8 +148,6 @@ def _pack_now(t: Any) -> np.ndarray | None:
     from ._kernels import pack_f32
     from .packing import packed_length
 
-    if not _KERNELS:
-        return None
     x = t.contiguous().numpy()
     n = x.shape[-1]
     size = x.size // n * packed_length(n)

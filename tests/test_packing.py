@@ -57,3 +57,34 @@ def test_torch_packing_matches_numpy(dtype):
     if dtype != torch.bool:
         bad[0, 0, 0] = 2
         assert not bool(pack_torch(bad)[1])
+
+
+@pytest.mark.parametrize("shape", [(3, 28), (5, 64), (2, 3, 13), (7,)])
+def test_numpy_fallback_packs_float32_like_the_compiled_kernel(monkeypatch, shape):
+    """Big-endian hosts take the numpy path: it must agree with the kernel, binary or not."""
+    from spikestore import packing
+
+    x = (np.random.default_rng(3).random(shape) < 0.3).astype(np.float32)
+    fast = pack_if_binary(x).copy()
+    y = x.copy()
+    y.reshape(-1)[-1] = 0.5
+    monkeypatch.setattr(packing, "_KERNELS", False)
+    np.testing.assert_array_equal(pack_if_binary(x), fast)
+    assert pack_if_binary(y) is None
+
+
+def test_store_round_trip_without_compiled_kernels(monkeypatch, tmp_path):
+    """With the kernels off, the writer packs what the hook no longer does."""
+    import spikestore
+    from spikestore import capture, packing, spike_codec
+
+    for mod in (capture, packing, spike_codec):
+        monkeypatch.setattr(mod, "_KERNELS", False)
+    x = (torch.rand(4, 3, 28) < 0.05).float()
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        store.append("output/l", x)
+        store.append("v/l", x + 0.5)
+    run = spikestore.open(tmp_path / "s.zarr")
+    assert run["output/l"].segments[0].encoding == "bits"
+    np.testing.assert_array_equal(run["output/l"][0], x.numpy())
+    np.testing.assert_array_equal(run["v/l"][0], (x + 0.5).numpy())
