@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import ArraySpec, Backend
+from .backends.base import ArrayNameTaken, ArraySpec, Backend
 from .capture import Prepared
 from .codecs import ChunkCodec, codec_from_config
 from .format import INDEX_ARRAYS, new_stream_doc, segment_array_name, stream_node
@@ -28,6 +28,8 @@ __all__ = ["StreamWriter"]
 #: Records per chunk of the step/call/time index arrays.
 INDEX_CHUNK_RECORDS = 16384
 _MAX_CHUNK_RECORDS = 1 << 16
+#: Segment names a resumed writer may skip because a crash left them damaged.
+_MAX_SKIPPED_NAMES = 16
 
 
 class _Segment:
@@ -212,15 +214,29 @@ class StreamWriter:
                 seg.write_partial(self.backend)
                 self.closed_segments.append(seg.doc() | {"count": seg.count})
                 self._unsized.append((seg.node, seg.count))
-            number = len(self.closed_segments)
-            seg = self.segment = _Segment(self.backend, self.node, number, self.count, p,
-                                          self.chunk_bytes, self.level)
-            self.backend.create_array(seg.node, seg.spec())
+            seg = self.segment = self._new_segment(p)
         before = seg.written
         seg.add(self.backend, p.stored)
         self.index.add(self.backend, step, call, t)
         if seg.written != before:
             self.dirty = True
+
+    def _new_segment(self, p: Prepared) -> _Segment:
+        # Numbers follow the last segment's; one whose name a crash left
+        # unusable is skipped (readers go by each segment's "array" name).
+        last = self.closed_segments[-1]["array"] if self.closed_segments else None
+        number = int(last[3:]) + 1 if last else 0
+        for attempt in range(_MAX_SKIPPED_NAMES + 1):
+            seg = _Segment(self.backend, self.node, number + attempt, self.count, p,
+                           self.chunk_bytes, self.level)
+            try:
+                self.backend.create_array(seg.node, seg.spec())
+            except ArrayNameTaken:
+                if attempt == _MAX_SKIPPED_NAMES:
+                    raise
+                continue
+            return seg
+        raise AssertionError("unreachable")  # the last attempt re-raises
 
     def commit(self, *, partial: bool) -> None:
         """Publish what is on disk: data, then index, then metadata.

@@ -386,3 +386,26 @@ def test_lossy_precision_on_integers_is_refused(tmp_path):
     with spikestore.Store(tmp_path / "i.zarr") as store:
         with pytest.raises(InvalidValueError, match="v/int"):
             store.append("v/int", np.arange(10) * 3, precision="bf16")
+
+
+def test_a_segment_name_left_unusable_by_a_crash_is_skipped(tmp_path, monkeypatch):
+    """HDF5 may be unable to delete an array a SIGKILL cut short: the writer takes the next name."""
+    from spikestore.backends.base import ArrayNameTaken
+    from spikestore.backends.zarr import ZarrBackend
+
+    orig = ZarrBackend.create_array
+
+    def create_array(self, node, spec):
+        if node.endswith("/seg000001"):
+            raise ArrayNameTaken(node)
+        orig(self, node, spec)
+
+    monkeypatch.setattr(ZarrBackend, "create_array", create_array)
+    records = [np.zeros((2, 3), np.float32), np.ones((4,), np.float32), np.full((1,), 2.5, np.float32)]
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        for r in records:
+            store.append("v/x", r)
+    s = spikestore.open(tmp_path / "s.zarr")["v/x"]
+    assert [seg.doc["array"] for seg in s.segments] == ["seg000000", "seg000002", "seg000003"]
+    for i, r in enumerate(records):
+        np.testing.assert_array_equal(s[i], r)

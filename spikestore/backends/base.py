@@ -10,7 +10,14 @@ import numpy as np
 
 from ..codecs import ChunkCodec
 
-__all__ = ["ArraySpec", "Backend"]
+__all__ = ["ArraySpec", "ArrayNameTaken", "Backend"]
+
+
+
+class ArrayNameTaken(Exception):
+    """Raised by ``create_array`` when a crash left an array under that name
+    that cannot be removed (HDF5 metadata cut short by the kill); the writer
+    then takes the next segment number."""
 
 
 @dataclass(frozen=True)

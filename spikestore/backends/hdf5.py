@@ -56,7 +56,7 @@ from h5py import h5a
 from ..codecs import ChunkCodec, codec_for, index_codec
 from ..errors import FormatError, ReadOnlyError, StoreInUseError
 from ..format import ATTRS_KEY
-from .base import ArraySpec
+from .base import ArrayNameTaken, ArraySpec
 
 __all__ = ["WINDOW_WAIT_S", "HDF5Backend", "clear_writer_flags"]
 
@@ -653,7 +653,10 @@ class HDF5Backend:
         maxshape = (None, *(None if d == 0 else d for d in spec.record_shape))
         with self._handle.lock, self._timed(), self._structure() as f:
             if node in f:  # left by a writer that died before committing it
-                del f[node]
+                try:
+                    del f[node]
+                except (KeyError, RuntimeError, OSError) as exc:  # its link was cut short by the kill
+                    raise ArrayNameTaken(node) from exc
             f.create_dataset(node, shape=(0, *spec.record_shape), maxshape=maxshape, chunks=chunks,
                              dtype=spec.dtype, track_times=False, **_filters(spec.codec))
 
