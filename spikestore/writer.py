@@ -17,13 +17,12 @@ import threading
 import time
 import warnings
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .assembly import StreamWriter
 from .backends.base import Backend
-from .capture import Frame, Prepared, check_intact, prepare
+from .capture import Frame, check_intact, prepare
 from .errors import InvalidArgumentError, StoreClosedError, WriterError
 from .format import now_iso, validate_doc
 from .packing import Packer
@@ -167,11 +166,7 @@ class Writer:
         self._queue = _ByteQueue(max_pending_bytes)
         self._resume_docs = dict(streams or {})
         self._streams: dict[str, StreamWriter] = {}
-        # Two packers: the helper packs frame i + 1 into one while this
-        # thread still copies frame i's packed bits out of the other.
-        self._packers = (Packer(), Packer())
-        self._helper = ThreadPoolExecutor(1, thread_name_prefix="spikestore-packer",
-                                          initializer=_lower_priority)
+        self._packer = Packer()
         self._error: BaseException | None = None
         self._closed = False
         self.dropped = root_doc["writer"]["dropped"]
@@ -267,12 +262,9 @@ class Writer:
             while True:
                 items = self._queue.take_all(timeout=self._until(last_commit, last_publish))
                 stop = False
-                ahead: dict[int, Future[Prepared]] = {}
-                for i, item in enumerate(items):
+                for item in items:
                     if isinstance(item, Frame):
-                        self._prepare_ahead(items, i, ahead)
-                        self._prepare_ahead(items, i + 1, ahead)
-                        self._write_frame(item, ahead.pop(i))
+                        self._write_frame(item)
                         # A writer that falls behind still commits on time.
                         if time.monotonic() - last_commit >= self.flush_interval:
                             self._commit_all(partial=True)
@@ -301,29 +293,6 @@ class Writer:
             self._error = exc
             _log.debug("spikestore writer failed", exc_info=exc)
             self._queue.kill()
-        finally:
-            self._helper.shutdown(wait=True, cancel_futures=True)
-
-    def _prepare_ahead(self, items: list[Any], i: int, ahead: dict[int, Future[Prepared]]) -> None:
-        """Start packing ``items[i]`` on the helper thread, if it is a frame not yet started.
-
-        Packing (one pass over the record) then overlaps with encoding and
-        writing the previous frame, which halves the time a backlog takes
-        to drain on a machine with a free core. The helper assumes the
-        record may be packed; :meth:`_write_frame` redoes the rare record
-        that its stream's open raw segment must keep raw.
-        """
-        if i >= len(items) or i in ahead or not isinstance(items[i], Frame):
-            return
-        try:
-            ahead[i] = self._helper.submit(prepare, items[i], self._packers[i % 2])
-        except RuntimeError:  # interpreter shutdown: no new threads, pack here
-            done: Future[Prepared] = Future()
-            try:
-                done.set_result(prepare(items[i], self._packers[i % 2]))
-            except BaseException as exc:  # noqa: BLE001 - re-raised by result()
-                done.set_exception(exc)
-            ahead[i] = done
 
     def _until(self, last_commit: float, last_publish: float) -> float:
         now = time.monotonic()
@@ -344,13 +313,11 @@ class Writer:
                 self._write_root()
         return sw
 
-    def _write_frame(self, frame: Frame, packed: Future[Prepared]) -> None:
+    def _write_frame(self, frame: Frame) -> None:
         try:
             sw = self._stream(frame.key)
-            prepared = packed.result()
-            if prepared.encoding == "bits" and frame.encoding == "auto" and sw.raw_segment_fits(
-                    frame.shape, frame.dtype, frame.extra.get("precision")):
-                prepared = prepare(frame, Packer(), keep_raw=True)  # (raw: packs nothing)
+            prepared = prepare(frame, self._packer, keep_raw=sw.raw_segment_fits(
+                frame.shape, frame.dtype, frame.extra.get("precision")))
             sw.add(prepared, frame.step, frame.call, frame.time)
             check_intact(frame)
         finally:

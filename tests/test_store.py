@@ -233,9 +233,9 @@ def test_in_place_modification_after_capture_is_reported(tmp_path):
     gate = __import__("threading").Event()
     orig = writer._write_frame
 
-    def slow(frame, packed):
+    def slow(frame):
         gate.wait(5)
-        orig(frame, packed)
+        orig(frame)
 
     writer._write_frame = slow
     store.append("v/1", t)
@@ -273,7 +273,7 @@ def test_drop_policy_counts_and_warns(tmp_path):
     store = spikestore.Store(path, max_pending_bytes=1000, on_full="drop")
     gate = __import__("threading").Event()
     orig = store._writer._write_frame
-    store._writer._write_frame = lambda f, p: (gate.wait(5), orig(f, p))
+    store._writer._write_frame = lambda f: (gate.wait(5), orig(f))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = [store.append("v/1", np.zeros(100)) for _ in range(5)]
