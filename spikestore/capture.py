@@ -16,13 +16,13 @@ event, so the training thread never synchronises.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from . import packing
 from .errors import InPlaceModificationError, InvalidValueError
 from .packing import Packer, unpack_bits
 from .precision import apply_precision
@@ -30,7 +30,6 @@ from .precision import apply_precision
 __all__ = ["Frame", "Prepared", "capture", "check_intact", "prepare"]
 
 _NUMERIC_KINDS = "biufc"
-_KERNELS = sys.byteorder == "little"  # the compiled packer reads native words
 
 
 @dataclass(slots=True)
@@ -129,7 +128,7 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
     if t.device.type != "cpu":
         t = t.to("cpu")
         copy = False
-    if _KERNELS and t.dtype == torch.float32 and encoding != "raw" and t.dim() > 0 and t.numel() > 0:
+    if packing.KERNELS and t.dtype == torch.float32 and encoding != "raw" and t.dim() > 0 and t.numel() > 0:
         packed = _pack_now(t)
         if packed is not None:
             # Counted at the float size: the queue bound also bounds the writer's
@@ -145,16 +144,8 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
 
 def _pack_now(t: Any) -> np.ndarray | None:
     """Pack a float32 CPU tensor on the calling thread, or ``None`` if it is not binary."""
-    from ._kernels import pack_f32
-    from .packing import packed_length
-
     x = t.contiguous().numpy()
-    n = x.shape[-1]
-    size = x.size // n * packed_length(n)
-    out = np.empty(size + 8, dtype=np.uint8)
-    if not pack_f32(x.reshape(-1).view(np.uint32), n, out):
-        return None
-    return out[:size].reshape(x.shape[:-1] + (packed_length(n),))
+    return packing.pack_float32(x, np.empty(packing.packed_nbytes(x.shape) + 8, dtype=np.uint8))
 
 
 def _capture_cuda(key: str, t: Any, step: int, call: int, now: float, name: str,

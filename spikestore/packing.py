@@ -19,7 +19,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BIT_ORDER", "Packer", "pack_if_binary", "pack_torch", "packed_length", "unpack_bits"]
+__all__ = ["BIT_ORDER", "KERNELS", "Packer", "pack_float32", "pack_if_binary", "pack_torch", "packed_length",
+           "packed_nbytes", "unpack_bits"]
 
 BIT_ORDER = "little"
 
@@ -30,13 +31,35 @@ _SHIFT = np.uint64(56)
 # Quick rejection of obviously non-binary records (voltages, gradients)
 # before the full passes.
 _SAMPLE = 256
-# The compiled kernels read words in native byte order.
-_KERNELS = sys.byteorder == "little"
+#: Whether the compiled kernels of :mod:`spikestore._kernels` may be used:
+#: they read words in native byte order. Elsewhere numpy does their work.
+KERNELS = sys.byteorder == "little"
 
 
 def packed_length(n: int) -> int:
     """Bytes needed to pack ``n`` values."""
     return (n + 7) // 8
+
+
+def packed_nbytes(shape: tuple[int, ...]) -> int:
+    """Bytes of a record of ``shape`` packed along its last axis."""
+    n = shape[-1]
+    return int(np.prod(shape[:-1], dtype=np.int64)) * packed_length(n)
+
+
+def pack_float32(x: np.ndarray, out: np.ndarray) -> np.ndarray | None:
+    """Check and pack a C-contiguous float32 record in one compiled pass (needs :data:`KERNELS`).
+
+    ``out`` is ``uint8`` with room for ``packed_nbytes(x.shape) + 8`` bytes
+    (the kernel's last 8 are scratch); the result is a view of it, or
+    ``None`` when ``x`` is not binary.
+    """
+    from ._kernels import pack_f32
+
+    n = x.shape[-1]
+    if not pack_f32(x.reshape(-1).view(np.uint32), n, out):
+        return None
+    return out[: packed_nbytes(x.shape)].reshape(x.shape[:-1] + (packed_length(n),))
 
 
 def _uint_view(x: np.ndarray) -> np.ndarray | None:
@@ -103,8 +126,11 @@ class Packer:
         if x.ndim == 0 or x.size == 0:
             return None
         x = np.ascontiguousarray(x)
-        if _KERNELS and x.dtype == np.float32:
-            return self._pack_f32(x)
+        if KERNELS and x.dtype == np.float32:
+            size = packed_nbytes(x.shape) + 8
+            if self._out.size < size:
+                self._out = np.empty(size, dtype=np.uint8)
+            return pack_float32(x, self._out)
         if x.dtype != np.bool_:
             flat = x.reshape(-1)[:_SAMPLE]
             if not _mask_into(flat, np.empty(flat.shape, np.bool_)):
@@ -119,18 +145,6 @@ class Packer:
         np.multiply(mask.view(np.uint64), _GATHER, out=words)
         words >>= _SHIFT
         return words.astype(np.uint8)
-
-    def _pack_f32(self, x: np.ndarray) -> np.ndarray | None:
-        """The compiled one-pass check-and-pack of float32 records (the common case)."""
-        from ._kernels import pack_f32
-
-        n = x.shape[-1]
-        size = x.size // n * packed_length(n)
-        if self._out.size < size + 8:
-            self._out = np.empty(size + 8, dtype=np.uint8)
-        if not pack_f32(x.reshape(-1).view(np.uint32), n, self._out):
-            return None
-        return self._out[:size].reshape(x.shape[:-1] + (packed_length(n),))
 
 
 def pack_if_binary(x: np.ndarray) -> np.ndarray | None:

@@ -40,13 +40,14 @@ once spikestore is installed.
 from __future__ import annotations
 
 import struct
-import sys
 from typing import Any
 
 import numpy as np
 from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray
 from numcodecs.zstd import Zstd
+
+from . import packing
 
 __all__ = ["CODEC_ID", "SpikeCodec", "decode_spikes", "encode_spikes"]
 
@@ -68,8 +69,6 @@ _GAPS8_BAND = (0.012, 0.15)
 _PCODEC_BELOW = 0.012
 # Chunks of at most this many bytes try every mode (and both bit numberings).
 _TRY_ALL_BELOW = 1024
-# The compiled kernels read words in native byte order.
-_KERNELS = sys.byteorder == "little"
 
 
 def spike_positions(packed: np.ndarray) -> np.ndarray:
@@ -168,7 +167,7 @@ def _gap_modes(buf: np.ndarray, rows: _RowMap | None, ones: int, zstd: Zstd, *, 
 def _count_ones(buf: np.ndarray) -> int:
     if not buf.size:
         return 0
-    if _KERNELS:
+    if packing.KERNELS:
         from ._kernels import popcount
 
         return int(popcount(buf))
@@ -182,7 +181,7 @@ def _gap_bytes(buf: np.ndarray, rows: _RowMap | None,
     Gaps count the real bits of ``rows`` only; ``None`` when a spike sits
     in a row's padding (the caller then numbers every bit).
     """
-    if _KERNELS:
+    if packing.KERNELS:
         from ._kernels import gaps8
 
         small = np.empty(ones, dtype=np.uint8)

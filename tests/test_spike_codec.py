@@ -145,13 +145,13 @@ def test_plain_zarr_decodes_what_spikestore_reads(tmp_path):
 @pytest.mark.parametrize("row_bits", [None, 28, 13])
 @pytest.mark.parametrize("p", [0.005, 0.05, 0.15])
 def test_compiled_and_numpy_gap_coders_write_the_same_bytes(monkeypatch, row_bits, p):
-    from spikestore import spike_codec
+    from spikestore import packing
 
     rows = np.random.default_rng(7).random((300, row_bits or 64)) < p
     packed = np.packbits(rows, axis=-1, bitorder="little")
     if row_bits == 13:
         packed[5, -1] |= 0x80  # a set padding bit: both must fall back to numbering every bit
     fast = encode_spikes(packed, 1, row_bits)
-    monkeypatch.setattr(spike_codec, "_KERNELS", False)
+    monkeypatch.setattr(packing, "KERNELS", False)
     assert encode_spikes(packed, 1, row_bits) == fast
     np.testing.assert_array_equal(decode_spikes(fast).reshape(packed.shape), packed)
