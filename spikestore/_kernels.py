@@ -104,32 +104,26 @@ def _load64(typingctx, arr, i):  # type: ignore[no-untyped-def]
     return sig, codegen
 
 
-@intrinsic
-def _store64(typingctx, arr, i, v):  # type: ignore[no-untyped-def]
-    """Store uint64 ``v`` little endian into bytes ``arr[i:i+8]`` (unaligned)."""
-    sig = types.void(arr, i, v)
+def _unaligned_store(bits: int):  # type: ignore[no-untyped-def]
+    """An intrinsic storing an unsigned ``bits``-bit ``v`` little endian into bytes ``arr[i:]``."""
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.bitcast(builder.gep(a.data, [args[1]]), ir.IntType(64).as_pointer())
-        builder.store(args[2], ptr, align=1)
-        return context.get_dummy_value()
+    @intrinsic
+    def store(typingctx, arr, i, v):  # type: ignore[no-untyped-def]
+        sig = types.void(arr, i, v)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            a = context.make_array(signature.args[0])(context, builder, args[0])
+            ptr = builder.bitcast(builder.gep(a.data, [args[1]]), ir.IntType(bits).as_pointer())
+            builder.store(args[2], ptr, align=1)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return store
 
 
-@intrinsic
-def _store32(typingctx, arr, i, v):  # type: ignore[no-untyped-def]
-    """Store uint32 ``v`` little endian into bytes ``arr[i:i+4]`` (unaligned)."""
-    sig = types.void(arr, i, v)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        ptr = builder.bitcast(builder.gep(a.data, [args[1]]), ir.IntType(32).as_pointer())
-        builder.store(args[2], ptr, align=1)
-        return context.get_dummy_value()
-
-    return sig, codegen
+_store32 = _unaligned_store(32)
+_store64 = _unaligned_store(64)
 
 
 @njit(nogil=True, cache=True, boundscheck=False, inline="always")

@@ -225,18 +225,17 @@ class StreamWriter:
         # Numbers follow the last segment's; one whose name a crash left
         # unusable is skipped (readers go by each segment's "array" name).
         last = self.closed_segments[-1]["array"] if self.closed_segments else None
-        number = int(last[3:]) + 1 if last else 0
-        for attempt in range(_MAX_SKIPPED_NAMES + 1):
-            seg = _Segment(self.backend, self.node, number + attempt, self.count, p,
-                           self.chunk_bytes, self.level)
+        first = int(last[3:]) + 1 if last else 0
+        number = first
+        while True:
+            seg = _Segment(self.backend, self.node, number, self.count, p, self.chunk_bytes, self.level)
             try:
                 self.backend.create_array(seg.node, seg.spec())
+                return seg
             except ArrayNameTaken:
-                if attempt == _MAX_SKIPPED_NAMES:
+                if number - first == _MAX_SKIPPED_NAMES:
                     raise
-                continue
-            return seg
-        raise AssertionError("unreachable")  # the last attempt re-raises
+                number += 1
 
     def commit(self, *, partial: bool) -> None:
         """Publish what is on disk: data, then index, then metadata.
