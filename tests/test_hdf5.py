@@ -21,6 +21,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from spikingjelly.activation_based import neuron
 from test_crash import check_flushed_prefix, expected, kill_writer_after
+from test_docs_format import write_example_store
 from test_monitor import deep_net, run_steps
 from test_store import record_streams
 
@@ -169,14 +170,7 @@ np.savez(sys.argv[2], **out)
 
 def test_the_documented_plain_h5py_reader_gets_the_same_records(tmp_path):
     path = tmp_path / "plain.h5"
-    g = torch.Generator().manual_seed(0)
-    with spikestore.Store(path, chunk_bytes=300) as st:
-        for step in range(7):
-            st.set_step(step)
-            st.append("output/fc1", (torch.rand(8, 4, 10 if step < 5 else 9, generator=g) < .2).float())
-            st.append("v_seq/fc1", torch.rand(8, 4, 10, generator=g))
-            st.append("v_seq/", torch.rand(()).item())
-            st.append("output/a/b", torch.rand(3, 17, generator=g) < .5)
+    write_example_store(path)
     script = tmp_path / "plain.py"
     reader = _documented_reader().replace('PATH = "run.h5"', f"PATH = {str(path)!r}")
     script.write_text(PLAIN.format(reader=reader))
