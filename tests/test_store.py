@@ -186,6 +186,7 @@ def test_root_document_records_metadata_versions_and_status(tmp_path):
     assert root["metadata"] == {"model": "cnn", "T": 8}
     assert root["writer"]["status"] == "closed" and root["writer"]["dropped"] == 0
     assert root["versions"]["numpy"] == np.__version__
+    assert root["versions"]["numba"] == __import__("numba").__version__  # its kernels write the packed bits
     with pytest.raises(InvalidArgumentError, match="JSON"):
         spikestore.Store(tmp_path / "m.zarr", metadata={"f": object()})
 
@@ -409,3 +410,24 @@ def test_a_segment_name_left_unusable_by_a_crash_is_skipped(tmp_path, monkeypatc
     assert [seg.doc["array"] for seg in s.segments] == ["seg000000", "seg000002", "seg000003"]
     for i, r in enumerate(records):
         np.testing.assert_array_equal(s[i], r)
+
+
+def test_binary_float32_is_packed_in_the_hook(tmp_path):
+    """What is stored is what append saw, even if the tensor changes right after;
+    the frame holds packed bits but counts its float size against the queue bound."""
+    from spikestore.capture import capture
+
+    x = (torch.rand(3, 28) < 0.3).float()
+    frame = capture("output/1", x, 0, 0)
+    assert frame.packed and frame.source is None
+    assert frame.data.nbytes == 3 * 4 and frame.nbytes == x.numel() * 4
+    store = spikestore.Store(tmp_path / "s.zarr")
+    gate = __import__("threading").Event()
+    orig = store._writer._write_frame
+    store._writer._write_frame = lambda f: (gate.wait(5), orig(f))
+    want = x.clone()
+    store.append("output/1", x)
+    x.fill_(1.0)  # in place, before the writer has looked at it
+    gate.set()
+    store.close()
+    np.testing.assert_array_equal(spikestore.open(tmp_path / "s.zarr")["output/1"][0], want.numpy())

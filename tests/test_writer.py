@@ -113,3 +113,21 @@ def test_bug_in_the_writer_thread_surfaces_too(tmp_path, monkeypatch):
     with pytest.raises(WriterError) as info:
         store.close()
     assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+
+def test_full_chunks_are_published_within_a_second_without_a_flush(tmp_path):
+    """Readers see full chunks about once a second, long before the flush interval."""
+    import time
+
+    path = tmp_path / "s.zarr"
+    with spikestore.Store(path, flush_interval=3600, chunk_bytes=64) as store:
+        for i in range(10):  # 8-byte packed records: 8 per chunk, so one full chunk at least
+            store.set_step(i)
+            store.append("output/1", torch.ones(64))
+        deadline = time.monotonic() + 5
+        seen = 0
+        while time.monotonic() < deadline and seen == 0:
+            time.sleep(0.1)
+            run = spikestore.open(path)
+            seen = len(run["output/1"]) if "output/1" in run.streams else 0
+        assert seen == 8  # the full chunk only: the partial one waits for a flush
