@@ -130,13 +130,19 @@ class ZarrBackend:
         return meta.get("attributes", {}).get(ATTRS_KEY)
 
     def write_doc(self, node: str, doc: Any) -> None:
-        if node:
-            parent = node.rsplit("/", 1)[0] if "/" in node else ""
-            if parent and parent not in self._array_meta and self._get(_key(parent, _META)) is None:
-                self._set(_key(parent, _META), json.dumps(
-                    {"zarr_format": 3, "node_type": "group", "attributes": {}}).encode())
+        self._ensure_parent_group(node)
         body = {"zarr_format": 3, "node_type": "group", "attributes": {ATTRS_KEY: doc}}
         self._set(_key(node, _META), json.dumps(body, allow_nan=False).encode())
+
+    def _ensure_parent_group(self, node: str) -> None:
+        """Give ``node``'s parent (a quantity group) its ``zarr.json`` if it has none yet."""
+        parent = node.rsplit("/", 1)[0] if "/" in node else ""
+        if not parent or parent in self._groups:
+            return
+        if self._get(_key(parent, _META)) is None:
+            self._set(_key(parent, _META), json.dumps(
+                {"zarr_format": 3, "node_type": "group", "attributes": {}}).encode())
+        self._groups.add(parent)
 
     def create_array(self, node: str, spec: ArraySpec) -> None:
         # The zarr.json is built by zarr's own metadata class, so it is the
@@ -149,11 +155,7 @@ class ZarrBackend:
         if os.path.isdir(folder):  # a leftover of a crash: start empty, as overwrite=True does
             shutil.rmtree(folder)
             self._dirs = {d for d in self._dirs if not (d == folder or d.startswith(folder + os.sep))}
-        parent = node.rsplit("/", 1)[0] if "/" in node else ""
-        if parent and parent not in self._groups and self._get(_key(parent, _META)) is None:
-            self._set(_key(parent, _META), json.dumps(
-                {"zarr_format": 3, "node_type": "group", "attributes": {}}).encode())
-        self._groups.add(parent)
+        self._ensure_parent_group(node)
         meta = json.loads(template)
         self._set(_key(node, _META), template.encode())
         self._array_meta[node] = meta
