@@ -30,7 +30,8 @@ def test_array_metadata_is_what_zarr_create_array_writes(tmp_path: Path, encodin
     backend.create_array("g/a", spec)
     zarr.create_array(store=str(tmp_path / "theirs"), name="g/a", shape=(0, *record_shape),
                       chunks=(records, *(max(1, d) for d in record_shape)), dtype=dtype,
-                      compressors=codec.zarr_compressors(), fill_value=0)
+                      compressors=codec.zarr_compressors(), fill_value=0,
+                      chunk_key_encoding={"name": "default", "separator": "."})
     ours = json.loads((tmp_path / "ours/g/a/zarr.json").read_text())
     theirs = json.loads((tmp_path / "theirs/g/a/zarr.json").read_text())
     assert ours == theirs
@@ -47,6 +48,32 @@ def test_chunks_written_directly_read_back_through_zarr(tmp_path: Path) -> None:
     backend.set_length("a", 4)
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "s/a", mode="r")[:], data)
     assert not list((tmp_path / "s").rglob("*.partial"))  # no temporary file left behind
+
+
+def test_chunks_of_nd_arrays_sit_in_the_array_folder(tmp_path: Path) -> None:
+    codec = codec_for("raw", np.dtype("float32"), record_bytes=10**6)
+    backend = ZarrBackend(tmp_path / "s", writable=True)
+    backend.create_array("a", ArraySpec((2, 3, 4), np.dtype("float32"), 1, codec))
+    for i in range(3):
+        backend.write_chunk("a", i, codec.encode(np.full((1, 2, 3, 4), i, np.float32)))
+    backend.set_length("a", 3)
+    assert sorted(p.name for p in (tmp_path / "s/a").iterdir()) == ["c.0.0.0.0", "c.1.0.0.0", "c.2.0.0.0",
+                                                                  "zarr.json"]
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "s/a", mode="r")[:, 0, 0, 0], [0, 1, 2])
+
+
+def test_chunks_of_stores_with_nested_keys_still_read(tmp_path: Path) -> None:
+    # Stores written before chunk keys used "." have "c/<i>/0/0" keys; the
+    # key follows each array's own zarr.json.
+    data = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+    codec = codec_for("raw", np.dtype("float32"), record_bytes=10**6)
+    arr = zarr.create_array(store=str(tmp_path / "s"), name="a", shape=data.shape, chunks=(1, 2, 2),
+                            dtype="float32", compressors=codec.zarr_compressors(), fill_value=0,
+                            chunk_key_encoding={"name": "default", "separator": "/"})
+    arr[:] = data
+    assert (tmp_path / "s/a/c/2/0/0").is_file()
+    backend = ZarrBackend(tmp_path / "s", writable=False)
+    np.testing.assert_array_equal(codec.decode(backend.read_chunk("a", 2), (1, 2, 2), "float32")[0], data[2])
 
 
 def test_recreating_an_array_drops_chunks_left_by_a_crash(tmp_path: Path) -> None:

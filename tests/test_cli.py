@@ -39,8 +39,8 @@ def test_info(store):
 def test_verify_intact_and_damaged(store):
     r = cli("verify", str(store))
     assert r.returncode == 0 and "intact" in r.stdout
-    (store / "output/fc/seg000000/c/1/0/0/0").unlink()
-    chunk = store / "v/fc/seg000000/c/0/0/0/0"
+    (store / "output/fc/seg000000/c.1.0.0.0").unlink()
+    chunk = store / "v/fc/seg000000/c.0.0.0.0"
     raw = bytearray(chunk.read_bytes())
     raw[-1] ^= 0xFF
     chunk.write_bytes(bytes(raw))

@@ -34,7 +34,7 @@ def test_indexing_forms(tmp_path):
 
 def test_a_missing_chunk_inside_the_committed_range_is_damage(tmp_path):
     path = _write(tmp_path / "s.zarr")
-    (path / "output/x/seg000000/c/1/0").unlink()
+    (path / "output/x/seg000000/c.1.0").unlink()
     s = spikestore.open(path)["output/x"]
     s[0]
     with pytest.raises(DamagedStoreError, match="chunk 1 .*missing"):
@@ -43,7 +43,7 @@ def test_a_missing_chunk_inside_the_committed_range_is_damage(tmp_path):
 
 def test_a_corrupt_chunk_fails_its_checksum(tmp_path):
     path = _write(tmp_path / "s.zarr")
-    chunk = path / "output/x/seg000000/c/0/0"
+    chunk = path / "output/x/seg000000/c.0.0"
     raw = bytearray(chunk.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     chunk.write_bytes(bytes(raw))
