@@ -7,8 +7,9 @@ These kernels do each job in one pass, release the GIL while they run, and
 compile once per machine (``cache=True``).
 
 * :func:`pack_f32` checks and packs a float32 record: 32 values at a time are
-  compared as a vector and their results gathered into a 32-bit mask (AVX2's
-  ``vmovmskps`` on x86), close to the speed of reading the record at all.
+  compared as vectors and their results gathered into a 32-bit mask (AVX2's
+  ``vmovmskps`` on x86) while the next lines are prefetched, at the speed of
+  reading the record at all.
 * :func:`gaps8` turns a packed chunk into the spike codec's gap bytes and
   escapes, skipping zero words and row padding.
 * :func:`popcount` counts the ones of a packed chunk.
@@ -32,43 +33,41 @@ _F32_ONE = 0x3F800000  # bit pattern of float32 1.0
 _CHECK_WORDS = 64
 
 
-def _lane_mask(lanes: int):  # type: ignore[no-untyped-def]
-    """An intrinsic ``(ones, bad)`` over ``lanes`` uint32 values ``arr[start:start + lanes]``.
+@intrinsic
+def _mask32(typingctx, arr, start):  # type: ignore[no-untyped-def]
+    """``(ones, bad)`` of the 32 uint32 values ``arr[start:start + 32]``.
 
-    Bit ``k`` of ``ones`` is set where value ``k`` is the float32 ``1.0``,
-    bit ``k`` of ``bad`` where it is neither ``0.0`` nor ``1.0``. The values
-    are loaded as one vector, and each comparison's lanes become one
-    integer (``vmovmskps`` on x86).
+    Bit ``k`` of ``ones`` is set where value ``k`` is the float32 ``1.0``;
+    ``bad`` is non-zero when any value is neither ``0.0`` nor ``1.0``.
+
+    The values are loaded 8 at a time, and each 8-lane comparison becomes
+    one byte of ``ones`` (``vmovmskps`` on x86). Comparing all 32 as one
+    vector made LLVM narrow the 32 results through packs and lane
+    permutes, which cost twice the instructions. ``bad`` is one test of
+    ``OR(value AND NOT is_one)`` over the lanes: zero exactly when every
+    value is ``0`` or ``1.0``.
     """
+    sig = types.UniTuple(types.uint32, 2)(arr, start)
 
-    @intrinsic
-    def mask(typingctx, arr, start):  # type: ignore[no-untyped-def]
-        sig = types.UniTuple(types.uint32, 2)(arr, start)
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        i32, vec = ir.IntType(32), ir.VectorType(ir.IntType(32), 8)
+        one = ir.Constant(vec, [_F32_ONE] * 8)
+        ones = ir.Constant(i32, 0)
+        stray = ir.Constant(vec, [0] * 8)
+        for part in range(4):
+            at = builder.add(args[1], ir.Constant(args[1].type, 8 * part))
+            v = builder.load(builder.bitcast(builder.gep(a.data, [at]), vec.as_pointer()), align=4)
+            is_one = builder.icmp_unsigned("==", v, one)
+            byte = builder.zext(builder.bitcast(is_one, ir.IntType(8)), i32)
+            ones = builder.or_(ones, builder.shl(byte, ir.Constant(i32, 8 * part)))
+            other = builder.and_(v, builder.not_(builder.sext(is_one, vec)))
+            stray = builder.or_(stray, other)
+        any_bad = builder.icmp_unsigned("!=", builder.bitcast(stray, ir.IntType(256)),
+                                        ir.Constant(ir.IntType(256), 0))
+        return context.make_tuple(builder, signature.return_type, [ones, builder.zext(any_bad, i32)])
 
-        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            a = context.make_array(signature.args[0])(context, builder, args[0])
-            vec = ir.VectorType(ir.IntType(32), lanes)
-            ptr = builder.bitcast(builder.gep(a.data, [args[1]]), vec.as_pointer())
-            v = builder.load(ptr, align=4)
-            is_one = builder.icmp_unsigned("==", v, ir.Constant(vec, [_F32_ONE] * lanes))
-            non_zero = builder.icmp_unsigned("!=", v, ir.Constant(vec, [0] * lanes))
-            bad = builder.and_(non_zero, builder.not_(is_one))
-            word, i32 = ir.IntType(lanes), ir.IntType(32)
-
-            def as_u32(bits):  # type: ignore[no-untyped-def]
-                w = builder.bitcast(bits, word)
-                return w if lanes == 32 else builder.zext(w, i32)
-
-            return context.make_tuple(builder, signature.return_type, [as_u32(is_one), as_u32(bad)])
-
-        return sig, codegen
-
-    return mask
-
-
-_mask8 = _lane_mask(8)
-_mask16 = _lane_mask(16)
-_mask32 = _lane_mask(32)
+    return sig, codegen
 
 
 @intrinsic
@@ -125,6 +124,31 @@ def _unaligned_store(bits: int):  # type: ignore[no-untyped-def]
 _store32 = _unaligned_store(32)
 _store64 = _unaligned_store(64)
 
+#: How far ahead (in float32 values, 4 KiB) :func:`pack_f32` asks for the
+#: record's next cache lines. Without it, reading and comparing took turns
+#: (1.2 ms per 12.8 MB record, against 0.9 ms to merely read it); with it
+#: packing runs at the speed of reading (0.8 ms).
+_PREFETCH_AHEAD = 1024
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i):  # type: ignore[no-untyped-def]
+    """Hint that ``arr[i]``'s cache line will be read soon, once (``prefetchnta``; never faults)."""
+    sig = types.void(arr, i)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        byte_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = builder.module.declare_intrinsic(
+            "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]))
+        ptr = builder.bitcast(builder.gep(a.data, [args[1]]), byte_ptr)
+        # read (0), no temporal locality (0: read once, keep the caches), data cache (1)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 0), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
 
 @njit(nogil=True, cache=True, boundscheck=False, inline="always")
 def _mask_tail(u, start, count):  # type: ignore[no-untyped-def]
@@ -141,12 +165,44 @@ def _mask_tail(u, start, count):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
+def _pack_stream(u, out):  # type: ignore[no-untyped-def]
+    """Pack all of ``u`` as one bit stream into ``out`` (``ceil(n / 32) * 4`` bytes); whether binary."""
+    n = u.size
+    bad = uint32(0)
+    ahead = n - _PREFETCH_AHEAD - 16  # prefetch only inside the record
+    words = n // 32
+    for j in range(words):
+        if j * 32 < ahead:  # the two 64-byte lines 4 KiB ahead
+            _prefetch(u, j * 32 + _PREFETCH_AHEAD)
+            _prefetch(u, j * 32 + _PREFETCH_AHEAD + 16)
+        ones, b = _mask32(u, j * 32)
+        _store32(out, j * 4, ones)
+        bad |= b
+        if (j % _CHECK_WORDS) == _CHECK_WORDS - 1 and bad:
+            return False
+    if n % 32:
+        ones, b = _mask_tail(u, 32 * words, n % 32)
+        _store32(out, 4 * words, uint32(ones))
+        bad |= b
+    return bad == 0
+
+
+#: Bits :func:`pack_f32` moves per 64-bit load when it cuts a stream into
+#: rows: whole bytes, so each piece lands on a byte of its row.
+_PIECE = 56
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
 def pack_f32(u, row_len, out):  # type: ignore[no-untyped-def]
     """Pack a float32 record along its last axis if every value is exactly 0.0 or 1.0.
 
-    One pass: each row is read 32 values at a time (its last, shorter piece
-    8, 16 or 32 at a time, reading past the row's end where the record
-    goes on), and its bits are stored straight into ``out``.
+    The record is packed 32 values at a time as one bit stream, reading
+    ahead of itself (software prefetch), which runs at the speed of
+    reading it. Rows whose length is a multiple of 32 are then done: the
+    stream is the packed record. Other rows are cut out of the stream (in
+    L2 cache by then) 56 bits per load, each padded to whole bytes. Packing
+    row by row instead cost ~4 ns of per-row overhead, 1.5x the whole
+    record's time for rows of 28.
 
     Parameters
     ----------
@@ -165,45 +221,28 @@ def pack_f32(u, row_len, out):  # type: ignore[no-untyped-def]
         Whether the record was binary (``out`` is valid only then).
     """
     n = u.size
-    bad = uint32(0)
-    if row_len % 32 == 0:  # rows are whole 32-value words: the record is one bit stream
-        for j in range(n // 32):
-            ones, b = _mask32(u, j * 32)
-            _store32(out, j * 4, ones)
-            bad |= b
-            if (j % _CHECK_WORDS) == _CHECK_WORDS - 1 and bad:
-                return False
-        return bad == 0
+    if row_len % 32 == 0:
+        return _pack_stream(u, out)
+    stream = np.empty(n // 8 + 16, dtype=np.uint8)  # + room for the last word and 64-bit loads
+    if not _pack_stream(u, stream):
+        return False
     row_bytes = (row_len + 7) // 8
     rows = n // row_len
-    whole = row_len // 32  # full 32-value pieces per row
-    rest = row_len - 32 * whole  # 1..31 values left
-    lanes = 8 if rest <= 8 else (16 if rest <= 16 else 32)
-    keep = (uint32(1) << uint32(rest)) - uint32(1)
+    if row_len <= _PIECE:  # most layers: one load per row
+        keep = (uint64(1) << uint64(row_len)) - uint64(1)
+        for r in range(rows):
+            bit = r * row_len
+            _store64(out, r * row_bytes, (_load64(stream, bit >> 3) >> uint64(bit & 7)) & keep)
+        return True
     for r in range(rows):
         src = r * row_len
         dst = r * row_bytes
-        for k in range(whole):
-            ones, b = _mask32(u, src + 32 * k)
-            _store32(out, dst + 4 * k, ones)
-            bad |= b
-        s = src + 32 * whole
-        if s + lanes <= n:
-            if lanes == 8:
-                ones, b = _mask8(u, s)
-            elif lanes == 16:
-                ones, b = _mask16(u, s)
-            else:
-                ones, b = _mask32(u, s)
-            ones &= keep
-            b &= keep
-        else:
-            ones, b = _mask_tail(u, s, rest)
-        _store64(out, dst + 4 * whole, uint64(ones))
-        bad |= b
-        if (r % 256) == 255 and bad:
-            return False
-    return bad == 0
+        for q in range(0, row_len, _PIECE):
+            bit = src + q
+            left = min(_PIECE, row_len - q)
+            w = _load64(stream, bit >> 3) >> uint64(bit & 7)
+            _store64(out, dst + q // 8, w & ((uint64(1) << uint64(left)) - uint64(1)))
+    return True
 
 
 @njit(nogil=True, cache=True, boundscheck=False)

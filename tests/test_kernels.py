@@ -29,6 +29,15 @@ def test_pack_f32_matches_numpy_packbits(rows: int, row_len: int, p: float, seed
     np.testing.assert_array_equal(packed, ref)
 
 
+@pytest.mark.parametrize("row_len", [7, 28, 32, 57, 100, 256])
+def test_pack_f32_matches_numpy_on_records_longer_than_the_prefetch_distance(row_len: int) -> None:
+    rows = 3 * K._PREFETCH_AHEAD // row_len + 3
+    x = (np.random.default_rng(row_len).random((rows, row_len)) < 0.05).astype(np.float32)
+    ok, packed = _pack(x)
+    assert ok
+    np.testing.assert_array_equal(packed, np.packbits(x.astype(bool), axis=-1, bitorder="little").reshape(-1))
+
+
 @pytest.mark.parametrize("bad", [2.0, -0.0, np.nan, np.inf, 0.5, 1.0000001, -1.0, 1e-45])
 @pytest.mark.parametrize("where", ["first", "middle", "tail"])
 def test_pack_f32_refuses_any_non_binary_value(bad: float, where: str) -> None:
