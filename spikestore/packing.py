@@ -11,6 +11,7 @@ exactly ``0`` or ``1`` of its dtype (``-0.0`` and ``NaN`` are not).
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import TYPE_CHECKING
 
@@ -43,8 +44,7 @@ def packed_length(n: int) -> int:
 
 def packed_nbytes(shape: tuple[int, ...]) -> int:
     """Bytes of a record of ``shape`` packed along its last axis."""
-    n = shape[-1]
-    return int(np.prod(shape[:-1], dtype=np.int64)) * packed_length(n)
+    return math.prod(shape[:-1]) * packed_length(shape[-1])  # (np.prod costs 10 us a call)
 
 
 def pack_float32(x: np.ndarray, out: np.ndarray) -> np.ndarray | None:
