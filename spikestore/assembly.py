@@ -150,9 +150,9 @@ class _Index:
             backend.write_chunk(f"{self.node}/{name}", chunk, self.codecs[name].encode(buf))
         self.written = self.count
 
-    def set_length(self, backend: Backend, length: int) -> None:
+    def set_length(self, backend: Backend, length: int, *, exact: bool) -> None:
         for name in INDEX_ARRAYS:
-            backend.set_length(f"{self.node}/{name}", length)
+            backend.set_length(f"{self.node}/{name}", length, exact=exact)
 
 
 class StreamWriter:
@@ -237,18 +237,22 @@ class StreamWriter:
                     raise
                 number += 1
 
-    def commit(self, *, partial: bool) -> None:
+    def commit(self, *, partial: bool, final: bool = False) -> None:
         """Publish what is on disk: data, then index, then metadata.
 
         With ``partial=True`` the chunks being filled are written first, so
         every appended record becomes visible (a flush); otherwise only
-        records in full chunks are published.
+        records in full chunks are published. Array lengths may run ahead of
+        the count to a chunk boundary until the ``final`` commit (at close),
+        which makes them exact for plain zarr readers.
         """
         seg = self.segment
         if partial and seg is not None:
             seg.write_partial(self.backend)
         visible = self.count if seg is None else seg.start + seg.written
         if visible <= self.committed and not self._doc_stale(seg):
+            if final:
+                self._set_lengths(seg, exact=True)
             self.dirty = False
             return
         # Index chunks must cover every visible record before the count moves.
@@ -257,14 +261,13 @@ class StreamWriter:
         sync = getattr(self.backend, "durable", False)
         if sync:
             self.backend.sync()
-        for node, length in self._unsized:
+        for node, length in self._unsized:  # closed segments get their exact length
             self.backend.set_length(node, length)
         self._unsized.clear()
+        self.committed = visible
         if seg is not None:
             seg.committed = seg.written
-            self.backend.set_length(seg.node, seg.committed)
-        self.index.set_length(self.backend, visible)
-        self.committed = visible
+        self._set_lengths(seg, exact=final)
         segs = list(self.closed_segments)
         if seg is not None:
             segs.append(seg.doc())
@@ -273,6 +276,11 @@ class StreamWriter:
         if sync:
             self.backend.sync()
         self.dirty = False
+
+    def _set_lengths(self, seg: _Segment | None, *, exact: bool) -> None:
+        if seg is not None:
+            self.backend.set_length(seg.node, seg.committed, exact=exact)
+        self.index.set_length(self.backend, self.committed, exact=exact)
 
     def _doc_stale(self, seg: _Segment | None) -> bool:
         # A segment opened since the last commit must reach the document even

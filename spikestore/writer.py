@@ -279,7 +279,8 @@ class Writer:
                         self._stream(item.key).dirty = True
                     else:
                         stop = True
-                if stop:
+                if stop:  # (after the closing flush) exact array lengths for plain zarr readers
+                    self._commit_all(partial=True, final=True)
                     return
                 if time.monotonic() - last_publish >= _PUBLISH_INTERVAL:
                     for sw in self._streams.values():
@@ -323,9 +324,9 @@ class Writer:
         finally:
             self._queue.release(frame.nbytes)
 
-    def _commit_all(self, *, partial: bool) -> None:
+    def _commit_all(self, *, partial: bool, final: bool = False) -> None:
         for sw in self._streams.values():
-            sw.commit(partial=partial)
+            sw.commit(partial=partial, final=final)
         if self.dropped != self._dropped_written:
             self._write_root()
 

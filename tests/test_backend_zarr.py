@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
+import spikestore
 from spikestore.backends.base import ArraySpec
 from spikestore.backends.zarr import ZarrBackend
 from spikestore.codecs import codec_for
@@ -84,3 +85,31 @@ def test_recreating_an_array_drops_chunks_left_by_a_crash(tmp_path: Path) -> Non
     backend.write_chunk("a", 5, codec.encode(np.ones((2, 4), np.float32)))
     backend.create_array("a", spec)
     assert backend.read_chunk("a", 5) is None
+
+
+def test_array_lengths_grow_by_whole_chunks_until_close(tmp_path: Path) -> None:
+    # Commits rewrite a zarr.json only when a new chunk starts; the format lets
+    # shapes run ahead of the count, and close() makes them exact.
+    path = tmp_path / "s.zarr"
+    rows = np.arange(6 * 5, dtype=np.float32).reshape(6, 5) / 7  # raw: several records per chunk
+    with spikestore.Store(path, mode="w") as store:
+        for i in range(3):
+            store.append("v/x", rows[i], step=i)
+        store.flush()
+        seg = json.loads((path / "v/x/seg000000/zarr.json").read_text())
+        step = json.loads((path / "v/x/step/zarr.json").read_text())
+        per_seg = seg["chunk_grid"]["configuration"]["chunk_shape"][0]
+        per_index = step["chunk_grid"]["configuration"]["chunk_shape"][0]
+        assert per_seg > 6 and per_index > 6
+        assert seg["shape"][0] == per_seg and step["shape"][0] == per_index  # one chunk's worth
+        mtime = (path / "v/x/step/zarr.json").stat().st_mtime_ns
+        for i in range(3, 6):
+            store.append("v/x", rows[i], step=i)
+        store.flush()
+        assert (path / "v/x/step/zarr.json").stat().st_mtime_ns == mtime  # not rewritten
+        live = spikestore.open(path)["v/x"]
+        assert len(live) == 6
+        np.testing.assert_array_equal(live[5], rows[5])
+    for node in ("seg000000", "step", "call", "time"):
+        assert json.loads((path / f"v/x/{node}/zarr.json").read_text())["shape"][0] == 6
+    np.testing.assert_array_equal(zarr.open_array(path / "v/x/seg000000", mode="r")[:], rows)

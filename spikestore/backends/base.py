@@ -67,8 +67,13 @@ class Backend(Protocol):
     def create_array(self, node: str, spec: ArraySpec) -> None:
         """Create an empty (length 0) array, replacing any old one at ``node``."""
 
-    def set_length(self, node: str, length: int) -> None:
-        """Set an array's length along axis 0 (only ever grows)."""
+    def set_length(self, node: str, length: int, *, exact: bool = True) -> None:
+        """Make an array's length along axis 0 at least ``length`` (never shrinks rows that hold data).
+
+        With ``exact=False`` the backend may round the length up (the
+        format lets array lengths run ahead of the committed count), so
+        that most commits need not rewrite the array's metadata.
+        """
 
     def write_chunk(self, node: str, chunk: int, data: bytes) -> None:
         """Atomically store the encoded bytes of chunk number ``chunk``."""

@@ -681,7 +681,8 @@ class HDF5Backend:
             raise FormatError(f"{self.path}: array {node!r} is missing")
         return arr
 
-    def set_length(self, node: str, length: int) -> None:
+    def set_length(self, node: str, length: int, *, exact: bool = True) -> None:
+        # Extents change in place (no file to rewrite), so they are always exact.
         self._check_writable()
         with self._handle.lock, self._timed():
             self._swmr()

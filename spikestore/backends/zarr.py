@@ -173,8 +173,16 @@ class ZarrBackend:
             meta = self._array_meta[node] = json.loads(raw)
         return meta
 
-    def set_length(self, node: str, length: int) -> None:
+    def set_length(self, node: str, length: int, *, exact: bool = True) -> None:
         meta = self._meta_of(node)
+        if not exact:
+            # Grow to the end of the chunk holding the last row: the zarr.json
+            # is rewritten once per chunk, not at every commit (4 of a commit's
+            # 8 file replacements, ~1 ms a stream).
+            per = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+            length = -(-length // per) * per
+            if length <= meta["shape"][0]:
+                return
         if meta["shape"][0] == length:
             return
         meta["shape"][0] = length
