@@ -288,6 +288,62 @@ def _block_positions(b, start, stop, pos):  # type: ignore[no-untyped-def]
     return k
 
 
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _real_bits(w, row_span, row_bits, rows_per_word, real):  # type: ignore[no-untyped-def]
+    """Word ``w``'s real bits side by side: its ``rows_per_word`` rows without their padding."""
+    if rows_per_word == 2:  # the common case, unrolled
+        return (w & real) | (((w >> uint64(32)) & real) << uint64(row_bits))
+    c = uint64(0)
+    for r in range(rows_per_word):
+        c |= ((w >> uint64(r * row_span)) & real) << uint64(r * row_bits)
+    return c
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def _block_real_positions(b, start, stop, pos, row_span, row_bits):  # type: ignore[no-untyped-def]
+    """:func:`_block_positions` numbered over real bits, for rows that tile 64-bit words.
+
+    ``row_span`` divides 64: each word holds whole rows, so its padding is
+    checked with one mask and its real bits are moved together before the
+    positions are taken (no per-spike row arithmetic). Returns -1 when a
+    padding bit is set. ``stop - start`` may end in a partial word.
+    """
+    rows_per_word = 64 // row_span
+    real = (uint64(1) << uint64(row_bits)) - uint64(1)
+    padding = uint64(0)
+    for r in range(rows_per_word):
+        padding |= (~real & ((uint64(1) << uint64(row_span)) - uint64(1))) << uint64(r * row_span)
+    per_word = np.int64(rows_per_word * row_bits)  # real bits per word
+    whole = start + (stop - start) // 8 * 8
+    k = 0
+    bad = uint64(0)
+    for i in range(start, whole, 8):
+        w = _load64(b, i)
+        bad |= w & padding
+        w = _real_bits(w, row_span, row_bits, rows_per_word, real)
+        c = np.int64(_ctpop64(w))
+        base = np.int64(i // 8) * per_word
+        for j in range(6):
+            pos[k + j] = base + np.int64(_cttz64(w))
+            w &= w - uint64(1)
+        for j in range(6, c):
+            pos[k + j] = base + np.int64(_cttz64(w))
+            w &= w - uint64(1)
+        k += c
+    if whole < stop:  # the last, partial word
+        tail = np.zeros(8, dtype=np.uint8)
+        tail[: stop - whole] = b[whole:stop]
+        w = _load64(tail, 0)
+        bad |= w & padding
+        w = _real_bits(w, row_span, row_bits, rows_per_word, real)
+        base = np.int64(whole // 8) * per_word
+        while w:
+            pos[k] = base + np.int64(_cttz64(w))
+            w &= w - uint64(1)
+            k += 1
+    return -1 if bad else k
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
 def gaps8(b, row_span, row_bits, small, escapes):  # type: ignore[no-untyped-def]
     """Gaps between the spikes of a packed chunk, as bytes with escapes.
@@ -306,7 +362,12 @@ def gaps8(b, row_span, row_bits, small, escapes):  # type: ignore[no-untyped-def
     """
     n = b.size
     pad = np.int64(row_span - row_bits)
-    shift = -1  # row_span is often a power of two (28 neurons -> 32 bits)
+    # Rows of 8, 16, 32 or 64 bits (most layers: 28 neurons -> 32 bits) tile
+    # the 64-bit words: their padding is dropped a word at a time.
+    tiled = pad > 0 and row_span <= 64 and 64 % row_span == 0
+    if tiled:
+        pad = 0
+    shift = -1  # row_span is often a power of two
     if row_span & (row_span - 1) == 0:
         shift = 0
         while (1 << shift) < row_span:
@@ -319,7 +380,13 @@ def gaps8(b, row_span, row_bits, small, escapes):  # type: ignore[no-untyped-def
     for start in range(0, n, _GAP_BLOCK):
         stop = min(n, start + _GAP_BLOCK)
         whole = start + (stop - start) // 8 * 8
-        m = _block_positions(b, start, whole, pos)
+        if tiled:
+            m = _block_real_positions(b, start, stop, pos, row_span, row_bits)
+            if m < 0:
+                return -1, 0
+            whole = stop
+        else:
+            m = _block_positions(b, start, whole, pos)
         if whole < stop:  # the last, partial word
             tail[:] = 0
             tail[: stop - whole] = b[whole:stop]

@@ -79,6 +79,24 @@ def test_gaps_skip_row_padding(row_bits: int) -> None:
     np.testing.assert_array_equal(esc[:e], gaps[gaps >= 255] - 255)
 
 
+@pytest.mark.parametrize("row_bits", [3, 12, 28, 60])
+@pytest.mark.parametrize("rows", [1, 3, 257])
+def test_gaps_of_tiled_rows_check_padding_up_to_the_last_partial_word(row_bits: int, rows: int) -> None:
+    # Rows of 8/16/32/64 bits are read a word at a time; an odd number of
+    # them ends the chunk in a partial word, whose padding counts too.
+    real = np.random.default_rng(rows).random((rows, row_bits)) < 0.2
+    b = np.packbits(real, axis=-1, bitorder="little").reshape(-1)
+    span = 8 * ((row_bits + 7) // 8)
+    ones = int(real.sum())
+    small, esc = np.empty(ones + 1, np.uint8), np.empty(ones + 1, np.int64)
+    k, e = K.gaps8(b, span, row_bits, small, esc)
+    gaps = np.diff(np.flatnonzero(real.reshape(-1)), prepend=-1) - 1
+    assert k == ones
+    np.testing.assert_array_equal(small[:k], np.minimum(gaps, 255))
+    b[-1] |= np.uint8(0x80)  # the last bit of the last row is padding
+    assert K.gaps8(b, span, row_bits, small, esc)[0] == -1
+
+
 def test_gaps_report_a_spike_in_row_padding() -> None:
     b = np.zeros(40, dtype=np.uint8)
     b[3] = 0x80  # bit 31 of the first 32-bit row: padding for 28-bit rows
