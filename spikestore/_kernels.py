@@ -264,27 +264,31 @@ def popcount(b):  # type: ignore[no-untyped-def]
 _GAP_BLOCK = 1024
 
 
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _word_positions(w, base, pos, k):  # type: ignore[no-untyped-def]
+    """Write ``base + i`` for every set bit ``i`` of word ``w`` to ``pos[k:]``; the new ``k``.
+
+    Branch-light: the first six positions are written whether or not they
+    exist (``pos`` needs 8 spare slots), so a random spike pattern costs no
+    branch mispredictions; only words with more than six spikes loop (at
+    5% firing a word holds 3.2 on average).
+    """
+    c = np.int64(_ctpop64(w))
+    for j in range(6):
+        pos[k + j] = base + np.int64(_cttz64(w))
+        w &= w - uint64(1)
+    for j in range(6, c):
+        pos[k + j] = base + np.int64(_cttz64(w))
+        w &= w - uint64(1)
+    return k + c
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
 def _block_positions(b, start, stop, pos):  # type: ignore[no-untyped-def]
-    """Bit numbers of the ones in ``b[start:stop]`` (``stop - start`` a multiple of 8).
-
-    Branch-light: for every word the first six positions are written
-    whether or not they exist (``pos`` needs 8 spare slots), so a random
-    spike pattern costs no branch mispredictions; only words with more than
-    six spikes loop (at 5% firing a word holds 3.2 on average).
-    """
+    """Bit numbers of the ones in ``b[start:stop]`` (``stop - start`` a multiple of 8)."""
     k = 0
     for i in range(start, stop, 8):
-        w = _load64(b, i)
-        c = np.int64(_ctpop64(w))
-        base = np.int64(8 * i)
-        for j in range(6):
-            pos[k + j] = base + np.int64(_cttz64(w))
-            w &= w - uint64(1)
-        for j in range(6, c):
-            pos[k + j] = base + np.int64(_cttz64(w))
-            w &= w - uint64(1)
-        k += c
+        k = _word_positions(_load64(b, i), np.int64(8 * i), pos, k)
     return k
 
 
@@ -320,27 +324,15 @@ def _block_real_positions(b, start, stop, pos, row_span, row_bits):  # type: ign
     for i in range(start, whole, 8):
         w = _load64(b, i)
         bad |= w & padding
-        w = _real_bits(w, row_span, row_bits, rows_per_word, real)
-        c = np.int64(_ctpop64(w))
-        base = np.int64(i // 8) * per_word
-        for j in range(6):
-            pos[k + j] = base + np.int64(_cttz64(w))
-            w &= w - uint64(1)
-        for j in range(6, c):
-            pos[k + j] = base + np.int64(_cttz64(w))
-            w &= w - uint64(1)
-        k += c
+        k = _word_positions(_real_bits(w, row_span, row_bits, rows_per_word, real),
+                            np.int64(i // 8) * per_word, pos, k)
     if whole < stop:  # the last, partial word
         tail = np.zeros(8, dtype=np.uint8)
         tail[: stop - whole] = b[whole:stop]
         w = _load64(tail, 0)
         bad |= w & padding
-        w = _real_bits(w, row_span, row_bits, rows_per_word, real)
-        base = np.int64(whole // 8) * per_word
-        while w:
-            pos[k] = base + np.int64(_cttz64(w))
-            w &= w - uint64(1)
-            k += 1
+        k = _word_positions(_real_bits(w, row_span, row_bits, rows_per_word, real),
+                            np.int64(whole // 8) * per_word, pos, k)
     return -1 if bad else k
 
 
@@ -390,11 +382,7 @@ def gaps8(b, row_span, row_bits, small, escapes):  # type: ignore[no-untyped-def
         if whole < stop:  # the last, partial word
             tail[:] = 0
             tail[: stop - whole] = b[whole:stop]
-            w = _load64(tail, 0)
-            while w:
-                pos[m] = np.int64(8 * whole) + np.int64(_cttz64(w))
-                w &= w - uint64(1)
-                m += 1
+            m = _word_positions(_load64(tail, 0), np.int64(8 * whole), pos, m)
         for i in range(m):
             p = pos[i]
             if pad:
