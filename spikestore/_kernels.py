@@ -314,9 +314,10 @@ def _block_real_positions(b, start, stop, pos, row_span, row_bits):  # type: ign
     """
     rows_per_word = 64 // row_span
     real = (uint64(1) << uint64(row_bits)) - uint64(1)
+    span = ~uint64(0) >> uint64(64 - row_span)  # (1 << 64 is undefined: not (1 << span) - 1)
     padding = uint64(0)
     for r in range(rows_per_word):
-        padding |= (~real & ((uint64(1) << uint64(row_span)) - uint64(1))) << uint64(r * row_span)
+        padding |= (~real & span) << uint64(r * row_span)
     per_word = np.int64(rows_per_word * row_bits)  # real bits per word
     whole = start + (stop - start) // 8 * 8
     k = 0

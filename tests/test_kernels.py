@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -111,3 +116,21 @@ def test_kernels_accept_read_only_input() -> None:
     assert K.popcount(b) == 2
     assert K.gaps8(b, 8, 8, small, esc) == (2, 0)
     assert small.tolist() == [0, 70]
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="compiles for baseline x86-64")
+def test_padding_of_64_bit_rows_is_caught_on_cpus_without_bmi2(tmp_path) -> None:
+    # Rows of 57-63 real bits span whole 64-bit words; their padding mask once
+    # came from 1 << 64, undefined in LLVM: right with BMI2's bzhi, zero on a
+    # baseline x86-64 build. Compile the kernel for the baseline CPU to check.
+    code = (
+        "import numpy as np\n"
+        "from spikestore import _kernels as K\n"
+        "b = np.zeros(40, np.uint8); b[0] = 1; b[-1] = 0x80\n"  # a spike, then one in the padding
+        "s, e = np.empty(9, np.uint8), np.empty(9, np.int64)\n"
+        "print(K.gaps8(b, 64, 60, s, e))\n"
+    )
+    env = dict(os.environ, NUMBA_CPU_NAME="x86-64", NUMBA_CPU_FEATURES="", NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "(-1, 0)"
