@@ -195,6 +195,12 @@ class StreamWriter:
             self.index.create(backend)
         else:
             self.index.resume(backend)
+            # The segment open when the last writer stopped may have kept a
+            # length rounded up to its chunk (a crash before the final
+            # commit); records go to a new segment now, so size it exactly.
+            last = self.closed_segments[-1] if self.closed_segments else None
+            if last is not None:
+                self._unsized.append((f"{self.node}/{last['array']}", last["count"]))
 
     @property
     def count(self) -> int:
@@ -252,6 +258,7 @@ class StreamWriter:
         visible = self.count if seg is None else seg.start + seg.written
         if visible <= self.committed and not self._doc_stale(seg):
             if final:
+                self._size_closed()
                 self._set_lengths(seg, exact=True)
             self.dirty = False
             return
@@ -261,9 +268,7 @@ class StreamWriter:
         sync = getattr(self.backend, "durable", False)
         if sync:
             self.backend.sync()
-        for node, length in self._unsized:  # closed segments get their exact length
-            self.backend.set_length(node, length)
-        self._unsized.clear()
+        self._size_closed()
         self.committed = visible
         if seg is not None:
             seg.committed = seg.written
@@ -276,6 +281,12 @@ class StreamWriter:
         if sync:
             self.backend.sync()
         self.dirty = False
+
+    def _size_closed(self) -> None:
+        """Give closed segments their exact lengths."""
+        for node, length in self._unsized:
+            self.backend.set_length(node, length)
+        self._unsized.clear()
 
     def _set_lengths(self, seg: _Segment | None, *, exact: bool) -> None:
         if seg is not None:

@@ -280,6 +280,8 @@ class Writer:
                     else:
                         stop = True
                 if stop:  # (after the closing flush) exact array lengths for plain zarr readers
+                    for key in list(self._resume_docs):  # also for streams untouched since a crash
+                        self._stream(key)
                     self._commit_all(partial=True, final=True)
                     return
                 if time.monotonic() - last_publish >= _PUBLISH_INTERVAL:

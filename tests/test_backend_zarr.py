@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +115,30 @@ def test_array_lengths_grow_by_whole_chunks_until_close(tmp_path: Path) -> None:
     for node in ("seg000000", "step", "call", "time"):
         assert json.loads((path / f"v/x/{node}/zarr.json").read_text())["shape"][0] == 6
     np.testing.assert_array_equal(zarr.open_array(path / "v/x/seg000000", mode="r")[:], rows)
+
+
+@pytest.mark.parametrize("more", [1, 0])
+def test_a_store_resumed_after_a_crash_has_exact_lengths_after_close(tmp_path: Path, more: int) -> None:
+    # The writer dies between a flush and close(): its open segment keeps a
+    # length rounded up to the chunk. Appending after reopening moves on to a
+    # new segment, and the clean close sizes the old one exactly too.
+    path = tmp_path / "s.zarr"
+    crash = (
+        "import os, numpy as np, spikestore\n"
+        f"s = spikestore.Store({str(path)!r}, mode='w')\n"
+        "for i in range(3):\n"
+        "    s.append('v/x', np.full(5, (i + 1) / 7, np.float32), step=i)\n"
+        "s.flush()\n"
+        "os._exit(0)  # no close(), no atexit: what a kill leaves\n"
+    )
+    subprocess.run([sys.executable, "-c", crash], check=True, timeout=120)
+    assert json.loads((path / "v/x/seg000000/zarr.json").read_text())["shape"][0] > 3
+    with spikestore.Store(path, mode="a") as store:
+        if more:  # (without, the store is closed with nothing new to commit)
+            store.append("v/x", np.full(5, 4 / 7, np.float32), step=3)
+    shapes = {p.parent.name: json.loads(p.read_text())["shape"][0] for p in (path / "v/x").glob("*/zarr.json")}
+    n = 3 + more
+    assert shapes == {"seg000000": 3, **({"seg000001": 1} if more else {}), "step": n, "call": n, "time": n}
+    run = spikestore.open(path)["v/x"]
+    np.testing.assert_array_equal(np.stack([run[i] for i in range(n)])[:, 0],
+                                  np.arange(1, n + 1, dtype=np.float32) / 7)
