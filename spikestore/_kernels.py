@@ -140,8 +140,9 @@ def _prefetch(typingctx, arr, i):  # type: ignore[no-untyped-def]
         a = context.make_array(signature.args[0])(context, builder, args[0])
         byte_ptr = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
+        # (the pointer type in ``tys`` gives the overloaded intrinsic its mangled name)
         fn = builder.module.declare_intrinsic(
-            "llvm.prefetch", fnty=ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]))
+            "llvm.prefetch", [byte_ptr], fnty=ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]))
         ptr = builder.bitcast(builder.gep(a.data, [args[1]]), byte_ptr)
         # read (0), no temporal locality (0: read once, keep the caches), data cache (1)
         builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 0), ir.Constant(i32, 1)])
