@@ -385,21 +385,43 @@ def gaps8(b, row_span, row_bits, small, escapes):  # type: ignore[no-untyped-def
             tail[:] = 0
             tail[: stop - whole] = b[whole:stop]
             m = _word_positions(_load64(tail, 0), np.int64(8 * whole), pos, m)
-        for i in range(m):
-            p = pos[i]
-            if pad:
+        if pad:  # rows that do not tile words: renumber over the real bits one spike at a time
+            for i in range(m):
+                p = pos[i]
                 row = (p >> shift) if shift >= 0 else p // row_span
                 if p - row * row_span >= row_bits:
                     return -1, 0
-                p -= row * pad
-            g = p - prev - 1
-            prev = p
-            small[k] = min(g, 255)
+                pos[i] = p - row * pad
+        if m:
+            k, e = _block_gaps(pos, m, prev, small, k, escapes, e)
+            prev = pos[m - 1]
+    return k, e
+
+
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _block_gaps(pos, m, prev, small, k, escapes, e):  # type: ignore[no-untyped-def]
+    """Append the gap bytes of positions ``pos[:m]`` (after ``prev``) to ``small[k:]``, escapes to ``escapes[e:]``.
+
+    The gap bytes come from a loop without branches, which the compiler
+    vectorizes; the rare block holding a gap of 255 or more is scanned
+    again for its escapes. (One loop doing both ran at half the speed.)
+    """
+    g = pos[0] - prev - 1
+    small[k] = min(g, 255)
+    long = g >= 255
+    for i in range(1, m):
+        g = pos[i] - pos[i - 1] - 1
+        small[k + i] = min(g, 255)
+        long |= g >= 255
+    if long:
+        last = prev
+        for i in range(m):
+            g = pos[i] - last - 1
+            last = pos[i]
             if g >= 255:
                 escapes[e] = g - 255
                 e += 1
-            k += 1
-    return k, e
+    return k + m, e
 
 
 def warm_up() -> None:
