@@ -284,12 +284,23 @@ def _word_positions(w, base, pos, k):  # type: ignore[no-untyped-def]
     return k + c
 
 
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _tail_word(b, start, stop):  # type: ignore[no-untyped-def]
+    """The fewer than 8 bytes ``b[start:stop]`` as a word, zero-filled (no load past ``b``'s end)."""
+    tail = np.zeros(8, dtype=np.uint8)
+    tail[: stop - start] = b[start:stop]
+    return _load64(tail, 0)
+
+
 @njit(nogil=True, cache=True, boundscheck=False)
 def _block_positions(b, start, stop, pos):  # type: ignore[no-untyped-def]
-    """Bit numbers of the ones in ``b[start:stop]`` (``stop - start`` a multiple of 8)."""
+    """Bit numbers of the ones in ``b[start:stop]`` (which may end in a partial word)."""
+    whole = start + (stop - start) // 8 * 8
     k = 0
-    for i in range(start, stop, 8):
+    for i in range(start, whole, 8):
         k = _word_positions(_load64(b, i), np.int64(8 * i), pos, k)
+    if whole < stop:
+        k = _word_positions(_tail_word(b, whole, stop), np.int64(8 * whole), pos, k)
     return k
 
 
@@ -329,9 +340,7 @@ def _block_real_positions(b, start, stop, pos, row_span, row_bits):  # type: ign
         k = _word_positions(_real_bits(w, row_span, row_bits, rows_per_word, real),
                             np.int64(i // 8) * per_word, pos, k)
     if whole < stop:  # the last, partial word
-        tail = np.zeros(8, dtype=np.uint8)
-        tail[: stop - whole] = b[whole:stop]
-        w = _load64(tail, 0)
+        w = _tail_word(b, whole, stop)
         bad |= w & padding
         k = _word_positions(_real_bits(w, row_span, row_bits, rows_per_word, real),
                             np.int64(whole // 8) * per_word, pos, k)
@@ -367,24 +376,17 @@ def gaps8(b, row_span, row_bits, small, escapes):  # type: ignore[no-untyped-def
         while (1 << shift) < row_span:
             shift += 1
     pos = np.empty(8 * _GAP_BLOCK + 8, dtype=np.int64)
-    tail = np.zeros(8, dtype=np.uint8)
     prev = np.int64(-1)
     k = 0
     e = 0
     for start in range(0, n, _GAP_BLOCK):
         stop = min(n, start + _GAP_BLOCK)
-        whole = start + (stop - start) // 8 * 8
         if tiled:
             m = _block_real_positions(b, start, stop, pos, row_span, row_bits)
             if m < 0:
                 return -1, 0
-            whole = stop
         else:
-            m = _block_positions(b, start, whole, pos)
-        if whole < stop:  # the last, partial word
-            tail[:] = 0
-            tail[: stop - whole] = b[whole:stop]
-            m = _word_positions(_load64(tail, 0), np.int64(8 * whole), pos, m)
+            m = _block_positions(b, start, stop, pos)
         if pad:  # rows that do not tile words: renumber over the real bits one spike at a time
             for i in range(m):
                 p = pos[i]
