@@ -144,8 +144,7 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
 
 def _pack_now(t: Any) -> np.ndarray | None:
     """Pack a float32 CPU tensor on the calling thread, or ``None`` if it is not binary."""
-    x = t.contiguous().numpy()
-    return packing.pack_float32(x, np.empty(packing.packed_nbytes(x.shape) + 8, dtype=np.uint8))
+    return packing.pack_float32(t.contiguous().numpy())  # (a new buffer: the frame keeps it)
 
 
 def _capture_cuda(key: str, t: Any, step: int, call: int, now: float, name: str,

@@ -47,15 +47,17 @@ def packed_nbytes(shape: tuple[int, ...]) -> int:
     return math.prod(shape[:-1]) * packed_length(shape[-1])  # (np.prod costs 10 us a call)
 
 
-def pack_float32(x: np.ndarray, out: np.ndarray) -> np.ndarray | None:
+def pack_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray | None:
     """Check and pack a C-contiguous float32 record in one compiled pass (needs :data:`KERNELS`).
 
     ``out`` is ``uint8`` with room for ``packed_nbytes(x.shape) + 8`` bytes
-    (the kernel's last 8 are scratch); the result is a view of it, or
-    ``None`` when ``x`` is not binary.
+    (the kernel's last 8 are scratch), or ``None`` for a new buffer; the
+    result is a view of it, or ``None`` when ``x`` is not binary.
     """
     from ._kernels import pack_f32
 
+    if out is None:
+        out = np.empty(packed_nbytes(x.shape) + 8, dtype=np.uint8)
     n = x.shape[-1]
     if not pack_f32(x.reshape(-1).view(np.uint32), n, out):
         return None
