@@ -30,11 +30,6 @@ from .packing import Packer
 __all__ = ["Writer"]
 
 _log = logging.getLogger("spikestore")
-#: Seconds between publications of full chunks already on disk (readers see
-#: new records this much later). Each one rewrites the index and metadata
-#: files, which after every chunk cost a quarter of writing the chunk itself.
-_PUBLISH_INTERVAL = 1.0
-
 
 @dataclass(slots=True)
 class _Flush:
@@ -257,52 +252,40 @@ class Writer:
     # -- writer-thread side --------------------------------------------------------
     def _run(self) -> None:
         _lower_priority()
-        last_commit = last_publish = time.monotonic()
+        last_commit = time.monotonic()
         try:
             while True:
-                items = self._queue.take_all(timeout=self._until(last_commit, last_publish))
+                items = self._queue.take_all(timeout=max(0.01, self.flush_interval - (time.monotonic() - last_commit)))
                 stop = False
                 for item in items:
                     if isinstance(item, Frame):
                         self._write_frame(item)
                         # A writer that falls behind still commits on time.
                         if time.monotonic() - last_commit >= self.flush_interval:
-                            self._commit_all(partial=True)
+                            self._commit_all()
                             last_commit = time.monotonic()
                     elif isinstance(item, _Flush):
-                        self._commit_all(partial=True)
+                        self._commit_all()
                         last_commit = time.monotonic()
                         item.done.set()
                     elif isinstance(item, _Meta):
                         self._stream(item.key).doc |= {"selection": item.selection,
                                                        "attrs": item.attrs}
-                        self._stream(item.key).dirty = True
+                        self._stream(item.key).doc_changed = True
                     else:
                         stop = True
                 if stop:  # (after the closing flush) exact array lengths for plain zarr readers
                     for key in list(self._resume_docs):  # also for streams untouched since a crash
                         self._stream(key)
-                    self._commit_all(partial=True, final=True)
+                    self._commit_all(final=True)
                     return
-                if time.monotonic() - last_publish >= _PUBLISH_INTERVAL:
-                    for sw in self._streams.values():
-                        if sw.dirty:
-                            sw.commit(partial=False)
-                    last_publish = time.monotonic()
                 if time.monotonic() - last_commit >= self.flush_interval:
-                    self._commit_all(partial=True)
+                    self._commit_all()
                     last_commit = time.monotonic()
         except BaseException as exc:  # noqa: BLE001 - everything must reach the caller
             self._error = exc
             _log.debug("spikestore writer failed", exc_info=exc)
             self._queue.kill()
-
-    def _until(self, last_commit: float, last_publish: float) -> float:
-        now = time.monotonic()
-        wait = self.flush_interval - (now - last_commit)
-        if any(sw.dirty for sw in self._streams.values()):
-            wait = min(wait, _PUBLISH_INTERVAL - (now - last_publish))
-        return max(0.01, wait)
 
     def _stream(self, key: str) -> StreamWriter:
         sw = self._streams.get(key)
@@ -326,9 +309,9 @@ class Writer:
         finally:
             self._queue.release(frame.nbytes)
 
-    def _commit_all(self, *, partial: bool, final: bool = False) -> None:
+    def _commit_all(self, *, final: bool = False) -> None:
         for sw in self._streams.values():
-            sw.commit(partial=partial, final=final)
+            sw.commit(final=final)
         if self.dropped != self._dropped_written:
             self._write_root()
 

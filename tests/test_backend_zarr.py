@@ -142,3 +142,42 @@ def test_a_store_resumed_after_a_crash_has_exact_lengths_after_close(tmp_path: P
     run = spikestore.open(path)["v/x"]
     np.testing.assert_array_equal(np.stack([run[i] for i in range(n)])[:, 0],
                                   np.arange(1, n + 1, dtype=np.float32) / 7)
+
+
+def test_only_the_first_write_of_an_unpublished_chunk_skips_the_rename(tmp_path: Path, monkeypatch) -> None:
+    """A chunk no reader can see yet is written in place; any rewrite replaces it atomically."""
+    import os
+
+    import torch
+
+    path = tmp_path / "s.zarr"
+    renamed: list[str] = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        renamed.append(Path(dst).relative_to(path).as_posix())
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    seg, step = "output/1/seg000000/c.0.0", "output/1/step/c.0"
+    with spikestore.Store(path, chunk_bytes=64) as store:  # 8-byte packed records: 8 a chunk
+        for i in range(3):
+            store.set_step(i)
+            store.append("output/1", torch.full((64,), float(i % 2)))
+        store.flush()  # first writes of the partly filled data and index chunks
+        assert seg not in renamed and step not in renamed
+        for i in range(3, 9):
+            store.set_step(i)
+            store.append("output/1", torch.full((64,), float(i % 2)))
+        store.flush()  # both chunks now hold committed records: rewritten by rename
+        assert seg in renamed and step in renamed
+        assert "output/1/seg000000/c.1.0" not in renamed  # new, in place
+    renamed.clear()
+    with spikestore.Store(path, mode="a") as store:  # the resumed index chunk holds committed records
+        store.set_step(9)
+        store.append("output/1", torch.ones(64))
+    assert step in renamed
+    s = spikestore.open(path)["output/1"]
+    assert len(s) == 10 and list(s.steps) == list(range(10))
+    for i in range(10):
+        np.testing.assert_array_equal(s[i], np.full(64, float(i % 2 or i == 9), np.float32))

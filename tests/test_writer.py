@@ -22,13 +22,13 @@ def failing_backend(monkeypatch):
         orig = ZarrBackend.write_chunk
         calls = {"n": 0}
 
-        def write_chunk(self, node, chunk, data):
+        def write_chunk(self, node, chunk, data, **kw):
             calls["n"] += 1
             if calls["n"] > after:
                 if gate is not None:
                     gate.wait(10)
                 raise OSError(err, "simulated: " + errno.errorcode[err])
-            return orig(self, node, chunk, data)
+            return orig(self, node, chunk, data, **kw)
 
         monkeypatch.setattr(ZarrBackend, "write_chunk", write_chunk)
 
@@ -115,8 +115,9 @@ def test_bug_in_the_writer_thread_surfaces_too(tmp_path, monkeypatch):
     assert isinstance(info.value.__cause__, ZeroDivisionError)
 
 
-def test_full_chunks_are_published_within_a_second_without_a_flush(tmp_path):
-    """Readers see full chunks about once a second, long before the flush interval."""
+def test_records_are_published_by_commits_only(tmp_path):
+    """Full chunks on disk stay invisible until a commit: readers see counts move only at
+    flushes (a commit rewrites ~5 files a stream, so there is none per chunk)."""
     import time
 
     path = tmp_path / "s.zarr"
@@ -124,10 +125,17 @@ def test_full_chunks_are_published_within_a_second_without_a_flush(tmp_path):
         for i in range(10):  # 8-byte packed records: 8 per chunk, so one full chunk at least
             store.set_step(i)
             store.append("output/1", torch.ones(64))
-        deadline = time.monotonic() + 5
-        seen = 0
-        while time.monotonic() < deadline and seen == 0:
-            time.sleep(0.1)
-            run = spikestore.open(path)
-            seen = len(run["output/1"]) if "output/1" in run.streams else 0
-        assert seen == 8  # the full chunk only: the partial one waits for a flush
+        time.sleep(1.5)
+        first = spikestore.open(path)
+        assert "output/1" not in first.streams or len(first["output/1"]) == 0
+        store.flush()
+        assert len(spikestore.open(path)["output/1"]) == 10
+
+
+def test_stream_info_set_after_the_last_record_is_committed(tmp_path):
+    path = tmp_path / "s.zarr"
+    with spikestore.Store(path) as store:
+        store.append("output/1", torch.ones(4))
+        store.flush()
+        store.set_stream_info("output/1", attrs={"late": 1})
+    assert spikestore.open(path)["output/1"].attrs == {"late": 1}

@@ -75,8 +75,14 @@ class Backend(Protocol):
         that most commits need not rewrite the array's metadata.
         """
 
-    def write_chunk(self, node: str, chunk: int, data: bytes) -> None:
-        """Atomically store the encoded bytes of chunk number ``chunk``."""
+    def write_chunk(self, node: str, chunk: int, data: bytes, *, new: bool = False) -> None:
+        """Atomically store the encoded bytes of chunk number ``chunk``.
+
+        ``new=True`` promises that the chunk holds no committed record and
+        that this writer has not written it before, so no reader can be
+        looking at it: a backend may then write it in place (a torn file
+        left by a crash lies past every count and is never read).
+        """
 
     def read_chunk(self, node: str, chunk: int) -> bytes | None:
         """The encoded bytes of a chunk, or ``None`` if it was never written."""

@@ -692,7 +692,7 @@ class HDF5Backend:
                 arr.length = length
                 self._dirty = True
 
-    def write_chunk(self, node: str, chunk: int, data: bytes) -> None:
+    def write_chunk(self, node: str, chunk: int, data: bytes, *, new: bool = False) -> None:
         self._check_writable()
         with self._handle.lock, self._timed():
             self._swmr()

@@ -89,7 +89,7 @@ class ZarrBackend:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def _set(self, key: str, data: bytes) -> None:
+    def _set(self, key: str, data: bytes, *, in_place: bool = False) -> None:
         if not self.writable:
             raise PermissionError(f"{self.path} is open read-only")
         path = os.path.join(self._root, key)
@@ -97,6 +97,14 @@ class ZarrBackend:
         if folder not in self._dirs:
             os.makedirs(folder, exist_ok=True)
             self._dirs.add(folder)
+        if in_place:
+            # Nobody reads this key yet: skip the temporary file and rename
+            # (~50 us of a ~200 us file on this kind of machine).
+            with open(path, "wb") as f:
+                f.write(data)
+            if self.durable:
+                self._unsynced.append(Path(path))
+            return
         tmp = f"{path}.{uuid.uuid4().hex}.partial"
         try:
             with open(tmp, "wb") as f:
@@ -198,8 +206,8 @@ class ZarrBackend:
         sep, zeros = suffix
         return _key(node, f"c{sep}{chunk}{zeros}")
 
-    def write_chunk(self, node: str, chunk: int, data: bytes) -> None:
-        self._set(self._chunk_key(node, chunk), data)
+    def write_chunk(self, node: str, chunk: int, data: bytes, *, new: bool = False) -> None:
+        self._set(self._chunk_key(node, chunk), data, in_place=new)
 
     def read_chunk(self, node: str, chunk: int) -> bytes | None:
         return self._get(self._chunk_key(node, chunk))
