@@ -52,20 +52,40 @@ def kill_writer_after(path: Path, seconds: float) -> int:
     return how many records it reported flushed."""
     script = path.parent / "writer.py"
     script.write_text(WRITER)
-    proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True)
-    flushed = int(proc.stdout.readline())  # the child is up and has written
+    proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE)
+    # Raw reads of the pipe: a non-blocking text stream may hand out half a line.
+    fd = proc.stdout.fileno()
+    flushed = -1
+    pending = b""
+
+    def read_lines() -> None:
+        nonlocal pending, flushed
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                flushed = int(line)
+
+    os.set_blocking(fd, False)
+    while flushed < 0:  # the child is up and has written
+        if proc.poll() is not None:
+            read_lines()
+            raise RuntimeError(f"the writer exited with {proc.returncode} before its first flush")
+        read_lines()
+        time.sleep(0.005)
     deadline = time.monotonic() + seconds
-    os.set_blocking(proc.stdout.fileno(), False)
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if line:
-            flushed = int(line)
-        else:
-            time.sleep(0.005)
+        read_lines()
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    for line in proc.stdout.read().split():
-        flushed = int(line)
+    read_lines()
     return flushed
 
 
