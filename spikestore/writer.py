@@ -13,10 +13,13 @@ call from the training thread (``submit``, ``flush``, ``close``) raises a
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import warnings
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -30,6 +33,9 @@ from .packing import Packer
 __all__ = ["Writer"]
 
 _log = logging.getLogger("spikestore")
+#: Most threads that drain the queue while a flush or close waits.
+_MAX_DRAIN_THREADS = 4
+
 
 @dataclass(slots=True)
 class _Flush:
@@ -45,8 +51,20 @@ class _Meta:
     attrs: dict[str, Any]
 
 
+@dataclass(slots=True)
 class _Stop:
-    pass
+    """Close: commit everything with exact array lengths, then end the thread."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def _drain_threads() -> int:
+    """Threads for draining a backlog: the cores this process may run on, capped."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(_MAX_DRAIN_THREADS, cores))
 
 
 def _lower_priority() -> None:
@@ -84,8 +102,9 @@ class _ByteQueue:
         self._items: deque[Any] = deque()
         self._cond = threading.Condition()
         self.dead = False
+        self.waiting = 0  # flushes/closes queued and not yet done: someone waits for the writer
 
-    def put(self, item: Any, nbytes: int, *, block: bool) -> bool:
+    def put(self, item: Any, nbytes: int, *, block: bool, waited_on: bool = False) -> bool:
         with self._cond:
             while not self.dead and self.pending > 0 and self.pending + nbytes > self.max_bytes:
                 if not block:
@@ -95,8 +114,13 @@ class _ByteQueue:
                 return False
             self._items.append(item)
             self.pending += nbytes
+            self.waiting += waited_on
             self._cond.notify_all()
             return True
+
+    def done_waiting(self) -> None:
+        with self._cond:
+            self.waiting -= 1
 
     def take_all(self, timeout: float) -> list[Any]:
         with self._cond:
@@ -116,6 +140,7 @@ class _ByteQueue:
             self.dead = True
             self._items.clear()
             self.pending = 0
+            self.waiting = 0
             self._cond.notify_all()
 
 
@@ -161,7 +186,11 @@ class Writer:
         self._queue = _ByteQueue(max_pending_bytes)
         self._resume_docs = dict(streams or {})
         self._streams: dict[str, StreamWriter] = {}
-        self._packer = Packer()
+        self._packers = threading.local()  # one scratch Packer per thread that writes frames
+        # Backends that take writes from several threads at once may drain a
+        # backlog in parallel (HDF5 serialises every call anyway).
+        self._threads = _drain_threads() if getattr(backend, "concurrent_writes", False) else 1
+        self._pool: ThreadPoolExecutor | None = None
         self._error: BaseException | None = None
         self._closed = False
         self.dropped = root_doc["writer"]["dropped"]
@@ -214,7 +243,7 @@ class Writer:
         """Return once everything submitted so far is committed on disk."""
         self.check()
         req = _Flush()
-        self._queue.put(req, 0, block=True)
+        self._queue.put(req, 0, block=True, waited_on=True)
         self._wait(req.done, timeout)
 
     def _wait(self, event: threading.Event, timeout: float | None) -> None:
@@ -233,9 +262,8 @@ class Writer:
             return
         try:
             if self._error is None:
-                req = _Flush()
-                self._queue.put(req, 0, block=True)
-                self._queue.put(_Stop(), 0, block=True)
+                req = _Stop()
+                self._queue.put(req, 0, block=True, waited_on=True)
                 self._wait(req.done, None)
             self._thread.join()
         finally:
@@ -253,32 +281,40 @@ class Writer:
     def _run(self) -> None:
         _lower_priority()
         last_commit = time.monotonic()
+        backlog: deque[Any] = deque()
         try:
             while True:
-                items = self._queue.take_all(timeout=max(0.01, self.flush_interval - (time.monotonic() - last_commit)))
-                stop = False
-                for item in items:
+                if not backlog:
+                    wait = self.flush_interval - (time.monotonic() - last_commit)
+                    backlog.extend(self._queue.take_all(timeout=max(0.01, wait)))
+                if self._queue.waiting and self._threads > 1:
+                    # The training thread waits for a flush or close behind this
+                    # backlog, so its cores are free: write streams side by side.
+                    backlog.extend(self._queue.take_all(timeout=0))
+                    self._write_parallel(backlog)
+                while backlog:
+                    item = backlog.popleft()
                     if isinstance(item, Frame):
                         self._write_frame(item)
                         # A writer that falls behind still commits on time.
                         if time.monotonic() - last_commit >= self.flush_interval:
                             self._commit_all()
                             last_commit = time.monotonic()
+                        if self._queue.waiting and self._threads > 1:
+                            break
                     elif isinstance(item, _Flush):
-                        self._commit_all()
+                        self._commit_all(parallel=True)
                         last_commit = time.monotonic()
+                        self._queue.done_waiting()
                         item.done.set()
                     elif isinstance(item, _Meta):
-                        self._stream(item.key).doc |= {"selection": item.selection,
-                                                       "attrs": item.attrs}
-                        self._stream(item.key).doc_changed = True
-                    else:
-                        stop = True
-                if stop:  # (after the closing flush) exact array lengths for plain zarr readers
-                    for key in list(self._resume_docs):  # also for streams untouched since a crash
-                        self._stream(key)
-                    self._commit_all(final=True)
-                    return
+                        self._apply_meta(item)
+                    else:  # _Stop: exact array lengths for plain zarr readers
+                        for key in list(self._resume_docs):  # also streams untouched since a crash
+                            self._stream(key)
+                        self._commit_all(final=True, parallel=True)
+                        item.done.set()
+                        return
                 if time.monotonic() - last_commit >= self.flush_interval:
                     self._commit_all()
                     last_commit = time.monotonic()
@@ -286,6 +322,66 @@ class Writer:
             self._error = exc
             _log.debug("spikestore writer failed", exc_info=exc)
             self._queue.kill()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+
+    def _write_parallel(self, backlog: deque[Any]) -> None:
+        """Write the records ahead of the first flush/close in ``backlog``, one stream per thread.
+
+        Streams share nothing but the backend, so each keeps its own order.
+        """
+        groups: dict[str, list[Any]] = {}
+        while backlog and isinstance(backlog[0], (Frame, _Meta)):
+            item = backlog.popleft()
+            groups.setdefault(item.key, []).append(item)
+        for key in groups:
+            self._stream(key)  # (may rewrite the root document: one thread at a time)
+        biggest_first = sorted(groups.values(), key=lambda g: -sum(getattr(i, "nbytes", 0) for i in g))
+        self._run_jobs([lambda g=g: self._write_items(g) for g in biggest_first])
+
+    def _write_items(self, items: list[Any]) -> None:
+        for item in items:
+            if isinstance(item, Frame):
+                self._write_frame(item)
+            else:
+                self._apply_meta(item)
+
+    def _run_jobs(self, jobs: list[Callable[[], None]]) -> None:
+        """Run ``jobs`` on this thread and helper threads; raise the first failure."""
+        if len(jobs) < 2 or self._threads < 2:
+            for job in jobs:
+                job()
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads - 1, thread_name_prefix="spikestore-writer-helper",
+                                            initializer=_lower_priority)
+        todo = deque(jobs)
+
+        def work() -> None:
+            while True:
+                try:
+                    job = todo.popleft()
+                except IndexError:
+                    return
+                try:
+                    job()
+                except BaseException:
+                    todo.clear()  # the writer stops: no point starting more
+                    raise
+
+        helpers = [self._pool.submit(work) for _ in range(min(self._threads - 1, len(jobs) - 1))]
+        try:
+            work()
+        finally:
+            wait_all(helpers)
+        for h in helpers:
+            h.result()
+
+    def _apply_meta(self, item: _Meta) -> None:
+        sw = self._stream(item.key)
+        sw.doc |= {"selection": item.selection, "attrs": item.attrs}
+        sw.doc_changed = True
 
     def _stream(self, key: str) -> StreamWriter:
         sw = self._streams.get(key)
@@ -302,16 +398,28 @@ class Writer:
     def _write_frame(self, frame: Frame) -> None:
         try:
             sw = self._stream(frame.key)
-            prepared = prepare(frame, self._packer, keep_raw=sw.raw_segment_fits(
+            packer = getattr(self._packers, "packer", None)
+            if packer is None:
+                packer = self._packers.packer = Packer()
+            prepared = prepare(frame, packer, keep_raw=sw.raw_segment_fits(
                 frame.shape, frame.dtype, frame.extra.get("precision")))
             sw.add(prepared, frame.step, frame.call, frame.time)
             check_intact(frame)
         finally:
             self._queue.release(frame.nbytes)
 
-    def _commit_all(self, *, final: bool = False) -> None:
-        for sw in self._streams.values():
-            sw.commit(final=final)
+    def _commit_all(self, *, final: bool = False, parallel: bool = False) -> None:
+        """Commit every stream; with ``parallel`` (someone waits) on several threads.
+
+        A durable store commits one stream at a time: its fsyncs would
+        otherwise cover another stream's files half-way through a commit.
+        """
+        streams = list(self._streams.values())
+        if parallel and not getattr(self.backend, "durable", False):
+            self._run_jobs([lambda sw=sw: sw.commit(final=final) for sw in streams])
+        else:
+            for sw in streams:
+                sw.commit(final=final)
         if self.dropped != self._dropped_written:
             self._write_root()
 

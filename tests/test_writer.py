@@ -139,3 +139,67 @@ def test_stream_info_set_after_the_last_record_is_committed(tmp_path):
         store.flush()
         store.set_stream_info("output/1", attrs={"late": 1})
     assert spikestore.open(path)["output/1"].attrs == {"late": 1}
+
+
+@pytest.fixture
+def stalled_writer(monkeypatch):
+    """Hold the writer's first chunk write until ``gate`` opens, and log each write's thread."""
+    from spikestore import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "_drain_threads", lambda: 3)  # whatever this machine has
+    gate = threading.Event()
+    threads: list[str] = []
+    orig = ZarrBackend.write_chunk
+
+    def write_chunk(self, node, chunk, data, **kw):
+        gate.wait(10)
+        threads.append(threading.current_thread().name)
+        if getattr(self, "fail_in_helpers", False) and "helper" in threads[-1]:
+            raise OSError(errno.ENOSPC, "simulated: ENOSPC")
+        return orig(self, node, chunk, data, **kw)
+
+    monkeypatch.setattr(ZarrBackend, "write_chunk", write_chunk)
+    return gate, threads
+
+
+def _backlog(store, steps=12):
+    for step in range(steps):
+        store.set_step(step)
+        for layer in ("a", "b", "c"):
+            store.append(f"output/{layer}", (torch.arange(64 * 8) % (step + 2) == 0).float().reshape(8, 64))
+        store.set_stream_info("output/b", attrs={"last_step": step})
+
+
+def test_a_backlog_drains_on_several_threads_when_close_waits(tmp_path, stalled_writer):
+    gate, threads = stalled_writer
+    path = tmp_path / "s.zarr"
+    store = spikestore.Store(path, chunk_bytes=64)  # one 64-byte record a chunk
+    _backlog(store)
+    threading.Timer(0.2, gate.set).start()
+    store.close()
+    assert any("helper" in t for t in threads) and "spikestore-writer" in threads
+    run = spikestore.open(path)
+    for layer in ("a", "b", "c"):
+        s = run[f"output/{layer}"]
+        assert list(s.steps) == list(range(12))
+        for step in range(12):
+            want = (np.arange(64 * 8) % (step + 2) == 0).astype(np.float32).reshape(8, 64)
+            np.testing.assert_array_equal(s[step], want)
+    assert run["output/b"].attrs == {"last_step": 11}  # stream info stays in order with its records
+
+
+def test_a_failure_on_a_drain_thread_reaches_the_caller(tmp_path, stalled_writer):
+    gate, _ = stalled_writer
+    path = tmp_path / "s.zarr"
+    store = spikestore.Store(path, chunk_bytes=64)
+    gate.set()
+    store.append("output/a", torch.ones(8, 64))
+    store.flush()  # one committed record
+    gate.clear()
+    store._writer.backend.fail_in_helpers = True
+    _backlog(store)
+    threading.Timer(0.2, gate.set).start()
+    with pytest.raises(WriterError) as info:
+        store.close()
+    assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.ENOSPC
+    assert len(spikestore.open(path)["output/a"]) >= 1  # still readable up to its last commit

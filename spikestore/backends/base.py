@@ -42,6 +42,10 @@ class Backend(Protocol):
 
     path: Path
     writable: bool
+    #: Whether the writer may call the write methods of different arrays
+    #: from several threads at once (it does so only while a flush or close
+    #: waits). Backends without the attribute are written from one thread.
+    concurrent_writes: bool
 
     def exists(self) -> bool:
         """Whether a store (any root document) exists at :attr:`path`."""

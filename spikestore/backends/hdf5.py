@@ -454,6 +454,8 @@ class HDF5Backend:
         Chunks written, structure windows opened, and the time they took.
     """
 
+    concurrent_writes = False  # h5py serialises every call behind one lock: no gain
+
     def __init__(self, path: Path, *, writable: bool, durable: bool = False) -> None:
         self.path = Path(path)
         self.writable = writable

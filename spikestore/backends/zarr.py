@@ -68,7 +68,14 @@ def _array_meta(chunks: tuple[int, ...], record_shape: tuple[int, ...], dtype_st
 
 
 class ZarrBackend:
-    """Backend over a local Zarr v3 directory store."""
+    """Backend over a local Zarr v3 directory store.
+
+    Different arrays may be written from several threads at once: every
+    write is its own file, and the shared caches are dicts and sets that the
+    GIL keeps consistent.
+    """
+
+    concurrent_writes = True
 
     def __init__(self, path: Path, *, writable: bool, durable: bool = False) -> None:
         self.path = Path(path)
