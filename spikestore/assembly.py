@@ -24,15 +24,31 @@ from .capture import Prepared
 from .codecs import ChunkCodec, codec_from_config
 from .format import INDEX_ARRAYS, new_stream_doc, segment_array_name, stream_node
 
-__all__ = ["StreamWriter"]
+__all__ = ["StreamWriter", "chunk_records_for"]
 
 #: Records per chunk of the step/call/time index arrays.
 #: Each commit re-encodes the partly filled chunk of all three arrays, so
 #: this stays small (16384 cost ~0.5 ms of zstd per stream commit).
 INDEX_CHUNK_RECORDS = 4096
 _MAX_CHUNK_RECORDS = 1 << 16
+#: Every chunk is a file, and creating one costs ~0.2-0.5 ms on a typical
+#: Linux file system, as much as encoding ~0.3 MB of spikes. Records of at
+#: least ``_BIG_RECORD`` bytes therefore go ``_MIN_BIG_RECORDS`` to a chunk
+#: (as long as the chunk stays within ``_MAX_CHUNK_BYTES``), even when that
+#: is more than ``chunk_bytes``.
+_BIG_RECORD = 64 << 10
+_MIN_BIG_RECORDS = 4
+_MAX_CHUNK_BYTES = 4 << 20
 #: Segment names a resumed writer may skip because a crash left them damaged.
 _MAX_SKIPPED_NAMES = 16
+
+
+def chunk_records_for(record_bytes: int, chunk_bytes: int) -> int:
+    """Records per chunk of a new segment whose stored records take ``record_bytes``."""
+    n = chunk_bytes // record_bytes
+    if record_bytes >= _BIG_RECORD:
+        n = max(n, min(_MIN_BIG_RECORDS, _MAX_CHUNK_BYTES // record_bytes))
+    return int(min(_MAX_CHUNK_RECORDS, max(1, n)))
 
 
 class _Segment:
@@ -50,7 +66,7 @@ class _Segment:
         self.stored_shape = tuple(p.stored.shape)
         self.stored_dtype = p.stored.dtype
         record_bytes = max(1, int(np.prod(self.stored_shape, dtype=np.int64)) * self.stored_dtype.itemsize)
-        self.chunk_records = int(min(_MAX_CHUNK_RECORDS, max(1, chunk_bytes // record_bytes)))
+        self.chunk_records = chunk_records_for(record_bytes, chunk_bytes)
         row_bits = self.shape[-1] if self.encoding == "bits" else None
         self.codec: ChunkCodec = backend.codec_for(self.encoding, self.stored_dtype, level, record_bytes,
                                                    row_bits)

@@ -85,7 +85,9 @@ class Store:
         Target uncompressed size of one chunk of stored records (default
         256 KiB of packed bits or raw values). Larger chunks compress a
         little better; smaller ones make a cold random read cheaper (a read
-        decodes one whole chunk).
+        decodes one whole chunk). Records of 64 KiB or more still go at
+        least 4 to a chunk (up to 4 MiB): each chunk is a file, and files
+        cost time to create.
     durable
         ``fsync`` every commit, so committed records survive a power loss,
         not only a process crash. Slower.

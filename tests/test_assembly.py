@@ -1,0 +1,39 @@
+"""How the writer sizes chunks (spikestore.assembly)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import spikestore
+from spikestore.assembly import chunk_records_for
+
+
+@pytest.mark.parametrize(("record_bytes", "chunk_bytes", "want"), [
+    (32, 256 << 10, 8192),          # small records: chunk_bytes decides
+    (8 << 10, 256 << 10, 32),
+    (229_376, 256 << 10, 4),        # big records: at least 4 a chunk (one file per 4)...
+    (458_752, 256 << 10, 4),
+    (458_752, 4 << 20, 9),          # ...unless chunk_bytes asks for more
+    (2 << 20, 256 << 10, 2),        # ...and chunks stay within 4 MiB
+    (8 << 20, 256 << 10, 1),
+    (1, 1 << 30, 1 << 16),          # capped
+    (64, 64, 1),                    # tiny chunk_bytes still mean what they say for small records
+])
+def test_chunk_records(record_bytes, chunk_bytes, want):
+    assert chunk_records_for(record_bytes, chunk_bytes) == want
+
+
+def test_big_spike_records_share_chunks_and_read_back(tmp_path):
+    path = tmp_path / "s.zarr"
+    rng = np.random.default_rng(0)
+    frames = [(rng.random((8, 32, 16, 28, 28)) < 0.05).astype(np.float32) for _ in range(6)]
+    with spikestore.Store(path) as store:
+        for step, f in enumerate(frames):
+            store.set_step(step)
+            store.append("output/conv", torch.from_numpy(f))
+    s = spikestore.open(path)["output/conv"]
+    assert s.doc["segments"][0]["chunk_records"] == 4  # 458,752 packed bytes a record
+    for step, f in enumerate(frames):
+        np.testing.assert_array_equal(s[step], f)
