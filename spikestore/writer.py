@@ -2,7 +2,10 @@
 
 The training thread only ever calls :meth:`Writer.submit`, which costs a lock
 and a deque append unless the queue is full. Everything else (packing,
-compression, file I/O, commits) happens on the writer thread.
+compression, file I/O, commits) happens on the writer thread, at nice 19.
+While ``flush()`` or ``close()`` waits, the training thread's cores are idle,
+so the writer then writes the streams of its backlog side by side on helper
+threads (one stream per thread, each in its own order).
 
 Failure handling follows tensorboard's ``EventFileWriter``: the thread saves
 its exception, drains the queue so blocked producers wake up, and the next
