@@ -190,8 +190,8 @@ class Writer:
         self._resume_docs = dict(streams or {})
         self._streams: dict[str, StreamWriter] = {}
         self._packers = threading.local()  # one scratch Packer per thread that writes frames
-        # Backends that take writes from several threads at once may drain a
-        # backlog in parallel (HDF5 serialises every call anyway).
+        # Only backends that take writes from several threads at once drain a
+        # backlog in parallel.
         self._threads = _drain_threads() if getattr(backend, "concurrent_writes", False) else 1
         self._pool: ThreadPoolExecutor | None = None
         self._error: BaseException | None = None

@@ -11,6 +11,7 @@ import torch
 
 import spikestore
 from spikestore import WriterError
+from spikestore.backends.hdf5 import HDF5Backend
 from spikestore.backends.zarr import ZarrBackend
 
 
@@ -149,16 +150,21 @@ def stalled_writer(monkeypatch):
     monkeypatch.setattr(writer_module, "_drain_threads", lambda: 3)  # whatever this machine has
     gate = threading.Event()
     threads: list[str] = []
-    orig = ZarrBackend.write_chunk
 
-    def write_chunk(self, node, chunk, data, **kw):
-        gate.wait(10)
-        threads.append(threading.current_thread().name)
-        if getattr(self, "fail_in_helpers", False) and "helper" in threads[-1]:
-            raise OSError(errno.ENOSPC, "simulated: ENOSPC")
-        return orig(self, node, chunk, data, **kw)
+    def stall(cls):
+        orig = cls.write_chunk
 
-    monkeypatch.setattr(ZarrBackend, "write_chunk", write_chunk)
+        def write_chunk(self, node, chunk, data, **kw):
+            gate.wait(10)
+            threads.append(threading.current_thread().name)
+            if getattr(self, "fail_in_helpers", False) and "helper" in threads[-1]:
+                raise OSError(errno.ENOSPC, "simulated: ENOSPC")
+            return orig(self, node, chunk, data, **kw)
+
+        monkeypatch.setattr(cls, "write_chunk", write_chunk)
+
+    stall(ZarrBackend)
+    stall(HDF5Backend)
     return gate, threads
 
 
@@ -170,9 +176,10 @@ def _backlog(store, steps=12):
         store.set_stream_info("output/b", attrs={"last_step": step})
 
 
-def test_a_backlog_drains_on_several_threads_when_close_waits(tmp_path, stalled_writer):
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_backlog_drains_on_several_threads_when_close_waits(tmp_path, stalled_writer, suffix):
     gate, threads = stalled_writer
-    path = tmp_path / "s.zarr"
+    path = tmp_path / f"s{suffix}"
     store = spikestore.Store(path, chunk_bytes=64)  # one 64-byte record a chunk
     _backlog(store)
     threading.Timer(0.2, gate.set).start()
