@@ -269,6 +269,12 @@ class Writer:
                 self._queue.put(req, 0, block=True, waited_on=True)
                 self._wait(req.done, None)
             self._thread.join()
+        except BaseException:
+            if self._error is not None:
+                # A failed writer stops on its own once its helpers are done:
+                # wait, so nothing writes after the final status below.
+                self._thread.join()
+            raise
         finally:
             self._closed = True
             self._finish_root()
@@ -373,9 +379,14 @@ class Writer:
                     todo.clear()  # the writer stops: no point starting more
                     raise
 
-        helpers = [self._pool.submit(work) for _ in range(min(self._threads - 1, len(jobs) - 1))]
+        helpers = []
         try:
+            for _ in range(min(self._threads - 1, len(jobs) - 1)):
+                helpers.append(self._pool.submit(work))
             work()
+        except BaseException:
+            todo.clear()  # (also when a helper could not start: none may outlive this call)
+            raise
         finally:
             wait_all(helpers)
         for h in helpers:

@@ -165,6 +165,13 @@ def stalled_writer(monkeypatch):
 
     stall(ZarrBackend)
     stall(HDF5Backend)
+    orig_meta = writer_module.Writer._apply_meta
+
+    def apply_meta(self, item):  # log how many records the stream holds when its info lands
+        threads.append(("meta", item.attrs.get("last_step"), self._stream(item.key).count))
+        return orig_meta(self, item)
+
+    monkeypatch.setattr(writer_module.Writer, "_apply_meta", apply_meta)
     return gate, threads
 
 
@@ -176,15 +183,21 @@ def _backlog(store, steps=12):
         store.set_stream_info("output/b", attrs={"last_step": step})
 
 
-@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
-def test_a_backlog_drains_on_several_threads_when_close_waits(tmp_path, stalled_writer, suffix):
+@pytest.mark.parametrize(("suffix", "wait"), [(".zarr", "close"), (".zarr", "flush"), (".h5", "close")])
+def test_a_backlog_drains_on_several_threads_when_close_waits(tmp_path, stalled_writer, suffix, wait):
     gate, threads = stalled_writer
     path = tmp_path / f"s{suffix}"
     store = spikestore.Store(path, chunk_bytes=64)  # one 64-byte record a chunk
     _backlog(store)
     threading.Timer(0.2, gate.set).start()
+    if wait == "flush":
+        store.flush()
+        assert len(spikestore.open(path)["output/c"]) == 12
     store.close()
-    assert any("helper" in t for t in threads) and "spikestore-writer" in threads
+    names = [t for t in threads if isinstance(t, str)]
+    assert any("helper" in t for t in names) and "spikestore-writer" in names
+    # each stream info lands after its step's record, before the next one
+    assert [(m[1], m[2]) for m in threads if isinstance(m, tuple)] == [(i, i + 1) for i in range(12)]
     run = spikestore.open(path)
     for layer in ("a", "b", "c"):
         s = run[f"output/{layer}"]
@@ -192,7 +205,7 @@ def test_a_backlog_drains_on_several_threads_when_close_waits(tmp_path, stalled_
         for step in range(12):
             want = (np.arange(64 * 8) % (step + 2) == 0).astype(np.float32).reshape(8, 64)
             np.testing.assert_array_equal(s[step], want)
-    assert run["output/b"].attrs == {"last_step": 11}  # stream info stays in order with its records
+    assert run["output/b"].attrs == {"last_step": 11}
 
 
 def test_a_failure_on_a_drain_thread_reaches_the_caller(tmp_path, stalled_writer):
@@ -210,3 +223,38 @@ def test_a_failure_on_a_drain_thread_reaches_the_caller(tmp_path, stalled_writer
         store.close()
     assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.ENOSPC
     assert len(spikestore.open(path)["output/a"]) >= 1  # still readable up to its last commit
+
+
+def test_no_helper_writes_after_close_when_a_helper_cannot_start(tmp_path, stalled_writer, monkeypatch):
+    """A helper that fails to start stops the writer, and close() returns only once the others are done."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    gate, threads = stalled_writer
+    real_submit = ThreadPoolExecutor.submit
+    submits = {"n": 0}
+
+    def submit(self, fn, *args, **kwargs):
+        submits["n"] += 1
+        if submits["n"] == 2:
+            raise RuntimeError("can't start new thread")
+        return real_submit(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", submit)
+    stalled_write = ZarrBackend.write_chunk
+
+    def slow_helper_write(self, *args, **kwargs):
+        if "helper" in threading.current_thread().name:
+            time.sleep(0.01)  # the helper that did start is still busy when the next submit fails
+        return stalled_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(ZarrBackend, "write_chunk", slow_helper_write)
+    store = spikestore.Store(tmp_path / "s.zarr", chunk_bytes=64)
+    _backlog(store)
+    threading.Timer(0.2, gate.set).start()
+    with pytest.raises(WriterError, match="can't start new thread"):
+        store.close()
+    assert not store._writer._thread.is_alive()
+    writes = len(threads)
+    time.sleep(0.3)
+    assert len(threads) == writes

@@ -172,7 +172,10 @@ class ZarrBackend:
         folder = os.path.join(self._root, node)
         if os.path.isdir(folder):  # a leftover of a crash: start empty, as overwrite=True does
             shutil.rmtree(folder)
-            self._dirs = {d for d in self._dirs if not (d == folder or d.startswith(folder + os.sep))}
+            # (discard, never rebind or iterate the live set: drain threads add to it meanwhile)
+            for d in list(self._dirs):
+                if d == folder or d.startswith(folder + os.sep):
+                    self._dirs.discard(d)
         self._ensure_parent_group(node)
         meta = json.loads(template)
         self._set(_key(node, _META), template.encode())
