@@ -73,7 +73,11 @@ def kill_writer_after(path: Path, seconds: float) -> int:
                 flushed = int(line)
 
     os.set_blocking(fd, False)
+    started = time.monotonic()
     while flushed < 0:  # the child is up and has written
+        if time.monotonic() - started > 300:
+            proc.kill()
+            raise RuntimeError("the writer did not report its first flush within 300 s")
         if proc.poll() is not None:
             read_lines()
             raise RuntimeError(f"the writer exited with {proc.returncode} before its first flush")
