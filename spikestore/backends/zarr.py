@@ -109,18 +109,16 @@ class ZarrBackend:
             # (~50 us of a ~200 us file on this kind of machine).
             with open(path, "wb") as f:
                 f.write(data)
-            if self.durable:
-                self._unsynced.append(Path(path))
-            return
-        tmp = f"{path}.{uuid.uuid4().hex}.partial"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        else:
+            tmp = f"{path}.{uuid.uuid4().hex}.partial"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         if self.durable:
             self._unsynced.append(Path(path))
 
