@@ -37,3 +37,18 @@ def test_big_spike_records_share_chunks_and_read_back(tmp_path):
     assert s.doc["segments"][0]["chunk_records"] == 4  # 458,752 packed bytes a record
     for step, f in enumerate(frames):
         np.testing.assert_array_equal(s[step], f)
+
+
+def test_new_streams_index_4096_records_a_chunk_and_read_across_chunks(tmp_path):
+    """Each commit re-encodes the open index chunk, so new streams keep it at 4096 records."""
+    path = tmp_path / "s.zarr"
+    n = 4096 + 10
+    with spikestore.Store(path) as store:
+        for step in range(n):
+            store.set_step(step)
+            store.append("rate/fc", float(step))
+    s = spikestore.open(path)["rate/fc"]
+    assert s.doc["index"]["chunk_records"] == 4096
+    assert (path / "rate/fc/step/c.1").is_file()  # the second index chunk
+    np.testing.assert_array_equal(s.steps, np.arange(n))
+    assert s[n - 1] == n - 1

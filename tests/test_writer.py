@@ -258,3 +258,23 @@ def test_no_helper_writes_after_close_when_a_helper_cannot_start(tmp_path, stall
     writes = len(threads)
     time.sleep(0.3)
     assert len(threads) == writes
+
+
+def test_durable_stores_commit_one_stream_at_a_time(tmp_path, stalled_writer, monkeypatch):
+    """A durable commit's fsyncs must not cover another stream's half-done commit: no parallel commits."""
+    from spikestore import assembly
+
+    gate, _ = stalled_writer
+    committers: list[str] = []
+    real_commit = assembly.StreamWriter.commit
+
+    def commit(self, **kwargs):
+        committers.append(threading.current_thread().name)
+        return real_commit(self, **kwargs)
+
+    monkeypatch.setattr(assembly.StreamWriter, "commit", commit)
+    store = spikestore.Store(tmp_path / "s.zarr", chunk_bytes=64, durable=True)
+    _backlog(store)
+    threading.Timer(0.2, gate.set).start()
+    store.close()
+    assert len(committers) >= 3 and set(committers) == {"spikestore-writer"}
