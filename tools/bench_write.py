@@ -8,7 +8,11 @@ Reports, in one run:
 * bytes on disk over the Shannon bound ``n * H(p) / 8`` of i.i.d. Bernoulli
   spikes;
 * resident memory (RSS) sampled over a run of at least ``--gb`` GB of
-  float32 input, and its growth after warm-up.
+  float32 input, and its growth after warm-up;
+* where the CPU goes, one thread at a time on the same frames: reading each
+  frame once (the memory ceiling of any writer that takes float32 input),
+  the hook's check-and-pack, and the writer's chunk coding. Their sum bounds
+  what the whole path can reach per core on this machine.
 
 Example::
 
@@ -21,16 +25,20 @@ import argparse
 import json
 import math
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import torch
 
 import spikestore
+from spikestore.codecs import codec_from_config
+from spikestore.packing import Packer
 
 
 def shannon_bytes(n: int, p: float) -> float:
@@ -62,6 +70,43 @@ class RssSampler(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join()
+
+
+def _cpu_per_item(fn, items: list, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    """Median over ``repeats`` passes of the thread CPU seconds ``fn`` takes per item."""
+    passes = []
+    for _ in range(repeats):
+        t = time.thread_time()
+        for item in items:
+            fn(item)
+        passes.append((time.thread_time() - t) / len(items))
+    return statistics.median(passes)
+
+
+def cost_breakdown(pool: list[torch.Tensor], segment: dict, repeats: int = 5) -> dict[str, float]:
+    """Thread CPU seconds per frame of each stage of the write path, run alone.
+
+    * ``read``: one pass over the frame's float32 values (``np.count_nonzero``
+      of its bits), the least any writer of float32 input must spend;
+    * ``pack``: the hook's check-and-pack (:class:`spikestore.packing.Packer`);
+    * ``code``: the writer's encoding of a chunk of packed frames with the
+      codec and chunk size the run's ``segment`` (its document) got, per frame.
+
+    The pool is cycled as in the run, so the frames come from memory, not cache.
+    """
+    frames = [f.numpy() for f in pool]
+    words = [f.reshape(-1).view(np.uint32) for f in frames]
+    packer = Packer()
+    packed = [packer.pack(f).copy() for f in frames]  # type: ignore[union-attr]
+    per_chunk = segment["chunk_records"]
+    codec = codec_from_config(segment["codec"])
+    chunks = [np.stack([packed[(i + j) % len(packed)] for j in range(per_chunk)])
+              for i in range(0, len(packed), per_chunk)]
+    return {
+        "read": _cpu_per_item(np.count_nonzero, words, repeats),
+        "pack": _cpu_per_item(packer.pack, frames, repeats),
+        "code": _cpu_per_item(codec.encode, chunks, repeats) / per_chunk,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     sampler.stop()
     print(file=sys.stderr)
 
+    with spikestore.open(path) as run:
+        segment = run["output/lif1"].segments[0].doc
+    print("timing each stage alone ...", file=sys.stderr)
+    cost = cost_breakdown(pool, segment)
+
     spikes = n_frames * pool[0].numel()
     timed = (n_frames - warm) * pool[0].numel()
     on_disk = dir_bytes(path)
@@ -133,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_after_warmup_mib": rss_at_warm / 2**20,
         "rss_peak_mib": max(r for _, r in rss) / 2**20,
         "rss_growth_after_warmup_mib": (peak_after - rss_at_warm) / 2**20,
+        "alone_ms_per_frame": {k: v * 1e3 for k, v in cost.items()},
+        "alone_spikes_per_s_per_core": {k: pool[0].numel() / v for k, v in cost.items()},
     }
     print(f"write path, {args.backend}: {n_frames} frames of {shape} float32, p={args.rate}, "
           f"{res['input_gb']:.1f} GB input")
@@ -144,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  RSS               start {res['rss_start_mib']:.0f} MiB, after warm-up "
           f"{res['rss_after_warmup_mib']:.0f} MiB, peak {res['rss_peak_mib']:.0f} MiB, "
           f"growth after warm-up {res['rss_growth_after_warmup_mib']:.1f} MiB")
+    per = pool[0].numel()
+    print(f"  alone, per frame  read the input {cost['read'] * 1e3:.2f} ms ({per / cost['read'] / 1e9:.2f} G/s), "
+          f"pack {cost['pack'] * 1e3:.2f} ms, code {cost['code'] * 1e3:.2f} ms; "
+          f"pack + code {per / (cost['pack'] + cost['code']) / 1e9:.2f} G spikes/s per core")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
     if args.dir is None:
