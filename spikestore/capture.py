@@ -128,7 +128,8 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
     if t.device.type != "cpu":
         t = t.to("cpu")
         copy = False
-    if packing.KERNELS and t.dtype == torch.float32 and encoding != "raw" and t.dim() > 0 and t.numel() > 0:
+    if (t.dtype == torch.float32 and encoding != "raw" and t.dim() > 0 and t.numel() > 0
+            and packing.kernels_ready()):
         packed = _pack_now(t)
         if packed is not None:
             # Counted at the float size: the queue bound also bounds the writer's

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,8 +22,8 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BIT_ORDER", "KERNELS", "Packer", "pack_float32", "pack_if_binary", "pack_torch", "packed_length",
-           "packed_nbytes", "unpack_bits"]
+__all__ = ["BIT_ORDER", "KERNELS", "Packer", "kernels_ready", "load_kernels", "pack_float32", "pack_if_binary",
+           "pack_torch", "packed_length", "packed_nbytes", "unpack_bits"]
 
 BIT_ORDER = "little"
 
@@ -35,6 +37,69 @@ _SAMPLE = 256
 #: Whether the compiled kernels of :mod:`spikestore._kernels` may be used:
 #: they read words in native byte order. Elsewhere numpy does their work.
 KERNELS = sys.byteorder == "little"
+_ready = threading.Event()
+_loader: threading.Thread | None = None
+_loader_lock = threading.Lock()
+
+
+def kernels_ready() -> bool:
+    """Whether the compiled kernels are loaded and may be called now.
+
+    Until they are, numpy packs and codes spikes (the same bytes, ~7x the
+    CPU time), so no record waits for the kernels. The first call starts
+    loading them (:func:`load_kernels`).
+    """
+    if not KERNELS:
+        return False
+    if not _ready.is_set():
+        load_kernels()
+    return _ready.is_set()
+
+
+def load_kernels(*, wait: bool = False) -> bool:
+    """Load the compiled kernels on a background thread, once per process.
+
+    Loading takes ~0.5-1 s from numba's cache, and ~10 s of compiling the
+    first time spikestore runs on a machine. Done on the first record, on
+    the training thread, that was a stall of the training loop at every
+    start; :class:`~spikestore.Store` calls this when it opens instead, and
+    records arriving before the kernels are ready take the numpy path.
+
+    Parameters
+    ----------
+    wait
+        Block until loading has finished (benchmarks and tests want steady state).
+
+    Returns
+    -------
+    bool
+        :func:`kernels_ready`. If loading fails (a broken numba install), a
+        ``RuntimeWarning`` says so and numpy keeps doing the work.
+    """
+    global _loader
+    if not KERNELS:
+        return False
+    with _loader_lock:
+        if _loader is None:
+            _loader = threading.Thread(target=_load, name="spikestore-kernels", daemon=True)
+            _loader.start()
+        loader = _loader
+    if wait:
+        loader.join()
+    return _ready.is_set()
+
+
+def _load() -> None:
+    try:
+        from ._kernels import warm_up
+
+        warm_up()
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the numpy path, which is correct
+        warnings.warn(f"spikestore could not load its compiled kernels ({exc!r}); numpy packs and codes "
+                      "spikes instead, which costs ~7x the CPU time. Reinstall numba to fix this.",
+                      RuntimeWarning, stacklevel=1)
+        return
+    _ready.set()
 
 
 def packed_length(n: int) -> int:
@@ -48,7 +113,7 @@ def packed_nbytes(shape: tuple[int, ...]) -> int:
 
 
 def pack_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray | None:
-    """Check and pack a C-contiguous float32 record in one compiled pass (needs :data:`KERNELS`).
+    """Check and pack a C-contiguous float32 record in one compiled pass (needs :func:`kernels_ready`).
 
     ``out`` is ``uint8`` with room for ``packed_nbytes(x.shape) + 8`` bytes
     (the kernel's last 8 are scratch), or ``None`` for a new buffer; the
@@ -128,7 +193,7 @@ class Packer:
         if x.ndim == 0 or x.size == 0:
             return None
         x = np.ascontiguousarray(x)
-        if KERNELS and x.dtype == np.float32:
+        if x.dtype == np.float32 and kernels_ready():
             size = packed_nbytes(x.shape) + 8
             if self._out.size < size:
                 self._out = np.empty(size, dtype=np.uint8)

@@ -167,7 +167,7 @@ def _gap_modes(buf: np.ndarray, rows: _RowMap | None, ones: int, zstd: Zstd, *, 
 def _count_ones(buf: np.ndarray) -> int:
     if not buf.size:
         return 0
-    if packing.KERNELS:
+    if packing.kernels_ready():
         from ._kernels import popcount
 
         return int(popcount(buf))
@@ -181,7 +181,7 @@ def _gap_bytes(buf: np.ndarray, rows: _RowMap | None,
     Gaps count the real bits of ``rows`` only; ``None`` when a spike sits
     in a row's padding (the caller then numbers every bit).
     """
-    if packing.KERNELS:
+    if packing.kernels_ready():
         from ._kernels import gaps8
 
         small = np.empty(ones, dtype=np.uint8)

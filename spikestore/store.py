@@ -11,6 +11,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from . import packing
 from .backends import open_backend
 from .capture import capture
 from .errors import (
@@ -117,6 +118,7 @@ class Store:
         self.path = Path(path)
         self.mode = mode
         self._writer: Writer | None = None
+        packing.load_kernels()  # in the background: records meanwhile take the numpy path
         if mode not in ("w", "a"):
             raise InvalidArgumentError(f"mode must be 'w', 'a' or 'r', not {mode!r}")
         streams: dict[str, dict[str, Any]] = {}

@@ -24,8 +24,10 @@ def _compiled_kernels() -> None:
     """Compile the write path's kernels once, before any test is timed.
 
     A fresh clone compiles them on first use (seconds), which would trip
-    hypothesis deadlines in whichever test happens to run first.
+    hypothesis deadlines in whichever test happens to run first. Tests then
+    use them from the first record; ``test_packing`` covers the numpy path
+    that records take while they load.
     """
-    from spikestore._kernels import warm_up
+    from spikestore import packing
 
-    warm_up()
+    assert packing.load_kernels(wait=True) or not packing.KERNELS

@@ -33,6 +33,7 @@ import torch
 from numcodecs import Zstd
 
 import spikestore
+from spikestore import packing
 from spikestore.spike_codec import MODES, decode_spikes, encode_spikes
 
 RATES = (0.5, 0.2, 0.05, 0.01, 0.002)
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
+    packing.load_kernels(wait=True)  # the compiled gap search, not its numpy fallback
     tmp = Path(tempfile.mkdtemp(prefix="spikestore-codec-"))
     rng = np.random.default_rng(0)
     rows = []
