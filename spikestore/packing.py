@@ -12,6 +12,7 @@ exactly ``0`` or ``1`` of its dtype (``-0.0`` and ``NaN`` are not).
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import warnings
@@ -87,6 +88,18 @@ def load_kernels(*, wait: bool = False) -> bool:
     if wait:
         loader.join()
     return _ready.is_set()
+
+
+def _forget_unfinished_load() -> None:
+    """In a forked child, a load the parent had not finished has no thread left: start over when asked."""
+    global _loader, _loader_lock
+    _loader_lock = threading.Lock()  # (the parent may have held it while forking)
+    if not _ready.is_set():
+        _loader = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_unfinished_load)
 
 
 def _load() -> None:

@@ -157,3 +157,21 @@ def test_a_failed_kernel_load_warns_and_numpy_does_the_work(monkeypatch, tmp_pat
     run = spikestore.open(tmp_path / "s.zarr")
     assert run["output/l"].segments[0].encoding == "bits"
     np.testing.assert_array_equal(run["output/l"][0], x.numpy())
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_a_child_forked_while_the_kernels_load_loads_its_own(monkeypatch):
+    """A fork copies no threads: the child must not wait forever on the parent's unfinished loader."""
+    import multiprocessing
+    import threading
+
+    from spikestore import packing
+
+    finished = threading.Thread(target=lambda: None)  # a loader whose thread the child does not have
+    finished.start()
+    finished.join()
+    monkeypatch.setattr(packing, "_ready", threading.Event())
+    monkeypatch.setattr(packing, "_loader", finished)
+    assert packing.load_kernels(wait=True) is False  # in this process: still "loading"
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(packing.load_kernels, kwds={"wait": True}) is True
