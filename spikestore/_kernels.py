@@ -430,8 +430,8 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel now, on tiny inputs.
 
     The first call of a kernel in a fresh environment compiles it, which
-    takes seconds; a writer or a test calls this first so the time is not
-    charged to a record.
+    takes seconds; :func:`spikestore.packing.load_kernels` calls this when a
+    store opens, so the time is not charged to a record.
     """
     for writable in (True, False):  # a read-only input is a different numba type
         u = np.zeros(9, dtype=np.uint32)

@@ -12,7 +12,6 @@ exactly ``0`` or ``1`` of its dtype (``-0.0`` and ``NaN`` are not).
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 import warnings
@@ -38,81 +37,53 @@ _SAMPLE = 256
 #: Whether the compiled kernels of :mod:`spikestore._kernels` may be used:
 #: they read words in native byte order. Elsewhere numpy does their work.
 KERNELS = sys.byteorder == "little"
-_ready = threading.Event()
-_loader: threading.Thread | None = None
-_loader_lock = threading.Lock()
+_kernel_state = "unloaded"  # then "ready", or "failed" (numpy does the work for good)
+_kernel_lock = threading.Lock()
 
 
 def kernels_ready() -> bool:
-    """Whether the compiled kernels are loaded and may be called now.
-
-    Until they are, numpy packs and codes spikes (the same bytes, ~7x the
-    CPU time), so no record waits for the kernels. The first call starts
-    loading them (:func:`load_kernels`).
-    """
+    """Whether the compiled kernels may be used; the first call loads them (:func:`load_kernels`)."""
     if not KERNELS:
         return False
-    if not _ready.is_set():
-        load_kernels()
-    return _ready.is_set()
+    if _kernel_state == "unloaded":
+        return load_kernels()
+    return _kernel_state == "ready"
 
 
-def load_kernels(*, wait: bool = False) -> bool:
-    """Load the compiled kernels on a background thread, once per process.
+def load_kernels() -> bool:
+    """Load the compiled kernels now, once per process (thread-safe).
 
-    Loading takes ~0.5-1 s from numba's cache, and ~10 s of compiling the
-    first time spikestore runs on a machine. Done on the first record, on
-    the training thread, that was a stall of the training loop at every
-    start; :class:`~spikestore.Store` calls this when it opens instead, and
-    records arriving before the kernels are ready take the numpy path.
-
-    Parameters
-    ----------
-    wait
-        Block until loading has finished (benchmarks and tests want steady state).
+    Loading takes ~1 s from numba's cache, and ~15 s of compiling the
+    first time spikestore runs on a machine. Left to the first record, that
+    stalled the training loop inside a forward hook at every start;
+    :class:`~spikestore.Store` calls this when it opens instead, with the
+    rest of the set-up. (Loading on a background thread was tried: records
+    taking the numpy path meanwhile filled the queue, lost their in-place
+    safety, and a ``fork`` during the load could hang the child.)
 
     Returns
     -------
     bool
-        :func:`kernels_ready`. If loading fails (a broken numba install), a
-        ``RuntimeWarning`` says so and numpy keeps doing the work.
+        Whether the kernels are ready. If loading fails (a broken numba
+        install), a ``RuntimeWarning`` says so once, and numpy packs and
+        codes spikes from then on: the same bytes, ~7x the CPU time.
     """
-    global _loader
+    global _kernel_state
     if not KERNELS:
         return False
-    with _loader_lock:
-        if _loader is None:
-            _loader = threading.Thread(target=_load, name="spikestore-kernels", daemon=True)
-            _loader.start()
-        loader = _loader
-    if wait:
-        loader.join()
-    return _ready.is_set()
+    with _kernel_lock:
+        if _kernel_state == "unloaded":
+            try:
+                from ._kernels import warm_up
 
-
-def _forget_unfinished_load() -> None:
-    """In a forked child, a load the parent had not finished has no thread left: start over when asked."""
-    global _loader, _loader_lock
-    _loader_lock = threading.Lock()  # (the parent may have held it while forking)
-    if not _ready.is_set():
-        _loader = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_unfinished_load)
-
-
-def _load() -> None:
-    try:
-        from ._kernels import warm_up
-
-        warm_up()
-    except Exception as exc:  # noqa: BLE001 - any failure leaves the numpy path, which is correct
-        warnings.warn(f"spikestore could not load its compiled kernels ({exc!r}); numpy packs and codes "
-                      "spikes instead, which costs ~7x the CPU time. Reinstall numba to fix this.",
-                      RuntimeWarning, stacklevel=1)
-        return
-    _ready.set()
+                warm_up()
+                _kernel_state = "ready"
+            except Exception as exc:  # noqa: BLE001 - any failure leaves the numpy path, which is correct
+                _kernel_state = "failed"
+                warnings.warn(f"spikestore could not load its compiled kernels ({exc!r}); numpy packs and "
+                              "codes spikes instead (the same bytes, ~7x the CPU time). If numba is broken, "
+                              "reinstalling it fixes this.", RuntimeWarning, stacklevel=2)
+    return _kernel_state == "ready"
 
 
 def packed_length(n: int) -> int:

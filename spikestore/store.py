@@ -57,6 +57,10 @@ class Store:
     and commits them; memory stays bounded by ``max_pending_bytes`` plus one
     chunk per stream, however long the run.
 
+    Opening a store also loads the write path's compiled kernels, once per
+    process (~1 s; ~15 s the first time spikestore runs on a machine), so
+    that no record pays for them inside the training loop.
+
     Parameters
     ----------
     path
@@ -118,9 +122,9 @@ class Store:
         self.path = Path(path)
         self.mode = mode
         self._writer: Writer | None = None
-        packing.load_kernels()  # in the background: records meanwhile take the numpy path
         if mode not in ("w", "a"):
             raise InvalidArgumentError(f"mode must be 'w', 'a' or 'r', not {mode!r}")
+        packing.load_kernels()  # now, not in the first record's hook inside the training loop
         streams: dict[str, dict[str, Any]] = {}
         self._step = 0
         if mode == "w":

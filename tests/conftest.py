@@ -24,10 +24,8 @@ def _compiled_kernels() -> None:
     """Compile the write path's kernels once, before any test is timed.
 
     A fresh clone compiles them on first use (seconds), which would trip
-    hypothesis deadlines in whichever test happens to run first. Tests then
-    use them from the first record; ``test_packing`` covers the numpy path
-    that records take while they load.
+    hypothesis deadlines in whichever test happens to run first.
     """
     from spikestore import packing
 
-    assert packing.load_kernels(wait=True) or not packing.KERNELS
+    assert packing.load_kernels() or not packing.KERNELS

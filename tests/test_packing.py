@@ -89,89 +89,51 @@ def test_store_round_trip_without_compiled_kernels(monkeypatch, tmp_path):
     np.testing.assert_array_equal(run["v/l"][0], (x + 0.5).numpy())
 
 
-def _loading_kernels(monkeypatch, warm_up):
-    """Make the next ``load_kernels`` start afresh, running ``warm_up`` as its loader."""
-    import threading
 
+def _unloaded_kernels(monkeypatch, warm_up):
+    """Make the kernels count as not loaded yet, with ``warm_up`` as what loads them."""
     from spikestore import _kernels, packing
 
-    monkeypatch.setattr(packing, "_ready", threading.Event())
-    monkeypatch.setattr(packing, "_loader", None)
+    monkeypatch.setattr(packing, "_kernel_state", "unloaded")
     monkeypatch.setattr(_kernels, "warm_up", warm_up)
     return packing
 
 
-def test_records_do_not_wait_for_the_kernels_to_load(monkeypatch, tmp_path):
-    """Loading the kernels takes seconds on a fresh install; meanwhile numpy packs and codes.
-
-    The loader here blocks until the records are written and read back, so
-    a record that waited for it would hang the test (and the safety timer
-    would then fail the final assertion).
-    """
+def test_a_store_loads_the_kernels_when_it_opens_not_at_the_first_record(monkeypatch, tmp_path):
+    """Loading takes ~1 s (~10 s to compile on a fresh install): Store() pays it, not a hook in the training loop."""
     import threading
 
     import spikestore
     from spikestore import _kernels
 
-    release = threading.Event()
-    safety = threading.Timer(60, release.set)
-    packing = _loading_kernels(monkeypatch, lambda: release.wait())
-
-    def compiled(*args, **kwargs):
-        raise AssertionError("a compiled kernel was called before it was loaded")
-
-    for name in ("pack_f32", "gaps8", "popcount"):
-        monkeypatch.setattr(_kernels, name, compiled)
-    x = (torch.rand(4, 16, 28) < 0.05).float()
-    safety.start()
-    try:
-        with spikestore.Store(tmp_path / "s.zarr") as store:
-            for step in range(3):
-                store.set_step(step)
-                store.append("output/l", x * (step % 2))
-        run = spikestore.open(tmp_path / "s.zarr")
-        assert run["output/l"].segments[0].encoding == "bits"
-        for step in range(3):
-            np.testing.assert_array_equal(run["output/l"][step], (x * (step % 2)).numpy())
-        assert not packing.kernels_ready()
-        assert not release.is_set(), "the records waited for the kernels"
-    finally:
-        release.set()
-        safety.cancel()
-        packing._loader.join()
+    loads: list[str] = []
+    real = _kernels.warm_up
+    packing = _unloaded_kernels(monkeypatch, lambda: (loads.append(threading.current_thread().name), real()))
+    store = spikestore.Store(tmp_path / "s.zarr")
+    assert loads == [threading.current_thread().name]
     assert packing.kernels_ready()
+    x = (torch.rand(4, 16, 28) < 0.05).float()
+    with store:
+        store.append("output/l", x)
+    with spikestore.Store(tmp_path / "t.zarr") as again:  # once per process
+        again.append("output/l", x)
+    assert len(loads) == 1
+    np.testing.assert_array_equal(spikestore.open(tmp_path / "s.zarr")["output/l"][0], x.numpy())
 
 
-def test_a_failed_kernel_load_warns_and_numpy_does_the_work(monkeypatch, tmp_path):
+def test_a_failed_kernel_load_warns_once_and_numpy_does_the_work(monkeypatch, tmp_path):
     import spikestore
 
     def broken() -> None:
         raise OSError("libllvmlite.so: cannot open shared object file")
 
-    packing = _loading_kernels(monkeypatch, broken)
-    with pytest.warns(RuntimeWarning, match="could not load its compiled kernels.*libllvmlite"):
-        assert packing.load_kernels(wait=True) is False
+    packing = _unloaded_kernels(monkeypatch, broken)
     x = (torch.rand(2, 3, 40) < 0.3).float()
-    with spikestore.Store(tmp_path / "s.zarr") as store:
+    with pytest.warns(RuntimeWarning, match="could not load its compiled kernels.*libllvmlite"):
+        store = spikestore.Store(tmp_path / "s.zarr")
+    assert not packing.kernels_ready()
+    with store:
         store.append("output/l", x)
     run = spikestore.open(tmp_path / "s.zarr")
     assert run["output/l"].segments[0].encoding == "bits"
     np.testing.assert_array_equal(run["output/l"][0], x.numpy())
-
-
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
-def test_a_child_forked_while_the_kernels_load_loads_its_own(monkeypatch):
-    """A fork copies no threads: the child must not wait forever on the parent's unfinished loader."""
-    import multiprocessing
-    import threading
-
-    from spikestore import packing
-
-    finished = threading.Thread(target=lambda: None)  # a loader whose thread the child does not have
-    finished.start()
-    finished.join()
-    monkeypatch.setattr(packing, "_ready", threading.Event())
-    monkeypatch.setattr(packing, "_loader", finished)
-    assert packing.load_kernels(wait=True) is False  # in this process: still "loading"
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        assert pool.apply(packing.load_kernels, kwds={"wait": True}) is True

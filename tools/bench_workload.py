@@ -364,10 +364,6 @@ def worker_main(cfg: dict[str, Any]) -> dict[str, Any]:
                            backend=backend, impl=impl)
         del m
     remove_path(wpath)
-    if variant == "spikestore":  # steady state: the compiled kernels, not the numpy path used while they load
-        from spikestore import packing
-
-        packing.load_kernels(wait=True)
     gc.collect()
 
     path = store_path(out_dir, f"{variant}-{cfg['tag']}", backend) if variant == "spikestore" else None
@@ -422,9 +418,6 @@ def long_main(cfg: dict[str, Any]) -> dict[str, Any]:
     backend = cfg["backend"]
     impl, impl_why = spikestore_impl(cfg["spikestore_impl"])
     pool = workload.make_batches(min(n, 64), seed=cfg["seed"])  # cycled: bounded input memory
-    from spikestore import packing
-
-    packing.load_kernels(wait=True)  # steady state (records never wait for them)
     net, opt = workload.build_net(seed=cfg["seed"])
     torch.manual_seed(cfg["seed"] + 1)
     path = store_path(Path(cfg["out_dir"]), "long", backend)

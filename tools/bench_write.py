@@ -37,7 +37,6 @@ import psutil
 import torch
 
 import spikestore
-from spikestore import packing
 from spikestore.codecs import codec_from_config
 from spikestore.packing import Packer
 
@@ -133,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     if path.exists():
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
-    packing.load_kernels(wait=True)  # steady state, not the numpy path records take while they load
     sampler = RssSampler()
     sampler.start()
     store = spikestore.Store(path, mode="w", backend=args.backend)
