@@ -11,8 +11,8 @@ Reports, in one run:
   float32 input, and its growth after warm-up;
 * where the CPU goes, one thread at a time on the same frames: reading each
   frame once (the memory ceiling of any writer that takes float32 input),
-  the hook's check-and-pack, and the writer's chunk coding. Their sum bounds
-  what the whole path can reach per core on this machine.
+  the hook's check-and-pack, and the writer's chunk coding. Pack + code
+  (the pack is the read) bounds what the whole path can reach per core.
 
 Example::
 
