@@ -20,7 +20,7 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from spikestore.errors import (
     DamagedStoreError,
     FormatError,
     InPlaceModificationError,
@@ -37,9 +37,9 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from . import analysis, export, monitor, plot, tensor_cache
-    from .reader import Run, Stream, open
-    from .store import Store
+    from spikestore import analysis, export, monitor, plot, tensor_cache
+    from spikestore._read.run import Run, Stream, open
+    from spikestore._write.store import Store
 
 try:
     __version__ = version("spikestore")
@@ -74,10 +74,10 @@ __all__ = [
 
 # Heavy modules load on first use, so `import spikestore` stays fast.
 _LAZY = {
-    "Store": ("store", "Store"),
-    "open": ("reader", "open"),
-    "Run": ("reader", "Run"),
-    "Stream": ("reader", "Stream"),
+    "Store": ("_write.store", "Store"),
+    "open": ("_read.run", "open"),
+    "Run": ("_read.run", "Run"),
+    "Stream": ("_read.run", "Stream"),
     "monitor": ("monitor", None),
     "tensor_cache": ("tensor_cache", None),
     "analysis": ("analysis", None),

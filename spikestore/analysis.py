@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidArgumentError
+from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     import xarray as xr
 
-    from .reader import Run, Segment, Stream
+    from spikestore._read.run import Run, Segment, Stream
 
 __all__ = [
     "MAX_ELEMENTS",
@@ -185,7 +185,7 @@ def firing_rate(obj: Run | Stream, per: str = "neuron", *, quantity: str = "outp
         (DataArray ``layer x step``, NaN where a layer has no record at a
         step: the data of a firing-rate heatmap).
     """
-    from .reader import Run
+    from spikestore._read.run import Run
 
     if isinstance(obj, Run):
         xr = _xr()

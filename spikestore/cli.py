@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - exercised by the console script only
     sys.stderr.write("the spikestore command needs click: pip install 'spikestore[cli]'\n")
     raise SystemExit(2) from None
 
-from .errors import SpikestoreError
+from spikestore.errors import SpikestoreError
 
 __all__ = ["main"]
 
@@ -91,7 +91,7 @@ def info(path: Path) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 def verify(path: Path) -> None:
     """Check every document and decode every chunk of PATH; exit 0 only when intact."""
-    from .verify import verify as run_verify
+    from spikestore._read.verify import verify as run_verify
 
     with _progress("verify", "chunk") as cb:
         problems = run_verify(path, progress=cb)
@@ -116,7 +116,7 @@ def verify(path: Path) -> None:
 def export(path: Path, out: Path, fmt: str, streams: tuple[str, ...], steps: str | None, dt: float,
            overwrite: bool) -> None:
     """Export the store at PATH to OUT for offline analysis."""
-    from .export import export as run_export
+    from spikestore.export import export as run_export
 
     kwargs: dict[str, Any] = {"streams": list(streams) or None, "steps": steps, "overwrite": overwrite}
     if fmt == "nwb":
@@ -146,7 +146,7 @@ def plot(path: Path, kind: str, stream: str | None, record: int, sample: int, ou
         import matplotlib
 
         matplotlib.use("Agg")
-        from . import plot as plots
+        from spikestore import plot as plots
     except ImportError:
         _fail(SpikestoreError("plotting needs matplotlib: pip install 'spikestore[plot]'"))
     import spikestore

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import analysis
-from .errors import InvalidArgumentError
+from spikestore import analysis
+from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from .reader import Run, Stream
+    from spikestore._read.run import Run, Stream
 
 __all__ = ["grad_norms", "firing_rate_heatmap", "raster", "voltage_traces"]
 

@@ -26,6 +26,6 @@ def _compiled_kernels() -> None:
     A fresh clone compiles them on first use (seconds), which would trip
     hypothesis deadlines in whichever test happens to run first.
     """
-    from spikestore import packing
+    from spikestore.codecs import _packing as packing
 
     assert packing.load_kernels() or not packing.KERNELS

@@ -1,4 +1,4 @@
-"""How the writer sizes chunks (spikestore.assembly)."""
+"""How the writer sizes chunks (spikestore._write.assembly)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import spikestore
-from spikestore.assembly import chunk_records_for
+from spikestore._write.assembly import chunk_records_for
 
 
 @pytest.mark.parametrize(("record_bytes", "chunk_bytes", "want"), [

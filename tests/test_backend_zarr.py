@@ -12,9 +12,9 @@ import pytest
 import zarr
 
 import spikestore
-from spikestore.backends.base import ArraySpec
-from spikestore.backends.zarr import ZarrBackend
-from spikestore.codecs import codec_for
+from spikestore.backends._base import ArraySpec
+from spikestore.backends._zarr import ZarrBackend
+from spikestore.codecs._chunk import codec_for
 
 
 @pytest.mark.parametrize(("encoding", "dtype", "record_shape", "records"), [

@@ -63,7 +63,7 @@ def test_tutorial_has_the_sections_of_the_seed() -> None:
 
 @pytest.mark.parametrize("source", [src for _, src in SECTIONS], ids=[title for title, _ in SECTIONS])
 def test_section_runs(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from spikestore import store as store_module
+    from spikestore._write import store as store_module
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spikestore import InvalidArgumentError
-from spikestore.format import escape_layer, split_key, stream_node, unescape_layer
+from spikestore._format import escape_layer, split_key, stream_node, unescape_layer
 
 
 @given(st.text())

@@ -29,7 +29,7 @@ import spikestore
 from spikestore import DamagedStoreError, StoreInUseError, StoreNotFoundError
 from spikestore import monitor as ss
 from spikestore.backends import hdf5 as h5backend
-from spikestore.codecs import fletcher32
+from spikestore.codecs._chunk import fletcher32
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "format.md"
 

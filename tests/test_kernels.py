@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spikestore import _kernels as K
+from spikestore.codecs import _kernels as K
 
 
 def _pack(x: np.ndarray) -> tuple[bool, np.ndarray]:
@@ -126,7 +126,7 @@ def test_padding_of_64_bit_rows_is_caught_on_cpus_without_bmi2(tmp_path) -> None
     # baseline x86-64 build. Compile the kernel for the baseline CPU to check.
     code = (
         "import numpy as np\n"
-        "from spikestore import _kernels as K\n"
+        "from spikestore.codecs import _kernels as K\n"
         "b = np.zeros(40, np.uint8); b[0] = 1; b[-1] = 0x80\n"  # a spike, then one in the padding
         "s, e = np.empty(9, np.uint8), np.empty(9, np.int64)\n"
         "print(K.gaps8(b, 64, 60, s, e))\n"

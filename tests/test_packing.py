@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from spikestore.packing import pack_if_binary, pack_torch, unpack_bits
+from spikestore.codecs._packing import pack_if_binary, pack_torch, unpack_bits
 
 DTYPES = ["bool", "uint8", "int16", "int32", "int64", "float16", "float32", "float64"]
 
@@ -64,7 +64,7 @@ def test_torch_packing_matches_numpy(dtype):
 @pytest.mark.parametrize("shape", [(3, 28), (5, 64), (2, 3, 13), (7,)])
 def test_numpy_fallback_packs_float32_like_the_compiled_kernel(monkeypatch, shape):
     """Big-endian hosts take the numpy path: it must agree with the kernel, binary or not."""
-    from spikestore import packing
+    from spikestore.codecs import _packing as packing
 
     x = (np.random.default_rng(3).random(shape) < 0.3).astype(np.float32)
     fast = pack_if_binary(x).copy()
@@ -78,7 +78,7 @@ def test_numpy_fallback_packs_float32_like_the_compiled_kernel(monkeypatch, shap
 def test_store_round_trip_without_compiled_kernels(monkeypatch, tmp_path):
     """With the kernels off, the writer packs what the hook no longer does."""
     import spikestore
-    from spikestore import packing
+    from spikestore.codecs import _packing as packing
 
     monkeypatch.setattr(packing, "KERNELS", False)
     x = (torch.rand(4, 3, 28) < 0.05).float()
@@ -93,7 +93,7 @@ def test_store_round_trip_without_compiled_kernels(monkeypatch, tmp_path):
 
 def _unloaded_kernels(monkeypatch, warm_up):
     """Make the kernels count as not loaded yet, with ``warm_up`` as what loads them."""
-    from spikestore import _kernels, packing
+    from spikestore.codecs import _kernels, _packing as packing
 
     monkeypatch.setattr(packing, "_kernel_state", "unloaded")
     monkeypatch.setattr(_kernels, "warm_up", warm_up)
@@ -105,7 +105,7 @@ def test_a_store_loads_the_kernels_when_it_opens_not_at_the_first_record(monkeyp
     import threading
 
     import spikestore
-    from spikestore import _kernels
+    from spikestore.codecs import _kernels
 
     loads: list[str] = []
     real = _kernels.warm_up

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import spikestore
-from spikestore.spike_codec import MODES, SpikeCodec, decode_spikes, encode_spikes
+from spikestore.codecs._spikes import MODES, SpikeCodec, decode_spikes, encode_spikes
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -129,7 +129,7 @@ def test_plain_zarr_decodes_what_spikestore_reads(tmp_path):
     # A fresh interpreter whose code never imports spikestore: zarr finds the codec by entry point.
     code = ("import sys, zarr, numpy as np\n"
             f"a = zarr.open_array({str(path / 'output/l/seg000000')!r}, mode='r')[:]\n"
-            "assert 'spikestore.spike_codec' in sys.modules  # loaded by zarr's entry point\n"
+            "assert 'spikestore.codecs._spikes' in sys.modules  # loaded by zarr's entry point\n"
             "assert 'torch' not in sys.modules  # and decoding needs no torch\n"
             "import io; buf = io.BytesIO()\n"  # np.save cannot seek in a pipe
             "np.save(buf, np.unpackbits(a, axis=-1, count=100, bitorder='little'))\n"
@@ -145,7 +145,7 @@ def test_plain_zarr_decodes_what_spikestore_reads(tmp_path):
 @pytest.mark.parametrize("row_bits", [None, 28, 13])
 @pytest.mark.parametrize("p", [0.005, 0.05, 0.15])
 def test_compiled_and_numpy_gap_coders_write_the_same_bytes(monkeypatch, row_bits, p):
-    from spikestore import packing
+    from spikestore.codecs import _packing as packing
 
     rows = np.random.default_rng(7).random((300, row_bits or 64)) < p
     packed = np.packbits(rows, axis=-1, bitorder="little")

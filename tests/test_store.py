@@ -391,8 +391,8 @@ def test_lossy_precision_on_integers_is_refused(tmp_path):
 
 def test_a_segment_name_left_unusable_by_a_crash_is_skipped(tmp_path, monkeypatch):
     """HDF5 may be unable to delete an array a SIGKILL cut short: the writer takes the next name."""
-    from spikestore.backends.base import ArrayNameTaken
-    from spikestore.backends.zarr import ZarrBackend
+    from spikestore.backends._base import ArrayNameTaken
+    from spikestore.backends._zarr import ZarrBackend
 
     orig = ZarrBackend.create_array
 
@@ -415,7 +415,7 @@ def test_a_segment_name_left_unusable_by_a_crash_is_skipped(tmp_path, monkeypatc
 def test_binary_float32_is_packed_in_the_hook(tmp_path):
     """What is stored is what append saw, even if the tensor changes right after;
     the frame holds packed bits but counts its float size against the queue bound."""
-    from spikestore.capture import capture
+    from spikestore._write.capture import capture
 
     x = (torch.rand(3, 28) < 0.3).float()
     frame = capture("output/1", x, 0, 0)

@@ -12,7 +12,7 @@ import torch
 import spikestore
 from spikestore import WriterError
 from spikestore.backends.hdf5 import HDF5Backend
-from spikestore.backends.zarr import ZarrBackend
+from spikestore.backends._zarr import ZarrBackend
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_block_policy_loses_nothing_under_a_tiny_queue(tmp_path):
 
 
 def test_bug_in_the_writer_thread_surfaces_too(tmp_path, monkeypatch):
-    from spikestore import assembly
+    from spikestore._write import assembly
 
     def boom(*a, **k):
         raise ZeroDivisionError("bug")
@@ -145,7 +145,7 @@ def test_stream_info_set_after_the_last_record_is_committed(tmp_path):
 @pytest.fixture
 def stalled_writer(monkeypatch):
     """Hold the writer's first chunk write until ``gate`` opens, and log each write's thread."""
-    from spikestore import writer as writer_module
+    from spikestore._write import writer as writer_module
 
     monkeypatch.setattr(writer_module, "_drain_threads", lambda: 3)  # whatever this machine has
     gate = threading.Event()
@@ -262,7 +262,7 @@ def test_no_helper_writes_after_close_when_a_helper_cannot_start(tmp_path, stall
 
 def test_durable_stores_commit_one_stream_at_a_time(tmp_path, stalled_writer, monkeypatch):
     """A durable commit's fsyncs must not cover another stream's half-done commit: no parallel commits."""
-    from spikestore import assembly
+    from spikestore._write import assembly
 
     gate, _ = stalled_writer
     committers: list[str] = []

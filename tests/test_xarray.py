@@ -137,9 +137,9 @@ def test_selected_neurons_label_the_neuron_axis(store_path):
 
 
 def test_importing_the_engine_is_fast_and_does_not_import_torch():
-    code = ("import sys, time; import xarray; t = time.perf_counter(); import spikestore.xarray_backend; "
+    code = ("import sys, time; import xarray; t = time.perf_counter(); import spikestore._read.xarray_engine; "
             "dt = time.perf_counter() - t; "
-            "print(dt, sorted(m for m in ('torch', 'zarr', 'spikestore.reader') if m in sys.modules))")
+            "print(dt, sorted(m for m in ('torch', 'zarr', 'spikestore._read.run') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
     assert out[1].strip() == "[]", out
     assert float(out[0]) < 0.5, out  # measured at a few ms; generous for loaded machines
@@ -149,7 +149,7 @@ def test_importing_the_engine_is_fast_and_does_not_import_torch():
 
 
 def test_guess_can_open(mixed, tmp_path):
-    from spikestore.xarray_backend import SpikestoreBackendEntrypoint
+    from spikestore._read.xarray_engine import SpikestoreBackendEntrypoint
 
     path, _ = mixed
     entry = SpikestoreBackendEntrypoint()

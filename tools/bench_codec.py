@@ -33,8 +33,8 @@ import torch
 from numcodecs import Zstd
 
 import spikestore
-from spikestore import packing
-from spikestore.spike_codec import MODES, decode_spikes, encode_spikes
+from spikestore.codecs import _packing as packing
+from spikestore.codecs._spikes import MODES, decode_spikes, encode_spikes
 
 RATES = (0.5, 0.2, 0.05, 0.01, 0.002)
 

@@ -37,8 +37,8 @@ import psutil
 import torch
 
 import spikestore
-from spikestore.codecs import codec_from_config
-from spikestore.packing import Packer
+from spikestore.codecs._chunk import codec_from_config
+from spikestore.codecs._packing import Packer
 
 
 def shannon_bytes(n: int, p: float) -> float:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikestore.spike_codec import MODES, encode_spikes
+from spikestore.codecs._spikes import MODES, encode_spikes
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InvalidArgumentError
-from .base import ArraySpec, Backend
+from spikestore.errors import InvalidArgumentError
+from spikestore.backends._base import ArraySpec, Backend
 
 __all__ = ["ArraySpec", "Backend", "backend_name_for", "open_backend"]
 
@@ -30,9 +30,9 @@ def open_backend(path: Path, *, backend: str | None, writable: bool, durable: bo
     """Open the backend for ``path`` (which must already exist when reading)."""
     name = backend_name_for(path, backend)
     if name == "hdf5":
-        from .hdf5 import HDF5Backend
+        from spikestore.backends.hdf5 import HDF5Backend
 
         return HDF5Backend(path, writable=writable, durable=durable)
-    from .zarr import ZarrBackend
+    from spikestore.backends._zarr import ZarrBackend
 
     return ZarrBackend(path, writable=writable, durable=durable)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError
+from spikestore.errors import InvalidArgumentError
 
 __all__ = ["FORMATS", "export", "to_hdf5", "to_npz", "to_nwb", "to_parquet"]
 
@@ -23,28 +23,28 @@ FORMATS = ("nwb", "hdf5", "parquet", "npz")
 
 def to_nwb(*args: Any, **kwargs: Any) -> Path:
     """See :func:`spikestore.export.nwb.to_nwb`."""
-    from .nwb import to_nwb as f
+    from spikestore.export.nwb import to_nwb as f
 
     return f(*args, **kwargs)
 
 
 def to_hdf5(*args: Any, **kwargs: Any) -> Path:
     """See :func:`spikestore.export.hdf5.to_hdf5`."""
-    from .hdf5 import to_hdf5 as f
+    from spikestore.export.hdf5 import to_hdf5 as f
 
     return f(*args, **kwargs)
 
 
 def to_parquet(*args: Any, **kwargs: Any) -> Path:
     """See :func:`spikestore.export.parquet.to_parquet`."""
-    from .parquet import to_parquet as f
+    from spikestore.export.parquet import to_parquet as f
 
     return f(*args, **kwargs)
 
 
 def to_npz(*args: Any, **kwargs: Any) -> Path:
     """See :func:`spikestore.export.npz.to_npz`."""
-    from .npz import to_npz as f
+    from spikestore.export.npz import to_npz as f
 
     return f(*args, **kwargs)
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError, StreamNotFoundError
-from ..reader import Run, Segment, Stream
-from ..reader import open as open_run
+from spikestore.errors import InvalidArgumentError, StreamNotFoundError
+from spikestore._read.run import Run, Segment, Stream
+from spikestore._read.run import open as open_run
 
 __all__ = ["Block", "Job", "Progress", "as_run", "export_job", "iter_blocks", "layout", "parse_steps",
            "select_streams", "selected_counts", "step_mask"]

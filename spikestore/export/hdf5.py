@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
-from ..format import stream_node
-from ..reader import Run
-from ._common import Progress, export_job, iter_blocks, selected_counts, step_mask
+from spikestore.errors import InvalidArgumentError
+from spikestore._format import stream_node
+from spikestore._read.run import Run
+from spikestore.export._common import Progress, export_job, iter_blocks, selected_counts, step_mask
 
 __all__ = ["to_hdf5"]
 

@@ -21,8 +21,8 @@ from typing import IO
 
 import numpy as np
 
-from ..reader import Run
-from ._common import Progress, export_job, iter_blocks, selected_counts, step_mask
+from spikestore._read.run import Run
+from spikestore.export._common import Progress, export_job, iter_blocks, selected_counts, step_mask
 
 __all__ = ["to_npz"]
 

@@ -39,10 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
-from ..format import escape_layer
-from ..reader import Run, Stream
-from ._common import Job, Progress, export_job, is_spike_stream, iter_blocks, layout, selected_counts, \
+from spikestore.errors import InvalidArgumentError
+from spikestore._format import escape_layer
+from spikestore._read.run import Run, Stream
+from spikestore.export._common import Job, Progress, export_job, is_spike_stream, iter_blocks, layout, selected_counts, \
     spike_events, step_mask
 
 __all__ = ["to_nwb"]

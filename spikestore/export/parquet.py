@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
-from ..reader import Run
-from ._common import Job, Progress, export_job, is_spike_stream, iter_blocks, layout, spike_events
+from spikestore.errors import InvalidArgumentError
+from spikestore._read.run import Run
+from spikestore.export._common import Job, Progress, export_job, is_spike_stream, iter_blocks, layout, spike_events
 
 __all__ = ["to_parquet"]
 

@@ -37,7 +37,7 @@ from xarray.core import indexing
 if TYPE_CHECKING:
     import xarray as xr
 
-    from .reader import Run, Segment, Stream
+    from spikestore._read.run import Run, Segment, Stream
 
 __all__ = ["SpikestoreBackendEntrypoint", "open_dataset", "segment_to_dask", "stream_to_xarray"]
 
@@ -106,7 +106,7 @@ def stream_to_xarray(stream: Stream, segment: int | None = None) -> xr.DataArray
     import dask.array as da
     import xarray as xr
 
-    from .errors import InvalidArgumentError
+    from spikestore.errors import InvalidArgumentError
 
     segs = list(stream.segments)
     if segment is not None:
@@ -223,7 +223,7 @@ def open_dataset(path: str | os.PathLike[str], *, streams: Iterable[str] | None 
     """
     import xarray as xr
 
-    from .reader import open as open_run
+    from spikestore._read.run import open as open_run
 
     run = open_run(path, backend=backend)
     try:
@@ -248,7 +248,7 @@ class SpikestoreBackendEntrypoint(BackendEntrypoint):
     def open_dataset(self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None,
                      streams: Iterable[str] | None = None, backend: str | None = None) -> xr.Dataset:
         if not isinstance(filename_or_obj, (str, os.PathLike)):
-            from .errors import InvalidArgumentError
+            from spikestore.errors import InvalidArgumentError
 
             raise InvalidArgumentError(
                 f"engine='spikestore' opens a store by path, not a {type(filename_or_obj).__name__}")

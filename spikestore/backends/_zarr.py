@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from ..codecs import ChunkCodec, codec_for, codec_from_config, index_codec
-from ..errors import FormatError
-from ..format import ATTRS_KEY
-from .base import ArraySpec
+from spikestore.codecs._chunk import ChunkCodec, codec_for, codec_from_config, index_codec
+from spikestore.errors import FormatError
+from spikestore._format import ATTRS_KEY
+from spikestore.backends._base import ArraySpec
 
 __all__ = ["ZarrBackend"]
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from . import packing
-from .errors import InPlaceModificationError, InvalidValueError
-from .packing import Packer, unpack_bits
-from .precision import apply_precision
+from spikestore.codecs import _packing as packing
+from spikestore.errors import InPlaceModificationError, InvalidValueError
+from spikestore.codecs._packing import Packer, unpack_bits
+from spikestore.codecs._precision import apply_precision
 
 __all__ = ["Frame", "Prepared", "capture", "check_intact", "prepare"]
 
@@ -152,7 +152,7 @@ def _capture_cuda(key: str, t: Any, step: int, call: int, now: float, name: str,
                   shape: tuple[int, ...], nbytes: int, encoding: str) -> Frame:
     import torch
 
-    from .packing import pack_torch
+    from spikestore.codecs._packing import pack_torch
 
     current = torch.cuda.current_stream(t.device)
     side = _side_stream(t.device)

@@ -26,12 +26,12 @@ from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .assembly import StreamWriter
-from .backends.base import Backend
-from .capture import Frame, check_intact, prepare
-from .errors import InvalidArgumentError, StoreClosedError, WriterError
-from .format import now_iso, validate_doc
-from .packing import Packer
+from spikestore._write.assembly import StreamWriter
+from spikestore.backends._base import Backend
+from spikestore._write.capture import Frame, check_intact, prepare
+from spikestore.errors import InvalidArgumentError, StoreClosedError, WriterError
+from spikestore._format import now_iso, validate_doc
+from spikestore.codecs._packing import Packer
 
 __all__ = ["Writer"]
 

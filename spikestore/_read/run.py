@@ -23,18 +23,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .backends import Backend, backend_name_for, open_backend
-from .codecs import ChecksumError, ChunkCodec, codec_from_config
-from .errors import (
+from spikestore.backends import Backend, backend_name_for, open_backend
+from spikestore.codecs._chunk import ChecksumError, ChunkCodec, codec_from_config
+from spikestore.errors import (
     DamagedStoreError,
     InvalidArgumentError,
     StoreClosedError,
     StoreNotFoundError,
     StreamNotFoundError,
 )
-from .format import INDEX_ARRAYS, new_stream_doc, split_key, stream_node, validate_doc
-from .packing import unpack_bits
-from .precision import restore_precision
+from spikestore._format import INDEX_ARRAYS, new_stream_doc, split_key, stream_node, validate_doc
+from spikestore.codecs._packing import unpack_bits
+from spikestore.codecs._precision import restore_precision
 
 __all__ = ["Chunk", "Run", "Segment", "Stream", "open", "read_index_tail", "record_dims"]
 
@@ -455,7 +455,7 @@ class Stream:
         segment (``da.concatenate`` joins those of one shape and dtype). They
         cover the records committed when this is called.
         """
-        from .xarray_backend import segment_to_dask
+        from spikestore._read.xarray_engine import segment_to_dask
 
         arrays = [segment_to_dask(seg) for seg in self.segments]
         return arrays[0] if len(arrays) == 1 else arrays
@@ -467,7 +467,7 @@ class Stream:
         (``da.swap_dims(record="step")`` selects by step). ``segment`` picks
         one segment; without it, all segments must share shape and dtype.
         """
-        from .xarray_backend import stream_to_xarray
+        from spikestore._read.xarray_engine import stream_to_xarray
 
         return stream_to_xarray(self, segment)
 
@@ -579,13 +579,13 @@ class Run:
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per stream (see :func:`spikestore.summary.summarize`)."""
-        from .summary import summarize
+        from spikestore._read.summary import summarize
 
         return summarize(self)
 
     def summary_table(self) -> str:
         """The summary as a fixed-width text table."""
-        from .summary import format_table
+        from spikestore._read.summary import format_table
 
         return format_table(self.summary())
 
@@ -593,7 +593,7 @@ class Run:
         """The summary as an HTML table (Jupyter shows this for a bare ``run``)."""
         from html import escape
 
-        from .summary import HEAD, row_cells, total_cells
+        from spikestore._read.summary import HEAD, row_cells, total_cells
 
         rows, cells = self.summary(), []
         for r in rows:

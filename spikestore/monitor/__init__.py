@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InvalidArgumentError, InvalidValueError
-from .precision import check_precision
-from .store import Store
+from spikestore.errors import InvalidArgumentError, InvalidValueError
+from spikestore.codecs._precision import check_precision
+from spikestore._write.store import Store
 
 __all__ = [
     "AttributeMonitor",
@@ -580,7 +580,7 @@ class BaseMonitor:
             if not store.closed:
                 store.flush()
             if self._run is None:
-                from .reader import open as open_run
+                from spikestore._read.run import open as open_run
 
                 self._run = open_run(store.path)
             else:

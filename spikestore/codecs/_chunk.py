@@ -32,7 +32,7 @@ import numcodecs
 import numpy as np
 from numcodecs import Blosc, Zstd
 
-from .errors import FormatError
+from spikestore.errors import FormatError
 
 __all__ = ["ChecksumError", "ChunkCodec", "codec_for", "codec_from_config", "fletcher32", "index_codec"]
 
@@ -65,7 +65,7 @@ class ChunkCodec:
                               "this store")
         cid = config.get("id")
         if cid == "spikestore.spikes":
-            from .spike_codec import SpikeCodec
+            from spikestore.codecs._spikes import SpikeCodec
 
             self._inner: numcodecs.abc.Codec = SpikeCodec(level=int(config["level"]),
                                                           row_bits=config.get("row_bits"))
@@ -114,7 +114,7 @@ class ChunkCodec:
 
         cfg = self.config
         if cfg["id"] == "spikestore.spikes":
-            from .spike_codec import SpikeZarrCodec
+            from spikestore.codecs._spikes import SpikeZarrCodec
 
             first: Any = SpikeZarrCodec(level=int(cfg["level"]), row_bits=cfg.get("row_bits"))
         elif cfg["id"] == "zstd":

@@ -47,7 +47,7 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray
 from numcodecs.zstd import Zstd
 
-from . import packing
+from spikestore.codecs import _packing as packing
 
 __all__ = ["CODEC_ID", "SpikeCodec", "decode_spikes", "encode_spikes"]
 
@@ -168,7 +168,7 @@ def _count_ones(buf: np.ndarray) -> int:
     if not buf.size:
         return 0
     if packing.kernels_ready():
-        from ._kernels import popcount
+        from spikestore.codecs._kernels import popcount
 
         return int(popcount(buf))
     return int(np.bitwise_count(buf).sum(dtype=np.int64))
@@ -182,7 +182,7 @@ def _gap_bytes(buf: np.ndarray, rows: _RowMap | None,
     in a row's padding (the caller then numbers every bit).
     """
     if packing.kernels_ready():
-        from ._kernels import gaps8
+        from spikestore.codecs._kernels import gaps8
 
         small = np.empty(ones, dtype=np.uint8)
         escapes = np.empty(ones, dtype=np.int64)

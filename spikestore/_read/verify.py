@@ -13,16 +13,16 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .codecs import ChecksumError, codec_from_config
-from .errors import SpikestoreError
-from .format import INDEX_ARRAYS, stream_node, validate_doc
+from spikestore.codecs._chunk import ChecksumError, codec_from_config
+from spikestore.errors import SpikestoreError
+from spikestore._format import INDEX_ARRAYS, stream_node, validate_doc
 
 __all__ = ["verify"]
 
 
 def verify(path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> list[str]:
     """Return the problems found in the store at ``path`` (empty when intact)."""
-    from .backends import open_backend
+    from spikestore.backends import open_backend
 
     p = Path(path)
     if not p.exists():

@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 
-from .errors import InvalidArgumentError, InvalidValueError
+from spikestore.errors import InvalidArgumentError, InvalidValueError
 
 __all__ = ["apply_precision", "check_precision", "restore_precision"]
 

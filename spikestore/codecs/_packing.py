@@ -74,7 +74,7 @@ def load_kernels() -> bool:
     with _kernel_lock:
         if _kernel_state == "unloaded":
             try:
-                from ._kernels import warm_up
+                from spikestore.codecs._kernels import warm_up
 
                 warm_up()
                 _kernel_state = "ready"
@@ -103,7 +103,7 @@ def pack_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray | N
     (the kernel's last 8 are scratch), or ``None`` for a new buffer; the
     result is a view of it, or ``None`` when ``x`` is not binary.
     """
-    from ._kernels import pack_f32
+    from spikestore.codecs._kernels import pack_f32
 
     if out is None:
         out = np.empty(packed_nbytes(x.shape) + 8, dtype=np.uint8)

@@ -53,10 +53,10 @@ import h5py
 import numpy as np
 from h5py import h5a
 
-from ..codecs import ChunkCodec, codec_for, index_codec
-from ..errors import FormatError, ReadOnlyError, StoreInUseError
-from ..format import ATTRS_KEY
-from .base import ArrayNameTaken, ArraySpec
+from spikestore.codecs._chunk import ChunkCodec, codec_for, index_codec
+from spikestore.errors import FormatError, ReadOnlyError, StoreInUseError
+from spikestore._format import ATTRS_KEY
+from spikestore.backends._base import ArrayNameTaken, ArraySpec
 
 __all__ = ["WINDOW_WAIT_S", "HDF5Backend", "clear_writer_flags"]
 

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..codecs import ChunkCodec
+from spikestore.codecs._chunk import ChunkCodec
 
 __all__ = ["ArraySpec", "ArrayNameTaken", "Backend"]
 

@@ -11,19 +11,19 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from . import packing
-from .backends import open_backend
-from .capture import capture
-from .errors import (
+from spikestore.codecs import _packing as packing
+from spikestore.backends import open_backend
+from spikestore._write.capture import capture
+from spikestore.errors import (
     InvalidArgumentError,
     InvalidValueError,
     StoreExistsError,
     StoreInUseError,
     StoreNotFoundError,
 )
-from .format import join_key, new_root_doc, split_key, stream_node, validate_doc
-from .precision import check_precision
-from .writer import Writer
+from spikestore._format import join_key, new_root_doc, split_key, stream_node, validate_doc
+from spikestore.codecs._precision import check_precision
+from spikestore._write.writer import Writer
 
 __all__ = ["Store"]
 
@@ -109,7 +109,7 @@ class Store:
 
     def __new__(cls, path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Any:
         if mode == "r":
-            from .reader import open as open_run
+            from spikestore._read.run import open as open_run
 
             return open_run(path, backend=kwargs.get("backend"))
         return super().__new__(cls)
@@ -178,7 +178,7 @@ class Store:
                 "(readers can use spikestore.open while it runs)")
         streams: dict[str, dict[str, Any]] = {}
         last_step = -1
-        from .reader import read_index_tail
+        from spikestore._read.run import read_index_tail
 
         for key in root["streams"]:
             doc = be.read_doc(stream_node(key))

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .backends.base import ArrayNameTaken, ArraySpec, Backend
-from .capture import Prepared
-from .codecs import ChunkCodec, codec_from_config
-from .format import INDEX_ARRAYS, new_stream_doc, segment_array_name, stream_node
+from spikestore.backends._base import ArrayNameTaken, ArraySpec, Backend
+from spikestore._write.capture import Prepared
+from spikestore.codecs._chunk import ChunkCodec, codec_from_config
+from spikestore._format import INDEX_ARRAYS, new_stream_doc, segment_array_name, stream_node
 
 __all__ = ["StreamWriter", "chunk_records_for"]
 

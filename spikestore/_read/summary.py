@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .reader import Run
+    from spikestore._read.run import Run
 
 __all__ = ["HEAD", "format_bytes", "format_table", "row_cells", "summarize", "total_cells"]
 

@@ -1,38 +1,31 @@
-"""Names, paths and attribute documents of the on-disk format (version 1).
+"""The JSON documents of the on-disk format (version 1): what they hold, and their validation.
 
-This module is the single place that knows how a stream key such as
-``"output/features.0"`` maps to a group path, what the JSON documents in the
-group attributes contain, and how they are validated. ``docs/format.md`` is
-the prose version of the same rules; keep the two in step.
+Root and stream documents live in the group attributes under
+:data:`ATTRS_KEY`; they are created here and validated against the JSON
+Schemas shipped in ``schemas/``. ``docs/format.md`` §2-§3 is the prose version.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import re
 import socket
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
 
-from .errors import FormatError, InvalidArgumentError
+from spikestore._format.names import split_key
+from spikestore.errors import FormatError, InvalidArgumentError
 
 __all__ = [
     "ATTRS_KEY",
     "FORMAT_VERSION",
     "INDEX_ARRAYS",
-    "escape_layer",
-    "join_key",
+    "library_versions",
     "new_root_doc",
     "new_stream_doc",
     "now_iso",
-    "segment_array_name",
-    "split_key",
-    "stream_node",
-    "unescape_layer",
     "validate_doc",
 ]
 
@@ -43,81 +36,6 @@ FORMAT_VERSION = 1
 ATTRS_KEY = "spikestore"
 #: Per-record index arrays of each stream, with their numpy dtypes.
 INDEX_ARRAYS: dict[str, str] = {"step": "int64", "call": "int32", "time": "float64"}
-
-_QUANTITY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-# Characters left as they are in a layer's group name; everything else,
-# including "%", "/", spaces and non-ASCII, becomes %XX of its UTF-8 bytes.
-_SAFE = "._-"
-# Node names that would collide with a backend's own files.
-_RESERVED = frozenset({"zarr.json"})
-
-
-def escape_layer(layer: str) -> str:
-    """Return the group name that stores ``layer``.
-
-    Layer names come from ``nn.Module.named_modules()`` and may be empty (the
-    network itself), contain ``/`` or be any unicode string. Zarr and HDF5
-    node names may not. The rule is reversible and documented in
-    ``docs/format.md``: percent-encode (UTF-8) every character outside
-    ``[A-Za-z0-9._~-]``; the empty name becomes a lone ``%``; a leading ``.``
-    or ``_`` is percent-encoded too, so ``.``, ``..`` and ``__*`` never
-    appear; and the reserved metadata name ``zarr.json`` becomes ``%7Aarr.json``.
-    """
-    if not isinstance(layer, str):
-        raise InvalidArgumentError(f"layer name must be a str, not {type(layer).__name__}")
-    if layer == "":
-        return "%"
-    name = quote(layer, safe=_SAFE)
-    if name[0] in "._" or name in _RESERVED:
-        name = f"%{ord(name[0]):02X}{name[1:]}"
-    return name
-
-
-def unescape_layer(name: str) -> str:
-    """Invert :func:`escape_layer`."""
-    return "" if name == "%" else unquote(name)
-
-
-def check_quantity(quantity: str) -> str:
-    """Validate a quantity name (``output``, ``v_seq``...) and return it."""
-    if (not isinstance(quantity, str) or not _QUANTITY_RE.match(quantity) or quantity.startswith("__")
-            or quantity in _RESERVED):
-        raise InvalidArgumentError(
-            f"invalid quantity name {quantity!r}: use letters, digits, '_', '.', '-' "
-            "(not starting with '.' or '__'), e.g. 'output' or 'v_seq'"
-        )
-    return quantity
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """Split a stream key ``"quantity/layer"`` at its first ``/``.
-
-    The layer part is taken verbatim, so layer names containing ``/`` (or
-    the empty layer, key ``"output/"``) work.
-    """
-    if not isinstance(key, str) or "/" not in key:
-        raise InvalidArgumentError(
-            f"stream key {key!r} must look like 'quantity/layer', e.g. 'output/1'"
-        )
-    quantity, layer = key.split("/", 1)
-    return check_quantity(quantity), layer
-
-
-def join_key(quantity: str, layer: str) -> str:
-    """Return the stream key of ``quantity`` recorded from ``layer``."""
-    return f"{check_quantity(quantity)}/{layer}"
-
-
-def stream_node(key: str) -> str:
-    """Return the group path (relative to the root) of stream ``key``."""
-    quantity, layer = split_key(key)
-    return f"{quantity}/{escape_layer(layer)}"
-
-
-def segment_array_name(number: int) -> str:
-    """Name of the ``number``-th segment array inside a stream group."""
-    return f"seg{number:06d}"
-
 
 def now_iso() -> str:
     """Current UTC time as an ISO 8601 string (what every timestamp uses)."""
@@ -209,7 +127,7 @@ def _schema(name: str) -> dict[str, Any]:
     packaged = resources.files("spikestore").joinpath("schemas", f"{name}.schema.json")
     if packaged.is_file():
         return json.loads(packaged.read_text(encoding="utf-8"))
-    source = Path(__file__).resolve().parent.parent / "schemas" / f"{name}.schema.json"
+    source = Path(__file__).resolve().parents[2] / "schemas" / f"{name}.schema.json"
     return json.loads(source.read_text(encoding="utf-8"))
 
 

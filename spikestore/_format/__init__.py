@@ -1,0 +1,45 @@
+"""The on-disk format, version 1: names and paths, JSON documents, record layouts.
+
+Everything that decides what a store looks like on disk, and nothing that
+reads or writes one. ``docs/format.md`` is the prose version.
+"""
+
+from __future__ import annotations
+
+from spikestore._format.documents import (
+    ATTRS_KEY,
+    FORMAT_VERSION,
+    INDEX_ARRAYS,
+    library_versions,
+    new_root_doc,
+    new_stream_doc,
+    now_iso,
+    validate_doc,
+)
+from spikestore._format.names import (
+    check_quantity,
+    escape_layer,
+    join_key,
+    segment_array_name,
+    split_key,
+    stream_node,
+    unescape_layer,
+)
+
+__all__ = [
+    "ATTRS_KEY",
+    "FORMAT_VERSION",
+    "INDEX_ARRAYS",
+    "check_quantity",
+    "escape_layer",
+    "join_key",
+    "library_versions",
+    "new_root_doc",
+    "new_stream_doc",
+    "now_iso",
+    "segment_array_name",
+    "split_key",
+    "stream_node",
+    "unescape_layer",
+    "validate_doc",
+]
