@@ -49,3 +49,58 @@ def test_reserved_metadata_name_is_escaped_and_refused_as_quantity(tmp_path):
     run = spikestore.open(tmp_path / "r.zarr")
     np.testing.assert_array_equal(run["output/zarr.json"][0], np.ones(3))
     np.testing.assert_array_equal(run["output/ok"][0], np.zeros(3))
+
+
+# -- record layouts ----------------------------------------------------------------------
+from spikestore._format.layout import RecordLayout  # noqa: E402
+
+
+def test_a_layout_round_trips_through_its_selection_document():
+    layout = RecordLayout("m", every=2, start=4, stop=None, batch=[0, 3], neurons={"slice": [0, 8, 2]})
+    doc = layout.to_selection()
+    assert doc["batch_axis"] == 1 and doc["step_mode"] == "m"
+    assert RecordLayout.from_selection(doc) == layout
+
+
+@pytest.mark.parametrize("selection,shape,dims,kind", [
+    ({"step_mode": "m", "batch_axis": 1}, (4, 8, 10), ("time", "batch", "neuron"), "m"),
+    ({"step_mode": "m", "batch_axis": 1}, (4, 8, 2, 3), ("time", "batch", "neuron_0", "neuron_1"), "m"),
+    ({"step_mode": "s", "batch_axis": 0}, (8, 10), ("batch", "neuron"), "s"),
+    ({"step_mode": "m", "batch_axis": 0}, (4, 8, 10), ("dim_0", "dim_1", "dim_2"), "m"),  # inconsistent
+    (None, (8, 10), ("dim_0", "dim_1"), "s"),
+    (None, (), (), "n"),
+    ({"step_mode": "m", "batch_axis": 1}, (3,), ("dim_0",), "n"),  # reduced by function_on_output
+])
+def test_record_axes_come_from_the_monitors_step_mode(selection, shape, dims, kind):
+    layout = RecordLayout.from_selection(selection)
+    assert layout.dims(shape) == dims
+    assert layout.kind(shape) == kind
+
+
+def test_original_indices_label_only_fully_known_selections():
+    layout = RecordLayout("s", batch={"slice": [2, 6, 2]}, neurons={"slice": [1, None, None]})
+    got = layout.original_indices((2, 5))
+    assert list(got) == ["batch"] and got["batch"].tolist() == [2, 4]
+    assert RecordLayout("s", batch=[5, 1]).original_indices((2, 3))["batch"].tolist() == [5, 1]
+    assert RecordLayout("s", batch=[5, 1]).original_indices((3, 3)) == {}  # sizes disagree
+
+
+# -- bfloat16 -----------------------------------------------------------------------------
+def test_bfloat16_rounding_matches_ml_dtypes_and_round_trips():
+    import ml_dtypes
+    import numpy as np
+
+    from spikestore._format import dtypes
+
+    x = np.random.default_rng(0).normal(size=10_000).astype(np.float32) * 1e3
+    x[:4] = [np.nan, np.inf, -np.inf, -0.0]
+    bits = dtypes.float32_to_bfloat16_bits(x)
+    want = x.astype(ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(bits[4:], want[4:].view(np.uint16))
+    assert np.isnan(dtypes.bfloat16_bits_to_float(bits[:1], np.dtype(np.float32))[0])
+    back = dtypes.bfloat16_bits_to_float(bits, np.dtype(np.float32))
+    np.testing.assert_array_equal(back[1:], want[1:].astype(np.float32))
+    assert dtypes.numpy_dtype("bfloat16") == np.dtype(ml_dtypes.bfloat16)
+    mask = dtypes.binary_mask(np.array([0, 0x3F80, 0], np.uint16), "bfloat16")
+    assert mask.tolist() == [False, True, False]
+    assert dtypes.binary_mask(np.array([0, 0x4000], np.uint16), "bfloat16") is None
