@@ -16,6 +16,8 @@ derives from it, so code written against the built-in keeps working::
     ├── StreamNotFoundError     (KeyError)          an unknown stream key
     ├── FormatError             (ValueError)        metadata that breaks the format
     │   └── DamagedStoreError                       missing or corrupt chunks
+    │       ├── ChecksumError                       a chunk fails its checksum or does not decode
+    │       └── ArrayNameTakenError                 a crash left an array that cannot be replaced
     ├── InPlaceModificationError (RuntimeError)     a tensor changed before capture
     └── WriterError             (RuntimeError)      the writer thread failed
 """
@@ -23,6 +25,8 @@ derives from it, so code written against the built-in keeps working::
 from __future__ import annotations
 
 __all__ = [
+    "ArrayNameTakenError",
+    "ChecksumError",
     "DamagedStoreError",
     "FormatError",
     "InPlaceModificationError",
@@ -84,6 +88,18 @@ class FormatError(SpikestoreError, ValueError):
 
 class DamagedStoreError(FormatError):
     """Data inside the committed range is missing or fails its checksum."""
+
+
+class ChecksumError(DamagedStoreError):
+    """An encoded chunk fails its checksum, or does not decompress to its array's shape."""
+
+
+class ArrayNameTakenError(DamagedStoreError):
+    """A crash left an array under a name the writer needs, and it cannot be removed.
+
+    Raised by a backend's ``create_array`` (HDF5 metadata cut short by a
+    kill); the writer then takes the next segment number.
+    """
 
 
 class InPlaceModificationError(SpikestoreError, RuntimeError):

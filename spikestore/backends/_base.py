@@ -9,15 +9,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from spikestore.codecs._chunk import ChunkCodec
+from spikestore.errors import ArrayNameTakenError
 
-__all__ = ["ArraySpec", "ArrayNameTaken", "Backend"]
+__all__ = ["ArrayNameTaken", "ArraySpec", "Backend"]
 
-
-
-class ArrayNameTaken(Exception):
-    """Raised by ``create_array`` when a crash left an array under that name
-    that cannot be removed (HDF5 metadata cut short by the kill); the writer
-    then takes the next segment number."""
+#: Raised by ``create_array`` (see :class:`~spikestore.errors.ArrayNameTakenError`).
+ArrayNameTaken = ArrayNameTakenError
 
 
 @dataclass(frozen=True)
@@ -46,21 +43,14 @@ class Backend(Protocol):
     #: from several threads at once (it does so only while a flush or close
     #: waits). Backends without the attribute are written from one thread.
     concurrent_writes: bool
+    #: Which codecs the backend stores (a target of :mod:`spikestore.codecs._table`):
+    #: ``"zarr"`` (any with a zarr v3 codec) or ``"hdf5"`` (HDF5 filters only), so
+    #: that plain zarr or h5py readers decode every chunk. The writer picks codecs
+    #: for it (:func:`~spikestore.codecs._chunk.codec_for`); backends never do.
+    codec_target: str
 
     def exists(self) -> bool:
         """Whether a store (any root document) exists at :attr:`path`."""
-
-    def codec_for(self, encoding: str, stored_dtype: np.dtype, level: int | None = None,
-                  record_bytes: int | None = None, row_bits: int | None = None) -> ChunkCodec:
-        """The codec of a new segment (see :func:`spikestore.codecs.codec_for`).
-
-        A backend picks codecs its own readers decode: Zarr takes the
-        defaults, HDF5 only those that are HDF5 filters. The configuration is
-        stored in the segment's document, so spikestore reads any of them.
-        """
-
-    def index_codec(self, dtype: np.dtype) -> ChunkCodec:
-        """The codec of a new stream's step/call/time arrays."""
 
     def read_doc(self, node: str) -> Any | None:
         """The spikestore document of a group, or ``None`` if there is none."""

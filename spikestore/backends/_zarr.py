@@ -15,19 +15,18 @@ array created.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spikestore.codecs._chunk import ChunkCodec, codec_for, codec_from_config, index_codec
-from spikestore.errors import FormatError
+from spikestore._files import write_replacing
+from spikestore.codecs._chunk import codec_from_config
+from spikestore.errors import FormatError, ReadOnlyError
 from spikestore._format import ATTRS_KEY
 from spikestore.backends._base import ArraySpec
 
@@ -60,7 +59,7 @@ def _array_meta(chunks: tuple[int, ...], record_shape: tuple[int, ...], dtype_st
         chunk_key_encoding={"name": "default", "configuration": {"separator": "."}},
         fill_value=0,
         codecs=[BytesCodec(endian="little" if dtype.itemsize > 1 else None),
-                *codec_from_config(json.loads(codec_json)).zarr_compressors()],
+                *codec_from_config(json.loads(codec_json)).zarr_codecs()],
         attributes={},
         dimension_names=None,
     )
@@ -76,6 +75,7 @@ class ZarrBackend:
     """
 
     concurrent_writes = True
+    codec_target = "zarr"
 
     def __init__(self, path: Path, *, writable: bool, durable: bool = False) -> None:
         self.path = Path(path)
@@ -98,7 +98,7 @@ class ZarrBackend:
 
     def _set(self, key: str, data: bytes, *, in_place: bool = False) -> None:
         if not self.writable:
-            raise PermissionError(f"{self.path} is open read-only")
+            raise ReadOnlyError(f"{self.path} was opened read-only; write through spikestore.Store")
         path = os.path.join(self._root, key)
         folder = os.path.dirname(path)
         if folder not in self._dirs:
@@ -110,28 +110,13 @@ class ZarrBackend:
             with open(path, "wb") as f:
                 f.write(data)
         else:
-            tmp = f"{path}.{uuid.uuid4().hex}.partial"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_replacing(path, data)
         if self.durable:
             self._unsynced.append(Path(path))
 
     # -- protocol ------------------------------------------------------------
     def exists(self) -> bool:
         return (self.path / _META).is_file()
-
-    def codec_for(self, encoding: str, stored_dtype: np.dtype, level: int | None = None,
-                  record_bytes: int | None = None, row_bits: int | None = None) -> ChunkCodec:
-        return codec_for(encoding, stored_dtype, level, record_bytes, row_bits)
-
-    def index_codec(self, dtype: np.dtype) -> ChunkCodec:
-        return index_codec(dtype)
 
     def read_doc(self, node: str) -> Any | None:
         raw = self._get(_key(node, _META))
