@@ -164,15 +164,17 @@ def test_mode_a_appends_and_steps_continue(tmp_path):
     assert run.streams == ["output/1", "output/2"]
 
 
-def test_mode_a_needs_an_existing_store_and_mode_r_opens_a_reader(tmp_path):
+def test_mode_a_needs_an_existing_store_and_reading_goes_through_open(tmp_path):
     with pytest.raises(StoreNotFoundError):
         spikestore.Store(tmp_path / "none.zarr", mode="a")
     with spikestore.Store(tmp_path / "s.zarr") as store:
         store.append("output/1", np.ones(3))
-    run = spikestore.Store(tmp_path / "s.zarr", mode="r")
-    assert isinstance(run, spikestore.Run) and len(run["output/1"]) == 1
+    with pytest.raises(InvalidArgumentError, match=r"spikestore\.open"):
+        spikestore.Store(tmp_path / "s.zarr", mode="r")
+    assert len(spikestore.open(tmp_path / "s.zarr")["output/1"]) == 1  # untouched by the refusal
     with pytest.raises(InvalidArgumentError):
         spikestore.Store(tmp_path / "x.zarr", mode="x")
+    assert not (tmp_path / "x.zarr").exists()
 
 
 def test_root_document_records_metadata_versions_and_status(tmp_path):

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from spikestore._format import dtypes
 from spikestore.codecs import _packing as packing
 from spikestore.errors import InPlaceModificationError, InvalidValueError
 from spikestore.codecs._packing import Packer, unpack_bits
@@ -189,17 +190,6 @@ def _side_stream(device: Any) -> Any:
     return s
 
 
-def _tensor_to_numpy(t: Any) -> tuple[np.ndarray, str]:
-    import torch
-
-    name = _torch_dtype_name(t)
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np.uint16), name
-    if t.is_complex() and t.is_conj():
-        t = t.resolve_conj()
-    return t.numpy(), name
-
-
 def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared:
     """Writer-thread half of capture: convert, pick the encoding, pack.
 
@@ -229,12 +219,12 @@ def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared
     if isinstance(data, np.ndarray):
         arr = data
     else:
-        arr, _ = _tensor_to_numpy(data)
+        arr = dtypes.from_tensor(data)
     packed = None
-    # bfloat16 travels as uint16; its 1.0 is 0x3F80, checked via the uint view below.
     if want != "raw":
-        if frame.dtype == "bfloat16":
-            packed = _pack_bf16(arr, packer)
+        if frame.dtype == dtypes.BFLOAT16:  # travels as its uint16 bit patterns
+            mask = dtypes.binary_mask(arr, frame.dtype)
+            packed = None if mask is None else packer.pack(mask)
         else:
             packed = packer.pack(arr)
         if packed is None and want == "bits":
@@ -268,13 +258,3 @@ def check_intact(frame: Frame) -> None:
             "after it was recorded and before the writer read it; record it with copy=True "
             "(Store.append(..., copy=True) or the monitor's copy=True)"
         )
-
-
-def _pack_bf16(u16: np.ndarray, packer: Packer) -> np.ndarray | None:
-    # A bfloat16 record is binary when its bit patterns are all 0x0000/0x3F80.
-    if u16.ndim == 0 or u16.size == 0:
-        return None
-    one = np.uint16(0x3F80)
-    if np.count_nonzero(u16) != np.count_nonzero(u16 == one):
-        return None
-    return packer.pack(u16 == one)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import socket
@@ -11,8 +12,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from spikestore.codecs import _packing as packing
-from spikestore.backends import open_backend
+from spikestore._format import join_key, new_root_doc, split_key, stream_node, validate_doc
 from spikestore._write.capture import capture
 from spikestore.errors import (
     InvalidArgumentError,
@@ -21,11 +21,15 @@ from spikestore.errors import (
     StoreInUseError,
     StoreNotFoundError,
 )
-from spikestore._format import join_key, new_root_doc, split_key, stream_node, validate_doc
-from spikestore.codecs._precision import check_precision
+from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
+from spikestore.backends import open_backend
+from spikestore.codecs import _packing as packing
+from spikestore.codecs._precision import check_precision
 
 __all__ = ["Store"]
+
+_log = logging.getLogger("spikestore")
 
 _OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
 _ATEXIT_REGISTERED = False
@@ -68,8 +72,8 @@ class Store:
     mode
         ``"w"`` creates a store (refusing a non-empty one unless
         ``overwrite=True``); ``"a"`` appends to an existing store, steps
-        continuing after the last recorded one; ``"r"`` returns
-        ``spikestore.open(path)``.
+        continuing after the last recorded one. To read, use
+        :func:`spikestore.open`.
     overwrite
         With ``mode="w"``, delete whatever is at ``path`` first.
     backend
@@ -107,13 +111,6 @@ class Store:
     ...         store.append("output/fc1", spikes)
     """
 
-    def __new__(cls, path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Any:
-        if mode == "r":
-            from spikestore._read.run import open as open_run
-
-            return open_run(path, backend=kwargs.get("backend"))
-        return super().__new__(cls)
-
     def __init__(self, path: str | os.PathLike[str], mode: str = "w", *, overwrite: bool = False,
                  backend: str | None = None, metadata: dict[str, Any] | None = None,
                  max_pending_bytes: int = 256 << 20, on_full: str = "block",
@@ -122,33 +119,45 @@ class Store:
         self.path = Path(path)
         self.mode = mode
         self._writer: Writer | None = None
+        self._closed = False
         if mode not in ("w", "a"):
-            raise InvalidArgumentError(f"mode must be 'w', 'a' or 'r', not {mode!r}")
+            hint = "; to read a store, use spikestore.open(path)" if mode == "r" else ""
+            raise InvalidArgumentError(f"mode must be 'w' or 'a', not {mode!r}{hint}")
         packing.load_kernels()  # now, not in the first record's hook inside the training loop
         streams: dict[str, dict[str, Any]] = {}
         self._step = 0
         if mode == "w":
+            doc = new_root_doc(metadata)  # (checks the metadata before anything on disk changes)
             self._prepare_new(overwrite)
-            be = open_backend(self.path, backend=backend, writable=True, durable=durable)
-            root = new_root_doc(metadata)
-            validate_doc(root, "root", str(self.path))
-            be.write_doc("", root)
-        else:
-            be = open_backend(self.path, backend=backend, writable=True, durable=durable)
-            root, streams = self._resume(be, metadata)
+        be = open_backend(self.path, backend=backend, writable=True, durable=durable)
+        try:
+            if mode == "w":
+                root = RootDocument(be, doc)
+            else:
+                root, streams = self._resume(be, metadata)
+            root.write()
+            self._writer = Writer(be, root, streams=streams, max_pending_bytes=max_pending_bytes,
+                                  on_full=on_full, flush_interval=flush_interval,
+                                  chunk_bytes=chunk_bytes, level=compression_level)
+        except BaseException:
+            be.close()
+            raise
+        # The store owns the backend and the root document for its whole life.
+        self._backend = be
+        self._root = root
         self._calls: dict[str, tuple[int, int]] = {}
         self._owners: dict[str, tuple[weakref.ref[object], str]] = {}
         self._counts: dict[str, int] = {k: d["count"] for k, d in streams.items()}
-        self._writer = Writer(be, root, streams=streams, max_pending_bytes=max_pending_bytes,
-                              on_full=on_full, flush_interval=flush_interval,
-                              chunk_bytes=chunk_bytes, level=compression_level)
         _OPEN_STORES.add(self)
         global _ATEXIT_REGISTERED
         if not _ATEXIT_REGISTERED:
-            # zarr's LocalStore does its I/O on asyncio's default executor,
-            # which concurrent.futures shuts down in threading's own exit hooks,
-            # before plain atexit handlers run. Closing from the same hook list
-            # (last in, first out) runs while that executor still works.
+            # Closing drains the backlog on the writer's helper threads, which
+            # come from a concurrent.futures pool. concurrent.futures refuses new
+            # work once its own exit hook has run, and it registers that hook
+            # through threading's private hook list (run before plain atexit
+            # handlers, last in first out). Registering there too, after it,
+            # closes stores while the pool still works. Where that private
+            # function is missing, atexit is the fallback.
             register = getattr(threading, "_register_atexit", atexit.register)
             register(_close_open_stores)
             _ATEXIT_REGISTERED = True
@@ -166,7 +175,7 @@ class Store:
             else:
                 p.unlink()
 
-    def _resume(self, be: Any, metadata: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    def _resume(self, be: Any, metadata: dict[str, Any] | None) -> tuple[RootDocument, dict[str, dict[str, Any]]]:
         if not be.exists():
             raise StoreNotFoundError(f"no spikestore store at {self.path}; use mode='w' to create one")
         root = validate_doc(be.read_doc(""), "root", str(self.path))
@@ -189,10 +198,8 @@ class Store:
         if metadata:
             root["metadata"] = {**root["metadata"], **metadata}
         root["writer"] = new_root_doc(None)["writer"] | {"dropped": w["dropped"]}
-        validate_doc(root, "root", str(self.path))
-        be.write_doc("", root)
         self._step = last_step + 1
-        return root, streams
+        return RootDocument(be, root), streams
 
     # -- recording ------------------------------------------------------------
     @property
@@ -310,16 +317,39 @@ class Store:
         self._live().flush(timeout)
 
     def close(self) -> None:
-        """Flush and close. Idempotent; also run at interpreter exit."""
+        """Flush and close. Idempotent; also run at interpreter exit.
+
+        Raises
+        ------
+        WriterError
+            If the writer thread failed. The store is closed all the same,
+            its root document records the failure, and every record
+            committed before it stays readable.
+        """
         writer = self._writer
-        if writer is None:
+        if writer is None or self._closed:
             return
         _OPEN_STORES.discard(self)
-        writer.close()
+        try:
+            writer.close()
+        finally:
+            self._closed = True
+            self._finish(writer.error)
+
+    def _finish(self, error: BaseException | None) -> None:
+        """Record the final writer status, make it durable, release the backend (best effort after a failure)."""
+        try:
+            self._root.finish(error)
+            self._backend.sync()
+        except Exception:  # noqa: BLE001 - the writer's own failure, if any, is what the caller gets
+            _log.debug("could not record the final writer status of %s", self.path, exc_info=True)
+        finally:
+            self._backend.close()
 
     @property
     def closed(self) -> bool:
-        return self._writer is None or self._writer._closed
+        """Whether the store is closed (or failed to open)."""
+        return self._writer is None or self._closed
 
     def __enter__(self) -> Store:
         return self

@@ -23,42 +23,21 @@ import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from spikestore._write.assembly import StreamWriter
-from spikestore.backends._base import Backend
 from spikestore._write.capture import Frame, check_intact, prepare
-from spikestore.errors import InvalidArgumentError, StoreClosedError, WriterError
-from spikestore._format import now_iso, validate_doc
+from spikestore._write.queue import ByteQueue, Flush, Meta, Stop
+from spikestore._write.root import RootDocument
+from spikestore.backends import Backend
 from spikestore.codecs._packing import Packer
+from spikestore.errors import InvalidArgumentError, StoreClosedError, WriterError
 
 __all__ = ["Writer"]
 
 _log = logging.getLogger("spikestore")
 #: Most threads that drain the queue while a flush or close waits.
 _MAX_DRAIN_THREADS = 4
-
-
-@dataclass(slots=True)
-class _Flush:
-    done: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass(slots=True)
-class _Meta:
-    """A stream-document update (selection, attrs) that travels in order."""
-
-    key: str
-    selection: dict[str, Any] | None
-    attrs: dict[str, Any]
-
-
-@dataclass(slots=True)
-class _Stop:
-    """Close: commit everything with exact array lengths, then end the thread."""
-
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 def _drain_threads() -> int:
@@ -90,72 +69,17 @@ def _lower_priority() -> None:
         pass
 
 
-class _ByteQueue:
-    """A FIFO bounded by the bytes of the frames it holds.
-
-    Bytes are released when the writer is *done* with a frame, not when it
-    dequeues it, so the bound covers everything the writer still holds.
-    A single frame larger than the bound is let through when the queue is
-    empty (blocking it forever would be a hang).
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.pending = 0
-        self._items: deque[Any] = deque()
-        self._cond = threading.Condition()
-        self.dead = False
-        self.waiting = 0  # flushes/closes queued and not yet done: someone waits for the writer
-
-    def put(self, item: Any, nbytes: int, *, block: bool, waited_on: bool = False) -> bool:
-        with self._cond:
-            while not self.dead and self.pending > 0 and self.pending + nbytes > self.max_bytes:
-                if not block:
-                    return False
-                self._cond.wait(0.25)
-            if self.dead:
-                return False
-            self._items.append(item)
-            self.pending += nbytes
-            self.waiting += waited_on
-            self._cond.notify_all()
-            return True
-
-    def done_waiting(self) -> None:
-        with self._cond:
-            self.waiting -= 1
-
-    def take_all(self, timeout: float) -> list[Any]:
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            items = list(self._items)
-            self._items.clear()
-            return items
-
-    def release(self, nbytes: int) -> None:
-        with self._cond:
-            self.pending -= nbytes
-            self._cond.notify_all()
-
-    def kill(self) -> None:
-        with self._cond:
-            self.dead = True
-            self._items.clear()
-            self.pending = 0
-            self.waiting = 0
-            self._cond.notify_all()
-
-
 class Writer:
     """Owns the writer thread of one store.
 
     Parameters
     ----------
     backend
-        The open, writable backend.
-    root_doc
-        The root document; the writer keeps it and rewrites it on changes.
+        The open, writable backend. The store owns it: the writer writes
+        through it and never closes it.
+    root
+        The store's root document; the writer only reports new streams and
+        dropped records to it.
     streams
         Committed stream documents of a store opened for append.
     max_pending_bytes
@@ -170,7 +94,7 @@ class Writer:
         Target size of one uncompressed chunk.
     """
 
-    def __init__(self, backend: Backend, root_doc: dict[str, Any], *,
+    def __init__(self, backend: Backend, root: RootDocument, *,
                  streams: dict[str, dict[str, Any]] | None = None,
                  max_pending_bytes: int = 256 << 20, on_full: str = "block",
                  flush_interval: float = 5.0, chunk_bytes: int = 256 << 10,
@@ -181,12 +105,12 @@ class Writer:
             raise InvalidArgumentError(
                 "max_pending_bytes, chunk_bytes and flush_interval must be positive")
         self.backend = backend
-        self.root_doc = root_doc
+        self._root = root
         self.on_full = on_full
         self.flush_interval = flush_interval
         self.chunk_bytes = chunk_bytes
         self.level = level
-        self._queue = _ByteQueue(max_pending_bytes)
+        self._queue = ByteQueue(max_pending_bytes)
         self._resume_docs = dict(streams or {})
         self._streams: dict[str, StreamWriter] = {}
         self._packers = threading.local()  # one scratch Packer per thread that writes frames
@@ -196,8 +120,7 @@ class Writer:
         self._pool: ThreadPoolExecutor | None = None
         self._error: BaseException | None = None
         self._closed = False
-        self.dropped = root_doc["writer"]["dropped"]
-        self._dropped_written = self.dropped
+        self.dropped = root.dropped
         self._warned_drop = False
         self.on_error: Callable[[BaseException], None] | None = None
         self._thread = threading.Thread(target=self._run, name="spikestore-writer", daemon=True)
@@ -206,7 +129,18 @@ class Writer:
     # -- training-thread side ----------------------------------------------------
     @property
     def failed(self) -> bool:
+        """Whether the writer thread has failed (:meth:`check` raises the error)."""
         return self._error is not None
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that stopped the writer thread, if any."""
+        return self._error
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._closed
 
     def check(self) -> None:
         """Raise :class:`WriterError` if the writer thread has failed."""
@@ -240,12 +174,12 @@ class Writer:
                       attrs: dict[str, Any]) -> None:
         """Set a stream's selection/attrs document fields (in queue order)."""
         self.check()
-        self._queue.put(_Meta(key, selection, attrs), 0, block=True)
+        self._queue.put(Meta(key, selection, attrs), 0, block=True)
 
     def flush(self, timeout: float | None = None) -> None:
         """Return once everything submitted so far is committed on disk."""
         self.check()
-        req = _Flush()
+        req = Flush()
         self._queue.put(req, 0, block=True, waited_on=True)
         self._wait(req.done, timeout)
 
@@ -260,12 +194,16 @@ class Writer:
         self.check()
 
     def close(self) -> None:
-        """Flush, stop the thread, mark the store closed. Idempotent."""
+        """Flush, stop the thread, mark the writer closed. Idempotent.
+
+        Raises :class:`WriterError` if the thread failed. The store then
+        records the final status and closes the backend.
+        """
         if self._closed:
             return
         try:
             if self._error is None:
-                req = _Stop()
+                req = Stop()
                 self._queue.put(req, 0, block=True, waited_on=True)
                 self._wait(req.done, None)
             self._thread.join()
@@ -277,7 +215,6 @@ class Writer:
             raise
         finally:
             self._closed = True
-            self._finish_root()
         err = self._error
         if err is not None:
             self._closed = False  # let check() report the failure, not "closed"
@@ -311,14 +248,14 @@ class Writer:
                             last_commit = time.monotonic()
                         if self._queue.waiting and self._threads > 1:
                             break
-                    elif isinstance(item, _Flush):
+                    elif isinstance(item, Flush):
                         self._commit_all(parallel=True)
                         last_commit = time.monotonic()
                         self._queue.done_waiting()
                         item.done.set()
-                    elif isinstance(item, _Meta):
+                    elif isinstance(item, Meta):
                         self._apply_meta(item)
-                    else:  # _Stop: exact array lengths for plain zarr readers
+                    else:  # Stop: exact array lengths for plain zarr readers
                         for key in list(self._resume_docs):  # also streams untouched since a crash
                             self._stream(key)
                         self._commit_all(final=True, parallel=True)
@@ -341,7 +278,7 @@ class Writer:
         Streams share nothing but the backend, so each keeps its own order.
         """
         groups: dict[str, list[Any]] = {}
-        while backlog and isinstance(backlog[0], (Frame, _Meta)):
+        while backlog and isinstance(backlog[0], (Frame, Meta)):
             item = backlog.popleft()
             groups.setdefault(item.key, []).append(item)
         for key in groups:
@@ -392,7 +329,7 @@ class Writer:
         for h in helpers:
             h.result()
 
-    def _apply_meta(self, item: _Meta) -> None:
+    def _apply_meta(self, item: Meta) -> None:
         sw = self._stream(item.key)
         sw.doc |= {"selection": item.selection, "attrs": item.attrs}
         sw.doc_changed = True
@@ -404,9 +341,7 @@ class Writer:
             sw = StreamWriter(self.backend, key, chunk_bytes=self.chunk_bytes,
                               level=self.level, doc=doc)
             self._streams[key] = sw
-            if key not in self.root_doc["streams"]:
-                self.root_doc["streams"].append(key)
-                self._write_root()
+            self._root.add_stream(key)
         return sw
 
     def _write_frame(self, frame: Frame) -> None:
@@ -434,28 +369,4 @@ class Writer:
         else:
             for sw in streams:
                 sw.commit(final=final)
-        if self.dropped != self._dropped_written:
-            self._write_root()
-
-    def _write_root(self) -> None:
-        self.root_doc["writer"]["dropped"] = self.dropped
-        self._dropped_written = self.dropped
-        validate_doc(self.root_doc, "root", str(self.backend.path))
-        self.backend.write_doc("", self.root_doc)
-
-    def _finish_root(self) -> None:
-        """Record the final writer status (best effort after a failure)."""
-        w = self.root_doc["writer"]
-        w["closed"] = now_iso()
-        if self._error is not None:
-            w["status"] = "failed"
-            w["error"] = f"{type(self._error).__name__}: {self._error}"[:2000]
-        else:
-            w["status"] = "closed"
-        try:
-            self._write_root()
-            self.backend.sync()
-        except Exception:  # noqa: BLE001 - the original failure is what matters
-            _log.debug("could not record the final writer status", exc_info=True)
-        finally:
-            self.backend.close()
+        self._root.set_dropped(self.dropped)

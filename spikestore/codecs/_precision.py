@@ -22,6 +22,7 @@ import re
 
 import numpy as np
 
+from spikestore._format import dtypes
 from spikestore.errors import InvalidArgumentError, InvalidValueError
 
 __all__ = ["apply_precision", "check_precision", "restore_precision"]
@@ -48,13 +49,7 @@ def apply_precision(arr: np.ndarray, precision: str, key: str) -> np.ndarray:
             f"stream {key!r}: precision={precision!r} applies to float32/float64 records, "
             f"not {arr.dtype}; drop the precision argument for this stream")
     if precision == "bf16":
-        u = np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32)
-        rounded = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
-        out = rounded.astype(np.uint16)
-        nan = np.isnan(arr)
-        if nan.any():
-            out[nan] = 0x7FC0
-        return out
+        return dtypes.float32_to_bfloat16_bits(arr)
     keep = int(_KEEPBITS.match(precision).group(1))  # type: ignore[union-attr]
     if keep >= _MANTISSA[arr.dtype.name]:
         return arr
@@ -66,5 +61,5 @@ def apply_precision(arr: np.ndarray, precision: str, key: str) -> np.ndarray:
 def restore_precision(rows: np.ndarray, precision: str | None, dtype: np.dtype) -> np.ndarray:
     """Turn stored rows back into values of the record's ``dtype``."""
     if precision == "bf16":
-        return (rows.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(dtype, copy=False)
+        return dtypes.bfloat16_bits_to_float(rows, dtype)
     return rows

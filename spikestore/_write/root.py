@@ -1,0 +1,82 @@
+"""The root document of a store being written, and the only code that rewrites it.
+
+The :class:`~spikestore.Store` owns one :class:`RootDocument` for its whole
+life: it creates (or resumes) it, hands it to the writer thread, which only
+reports new streams and dropped records through it, and finishes it with the
+writer's final status when the store closes.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Any
+
+from spikestore._format import now_iso, validate_doc
+from spikestore.backends import Backend
+
+__all__ = ["RootDocument"]
+
+
+class RootDocument:
+    """The root document of one store, written through its backend.
+
+    Calls may come from the training thread (opening, closing) and from the
+    writer thread and its helpers (new streams, dropped counts); a lock keeps
+    each rewrite whole.
+    """
+
+    def __init__(self, backend: Backend, doc: dict[str, Any]) -> None:
+        self._backend = backend
+        self._doc = doc
+        self._lock = threading.Lock()
+        self._known = set(doc["streams"])
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        """A copy of the document as last written."""
+        with self._lock:
+            return copy.deepcopy(self._doc)
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped so far, as counted in the document."""
+        return int(self._doc["writer"]["dropped"])
+
+    def write(self) -> None:
+        """Validate and write the document as it is (a new store, or one resumed for append)."""
+        with self._lock:
+            self._write()
+
+    def add_stream(self, key: str) -> None:
+        """List a stream, before its own document is written, so readers find it."""
+        if key in self._known:
+            return
+        with self._lock:
+            if key not in self._known:
+                self._doc["streams"].append(key)
+                self._known.add(key)
+                self._write()
+
+    def set_dropped(self, dropped: int) -> None:
+        """Record how many records ``on_full="drop"`` has dropped so far."""
+        with self._lock:
+            if self._doc["writer"]["dropped"] != dropped:
+                self._doc["writer"]["dropped"] = dropped
+                self._write()
+
+    def finish(self, error: BaseException | None) -> None:
+        """Record the writer's final status (``closed``, or ``failed`` with the error)."""
+        with self._lock:
+            w = self._doc["writer"]
+            w["closed"] = now_iso()
+            if error is not None:
+                w["status"] = "failed"
+                w["error"] = f"{type(error).__name__}: {error}"[:2000]
+            else:
+                w["status"] = "closed"
+            self._write()
+
+    def _write(self) -> None:
+        validate_doc(self._doc, "root", str(self._backend.path))
+        self._backend.write_doc("", self._doc)
