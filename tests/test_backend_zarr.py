@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ def test_array_metadata_is_what_zarr_create_array_writes(tmp_path: Path, encodin
     backend.create_array("g/a", spec)
     zarr.create_array(store=str(tmp_path / "theirs"), name="g/a", shape=(0, *record_shape),
                       chunks=(records, *(max(1, d) for d in record_shape)), dtype=dtype,
-                      compressors=codec.zarr_compressors(), fill_value=0,
+                      compressors=codec.zarr_codecs(), fill_value=0,
                       chunk_key_encoding={"name": "default", "separator": "."})
     ours = json.loads((tmp_path / "ours/g/a/zarr.json").read_text())
     theirs = json.loads((tmp_path / "theirs/g/a/zarr.json").read_text())
@@ -71,7 +72,7 @@ def test_chunks_of_stores_with_nested_keys_still_read(tmp_path: Path) -> None:
     data = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
     codec = codec_for("raw", np.dtype("float32"), record_bytes=10**6)
     arr = zarr.create_array(store=str(tmp_path / "s"), name="a", shape=data.shape, chunks=(1, 2, 2),
-                            dtype="float32", compressors=codec.zarr_compressors(), fill_value=0,
+                            dtype="float32", compressors=codec.zarr_codecs(), fill_value=0,
                             chunk_key_encoding={"name": "default", "separator": "/"})
     arr[:] = data
     assert (tmp_path / "s/a/c/2/0/0").is_file()
@@ -144,40 +145,63 @@ def test_a_store_resumed_after_a_crash_has_exact_lengths_after_close(tmp_path: P
                                   np.arange(1, n + 1, dtype=np.float32) / 7)
 
 
-def test_only_the_first_write_of_an_unpublished_chunk_skips_the_rename(tmp_path: Path, monkeypatch) -> None:
-    """A chunk no reader can see yet is written in place; any rewrite replaces it atomically."""
-    import os
+def _tear_writes_under(path: Path, part: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on every file written under ``path`` whose name holds ``part`` gets half its
+    bytes, then the disk is 'full'."""
+    import builtins
 
+    real_open = builtins.open
+
+    class Torn:
+        def __init__(self, f: Any) -> None:
+            self._f = f
+
+        def write(self, data: bytes) -> int:
+            self._f.write(bytes(data)[: len(data) // 2])
+            self._f.flush()
+            raise OSError(28, "No space left on device (injected)")
+
+        def __enter__(self) -> Torn:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self._f.close()
+
+    def torn_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        f = real_open(file, mode, *args, **kwargs)
+        if "w" in mode and str(path) in str(file) and part in str(file):
+            return Torn(f)
+        return f
+
+    monkeypatch.setattr(builtins, "open", torn_open)
+
+
+@pytest.mark.parametrize("resumed,torn", [(False, "seg000000"), (False, "step"), (True, "step")])
+def test_a_write_torn_halfway_never_damages_committed_records(tmp_path: Path, monkeypatch, resumed,
+                                                              torn) -> None:
+    """Rewriting a chunk that holds committed records (the partly filled chunk at every
+    flush, the last index chunk of a resumed store) must never expose half a chunk."""
     import torch
 
     path = tmp_path / "s.zarr"
-    renamed: list[str] = []
-    real_replace = os.replace
-
-    def replace(src, dst):
-        renamed.append(Path(dst).relative_to(path).as_posix())
-        return real_replace(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
-    seg, step = "output/1/seg000000/c.0.0", "output/1/step/c.0"
     with spikestore.Store(path, chunk_bytes=64) as store:  # 8-byte packed records: 8 a chunk
         for i in range(3):
             store.set_step(i)
             store.append("output/1", torch.full((64,), float(i % 2)))
-        store.flush()  # first writes of the partly filled data and index chunks
-        assert seg not in renamed and step not in renamed
-        for i in range(3, 9):
+        store.flush()  # 3 records committed, their data and index chunks partly filled
+        if resumed:
+            store.close()
+            store = spikestore.Store(path, mode="a")
+        _tear_writes_under(path, torn, monkeypatch)
+        for i in range(3, 5):
             store.set_step(i)
             store.append("output/1", torch.full((64,), float(i % 2)))
-        store.flush()  # both chunks now hold committed records: rewritten by rename
-        assert seg in renamed and step in renamed
-        assert "output/1/seg000000/c.1.0" not in renamed  # new, in place
-    renamed.clear()
-    with spikestore.Store(path, mode="a") as store:  # the resumed index chunk holds committed records
-        store.set_step(9)
-        store.append("output/1", torch.ones(64))
-    assert step in renamed
+        with pytest.raises(spikestore.WriterError, match="No space left"):
+            store.flush()
+        monkeypatch.undo()
+        with pytest.raises(spikestore.WriterError):
+            store.close()
     s = spikestore.open(path)["output/1"]
-    assert len(s) == 10 and list(s.steps) == list(range(10))
-    for i in range(10):
-        np.testing.assert_array_equal(s[i], np.full(64, float(i % 2 or i == 9), np.float32))
+    assert len(s) == 3 and list(s.steps) == [0, 1, 2]
+    for i in range(3):
+        np.testing.assert_array_equal(s[i], np.full(64, float(i % 2), np.float32))

@@ -53,10 +53,9 @@ def test_disk_errors_surface_at_the_next_call_with_the_cause_chained(tmp_path, f
     store.close()  # second close is quiet
     run = spikestore.open(tmp_path / "s.zarr")  # what was committed is readable
     assert run.writer["status"] == "failed" and "simulated" in run.writer["error"]
-    s = run["output/1"] if "output/1" in run else None
-    if s is not None:
-        for i in range(len(s)):
-            np.testing.assert_array_equal(s[i], np.ones((64, 8), np.float32))
+    s = run["output/1"]  # listed before its first chunk was written
+    for i in range(len(s)):
+        np.testing.assert_array_equal(s[i], np.ones((64, 8), np.float32))
 
 
 def test_flush_raises_instead_of_hanging(tmp_path, failing_backend):
@@ -116,17 +115,24 @@ def test_bug_in_the_writer_thread_surfaces_too(tmp_path, monkeypatch):
     assert isinstance(info.value.__cause__, ZeroDivisionError)
 
 
-def test_records_are_published_by_commits_only(tmp_path):
+def test_records_are_published_by_commits_only(tmp_path, monkeypatch):
     """Full chunks on disk stay invisible until a commit: readers see counts move only at
     flushes (a commit rewrites ~5 files a stream, so there is none per chunk)."""
-    import time
+    written = threading.Event()
+    real_write = ZarrBackend.write_chunk
 
+    def write_chunk(self, node, chunk, data, **kw):
+        real_write(self, node, chunk, data, **kw)
+        if node.endswith("seg000000"):
+            written.set()
+
+    monkeypatch.setattr(ZarrBackend, "write_chunk", write_chunk)
     path = tmp_path / "s.zarr"
     with spikestore.Store(path, flush_interval=3600, chunk_bytes=64) as store:
         for i in range(10):  # 8-byte packed records: 8 per chunk, so one full chunk at least
             store.set_step(i)
             store.append("output/1", torch.ones(64))
-        time.sleep(1.5)
+        assert written.wait(30), "the writer never wrote the full chunk"
         first = spikestore.open(path)
         assert "output/1" not in first.streams or len(first["output/1"]) == 0
         store.flush()
@@ -144,20 +150,32 @@ def test_stream_info_set_after_the_last_record_is_committed(tmp_path):
 
 @pytest.fixture
 def stalled_writer(monkeypatch):
-    """Hold the writer's first chunk write until ``gate`` opens, and log each write's thread."""
+    """Hold every chunk write until ``gate`` opens, which happens once a flush or close waits
+    for the writer (so the backlog is still whole then), and log the thread of each write."""
+    from spikestore._write import queue as queue_module
     from spikestore._write import writer as writer_module
 
     monkeypatch.setattr(writer_module, "_drain_threads", lambda: 3)  # whatever this machine has
     gate = threading.Event()
-    threads: list[str] = []
+    threads: list = []
+    armed = {"fail_after_first_thread": False, "open_gate_on_wait": True}
+    real_put = queue_module.ByteQueue.put
+
+    def put(self, item, nbytes, *, block, waited_on=False):
+        ok = real_put(self, item, nbytes, block=block, waited_on=waited_on)
+        if waited_on and armed["open_gate_on_wait"]:
+            gate.set()
+        return ok
+
+    monkeypatch.setattr(queue_module.ByteQueue, "put", put)
 
     def stall(cls):
         orig = cls.write_chunk
 
         def write_chunk(self, node, chunk, data, **kw):
             gate.wait(10)
-            threads.append(threading.current_thread().name)
-            if getattr(self, "fail_in_helpers", False) and "helper" in threads[-1]:
+            threads.append(threading.current_thread())
+            if armed["fail_after_first_thread"] and threads[-1] is not threads[0]:
                 raise OSError(errno.ENOSPC, "simulated: ENOSPC")
             return orig(self, node, chunk, data, **kw)
 
@@ -172,7 +190,11 @@ def stalled_writer(monkeypatch):
         return orig_meta(self, item)
 
     monkeypatch.setattr(writer_module.Writer, "_apply_meta", apply_meta)
-    return gate, threads
+    return gate, threads, armed
+
+
+def _writing_threads(threads: list) -> set:
+    return {t for t in threads if isinstance(t, threading.Thread)}
 
 
 def _backlog(store, steps=12):
@@ -185,17 +207,16 @@ def _backlog(store, steps=12):
 
 @pytest.mark.parametrize(("suffix", "wait"), [(".zarr", "close"), (".zarr", "flush"), (".h5", "close")])
 def test_a_backlog_drains_on_several_threads_when_close_waits(tmp_path, stalled_writer, suffix, wait):
-    gate, threads = stalled_writer
+    gate, threads, _ = stalled_writer
     path = tmp_path / f"s{suffix}"
     store = spikestore.Store(path, chunk_bytes=64)  # one 64-byte record a chunk
     _backlog(store)
-    threading.Timer(0.2, gate.set).start()
     if wait == "flush":
         store.flush()
         assert len(spikestore.open(path)["output/c"]) == 12
     store.close()
-    names = [t for t in threads if isinstance(t, str)]
-    assert any("helper" in t for t in names) and "spikestore-writer" in names
+    writers = _writing_threads(threads)
+    assert len(writers) >= 2 and threading.current_thread() not in writers
     # each stream info lands after its step's record, before the next one
     assert [(m[1], m[2]) for m in threads if isinstance(m, tuple)] == [(i, i + 1) for i in range(12)]
     run = spikestore.open(path)
@@ -209,16 +230,14 @@ def test_a_backlog_drains_on_several_threads_when_close_waits(tmp_path, stalled_
 
 
 def test_a_failure_on_a_drain_thread_reaches_the_caller(tmp_path, stalled_writer):
-    gate, _ = stalled_writer
+    gate, _, armed = stalled_writer
     path = tmp_path / "s.zarr"
     store = spikestore.Store(path, chunk_bytes=64)
-    gate.set()
     store.append("output/a", torch.ones(8, 64))
     store.flush()  # one committed record
     gate.clear()
-    store._writer.backend.fail_in_helpers = True
+    armed["fail_after_first_thread"] = True  # any write on a second thread fails
     _backlog(store)
-    threading.Timer(0.2, gate.set).start()
     with pytest.raises(WriterError) as info:
         store.close()
     assert isinstance(info.value.__cause__, OSError) and info.value.__cause__.errno == errno.ENOSPC
@@ -227,54 +246,55 @@ def test_a_failure_on_a_drain_thread_reaches_the_caller(tmp_path, stalled_writer
 
 def test_no_helper_writes_after_close_when_a_helper_cannot_start(tmp_path, stalled_writer, monkeypatch):
     """A helper that fails to start stops the writer, and close() returns only once the others are done."""
-    import time
     from concurrent.futures import ThreadPoolExecutor
 
-    gate, threads = stalled_writer
+    gate, threads, _ = stalled_writer
     real_submit = ThreadPoolExecutor.submit
     submits = {"n": 0}
+    second_refused = threading.Event()
+    started: list[threading.Thread] = []
 
     def submit(self, fn, *args, **kwargs):
         submits["n"] += 1
         if submits["n"] == 2:
+            second_refused.set()
             raise RuntimeError("can't start new thread")
         return real_submit(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(ThreadPoolExecutor, "submit", submit)
     stalled_write = ZarrBackend.write_chunk
 
-    def slow_helper_write(self, *args, **kwargs):
-        if "helper" in threading.current_thread().name:
-            time.sleep(0.01)  # the helper that did start is still busy when the next submit fails
+    def busy_helper_write(self, *args, **kwargs):
+        me = threading.current_thread()
+        if me not in started:
+            started.append(me)
+        if me is not started[0]:  # the helper that did start is still busy when the next submit fails
+            second_refused.wait(10)
         return stalled_write(self, *args, **kwargs)
 
-    monkeypatch.setattr(ZarrBackend, "write_chunk", slow_helper_write)
+    monkeypatch.setattr(ZarrBackend, "write_chunk", busy_helper_write)
     store = spikestore.Store(tmp_path / "s.zarr", chunk_bytes=64)
     _backlog(store)
-    threading.Timer(0.2, gate.set).start()
     with pytest.raises(WriterError, match="can't start new thread"):
         store.close()
-    assert not store._writer._thread.is_alive()
-    writes = len(threads)
-    time.sleep(0.3)
-    assert len(threads) == writes
+    # Every thread that wrote has ended: none can write after close() returned.
+    assert _writing_threads(threads) and not any(t.is_alive() for t in _writing_threads(threads))
 
 
 def test_durable_stores_commit_one_stream_at_a_time(tmp_path, stalled_writer, monkeypatch):
     """A durable commit's fsyncs must not cover another stream's half-done commit: no parallel commits."""
     from spikestore._write import assembly
 
-    gate, _ = stalled_writer
-    committers: list[str] = []
+    gate, _, _ = stalled_writer
+    committers: list[threading.Thread] = []
     real_commit = assembly.StreamWriter.commit
 
     def commit(self, **kwargs):
-        committers.append(threading.current_thread().name)
+        committers.append(threading.current_thread())
         return real_commit(self, **kwargs)
 
     monkeypatch.setattr(assembly.StreamWriter, "commit", commit)
     store = spikestore.Store(tmp_path / "s.zarr", chunk_bytes=64, durable=True)
     _backlog(store)
-    threading.Timer(0.2, gate.set).start()
     store.close()
-    assert len(committers) >= 3 and set(committers) == {"spikestore-writer"}
+    assert len(committers) >= 3 and len(set(committers)) == 1 and committers[0] is not threading.current_thread()
