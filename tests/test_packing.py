@@ -107,11 +107,11 @@ def test_a_store_loads_the_kernels_when_it_opens_not_at_the_first_record(monkeyp
     import spikestore
     from spikestore.codecs import _kernels
 
-    loads: list[str] = []
+    loads: list[threading.Thread] = []
     real = _kernels.warm_up
-    packing = _unloaded_kernels(monkeypatch, lambda: (loads.append(threading.current_thread().name), real()))
+    packing = _unloaded_kernels(monkeypatch, lambda: (loads.append(threading.current_thread()), real()))
     store = spikestore.Store(tmp_path / "s.zarr")
-    assert loads == [threading.current_thread().name]
+    assert loads == [threading.current_thread()]
     assert packing.kernels_ready()
     x = (torch.rand(4, 16, 28) < 0.05).float()
     with store:

@@ -49,7 +49,10 @@ def test_committed_fixtures_still_decode(mode):
     np.testing.assert_array_equal(decode_spikes(enc), want)
     rows = FIXTURES / f"spikes-{mode}.row_bits"
     row_bits = int(rows.read_text()) if rows.exists() else None
-    assert encode_spikes(want, row_bits=row_bits) == enc  # deterministic, and unchanged
+    # Today's encoder may produce other bytes (a zstd or pcodec upgrade), but no larger ones.
+    again = encode_spikes(want, row_bits=row_bits)
+    np.testing.assert_array_equal(decode_spikes(again), want)
+    assert len(again) <= 1.02 * len(enc) + 16
 
 
 @settings(max_examples=80, deadline=None)
@@ -78,14 +81,14 @@ def test_padded_rows_reach_the_bound_too():
     assert len(encode_spikes(packed, row_bits=width)) <= 1.05 * bound < len(encode_spikes(packed))
 
 
-def test_each_mode_is_chosen_where_it_wins():
-    rng = np.random.default_rng(0)
-    modes = {p: MODES[encode_spikes(np.packbits(rng.random(200_000) < p, bitorder="little"))[1]]
-             for p in (0.5, 0.05, 0.005, 0.0)}
-    assert modes == {0.5: "bitmap", 0.05: "gaps8", 0.005: "gaps-pcodec", 0.0: "zeros"}
+def test_a_silent_chunk_costs_only_its_header():
+    for n in (1, 4096, 1 << 20):
+        enc = encode_spikes(np.zeros(n, np.uint8))
+        assert len(enc) <= 16
+        np.testing.assert_array_equal(decode_spikes(enc), np.zeros(n, np.uint8))
 
 
-@pytest.mark.parametrize("p", [0.5, 0.2, 0.05, 0.01])
+@pytest.mark.parametrize("p", [0.5, 0.2, 0.05, 0.01, 0.002])
 def test_close_to_the_shannon_bound(p):
     n = 1 << 20
     packed = np.packbits(np.random.default_rng(1).random(n) < p, bitorder="little")
@@ -155,10 +158,3 @@ def test_compiled_and_numpy_gap_coders_write_the_same_bytes(monkeypatch, row_bit
     monkeypatch.setattr(packing, "KERNELS", False)
     assert encode_spikes(packed, 1, row_bits) == fast
     np.testing.assert_array_equal(decode_spikes(fast).reshape(packed.shape), packed)
-
-
-@pytest.mark.parametrize(("p", "mode"), [(0.2, "bitmap"), (0.05, "gaps8"), (0.02, "gaps8"), (0.004, "gaps-pcodec")])
-def test_each_density_gets_the_mode_of_its_band(p, mode):
-    """pcodec only below 1.2% (it costs 5-10x gaps8's time), the bitmap near 20% (it decodes 20x faster)."""
-    packed = np.packbits(np.random.default_rng(1).random(1 << 20) < p, bitorder="little")
-    assert MODES[encode_spikes(packed)[1] & 0x7F] == mode
