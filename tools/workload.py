@@ -1,4 +1,8 @@
-"""The public reference workload of DESIGN.md §6, as a reusable module.
+"""The public reference workload, as a reusable module.
+
+It is the network and training loop that ``tools/bench_workload.py`` records
+(described with its figures in docs/performance.md, "Reference workload"), and
+that other tools reuse for real spikes (``tools/bench_codec.py --real``).
 
 A small SpikingJelly CNN in multi-step mode on the CPU::
 
