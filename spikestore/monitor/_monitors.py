@@ -1,0 +1,162 @@
+"""SpikingJelly's five monitors, each one hook kind and one value taken from its arguments.
+
+The monitors differ only in which hook they register on each monitored
+module and which of the hook's arguments they record; everything else
+(layers, records, selection, the store) is :class:`BaseMonitor`'s. The shared
+shape (register one hook per module, record ``function_on_*`` of the
+selected value while enabled) is written once in :class:`_HookMonitor`, so
+each monitor states just its constructor, as SpikingJelly spells it, and its
+value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from torch import nn
+
+from spikestore.monitor._base import BaseMonitor
+
+__all__ = ["AttributeMonitor", "GradInputMonitor", "GradOutputMonitor", "InputMonitor", "OutputMonitor"]
+
+#: The ``nn.Module.register_<kind>_hook`` a monitor uses.
+HookKind = Literal["forward", "forward_pre", "full_backward"]
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _unpack_len1_tuple(x: Any) -> Any:
+    # SpikingJelly unwraps single-element tuples (hook inputs, gradients).
+    if isinstance(x, tuple) and len(x) == 1:
+        return x[0]
+    return x
+
+
+class _HookMonitor(BaseMonitor):
+    """A monitor recording one value per call of one hook on each monitored module."""
+
+    def _hook_modules(self, net: nn.Module, instance: Any, kind: HookKind) -> None:
+        """Register a ``kind`` hook (:meth:`create_hook`) on every ``instance`` module of ``net``."""
+        for name, module in self._monitor_modules(net, instance):
+            register = getattr(module, f"register_{kind}_hook")
+            self.hooks.append(register(self.create_hook(name)))
+
+    def create_hook(self, name: str) -> Callable[..., None]:
+        """The hook that records layer ``name``'s value while the monitor is enabled.
+
+        Like SpikingJelly's, the hook keeps the monitor alive as long as the
+        network: a store-backed monitor created without keeping a reference
+        still records.
+        """
+
+        def hook(module: nn.Module, *args: Any) -> None:
+            if self.is_enable():
+                self._record(name, self._value(name, module, *args))
+
+        return hook
+
+    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
+        """What to record from one call of the hook on layer ``name``."""
+        raise NotImplementedError
+
+
+class OutputMonitor(_HookMonitor):
+    """Record ``function_on_output(output)`` of every ``instance`` module of ``net``.
+
+    Same signature as SpikingJelly's ``OutputMonitor``, plus the keyword-only
+    parameters of :class:`BaseMonitor`. Streams: ``output/<layer>``.
+    """
+
+    quantity = "output"
+
+    def __init__(self, net: nn.Module, instance: Any = None,
+                 function_on_output: Callable[[Any], Any] = _identity, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.function_on_output = function_on_output
+        self._hook_modules(net, instance, "forward")
+
+    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
+        _inputs, output = args
+        return self.function_on_output(self._select(name, _unpack_len1_tuple(output)))
+
+
+class InputMonitor(_HookMonitor):
+    """Record ``function_on_input(input)`` before every ``instance`` module runs.
+
+    Streams: ``input/<layer>``. The default keeps a reference to the input;
+    pass ``copy=True`` if a module modifies its input in place.
+    """
+
+    quantity = "input"
+
+    def __init__(self, net: nn.Module, instance: Any = None,
+                 function_on_input: Callable[[Any], Any] = _identity, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.function_on_input = function_on_input
+        self._hook_modules(net, instance, "forward_pre")
+
+    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
+        (inputs,) = args
+        return self.function_on_input(self._select(name, _unpack_len1_tuple(inputs)))
+
+
+class AttributeMonitor(_HookMonitor):
+    """Record ``function_on_attribute(m.<attribute_name>)`` of every ``instance`` module.
+
+    ``pre_forward=True`` reads the attribute before the forward pass (so the
+    first record of SpikingJelly's ``v`` is the float ``v_reset``), otherwise
+    after it. Streams: ``<attribute_name>/<layer>``.
+    """
+
+    def __init__(self, attribute_name: str, pre_forward: bool, net: nn.Module, instance: Any = None,
+                 function_on_attribute: Callable[[Any], Any] = _identity, **kwargs: Any) -> None:
+        self.quantity = attribute_name
+        super().__init__(**kwargs)
+        self.attribute_name = attribute_name
+        self.function_on_attribute = function_on_attribute
+        self._hook_modules(net, instance, "forward_pre" if pre_forward else "forward")
+
+    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
+        return self.function_on_attribute(self._select(name, getattr(module, self.attribute_name)))
+
+
+class GradInputMonitor(_HookMonitor):
+    """Record ``function_on_grad_input(dL/dX)`` of every ``instance`` module.
+
+    Streams: ``grad_input/<layer>``. A ``None`` gradient (an input that does
+    not require grad) is kept as ``None`` in the view and not written.
+    """
+
+    quantity = "grad_input"
+
+    def __init__(self, net: nn.Module, instance: Any = None,
+                 function_on_grad_input: Callable[[Any], Any] = _identity, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.function_on_grad_input = function_on_grad_input
+        self._hook_modules(net, instance, "full_backward")
+
+    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
+        grad_input, _grad_output = args
+        return self.function_on_grad_input(self._select(name, _unpack_len1_tuple(grad_input)))
+
+
+class GradOutputMonitor(_HookMonitor):
+    """Record ``function_on_grad_output(dL/dY)`` of every ``instance`` module.
+
+    Streams: ``grad_output/<layer>``.
+    """
+
+    quantity = "grad_output"
+
+    def __init__(self, net: nn.Module, instance: Any = None,
+                 function_on_grad_output: Callable[[Any], Any] = _identity, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.function_on_grad_output = function_on_grad_output
+        self._hook_modules(net, instance, "full_backward")
+
+    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
+        _grad_input, grad_output = args
+        return self.function_on_grad_output(self._select(name, _unpack_len1_tuple(grad_output)))
