@@ -354,3 +354,46 @@ def test_alternating_binary_and_float_records_do_not_fragment(tmp_path):
     s = spikestore.open(tmp_path / "a.zarr")["rate/1"]
     assert len(s.segments) == 1 and s.segments[0].encoding == "raw"
     assert [s[i].tolist() for i in range(2)] == [[0.5, 0.25], [0.0, 1.0]]
+
+
+def test_the_package_exports_the_monitors_and_the_view():
+    assert sorted(ss.__all__) == ["AttributeMonitor", "BaseMonitor", "GradInputMonitor",
+                                  "GradOutputMonitor", "InputMonitor", "OutputMonitor", "RecordsView"]
+    for name in ss.__all__:
+        assert getattr(ss, name).__module__.startswith("spikestore.monitor")
+    for name in ss.__all__[:-1]:
+        if name != "BaseMonitor":
+            assert issubclass(getattr(ss, name), ss.BaseMonitor)
+            assert callable(getattr(ss, name).create_hook)
+
+
+def test_records_view_indexes_like_the_in_memory_list(tmp_path):
+    """Single-step mode interleaves the layers' records, so the view must map each index to its layer."""
+    net = tutorial_net(neuron.IFNode, "s")
+    with spikestore.Store(tmp_path / "i.zarr") as store:
+        mem = ss.OutputMonitor(net, neuron.IFNode)
+        disk = ss.OutputMonitor(net, neuron.IFNode, store=store)
+        run_steps(net, "s", 2, store)
+        assert isinstance(disk.records, ss.RecordsView) and isinstance(disk["3"], ss.RecordsView)
+        n = len(mem.records)
+        assert len(disk.records) == n == 16
+        for i in (-1, -n, 5, n - 1):
+            assert torch.equal(mem.records[i], disk.records[i]), i
+            assert torch.equal(mem[i], disk[i]), i
+        for got, want in [(disk.records[3:11:3], mem.records[3:11:3]), (disk["3"][-2:], mem["3"][-2:]),
+                          (disk["1"][::-1], mem["1"][::-1])]:
+            assert isinstance(got, list) and len(got) == len(want) > 1
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
+        for bad in (n, -n - 1):
+            with pytest.raises(IndexError):
+                disk.records[bad]
+        with pytest.raises(IndexError):
+            disk["1"][n // 2]
+        with pytest.raises(KeyError):
+            disk["0"]
+
+        disk["1"].clear()  # as clear_recorded_data(): every layer's records are forgotten
+        assert len(disk.records) == 0 and disk.name_records_index == {"1": [], "3": []}
+        mem.clear_recorded_data()
+        run_steps(net, "s", 1, store, seed=4)
+        assert disk.records == mem.records and disk.name_records_index == mem.name_records_index
