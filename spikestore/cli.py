@@ -63,10 +63,10 @@ def main() -> None:
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 def info(path: Path) -> None:
     """Summary of the store at PATH: streams, records, steps, sizes, writer status."""
-    import spikestore
+    from spikestore._read.run import open as open_run
 
     try:
-        with spikestore.open(path) as run:
+        with open_run(path) as run:
             w = run.writer
             status = w["status"]
             if status == "open":
@@ -149,10 +149,10 @@ def plot(path: Path, kind: str, stream: str | None, record: int, sample: int, ou
         from spikestore import plot as plots
     except ImportError:
         _fail(SpikestoreError("plotting needs matplotlib: pip install 'spikestore[plot]'"))
-    import spikestore
+    from spikestore._read.run import open as open_run
 
     try:
-        with spikestore.open(path) as run:
+        with open_run(path) as run:
             if kind in ("raster", "voltage"):
                 if stream is None:
                     raise click.UsageError(f"--kind {kind} needs --stream KEY, e.g. --stream {run.streams[0]}")
