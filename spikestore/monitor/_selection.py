@@ -3,9 +3,9 @@
 Selecting is done in the hook, on the tensor's own device, before anything is
 copied or handed to the writer, so recording a few neurons of a large layer
 costs what those neurons cost. The same selection is written into each
-stream's document (:meth:`Selection.doc`) so readers know what a record's
-axes hold; that document's layout is decided here and nowhere else in the
-monitors.
+stream's document (:meth:`Selection.layout`, a
+:class:`~spikestore._format.layout.RecordLayout`, the one description of a
+record's axes that readers use too).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from spikestore._format.layout import RecordLayout
 from spikestore.errors import InvalidArgumentError
 
 __all__ = ["Index", "Selection", "batch_axis", "index_doc"]
@@ -26,7 +27,8 @@ Index = int | slice | Sequence[int] | np.ndarray | torch.Tensor | None
 
 def batch_axis(step_mode: str) -> int:
     """The batch axis of a layer's records: 1 in multi-step mode ``[T, N, ...]``, else 0 (``[N, ...]``)."""
-    return 1 if step_mode == "m" else 0
+    axis = RecordLayout(step_mode).batch_axis
+    return 0 if axis is None else axis
 
 
 def index_doc(ix: Index) -> Any:
@@ -86,12 +88,6 @@ class Selection:
         self.neurons = neurons if isinstance(neurons, slice) or neurons is None else self.neurons_doc
         self._cache: dict[tuple[str, torch.device], torch.Tensor] = {}
 
-    @property
-    def trivial(self) -> bool:
-        """Whether every step, sample and neuron is recorded."""
-        return self.every == 1 and self.start is None and self.stop is None and \
-            self.batch is None and self.neurons is None
-
     def wants(self, step: int) -> bool:
         """Whether records of ``step`` are kept."""
         if self.start is not None and step < self.start:
@@ -147,8 +143,6 @@ class Selection:
             x = x[..., self._ix("neurons", self.neurons, x.device)]
         return x
 
-    def doc(self, step_mode: str, batch_axis: int) -> dict[str, Any]:
-        """The stream document's ``selection`` field for a layer in ``step_mode``."""
-        return {"every": self.every, "start": self.start, "stop": self.stop,
-                "batch": self.batch_doc, "neurons": self.neurons_doc,
-                "step_mode": step_mode, "batch_axis": batch_axis}
+    def layout(self, step_mode: str) -> RecordLayout:
+        """The layout of a layer's records in ``step_mode`` under this selection."""
+        return RecordLayout(step_mode, self.every, self.start, self.stop, self.batch_doc, self.neurons_doc)

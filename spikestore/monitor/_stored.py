@@ -21,7 +21,7 @@ import torch
 from spikestore._write.store import Store
 from spikestore.errors import InvalidValueError
 from spikestore.monitor._records import KINDS, Path, Template, flatten, leaf_kind, leaf_quantity, rebuild
-from spikestore.monitor._selection import Selection, batch_axis
+from spikestore.monitor._selection import Selection
 
 __all__ = ["StoredRecords"]
 
@@ -248,7 +248,7 @@ class StoredRecords:
 
     def _announce(self, log: _LayerLog, j: int, path: Path, kind: str, step_mode: str) -> None:
         """Tell the store what a leaf's stream holds, before its first record."""
-        selection = self._selection.doc(step_mode, batch_axis(step_mode))
+        selection = self._selection.layout(step_mode).to_selection()
         attrs = {"monitor": self._producer, "value_type": kind,
                  "leaf_path": [p if isinstance(p, str) else int(p) for p in path]}
         self._store.set_stream_info(log.keys[j], selection=selection, attrs=attrs)
