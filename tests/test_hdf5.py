@@ -245,7 +245,22 @@ def test_damaged_chunks_fail_their_checksum_in_spikestore_and_in_h5py(tmp_path):
         f["output/x/seg000000"][:]
 
 
-def test_large_documents_grow_in_place(tmp_path):
+def test_large_documents_grow_in_place(tmp_path, monkeypatch):
+    # Every structure window ends by starting SWMR again, and only a window
+    # creates (or re-creates, to grow) a document attribute: count both.
+    counts = {"swmr": 0, "attrs": 0}
+    swmr_mode, create = h5py.File.swmr_mode, h5py.AttributeManager.create
+
+    def start_swmr(f, value):
+        counts["swmr"] += bool(value)
+        swmr_mode.fset(f, value)
+
+    def create_attr(attrs, *args, **kwargs):
+        counts["attrs"] += 1
+        return create(attrs, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.File, "swmr_mode", property(swmr_mode.fget, start_swmr))
+    monkeypatch.setattr(h5py.AttributeManager, "create", create_attr)
     path = tmp_path / "g.h5"
     with spikestore.Store(path, chunk_bytes=64) as store:
         for i in range(400):  # a new segment every record: a ~150 kB stream document
@@ -253,12 +268,15 @@ def test_large_documents_grow_in_place(tmp_path):
             store.append("output/x", np.ones(1 + i % 200, np.float32))
             if i % 50 == 0:
                 store.flush()
-        windows = store._writer.backend.windows
+        windows = counts["swmr"]
     s = spikestore.open(path)["output/x"]
     assert len(s.segments) == 400 and s[399].shape == (200,)
     assert windows < 400 + 20  # one per segment, a few for the stream and growing documents
     with h5py.File(path, "r") as f:
         assert len(f["output/x"].attrs["spikestore"]) > 65536
+        reserved = f["output/x"].attrs.get_id("spikestore").dtype.itemsize
+    assert reserved & (reserved - 1) == 0  # the space doubles when outgrown, so it seldom moves:
+    assert counts["attrs"] <= 2 + (reserved // 4096).bit_length()  # root, stream, then each doubling
 
 
 # -- SWMR: live readers -----------------------------------------------------------------
