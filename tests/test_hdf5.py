@@ -377,7 +377,7 @@ def test_a_reader_in_the_writers_process_follows_a_writer_thread(tmp_path):
 # -- crashes ---------------------------------------------------------------------------
 @pytest.mark.parametrize("trial", range(4))
 def test_sigkill_leaves_every_flushed_record_bit_exact(tmp_path, trial, monkeypatch):
-    monkeypatch.setattr(h5backend, "WINDOW_WAIT_S", 0.3)
+    monkeypatch.setattr("spikestore.backends.hdf5._handles.WINDOW_WAIT_S", 0.3)  # where it is read
     path = tmp_path / "crash.h5"
     flushed = kill_writer_after(path, 0.05 + (trial + 0.5) * 0.4)
     # HDF5 usually still says "open for write" here (spikestore copes); a kill
@@ -414,7 +414,7 @@ KILLED_IN_WINDOW = textwrap.dedent("""
 
 
 def test_a_writer_killed_inside_a_structure_window_leaves_a_readable_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(h5backend, "WINDOW_WAIT_S", 0.2)
+    monkeypatch.setattr("spikestore.backends.hdf5._handles.WINDOW_WAIT_S", 0.2)  # where it is read
     path = tmp_path / "window.h5"
     script = tmp_path / "w.py"
     script.write_text(KILLED_IN_WINDOW)

@@ -1,0 +1,228 @@
+"""The HDF5 superblock's writer flags: read them, clear them, or read around them.
+
+One job: recovering files whose writer was killed, without HDF5's help (the
+library refuses to open them, and ``h5clear`` is a separate program).
+
+A writer killed in SWMR mode leaves the superblock's "open for SWMR write"
+flags set; SWMR readers open such a file as it is. Appending
+(``Store(mode="a")``, which has already checked that the old writer is dead)
+clears the flags the way ``h5clear`` does (:func:`clear_writer_flags`). A
+writer killed inside a structure window (see
+:mod:`spikestore.backends.hdf5._backend`) leaves "open for write" set, which
+even SWMR readers refuse; readers then read through a view of the file with
+the flags cleared (:class:`RecoveredView`), since a reader never writes to
+the file.
+
+Only version 2 and 3 superblocks are handled: they are the only ones a file
+written with SWMR (HDF5 1.10 format or newer) has. Their checksum is Bob
+Jenkins' lookup3 with initial value 0.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spikestore.errors import FormatError
+
+__all__ = ["FLAG_SWMR", "FLAG_WRITE", "RecoveredView", "Superblock", "clear_writer_flags"]
+
+#: The file signature every HDF5 superblock starts with.
+_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: Superblock status flag: the file is open for writing.
+FLAG_WRITE = 0x01
+#: Superblock status flag: the file is open for SWMR writing.
+FLAG_SWMR = 0x04
+
+
+def _lookup3(data: bytes) -> int:
+    """Bob Jenkins' lookup3 ``hashlittle`` (initval 0): HDF5's metadata checksum."""
+    m = 0xFFFFFFFF
+
+    def rot(x: int, k: int) -> int:
+        return ((x << k) | (x >> (32 - k))) & m
+
+    n = len(data)
+    a = b = c = (0xDEADBEEF + n) & m
+    i = 0
+    while n > 12:
+        x, y, z = struct.unpack_from("<3I", data, i)
+        a, b, c = (a + x) & m, (b + y) & m, (c + z) & m
+        a = (a - c) & m; a ^= rot(c, 4); c = (c + b) & m  # lookup3's mix()
+        b = (b - a) & m; b ^= rot(a, 6); a = (a + c) & m
+        c = (c - b) & m; c ^= rot(b, 8); b = (b + a) & m
+        a = (a - c) & m; a ^= rot(c, 16); c = (c + b) & m
+        b = (b - a) & m; b ^= rot(a, 19); a = (a + c) & m
+        c = (c - b) & m; c ^= rot(b, 4); b = (b + a) & m
+        n -= 12
+        i += 12
+    if n == 0:
+        return c
+    x, y, z = struct.unpack("<3I", data[i:] + bytes(12 - n))
+    a, b, c = (a + x) & m, (b + y) & m, (c + z) & m
+    c ^= b; c = (c - rot(b, 14)) & m  # lookup3's final()
+    a ^= c; a = (a - rot(c, 11)) & m
+    b ^= a; b = (b - rot(a, 25)) & m
+    c ^= b; c = (c - rot(b, 16)) & m
+    a ^= c; a = (a - rot(c, 4)) & m
+    b ^= a; b = (b - rot(a, 14)) & m
+    c ^= b; c = (c - rot(b, 24)) & m
+    return c
+
+
+@dataclass(frozen=True)
+class Superblock:
+    """The head of a version 2/3 superblock (the only ones SWMR files have).
+
+    Attributes
+    ----------
+    head
+        The superblock's bytes up to and including its checksum.
+    flags
+        The file consistency flags (:data:`FLAG_WRITE`, :data:`FLAG_SWMR`).
+    eoa
+        The end-of-allocation address (absolute): how long HDF5 believes
+        the file is.
+    """
+
+    head: bytes
+    flags: int
+    eoa: int
+
+    @classmethod
+    def read(cls, path: Path) -> Superblock | None:
+        """Read the superblock at the start of ``path``.
+
+        Parameters
+        ----------
+        path
+            The file to read.
+
+        Returns
+        -------
+        Superblock or None
+            ``None`` when the file cannot be read or does not start with a
+            version 2/3 superblock with 8-byte addresses.
+
+        Raises
+        ------
+        FormatError
+            If the superblock fails its checksum.
+        """
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(12 + 4 * 8 + 4)
+        except OSError:
+            return None
+        if len(head) < 12 or head[:8] != _SIGNATURE or head[8] not in (2, 3):
+            return None
+        size = head[9]
+        end = 12 + 4 * size
+        if size != 8 or len(head) < end + 4:
+            return None
+        base, _ext, eoa, _root = struct.unpack_from("<4Q", head, 12)
+        if struct.unpack_from("<I", head, end)[0] != _lookup3(head[:end]):
+            raise FormatError(f"{path}: the HDF5 superblock fails its checksum; the file is damaged")
+        return cls(head[: end + 4], head[11], base + eoa)
+
+    def cleared(self) -> bytes:
+        """The head with the status flags cleared and the checksum redone."""
+        head = bytearray(self.head)
+        head[11] = 0
+        end = len(head) - 4
+        head[end:] = struct.pack("<I", _lookup3(bytes(head[:end])))
+        return bytes(head)
+
+
+def clear_writer_flags(path: str | os.PathLike[str]) -> bool:
+    """Clear the "open for write" flags a killed writer left, like ``h5clear -s``.
+
+    Also extends a file that ends before HDF5's recorded end of allocation
+    (space allocated just before the kill and never written) with zeros,
+    as ``h5clear --increment`` would, so a read-write open accepts it.
+    Only call this when no process has the file open for writing.
+
+    Parameters
+    ----------
+    path
+        The HDF5 file.
+
+    Returns
+    -------
+    bool
+        Whether anything was changed.
+
+    Raises
+    ------
+    FormatError
+        If the superblock fails its checksum.
+    """
+    sb = Superblock.read(Path(path))
+    if sb is None:
+        return False
+    changed = False
+    with open(path, "r+b") as fh:
+        if sb.flags:
+            fh.write(sb.cleared())
+            changed = True
+        if os.fstat(fh.fileno()).st_size < sb.eoa:
+            fh.truncate(sb.eoa)
+            changed = True
+    return changed
+
+
+class RecoveredView(io.RawIOBase):
+    """A read-only view of an HDF5 file as :func:`clear_writer_flags` would leave it.
+
+    Lets a reader open a file whose writer died inside a structure window
+    without writing to a file that is not its own.
+
+    Parameters
+    ----------
+    path
+        The HDF5 file.
+    sb
+        Its superblock, as read by :meth:`Superblock.read`.
+    """
+
+    def __init__(self, path: Path, sb: Superblock) -> None:
+        super().__init__()
+        self._fh = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._head = sb.cleared()
+        self._size = max(os.fstat(self._fh.fileno()).st_size, sb.eoa)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buf: Any) -> int:
+        view = memoryview(buf).cast("B")
+        n = max(0, min(len(view), self._size - self._pos))
+        data = os.pread(self._fh.fileno(), n, self._pos)
+        view[: len(data)] = data
+        view[len(data):n] = bytes(n - len(data))  # allocated, never written: zeros
+        if self._pos < len(self._head):
+            k = min(n, len(self._head) - self._pos)
+            view[:k] = self._head[self._pos:self._pos + k]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._fh.close()
+        super().close()
