@@ -15,7 +15,7 @@ the file.
 
 Only version 2 and 3 superblocks are handled: they are the only ones a file
 written with SWMR (HDF5 1.10 format or newer) has. Their checksum is Bob
-Jenkins' lookup3 with initial value 0.
+Jenkins' lookup3 with initial value 0, which numcodecs implements.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from numcodecs.jenkins import jenkins_lookup3
+
 from spikestore.errors import FormatError
 
 __all__ = ["FLAG_SWMR", "FLAG_WRITE", "RecoveredView", "Superblock", "clear_writer_flags"]
@@ -37,41 +39,6 @@ _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 FLAG_WRITE = 0x01
 #: Superblock status flag: the file is open for SWMR writing.
 FLAG_SWMR = 0x04
-
-
-def _lookup3(data: bytes) -> int:
-    """Bob Jenkins' lookup3 ``hashlittle`` (initval 0): HDF5's metadata checksum."""
-    m = 0xFFFFFFFF
-
-    def rot(x: int, k: int) -> int:
-        return ((x << k) | (x >> (32 - k))) & m
-
-    n = len(data)
-    a = b = c = (0xDEADBEEF + n) & m
-    i = 0
-    while n > 12:
-        x, y, z = struct.unpack_from("<3I", data, i)
-        a, b, c = (a + x) & m, (b + y) & m, (c + z) & m
-        a = (a - c) & m; a ^= rot(c, 4); c = (c + b) & m  # lookup3's mix()
-        b = (b - a) & m; b ^= rot(a, 6); a = (a + c) & m
-        c = (c - b) & m; c ^= rot(b, 8); b = (b + a) & m
-        a = (a - c) & m; a ^= rot(c, 16); c = (c + b) & m
-        b = (b - a) & m; b ^= rot(a, 19); a = (a + c) & m
-        c = (c - b) & m; c ^= rot(b, 4); b = (b + a) & m
-        n -= 12
-        i += 12
-    if n == 0:
-        return c
-    x, y, z = struct.unpack("<3I", data[i:] + bytes(12 - n))
-    a, b, c = (a + x) & m, (b + y) & m, (c + z) & m
-    c ^= b; c = (c - rot(b, 14)) & m  # lookup3's final()
-    a ^= c; a = (a - rot(c, 11)) & m
-    b ^= a; b = (b - rot(a, 25)) & m
-    c ^= b; c = (c - rot(b, 16)) & m
-    a ^= c; a = (a - rot(c, 4)) & m
-    b ^= a; b = (b - rot(a, 14)) & m
-    c ^= b; c = (c - rot(b, 24)) & m
-    return c
 
 
 @dataclass(frozen=True)
@@ -125,7 +92,7 @@ class Superblock:
         if size != 8 or len(head) < end + 4:
             return None
         base, _ext, eoa, _root = struct.unpack_from("<4Q", head, 12)
-        if struct.unpack_from("<I", head, end)[0] != _lookup3(head[:end]):
+        if struct.unpack_from("<I", head, end)[0] != jenkins_lookup3(head[:end], 0):
             raise FormatError(f"{path}: the HDF5 superblock fails its checksum; the file is damaged")
         return cls(head[: end + 4], head[11], base + eoa)
 
@@ -134,7 +101,7 @@ class Superblock:
         head = bytearray(self.head)
         head[11] = 0
         end = len(head) - 4
-        head[end:] = struct.pack("<I", _lookup3(bytes(head[:end])))
+        head[end:] = struct.pack("<I", jenkins_lookup3(bytes(head[:end]), 0))
         return bytes(head)
 
 
