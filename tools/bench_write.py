@@ -88,7 +88,7 @@ def cost_breakdown(pool: list[torch.Tensor], segment: dict, repeats: int = 5) ->
 
     * ``read``: one pass over the frame's float32 values (``np.count_nonzero``
       of its bits), the least any writer of float32 input must spend;
-    * ``pack``: the hook's check-and-pack (:class:`spikestore.packing.Packer`);
+    * ``pack``: the hook's check-and-pack (:class:`spikestore.codecs._packing.Packer`);
     * ``code``: the writer's encoding of a chunk of packed frames with the
       codec and chunk size the run's ``segment`` (its document) got, per frame.
 
@@ -109,6 +109,35 @@ def cost_breakdown(pool: list[torch.Tensor], segment: dict, repeats: int = 5) ->
     }
 
 
+def make_pool(shape: tuple[int, ...], rate: float, size: int) -> list[torch.Tensor]:
+    """``size`` distinct random binary float32 frames of ``shape`` firing at ``rate`` (seeded)."""
+    g = torch.Generator().manual_seed(0)
+    return [(torch.rand(shape, generator=g) < rate).float() for _ in range(size)]
+
+
+def write_frames(path: Path, backend: str, pool: list[torch.Tensor], n_frames: int, warm: int,
+                 progress: bool = False) -> dict[str, float]:
+    """Append ``n_frames`` frames (the pool cycled) to a new store at ``path``, then close it.
+
+    Returns the clocks (``time.perf_counter`` as ``wall*``, the process's CPU
+    time of all threads as ``cpu*``) at the start, once the first ``warm``
+    frames are flushed (``*_warm``), and after ``close()`` (``*1``).
+    """
+    store = spikestore.Store(path, mode="w", backend=backend)
+    clock = {"wall0": time.perf_counter(), "cpu0": time.process_time()}
+    for i in range(n_frames):
+        if i == warm:
+            store.flush()
+            clock["wall_warm"], clock["cpu_warm"] = time.perf_counter(), time.process_time()
+        store.set_step(i)
+        store.append("output/lif1", pool[i % len(pool)])
+        if progress and i % 100 == 0:
+            print(f"\r{i}/{n_frames} frames", end="", file=sys.stderr, flush=True)
+    store.close()
+    clock["wall1"], clock["cpu1"] = time.perf_counter(), time.process_time()
+    return clock
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gb", type=float, default=10.0, help="GB of float32 input to append (default 10)")
@@ -121,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     shape = tuple(int(s) for s in args.shape.split(","))
-    g = torch.Generator().manual_seed(0)
-    pool = [(torch.rand(shape, generator=g) < args.rate).float() for _ in range(args.pool)]
+    pool = make_pool(shape, args.rate, args.pool)
     frame_bytes = pool[0].numel() * 4
     n_frames = max(args.pool, math.ceil(args.gb * 1e9 / frame_bytes))
     warm = max(1, n_frames // 10)
@@ -134,20 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sampler = RssSampler()
     sampler.start()
-    store = spikestore.Store(path, mode="w", backend=args.backend)
-    t_warm = None
-    c_warm = None
-    w0, c0 = time.perf_counter(), time.process_time()
-    for i in range(n_frames):
-        if i == warm:
-            store.flush()
-            t_warm, c_warm = time.perf_counter(), time.process_time()
-        store.set_step(i)
-        store.append("output/lif1", pool[i % len(pool)])
-        if i % 100 == 0:
-            print(f"\r{i}/{n_frames} frames", end="", file=sys.stderr, flush=True)
-    store.close()
-    w1, c1 = time.perf_counter(), time.process_time()
+    clock = write_frames(path, args.backend, pool, n_frames, warm, progress=True)
+    w0, c0, t_warm, c_warm, w1, c1 = (clock[k] for k in ("wall0", "cpu0", "wall_warm", "cpu_warm", "wall1", "cpu1"))
     sampler.stop()
     print(file=sys.stderr)
 
