@@ -20,7 +20,8 @@ from spikestore.errors import InvalidArgumentError
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from spikestore._read.run import Run, Stream
+    from spikestore._read.run import Run
+    from spikestore._read.stream import Stream
 
 __all__ = ["grad_norms", "firing_rate_heatmap", "raster", "voltage_traces"]
 
@@ -45,11 +46,9 @@ def _sequence(stream: Stream, record: int, sample: int) -> tuple[np.ndarray, int
     n = len(stream)
     if n == 0:
         raise InvalidArgumentError(f"stream {stream.key!r} has no records yet; nothing to plot")
-    i = stream._norm(record)
-    seg = stream._segment_of(i)
-    dims, step = seg.dims, int(stream.steps[i])
+    dims, step = stream.segment_of(record).dims, int(stream.steps[record])
     if "time" in dims:
-        x, time_label = stream[i], "time step"
+        x, time_label = stream[record], "time step"
     else:
         x = stream.sel(step=[step])
         dims, time_label = ("time", *dims), "call (time step within the step)"

@@ -8,7 +8,7 @@ import pytest
 import spikestore
 from spikestore import InvalidArgumentError, analysis
 
-from test_reader_views import M_SEL, S_SEL
+from helpers import M_SEL, S_SEL
 
 T, STEPS = 6, 9
 

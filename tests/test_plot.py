@@ -16,7 +16,7 @@ from matplotlib.axes import Axes  # noqa: E402
 import spikestore  # noqa: E402
 from spikestore import InvalidArgumentError, plot  # noqa: E402
 
-from test_reader_views import M_SEL, S_SEL  # noqa: E402
+from helpers import M_SEL, S_SEL  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

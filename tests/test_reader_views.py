@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pickle
+import queue
 import threading
 import time
 
-import ml_dtypes
 import numpy as np
 import pytest
 import torch
@@ -14,39 +14,7 @@ import torch
 import spikestore
 from spikestore import InvalidArgumentError
 
-M_SEL = {"every": 1, "start": None, "stop": None, "batch": None, "neurons": None,
-         "step_mode": "m", "batch_axis": 1}
-S_SEL = dict(M_SEL, step_mode="s", batch_axis=0)
-
-
-def write_mixed(path) -> dict[str, list[tuple[int, np.ndarray]]]:
-    """A store with every kind of stream; returns {key: [(step, value), ...]} as written."""
-    rng = np.random.default_rng(0)
-    written: dict[str, list[tuple[int, np.ndarray]]] = {}
-
-    def add(store, key, step, value):
-        store.append(key, value)
-        written.setdefault(key, []).append((step, np.asarray(value)))
-
-    with spikestore.Store(path, mode="w", chunk_bytes=96, metadata={"lr": 0.1}) as store:
-        store.set_stream_info("output/fc", selection=M_SEL)
-        store.set_stream_info("v_seq/fc", selection=M_SEL)
-        store.set_stream_info("output/s", selection=S_SEL)
-        for step in range(23):
-            store.set_step(step)
-            batch = 3 if step < 20 else 2           # a smaller last batch: a second segment
-            add(store, "output/fc", step, (rng.random((4, batch, 10)) < 0.3).astype(np.float32))
-            add(store, "v_seq/fc", step, rng.standard_normal((4, batch, 10)).astype(np.float32))
-            for _t in range(3):                      # single-step mode: one record per time step
-                add(store, "output/s", step, (rng.random((batch, 6)) < 0.4).astype(np.float32))
-            add(store, "grad_input/fc", step, np.float32(rng.random()))
-            add(store, "x/int16", step, rng.integers(-300, 300, (5,), dtype=np.int16))
-            add(store, "x/bool", step, rng.random((2, 9)) < 0.5)
-            bf = torch.from_numpy(rng.standard_normal(7).astype(np.float32)).bfloat16()
-            bf = bf if step % 2 else (bf > 0).bfloat16()   # binary records are bit-packed
-            store.append("x/bf16", bf)
-            written.setdefault("x/bf16", []).append((step, bf.view(torch.int16).numpy().view(ml_dtypes.bfloat16)))
-    return written
+from helpers import M_SEL, count_chunk_reads, same, write_mixed
 
 
 @pytest.fixture
@@ -55,13 +23,6 @@ def mixed(store_path):
     run = spikestore.open(store_path)
     yield run, written
     run.close()
-
-
-def _same(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, a.shape, b.dtype, b.shape)
-    np.testing.assert_array_equal(a.view(np.uint16) if a.dtype == ml_dtypes.bfloat16 else a,
-                                  b.view(np.uint16) if b.dtype == ml_dtypes.bfloat16 else b)
 
 
 def test_run_lists_streams_layers_quantities_metadata(mixed):
@@ -81,25 +42,25 @@ def test_every_record_by_position(mixed):
         s = run[key]
         assert len(s) == len(recs)
         for i, (_, value) in enumerate(recs):
-            _same(s[i], value)
-            _same(s[i - len(recs)], value)
-        _same(s.steps, np.array([st for st, _ in recs], np.int64))
+            same(s[i], value)
+            same(s[i - len(recs)], value)
+        same(s.steps, np.array([st for st, _ in recs], np.int64))
 
 
 def test_slices_index_arrays_masks_and_inner_indexing(mixed):
     run, written = mixed
     s = run["v_seq/fc"]
     ref = np.stack([v for _, v in written["v_seq/fc"][:20]])   # first segment: batch 3
-    _same(s[2:17:3], ref[2:17:3])
-    _same(s[:20], ref)
-    _same(s[[7, 0, 19, 7, -4 - 3]], ref[[7, 0, 19, 7, 16]])
-    _same(s[np.array([5, 3], dtype=np.uint8)], ref[[5, 3]])
+    same(s[2:17:3], ref[2:17:3])
+    same(s[:20], ref)
+    same(s[[7, 0, 19, 7, -4 - 3]], ref[[7, 0, 19, 7, 16]])
+    same(s[np.array([5, 3], dtype=np.uint8)], ref[[5, 3]])
     mask = np.zeros(len(s), bool)
     mask[[1, 4, 9]] = True
-    _same(s[mask], ref[[1, 4, 9]])
-    _same(s[5, 2, :, 3], ref[5, 2, :, 3])
-    _same(s[1:9:2, 0, 1], ref[1:9:2, 0, 1])
-    _same(s[20:], np.stack([v for _, v in written["v_seq/fc"][20:]]))
+    same(s[mask], ref[[1, 4, 9]])
+    same(s[5, 2, :, 3], ref[5, 2, :, 3])
+    same(s[1:9:2, 0, 1], ref[1:9:2, 0, 1])
+    same(s[20:], np.stack([v for _, v in written["v_seq/fc"][20:]]))
     assert s[30:].shape == (0, 4, 3, 10)
     with pytest.raises(InvalidArgumentError, match="span segments"):
         s[18:22]
@@ -116,18 +77,21 @@ def test_iteration_and_bounded_chunks(mixed):
         got = list(s)
         assert len(got) == len(recs)
         for a, (_, b) in zip(got, recs, strict=True):
-            _same(a, b)
+            same(a, b)
         chunks = list(s.iter_chunks(max_records=2))
         assert all(c.stop - c.start <= 2 and len(c.values) == c.stop - c.start for c in chunks)
         assert [c.start for c in chunks] == sorted(c.start for c in chunks)
         assert sum(len(c.values) for c in chunks) == len(recs)
         for c in chunks:
-            _same(c.steps, s.steps[c.start:c.stop])
+            same(c.steps, s.steps[c.start:c.stop])
             for j, v in enumerate(c.values):
-                _same(v, recs[c.start + j][1])
+                same(v, recs[c.start + j][1])
     s = run["output/s"]
     part = list(s.iter_chunks(5, 11))
     assert part[0].start == 5 and part[-1].stop == 11
+    assert [c.start for c in s.iter_chunks(-4)][0] == len(s) - 4
+    with pytest.raises(InvalidArgumentError, match="max_records must be >= 1"):
+        list(s.iter_chunks(max_records=0))
 
 
 def test_values_read_are_copies_that_do_not_alter_the_store(mixed):
@@ -135,20 +99,20 @@ def test_values_read_are_copies_that_do_not_alter_the_store(mixed):
     s = run["v_seq/fc"]
     a = s[3]
     a[...] = 99
-    _same(s[3], written["v_seq/fc"][3][1])
+    same(s[3], written["v_seq/fc"][3][1])
     assert s[3].flags.writeable
 
 
 def test_sel_by_step_and_call(mixed):
     run, written = mixed
     s = run["v_seq/fc"]
-    _same(s.sel(step=4), written["v_seq/fc"][4][1])
-    _same(s.sel(step=[4, 2]), np.stack([written["v_seq/fc"][i][1] for i in (2, 4)]))
-    _same(s.sel(step=slice(3, 6)), np.stack([written["v_seq/fc"][i][1] for i in range(3, 7)]))
+    same(s.sel(step=4), written["v_seq/fc"][4][1])
+    same(s.sel(step=[4, 2]), np.stack([written["v_seq/fc"][i][1] for i in (2, 4)]))
+    same(s.sel(step=slice(3, 6)), np.stack([written["v_seq/fc"][i][1] for i in range(3, 7)]))
     single = run["output/s"]
-    _same(single.sel(step=5, call=2), written["output/s"][5 * 3 + 2][1])
-    _same(single.sel(step=[5]), np.stack([v for _, v in written["output/s"][15:18]]))
-    _same(single.sel(step=[5, 6], call=0), np.stack([written["output/s"][15][1], written["output/s"][18][1]]))
+    same(single.sel(step=5, call=2), written["output/s"][5 * 3 + 2][1])
+    same(single.sel(step=[5]), np.stack([v for _, v in written["output/s"][15:18]]))
+    same(single.sel(step=[5, 6], call=0), np.stack([written["output/s"][15][1], written["output/s"][18][1]]))
     with pytest.raises(InvalidArgumentError, match="3 records at step 5.*call="):
         single.sel(step=5)
     with pytest.raises(InvalidArgumentError, match="no record at step 99"):
@@ -170,10 +134,7 @@ def test_tensor_restores_dtype(mixed):
 
 def test_to_dask_equals_written_and_reads_nothing_until_computed(mixed, monkeypatch):
     run, written = mixed
-    reads = []
-    backend = type(run._backend)
-    real = backend.read_chunk
-    monkeypatch.setattr(backend, "read_chunk", lambda self, node, c: reads.append((node, c)) or real(self, node, c))
+    reads = count_chunk_reads(monkeypatch, run.path)
     run.refresh()  # empty the chunk cache
     s = run["output/fc"]
     arrays = s.to_dask()
@@ -181,20 +142,20 @@ def test_to_dask_equals_written_and_reads_nothing_until_computed(mixed, monkeypa
     seg = s.segments[0]
     assert arrays[0].chunks[0] == tuple(min(seg.chunk_records, seg.count - k) for k in
                                          range(0, seg.count, seg.chunk_records))
-    _same(arrays[0].compute(), np.stack([v for _, v in written["output/fc"][:20]]))
-    _same(arrays[1].compute(), np.stack([v for _, v in written["output/fc"][20:]]))
+    same(arrays[0].compute(), np.stack([v for _, v in written["output/fc"][:20]]))
+    same(arrays[1].compute(), np.stack([v for _, v in written["output/fc"][20:]]))
     assert reads
     one = run["x/int16"].to_dask()
-    _same(one[7].compute(), written["x/int16"][7][1])
+    same(one[7].compute(), written["x/int16"][7][1])
     assert one.sum().compute() == sum(int(v.sum()) for _, v in written["x/int16"])
 
 
 def test_to_dask_under_the_process_scheduler(mixed):
     run, written = mixed
     arr = run["x/int16"].to_dask()
-    _same(arr.compute(scheduler="processes", num_workers=2), np.stack([v for _, v in written["x/int16"]]))
+    same(arr.compute(scheduler="processes", num_workers=2), np.stack([v for _, v in written["x/int16"]]))
     s2 = pickle.loads(pickle.dumps(run["v_seq/fc"]))
-    _same(s2[4], written["v_seq/fc"][4][1])
+    same(s2[4], written["v_seq/fc"][4][1])
 
 
 def test_summary_html(mixed):
@@ -211,10 +172,14 @@ def _expected_live(i: int) -> np.ndarray:
 
 
 def test_live_reading_while_a_writer_thread_appends(store_path):
-    n = 400
+    """A reader polls while a thread appends; at every flush the writer waits until the reader has
+    seen that many records, so the reader sees the stream grow (no sleeps: hand-offs with deadlines)."""
+    n, every, wait_s = 400, 37, 60.0
     store = spikestore.Store(store_path, mode="w", chunk_bytes=200, flush_interval=0.05)
     store.set_stream_info("output/live", selection=M_SEL)
     store.flush()
+    flushed: queue.Queue[int] = queue.Queue()  # record counts committed by a flush, in order
+    seen: queue.Queue[int] = queue.Queue()     # the reader's answer: it saw at least that many
     done = threading.Event()
     failure: list[BaseException] = []
 
@@ -224,9 +189,10 @@ def test_live_reading_while_a_writer_thread_appends(store_path):
                 store.set_step(i)
                 store.append("output/live", _expected_live(i))
                 store.append("v_seq/live", np.full(3, i, np.float64))
-                if i % 37 == 0:
+                if i % every == 0:
                     store.flush()
-                time.sleep(0.0005)
+                    flushed.put(i + 1)
+                    seen.get(timeout=wait_s)  # queue.Empty (a failure) if the reader never catches up
             store.close()
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             failure.append(exc)
@@ -236,8 +202,10 @@ def test_live_reading_while_a_writer_thread_appends(store_path):
     thread = threading.Thread(target=produce)
     thread.start()
     run = spikestore.open(store_path)
-    seen, last = [], 0
+    counts, last, target = [], 0, None
+    deadline = time.monotonic() + 4 * wait_s
     while True:
+        assert time.monotonic() < deadline, f"the reader saw {last} of {n} records"
         finished = done.is_set()
         run.refresh()
         if "output/live" in run:
@@ -245,7 +213,7 @@ def test_live_reading_while_a_writer_thread_appends(store_path):
             k = len(s)
             assert k >= last  # committed counts only grow
             last = k
-            seen.append(k)
+            counts.append(k)
             if k:
                 for i in {0, k // 2, k - 1}:
                     np.testing.assert_array_equal(s[i], _expected_live(i))
@@ -254,11 +222,15 @@ def test_live_reading_while_a_writer_thread_appends(store_path):
                 np.testing.assert_array_equal(lazy[-1].compute(), _expected_live(k - 1))
             if v is not None and len(v):
                 np.testing.assert_array_equal(v[:], np.repeat(np.arange(len(v)), 3).reshape(-1, 3))
+        if target is None and not flushed.empty():
+            target = flushed.get()
+        if target is not None and last >= target:
+            seen.put(last)
+            target = None
         if finished:
             break
-        time.sleep(0.01)
-    thread.join()
-    assert not failure, failure
-    assert last == n and len(set(seen)) > 2, seen  # it saw the stream grow, then all of it
+    thread.join(timeout=wait_s)
+    assert not thread.is_alive() and not failure, failure
+    assert last == n and len(set(counts)) > 2, counts  # it saw the stream grow, then all of it
     assert run.writer["status"] == "closed"
     run.close()

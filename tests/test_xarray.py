@@ -13,7 +13,7 @@ import xarray as xr
 import spikestore
 from spikestore import InvalidArgumentError
 
-from test_reader_views import M_SEL, _same, write_mixed
+from helpers import M_SEL, count_chunk_reads, same, write_mixed
 
 
 @pytest.fixture
@@ -25,11 +25,7 @@ def mixed(store_path):
 def chunk_reads(store_path, monkeypatch):
     """Every backend.read_chunk call made from now on, as (node, chunk)."""
     write_mixed(store_path)
-    backend = type(spikestore.open(store_path)._backend)
-    real = backend.read_chunk
-    reads: list[tuple[str, int]] = []
-    monkeypatch.setattr(backend, "read_chunk", lambda self, node, c: reads.append((node, c)) or real(self, node, c))
-    return reads
+    return count_chunk_reads(monkeypatch, store_path)
 
 
 def test_the_engine_is_registered():
@@ -74,16 +70,16 @@ def test_every_variable_equals_the_written_records(mixed):
                 names.add(name)
                 var = ds[name]
                 ref = np.stack([v for _, v in recs[seg.start:seg.stop]])
-                _same(var.values, ref)
-                _same(ds[f"{name}:step"].values, s.steps[seg.start:seg.stop])
+                same(var.values, ref)
+                same(ds[f"{name}:step"].values, s.steps[seg.start:seg.stop])
                 assert var.dims[0] == f"{name}:record" and var.attrs["stream"] == key
         assert set(ds.data_vars) == names
         var = ds["v_seq/fc#0"]  # outer indexing on the lazy array
         ref = np.stack([v for _, v in written["v_seq/fc"][:20]])
         assert var.dims == tuple(f"v_seq/fc#0:{d}" for d in ("record", "time", "batch", "neuron"))
-        _same(var[[4, 1, 17], :, 2, [0, 9]].values, ref[[4, 1, 17]][:, :, 2][:, :, [0, 9]])
-        _same(var[-1, 1:3].values, ref[-1, 1:3])
-        _same(var[2:15:4, 0].values, ref[2:15:4, 0])
+        same(var[[4, 1, 17], :, 2, [0, 9]].values, ref[[4, 1, 17]][:, :, 2][:, :, [0, 9]])
+        same(var[-1, 1:3].values, ref[-1, 1:3])
+        same(var[2:15:4, 0].values, ref[2:15:4, 0])
         assert json.loads(ds.attrs["metadata"]) == {"lr": 0.1}
     run.close()
 
@@ -102,13 +98,13 @@ def test_stream_to_xarray_names_dims_and_carries_steps(mixed):
     da = run["v_seq/fc"].to_xarray(segment=0)
     assert da.dims == ("record", "time", "batch", "neuron")
     assert da.chunks is not None  # dask-backed
-    _same(da.values, np.stack([v for _, v in written["v_seq/fc"][:20]]))
+    same(da.values, np.stack([v for _, v in written["v_seq/fc"][:20]]))
     np.testing.assert_array_equal(da.step.values, np.arange(20))
-    _same(da.sel(record=7).values, written["v_seq/fc"][7][1])
+    same(da.sel(record=7).values, written["v_seq/fc"][7][1])
     last = run["v_seq/fc"].to_xarray(segment=-1)
     assert last.record.values.tolist() == [20, 21, 22] and last.sizes["batch"] == 2
     by_step = da.swap_dims(record="step").sel(step=[3, 5])
-    _same(by_step.values, np.stack([written["v_seq/fc"][i][1] for i in (3, 5)]))
+    same(by_step.values, np.stack([written["v_seq/fc"][i][1] for i in (3, 5)]))
     with pytest.raises(InvalidArgumentError, match="segment=k"):
         run["v_seq/fc"].to_xarray()
     single = run["output/s"].to_xarray(segment=0)
@@ -139,7 +135,9 @@ def test_selected_neurons_label_the_neuron_axis(store_path):
 def test_importing_the_engine_is_fast_and_does_not_import_torch():
     code = ("import sys, time; import xarray; t = time.perf_counter(); import spikestore._read.xarray_engine; "
             "dt = time.perf_counter() - t; "
-            "print(dt, sorted(m for m in ('torch', 'zarr', 'spikestore._read.run') if m in sys.modules))")
+            "print(dt, sorted(m for m in ('torch', 'zarr', 'h5py', 'spikestore._read.run', "
+            "'spikestore._read.stream', 'spikestore._read.segment', 'spikestore._read.storage') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
     assert out[1].strip() == "[]", out
     assert float(out[0]) < 0.5, out  # measured at a few ms; generous for loaded machines
@@ -148,12 +146,16 @@ def test_importing_the_engine_is_fast_and_does_not_import_torch():
     assert listing.stdout.strip() == "False"
 
 
-def test_guess_can_open(mixed, tmp_path):
+def test_guess_can_open_recognises_zarr_stores_only(tmp_path):
+    """Zarr stores are folders with a spikestore root document; other engines keep HDF5 files."""
     from spikestore._read.xarray_engine import SpikestoreBackendEntrypoint
 
-    path, _ = mixed
     entry = SpikestoreBackendEntrypoint()
+    write_mixed(tmp_path / "run.zarr")
+    write_mixed(tmp_path / "run.h5")
+    assert entry.guess_can_open(tmp_path / "run.zarr") is True
+    assert entry.guess_can_open(str(tmp_path / "run.zarr")) is True
     assert entry.guess_can_open(tmp_path / "nothing.zarr") is False
     assert entry.guess_can_open(tmp_path) is False
-    if path.is_dir():
-        assert entry.guess_can_open(path) is True
+    assert entry.guess_can_open(tmp_path / "run.h5") is False
+    assert entry.guess_can_open(object()) is False

@@ -1,4 +1,8 @@
-"""What a store holds, as rows and as a text table (demo, CLI, notebooks)."""
+"""What a store holds, as rows, as a text table and as HTML (demo, CLI, notebooks).
+
+The numbers come from the run's public views (streams, segments, their
+``nbytes()``), so this module only counts and formats.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import numpy as np
 if TYPE_CHECKING:
     from spikestore._read.run import Run
 
-__all__ = ["HEAD", "format_bytes", "format_table", "row_cells", "summarize", "total_cells"]
+__all__ = ["HEAD", "format_bytes", "format_html", "format_table", "row_cells", "summarize", "total_cells"]
 
 
 def format_bytes(n: float) -> str:
@@ -37,8 +41,8 @@ def summarize(run: Run) -> list[dict[str, Any]]:
         steps = s.steps if n else np.zeros(0, np.int64)
         shapes = sorted({seg.shape for seg in s.segments}, key=lambda t: (-np.prod(t), t))
         values = sum(int(np.prod(seg.shape, dtype=np.int64)) * seg.count for seg in s.segments)
-        on_disk = run._backend.nbytes(s.node)
-        data = sum(run._backend.nbytes(seg.node) for seg in s.segments)
+        on_disk = s.nbytes()
+        data = sum(seg.nbytes() for seg in s.segments)
         rows.append({
             "stream": key,
             "records": n,
@@ -94,3 +98,23 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(head), rule, *(line(b) for b in body[:-1]), rule, line(body[-1])])
+
+
+def format_html(run: Run, rows: list[dict[str, Any]]) -> str:
+    """An HTML table of :func:`summarize` rows under a line about ``run`` (``Run._repr_html_``)."""
+    from html import escape
+
+    cells = []
+    for r in rows:
+        row = row_cells(r, times="&times;", more=" more")
+        for i in (0, 4, 5):  # the names; the shape cell holds the &times; entity
+            row[i] = escape(row[i])
+        cells.append(row)
+    cells.append(total_cells(rows, label="<b>total</b>"))
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells)
+    w = run.writer
+    return (f"<div><b>spikestore run</b> <code>{escape(str(run.path))}</code>: {len(run)} streams, "
+            f"created {escape(run.doc['created'])}, writer {escape(w['status'])}"
+            f"{', ' + str(w['dropped']) + ' records dropped' if w.get('dropped') else ''}"
+            f"<table><thead><tr>{''.join(f'<th>{h}</th>' for h in HEAD)}</tr></thead>"
+            f"<tbody>{body}</tbody></table></div>")

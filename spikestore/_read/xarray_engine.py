@@ -1,11 +1,13 @@
-"""Lazy dask and xarray views of a store, and the ``engine="spikestore"`` backend.
+"""The ``engine="spikestore"`` backend of ``xarray.open_dataset``.
 
 ``xarray.open_dataset(path, engine="spikestore")`` gives one lazy variable per
 stream segment (segments differ in record shape, dtype or encoding, so they
 cannot share one array). Opening reads the JSON documents only; a stored
 chunk is read when values inside it are asked for, through the same
-:class:`~spikestore.reader.Segment` code as ``run[key][i]``, so Zarr and HDF5
-stores behave the same.
+:class:`~spikestore._read.segment.Segment` code as ``run[key][i]``, so Zarr and HDF5
+stores behave the same. With ``chunks={}`` the dask chunks are the stored
+chunks. ``Stream.to_xarray()`` and ``Stream.to_dask()`` live in
+:mod:`spikestore._read.views`, which labels variables the same way.
 
 xarray imports every installed engine whenever it opens any file, so this
 module imports only numpy and xarray at the top (not torch, zarr or the rest
@@ -37,100 +39,11 @@ from xarray.core import indexing
 if TYPE_CHECKING:
     import xarray as xr
 
-    from spikestore._read.run import Run, Segment, Stream
+    from spikestore._read.run import Run
+    from spikestore._read.segment import Segment
+    from spikestore._read.stream import Stream
 
-__all__ = ["SpikestoreBackendEntrypoint", "open_dataset", "segment_to_dask", "stream_to_xarray"]
-
-
-# -- dask -----------------------------------------------------------------------------
-def _dask_block(seg: Segment, chunk: int, length: int) -> np.ndarray:
-    return seg.decode_rows(seg.chunk(chunk)[:length])
-
-
-def segment_to_dask(seg: Segment) -> Any:
-    """A segment as a dask array whose chunks are exactly the stored chunks.
-
-    The graph holds one task per stored chunk and nothing is read to build
-    it. The task name depends on the store, the stream, the segment and its
-    committed count, so a refreshed, longer segment is a different array.
-    """
-    import dask.array as da
-    from dask.base import tokenize
-
-    run = seg.stream._run
-    name = "spikestore-" + tokenize(str(run.path), run.doc["created"], seg.stream.key,
-                                    seg.doc["array"], seg.count)
-    rpc = seg.chunk_records
-    lengths = tuple(min(rpc, seg.count - c * rpc) for c in range(seg.nchunks))
-    tail = (0,) * len(seg.shape)
-    graph = {(name, c, *tail): (_dask_block, seg, c, k) for c, k in enumerate(lengths)}
-    meta = np.empty((0,) * (1 + len(seg.shape)), seg.dtype)
-    return da.Array(graph, name, (lengths, *((d,) for d in seg.shape)), meta=meta)
-
-
-# -- shared pieces --------------------------------------------------------------------
-def _selection_coords(dims: tuple[str, ...], shape: tuple[int, ...],
-                      selection: dict[str, Any] | None) -> dict[str, Any]:
-    """Original batch/neuron indices as coordinates, where a monitor recorded a subset."""
-    coords: dict[str, Any] = {}
-    for dim, field in (("batch", "batch"), ("neuron", "neurons")):
-        ix = (selection or {}).get(field)
-        if dim not in dims or ix is None:
-            continue
-        if isinstance(ix, dict):
-            start, stop, step = ix["slice"]
-            if stop is None or (start or 0) < 0 or stop < 0:
-                continue  # the layer's size is not recorded, so open ends stay unlabelled
-            ix = list(range(start or 0, stop, step or 1))
-        if len(ix) == shape[dims.index(dim)]:
-            coords[dim] = (dim, np.asarray(ix, dtype=np.int64))
-    return coords
-
-
-def _attrs(stream: Stream, segs: list[Segment]) -> dict[str, Any]:
-    """Plain attributes (strings and numbers, so the result can be written to netCDF)."""
-    attrs: dict[str, Any] = {
-        "stream": stream.key, "quantity": stream.quantity, "layer": stream.layer,
-        "dtype": ",".join(sorted({s.doc["dtype"] for s in segs})),
-        "encoding": ",".join(sorted({s.encoding for s in segs})),
-        "segments": ",".join(s.doc["array"] for s in segs),
-        "selection": json.dumps(stream.selection),
-    }
-    if "monitor" in stream.attrs:
-        attrs["monitor"] = str(stream.attrs["monitor"])
-    return attrs
-
-
-def stream_to_xarray(stream: Stream, segment: int | None = None) -> xr.DataArray:
-    """Implementation of :meth:`spikestore.reader.Stream.to_xarray`."""
-    import dask.array as da
-    import xarray as xr
-
-    from spikestore.errors import InvalidArgumentError
-
-    segs = list(stream.segments)
-    if segment is not None:
-        if not -len(segs) <= segment < len(segs):
-            raise InvalidArgumentError(
-                f"stream {stream.key!r} has {len(segs)} segment(s); segment={segment} is out of range")
-        segs = [segs[segment]]
-    elif len({(s.shape, s.dtype) for s in segs}) > 1:
-        shapes = ", ".join(f"{k}: {s.shape} {s.doc['dtype']}" for k, s in enumerate(segs))
-        raise InvalidArgumentError(
-            f"stream {stream.key!r} has segments with different record shapes or dtypes ({shapes}); "
-            "pick one with to_xarray(segment=k), or open the store with "
-            "xarray.open_dataset(path, engine='spikestore'), which has one variable per segment")
-    if not segs:
-        return xr.DataArray(np.zeros(0, np.float32), dims=("record",), name=stream.key,
-                            coords={"record": np.zeros(0, np.int64), "step": ("record", np.zeros(0, np.int64))})
-    arrays = [segment_to_dask(s) for s in segs]
-    data = arrays[0] if len(arrays) == 1 else da.concatenate(arrays)
-    dims = ("record", *segs[0].dims)
-    lo, hi = segs[0].start, segs[-1].stop
-    coords: dict[str, Any] = {"record": np.arange(lo, hi), "step": ("record", stream.steps[lo:hi]),
-                              "call": ("record", stream.calls[lo:hi])}
-    coords.update(_selection_coords(segs[0].dims, segs[0].shape, stream.selection))
-    return xr.DataArray(data, dims=dims, coords=coords, name=stream.key, attrs=_attrs(stream, segs))
+__all__ = ["SpikestoreBackendEntrypoint", "open_dataset"]
 
 
 # -- the xarray backend ---------------------------------------------------------------
@@ -179,12 +92,14 @@ class IndexArray(BackendArray):
             key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
 
     def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
-        return np.asarray(self.stream._index_array(self.name)[self.start:self.stop][key])
+        return np.asarray(self.stream.index(self.name)[self.start:self.stop][key])
 
 
 def _variables(run: Run, streams: Iterable[str] | None,
                drop: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     import xarray as xr
+
+    from spikestore._read.views import original_indices, plain_attrs
 
     data_vars: dict[str, Any] = {}
     coords: dict[str, Any] = {}
@@ -196,14 +111,13 @@ def _variables(run: Run, streams: Iterable[str] | None,
                 continue
             dims = tuple(f"{name}:{d}" for d in ("record", *seg.dims))
             preferred = {dims[0]: seg.chunk_records, **dict(zip(dims[1:], seg.shape, strict=True))}
-            attrs = _attrs(stream, [seg]) | {"first_record": seg.start}
+            attrs = plain_attrs(stream, [seg]) | {"first_record": seg.start}
             data_vars[name] = xr.Variable(dims, indexing.LazilyIndexedArray(SegmentArray(seg)), attrs=attrs,
                                           encoding={"preferred_chunks": preferred})
             for index in ("step", "call"):
                 coords[f"{name}:{index}"] = xr.Variable(
                     dims[:1], indexing.LazilyIndexedArray(IndexArray(stream, index, seg.start, seg.stop)))
-            short = seg.dims
-            for dim, (_, values) in _selection_coords(short, seg.shape, stream.selection).items():
+            for dim, values in original_indices(stream, seg).items():
                 coords[f"{name}:{dim}"] = xr.Variable((f"{name}:{dim}",), values)
     return data_vars, coords
 

@@ -1,0 +1,178 @@
+"""The read side's one door to a store's backend: documents, sizes and decoded chunks.
+
+A :class:`StoreReader` belongs to one :class:`~spikestore._read.run.Run`,
+which hands it to its streams and their segments, so every read of the run
+goes through one object: it checks that the run is still open, turns a chunk
+that is missing or fails its checksum into a :class:`DamagedStoreError`, and
+keeps the last few decoded chunks (one LRU cache per run, shared by the
+threads dask and xarray read from). Nothing else on the read side touches
+the backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spikestore._format import INDEX_ARRAYS
+from spikestore.backends import Backend, open_backend
+from spikestore.codecs._chunk import ChecksumError, ChunkCodec, codec_from_config
+from spikestore.errors import DamagedStoreError, StoreClosedError
+
+__all__ = ["CACHE_CHUNKS", "StoreReader", "read_chunk", "read_index_tail"]
+
+#: Decoded chunks a run keeps (least recently used first out).
+CACHE_CHUNKS = 8
+
+
+def read_chunk(backend: Backend, node: str, chunk: int, codec: ChunkCodec,
+               shape: tuple[int, ...], dtype: np.dtype, where: str) -> np.ndarray:
+    """Chunk ``chunk`` of array ``node``, decoded to ``shape`` and ``dtype``.
+
+    Raises
+    ------
+    DamagedStoreError
+        If the chunk is missing (inside the committed range a missing chunk
+        is damage, never a fill value) or fails its checksum. ``where`` says
+        which stream the message is about.
+    """
+    raw = backend.read_chunk(node, chunk)
+    if raw is None:
+        raise DamagedStoreError(
+            f"{backend.path}: {where}: chunk {chunk} of {node} is missing inside the committed "
+            "range; the store is damaged (a file was deleted or never reached the disk)")
+    try:
+        return codec.decode(raw, shape, dtype)
+    except ChecksumError as exc:
+        raise DamagedStoreError(
+            f"{backend.path}: {where}: chunk {chunk} of {node} is corrupt ({exc}); "
+            "the file was altered after it was written") from None
+
+
+def _index_chunk(backend: Backend, node: str, doc: dict[str, Any], name: str, chunk: int,
+                 where: str) -> np.ndarray:
+    rpc = doc["index"]["chunk_records"]
+    return read_chunk(backend, f"{node}/{name}", chunk, codec_from_config(doc["index"]["codecs"][name]),
+                      (rpc,), np.dtype(INDEX_ARRAYS[name]), where)
+
+
+def read_index_tail(backend: Backend, node: str, doc: dict[str, Any]) -> int:
+    """The step of a stream's last committed record (-1 when empty).
+
+    The writer calls this when it reopens a store for appending, so it takes
+    a backend rather than a :class:`StoreReader`.
+    """
+    n = doc["count"]
+    if n == 0:
+        return -1
+    rpc = doc["index"]["chunk_records"]
+    return int(_index_chunk(backend, node, doc, "step", (n - 1) // rpc, "index")[(n - 1) % rpc])
+
+
+def _reopen(path: Path, backend_name: str | None) -> StoreReader:
+    return StoreReader(open_backend(path, backend=backend_name, writable=False), path, backend_name)
+
+
+class StoreReader:
+    """Reads one opened store for a run: documents, sizes, index arrays and cached chunks.
+
+    Parameters
+    ----------
+    backend
+        The opened backend; this object closes it in :meth:`close`.
+    path, backend_name
+        Where the store is and which backend reads it, to reopen it when
+        pickled into another process (dask's process and distributed
+        schedulers pickle the segments their tasks read).
+    cache_chunks
+        Decoded chunks kept.
+    """
+
+    def __init__(self, backend: Backend, path: Path, backend_name: str | None = None,
+                 cache_chunks: int = CACHE_CHUNKS) -> None:
+        self.path = path
+        self.backend_name = backend_name
+        self._backend = backend
+        self._cache_chunks = cache_chunks
+        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # dask and xarray read chunks from several threads
+        self._closed = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen, (self.path, self.backend_name))
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def check(self) -> None:
+        """Raise :class:`StoreClosedError` once the run is closed."""
+        if self._closed:
+            raise StoreClosedError(f"run {self.path} is closed; open it again with spikestore.open")
+
+    def refresh(self) -> None:
+        """See what was committed since opening (HDF5 refreshes its SWMR view).
+
+        The cache stays: clear it (:meth:`clear`) once the documents that
+        describe the new chunks have been read again.
+        """
+        self.check()
+        reopen = getattr(self._backend, "refresh", None)
+        if reopen is not None:
+            reopen()
+
+    def clear(self) -> None:
+        """Drop every cached chunk."""
+        with self._lock:
+            self._cache.clear()
+
+    def doc(self, node: str) -> Any | None:
+        """The spikestore document of group ``node`` (``""``: the root), or ``None``."""
+        self.check()
+        return self._backend.read_doc(node)
+
+    def nbytes(self, node: str) -> int:
+        """Bytes on disk under ``node`` (``""``: the whole store)."""
+        self.check()
+        return int(self._backend.nbytes(node))
+
+    def index(self, node: str, doc: dict[str, Any], name: str, where: str) -> np.ndarray:
+        """The whole ``name`` index array (``step``, ``call``, ``time``) of the stream at ``node``.
+
+        ``doc`` is the stream's document (its committed ``count`` bounds the
+        array). Not cached here: the stream keeps the arrays it read.
+        """
+        self.check()
+        n, rpc = doc["count"], doc["index"]["chunk_records"]
+        parts = [_index_chunk(self._backend, node, doc, name, c, where) for c in range(-(-n // rpc))]
+        return (np.concatenate(parts) if parts else np.zeros(0, np.dtype(INDEX_ARRAYS[name])))[:n]
+
+    def chunk(self, node: str, number: int, codec: ChunkCodec, shape: tuple[int, ...],
+              dtype: np.dtype, where: str) -> np.ndarray:
+        """Decoded chunk ``number`` of array ``node``; read-only, shared through the cache."""
+        self.check()
+        key = (node, number)
+        with self._lock:
+            arr = self._cache.get(key)
+            if arr is not None:
+                self._cache.move_to_end(key)
+                return arr
+        arr = read_chunk(self._backend, node, number, codec, shape, dtype, where)
+        arr.setflags(write=False)  # shared: readers copy what they hand out
+        with self._lock:
+            self._cache[key] = arr
+            while len(self._cache) > self._cache_chunks:
+                self._cache.popitem(last=False)
+        return arr
+
+    def close(self) -> None:
+        """Close the backend; later reads raise :class:`StoreClosedError`."""
+        if not self._closed:
+            self._closed = True
+            self.clear()
+            self._backend.close()
