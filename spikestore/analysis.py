@@ -11,7 +11,10 @@ binary record) are counted straight from their packed bytes with a
 popcount, without unpacking to float32, which is where the speed of a full
 scan comes from.
 
-Axis names come from :attr:`spikestore.reader.Stream.dims`: records of a
+Passes walk a stream with the read side's one chunk iterator
+(:func:`spikestore._read.segment.iter_blocks`), bounded by ``max_elements``.
+
+Axis names come from :attr:`spikestore.Stream.dims`: records of a
 multi-step SpikingJelly layer are ``(time, batch, neuron...)`` and of a
 single-step layer ``(batch, neuron...)``. "Per neuron" keeps every axis
 that is not ``time`` or ``batch``; set ``stream.dims`` for records appended
@@ -25,12 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spikestore._read.segment import Block, Segment, iter_blocks
 from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     import xarray as xr
 
-    from spikestore._read.run import Run, Segment, Stream
+    from spikestore._read.run import Run
+    from spikestore._read.stream import Stream
 
 __all__ = [
     "MAX_ELEMENTS",
@@ -54,23 +59,15 @@ def _xr() -> Any:
     return xarray
 
 
-def _blocks(stream: Stream, max_elements: int) -> Iterator[tuple[Segment, int, int, np.ndarray]]:
-    """``(segment, start, stop, stored_rows)`` for records ``start:stop`` of ``stream``.
+def _blocks(stream: Stream, max_elements: int) -> Iterator[Block]:
+    """Every record of ``stream`` in blocks that decode to at most ``max_elements`` values.
 
-    ``stored_rows`` are still packed for bits segments. A block never crosses
-    a stored chunk and never decodes to more than ``max_elements`` values.
+    A block never crosses a stored chunk; its stored rows (``block.rows()``)
+    are still packed for bits segments.
     """
     if max_elements < 1:
         raise InvalidArgumentError(f"max_elements must be >= 1, not {max_elements!r}")
-    for seg in stream.segments:
-        per_block = max(1, max_elements // max(1, int(np.prod(seg.shape, dtype=np.int64))))
-        for c in range(seg.nchunks):
-            lo = c * seg.chunk_records
-            hi = min(seg.count, lo + seg.chunk_records)
-            rows = seg.chunk(c)
-            for a in range(lo, hi, per_block):
-                b = min(hi, a + per_block)
-                yield seg, seg.start + a, seg.start + b, rows[a - lo:b - lo]
+    return iter_blocks(stream.segments, max_values=max_elements)
 
 
 def _spikes(seg: Segment, rows: np.ndarray) -> np.ndarray:
@@ -106,9 +103,10 @@ def _per_record(stream: Stream, max_elements: int) -> tuple[np.ndarray, np.ndarr
     """Spike count and number of values of every record."""
     counts = np.zeros(len(stream), np.int64)
     sizes = np.zeros(len(stream), np.int64)
-    for seg, a, b, rows in _blocks(stream, max_elements):
-        counts[a:b] = _record_counts(seg, rows)
-        sizes[a:b] = int(np.prod(seg.shape, dtype=np.int64))
+    for block in _blocks(stream, max_elements):
+        a, b = block.start, block.stop
+        counts[a:b] = _record_counts(block.segment, block.rows())
+        sizes[a:b] = block.segment.values_per_record
     return counts, sizes
 
 
@@ -116,7 +114,8 @@ def _per_neuron(stream: Stream, max_elements: int) -> tuple[np.ndarray, int]:
     """Spikes of every neuron summed over records, time and batch, and the number of samples."""
     total: np.ndarray | None = None
     samples = 0
-    for seg, _a, _b, rows in _blocks(stream, max_elements):
+    for block in _blocks(stream, max_elements):
+        seg, rows = block.segment, block.rows()
         sample, kept = _neuron_axes(seg)
         counts = _spikes(seg, rows).sum(axis=(0, *sample), dtype=np.int64)
         if total is None:
@@ -233,7 +232,8 @@ def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.D
         if len(sizes) > 1:
             raise InvalidArgumentError(f"stream {stream.key!r}: segments have different time lengths {sizes}")
         out = np.zeros((n, sizes.pop()), np.float64)
-        for seg, a, b, rows in _blocks(stream, max_elements):
+        for block in _blocks(stream, max_elements):
+            seg, a, b, rows = block.segment, block.start, block.stop, block.rows()
             t = 1 + seg.dims.index("time")
             if seg.encoding == "bits" and t != len(seg.shape):  # popcount, neurons stay packed
                 counts = np.bitwise_count(rows)
@@ -274,8 +274,9 @@ def inter_spike_intervals(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -
     steps, calls = stream.steps, stream.calls
     last: np.ndarray | None = None
     prev_step = None
-    for seg, a, b, rows in _blocks(stream, max_elements):
-        spikes = _spikes(seg, rows)
+    for block in _blocks(stream, max_elements):
+        seg, a, b = block.segment, block.start, block.stop
+        spikes = _spikes(seg, block.rows())
         if "time" in seg.dims:
             t = 1 + seg.dims.index("time")
             seq = np.moveaxis(spikes, t, -1).reshape(-1, spikes.shape[t])
@@ -300,7 +301,8 @@ def inter_spike_intervals(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -
 def _record_norms(stream: Stream, max_elements: int) -> np.ndarray:
     """L2 norm of every record (a scalar record is its own absolute value)."""
     out = np.zeros(len(stream), np.float64)
-    for seg, a, b, rows in _blocks(stream, max_elements):
+    for block in _blocks(stream, max_elements):
+        seg, a, b, rows = block.segment, block.start, block.stop, block.rows()
         if seg.encoding == "bits":
             out[a:b] = np.sqrt(_record_counts(seg, rows))  # values are 0/1
         else:
