@@ -12,10 +12,10 @@ import spikestore
 from spikestore.export import export, to_hdf5, to_npz, to_nwb, to_parquet
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """Multi-step spikes with a short last batch, voltages, norms, and single-step spikes."""
-    path = tmp_path_factory.mktemp("exp") / "run.zarr"
+@pytest.fixture(scope="module", params=["zarr", "hdf5"])
+def store(request, tmp_path_factory):
+    """Multi-step spikes with a short last batch, voltages, norms, and single-step spikes (each backend)."""
+    path = tmp_path_factory.mktemp("exp") / {"zarr": "run.zarr", "hdf5": "run.h5"}[request.param]
     g = torch.Generator().manual_seed(0)
     with spikestore.Store(path, chunk_bytes=3000, metadata={"task": "export test"}) as st:
         for step in range(9):
@@ -126,3 +126,52 @@ def test_bad_arguments_are_clear(store, tmp_path):
     (tmp_path / "exists.npz").write_bytes(b"")
     with pytest.raises(spikestore.InvalidArgumentError, match="overwrite"):
         export(store, tmp_path / "exists.npz", "npz")
+
+
+# -- a failed export leaves nothing behind ------------------------------------------------
+OUTPUTS = {"npz": "x.npz", "hdf5": "x.h5", "parquet": "pq", "nwb": "x.nwb"}
+
+
+class Interrupted(Exception):
+    """Raised by a progress callback to stop an export half way."""
+
+
+def _older_output(out):
+    """An output of an earlier export: a file, or a folder for Parquet."""
+    if out.suffix:
+        out.write_bytes(b"older export")
+    else:
+        out.mkdir()
+        (out / "spikes.parquet").write_bytes(b"older export")
+
+
+def _is_older_output(out):
+    return (out if out.suffix else out / "spikes.parquet").read_bytes() == b"older export"
+
+
+@pytest.mark.parametrize("fmt", list(OUTPUTS))
+@pytest.mark.parametrize("when", ["first block", "last block"])
+def test_a_failed_export_leaves_no_partial_file_and_keeps_the_older_output(store, tmp_path, fmt, when):
+    """A failure after the first block (nothing there before), or after the last one (while the
+    file is still open, over an older output): the folder ends as it began."""
+    out = tmp_path / OUTPUTS[fmt]
+    if when == "last block":
+        _older_output(out)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    calls, writing = [], []
+
+    def progress(done, total):
+        calls.append(done)
+        if when == "first block" or done == total:
+            writing.append(any(p.name.endswith(".partial") for p in tmp_path.iterdir()))
+            raise Interrupted(f"stopped at {done} of {total} records")
+
+    with pytest.raises(Interrupted):
+        export(store, out, fmt, progress=progress, overwrite=True)
+    assert len(calls) == 1 or when == "last block"
+    assert writing == [True] or when == "first block"  # the failure came while the output was open
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no *.partial, no scratch file
+    if when == "last block":
+        assert _is_older_output(out)
+    export(store, out, fmt, overwrite=True)  # and a retry replaces the older output
+    assert not out.exists() or not _is_older_output(out)

@@ -4,8 +4,9 @@ Every exporter reads the store chunk by chunk, takes ``streams`` (keys or
 shell patterns such as ``"output/*"``) and ``steps`` (``"A:B"``, stop
 exclusive), and calls ``progress(done_records, total_records)`` as it goes;
 the command line supplies a progress bar. Each writes to a temporary name
-and renames it at the end, so a failed export never leaves a half file
-under the final name.
+and renames it at the end (:func:`spikestore._files.replacing`), so a
+failed export leaves no half file under the final name and no temporary
+behind, and an older output it was to replace stays as it was.
 """
 
 from __future__ import annotations

@@ -1,4 +1,13 @@
-"""What every exporter shares: stream and step selection, chunked iteration, progress."""
+"""What every exporter shares: stream and step selection, chunked iteration, progress.
+
+Exporters read records through :func:`iter_records`, which walks a stream
+with the read side's one chunk iterator
+(:func:`spikestore._read.segment.iter_blocks`) and keeps the records of the
+selected steps; what a record's axes mean comes from
+:attr:`spikestore.Stream.layout`; and they publish their output with
+:func:`spikestore._files.replacing`, so a failed export leaves nothing
+behind and an older output stays as it was.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +17,30 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from spikestore.errors import InvalidArgumentError, StreamNotFoundError
-from spikestore._read.run import Run, Segment, Stream
+from spikestore._format import dtypes
+from spikestore._read.run import Run
 from spikestore._read.run import open as open_run
+from spikestore._read.segment import Segment, iter_blocks
+from spikestore._read.stream import Stream
+from spikestore.errors import InvalidArgumentError, StreamNotFoundError
 
-__all__ = ["Block", "Job", "Progress", "as_run", "export_job", "iter_blocks", "layout", "parse_steps",
-           "select_streams", "selected_counts", "step_mask"]
+__all__ = ["Job", "Progress", "Records", "as_run", "export_job", "is_spike_stream", "iter_records",
+           "parse_steps", "select_streams", "selected_counts", "spike_events", "step_mask"]
 
 #: ``progress(done, total)``, both in records; called after every block.
 Progress = Callable[[int, int], None]
 
 
 @dataclass
-class Block:
-    """Consecutive records of one segment, decoded (at most one chunk's worth)."""
+class Records:
+    """Selected records of one stored chunk of one segment, decoded as exporters write them."""
 
     stream: Stream
     segment: Segment
-    values: np.ndarray  # [k, *shape], original dtype (bfloat16 as float32)
+    values: np.ndarray  # [k, *shape], dtypes.export_dtype of the logical dtype (bfloat16 as float32)
     steps: np.ndarray
     calls: np.ndarray
     times: np.ndarray
@@ -115,57 +126,38 @@ def step_mask(steps: np.ndarray, rng: tuple[int | None, int | None]) -> np.ndarr
     return keep
 
 
-def _mask(stream: Stream, steps: tuple[int | None, int | None]) -> np.ndarray:
-    return step_mask(stream.steps, steps)
-
-
 def selected_counts(stream: Stream, steps: tuple[int | None, int | None]) -> list[int]:
     """Selected records in each segment of ``stream``."""
-    keep = _mask(stream, steps)
+    keep = step_mask(stream.steps, steps)
     return [int(keep[seg.start:seg.stop].sum()) for seg in stream.segments]
 
 
-def iter_blocks(stream: Stream, steps: tuple[int | None, int | None] = (None, None)) -> Iterator[Block]:
-    """Decode a stream chunk by chunk, keeping only records in the step range.
+def iter_records(stream: Stream, steps: tuple[int | None, int | None] = (None, None),
+                 segments: list[Segment] | None = None) -> Iterator[Records]:
+    """Decode a stream one stored chunk at a time, keeping only records in the step range.
 
-    Memory is bounded by one decoded chunk, whatever the store's size.
+    Memory is bounded by one decoded chunk, whatever the store's size; a
+    chunk without a selected record is not read at all. ``segments`` limits
+    the pass to some of the stream's segments (default: all).
     """
-    keep = _mask(stream, steps)
+    keep = step_mask(stream.steps, steps)
     all_steps, all_calls, all_times = stream.steps, stream.calls, stream.times
-    for seg in stream.segments:
-        rpc = seg.chunk_records
-        for lo in range(0, seg.count, rpc):
-            hi = min(seg.count, lo + rpc)
-            sel = keep[seg.start + lo:seg.start + hi]
-            if not sel.any():
-                continue
-            values = seg.read(lo, hi)
-            if seg.doc["dtype"] == "bfloat16":
-                values = values.astype(np.float32)
-            g = slice(seg.start + lo, seg.start + hi)
-            yield Block(stream, seg, values[sel], all_steps[g][sel], all_calls[g][sel], all_times[g][sel])
+    for block in iter_blocks(stream.segments if segments is None else segments):
+        g = slice(block.start, block.stop)
+        sel = keep[g]
+        if not sel.any():
+            continue
+        values = dtypes.export_values(block.values(), block.segment.doc["dtype"])
+        yield Records(stream, block.segment, values[sel], all_steps[g][sel], all_calls[g][sel], all_times[g][sel])
 
 
-def layout(stream: Stream, shape: tuple[int, ...]) -> str:
-    """How a record's axes read: ``"m"`` = [T, N, neurons...], ``"s"`` = [N, neurons...],
-    ``"n"`` = [neurons...] (no batch axis), from the monitor's selection or the shape."""
-    sel = stream.selection or {}
-    mode = sel.get("step_mode")
-    if mode == "m" and len(shape) >= 2:
-        return "m"
-    if mode == "s" and len(shape) >= 1:
-        return "s"
-    if len(shape) >= 3:
-        return "m"
-    return "s" if len(shape) == 2 else "n"
-
-
-def spike_events(block: Block, kind: str) -> dict[str, np.ndarray]:
+def spike_events(block: Records, kind: str) -> dict[str, np.ndarray]:
     """Coordinates of every spike (value != 0) in a block, one entry per spike.
 
     Returns arrays ``record`` (row in the block), ``t`` (time bin within the
     step: the T axis in multi-step mode, the call number otherwise),
     ``batch`` and ``neuron`` (flattened over the remaining axes).
+    ``kind`` is the record's :meth:`RecordLayout.kind <spikestore._format.layout.RecordLayout.kind>`.
     """
     v = block.values
     k = v.shape[0]
@@ -187,16 +179,12 @@ def is_spike_stream(stream: Stream) -> bool:
 
 
 def report(progress: Progress | None, done: int, total: int) -> None:
+    """Call ``progress(done, total)`` when there is a callback."""
     if progress is not None:
         progress(done, total)
 
 
 def ensure_new(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing ``out`` unless asked to."""
     if out.exists() and not overwrite:
         raise InvalidArgumentError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-
-
-def jsonable(x: Any) -> Any:
-    import json
-
-    return json.dumps(x, sort_keys=True)

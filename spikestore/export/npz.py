@@ -9,6 +9,9 @@ Members (load with ``np.load(path, allow_pickle=False)``):
 ``<stream>.steps``      step of each exported record (int64), in order
 ``<stream>.calls``      order within the step (int32)
 ``<stream>.segment``    segment number of each record (only with several segments)
+
+The file is written under a temporary name and replaces ``out`` only once
+complete (:func:`spikestore._files.replacing`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from typing import IO
 
 import numpy as np
 
+from spikestore._files import replacing
+from spikestore._format import dtypes
 from spikestore._read.run import Run
-from spikestore.export._common import Progress, export_job, iter_blocks, selected_counts, step_mask
+from spikestore.export._common import Job, Progress, export_job, iter_records, selected_counts, step_mask
 
 __all__ = ["to_npz"]
 
@@ -48,35 +53,38 @@ def to_npz(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
     larger than memory exports (the file itself is as large as the values).
     """
     with export_job(store, out, streams=streams, steps=steps, progress=progress, overwrite=overwrite) as job:
-        run, rng, out = job.run, job.steps, job.out
-        tmp = out.with_name(out.name + ".partial")
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        with replacing(job.out) as tmp, \
+                zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for key in job.keys:
-                s = run[key]
-                counts = dict(zip((id(seg) for seg in s.segments), selected_counts(s, rng), strict=True))
-                live = [seg for seg in s.segments if counts[id(seg)]]
-                numbers = {id(seg): i for i, seg in enumerate(live)}
-                with contextlib.ExitStack() as member:
-                    current = None
-                    f: IO[bytes] | None = None
-                    for block in iter_blocks(s, rng):
-                        seg = block.segment
-                        if seg is not current:
-                            member.close()
-                            dtype = np.dtype(np.float32) if seg.doc["dtype"] == "bfloat16" else seg.dtype
-                            name = f"{key}@{numbers[id(seg)]}" if len(live) > 1 else key
-                            f = member.enter_context(_member(zf, name, dtype, (counts[id(seg)], *seg.shape)))
-                            current = seg
-                        assert f is not None
-                        f.write(np.ascontiguousarray(block.values).tobytes())
-                        job.advance(len(block.values))
-                keep = step_mask(s.steps, rng)
-                _write_array(zf, key + ".steps", s.steps[keep])
-                _write_array(zf, key + ".calls", s.calls[keep])
-                if len(live) > 1:
-                    segno = np.full(len(s), -1, np.int32)
-                    for seg in live:
-                        segno[seg.start:seg.stop] = numbers[id(seg)]
-                    _write_array(zf, key + ".segment", segno[keep])
-        os.replace(tmp, out)
-        return out
+                _write_stream(job, zf, key)
+        return job.out
+
+
+def _write_stream(job: Job, zf: zipfile.ZipFile, key: str) -> None:
+    """The members of one stream: its records (one member per exported segment), then its index."""
+    s, rng = job.run[key], job.steps
+    counts = dict(zip((id(seg) for seg in s.segments), selected_counts(s, rng), strict=True))
+    live = [seg for seg in s.segments if counts[id(seg)]]
+    numbers = {id(seg): i for i, seg in enumerate(live)}
+    with contextlib.ExitStack() as member:
+        current = None
+        f: IO[bytes] | None = None
+        for block in iter_records(s, rng):
+            seg = block.segment
+            if seg is not current:
+                member.close()
+                name = f"{key}@{numbers[id(seg)]}" if len(live) > 1 else key
+                f = member.enter_context(_member(zf, name, dtypes.export_dtype(seg.doc["dtype"]),
+                                                 (counts[id(seg)], *seg.shape)))
+                current = seg
+            assert f is not None
+            f.write(np.ascontiguousarray(block.values).tobytes())
+            job.advance(len(block.values))
+    keep = step_mask(s.steps, rng)
+    _write_array(zf, key + ".steps", s.steps[keep])
+    _write_array(zf, key + ".calls", s.calls[keep])
+    if len(live) > 1:
+        segno = np.full(len(s), -1, np.int32)
+        for seg in live:
+            segno[seg.start:seg.stop] = numbers[id(seg)]
+        _write_array(zf, key + ".segment", segno[keep])

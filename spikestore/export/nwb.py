@@ -25,7 +25,8 @@ Mapping (decided once, used everywhere):
 Everything streams: float series record by record through hdmf's
 ``DataChunkIterator``; spike times in two passes through a temporary
 disk-backed array next to ``out`` (the Units table is ordered by unit,
-the store by time).
+the store by time). The file is written under a temporary name and replaces
+``out`` only once complete (:func:`spikestore._files.replacing`).
 """
 
 from __future__ import annotations
@@ -33,16 +34,20 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from spikestore._files import replacing
+from spikestore._format import dtypes, escape_layer
+from spikestore._read.run import Run
+from spikestore._read.segment import Segment
+from spikestore._read.stream import Stream
 from spikestore.errors import InvalidArgumentError
-from spikestore._format import escape_layer
-from spikestore._read.run import Run, Stream
-from spikestore.export._common import Job, Progress, export_job, is_spike_stream, iter_blocks, layout, selected_counts, \
+from spikestore.export._common import Job, Progress, export_job, is_spike_stream, iter_records, selected_counts, \
     spike_events, step_mask
 
 __all__ = ["to_nwb"]
@@ -50,7 +55,7 @@ __all__ = ["to_nwb"]
 
 def _bins_per_step(stream: Stream) -> int:
     shape = stream.segments[0].shape
-    if layout(stream, shape) == "m":
+    if stream.layout.kind(shape) == "m":
         return int(shape[0])
     calls = stream.calls
     return int(calls.max()) + 1 if len(calls) else 1
@@ -106,7 +111,7 @@ def _write_nwb(job: Job, scratch: Path, dt: float, session_description: str | No
         T = _bins_per_step(s)
         if is_spike_stream(s):
             shapes = {seg.shape for seg in s.segments}
-            kind = layout(s, s.segments[0].shape)
+            kind = s.layout.kind(s.segments[0].shape)
             n_batch = max((shp[1] if kind == "m" else shp[0]) if kind != "n" else 1 for shp in shapes)
             n_neuron = max(int(np.prod(shp[2:] if kind == "m" else shp[1:] if kind == "s" else shp))
                            for shp in shapes)
@@ -118,23 +123,25 @@ def _write_nwb(job: Job, scratch: Path, dt: float, session_description: str | No
                 "spikestore", "Non-spike streams recorded by spikestore monitors (voltages, inputs, gradients)")
         counts = selected_counts(s, rng)
         live = [seg for seg, n in zip(s.segments, counts) if n]
-        for number, group in enumerate(_series_groups(live)):
-            _add_series(module, s, key, group, number if len(_series_groups(live)) > 1 else None,
+        groups = _series_groups(live)
+        for number, group in enumerate(groups):
+            _add_series(module, s, key, group, number if len(groups) > 1 else None,
                         T, dt, rng, DataChunkIterator, TimeSeries, on_rows)
     if n_units:
         nwb.units = _units_table(spike_streams, n_units, rng, dt, scratch, on_rows)
-    tmp = out.with_name(out.stem + ".partial" + out.suffix)
-    with NWBHDF5IO(str(tmp), "w") as io:
-        io.write(nwb)
-    os.replace(tmp, out)
+    with replacing(out) as tmp, warnings.catch_warnings():
+        # The temporary name ends in ".partial"; the file is renamed to `out` once written.
+        warnings.filterwarnings("ignore", message=r"The file path provided: .* does not end in '\.nwb'")
+        with NWBHDF5IO(str(tmp), "w") as io:
+            io.write(nwb)
     return out
 
 
 def _unit_events(s: Stream, T: int, base: int, n_neuron: int, rng: tuple[int | None, int | None],
                  ) -> Any:
     """(unit ids, spike times in bins) of each block of a spike stream, in time order."""
-    for block in iter_blocks(s, rng):
-        ev = spike_events(block, layout(s, block.segment.shape))
+    for block in iter_records(s, rng):
+        ev = spike_events(block, s.layout.kind(block.segment.shape))
         yield block, base + ev["batch"] * n_neuron + ev["neuron"], block.steps[ev["record"]] * T + ev["t"]
 
 
@@ -195,35 +202,31 @@ def _units_table(spike_streams: list[tuple[Stream, int, int, int, int]], n_units
                  colnames=("spike_times", "layer", "quantity", "batch", "neuron"))
 
 
-def _series_groups(segments: list[Any]) -> list[list[Any]]:
+def _series_groups(segments: list[Segment]) -> list[list[Segment]]:
     """Segments that can share one TimeSeries.
 
     Float segments whose shapes differ only in size (the smaller last batch
     of an epoch) are padded with NaN to the largest shape and kept together:
     one series per stream reads better than a series per epoch end.
     """
-    if segments and all(seg.dtype.kind == "f" or seg.doc["dtype"] == "bfloat16" for seg in segments) \
+    if segments and all(dtypes.export_dtype(seg.doc["dtype"]).kind == "f" for seg in segments) \
             and len({len(seg.shape) for seg in segments}) == 1:
         return [segments]
     return [[seg] for seg in segments]
 
 
-def _add_series(module: Any, s: Stream, key: str, group: list[Any], number: int | None, T: int, dt: float,
+def _add_series(module: Any, s: Stream, key: str, group: list[Segment], number: int | None, T: int, dt: float,
                 rng: tuple[int | None, int | None], DataChunkIterator: Any, TimeSeries: Any,
                 on_rows: Any) -> None:
     """One TimeSeries holding the records of ``group`` (segments of stream ``s``)."""
     shape = tuple(int(max(dims)) for dims in zip(*(seg.shape for seg in group))) if group[0].shape else ()
     padded = any(seg.shape != shape for seg in group)
-    kind = layout(s, shape) if shape else "n"
+    kind = s.layout.kind(shape) if shape else "n"
     bins = kind == "m"  # a multi-step record is T rows of the series
-    members = {id(seg) for seg in group}
-    dtype = np.dtype(np.float32) if group[0].doc["dtype"] == "bfloat16" else \
-        np.result_type(*(seg.dtype for seg in group))
+    dtype = np.result_type(*(dtypes.export_dtype(seg.doc["dtype"]) for seg in group))
 
     def rows() -> Any:  # one record at a time: bounded memory
-        for block in iter_blocks(s, rng):
-            if id(block.segment) not in members:
-                continue
+        for block in iter_records(s, rng, group):
             values = block.values
             if padded and values.shape[1:] != shape:
                 full = np.full((len(values), *shape), np.nan, dtype=dtype)
@@ -258,7 +261,7 @@ def _add_series(module: Any, s: Stream, key: str, group: list[Any], number: int 
                      f"dtype {group[0].doc['dtype']}; selection {json.dumps(s.selection)}.{note}")))
 
 
-def _segment_index(stream: Stream, seg: Any, rng: tuple[int | None, int | None]) -> tuple[np.ndarray, np.ndarray]:
+def _segment_index(stream: Stream, seg: Segment, rng: tuple[int | None, int | None]) -> tuple[np.ndarray, np.ndarray]:
     """Steps and calls of the selected records of one segment (for timestamps)."""
     steps = stream.steps[seg.start:seg.stop]
     keep = step_mask(steps, rng)

@@ -13,21 +13,24 @@
                     ``values`` (list of the record's values, C order)
 
 Both are written in row groups of one decoded chunk each, so memory stays
-bounded by a chunk whatever the store's size.
+bounded by a chunk whatever the store's size. The directory is written under
+a temporary name and replaces ``out`` only once complete
+(:func:`spikestore._files.replacing`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spikestore.errors import InvalidArgumentError
+from spikestore._files import replacing
 from spikestore._read.run import Run
-from spikestore.export._common import Job, Progress, export_job, is_spike_stream, iter_blocks, layout, spike_events
+from spikestore.errors import InvalidArgumentError
+from spikestore.export._common import Job, Progress, export_job, is_spike_stream, iter_records, spike_events
 
 __all__ = ["to_parquet"]
 
@@ -45,39 +48,28 @@ def to_parquet(store: Run | str | os.PathLike[str], out: str | os.PathLike[str],
                               ("layer", pa.dictionary(pa.int32(), pa.string())),
                               ("step", pa.int64()), ("call", pa.int32()), ("t", pa.int32()),
                               ("batch", pa.int32()), ("neuron", pa.int64())])
-    writers: dict[str, pq.ParquetWriter] = {}
     with export_job(store, out, streams=streams, steps=steps, progress=progress, overwrite=overwrite) as job:
-        out = job.out
-        tmp = out.with_name(out.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
+        with replacing(job.out, folder=True) as tmp, contextlib.ExitStack() as writers:
             _write_tables(job, tmp, spike_schema, writers)
-            for w in writers.values():
-                w.close()
-            writers.clear()
-            if out.exists():
-                shutil.rmtree(out) if out.is_dir() else out.unlink()
-            os.replace(tmp, out)
-        finally:
-            for w in writers.values():
-                w.close()
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        return job.out
 
 
-def _write_tables(job: Job, tmp: Path, spike_schema: Any, writers: dict[str, Any]) -> None:
-    """One row group per decoded chunk: spike events, or records of other streams."""
+def _write_tables(job: Job, tmp: Path, spike_schema: Any, closing: contextlib.ExitStack) -> None:
+    """One row group per decoded chunk: spike events, or records of other streams.
+
+    Each table's writer is closed by ``closing`` (before the folder is published).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     run, rng = job.run, job.steps
+    writers: dict[str, Any] = {}
     for key in job.keys:
         s = run[key]
         spikes = is_spike_stream(s)
-        for block in iter_blocks(s, rng):
+        for block in iter_records(s, rng):
             if spikes:
-                ev = spike_events(block, layout(s, block.segment.shape))
+                ev = spike_events(block, s.layout.kind(block.segment.shape))
                 n = len(ev["record"])
                 table = pa.table({
                     "quantity": pa.DictionaryArray.from_arrays(np.zeros(n, np.int32), [s.quantity]),
@@ -102,7 +94,8 @@ def _write_tables(job: Job, tmp: Path, spike_schema: Any, writers: dict[str, Any
                 name = "values.parquet"
             w = writers.get(name)
             if w is None:
-                w = writers[name] = pq.ParquetWriter(tmp / name, table.schema, compression="zstd")
+                w = writers[name] = closing.enter_context(
+                    pq.ParquetWriter(tmp / name, table.schema, compression="zstd"))
             elif w.schema != table.schema:
                 table = table.cast(w.schema)
             w.write_table(table)
