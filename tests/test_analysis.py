@@ -159,10 +159,16 @@ def test_grad_norms(run_and_data, tmp_path):
     np.testing.assert_allclose(sweep.sel(alpha=2.0).values, norms.mean("step").values)
 
 
-def test_analysis_of_an_empty_stream(store_path):
+def test_analysis_of_a_stream_without_spikes_and_of_one_without_records(store_path):
     with spikestore.Store(store_path, mode="w") as store:
+        store.set_stream_info("output/none", selection=M_SEL)  # listed, never appended to
         store.append("output/x", np.zeros((2, 3), np.float32))
     run = spikestore.open(store_path)
     assert analysis.firing_rate(run["output/x"], "all") == 0.0
     assert analysis.inter_spike_intervals(run["output/x"]).size == 0
+    empty = run["output/none"]
+    assert len(empty) == 0 and analysis.spike_counts(empty).size == 0
+    assert np.isnan(analysis.firing_rate(empty, "all"))
+    with pytest.raises(InvalidArgumentError, match="no records yet"):
+        analysis.firing_rate(empty)
     run.close()
