@@ -393,14 +393,14 @@ def test_lossy_precision_on_integers_is_refused(tmp_path):
 
 def test_a_segment_name_left_unusable_by_a_crash_is_skipped(tmp_path, monkeypatch):
     """HDF5 may be unable to delete an array a SIGKILL cut short: the writer takes the next name."""
-    from spikestore.backends._base import ArrayNameTaken
+    from spikestore.errors import ArrayNameTakenError
     from spikestore.backends._zarr import ZarrBackend
 
     orig = ZarrBackend.create_array
 
     def create_array(self, node, spec):
         if node.endswith("/seg000001"):
-            raise ArrayNameTaken(node)
+            raise ArrayNameTakenError(node)
         orig(self, node, spec)
 
     monkeypatch.setattr(ZarrBackend, "create_array", create_array)

@@ -44,11 +44,6 @@ _MAX_CHUNK_BYTES = 4 << 20
 _MAX_SKIPPED_NAMES = 16
 
 
-def _target(backend: Backend) -> str:
-    # TEMPORARY while the HDF5 backend is being split: it gains codec_target next.
-    return getattr(backend, "codec_target", "hdf5")
-
-
 def chunk_records_for(record_bytes: int, chunk_bytes: int) -> int:
     """Records per chunk of a new segment whose stored records take ``record_bytes``."""
     n = chunk_bytes // record_bytes
@@ -75,7 +70,7 @@ class _Segment:
         self.chunk_records = chunk_records_for(record_bytes, chunk_bytes)
         row_bits = self.shape[-1] if self.encoding == "bits" else None
         self.codec: ChunkCodec = codec_for(self.encoding, self.stored_dtype, level, record_bytes, row_bits,
-                                           target=_target(backend))
+                                           target=backend.codec_target)
         self.empty = int(np.prod(self.stored_shape, dtype=np.int64)) == 0
         self.buf = np.zeros((self.chunk_records, *self.stored_shape), dtype=self.stored_dtype)
         self.count = 0  # records appended
@@ -212,7 +207,7 @@ class StreamWriter:
         self.level = level
         if doc is None:
             doc = new_stream_doc(key, INDEX_CHUNK_RECORDS, {
-                name: index_codec(np.dtype(dt), target=_target(backend)).config
+                name: index_codec(np.dtype(dt), target=backend.codec_target).config
                 for name, dt in INDEX_ARRAYS.items()})
         self.doc = doc
         self.closed_segments: list[dict[str, Any]] = list(self.doc["segments"])

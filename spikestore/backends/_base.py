@@ -9,12 +9,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from spikestore.codecs._chunk import ChunkCodec
-from spikestore.errors import ArrayNameTakenError
 
-__all__ = ["ArrayNameTaken", "ArraySpec", "Backend"]
-
-#: Raised by ``create_array`` (see :class:`~spikestore.errors.ArrayNameTakenError`).
-ArrayNameTaken = ArrayNameTakenError
+__all__ = ["ArraySpec", "Backend"]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import numpy as np
 from spikestore.codecs._table import checksum_row, codec_row, for_target
 from spikestore.errors import ChecksumError
 
-__all__ = ["ChecksumError", "ChunkCodec", "codec_for", "codec_from_config", "fletcher32", "index_codec"]
+__all__ = ["ChecksumError", "ChunkCodec", "codec_for", "codec_from_config", "index_codec"]
 
 
 class ChunkCodec:
@@ -95,15 +95,6 @@ class ChunkCodec:
             raise ValueError(f"codec {self.config} is not an HDF5 filter pipeline; HDF5 stores use "
                              "codec_for(..., target='hdf5')")
         return self._row.hdf5(self.config) | self._check.hdf5
-
-
-def fletcher32(data: Any) -> int:
-    """HDF5's Fletcher-32 checksum of ``data`` (numcodecs' implementation; 0 for no data)."""
-    if not len(data):
-        return 0
-    from numcodecs import Fletcher32
-
-    return int.from_bytes(bytes(Fletcher32().encode(data))[-4:], "little")
 
 
 #: Records smaller than this are compressed for size rather than speed.

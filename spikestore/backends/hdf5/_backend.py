@@ -5,7 +5,7 @@ over one HDF5 file. The file holds the same groups, segment arrays, index
 arrays and documents as a Zarr store (``docs/format.md`` §10). Documents are
 fixed-length ASCII attributes named ``spikestore``; arrays are resizable
 datasets chunked along axis 0 whose filter pipeline (Zstd 32015 or Blosc
-32001, then Fletcher-32; :mod:`spikestore.backends.hdf5._filters`) is
+32001, then Fletcher-32: the codec table's HDF5 filters, :mod:`spikestore.codecs._table`) is
 exactly what the writer's codec produced, so every chunk is written with
 ``write_direct_chunk`` and any h5py + hdf5plugin reader decodes it.
 
@@ -41,10 +41,9 @@ import numpy as np
 from h5py import h5a
 
 from spikestore._format import ATTRS_KEY
-from spikestore.backends._base import ArrayNameTaken, ArraySpec
-from spikestore.backends.hdf5._filters import FilterCodecs, filters
+from spikestore.backends._base import ArraySpec
 from spikestore.backends.hdf5._handles import acquire, release
-from spikestore.errors import FormatError, ReadOnlyError, StoreInUseError
+from spikestore.errors import ArrayNameTakenError, FormatError, ReadOnlyError, StoreInUseError
 
 __all__ = ["HDF5Backend"]
 
@@ -63,7 +62,7 @@ class _Array:
     tail: tuple[int, ...]  # extent of the record axes
 
 
-class HDF5Backend(FilterCodecs):
+class HDF5Backend:
     """Backend over one HDF5 file (see the module docstring for SWMR).
 
     Parameters
@@ -85,6 +84,8 @@ class HDF5Backend(FilterCodecs):
     # drained side by side encode their chunks in parallel (the codecs release
     # the GIL) and queue only for the HDF5 writes themselves.
     concurrent_writes = True
+    # Only codecs that are HDF5 filters, so plain h5py + hdf5plugin decode every chunk.
+    codec_target = "hdf5"
 
     def __init__(self, path: Path, *, writable: bool, durable: bool = False) -> None:
         self.path = Path(path)
@@ -161,8 +162,6 @@ class HDF5Backend(FilterCodecs):
                 raise
         self._reopen()
         return fn(*args)
-
-    # codec_for and index_codec come from FilterCodecs.
 
     # -- protocol: documents ------------------------------------------------------------
     def exists(self) -> bool:
@@ -266,9 +265,9 @@ class HDF5Backend(FilterCodecs):
                 try:
                     del f[node]
                 except (KeyError, RuntimeError, OSError) as exc:  # its link was cut short by the kill
-                    raise ArrayNameTaken(node) from exc
+                    raise ArrayNameTakenError(f"{self.path}: {node!r} was left by a killed writer and cannot be removed") from exc
             f.create_dataset(node, shape=(0, *spec.record_shape), maxshape=maxshape, chunks=chunks,
-                             dtype=spec.dtype, track_times=False, **filters(spec.codec))
+                             dtype=spec.dtype, track_times=False, **spec.codec.hdf5_filters())
 
     def _array(self, node: str) -> _Array | None:
         if self._generation != self._handle.generation:
