@@ -9,6 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
+from helpers import record_streams
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -24,32 +25,8 @@ from spikestore import (
     StreamNotFoundError,
 )
 
-NP_DTYPES = ["bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64",
-             "complex64"]
 TORCH_DTYPES = [torch.bool, torch.uint8, torch.int32, torch.int64, torch.float16, torch.bfloat16,
                 torch.float32, torch.float64]
-
-
-def _record(draw, shape, binary, dtype):
-    if binary:
-        return draw(hnp.arrays(np.bool_, shape)).astype(dtype)
-    if np.dtype(dtype).kind == "f":
-        return draw(hnp.arrays(dtype, shape, elements=st.floats(-1e3, 1e3, width=np.dtype(dtype).itemsize * 8,
-                                                                 allow_subnormal=False)))
-    return draw(hnp.arrays(dtype, shape))
-
-
-@st.composite
-def record_streams(draw):
-    """A list of records for one stream, with mid-stream shape/dtype changes."""
-    out = []
-    for _ in range(draw(st.integers(1, 4))):  # segments
-        shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9))
-        dtype = draw(st.sampled_from(NP_DTYPES))
-        binary = draw(st.booleans())
-        for _ in range(draw(st.integers(1, 5))):
-            out.append(_record(draw, shape, binary, dtype))
-    return out
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -380,7 +357,9 @@ def test_lossy_precision_is_opt_in_and_recorded(tmp_path):
     np.testing.assert_array_equal(bf[0], x.to(torch.bfloat16).float().numpy())  # torch's RNE rounding
     keep = run["v/keep"]
     assert keep.segments[0].doc["precision"] == "keepbits:7"
-    np.testing.assert_array_equal(keep[0], numcodecs.BitRound(keepbits=7).encode(x.numpy()).reshape(64, 33))
+    want = numcodecs.BitRound(keepbits=7).encode(x.numpy()).view(np.float32).reshape(64, 33)
+    assert keep[0].dtype == np.float32 and keep.segments[0].doc["stored_dtype"] == "float32"
+    np.testing.assert_array_equal(keep[0], want)
     assert run["output/spk"].segments[0].encoding == "bits"
     np.testing.assert_array_equal(run["output/spk"][0], (x > 0).float().numpy())
 
@@ -393,8 +372,8 @@ def test_lossy_precision_on_integers_is_refused(tmp_path):
 
 def test_a_segment_name_left_unusable_by_a_crash_is_skipped(tmp_path, monkeypatch):
     """HDF5 may be unable to delete an array a SIGKILL cut short: the writer takes the next name."""
-    from spikestore.errors import ArrayNameTakenError
     from spikestore.backends._zarr import ZarrBackend
+    from spikestore.errors import ArrayNameTakenError
 
     orig = ZarrBackend.create_array
 

@@ -37,7 +37,8 @@ def _expected() -> dict[str, list[tuple[np.ndarray, int, int]]]:
 def _rounded(values: np.ndarray, precision: str) -> np.ndarray:
     if precision == "bf16":
         return values.astype(ml_dtypes.bfloat16).astype(values.dtype)
-    return BitRound(keepbits=int(precision.split(":")[1])).encode(values).reshape(values.shape)
+    rounded = BitRound(keepbits=int(precision.split(":")[1])).encode(values)  # an integer view
+    return rounded.view(values.dtype).reshape(values.shape)
 
 
 @pytest.mark.parametrize("name", ["v1.zarr", "v1.h5"])

@@ -55,11 +55,15 @@ def apply_precision(arr: np.ndarray, precision: str, key: str) -> np.ndarray:
         return arr
     from numcodecs import BitRound
 
-    return BitRound(keepbits=keep).encode(np.ascontiguousarray(arr)).reshape(arr.shape)
+    # BitRound hands back an integer view of the rounded floats; store them as floats.
+    return BitRound(keepbits=keep).encode(np.ascontiguousarray(arr)).view(arr.dtype).reshape(arr.shape)
 
 
 def restore_precision(rows: np.ndarray, precision: str | None, dtype: np.dtype) -> np.ndarray:
     """Turn stored rows back into values of the record's ``dtype``."""
     if precision == "bf16":
         return dtypes.bfloat16_bits_to_float(rows, dtype)
+    if rows.dtype != dtype and rows.dtype.itemsize == dtype.itemsize:
+        # Earlier versions stored keepbits rows as BitRound's integer view of the floats: same bits.
+        return rows.view(dtype)
     return rows
