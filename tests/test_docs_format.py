@@ -6,24 +6,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
+from helpers import write_example_store
 
 import spikestore
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "format.md"
-
-
-def write_example_store(path: Path) -> None:
-    """The store the documented readers are checked on: bits with a shape change, raw
-    floats, a scalar stream with an empty layer name, a bool stream with a nested layer."""
-    g = torch.Generator().manual_seed(0)
-    with spikestore.Store(path, chunk_bytes=300) as st:
-        for step in range(7):
-            st.set_step(step)
-            st.append("output/fc1", (torch.rand(8, 4, 10 if step < 5 else 9, generator=g) < .2).float())
-            st.append("v_seq/fc1", torch.rand(8, 4, 10, generator=g))
-            st.append("v_seq/", torch.rand(()).item())
-            st.append("output/a/b", torch.rand(3, 17, generator=g) < .5)
 
 
 def _example_reader() -> str:

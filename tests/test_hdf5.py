@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -18,18 +17,22 @@ import hdf5plugin  # noqa: F401 - registers the Zstd and Blosc filters for plain
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    check_flushed_prefix,
+    crash_record,
+    deep_net,
+    kill_writer_after,
+    record_streams,
+    run_steps,
+    write_example_store,
+)
 from hypothesis import HealthCheck, given, settings
 from numcodecs import Fletcher32
 from spikingjelly.activation_based import neuron
-from test_crash import check_flushed_prefix, expected, kill_writer_after
-from test_docs_format import write_example_store
-from test_monitor import deep_net, run_steps
-from test_store import record_streams
 
 import spikestore
 from spikestore import DamagedStoreError, StoreInUseError, StoreNotFoundError
 from spikestore import monitor as ss
-from spikestore.backends import hdf5 as h5backend
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "format.md"
 
@@ -390,7 +393,7 @@ def test_sigkill_leaves_every_flushed_record_bit_exact(tmp_path, trial, monkeypa
 
     with spikestore.Store(path, mode="a") as store:  # clears HDF5's writer flags
         assert store.step == last + 1
-        store.append("output/a", expected(0))
+        store.append("output/a", crash_record(0))
     assert _flags(path) == 0
     assert len(spikestore.open(path)["output/a"]) == len(a) + 1
     with h5py.File(path, "r") as f:  # a plain, non-SWMR open works again too

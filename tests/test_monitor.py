@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from helpers import deep_net, run_steps
+from spikingjelly.activation_based import functional, layer, neuron
 from spikingjelly.activation_based import monitor as sj
 
 import spikestore
@@ -20,16 +21,6 @@ def tutorial_net(node: type, step_mode: str, seed: int = 0) -> nn.Module:
     for p in net.parameters():
         p.data.abs_()
     functional.set_step_mode(net, step_mode)
-    return net
-
-
-def deep_net(alpha: float) -> nn.Module:
-    torch.manual_seed(1)
-    mods = []
-    for _ in range(4):
-        mods += [layer.Linear(8, 8), neuron.IFNode(surrogate_function=surrogate.Sigmoid(alpha=alpha))]
-    net = nn.Sequential(*mods)
-    functional.set_step_mode(net, "m")
     return net
 
 
@@ -54,20 +45,6 @@ def make(mod, cls: str, args: tuple, kwargs: dict, net: nn.Module, node: type, *
     if cls == "AttributeMonitor":
         return c(*args, net, node, **kwargs, **extra)
     return c(net, node, **kwargs, **extra)
-
-
-def run_steps(net: nn.Module, step_mode: str, steps: int, store=None, seed: int = 3) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for step in range(steps):
-        if store is not None:
-            store.set_step(step)
-        if step_mode == "m":
-            x = torch.rand(4, 2, 8, generator=g)
-            out = net(x)
-        else:
-            out = torch.stack([net(xt) for xt in torch.rand(4, 2, 8, generator=g)])
-        out.sum().backward()
-        functional.reset_net(net)
 
 
 def same(a, b) -> bool:
