@@ -35,8 +35,8 @@ def test_pack_f32_matches_numpy_packbits(rows: int, row_len: int, p: float, seed
 
 
 @pytest.mark.parametrize("row_len", [7, 28, 32, 57, 100, 256])
-def test_pack_f32_matches_numpy_on_records_longer_than_the_prefetch_distance(row_len: int) -> None:
-    rows = 3 * K._PREFETCH_AHEAD // row_len + 3
+def test_pack_f32_matches_numpy_on_records_of_several_check_blocks(row_len: int) -> None:
+    rows = 3 * 32 * K._CHECK_WORDS // row_len + 3  # the verdict is looked at every _CHECK_WORDS words
     x = (np.random.default_rng(row_len).random((rows, row_len)) < 0.05).astype(np.float32)
     ok, packed = _pack(x)
     assert ok
@@ -51,6 +51,17 @@ def test_pack_f32_refuses_any_non_binary_value(bad: float, where: str) -> None:
     x[i] = bad
     ok, _ = _pack(x)
     assert not ok
+
+
+@pytest.mark.parametrize("bad", [0x3F800001, 0x3F000000, 0x80000000, 0xBF800000, 0x00000001, 0x7FC00000])
+def test_pack_f32_refuses_a_non_binary_value_in_every_lane_of_a_word(bad: int) -> None:
+    # The 32 values of a word are compared together: a stray value in any lane must count.
+    x = (np.random.default_rng(bad).random(32 * 70) < 0.5).astype(np.float32)
+    for lane in range(32):
+        y = x.copy()
+        y.view(np.uint32)[32 * 69 + lane] = bad
+        ok, _ = _pack(y)
+        assert not ok, lane
 
 
 @settings(max_examples=150, deadline=None)
@@ -120,18 +131,26 @@ def test_kernels_accept_read_only_input() -> None:
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="compiles for baseline x86-64")
-def test_padding_of_64_bit_rows_is_caught_on_cpus_without_bmi2(tmp_path) -> None:
+def test_kernels_compiled_for_a_baseline_x86_64_cpu(tmp_path) -> None:
     # Rows of 57-63 real bits span whole 64-bit words; their padding mask once
     # came from 1 << 64, undefined in LLVM: right with BMI2's bzhi, zero on a
-    # baseline x86-64 build. Compile the kernel for the baseline CPU to check.
+    # baseline x86-64 build. Compile the kernels for the baseline CPU (SSE2, no
+    # AVX) to check that, and that the packing kernel still packs and refuses.
     code = (
         "import numpy as np\n"
         "from spikestore.codecs import _kernels as K\n"
         "b = np.zeros(40, np.uint8); b[0] = 1; b[-1] = 0x80\n"  # a spike, then one in the padding
         "s, e = np.empty(9, np.uint8), np.empty(9, np.int64)\n"
         "print(K.gaps8(b, 64, 60, s, e))\n"
+        # and the packing kernel, whose compare LLVM vectorizes for the CPU it compiles for
+        "x = (np.random.default_rng(0).random((300, 28)) < 0.3).astype(np.float32)\n"
+        "out = np.empty(300 * 4 + 8, np.uint8)\n"
+        "ok = K.pack_f32(x.reshape(-1).view(np.uint32), 28, out)\n"
+        "ref = np.packbits(x.astype(bool), axis=-1, bitorder='little').reshape(-1)\n"
+        "x[150, 3] = 0.5\n"
+        "print(ok and (out[:1200] == ref).all(), K.pack_f32(x.reshape(-1).view(np.uint32), 28, out))\n"
     )
     env = dict(os.environ, NUMBA_CPU_NAME="x86-64", NUMBA_CPU_FEATURES="", NUMBA_CACHE_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "(-1, 0)"
+    assert out.stdout.split("\n")[:2] == ["(-1, 0)", "True False"]

@@ -6,13 +6,22 @@ find spike positions; together they held the writer to ~0.2 G values/s.
 These kernels do each job in one pass, release the GIL while they run, and
 compile once per machine (``cache=True``).
 
-* :func:`pack_f32` checks and packs a float32 record: 32 values at a time are
-  compared as vectors and their results gathered into a 32-bit mask (AVX2's
-  ``vmovmskps`` on x86) while the next lines are prefetched, at the speed of
-  reading the record at all.
+* :func:`pack_f32` checks and packs a float32 record: 32 values at a time in
+  a branch-free loop that LLVM vectorizes (8 lanes with AVX2/AVX-512), at
+  about the speed of reading the record at all.
 * :func:`gaps8` turns a packed chunk into the spike codec's gap bytes and
   escapes, skipping zero words and row padding.
 * :func:`popcount` counts the ones of a packed chunk.
+
+The kernels are plain numba. The only intrinsics left are single LLVM
+instructions numba does not offer: popcount, count-trailing-zeros, and
+unaligned 32/64-bit loads and stores into byte arrays. Up to commit
+``6873e07`` the packing compare was hand-written LLVM IR (8-lane compares
+bit-cast to mask bytes) and prefetched 4 KiB ahead with ``llvm.prefetch``; measured
+against this plain code in alternated runs (``tools/ab_kernels.py``, which
+keeps that IR), it was worth less than 10% of the write path, and at times
+slower, so it went (figures in ``docs/performance.md``, "Packing kernel: plain
+numba or LLVM IR").
 
 The numpy implementations they replace stay the reference in the tests
 (``np.packbits``, ``np.unpackbits`` + ``np.flatnonzero``).
@@ -28,46 +37,10 @@ from numba.extending import intrinsic
 __all__ = ["gaps8", "pack_f32", "popcount"]
 
 _F32_ONE = 0x3F800000  # bit pattern of float32 1.0
+_ONE = np.uint32(_F32_ONE)
 # A non-binary record is usually non-binary everywhere (voltages, gradients):
 # the packing loop looks at its verdict every this many 32-value words.
 _CHECK_WORDS = 64
-
-
-@intrinsic
-def _mask32(typingctx, arr, start):  # type: ignore[no-untyped-def]
-    """``(ones, bad)`` of the 32 uint32 values ``arr[start:start + 32]``.
-
-    Bit ``k`` of ``ones`` is set where value ``k`` is the float32 ``1.0``;
-    ``bad`` is non-zero when any value is neither ``0.0`` nor ``1.0``.
-
-    The values are loaded 8 at a time, and each 8-lane comparison becomes
-    one byte of ``ones`` (``vmovmskps`` on x86). Comparing all 32 as one
-    vector made LLVM narrow the 32 results through packs and lane
-    permutes, which cost twice the instructions. ``bad`` is one test of
-    ``OR(value AND NOT is_one)`` over the lanes: zero exactly when every
-    value is ``0`` or ``1.0``.
-    """
-    sig = types.UniTuple(types.uint32, 2)(arr, start)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        i32, vec = ir.IntType(32), ir.VectorType(ir.IntType(32), 8)
-        one = ir.Constant(vec, [_F32_ONE] * 8)
-        ones = ir.Constant(i32, 0)
-        stray = ir.Constant(vec, [0] * 8)
-        for part in range(4):
-            at = builder.add(args[1], ir.Constant(args[1].type, 8 * part))
-            v = builder.load(builder.bitcast(builder.gep(a.data, [at]), vec.as_pointer()), align=4)
-            is_one = builder.icmp_unsigned("==", v, one)
-            byte = builder.zext(builder.bitcast(is_one, ir.IntType(8)), i32)
-            ones = builder.or_(ones, builder.shl(byte, ir.Constant(i32, 8 * part)))
-            other = builder.and_(v, builder.not_(builder.sext(is_one, vec)))
-            stray = builder.or_(stray, other)
-        any_bad = builder.icmp_unsigned("!=", builder.bitcast(stray, ir.IntType(256)),
-                                        ir.Constant(ir.IntType(256), 0))
-        return context.make_tuple(builder, signature.return_type, [ones, builder.zext(any_bad, i32)])
-
-    return sig, codegen
 
 
 @intrinsic
@@ -124,31 +97,28 @@ def _unaligned_store(bits: int):  # type: ignore[no-untyped-def]
 _store32 = _unaligned_store(32)
 _store64 = _unaligned_store(64)
 
-#: How far ahead (in float32 values, 4 KiB) :func:`pack_f32` asks for the
-#: record's next cache lines. Without it, reading and comparing took turns
-#: (1.2 ms per 12.8 MB record, against 0.9 ms to merely read it); with it
-#: packing runs at the speed of reading (0.8 ms).
-_PREFETCH_AHEAD = 1024
+@njit(nogil=True, cache=True, boundscheck=False, inline="always")
+def _mask32(u, start):  # type: ignore[no-untyped-def]
+    """``(ones, bad)`` of the 32 values ``u[start:start + 32]``.
 
+    Bit ``k`` of ``ones`` is set where value ``k`` is the float32 ``1.0``;
+    ``bad`` is non-zero when any value is neither ``0.0`` nor ``1.0``:
+    ``min(v, v ^ ONE)`` is zero exactly for those two bit patterns, so one
+    OR over the 32 minimums is the whole check.
 
-@intrinsic
-def _prefetch(typingctx, arr, i):  # type: ignore[no-untyped-def]
-    """Hint that ``arr[i]``'s cache line will be read soon, once (``prefetchnta``; never faults)."""
-    sig = types.void(arr, i)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        a = context.make_array(signature.args[0])(context, builder, args[0])
-        byte_ptr = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        # (the pointer type in ``tys`` gives the overloaded intrinsic its mangled name)
-        fn = builder.module.declare_intrinsic(
-            "llvm.prefetch", [byte_ptr], fnty=ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]))
-        ptr = builder.bitcast(builder.gep(a.data, [args[1]]), byte_ptr)
-        # read (0), no temporal locality (0: read once, keep the caches), data cache (1)
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 0), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
+    A loop without branches, which LLVM unrolls and compares 8 lanes at a
+    time (AVX2/AVX-512). The ``uint32(...)`` around each step matters:
+    numba widens shifts and ORs of ``uint32`` to 64 bits, and 64-bit lanes
+    halved the vector width (2x the instructions, ~1.7x the time of a
+    packing pass over data in L2).
+    """
+    ones = uint32(0)
+    stray = uint32(0)
+    for k in range(32):
+        v = u[start + k]
+        ones = uint32(ones | uint32(uint32(v == _ONE) << uint32(k)))
+        stray = uint32(stray | min(v, v ^ _ONE))
+    return ones, uint32(stray != uint32(0))
 
 
 @njit(nogil=True, cache=True, boundscheck=False, inline="always")
@@ -170,12 +140,8 @@ def _pack_stream(u, out):  # type: ignore[no-untyped-def]
     """Pack all of ``u`` as one bit stream into ``out`` (``ceil(n / 32) * 4`` bytes); whether binary."""
     n = u.size
     bad = uint32(0)
-    ahead = n - _PREFETCH_AHEAD - 16  # prefetch only inside the record
     words = n // 32
     for j in range(words):
-        if j * 32 < ahead:  # the two 64-byte lines 4 KiB ahead
-            _prefetch(u, j * 32 + _PREFETCH_AHEAD)
-            _prefetch(u, j * 32 + _PREFETCH_AHEAD + 16)
         ones, b = _mask32(u, j * 32)
         _store32(out, j * 4, ones)
         bad |= b
@@ -197,13 +163,12 @@ _PIECE = 56
 def pack_f32(u, row_len, out):  # type: ignore[no-untyped-def]
     """Pack a float32 record along its last axis if every value is exactly 0.0 or 1.0.
 
-    The record is packed 32 values at a time as one bit stream, reading
-    ahead of itself (software prefetch), which runs at the speed of
-    reading it. Rows whose length is a multiple of 32 are then done: the
-    stream is the packed record. Other rows are cut out of the stream (in
-    L2 cache by then) 56 bits per load, each padded to whole bytes. Packing
-    row by row instead cost ~4 ns of per-row overhead, 1.5x the whole
-    record's time for rows of 28.
+    The record is packed 32 values at a time as one bit stream, at about
+    the speed of reading it. Rows whose length is a multiple of 32 are then
+    done: the stream is the packed record. Other rows are cut out of the
+    stream (in L2 cache by then) 56 bits per load, each padded to whole
+    bytes. Packing row by row instead cost ~4 ns of per-row overhead, 1.5x
+    the whole record's time for rows of 28.
 
     Parameters
     ----------
@@ -430,7 +395,7 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) every kernel now, on tiny inputs.
 
     The first call of a kernel in a fresh environment compiles it, which
-    takes seconds; :func:`spikestore.packing.load_kernels` calls this when a
+    takes seconds; :func:`spikestore.codecs._packing.load_kernels` calls this when a
     store opens, so the time is not charged to a record.
     """
     for writable in (True, False):  # a read-only input is a different numba type
