@@ -21,9 +21,10 @@ __all__ = ["PARTIAL_SUFFIX", "remove", "replacing", "write_replacing"]
 PARTIAL_SUFFIX = ".partial"
 
 
-def _temporary(path: Path) -> Path:
+def _temporary(path: Path, keep_suffix: bool) -> Path:
     # A random part: two writers of one name (a retried export) never share a temporary.
-    return path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}")
+    tail = path.suffix if keep_suffix else ""
+    return path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}{tail}")
 
 
 def remove(path: Path) -> None:
@@ -36,7 +37,7 @@ def remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def replacing(path: str | os.PathLike[str], *, folder: bool = False) -> Iterator[Path]:
+def replacing(path: str | os.PathLike[str], *, folder: bool = False, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``, on failure it is removed.
 
     Parameters
@@ -47,9 +48,12 @@ def replacing(path: str | os.PathLike[str], *, folder: bool = False) -> Iterator
     folder
         Create the temporary path as an empty folder (for outputs that are
         folders, such as a Parquet dataset).
+    keep_suffix
+        End the temporary name in ``path``'s suffix too (``run.nwb.<random>.partial.nwb``),
+        for writers that check it (pynwb warns about other names).
     """
     final = Path(path)
-    tmp = _temporary(final)
+    tmp = _temporary(final, keep_suffix)
     if folder:
         tmp.mkdir(parents=True)
     try:

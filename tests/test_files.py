@@ -48,3 +48,11 @@ def test_write_replacing_leaves_nothing_behind_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_replacing(str(tmp_path / "x"), b"data")
     assert (tmp_path / "x").read_bytes() == b"data"
+
+
+def test_a_temporary_may_keep_the_suffix_that_writers_check(tmp_path):
+    out = tmp_path / "run.nwb"
+    with replacing(out, keep_suffix=True) as tmp:
+        assert tmp.suffix == ".nwb" and tmp.parent == tmp_path and tmp != out
+        tmp.write_bytes(b"x")
+    assert out.read_bytes() == b"x"

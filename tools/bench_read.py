@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             run.close()
             if per == "neuron":
                 assert abs(float(np.mean(result)) - args.rate) < 0.01
-        disk = spikestore.open(path)._backend.nbytes("")
+        disk = spikestore.open(path).nbytes()
 
     rows = [
         ("open + len (fresh Run, median)", ms(open_len), "50 ms", f"{open_len / 0.050:.3f}"),

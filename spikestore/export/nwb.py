@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -129,11 +128,8 @@ def _write_nwb(job: Job, scratch: Path, dt: float, session_description: str | No
                         T, dt, rng, DataChunkIterator, TimeSeries, on_rows)
     if n_units:
         nwb.units = _units_table(spike_streams, n_units, rng, dt, scratch, on_rows)
-    with replacing(out) as tmp, warnings.catch_warnings():
-        # The temporary name ends in ".partial"; the file is renamed to `out` once written.
-        warnings.filterwarnings("ignore", message=r"The file path provided: .* does not end in '\.nwb'")
-        with NWBHDF5IO(str(tmp), "w") as io:
-            io.write(nwb)
+    with replacing(out, keep_suffix=True) as tmp, NWBHDF5IO(str(tmp), "w") as io:
+        io.write(nwb)
     return out
 
 
