@@ -140,6 +140,8 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
             encoding = "raw"  # checked: not binary, the writer need not look again
     if copy:
         t = t.clone()
+    # torch offers the autograd version counter (bumped by every in-place op) only as
+    # Tensor._version; it is what PyTorch itself checks before a backward pass.
     return Frame(key, step, call, now, t, name, shape, nbytes, encoding,
                  version=t._version, source=t)
 
