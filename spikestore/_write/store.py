@@ -248,7 +248,7 @@ class Store:
             ``"bits"`` or ``"raw"``.
         precision
             Lossy storage for float records that are not binary: ``"bf16"`` or
-            ``"keepbits:N"`` (see :mod:`spikestore.precision`). Exact by default.
+            ``"keepbits:N"`` (see :mod:`spikestore.codecs._precision`). Exact by default.
 
         Returns
         -------

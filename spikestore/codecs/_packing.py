@@ -34,7 +34,7 @@ _SHIFT = np.uint64(56)
 # Quick rejection of obviously non-binary records (voltages, gradients)
 # before the full passes.
 _SAMPLE = 256
-#: Whether the compiled kernels of :mod:`spikestore._kernels` may be used:
+#: Whether the compiled kernels of :mod:`spikestore.codecs._kernels` may be used:
 #: they read words in native byte order. Elsewhere numpy does their work.
 KERNELS = sys.byteorder == "little"
 _kernel_state = "unloaded"  # then "ready", or "failed" (numpy does the work for good)

@@ -325,7 +325,7 @@ def _zarr_codec_class() -> type:
 
     @dataclass(frozen=True)
     class SpikeZarrCodec(BytesBytesCodec):
-        """zarr v3 codec ``spikestore.spikes`` (see :mod:`spikestore.spike_codec`)."""
+        """zarr v3 codec ``spikestore.spikes`` (see :mod:`spikestore.codecs._spikes`)."""
 
         is_fixed_size = False
         level: int = 1

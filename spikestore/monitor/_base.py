@@ -59,7 +59,7 @@ class BaseMonitor:
         their outputs in place after the hook ran).
     precision
         Lossy storage of non-binary float records: ``"bf16"`` or
-        ``"keepbits:N"`` (see :mod:`spikestore.precision`); exact by default.
+        ``"keepbits:N"`` (see :mod:`spikestore.codecs._precision`); exact by default.
         Recorded in the stream's segments; spikes are always exact.
     quantity
         Stream name prefix instead of the default (``output``, ``input``,
