@@ -12,6 +12,19 @@ Public names::
     spikestore.SpikestoreError and its subclasses (spikestore.errors)
 
 Importing spikestore does not import torch.
+
+The package follows the data flow (DESIGN.md §2); each layer imports only
+from the layers above it in this list (``tools/check_imports.py`` checks)::
+
+    errors, _files    the error tree; write-then-replace for every published file
+    _format/          names and paths, JSON documents, record layouts, dtypes
+    codecs/           bit packing and its kernels, the codec table, chunk and spike codecs
+    backends/         Zarr and HDF5 storage behind one protocol
+    _read/            open, Run, Stream, Segment, summaries, verify, the xarray engine
+    _write/           Store, capture, the writer thread, chunk assembly
+    analysis, plot, export/, tensor_cache
+    monitor/          the SpikingJelly-compatible monitors
+    cli               the spikestore command
 """
 
 from __future__ import annotations
