@@ -12,9 +12,9 @@ can be measured again on any machine:
 * ``ir``: the same ``pack_f32`` source compiled against the IR ``_mask32``
   and a stream loop that prefetches (the code of commit ``6873e07``).
 
-Both run in one process, alternated ``A B`` then ``B A`` every round (this
-machine is shared and noisy: only medians of interleaved runs mean
-anything):
+Both run in one process, alternated: ``A B`` in one round, ``B A`` in the
+next (this machine is shared and noisy: only medians of interleaved runs
+mean anything), over rounds of
 
 1. the pack stage alone: ``Packer.pack`` over the pool's frames on one
    thread (thread CPU time per frame, as ``tools/bench_write.py`` times it);
@@ -24,17 +24,18 @@ anything):
    frame (the "per core" figure) and wall time per frame.
 
 The variant is switched by rebinding ``spikestore.codecs._kernels.pack_f32``,
-which :func:`spikestore.codecs._packing.pack_float32` looks up at every call.
-Both variants are first checked to produce identical bytes on the pool and
-to refuse a non-binary frame.
+which :func:`spikestore.codecs._packing.pack_float32` looks up at every call
+(checked first, as is that both variants produce identical bytes on the
+pool and refuse a non-binary frame). ``--processes N`` repeats the whole
+A/B in ``N`` fresh processes and pools their rounds.
 
 ``--attribute`` adds, to the pack stage only, the two mixed variants (IR
 compare without prefetch, plain compare with prefetch), to tell which of the
 two pieces of IR a difference comes from.
 
-Example::
+Example (the run ``docs/performance.md`` reports, twice)::
 
-    python tools/ab_kernels.py --rounds 8 --frames 160
+    python tools/ab_kernels.py --rounds 6 --frames 160 --processes 4 --attribute
 """
 
 from __future__ import annotations
@@ -158,8 +159,13 @@ def variants(attribute: bool) -> dict[str, Any]:
 # --- the A/B ----------------------------------------------------------------------------------------------------
 
 def check_same_bytes(impls: dict[str, Any], frames: list[np.ndarray]) -> None:
-    """Every variant packs the frames to the same bytes and refuses a non-binary frame."""
+    """Rebinding ``pack_f32`` reaches the packer; every variant packs the frames to the same bytes and
+    refuses a non-binary frame."""
     packer = Packer()
+    seen = []
+    K.pack_f32 = lambda *args: seen.append(1) or impls["plain"](*args)
+    packer.pack(frames[0])
+    assert seen, "Packer.pack no longer looks up _kernels.pack_f32 at each call: the A/B would not switch"
     ref = None
     for name, fn in impls.items():
         K.pack_f32 = fn
@@ -203,7 +209,7 @@ def pooled(argv: list[str], processes: int) -> dict[str, Any]:
     """Run this A/B in ``processes`` fresh processes one after the other and pool their rounds.
 
     Each process places its frames, buffers and compiled code anew; on this
-    machine that alone moved a variant's pack time by up to ~30% from one
+    machine a variant's median pack time moved by up to ~40% from one
     process to the next, so one process's alternation is not the whole story.
     """
     runs = []

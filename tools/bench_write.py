@@ -14,6 +14,9 @@ Reports, in one run:
   the hook's check-and-pack, and the writer's chunk coding. Pack + code
   (the pack is the read) bounds what the whole path can reach per core.
 
+``tools/ab_kernels.py`` runs this write loop (:func:`write_frames`) for an
+alternated A/B of two packing kernels in one process.
+
 Example::
 
     python tools/bench_write.py --gb 10 --rate 0.05
