@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spikestore._read.segment import Block, Segment, iter_blocks
-from spikestore.errors import InvalidArgumentError
+from spikestore.errors import InvalidArgumentError, MissingDependencyError
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -55,7 +55,7 @@ def _xr() -> Any:
     try:
         import xarray
     except ImportError:  # pragma: no cover - depends on the installed extras
-        raise ImportError("this result is an xarray.DataArray: pip install 'spikestore[xarray]'") from None
+        raise MissingDependencyError("this result is an xarray.DataArray: pip install 'spikestore[xarray]'") from None
     return xarray
 
 

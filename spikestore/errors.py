@@ -14,6 +14,9 @@ derives from it, so code written against the built-in keeps working::
     ├── InvalidValueError       (TypeError)         a value that cannot be recorded
     ├── InvalidArgumentError    (ValueError)        a bad argument
     ├── StreamNotFoundError     (KeyError)          an unknown stream key
+    ├── RecordIndexError        (IndexError)        a record number out of range
+    ├── MissingDependencyError  (ImportError)       an optional extra is not installed
+    ├── FlushTimeoutError       (TimeoutError)      flush(timeout=...) ran out of time
     ├── FormatError             (ValueError)        metadata that breaks the format
     │   └── DamagedStoreError                       missing or corrupt chunks
     │       ├── ChecksumError                       a chunk fails its checksum or does not decode
@@ -28,11 +31,14 @@ __all__ = [
     "ArrayNameTakenError",
     "ChecksumError",
     "DamagedStoreError",
+    "FlushTimeoutError",
     "FormatError",
     "InPlaceModificationError",
     "InvalidArgumentError",
     "InvalidValueError",
+    "MissingDependencyError",
     "ReadOnlyError",
+    "RecordIndexError",
     "SpikestoreError",
     "StoreClosedError",
     "StoreExistsError",
@@ -80,6 +86,18 @@ class StreamNotFoundError(SpikestoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
+
+
+class RecordIndexError(SpikestoreError, IndexError):
+    """A record number is out of range for its stream or monitor."""
+
+
+class MissingDependencyError(SpikestoreError, ImportError):
+    """A feature needs an optional extra that is not installed (the message names it)."""
+
+
+class FlushTimeoutError(SpikestoreError, TimeoutError):
+    """``Store.flush(timeout=...)`` returned before the writer had committed everything."""
 
 
 class FormatError(SpikestoreError, ValueError):

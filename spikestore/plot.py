@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spikestore import analysis
-from spikestore.errors import InvalidArgumentError
+from spikestore.errors import InvalidArgumentError, MissingDependencyError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -32,7 +32,7 @@ def _axes(ax: Axes | None, **fig_kw: Any) -> Axes:
     try:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - depends on the installed extras
-        raise ImportError("spikestore.plot needs matplotlib: pip install 'spikestore[plot]'") from None
+        raise MissingDependencyError("spikestore.plot needs matplotlib: pip install 'spikestore[plot]'") from None
     return plt.subplots(layout="constrained", **fig_kw)[1]
 
 

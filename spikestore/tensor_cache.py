@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from spikestore.errors import InvalidValueError
 from spikestore.codecs._packing import pack_torch
+from spikestore.errors import InvalidValueError
 
 __all__ = ["bool_spike_to_float", "float_spike_to_bool"]
 

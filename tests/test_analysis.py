@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import M_SEL, S_SEL
 
 import spikestore
 from spikestore import InvalidArgumentError, analysis
-
-from helpers import M_SEL, S_SEL
 
 T, STEPS = 6, 9
 

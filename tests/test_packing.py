@@ -93,7 +93,8 @@ def test_store_round_trip_without_compiled_kernels(monkeypatch, tmp_path):
 
 def _unloaded_kernels(monkeypatch, warm_up):
     """Make the kernels count as not loaded yet, with ``warm_up`` as what loads them."""
-    from spikestore.codecs import _kernels, _packing as packing
+    from spikestore.codecs import _kernels
+    from spikestore.codecs import _packing as packing
 
     monkeypatch.setattr(packing, "_kernel_state", "unloaded")
     monkeypatch.setattr(_kernels, "warm_up", warm_up)

@@ -11,12 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from helpers import M_SEL, S_SEL  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
 import spikestore  # noqa: E402
 from spikestore import InvalidArgumentError, plot  # noqa: E402
-
-from helpers import M_SEL, S_SEL  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -7,14 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import count_chunk_reads
 from hypothesis import given
 from hypothesis import strategies as st
 
 import spikestore
 from spikestore import DamagedStoreError, FormatError, StoreClosedError
 from spikestore._read.segment import chunk_bounds, iter_blocks
-
-from helpers import count_chunk_reads
 
 
 def _write(path, n=20):

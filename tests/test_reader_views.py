@@ -10,11 +10,10 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import M_SEL, count_chunk_reads, same, write_mixed
 
 import spikestore
 from spikestore import InvalidArgumentError
-
-from helpers import M_SEL, count_chunk_reads, same, write_mixed
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import torch
 
 import spikestore
 from spikestore import WriterError
-from spikestore.backends.hdf5 import HDF5Backend
 from spikestore.backends._zarr import ZarrBackend
+from spikestore.backends.hdf5 import HDF5Backend
 
 
 @pytest.fixture

@@ -9,11 +9,10 @@ import sys
 import numpy as np
 import pytest
 import xarray as xr
+from helpers import M_SEL, count_chunk_reads, same, write_mixed
 
 import spikestore
 from spikestore import InvalidArgumentError
-
-from helpers import M_SEL, count_chunk_reads, same, write_mixed
 
 
 @pytest.fixture

@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         import sys
 
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from workload import build_net, make_batches, train_steps  # type: ignore[import-not-found]
         from spikingjelly.activation_based import neuron
+        from workload import build_net, make_batches, train_steps  # type: ignore[import-not-found]
 
         from spikestore import monitor
 

@@ -174,6 +174,7 @@ def inspect_records(kind: str, m: Any, path: Path | None, backend: str,
                    held_bytes=sum(len(r[0]) for r in m.records))
     elif kind == "spikestore":
         import numpy as np
+
         import spikestore
 
         assert path is not None
@@ -268,11 +269,12 @@ def long_main(cfg: dict[str, Any]) -> dict[str, Any]:
     """
     from itertools import cycle, islice
 
-    import spikestore
     import torch
     import workload
-    from spikestore import monitor as ss_monitor
     from spikingjelly.activation_based import neuron
+
+    import spikestore
+    from spikestore import monitor as ss_monitor
 
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from spikestore.errors import InvalidArgumentError
+
 __all__ = [
     "BFLOAT16",
     "bfloat16_bits_to_float",
@@ -85,7 +87,7 @@ def binary_mask(values: np.ndarray, name: str) -> np.ndarray | None:
     which knows their bit patterns itself.
     """
     if name != BFLOAT16:
-        raise ValueError(f"binary_mask takes bfloat16 bit patterns, not {name}")
+        raise InvalidArgumentError(f"binary_mask takes bfloat16 bit patterns, not {name}")
     if values.ndim == 0 or values.size == 0:
         return None
     ones = values == _BF16_ONE

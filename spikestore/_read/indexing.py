@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from spikestore.errors import InvalidArgumentError
+from spikestore.errors import InvalidArgumentError, RecordIndexError
 
 __all__ = ["is_position", "position", "positions", "step_positions"]
 
@@ -26,7 +26,7 @@ def position(i: int, n: int, key: str) -> int:
     """Record ``i`` of a stream of ``n`` records (``-1`` the last), checked."""
     j = int(i) + n if int(i) < 0 else int(i)
     if not 0 <= j < n:
-        raise IndexError(f"record {i} out of range for stream {key!r} with {n} records")
+        raise RecordIndexError(f"record {i} out of range for stream {key!r} with {n} records")
     return j
 
 
@@ -44,7 +44,7 @@ def positions(item: Any, n: int, key: str) -> np.ndarray:
     idx = idx.reshape(-1).astype(np.int64)
     if idx.size and (idx.min() < -n or idx.max() >= n):
         bad = idx[(idx < -n) | (idx >= n)][0]
-        raise IndexError(f"record {bad} out of range for stream {key!r} with {n} records")
+        raise RecordIndexError(f"record {bad} out of range for stream {key!r} with {n} records")
     return np.where(idx < 0, idx + n, idx)
 
 

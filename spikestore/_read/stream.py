@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from spikestore._format import INDEX_ARRAYS, new_stream_doc, split_key, stream_node, validate_doc
-from spikestore._format import dtypes
+from spikestore._format import INDEX_ARRAYS, dtypes, new_stream_doc, split_key, stream_node, validate_doc
 from spikestore._format.layout import RecordLayout
 from spikestore._read import indexing
 from spikestore._read.segment import Segment, iter_blocks

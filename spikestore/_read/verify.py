@@ -13,9 +13,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from spikestore._format import INDEX_ARRAYS, stream_node, validate_doc
 from spikestore.codecs._chunk import ChecksumError, codec_from_config
 from spikestore.errors import SpikestoreError
-from spikestore._format import INDEX_ARRAYS, stream_node, validate_doc
 
 __all__ = ["verify"]
 

@@ -24,9 +24,9 @@ import numpy as np
 
 from spikestore._format import dtypes
 from spikestore.codecs import _packing as packing
-from spikestore.errors import InPlaceModificationError, InvalidValueError
 from spikestore.codecs._packing import Packer, unpack_bits
 from spikestore.codecs._precision import apply_precision
+from spikestore.errors import InPlaceModificationError, InvalidValueError
 
 __all__ = ["Frame", "Prepared", "capture", "check_intact", "prepare"]
 

@@ -14,6 +14,11 @@ from typing import Any
 
 from spikestore._format import join_key, new_root_doc, split_key, stream_node, validate_doc
 from spikestore._write.capture import capture
+from spikestore._write.root import RootDocument
+from spikestore._write.writer import Writer
+from spikestore.backends import open_backend
+from spikestore.codecs import _packing as packing
+from spikestore.codecs._precision import check_precision
 from spikestore.errors import (
     InvalidArgumentError,
     InvalidValueError,
@@ -21,11 +26,6 @@ from spikestore.errors import (
     StoreInUseError,
     StoreNotFoundError,
 )
-from spikestore._write.root import RootDocument
-from spikestore._write.writer import Writer
-from spikestore.backends import open_backend
-from spikestore.codecs import _packing as packing
-from spikestore.codecs._precision import check_precision
 
 __all__ = ["Store"]
 

@@ -31,7 +31,7 @@ from spikestore._write.queue import ByteQueue, Flush, Meta, Stop
 from spikestore._write.root import RootDocument
 from spikestore.backends import Backend
 from spikestore.codecs._packing import Packer
-from spikestore.errors import InvalidArgumentError, StoreClosedError, WriterError
+from spikestore.errors import FlushTimeoutError, InvalidArgumentError, StoreClosedError, WriterError
 
 __all__ = ["Writer"]
 
@@ -190,7 +190,8 @@ class Writer:
             if not self._thread.is_alive() and not event.is_set():
                 raise WriterError(f"the spikestore writer for {self.backend.path} stopped")
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"flush of {self.backend.path} did not finish in {timeout} s")
+                raise FlushTimeoutError(f"flush of {self.backend.path} did not finish in {timeout} s; the writer goes on, "
+                                        "call flush() again to wait longer")
         self.check()
 
     def close(self) -> None:

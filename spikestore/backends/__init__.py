@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spikestore.errors import InvalidArgumentError
 from spikestore.backends._base import ArraySpec, Backend
+from spikestore.errors import InvalidArgumentError
 
 __all__ = ["ArraySpec", "Backend", "backend_name_for", "open_backend"]
 

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from spikestore._files import write_replacing
-from spikestore.codecs._chunk import codec_from_config
-from spikestore.errors import FormatError, ReadOnlyError
 from spikestore._format import ATTRS_KEY
 from spikestore.backends._base import ArraySpec
+from spikestore.codecs._chunk import codec_from_config
+from spikestore.errors import FormatError, ReadOnlyError
 
 __all__ = ["ZarrBackend"]
 

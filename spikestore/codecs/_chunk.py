@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from spikestore.codecs._table import checksum_row, codec_row, for_target
-from spikestore.errors import ChecksumError
+from spikestore.errors import ChecksumError, InvalidArgumentError
 
 __all__ = ["ChecksumError", "ChunkCodec", "codec_for", "codec_from_config", "index_codec"]
 
@@ -86,13 +86,13 @@ class ChunkCodec:
     def zarr_codecs(self) -> list[Any]:
         """The zarr v3 bytes-to-bytes codecs that decode this codec's chunks."""
         if self._check.zarr is None:
-            raise ValueError(f"a {self.checksum} checksum has no zarr codec; Zarr stores use crc32c")
+            raise InvalidArgumentError(f"a {self.checksum} checksum has no zarr codec; Zarr stores use crc32c")
         return [self._row.zarr(self.config), self._check.zarr()]
 
     def hdf5_filters(self) -> dict[str, Any]:
         """``h5py.create_dataset`` keywords whose filter pipeline decodes this codec's chunks."""
         if self._row.hdf5 is None or self._check.hdf5 is None:
-            raise ValueError(f"codec {self.config} is not an HDF5 filter pipeline; HDF5 stores use "
+            raise InvalidArgumentError(f"codec {self.config} is not an HDF5 filter pipeline; HDF5 stores use "
                              "codec_for(..., target='hdf5')")
         return self._row.hdf5(self.config) | self._check.hdf5
 

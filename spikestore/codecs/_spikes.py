@@ -48,6 +48,7 @@ from numcodecs.compat import ensure_contiguous_ndarray
 from numcodecs.zstd import Zstd
 
 from spikestore.codecs import _packing as packing
+from spikestore.errors import ChecksumError, FormatError, InPlaceModificationError
 
 __all__ = ["CODEC_ID", "SpikeCodec", "decode_spikes", "encode_spikes"]
 
@@ -191,7 +192,7 @@ def _gap_bytes(buf: np.ndarray, rows: _RowMap | None,
         if k < 0:
             return None
         if k != ones:  # cannot happen unless the buffer changed under us
-            raise RuntimeError("spike count changed while encoding a chunk")
+            raise InPlaceModificationError("the spike count of a chunk changed while it was being encoded")
         return small, escapes[:e]
     positions = spike_positions(buf)
     if rows is not None:
@@ -232,10 +233,10 @@ def decode_spikes(data: Any, out: Any = None) -> np.ndarray:
     """Decode :func:`encode_spikes` output to packed ``uint8`` bytes."""
     raw = memoryview(ensure_contiguous_ndarray(data).view(np.uint8).reshape(-1))
     if len(raw) < _HEADER.size:
-        raise ValueError("spike chunk is truncated (no header)")
+        raise ChecksumError("spike chunk is truncated (no header)")
     version, mode, n = _HEADER.unpack_from(raw)
     if version != _VERSION:
-        raise ValueError(f"spike chunk has codec version {version}; this spikestore reads {_VERSION}")
+        raise FormatError(f"spike chunk has codec version {version}; this spikestore reads {_VERSION}: upgrade it")
     body = raw[_HEADER.size:]
     if mode == 0:
         result = np.frombuffer(Zstd().decode(body), dtype=np.uint8)
@@ -246,7 +247,7 @@ def decode_spikes(data: Any, out: Any = None) -> np.ndarray:
         if mode & _ROW_FLAG:
             (row_bits,) = _ROWS.unpack_from(body)
             if not 0 < row_bits or row_bits % 8 == 0:
-                raise ValueError("spike chunk is damaged (bad row length)")
+                raise ChecksumError("spike chunk is damaged (bad row length)")
             rows = _RowMap(row_bits, n)
             body = body[_ROWS.size:]
             mode &= ~_ROW_FLAG
@@ -259,7 +260,7 @@ def decode_spikes(data: Any, out: Any = None) -> np.ndarray:
             big = gaps == 255
             gaps[big] += escapes.astype(np.int64)
             if gaps.size != n_gaps:
-                raise ValueError("spike chunk is damaged (gap count mismatch)")
+                raise ChecksumError("spike chunk is damaged (gap count mismatch)")
         else:
             from pcodec import standalone
 
@@ -267,17 +268,17 @@ def decode_spikes(data: Any, out: Any = None) -> np.ndarray:
         positions = np.cumsum(gaps + 1) - 1
         if rows is not None:
             if positions.size and positions[-1] >= rows.logical_bits:
-                raise ValueError("spike chunk is damaged (spike position out of range)")
+                raise ChecksumError("spike chunk is damaged (spike position out of range)")
             positions = rows.to_physical(positions)
         if positions.size and (positions[-1] >= 8 * n or positions[0] < 0):
-            raise ValueError("spike chunk is damaged (spike position out of range)")
+            raise ChecksumError("spike chunk is damaged (spike position out of range)")
         bits = np.zeros(8 * n, dtype=np.bool_)
         bits[positions] = True
         result = np.packbits(bits, bitorder="little")
     else:
-        raise ValueError(f"spike chunk has unknown mode {mode}")
+        raise ChecksumError(f"spike chunk has unknown mode {mode}")
     if result.size != n:
-        raise ValueError(f"spike chunk is damaged: {result.size} bytes decoded, {n} expected")
+        raise ChecksumError(f"spike chunk is damaged: {result.size} bytes decoded, {n} expected")
     if out is not None:
         dest = ensure_contiguous_ndarray(out).view(np.uint8).reshape(-1)
         dest[:] = result

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from spikestore.errors import FormatError
+from spikestore.errors import FormatError, InvalidArgumentError
 
 __all__ = ["CHECKSUMS", "CODECS", "TARGETS", "Checksum", "CodecRow", "checksum_row", "codec_row"]
 
@@ -161,7 +161,7 @@ def checksum_row(name: Any) -> Checksum:
 def for_target(config: dict[str, Any], target: str) -> dict[str, Any]:
     """``config`` (without a checksum) turned into one that ``target`` can store, checksum included."""
     if target not in TARGETS:
-        raise ValueError(f"unknown codec target {target!r}")
+        raise InvalidArgumentError(f"unknown codec target {target!r}; use one of {TARGETS}")
     row = codec_row(config["id"])
     if target == "hdf5" and row.hdf5 is None:
         assert row.instead is not None

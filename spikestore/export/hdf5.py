@@ -26,8 +26,8 @@ import numpy as np
 from spikestore._files import replacing
 from spikestore._format import dtypes, stream_node
 from spikestore._read.run import Run
+from spikestore.errors import InvalidArgumentError, MissingDependencyError
 from spikestore.export._common import Job, Progress, export_job, iter_records, selected_counts, step_mask
-from spikestore.errors import InvalidArgumentError
 
 __all__ = ["to_hdf5"]
 
@@ -40,7 +40,7 @@ def to_hdf5(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
     try:
         import h5py
     except ImportError:
-        raise InvalidArgumentError("HDF5 export needs h5py: pip install 'spikestore[hdf5]'") from None
+        raise MissingDependencyError("HDF5 export needs h5py: pip install 'spikestore[hdf5]'") from None
     if compression not in (None, "gzip", "lzf"):
         raise InvalidArgumentError(f"compression must be None, 'gzip' or 'lzf', not {compression!r}")
     opts = {"compression": compression, "shuffle": compression is not None}

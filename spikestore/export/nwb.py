@@ -45,9 +45,17 @@ from spikestore._format import dtypes, escape_layer
 from spikestore._read.run import Run
 from spikestore._read.segment import Segment
 from spikestore._read.stream import Stream
-from spikestore.errors import InvalidArgumentError
-from spikestore.export._common import Job, Progress, export_job, is_spike_stream, iter_records, selected_counts, \
-    spike_events, step_mask
+from spikestore.errors import InvalidArgumentError, MissingDependencyError
+from spikestore.export._common import (
+    Job,
+    Progress,
+    export_job,
+    is_spike_stream,
+    iter_records,
+    selected_counts,
+    spike_events,
+    step_mask,
+)
 
 __all__ = ["to_nwb"]
 
@@ -70,7 +78,7 @@ def to_nwb(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
         from pynwb import NWBHDF5IO, NWBFile, TimeSeries
         from pynwb.file import Subject
     except ImportError:
-        raise InvalidArgumentError("NWB export needs pynwb: pip install 'spikestore[nwb]'") from None
+        raise MissingDependencyError("NWB export needs pynwb: pip install 'spikestore[nwb]'") from None
     if not dt > 0:
         raise InvalidArgumentError(f"dt must be a positive number of seconds, not {dt!r}")
     with export_job(store, out, streams=streams, steps=steps, progress=progress, overwrite=overwrite) as job:

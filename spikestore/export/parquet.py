@@ -29,7 +29,7 @@ import numpy as np
 
 from spikestore._files import replacing
 from spikestore._read.run import Run
-from spikestore.errors import InvalidArgumentError
+from spikestore.errors import MissingDependencyError
 from spikestore.export._common import Job, Progress, export_job, is_spike_stream, iter_records, spike_events
 
 __all__ = ["to_parquet"]
@@ -43,7 +43,7 @@ def to_parquet(store: Run | str | os.PathLike[str], out: str | os.PathLike[str],
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise InvalidArgumentError("Parquet export needs pyarrow: pip install 'spikestore[parquet]'") from None
+        raise MissingDependencyError("Parquet export needs pyarrow: pip install 'spikestore[parquet]'") from None
     spike_schema = pa.schema([("quantity", pa.dictionary(pa.int32(), pa.string())),
                               ("layer", pa.dictionary(pa.int32(), pa.string())),
                               ("step", pa.int64()), ("call", pa.int32()), ("t", pa.int32()),

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from spikestore._write.store import Store
-from spikestore.errors import InvalidValueError
+from spikestore.errors import InvalidValueError, RecordIndexError
 from spikestore.monitor._records import KINDS, Path, Template, flatten, leaf_kind, leaf_quantity, rebuild
 from spikestore.monitor._selection import Selection
 
@@ -107,7 +107,7 @@ class StoredRecords:
     def layer_of(self, i: int) -> tuple[str, int]:
         """Layer of record ``i`` (``0 <= i < len(self)``) and its position among that layer's records."""
         if not 0 <= i < len(self._order):
-            raise IndexError(f"record {i} out of range ({len(self._order)} records)")
+            raise RecordIndexError(f"record {i} out of range ({len(self._order)} records)")
         lid = self._order[i]
         k = int(np.count_nonzero(np.frombuffer(self._order, dtype=np.int32)[:i] == lid))
         return self._layer_names[lid], k

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from spikestore.errors import RecordIndexError
 from spikestore.monitor._records import same
 from spikestore.monitor._stored import StoredRecords
 
@@ -54,7 +55,7 @@ class RecordsView(Sequence[Any]):
         n = len(self)
         j = int(i) + n if int(i) < 0 else int(i)
         if not 0 <= j < n:
-            raise IndexError(f"record {i} out of range ({n} records)")
+            raise RecordIndexError(f"record {i} out of range ({n} records)")
         layer, k = self._records.layer_of(j) if self._layer is None else (self._layer, j)
         return self._records.read(layer, k)
 
