@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -136,7 +137,7 @@ def test_append_mode_durable_and_one_writer_per_process(tmp_path):
     path = tmp_path / "a.h5"
     with spikestore.Store(path, durable=True) as store:
         store.append("output/a", np.ones((2, 9)))
-        with pytest.raises(StoreInUseError, match="this process"):
+        with pytest.raises(StoreInUseError, match=f"process {os.getpid()} on "):
             spikestore.Store(path, mode="a")
         store.set_step(1)
         store.append("output/a", np.ones((2, 9)))  # the first writer is unharmed

@@ -6,7 +6,6 @@ import atexit
 import logging
 import os
 import shutil
-import socket
 import threading
 import weakref
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 from spikestore._format import join_key, new_root_doc, split_key, stream_node, validate_doc
 from spikestore._write.capture import capture
+from spikestore._write.lock import WriterLock
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
 from spikestore.backends import open_backend
@@ -23,7 +23,6 @@ from spikestore.errors import (
     InvalidArgumentError,
     InvalidValueError,
     StoreExistsError,
-    StoreInUseError,
     StoreNotFoundError,
 )
 
@@ -42,16 +41,6 @@ def _close_open_stores() -> None:
             store.close()
         except Exception:  # noqa: BLE001 - nothing useful to do at exit
             pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Store:
@@ -73,7 +62,11 @@ class Store:
         ``"w"`` creates a store (refusing a non-empty one unless
         ``overwrite=True``); ``"a"`` appends to an existing store, steps
         continuing after the last recorded one. To read, use
-        :func:`spikestore.open`.
+        :func:`spikestore.open`. Either way the store takes the writer lock
+        (``<path>.lock``, ``docs/format.md`` §2.2) before touching anything,
+        and holds it until :meth:`close`: a second writer, here or in another
+        process, gets :class:`~spikestore.StoreInUseError`, and
+        ``overwrite=True`` never deletes a store whose writer is alive.
     overwrite
         With ``mode="w"``, delete whatever is at ``path`` first.
     backend
@@ -128,8 +121,16 @@ class Store:
         self._step = 0
         if mode == "w":
             doc = new_root_doc(metadata)  # (checks the metadata before anything on disk changes)
-            self._prepare_new(overwrite)
-        be = open_backend(self.path, backend=backend, writable=True, durable=durable)
+        # One writer per store: nothing on disk is created, replaced or deleted before this.
+        self._lock = WriterLock(self.path)
+        self._lock.acquire()
+        try:
+            if mode == "w":
+                self._prepare_new(overwrite)
+            be = open_backend(self.path, backend=backend, writable=True, durable=durable)
+        except BaseException:
+            self._lock.release()
+            raise
         try:
             if mode == "w":
                 root = RootDocument(be, doc)
@@ -141,6 +142,7 @@ class Store:
                                   chunk_bytes=chunk_bytes, level=compression_level)
         except BaseException:
             be.close()
+            self._lock.release()
             raise
         # The store owns the backend and the root document for its whole life.
         self._backend = be
@@ -178,13 +180,9 @@ class Store:
     def _resume(self, be: Any, metadata: dict[str, Any] | None) -> tuple[RootDocument, dict[str, dict[str, Any]]]:
         if not be.exists():
             raise StoreNotFoundError(f"no spikestore store at {self.path}; use mode='w' to create one")
+        # A writer that died left status "open"; it holds no lock any more (ours is taken).
         root = validate_doc(be.read_doc(""), "root", str(self.path))
         w = root["writer"]
-        if (w["status"] == "open" and w["host"] == socket.gethostname() and w["pid"] != os.getpid()
-                and _pid_alive(w["pid"])):
-            raise StoreInUseError(
-                f"{self.path} is being written by process {w['pid']}; close that writer first "
-                "(readers can use spikestore.open while it runs)")
         streams: dict[str, dict[str, Any]] = {}
         last_step = -1
         from spikestore._read.run import read_index_tail
@@ -334,7 +332,10 @@ class Store:
             writer.close()
         finally:
             self._closed = True
-            self._finish(writer.error)
+            try:
+                self._finish(writer.error)
+            finally:
+                self._lock.release()
 
     def _finish(self, error: BaseException | None) -> None:
         """Record the final writer status, make it durable, release the backend (best effort after a failure)."""

@@ -1,0 +1,121 @@
+"""One writer per store, enforced by the operating system: :class:`WriterLock`.
+
+A :class:`~spikestore.Store` takes an exclusive ``flock`` on a lock file next
+to the store (``run.zarr`` → ``run.zarr.lock``) before it creates, replaces
+or deletes anything, and holds it until it closes. A second writer, in this
+process (every ``open`` is its own lock) or another, is refused at once with
+:class:`~spikestore.errors.StoreInUseError` naming the holder; the first is
+untouched. When a writer dies, the kernel drops its lock with its file
+descriptors, so appending after a crash needs no guess about whether the old
+process still runs. Readers never take the lock.
+
+The lock file lives beside the store, not inside it, so that
+``overwrite=True`` can delete the store while holding it. It is removed at
+close; a writer that finds the file replaced between opening and locking it
+(another writer removed it meanwhile) starts over, so two writers can never
+hold locks on two different files of one path.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+from pathlib import Path
+
+from spikestore.errors import StoreInUseError
+
+__all__ = ["LOCK_SUFFIX", "WriterLock"]
+
+#: Suffix of the lock file: ``<store path>.lock``.
+LOCK_SUFFIX = ".lock"
+_ATTEMPTS = 20
+
+
+class WriterLock:
+    """The exclusive writer lock of the store at ``path`` (taken by :meth:`acquire`).
+
+    Parameters
+    ----------
+    path
+        The store's path (a Zarr folder or an HDF5 file); the lock file is
+        ``path`` + :data:`LOCK_SUFFIX`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.store = Path(path)
+        self.path = self.store.with_name(self.store.name + LOCK_SUFFIX)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> None:
+        """Take the lock now, or raise :class:`StoreInUseError` naming the writer that holds it.
+
+        Raises
+        ------
+        StoreInUseError
+            Another writer, in this process or another one, holds the lock.
+        """
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(_ATTEMPTS):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = _read_holder(fd)
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                raise StoreInUseError(
+                    f"{self.store} is being written by {holder}; close that writer first (a store has one "
+                    "writer at a time; readers can use spikestore.open while it runs)") from None
+            if _same_file(fd, self.path):
+                _write_holder(fd)
+                self._fd = fd
+                return
+            os.close(fd)  # the file was removed by a writer that just closed: lock the new one
+        raise StoreInUseError(f"{self.store}: could not take the writer lock {self.path} "
+                              f"after {_ATTEMPTS} attempts; writers keep opening and closing it")
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (idempotent)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            # Removed while still held, so no other writer can lock this file after us.
+            if _same_file(fd, self.path):
+                os.unlink(self.path)
+        except OSError:
+            pass  # a read-only or vanished folder: the kernel still drops the lock below
+        finally:
+            os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _write_holder(fd: int) -> None:
+    data = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+
+
+def _read_holder(fd: int) -> str:
+    """Who holds the lock, as the holder wrote it (a description, never trusted for anything else)."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"process {int(info['pid'])} on {str(info['host'])[:255]}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another writer"

@@ -1,0 +1,132 @@
+"""One writer per store, enforced by an operating-system lock (DESIGN §7).
+
+Each case was a way to lose data before the lock: a second writer in the same
+process or another one, ``overwrite=True`` on a store being written, and two
+processes creating one store at the same moment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import spikestore
+from spikestore import StoreExistsError, StoreInUseError
+
+HOLDER = f"process {os.getpid()} on {socket.gethostname()}"
+
+
+def _records(path) -> list[list[float]]:
+    return [r.tolist() for r in spikestore.open(path)["output/a"]]
+
+
+@pytest.mark.parametrize("mode,overwrite", [("a", False), ("w", True), ("w", False)])
+def test_a_second_writer_in_this_process_is_refused_and_the_first_is_untouched(store_path, mode, overwrite):
+    with spikestore.Store(store_path) as first:
+        first.append("output/a", np.ones(3))
+        first.flush()
+        with pytest.raises(StoreInUseError, match=HOLDER) as info:
+            spikestore.Store(store_path, mode=mode, overwrite=overwrite)
+        assert "spikestore.open" in str(info.value)  # says how to read meanwhile
+        assert _records(store_path) == [[1.0, 1.0, 1.0]]  # nothing deleted, still readable
+        first.set_step(1)
+        first.append("output/a", np.zeros(3))
+    assert _records(store_path) == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+    assert spikestore.open(store_path).writer["status"] == "closed"
+    assert not store_path.with_name(store_path.name + ".lock").exists()  # removed at close
+    with spikestore.Store(store_path, mode="a") as again:  # free once closed
+        again.append("output/a", np.full(3, 2.0))
+    assert len(_records(store_path)) == 3
+
+
+def test_a_store_that_failed_to_open_leaves_the_path_free(store_path):
+    with spikestore.Store(store_path) as store:
+        store.append("output/a", np.ones(3))
+    with pytest.raises(StoreExistsError):
+        spikestore.Store(store_path)  # refused: not empty, no overwrite
+    with spikestore.Store(store_path, mode="a") as store:  # the refused writer released the lock
+        store.append("output/a", np.ones(3))
+
+
+_OTHER = textwrap.dedent("""
+    import sys, numpy as np, spikestore
+    try:
+        with spikestore.Store(sys.argv[1], mode="w", overwrite=True) as store:
+            store.append("output/a", np.full(3, 7.0))
+    except spikestore.StoreInUseError as exc:
+        print("in use:", exc)
+""")
+
+
+def test_overwrite_from_another_process_never_deletes_a_live_store(store_path):
+    with spikestore.Store(store_path) as first:
+        first.append("output/a", np.ones(3))
+        first.flush()
+        out = subprocess.run([sys.executable, "-c", _OTHER, str(store_path)], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("in use:") and HOLDER in out.stdout
+        first.set_step(1)
+        first.append("output/a", np.zeros(3))
+    assert _records(store_path) == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+
+
+_RACER = textwrap.dedent("""
+    import os, sys, time, numpy as np, spikestore
+    path, me, go = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+    while time.time() < go:
+        pass
+    try:
+        store = spikestore.Store(path, mode="w")
+    except (spikestore.StoreInUseError, spikestore.StoreExistsError) as exc:
+        print("refused", type(exc).__name__, flush=True)
+        sys.exit(0)
+    store.append("output/a", np.full(3, me))
+    time.sleep(0.3)  # still writing while the other one tries
+    store.close()
+    print("wrote", flush=True)
+""")
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_two_processes_creating_one_store_at_once_give_one_writer(store_path, trial):
+    import spikestore.codecs._packing as packing
+
+    packing.load_kernels()  # (warm numba's cache, so both children start as fast)
+    go = time.time() + 3.0
+    procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(store_path), str(me), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for me in (1.0, 2.0)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    said = sorted(o[0].split()[0] for o in outs)
+    assert said == ["refused", "wrote"], outs
+    winner = 1.0 if outs[0][0].startswith("wrote") else 2.0
+    assert _records(store_path) == [[winner] * 3]  # the winner's record, whole and alone
+    assert spikestore.open(store_path).writer["status"] == "closed"
+
+
+def test_appending_after_a_killed_writer_needs_no_guess(store_path):
+    code = textwrap.dedent("""
+        import sys, numpy as np, spikestore
+        store = spikestore.Store(sys.argv[1])
+        store.append("output/a", np.ones(3)); store.flush()
+        print("flushed", flush=True)
+        sys.stdin.read()  # wait to be killed
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(store_path)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "flushed"
+    with pytest.raises(StoreInUseError, match=f"process {proc.pid} on "):
+        spikestore.Store(store_path, mode="a")  # alive: refused
+    proc.kill()
+    proc.wait()
+    with spikestore.Store(store_path, mode="a") as store:  # dead: the kernel dropped its lock
+        store.append("output/a", np.zeros(3))
+    assert _records(store_path) == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
