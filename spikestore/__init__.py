@@ -34,17 +34,22 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from spikestore.errors import (
+    ChecksumError,
     DamagedStoreError,
+    FlushTimeoutError,
     FormatError,
     InPlaceModificationError,
     InvalidArgumentError,
     InvalidValueError,
+    MissingDependencyError,
     ReadOnlyError,
+    RecordIndexError,
     SpikestoreError,
     StoreClosedError,
     StoreExistsError,
     StoreInUseError,
     StoreNotFoundError,
+    StreamFailedError,
     StreamNotFoundError,
     WriterError,
 )
@@ -60,12 +65,16 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
     __version__ = "0.0.0"
 
 __all__ = [
+    "ChecksumError",
     "DamagedStoreError",
+    "FlushTimeoutError",
     "FormatError",
     "InPlaceModificationError",
     "InvalidArgumentError",
     "InvalidValueError",
+    "MissingDependencyError",
     "ReadOnlyError",
+    "RecordIndexError",
     "Run",
     "SpikestoreError",
     "Store",
@@ -74,6 +83,7 @@ __all__ = [
     "StoreInUseError",
     "StoreNotFoundError",
     "Stream",
+    "StreamFailedError",
     "StreamNotFoundError",
     "WriterError",
     "__version__",

@@ -23,6 +23,7 @@ derives from it, so code written against the built-in keeps working::
     │       └── ArrayNameTakenError                 a crash left an array that cannot be replaced
     ├── InPlaceModificationError (RuntimeError)     a tensor changed before capture
     └── WriterError             (RuntimeError)      the writer thread failed
+        └── StreamFailedError                       one stream stopped; the others go on
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "StoreExistsError",
     "StoreInUseError",
     "StoreNotFoundError",
+    "StreamFailedError",
     "StreamNotFoundError",
     "WriterError",
 ]
@@ -126,3 +128,14 @@ class InPlaceModificationError(SpikestoreError, RuntimeError):
 
 class WriterError(SpikestoreError, RuntimeError):
     """The background writer failed; the original exception is chained."""
+
+
+class StreamFailedError(WriterError):
+    """One stream's records could not be stored; that stream stopped, the others keep recording.
+
+    ``stream`` and ``step`` name the stream and the step of the record that
+    failed; the original exception is chained.
+    """
+
+    stream: str = ""
+    step: int = -1

@@ -221,11 +221,14 @@ def test_in_place_modification_after_capture_is_reported(tmp_path):
     store.append("v/1", t)
     t.add_(1.0)
     gate.set()
-    with pytest.raises(spikestore.WriterError) as info:
+    with pytest.raises(spikestore.StreamFailedError) as info:
         store.flush()
     assert isinstance(info.value.__cause__, InPlaceModificationError)
-    with pytest.raises(spikestore.WriterError):
-        store.close()
+    store.append("v/2", torch.ones(3))  # the other streams go on
+    store.close()
+    run = spikestore.open(tmp_path / "s.zarr")
+    assert "InPlaceModificationError" in run.writer["failed_streams"]["v/1"]
+    assert len(run["v/1"]) == 0 and len(run["v/2"]) == 1
 
 
 def test_copy_true_protects_against_later_in_place_changes(tmp_path):

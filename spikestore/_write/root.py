@@ -65,10 +65,13 @@ class RootDocument:
                 self._doc["writer"]["dropped"] = dropped
                 self._write()
 
-    def finish(self, error: BaseException | None) -> None:
-        """Record the writer's final status (``closed``, or ``failed`` with the error)."""
+    def finish(self, error: BaseException | None, failed_streams: dict[str, str] | None = None) -> None:
+        """Record the writer's final status (``closed``, or ``failed`` with the error), and the streams
+        that stopped on their own (``failed_streams``: stream key to error)."""
         with self._lock:
             w = self._doc["writer"]
+            if failed_streams:
+                w["failed_streams"] = dict(failed_streams)
             w["closed"] = now_iso()
             if error is not None:
                 w["status"] = "failed"

@@ -16,7 +16,6 @@ call from the training thread (``submit``, ``flush``, ``close``) raises a
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import warnings
@@ -25,8 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from typing import Any, Callable
 
+from spikestore._write import threads
 from spikestore._write.assembly import StreamWriter
 from spikestore._write.capture import Frame, check_intact, prepare
+from spikestore._write.failures import StreamFailures, is_store_wide
 from spikestore._write.queue import ByteQueue, Flush, Meta, Stop
 from spikestore._write.root import RootDocument
 from spikestore.backends import Backend
@@ -36,37 +37,6 @@ from spikestore.errors import FlushTimeoutError, InvalidArgumentError, StoreClos
 __all__ = ["Writer"]
 
 _log = logging.getLogger("spikestore")
-#: Most threads that drain the queue while a flush or close waits.
-_MAX_DRAIN_THREADS = 4
-
-
-def _drain_threads() -> int:
-    """Threads for draining a backlog: the cores this process may run on, capped."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(_MAX_DRAIN_THREADS, cores))
-
-
-def _lower_priority() -> None:
-    """Give the writer thread a lower CPU priority than the training threads.
-
-    On a machine whose cores the training loop keeps busy, a writer at equal
-    priority takes a core away from PyTorch's intra-op threads in the middle
-    of parallel regions, and every region then waits for the slowest thread.
-    At nice 19 the writer runs in the gaps (Python overhead, data loading,
-    synchronisation); if it falls behind, the bounded queue makes the
-    producer wait rather than lose records. (``SCHED_IDLE`` was measured
-    too, and was no better.) Linux only (threads are tasks there);
-    elsewhere this does nothing.
-    """
-    import os
-
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
-        pass
 
 
 class Writer:
@@ -116,9 +86,11 @@ class Writer:
         self._packers = threading.local()  # one scratch Packer per thread that writes frames
         # Only backends that take writes from several threads at once drain a
         # backlog in parallel.
-        self._threads = _drain_threads() if getattr(backend, "concurrent_writes", False) else 1
+        self._threads = threads.drain_threads() if getattr(backend, "concurrent_writes", False) else 1
         self._pool: ThreadPoolExecutor | None = None
         self._error: BaseException | None = None
+        #: Streams whose records can no longer be stored (each costs only itself).
+        self.failures = StreamFailures(str(backend.path))
         self._closed = False
         self.dropped = root.dropped
         self._warned_drop = False
@@ -142,8 +114,9 @@ class Writer:
         """Whether :meth:`close` has run."""
         return self._closed
 
-    def check(self) -> None:
-        """Raise :class:`WriterError` if the writer thread has failed."""
+    def check(self, *, report_streams: bool = True) -> None:
+        """Raise :class:`WriterError` if the writer thread has failed (and, with
+        ``report_streams``, a stream failure not reported yet)."""
         err = self._error
         if err is not None:
             raise WriterError(
@@ -153,10 +126,17 @@ class Writer:
             ) from err
         if self._closed:
             raise StoreClosedError(f"store {self.backend.path} is closed")
+        if report_streams:
+            self.failures.raise_pending()
 
     def submit(self, frame: Frame) -> bool:
-        """Queue a frame; return False if it was dropped (``on_full="drop"``)."""
+        """Queue a frame; return False if it was dropped (``on_full="drop"``).
+
+        Raises :class:`~spikestore.errors.StreamFailedError` for a record of
+        a stream that failed (and, once, at the first call after any stream failed).
+        """
         self.check()
+        self.failures.refuse(frame.key)
         if self._queue.put(frame, frame.nbytes, block=self.on_full == "block"):
             return True
         self.check()  # a dead writer explains the refusal
@@ -177,22 +157,26 @@ class Writer:
         self._queue.put(Meta(key, selection, attrs), 0, block=True)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Return once everything submitted so far is committed on disk."""
-        self.check()
+        """Return once everything submitted so far is committed on disk.
+
+        A stream that failed meanwhile is reported after the flush (the others are committed).
+        """
+        self.check(report_streams=False)
         req = Flush()
         self._queue.put(req, 0, block=True, waited_on=True)
         self._wait(req.done, timeout)
+        self.failures.raise_pending()
 
     def _wait(self, event: threading.Event, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not event.wait(0.05):
-            self.check()
+            self.check(report_streams=False)
             if not self._thread.is_alive() and not event.is_set():
                 raise WriterError(f"the spikestore writer for {self.backend.path} stopped")
             if deadline is not None and time.monotonic() > deadline:
                 raise FlushTimeoutError(f"flush of {self.backend.path} did not finish in {timeout} s; the writer goes on, "
                                         "call flush() again to wait longer")
-        self.check()
+        self.check(report_streams=False)
 
     def close(self) -> None:
         """Flush, stop the thread, mark the writer closed. Idempotent.
@@ -223,10 +207,11 @@ class Writer:
                 self.check()
             finally:
                 self._closed = True
+        self.failures.raise_pending()  # a stream that failed since the last call
 
     # -- writer-thread side --------------------------------------------------------
     def _run(self) -> None:
-        _lower_priority()
+        threads.lower_priority()
         last_commit = time.monotonic()
         backlog: deque[Any] = deque()
         try:
@@ -302,7 +287,7 @@ class Writer:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads - 1, thread_name_prefix="spikestore-writer-helper",
-                                            initializer=_lower_priority)
+                                            initializer=threads.lower_priority)
         todo = deque(jobs)
 
         def work() -> None:
@@ -346,17 +331,39 @@ class Writer:
         return sw
 
     def _write_frame(self, frame: Frame) -> None:
+        """Store one record; a failure that concerns its stream alone stops only that stream."""
+        sw: StreamWriter | None = None
+        stored = False
         try:
+            if self.failures.failed(frame.key):
+                return  # queued before its stream failed; the failure says what is missing
             sw = self._stream(frame.key)
             packer = getattr(self._packers, "packer", None)
             if packer is None:
                 packer = self._packers.packer = Packer()
             prepared = prepare(frame, packer, keep_raw=sw.raw_segment_fits(
                 frame.shape, frame.dtype, frame.extra.get("precision")))
+            stored = True  # from here on the stream's chunk buffers change
             sw.add(prepared, frame.step, frame.call, frame.time)
             check_intact(frame)
+        except Exception as exc:
+            if is_store_wide(exc):
+                raise
+            self._fail_stream(frame, exc, sw, committable=not stored)
         finally:
             self._queue.release(frame.nbytes)
+
+    def _fail_stream(self, frame: Frame, exc: Exception, sw: StreamWriter | None, *, committable: bool) -> None:
+        """Stop one stream: commit what it had (when its state is whole), then never touch it again."""
+        _log.debug("spikestore stream %s failed", frame.key, exc_info=exc)
+        if sw is not None and committable:
+            try:
+                sw.commit()
+            except Exception as commit_exc:  # noqa: BLE001 - the stream's own failure is what is reported
+                if is_store_wide(commit_exc):
+                    raise
+        self._streams.pop(frame.key, None)
+        self.failures.fail(frame.key, frame.step, exc)
 
     def _commit_all(self, *, final: bool = False, parallel: bool = False) -> None:
         """Commit every stream; with ``parallel`` (someone waits) on several threads.
