@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import hashlib
+from urllib.parse import quote
+
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from spikestore import InvalidArgumentError
+from spikestore import FormatError, InvalidArgumentError
 from spikestore._format import escape_layer, split_key, stream_node, unescape_layer
+from spikestore._format.names import MAX_NAME_BYTES, is_hashed_layer, legacy_stream_node
 
 
 @given(st.text())
@@ -49,6 +53,81 @@ def test_reserved_metadata_name_is_escaped_and_refused_as_quantity(tmp_path):
     run = spikestore.open(tmp_path / "r.zarr")
     np.testing.assert_array_equal(run["output/zarr.json"][0], np.ones(3))
     np.testing.assert_array_equal(run["output/ok"][0], np.zeros(3))
+
+
+# -- bounded layer names (issue 15) -----------------------------------------------------
+# Every code point, lone surrogates included (hypothesis leaves those out by default).
+_ANY_TEXT = st.text(st.characters(exclude_categories=()))
+_LONG_TEXT = st.text(st.characters(exclude_categories=()), min_size=86, max_size=400)
+
+
+def _old_rule(layer: str) -> str:
+    """escape_layer as it was before the bound (valid UTF-8 names only)."""
+    if layer == "":
+        return "%"
+    name = quote(layer, safe="._-")
+    if name[0] in "._" or name == "zarr.json":
+        name = f"%{ord(name[0]):02X}{name[1:]}"
+    return name
+
+
+@given(_ANY_TEXT)
+def test_layer_names_are_bounded_safe_and_round_trip_unless_hashed(layer):
+    name = escape_layer(layer)
+    assert name.isascii() and len(name) <= MAX_NAME_BYTES
+    assert name and "/" not in name and name not in (".", "..") and not name.startswith("__")
+    if is_hashed_layer(name):
+        assert len(layer.encode("utf-8", "surrogatepass")) * 3 > MAX_NAME_BYTES
+        assert name.endswith(hashlib.sha256(layer.encode("utf-8", "surrogatepass")).hexdigest())
+        with pytest.raises(FormatError, match="stream document"):
+            unescape_layer(name)
+    else:
+        assert unescape_layer(name) == layer
+
+
+@given(st.text())
+def test_names_within_the_bound_are_escaped_exactly_as_before(layer):
+    old = _old_rule(layer)
+    assert (escape_layer(layer) == old) == (len(old) <= MAX_NAME_BYTES)
+    assert legacy_stream_node(f"output/{layer}") == (None if len(old) <= MAX_NAME_BYTES else f"output/{old}")
+
+
+@given(_ANY_TEXT, _ANY_TEXT)
+def test_distinct_layers_never_share_a_group_name(a, b):
+    assume(a != b)
+    assert escape_layer(a) != escape_layer(b)
+
+
+@given(_LONG_TEXT, _ANY_TEXT, _ANY_TEXT)
+def test_long_layers_sharing_a_prefix_get_distinct_bounded_names(prefix, a, b):
+    assume(a != b)
+    x, y = escape_layer(prefix + a), escape_layer(prefix + b)
+    assert x != y
+
+
+@given(_ANY_TEXT)
+def test_only_bounded_names_contain_the_hash_mark(layer):
+    name = escape_layer(layer)
+    assert ("%~" in name) == (len(_old_rule_any(layer)) > MAX_NAME_BYTES)
+
+
+def _old_rule_any(layer: str) -> str:
+    if layer == "":
+        return "%"
+    name = quote(layer.encode("utf-8", "surrogatepass"), safe="._-")
+    return f"%{ord(name[0]):02X}{name[1:]}" if name[0] in "._" or name == "zarr.json" else name
+
+
+@pytest.mark.parametrize("layer,name", [
+    ("a\ud800b", "a%ED%A0%80b"),
+    ("层" * 100, "%E5%B1%82" * 21 + "%~" + hashlib.sha256(("层" * 100).encode()).hexdigest()),
+    ("a" * 255, "a" * 255),
+    ("a" * 256, "a" * 189 + "%~" + hashlib.sha256(b"a" * 256).hexdigest()),
+    ("a" * 188 + "层" * 30, "a" * 188 + "%~" + hashlib.sha256(("a" * 188 + "层" * 30).encode()).hexdigest()),
+])
+def test_documented_bounded_name_examples(layer, name):
+    assert escape_layer(layer) == name
+    assert len(name) <= MAX_NAME_BYTES
 
 
 # -- record layouts ----------------------------------------------------------------------

@@ -7,15 +7,19 @@ rules; keep the two in step.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from urllib.parse import quote, unquote
 
-from spikestore.errors import InvalidArgumentError
+from spikestore.errors import FormatError, InvalidArgumentError
 
 __all__ = [
+    "MAX_NAME_BYTES",
     "check_quantity",
     "escape_layer",
+    "is_hashed_layer",
     "join_key",
+    "legacy_stream_node",
     "segment_array_name",
     "split_key",
     "stream_node",
@@ -28,32 +32,80 @@ _QUANTITY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _SAFE = "._-"
 # Node names that would collide with a backend's own files.
 _RESERVED = frozenset({"zarr.json"})
+#: Longest group name, in bytes, that the format writes (file systems' NAME_MAX).
+MAX_NAME_BYTES = 255
+# Marks a bounded (hashed) layer name. The plain rule never writes it: there,
+# every "%" is followed by two uppercase hex digits, or stands alone ("").
+_HASH_MARK = "%~"
+_HASH_HEX = 64  # sha256
+_PREFIX_BYTES = MAX_NAME_BYTES - len(_HASH_MARK) - _HASH_HEX  # 189
 
 
-def escape_layer(layer: str) -> str:
-    """Return the group name that stores ``layer``.
-
-    Layer names come from ``nn.Module.named_modules()`` and may be empty (the
-    network itself), contain ``/`` or be any unicode string. Zarr and HDF5
-    node names may not. The rule is reversible and documented in
-    ``docs/format.md``: percent-encode (UTF-8) every character outside
-    ``[A-Za-z0-9._~-]``; the empty name becomes a lone ``%``; a leading ``.``
-    or ``_`` is percent-encoded too, so ``.``, ``..`` and ``__*`` never
-    appear; and the reserved metadata name ``zarr.json`` becomes ``%7Aarr.json``.
-    """
-    if not isinstance(layer, str):
-        raise InvalidArgumentError(f"layer name must be a str, not {type(layer).__name__}")
-    if layer == "":
-        return "%"
-    name = quote(layer, safe=_SAFE)
+def _plain_escape(data: bytes) -> str:
+    name = quote(data, safe=_SAFE)
     if name[0] in "._" or name in _RESERVED:
         name = f"%{ord(name[0]):02X}{name[1:]}"
     return name
 
 
+def escape_layer(layer: str) -> str:
+    """Return the group name that stores ``layer`` (at most 255 ASCII bytes).
+
+    Layer names come from ``nn.Module.named_modules()`` and may be empty (the
+    network itself), contain ``/`` or be any unicode string. Zarr and HDF5
+    node names may not. The rule is documented in ``docs/format.md`` §1.1:
+
+    1. the empty name becomes a lone ``%``;
+    2. otherwise percent-encode every byte of the name's UTF-8 encoding
+       outside ``[A-Za-z0-9._~-]`` (a lone surrogate, which strict UTF-8
+       refuses, is encoded as its 3 bytes, ``errors="surrogatepass"``);
+    3. a leading ``.`` or ``_`` is percent-encoded too, so ``.``, ``..`` and
+       ``__*`` never appear, and the reserved metadata name ``zarr.json``
+       becomes ``%7Aarr.json``;
+    4. a result longer than 255 bytes (file systems refuse longer names) is
+       cut to its first 189 bytes, never inside a ``%XX``, followed by ``%~``
+       and the 64 hex digits of the SHA-256 of the name's bytes from step 2.
+
+    Names of at most 255 bytes after step 3 are reversible
+    (:func:`unescape_layer`) and are exactly what earlier versions wrote.
+    ``%~`` appears in no name from steps 1-3 (there every ``%`` is followed
+    by two uppercase hex digits), so a bounded name collides with none of
+    them, and two bounded names collide only if SHA-256 does.
+    """
+    if not isinstance(layer, str):
+        raise InvalidArgumentError(f"layer name must be a str, not {type(layer).__name__}")
+    if layer == "":
+        return "%"
+    data = layer.encode("utf-8", "surrogatepass")
+    name = _plain_escape(data)
+    if len(name) <= MAX_NAME_BYTES:
+        return name
+    cut = _PREFIX_BYTES
+    split = name.rfind("%", cut - 2, cut)  # a %XX triple cut short: drop it whole
+    if split != -1:
+        cut = split
+    return f"{name[:cut]}{_HASH_MARK}{hashlib.sha256(data).hexdigest()}"
+
+
+def is_hashed_layer(name: str) -> bool:
+    """Whether the group name ``name`` is a bounded (hashed, not reversible) layer name."""
+    return _HASH_MARK in name
+
+
 def unescape_layer(name: str) -> str:
-    """Invert :func:`escape_layer`."""
-    return "" if name == "%" else unquote(name)
+    """Invert :func:`escape_layer`.
+
+    Raises
+    ------
+    FormatError
+        For a bounded name (:func:`is_hashed_layer`): it keeps only a prefix
+        of the layer; take the layer from the stream document instead.
+    """
+    if is_hashed_layer(name):
+        raise FormatError(
+            f"group name {name!r} is a bounded (hashed) layer name and cannot be unescaped; "
+            "read the layer from the stream document's 'layer' field")
+    return "" if name == "%" else unquote(name, errors="surrogatepass")
 
 
 def check_quantity(quantity: str) -> str:
@@ -90,6 +142,22 @@ def stream_node(key: str) -> str:
     """Return the group path (relative to the root) of stream ``key``."""
     quantity, layer = split_key(key)
     return f"{quantity}/{escape_layer(layer)}"
+
+
+def legacy_stream_node(key: str) -> str | None:
+    """The group path versions before the 255-byte bound wrote for ``key``, if it differs.
+
+    Only HDF5 could hold such paths (file systems refuse names over 255
+    bytes): a reader that finds no stream document at :func:`stream_node`
+    may look here. ``None`` when the path is the same, or could not be written.
+    """
+    quantity, layer = split_key(key)
+    try:
+        data = layer.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    name = _plain_escape(data) if layer else "%"
+    return f"{quantity}/{name}" if len(name) > MAX_NAME_BYTES else None
 
 
 def segment_array_name(number: int) -> str:

@@ -16,6 +16,7 @@ event, so the training thread never synchronises.
 
 from __future__ import annotations
 
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,11 +27,17 @@ from spikestore._format import dtypes
 from spikestore.codecs import _packing as packing
 from spikestore.codecs._packing import Packer, unpack_bits
 from spikestore.codecs._precision import apply_precision
-from spikestore.errors import InPlaceModificationError, InvalidValueError
+from spikestore.errors import InPlaceModificationError, InvalidArgumentError, InvalidValueError
 
-__all__ = ["Frame", "Prepared", "capture", "check_intact", "prepare"]
+__all__ = ["MAX_RECORD_DIMS", "MAX_STEP", "Frame", "Prepared", "capture", "check_intact", "check_step",
+           "prepare"]
 
 _NUMERIC_KINDS = "biufc"
+#: Largest step the int64 step index holds.
+MAX_STEP = 2**63 - 1
+#: Most dimensions a record may have: its segment array adds the record axis, and
+#: HDF5 (H5S_MAX_RANK) and numpy's bit unpacking stop at 32 dimensions.
+MAX_RECORD_DIMS = 31
 
 
 @dataclass(slots=True)
@@ -69,15 +76,58 @@ def _torch_dtype_name(t: Any) -> str:
     return str(t.dtype).removeprefix("torch.")
 
 
+def check_step(step: Any, key: str | None = None) -> int:
+    """Return ``step`` as an int, or raise if the step index cannot hold it.
+
+    Accepts ``int``, numpy integers and any object with ``__index__``, in
+    ``0 <= step < 2**63``; refuses ``bool`` and floats (``1.5`` is not
+    rounded). ``key`` names the stream in the message (``None``: ``set_step``).
+
+    Raises
+    ------
+    InvalidArgumentError
+        For anything else.
+    """
+    where = "set_step" if key is None else f"stream {key!r}"
+    if isinstance(step, bool):
+        raise InvalidArgumentError(f"{where}: step must be an int, not bool ({step!r}); pass int(step)")
+    try:
+        value = operator.index(step)
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{where}: step must be an int (or numpy integer), not {type(step).__name__} ({step!r}); "
+            "steps are never rounded, pass an integral step such as int(step)") from None
+    if not 0 <= value <= MAX_STEP:
+        raise InvalidArgumentError(
+            f"{where}: step {value} is out of range; steps are stored as int64 and must be in "
+            f"0 <= step <= 2**63 - 1 ({MAX_STEP})")
+    return value
+
+
+def _check_dims(key: str, step: int, shape: tuple[int, ...]) -> None:
+    if len(shape) > MAX_RECORD_DIMS:
+        raise InvalidValueError(
+            f"stream {key!r}, step {step}: the record has {len(shape)} dimensions; at most "
+            f"{MAX_RECORD_DIMS} can be stored and read back (the stored array adds one axis, and "
+            "HDF5 and numpy's bit unpacking stop at 32); reshape it first, e.g. value.reshape(-1) "
+            "or merge adjacent axes")
+
+
 def capture(key: str, value: Any, step: int, call: int, *, copy: bool = False,
             encoding: str = "auto") -> Frame:
     """Build a frame from a tensor, array or Python number.
+
+    Negative and conjugate views (``t.conj()``, ``t.conj().imag``) are
+    resolved here, on the calling thread: numpy cannot read them.
 
     Raises
     ------
     InvalidValueError
         For anything that is not a strided numeric tensor, a numeric numpy
-        array or a Python/numpy number. Nothing is ever pickled.
+        array or a Python/numpy number; for dtypes with no exact portable
+        on-disk type (``torch.complex32``, numpy ``longdouble`` and
+        ``clongdouble`` wider than 64/128 bits); and for records of more than
+        :data:`MAX_RECORD_DIMS` dimensions. Nothing is ever pickled.
     """
     now = time.time()
     try:
@@ -93,12 +143,25 @@ def capture(key: str, value: Any, step: int, call: int, *, copy: bool = False,
                 f"stream {key!r}, step {step}: cannot record a numpy array of dtype "
                 f"{arr.dtype}; only bool, integer, float and complex data can be stored"
             )
+        _check_numpy_dtype(key, step, arr.dtype)
+        _check_dims(key, step, arr.shape)
         return Frame(key, step, call, now, arr, arr.dtype.name, arr.shape, arr.nbytes, encoding)
     raise InvalidValueError(
         f"stream {key!r}, step {step}: cannot record a value of type "
         f"{type(value).__module__}.{type(value).__qualname__}; record tensors, numpy arrays "
         "or numbers (return one of those, or a tuple/list/dict of them, from function_on_*)"
     )
+
+
+def _check_numpy_dtype(key: str, step: int, dtype: np.dtype) -> None:
+    # longdouble is 80-bit extended in 16 bytes on x86-64, 128-bit quad on some
+    # ARM, plain float64 on others: no portable on-disk type holds it exactly.
+    if (dtype.kind == "f" and dtype.itemsize > 8) or (dtype.kind == "c" and dtype.itemsize > 16):
+        wider = "float64" if dtype.kind == "f" else "complex128"
+        raise InvalidValueError(
+            f"stream {key!r}, step {step}: dtype {dtype} (numpy longdouble/clongdouble) has no "
+            f"portable on-disk type and cannot be stored exactly; convert it with "
+            f"value.astype(np.{wider}) (rounds to {wider}) before recording")
 
 
 def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bool,
@@ -121,7 +184,20 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
         raise InvalidValueError(
             f"stream {key!r}, step {step}: float8 tensors are not supported; record t.float()"
         )
+    if t.dtype == torch.complex32:
+        raise InvalidValueError(
+            f"stream {key!r}, step {step}: dtype torch.complex32 (chalf) has no numpy or on-disk "
+            "type; record t.to(torch.complex64) (exact: every complex32 is a complex64)")
+    _check_dims(key, step, tuple(t.shape))
     t = t.detach()
+    # A conjugate or negative view (t.conj(), t.conj().imag) is a lazy flag that
+    # numpy cannot read: materialise it (a copy, so later in-place ops do not reach it).
+    if t.is_conj():
+        t = t.resolve_conj()
+        copy = False
+    if t.is_neg():
+        t = t.resolve_neg()
+        copy = False
     shape = tuple(t.shape)
     nbytes = t.numel() * t.element_size()
     if t.device.type == "cuda":

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from spikestore._format import join_key, new_root_doc, split_key, stream_node, validate_doc
-from spikestore._write.capture import capture
+from spikestore._format.names import MAX_NAME_BYTES
+from spikestore._write.capture import capture, check_step
 from spikestore._write.lock import WriterLock
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
@@ -217,14 +218,22 @@ class Store:
         return self._writer
 
     def set_step(self, step: int) -> None:
-        """Key the records made from now on by ``step`` (any integer >= 0)."""
+        """Key the records made from now on by ``step``.
+
+        Parameters
+        ----------
+        step
+            An integer (``int``, numpy integer, or anything with
+            ``__index__``) in ``0 <= step <= 2**63 - 1``, the range of the
+            int64 step index. Floats are refused, never rounded; so is ``bool``.
+
+        Raises
+        ------
+        InvalidArgumentError
+            For any other step; the current step is left as it was.
+        """
         self._live()
-        if isinstance(step, bool) or not isinstance(step, int) and not hasattr(step, "__index__"):
-            raise InvalidArgumentError(f"step must be an int, not {type(step).__name__}")
-        step = int(step)
-        if step < 0:
-            raise InvalidArgumentError(f"step must be >= 0, got {step}")
-        self._step = step
+        self._step = check_step(step)
 
     def append(self, stream: str, value: Any, *, step: int | None = None, copy: bool = False,
                encoding: str = "auto", precision: str | None = None) -> int | None:
@@ -238,6 +247,7 @@ class Store:
             A tensor (any device), numpy array, or Python/numpy number.
         step
             Step to key the record by; the store's current step by default.
+            Same rules as :meth:`set_step`.
         copy
             Copy a CPU tensor now instead of reading it on the writer thread.
             Needed only if the tensor is modified in place right after.
@@ -253,13 +263,28 @@ class Store:
         int or None
             The record's index within its stream, or ``None`` if it was
             dropped (only with ``on_full="drop"``).
+
+        Raises
+        ------
+        InvalidArgumentError
+            For a bad stream key (or a quantity longer than 255 bytes), step
+            or encoding.
+        InvalidValueError
+            For a value that cannot be stored exactly and read back (see
+            :func:`spikestore._write.capture.capture`). Every check runs here,
+            on the calling thread, before the record is queued: a refused
+            record leaves the store and its other streams untouched.
         """
         writer = self._live()
         if stream not in self._calls:
-            split_key(stream)  # validated once per stream
+            quantity, _ = split_key(stream)  # validated once per stream
+            if len(quantity) > MAX_NAME_BYTES and stream not in self._counts:
+                raise InvalidArgumentError(
+                    f"stream {stream!r}: the quantity name is {len(quantity)} bytes long; group names "
+                    f"are limited to {MAX_NAME_BYTES} bytes, use a shorter quantity name")
         if encoding not in ("auto", "bits", "raw"):
             raise InvalidArgumentError(f"encoding must be 'auto', 'bits' or 'raw', not {encoding!r}")
-        s = self._step if step is None else int(step)
+        s = self._step if step is None else check_step(step, stream)
         last = self._calls.get(stream)
         call = last[1] + 1 if last is not None and last[0] == s else 0
         frame = capture(stream, value, s, call, copy=copy, encoding=encoding)
