@@ -211,10 +211,10 @@ class Store:
         """Records dropped because the queue was full (``on_full="drop"``)."""
         return self._live().dropped
 
-    def _live(self) -> Writer:
+    def _live(self, *, report_streams: bool = True) -> Writer:
         if self._writer is None:
             raise InvalidArgumentError("store failed to open")
-        self._writer.check()
+        self._writer.check(report_streams=report_streams)
         return self._writer
 
     def set_step(self, step: int) -> None:
@@ -336,8 +336,14 @@ class Store:
         written again once full. Records of 64 KiB or more go 4 to a chunk,
         so flushing after every such record encodes ~2.5x as much as needed;
         ``flush_interval`` already bounds what a crash can lose.
+
+        Raises
+        ------
+        StreamFailedError
+            After the flush, if a stream stopped because one of its records
+            could not be stored (the other streams are committed).
         """
-        self._live().flush(timeout)
+        self._live(report_streams=False).flush(timeout)
 
     def close(self) -> None:
         """Flush and close. Idempotent; also run at interpreter exit.
@@ -358,14 +364,14 @@ class Store:
         finally:
             self._closed = True
             try:
-                self._finish(writer.error)
+                self._finish(writer.error, writer.failures.summary())
             finally:
                 self._lock.release()
 
-    def _finish(self, error: BaseException | None) -> None:
+    def _finish(self, error: BaseException | None, failed_streams: dict[str, str]) -> None:
         """Record the final writer status, make it durable, release the backend (best effort after a failure)."""
         try:
-            self._root.finish(error)
+            self._root.finish(error, failed_streams)
             self._backend.sync()
         except Exception:  # noqa: BLE001 - the writer's own failure, if any, is what the caller gets
             _log.debug("could not record the final writer status of %s", self.path, exc_info=True)
