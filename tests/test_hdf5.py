@@ -439,3 +439,26 @@ def test_a_writer_killed_inside_a_structure_window_leaves_a_readable_file(tmp_pa
     with spikestore.Store(path, mode="a") as store:
         store.append("output/a", np.ones(50, np.float32))
     assert len(spikestore.open(path)["output/a"]) == 31 and _flags(path) == 0
+
+
+def test_an_hdf5_stream_written_under_a_long_group_name_by_earlier_versions_still_reads(tmp_path):
+    """Before names were bounded, HDF5 (which takes long names) stored a 100-character CJK layer under
+    its 900-byte escaped name; moving the group there reproduces such a file."""
+    from spikestore._format.names import legacy_stream_node, stream_node
+    from spikestore._read.verify import verify
+
+    key = "output/" + "層" * 100
+    path = tmp_path / "old.h5"
+    with spikestore.Store(path) as store:
+        store.append(key, np.arange(6.0))
+        store.append("output/short", np.ones(2))
+    old = legacy_stream_node(key)
+    assert old is not None and old != stream_node(key)
+    with h5py.File(path, "r+") as f:
+        f.move(stream_node(key), old)
+    run = spikestore.open(path)
+    assert run.streams == [key, "output/short"]
+    np.testing.assert_array_equal(run[key][0], np.arange(6.0))
+    assert verify(path) == []
+    with pytest.raises(spikestore.FormatError, match="record into a new store"):
+        spikestore.Store(path, mode="a")

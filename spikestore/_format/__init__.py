@@ -23,6 +23,7 @@ from spikestore._format.names import (
     segment_array_name,
     split_key,
     stream_node,
+    stream_nodes,
     unescape_layer,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "segment_array_name",
     "split_key",
     "stream_node",
+    "stream_nodes",
     "unescape_layer",
     "validate_doc",
 ]

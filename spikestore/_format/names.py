@@ -23,6 +23,7 @@ __all__ = [
     "segment_array_name",
     "split_key",
     "stream_node",
+    "stream_nodes",
     "unescape_layer",
 ]
 
@@ -163,3 +164,10 @@ def legacy_stream_node(key: str) -> str | None:
 def segment_array_name(number: int) -> str:
     """Name of the ``number``-th segment array inside a stream group."""
     return f"seg{number:06d}"
+
+
+def stream_nodes(key: str) -> tuple[str, ...]:
+    """Where stream ``key``'s group may be, in order: :func:`stream_node`, then a
+    :func:`legacy_stream_node` (HDF5 stores of earlier versions), when it differs."""
+    legacy = legacy_stream_node(key)
+    return (stream_node(key),) if legacy is None else (stream_node(key), legacy)

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from spikestore._format import INDEX_ARRAYS, dtypes, new_stream_doc, split_key, stream_node, validate_doc
+from spikestore._format import (
+    INDEX_ARRAYS,
+    dtypes,
+    new_stream_doc,
+    split_key,
+    stream_node,
+    stream_nodes,
+    validate_doc,
+)
 from spikestore._format.layout import RecordLayout
 from spikestore._read import indexing
 from spikestore._read.segment import Segment, iter_blocks
@@ -63,7 +71,12 @@ class Stream:
 
     def reload(self) -> None:
         """Re-read the stream's document (:meth:`Run.refresh <spikestore.Run.refresh>` calls this)."""
-        doc = self._reader.doc(self.node)
+        doc = None
+        for node in stream_nodes(self.key):  # (a pre-0.2 HDF5 store may hold a long name as it was)
+            doc = self._reader.doc(node)
+            if doc is not None:
+                self.node = node
+                break
         if doc is None:  # listed in the root, not yet committed
             doc = new_stream_doc(self.key, 1, {})
         self.doc = validate_doc(doc, "stream", f"{self._reader.path}:{self.key}")

@@ -11,7 +11,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from spikestore._format import join_key, new_root_doc, split_key, stream_node, validate_doc
+from spikestore._format import join_key, new_root_doc, split_key, stream_node, stream_nodes, validate_doc
 from spikestore._format.names import MAX_NAME_BYTES
 from spikestore._write.capture import capture, check_step
 from spikestore._write.lock import WriterLock
@@ -21,6 +21,7 @@ from spikestore.backends import open_backend
 from spikestore.codecs import _packing as packing
 from spikestore.codecs._precision import check_precision
 from spikestore.errors import (
+    FormatError,
     InvalidArgumentError,
     InvalidValueError,
     StoreExistsError,
@@ -191,6 +192,11 @@ class Store:
         for key in root["streams"]:
             doc = be.read_doc(stream_node(key))
             if doc is None:
+                if any(be.read_doc(node) is not None for node in stream_nodes(key)[1:]):
+                    raise FormatError(
+                        f"{self.path}: stream {key!r} was written by an earlier spikestore under a group "
+                        "name longer than 255 bytes; spikestore.open reads it, but appending to it is not "
+                        "supported: record into a new store")
                 continue
             streams[key] = validate_doc(doc, "stream", f"{self.path}:{key}")
             last_step = max(last_step, read_index_tail(be, stream_node(key), doc))
