@@ -15,7 +15,8 @@ from spikestore._format.names import MAX_NAME_BYTES, is_hashed_layer, legacy_str
 @given(st.text())
 def test_layer_escaping_round_trips_and_gives_safe_node_names(layer):
     name = escape_layer(layer)
-    assert unescape_layer(name) == layer
+    if not is_hashed_layer(name):  # (names escaping past 255 bytes are bounded by a hash: one way)
+        assert unescape_layer(name) == layer
     assert name and "/" not in name and name not in (".", "..") and not name.startswith("__")
     assert name.isascii()
 

@@ -130,3 +130,60 @@ def test_appending_after_a_killed_writer_needs_no_guess(store_path):
     with spikestore.Store(store_path, mode="a") as store:  # dead: the kernel dropped its lock
         store.append("output/a", np.zeros(3))
     assert _records(store_path) == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+
+
+def test_a_symlink_to_a_live_store_shares_its_lock(tmp_path):
+    path = tmp_path / "run.zarr"
+    link = tmp_path / "link.zarr"
+    with spikestore.Store(path) as store:
+        store.append("output/a", np.ones(3))
+        store.flush()
+        link.symlink_to(path)
+        with pytest.raises(StoreInUseError):
+            spikestore.Store(link, mode="a")
+    assert _records(path) == [[1.0, 1.0, 1.0]]
+
+
+def test_a_forked_child_leaves_its_parents_store_and_lock_alone(store_path):
+    import multiprocessing as mp
+
+    with spikestore.Store(store_path) as store:
+        store.append("output/a", np.ones(3))
+        store.flush()
+        child = mp.get_context("fork").Process(target=int)  # exits at once, running its exit hooks
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        assert store_path.with_name(store_path.name + ".lock").exists()
+        assert spikestore.open(store_path).writer["status"] == "open"  # the child did not close it
+        with pytest.raises(StoreInUseError):
+            spikestore.Store(store_path, mode="a")
+        store.set_step(1)
+        store.append("output/a", np.zeros(3))
+    assert _records(store_path) == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+
+
+def test_a_close_interrupted_while_the_writer_drains_keeps_the_store_and_its_lock(store_path, monkeypatch):
+    from spikestore._write.writer import Writer
+
+    real_wait = Writer._wait
+    calls = {"n": 0}
+
+    def wait(self, event, timeout):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt  # Ctrl-C while close() waits
+        return real_wait(self, event, timeout)
+
+    store = spikestore.Store(store_path)
+    for step in range(50):
+        store.set_step(step)
+        store.append("output/a", np.full(3, float(step)))
+    monkeypatch.setattr(Writer, "_wait", wait)
+    with pytest.raises(KeyboardInterrupt):
+        store.close()
+    with pytest.raises(StoreInUseError):  # still this store's writer: nobody else may take over
+        spikestore.Store(store_path, mode="w", overwrite=True)
+    store.close()  # completes the interrupted close
+    assert store.closed and len(_records(store_path)) == 50
+    assert spikestore.open(store_path).writer["status"] == "closed"

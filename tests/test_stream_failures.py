@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import time
 
 import numpy as np
 import pytest
@@ -98,3 +99,42 @@ def test_a_full_disk_still_stops_every_stream(store_path, monkeypatch):
     with pytest.raises(WriterError):
         store.close()
     assert spikestore.open(store_path).writer["status"] == "failed"
+
+
+def _fail_bad_at(monkeypatch, step_to_fail: int) -> None:
+    real_prepare = writer_module.prepare
+
+    def prepare(frame, *a, **k):
+        if frame.key == "output/bad" and frame.step == step_to_fail:
+            raise ValueError("cannot encode this record (injected)")
+        return real_prepare(frame, *a, **k)
+
+    monkeypatch.setattr(writer_module, "prepare", prepare)
+
+
+def test_stream_info_for_a_failed_stream_is_refused_and_its_records_stay(store_path, monkeypatch):
+    _fail_bad_at(monkeypatch, 2)
+    store = spikestore.Store(store_path)
+    _steps(store, range(3))
+    with pytest.raises(StreamFailedError):
+        store.flush()
+    with pytest.raises(StreamFailedError):
+        store.set_stream_info("output/bad", attrs={"late": 1})
+    store.close()
+    assert [r[0] for r in spikestore.open(store_path)["output/bad"]] == [0.0, 1.0]
+
+
+def test_a_record_of_a_healthy_stream_is_never_refused_for_another_streams_failure(store_path, monkeypatch):
+    _fail_bad_at(monkeypatch, 1)
+    store = spikestore.Store(store_path)
+    _steps(store, range(2))
+    failures = store._writer.failures  # (wait for the writer thread: the failure is pending, not reported)
+    deadline = time.monotonic() + 60
+    while not failures.failed("output/bad") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert failures.failed("output/bad")
+    store.append("output/good", np.full(4, 9.0))  # stored, whatever failed elsewhere
+    with pytest.raises(StreamFailedError, match="output/bad"):
+        store.set_step(2)  # reported at the next step
+    store.close()
+    assert [r[0] for r in spikestore.open(store_path)["output/good"]] == [0.0, 1.0, 9.0]

@@ -24,7 +24,7 @@ __all__ = ["StreamFailures", "is_store_wide"]
 
 #: OS errors that concern the whole store, not one stream.
 _STORE_WIDE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM,
-                                errno.ENOENT, errno.ESTALE})
+                                errno.ENOENT, errno.ESTALE, errno.EMFILE, errno.ENFILE, errno.EFBIG})
 
 
 def is_store_wide(exc: BaseException) -> bool:

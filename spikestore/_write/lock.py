@@ -44,9 +44,11 @@ class WriterLock:
     """
 
     def __init__(self, path: Path) -> None:
-        self.store = Path(path)
+        # Symbolic links and relative paths to one store share one lock.
+        self.store = Path(os.path.realpath(path))
         self.path = self.store.with_name(self.store.name + LOCK_SUFFIX)
         self._fd: int | None = None
+        self._pid = os.getpid()
 
     @property
     def held(self) -> bool:
@@ -87,6 +89,11 @@ class WriterLock:
         """Remove the lock file and drop the lock (idempotent)."""
         fd, self._fd = self._fd, None
         if fd is None:
+            return
+        if os.getpid() != self._pid:
+            # A forked child shares the parent's lock: closing its copy of the
+            # descriptor leaves the lock (and the file) to the parent.
+            os.close(fd)
             return
         try:
             # Removed while still held, so no other writer can lock this file after us.

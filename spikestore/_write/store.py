@@ -32,8 +32,18 @@ __all__ = ["Store"]
 
 _log = logging.getLogger("spikestore")
 
-_OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+# Strong references: an open store is a live writer (it holds the writer lock,
+# and its thread writes) until it is closed, at the latest at exit.
+_OPEN_STORES: set[Store] = set()
 _ATEXIT_REGISTERED = False
+
+
+def _forget_open_stores() -> None:
+    # A forked child (a DataLoader worker) must not close its parent's stores at its exit.
+    _OPEN_STORES.clear()
+
+
+os.register_at_fork(after_in_child=_forget_open_stores)
 
 
 def _close_open_stores() -> None:
@@ -115,6 +125,7 @@ class Store:
         self.mode = mode
         self._writer: Writer | None = None
         self._closed = False
+        self._pid = os.getpid()
         if mode not in ("w", "a"):
             hint = "; to read a store, use spikestore.open(path)" if mode == "r" else ""
             raise InvalidArgumentError(f"mode must be 'w' or 'a', not {mode!r}{hint}")
@@ -143,8 +154,10 @@ class Store:
                                   on_full=on_full, flush_interval=flush_interval,
                                   chunk_bytes=chunk_bytes, level=compression_level)
         except BaseException:
-            be.close()
-            self._lock.release()
+            try:
+                be.close()
+            finally:
+                self._lock.release()
             raise
         # The store owns the backend and the root document for its whole life.
         self._backend = be
@@ -281,7 +294,9 @@ class Store:
             on the calling thread, before the record is queued: a refused
             record leaves the store and its other streams untouched.
         """
-        writer = self._live()
+        # Another stream's failure is reported by set_step, flush or close, never by
+        # refusing this record (which would be lost to a caller that carries on).
+        writer = self._live(report_streams=False)
         if stream not in self._calls:
             quantity, _ = split_key(stream)  # validated once per stream
             if len(quantity) > MAX_NAME_BYTES and stream not in self._counts:
@@ -362,17 +377,20 @@ class Store:
             committed before it stays readable.
         """
         writer = self._writer
-        if writer is None or self._closed:
-            return
+        if writer is None or self._closed or os.getpid() != self._pid:
+            return  # (a forked child never closes its parent's store)
         _OPEN_STORES.discard(self)
         try:
             writer.close()
         finally:
-            self._closed = True
-            try:
-                self._finish(writer.error, writer.failures.summary())
-            finally:
-                self._lock.release()
+            if not writer.closed:  # interrupted while the writer still drains: it stays this store's
+                _OPEN_STORES.add(self)
+            else:
+                self._closed = True
+                try:
+                    self._finish(writer.error, writer.failures.summary())
+                finally:
+                    self._lock.release()
 
     def _finish(self, error: BaseException | None, failed_streams: dict[str, str]) -> None:
         """Record the final writer status, make it durable, release the backend (best effort after a failure)."""

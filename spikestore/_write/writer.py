@@ -91,6 +91,7 @@ class Writer:
         self._error: BaseException | None = None
         #: Streams whose records can no longer be stored (each costs only itself).
         self.failures = StreamFailures(str(backend.path))
+        self._stop: Stop | None = None
         self._closed = False
         self.dropped = root.dropped
         self._warned_drop = False
@@ -133,9 +134,10 @@ class Writer:
         """Queue a frame; return False if it was dropped (``on_full="drop"``).
 
         Raises :class:`~spikestore.errors.StreamFailedError` for a record of
-        a stream that failed (and, once, at the first call after any stream failed).
+        a stream that failed. Failures of other streams are left for the
+        caller to report once the record is accounted for.
         """
-        self.check()
+        self.check(report_streams=False)
         self.failures.refuse(frame.key)
         if self._queue.put(frame, frame.nbytes, block=self.on_full == "block"):
             return True
@@ -153,8 +155,10 @@ class Writer:
     def update_stream(self, key: str, selection: dict[str, Any] | None,
                       attrs: dict[str, Any]) -> None:
         """Set a stream's selection/attrs document fields (in queue order)."""
-        self.check()
+        self.check(report_streams=False)
+        self.failures.refuse(key)
         self._queue.put(Meta(key, selection, attrs), 0, block=True)
+        self.failures.raise_pending()
 
     def flush(self, timeout: float | None = None) -> None:
         """Return once everything submitted so far is committed on disk.
@@ -188,9 +192,10 @@ class Writer:
             return
         try:
             if self._error is None:
-                req = Stop()
-                self._queue.put(req, 0, block=True, waited_on=True)
-                self._wait(req.done, None)
+                if self._stop is None:  # (a close interrupted before sent it already)
+                    self._stop = Stop()
+                    self._queue.put(self._stop, 0, block=True, waited_on=True)
+                self._wait(self._stop.done, None)
             self._thread.join()
         except BaseException:
             if self._error is not None:
@@ -199,7 +204,9 @@ class Writer:
                 self._thread.join()
             raise
         finally:
-            self._closed = True
+            # Interrupted (Ctrl-C) while the thread still drains: not closed, so a
+            # later close() (or the exit hook) waits for it and finishes the store.
+            self._closed = not self._thread.is_alive()
         err = self._error
         if err is not None:
             self._closed = False  # let check() report the failure, not "closed"
@@ -267,8 +274,13 @@ class Writer:
         while backlog and isinstance(backlog[0], (Frame, Meta)):
             item = backlog.popleft()
             groups.setdefault(item.key, []).append(item)
-        for key in groups:
-            self._stream(key)  # (may rewrite the root document: one thread at a time)
+        for key in groups:  # (may rewrite the root document: one thread at a time)
+            if not self.failures.failed(key):
+                try:
+                    self._stream(key)
+                except Exception as exc:  # noqa: BLE001 - its first record fails the stream below
+                    if is_store_wide(exc):
+                        raise
         biggest_first = sorted(groups.values(), key=lambda g: -sum(getattr(i, "nbytes", 0) for i in g))
         self._run_jobs([lambda g=g: self._write_items(g) for g in biggest_first])
 
@@ -316,6 +328,8 @@ class Writer:
             h.result()
 
     def _apply_meta(self, item: Meta) -> None:
+        if self.failures.failed(item.key):
+            return  # queued before its stream failed: a failed stream is never written again
         sw = self._stream(item.key)
         sw.doc |= {"selection": item.selection, "attrs": item.attrs}
         sw.doc_changed = True
