@@ -5,27 +5,24 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import shutil
 import threading
 import weakref
 from pathlib import Path
 from typing import Any
 
-from spikestore._format import join_key, new_root_doc, split_key, stream_node, stream_nodes, validate_doc
+from spikestore._format import join_key, new_root_doc, split_key
 from spikestore._format.names import MAX_NAME_BYTES
 from spikestore._write.capture import capture, check_step
 from spikestore._write.lock import WriterLock
+from spikestore._write.opening import clear_for_new, resume
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
 from spikestore.backends import open_backend
 from spikestore.codecs import _packing as packing
 from spikestore.codecs._precision import check_precision
 from spikestore.errors import (
-    FormatError,
     InvalidArgumentError,
     InvalidValueError,
-    StoreExistsError,
-    StoreNotFoundError,
 )
 
 __all__ = ["Store"]
@@ -139,7 +136,7 @@ class Store:
         self._lock.acquire()
         try:
             if mode == "w":
-                self._prepare_new(overwrite)
+                clear_for_new(self.path, overwrite)
             be = open_backend(self.path, backend=backend, writable=True, durable=durable)
         except BaseException:
             self._lock.release()
@@ -148,7 +145,7 @@ class Store:
             if mode == "w":
                 root = RootDocument(be, doc)
             else:
-                root, streams = self._resume(be, metadata)
+                root, streams, self._step = resume(be, self.path, metadata)
             root.write()
             self._writer = Writer(be, root, streams=streams, max_pending_bytes=max_pending_bytes,
                                   on_full=on_full, flush_interval=flush_interval,
@@ -178,46 +175,6 @@ class Store:
             register = getattr(threading, "_register_atexit", atexit.register)
             register(_close_open_stores)
             _ATEXIT_REGISTERED = True
-
-    # -- opening ------------------------------------------------------------
-    def _prepare_new(self, overwrite: bool) -> None:
-        p = self.path
-        if p.exists() and (p.is_file() or any(p.iterdir())):
-            if not overwrite:
-                raise StoreExistsError(
-                    f"{p} already exists and is not empty; pass overwrite=True to replace it, "
-                    "or mode='a' to append to it")
-            if p.is_dir():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-
-    def _resume(self, be: Any, metadata: dict[str, Any] | None) -> tuple[RootDocument, dict[str, dict[str, Any]]]:
-        if not be.exists():
-            raise StoreNotFoundError(f"no spikestore store at {self.path}; use mode='w' to create one")
-        # A writer that died left status "open"; it holds no lock any more (ours is taken).
-        root = validate_doc(be.read_doc(""), "root", str(self.path))
-        w = root["writer"]
-        streams: dict[str, dict[str, Any]] = {}
-        last_step = -1
-        from spikestore._read.run import read_index_tail
-
-        for key in root["streams"]:
-            doc = be.read_doc(stream_node(key))
-            if doc is None:
-                if any(be.read_doc(node) is not None for node in stream_nodes(key)[1:]):
-                    raise FormatError(
-                        f"{self.path}: stream {key!r} was written by an earlier spikestore under a group "
-                        "name longer than 255 bytes; spikestore.open reads it, but appending to it is not "
-                        "supported: record into a new store")
-                continue
-            streams[key] = validate_doc(doc, "stream", f"{self.path}:{key}")
-            last_step = max(last_step, read_index_tail(be, stream_node(key), doc))
-        if metadata:
-            root["metadata"] = {**root["metadata"], **metadata}
-        root["writer"] = new_root_doc(None)["writer"] | {"dropped": w["dropped"]}
-        self._step = last_step + 1
-        return RootDocument(be, root), streams
 
     # -- recording ------------------------------------------------------------
     @property

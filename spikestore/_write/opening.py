@@ -1,0 +1,62 @@
+"""What a writer does to the store on disk when it opens, once it holds the writer lock.
+
+``mode="w"`` clears the path (only with ``overwrite=True``); ``mode="a"``
+reads the root and stream documents back, so the writer continues each
+stream where it stopped and the steps after the last recorded one.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from spikestore._format import new_root_doc, stream_node, stream_nodes, validate_doc
+from spikestore._read.storage import read_index_tail
+from spikestore._write.root import RootDocument
+from spikestore.backends import Backend
+from spikestore.errors import FormatError, StoreExistsError, StoreNotFoundError
+
+__all__ = ["clear_for_new", "resume"]
+
+
+def clear_for_new(path: Path, overwrite: bool) -> None:
+    """Make way for a new store at ``path``: refuse a non-empty one unless ``overwrite``."""
+    if path.exists() and (path.is_file() or any(path.iterdir())):
+        if not overwrite:
+            raise StoreExistsError(
+                f"{path} already exists and is not empty; pass overwrite=True to replace it, "
+                "or mode='a' to append to it")
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def resume(be: Backend, path: Path, metadata: dict[str, Any] | None
+           ) -> tuple[RootDocument, dict[str, dict[str, Any]], int]:
+    """The root document, the committed stream documents, and the step to continue at.
+
+    A writer that died left ``status: "open"``; it holds no lock any more
+    (ours is taken), so its store is resumed as it is.
+    """
+    if not be.exists():
+        raise StoreNotFoundError(f"no spikestore store at {path}; use mode='w' to create one")
+    root = validate_doc(be.read_doc(""), "root", str(path))
+    streams: dict[str, dict[str, Any]] = {}
+    last_step = -1
+    for key in root["streams"]:
+        doc = be.read_doc(stream_node(key))
+        if doc is None:
+            if any(be.read_doc(node) is not None for node in stream_nodes(key)[1:]):
+                raise FormatError(
+                    f"{path}: stream {key!r} was written by an earlier spikestore under a group "
+                    "name longer than 255 bytes; spikestore.open reads it, but appending to it is not "
+                    "supported: record into a new store")
+            continue
+        streams[key] = validate_doc(doc, "stream", f"{path}:{key}")
+        last_step = max(last_step, read_index_tail(be, stream_node(key), doc))
+    if metadata:
+        root["metadata"] = {**root["metadata"], **metadata}
+    root["writer"] = new_root_doc(None)["writer"] | {"dropped": root["writer"]["dropped"]}
+    return RootDocument(be, root), streams, last_step + 1
