@@ -181,6 +181,6 @@ def test_bfloat16_rounding_matches_ml_dtypes_and_round_trips():
     back = dtypes.bfloat16_bits_to_float(bits, np.dtype(np.float32))
     np.testing.assert_array_equal(back[1:], want[1:].astype(np.float32))
     assert dtypes.numpy_dtype("bfloat16") == np.dtype(ml_dtypes.bfloat16)
-    mask = dtypes.binary_mask(np.array([0, 0x3F80, 0], np.uint16), "bfloat16")
+    mask = dtypes.bfloat16_binary_mask(np.array([0, 0x3F80, 0], np.uint16))
     assert mask.tolist() == [False, True, False]
-    assert dtypes.binary_mask(np.array([0, 0x4000], np.uint16), "bfloat16") is None
+    assert dtypes.bfloat16_binary_mask(np.array([0, 0x4000], np.uint16)) is None

@@ -19,11 +19,11 @@ from spikestore._format.documents import (
 from spikestore._format.names import (
     check_quantity,
     escape_layer,
+    find_stream_doc,
     join_key,
     segment_array_name,
     split_key,
     stream_node,
-    stream_nodes,
     unescape_layer,
 )
 
@@ -33,6 +33,7 @@ __all__ = [
     "INDEX_ARRAYS",
     "check_quantity",
     "escape_layer",
+    "find_stream_doc",
     "join_key",
     "library_versions",
     "new_root_doc",
@@ -41,7 +42,6 @@ __all__ = [
     "segment_array_name",
     "split_key",
     "stream_node",
-    "stream_nodes",
     "unescape_layer",
     "validate_doc",
 ]

@@ -15,12 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from spikestore.errors import InvalidArgumentError
-
 __all__ = [
     "BFLOAT16",
+    "bfloat16_binary_mask",
     "bfloat16_bits_to_float",
-    "binary_mask",
     "export_dtype",
     "export_values",
     "float32_to_bfloat16_bits",
@@ -80,14 +78,12 @@ def to_tensor(values: np.ndarray, name: str) -> Any:
     return torch.from_numpy(arr)
 
 
-def binary_mask(values: np.ndarray, name: str) -> np.ndarray | None:
-    """For bfloat16 bit patterns, ``values == 1`` when every value is 0 or 1, else ``None``.
+def bfloat16_binary_mask(values: np.ndarray) -> np.ndarray | None:
+    """For bfloat16 bit patterns (``uint16``), ``values == 1`` when every value is 0 or 1, else ``None``.
 
     Other dtypes are checked by :class:`spikestore.codecs._packing.Packer`,
     which knows their bit patterns itself.
     """
-    if name != BFLOAT16:
-        raise InvalidArgumentError(f"binary_mask takes bfloat16 bit patterns, not {name}")
     if values.ndim == 0 or values.size == 0:
         return None
     ones = values == _BF16_ONE

@@ -9,8 +9,8 @@ Everything goes through the :class:`~spikestore.backends.Backend` protocol,
 behind the run's one :class:`~spikestore._read.storage.StoreReader`, so Zarr
 and HDF5 stores read the same. The streams live in
 :mod:`spikestore._read.stream`, their segments and the chunk iterator in
-:mod:`spikestore._read.segment`; this module re-exports them (and
-``read_index_tail``, which the writer uses) so older imports keep working.
+:mod:`spikestore._read.segment`; this module re-exports :class:`Stream`,
+which the package's public names point at.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from spikestore._format import split_key, validate_doc
-from spikestore._read.segment import Block, Segment, iter_blocks
-from spikestore._read.storage import StoreReader, read_index_tail
-from spikestore._read.stream import Chunk, Stream
+from spikestore._read.storage import StoreReader
+from spikestore._read.stream import Stream
 from spikestore.backends import Backend, backend_name_for, open_backend
 from spikestore.errors import StoreNotFoundError, StreamNotFoundError
 
-__all__ = ["Block", "Chunk", "Run", "Segment", "Stream", "iter_blocks", "open", "read_index_tail"]
+__all__ = ["Run", "Stream", "open"]
 
 
 class Run:

@@ -19,10 +19,10 @@ import numpy as np
 from spikestore._format import (
     INDEX_ARRAYS,
     dtypes,
+    find_stream_doc,
     new_stream_doc,
     split_key,
     stream_node,
-    stream_nodes,
     validate_doc,
 )
 from spikestore._format.layout import RecordLayout
@@ -71,12 +71,7 @@ class Stream:
 
     def reload(self) -> None:
         """Re-read the stream's document (:meth:`Run.refresh <spikestore.Run.refresh>` calls this)."""
-        doc = None
-        for node in stream_nodes(self.key):  # (a pre-0.2 HDF5 store may hold a long name as it was)
-            doc = self._reader.doc(node)
-            if doc is not None:
-                self.node = node
-                break
+        self.node, doc = find_stream_doc(self._reader.doc, self.key)
         if doc is None:  # listed in the root, not yet committed
             doc = new_stream_doc(self.key, 1, {})
         self.doc = validate_doc(doc, "stream", f"{self._reader.path}:{self.key}")

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from spikestore._format import INDEX_ARRAYS, stream_nodes, validate_doc
+from spikestore._format import INDEX_ARRAYS, find_stream_doc, validate_doc
 from spikestore.codecs._chunk import ChecksumError, codec_from_config
 from spikestore.errors import SpikestoreError
 
@@ -40,10 +40,7 @@ def verify(path: str | os.PathLike[str], progress: Callable[[int, int], None] | 
         jobs: list[tuple[str, str, int, object, tuple[int, ...], str]] = []
         for key in root["streams"]:
             try:
-                for node in stream_nodes(key):
-                    doc = be.read_doc(node)
-                    if doc is not None:
-                        break
+                node, doc = find_stream_doc(be.read_doc, key)
                 if doc is None:
                     continue  # listed before its first commit: no records yet
                 validate_doc(doc, "stream", f"{p}:{key}")

@@ -301,7 +301,7 @@ def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared
     packed = None
     if want != "raw":
         if frame.dtype == dtypes.BFLOAT16:  # travels as its uint16 bit patterns
-            mask = dtypes.binary_mask(arr, frame.dtype)
+            mask = dtypes.bfloat16_binary_mask(arr)
             packed = None if mask is None else packer.pack(mask)
         else:
             packed = packer.pack(arr)

@@ -50,10 +50,6 @@ class WriterLock:
         self._fd: int | None = None
         self._pid = os.getpid()
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def acquire(self) -> None:
         """Take the lock now, or raise :class:`StoreInUseError` naming the writer that holds it.
 

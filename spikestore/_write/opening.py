@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from spikestore._format import new_root_doc, stream_node, stream_nodes, validate_doc
+from spikestore._format import find_stream_doc, new_root_doc, stream_node, validate_doc
 from spikestore._read.storage import read_index_tail
 from spikestore._write.root import RootDocument
 from spikestore.backends import Backend
@@ -46,16 +46,16 @@ def resume(be: Backend, path: Path, metadata: dict[str, Any] | None
     streams: dict[str, dict[str, Any]] = {}
     last_step = -1
     for key in root["streams"]:
-        doc = be.read_doc(stream_node(key))
+        node, doc = find_stream_doc(be.read_doc, key)
         if doc is None:
-            if any(be.read_doc(node) is not None for node in stream_nodes(key)[1:]):
-                raise FormatError(
-                    f"{path}: stream {key!r} was written by an earlier spikestore under a group "
-                    "name longer than 255 bytes; spikestore.open reads it, but appending to it is not "
-                    "supported: record into a new store")
             continue
+        if node != stream_node(key):
+            raise FormatError(
+                f"{path}: stream {key!r} was written by an earlier spikestore under a group "
+                "name longer than 255 bytes; spikestore.open reads it, but appending to it is not "
+                "supported: record into a new store")
         streams[key] = validate_doc(doc, "stream", f"{path}:{key}")
-        last_step = max(last_step, read_index_tail(be, stream_node(key), doc))
+        last_step = max(last_step, read_index_tail(be, node, doc))
     if metadata:
         root["metadata"] = {**root["metadata"], **metadata}
     root["writer"] = new_root_doc(None)["writer"] | {"dropped": root["writer"]["dropped"]}

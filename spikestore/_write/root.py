@@ -8,7 +8,6 @@ writer's final status when the store closes.
 
 from __future__ import annotations
 
-import copy
 import threading
 from typing import Any
 
@@ -31,12 +30,6 @@ class RootDocument:
         self._doc = doc
         self._lock = threading.Lock()
         self._known = set(doc["streams"])
-
-    @property
-    def doc(self) -> dict[str, Any]:
-        """A copy of the document as last written."""
-        with self._lock:
-            return copy.deepcopy(self._doc)
 
     @property
     def dropped(self) -> int:

@@ -95,7 +95,6 @@ class Writer:
         self._closed = False
         self.dropped = root.dropped
         self._warned_drop = False
-        self.on_error: Callable[[BaseException], None] | None = None
         self._thread = threading.Thread(target=self._run, name="spikestore-writer", daemon=True)
         self._thread.start()
 
