@@ -22,6 +22,7 @@ derives from it, so code written against the built-in keeps working::
     │       ├── ChecksumError                       a chunk fails its checksum or does not decode
     │       └── ArrayNameTakenError                 a crash left an array that cannot be replaced
     ├── InPlaceModificationError (RuntimeError)     a tensor changed before capture
+    ├── InPlaceModificationWarning (RuntimeWarning) such records were dropped and counted
     └── WriterError             (RuntimeError)      the writer thread failed
         └── StreamFailedError                       one stream stopped; the others go on
 """
@@ -35,6 +36,7 @@ __all__ = [
     "FlushTimeoutError",
     "FormatError",
     "InPlaceModificationError",
+    "InPlaceModificationWarning",
     "InvalidArgumentError",
     "InvalidValueError",
     "MissingDependencyError",
@@ -124,6 +126,20 @@ class ArrayNameTakenError(DamagedStoreError):
 
 class InPlaceModificationError(SpikestoreError, RuntimeError):
     """A recorded tensor was modified in place before the writer read it."""
+
+
+class InPlaceModificationWarning(SpikestoreError, RuntimeWarning):
+    """Records were dropped because they changed in place before the writer stored them.
+
+    Issued at the training thread's next call into the store; recording goes
+    on. ``records`` lists the ``(stream, step)`` of each dropped record, and
+    ``stream``/``step`` name the first. The store counts them in its root
+    document (``writer.modified``).
+    """
+
+    records: tuple[tuple[str, int], ...] = ()
+    stream: str = ""
+    step: int = -1
 
 
 class WriterError(SpikestoreError, RuntimeError):

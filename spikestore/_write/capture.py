@@ -7,8 +7,9 @@ tensor, so the allocator gets the memory back at once even when the writer
 is behind (frames holding the float tensors made every training step
 fault in fresh pages). Any other CPU frame keeps a reference to the
 (detached) tensor and its autograd version counter; the writer thread
-converts, packs and compresses it later, and refuses it if the tensor was
-modified in place meanwhile (pass ``copy=True`` for layers that do that).
+converts, packs and compresses it later, and drops the record (counted) if
+the tensor was modified in place meanwhile (pass ``copy=True`` for layers
+that do that).
 On CUDA the frame is packed on the device when it is binary
 and copied to pinned host memory on a side stream; the writer waits on an
 event, so the training thread never synchronises.
@@ -53,7 +54,7 @@ class Frame:
     shape: tuple[int, ...]
     nbytes: int
     encoding: str = "auto"  # "auto" | "bits" | "raw" wanted by the producer
-    version: int = -1  # torch version counter of ``data`` at capture, -1 = not tracked
+    version: int = -1  # copy=False: torch version counter of ``data`` at capture; -1: not tracked
     source: Any = None  # tensor whose version is checked (CPU) or kept alive (CUDA)
     flag: Any = None  # CUDA: 0-d host bool tensor "data is packed and binary"
     event: Any = None  # CUDA: event recorded after the async copies
@@ -312,27 +313,27 @@ def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared
             )
     if packed is not None:
         return Prepared("bits", packed, frame.dtype, frame.shape)
-    # Raw values are still a view of the caller's tensor: the writer copies
-    # them into its chunk buffer, then calls check_intact().
     precision = frame.extra.get("precision")
-    if precision is not None:
-        return Prepared("raw", apply_precision(arr, precision, frame.key), frame.dtype, frame.shape,
-                        precision)
-    if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn 0-d into 1-d)
-        arr = arr.copy()
-    return Prepared("raw", arr, frame.dtype, frame.shape)
+    stored = arr if precision is None else apply_precision(arr, precision, frame.key)
+    # Rows hold their values before check_intact() vouches for them: values still
+    # read from the caller's tensor (copy=False) are copied here, as are strided ones.
+    if not stored.flags.c_contiguous or (frame.version >= 0 and np.may_share_memory(stored, arr)):
+        stored = stored.copy()  # (np.ascontiguousarray would turn 0-d into 1-d)
+    return Prepared("raw", stored, frame.dtype, frame.shape, precision)
 
 
 def check_intact(frame: Frame) -> None:
-    """Raise if a CPU tensor changed in place since :func:`capture`.
+    """Raise if a tensor recorded with ``copy=False`` changed in place since :func:`capture`.
 
-    Call after the values were packed or copied into the chunk buffer: a
-    version counter that has not moved by then proves the stored bytes are
-    the ones the hook saw.
+    Call after :func:`prepare`, which copied or packed its values: a version
+    counter that has not moved by then shows that no in-place op on the
+    tensor ended before its values were taken. It cannot see writes through
+    ``.numpy()`` or ``.data`` (they never move it), nor an op still running
+    while the writer read the values (the counter moves when an op ends).
+    The writer drops a record that fails this check, counts it and goes on.
     """
-    if frame.source is not None and frame.event is None and frame.source._version != frame.version:
+    if frame.version >= 0 and frame.source._version != frame.version:
         raise InPlaceModificationError(
             f"stream {frame.key!r}, step {frame.step}: the tensor was modified in place "
-            "after it was recorded and before the writer read it; record it with copy=True "
-            "(Store.append(..., copy=True) or the monitor's copy=True)"
+            "after it was recorded with copy=False and before the writer read it"
         )

@@ -2,8 +2,9 @@
 
 The :class:`~spikestore.Store` owns one :class:`RootDocument` for its whole
 life: it creates (or resumes) it, hands it to the writer thread, which only
-reports new streams and dropped records through it, and finishes it with the
-writer's final status when the store closes.
+reports new streams and dropped records (queue full, or changed in place)
+through it, and finishes it with the writer's final status when the store
+closes.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ class RootDocument:
 
     @property
     def dropped(self) -> int:
-        """Records dropped so far, as counted in the document."""
+        """Records dropped so far (``on_full="drop"``), as counted in the document."""
         return int(self._doc["writer"]["dropped"])
+
+    @property
+    def modified(self) -> int:
+        """Records dropped so far because they changed in place (0 when the document has no count)."""
+        return int(self._doc["writer"].get("modified", 0))
 
     def write(self) -> None:
         """Validate and write the document as it is (a new store, or one resumed for append)."""
@@ -51,11 +57,13 @@ class RootDocument:
                 self._known.add(key)
                 self._write()
 
-    def set_dropped(self, dropped: int) -> None:
-        """Record how many records ``on_full="drop"`` has dropped so far."""
+    def set_counts(self, *, dropped: int, modified: int) -> None:
+        """Record how many records were dropped so far: by ``on_full="drop"``, and for a change in place."""
         with self._lock:
-            if self._doc["writer"]["dropped"] != dropped:
-                self._doc["writer"]["dropped"] = dropped
+            w = self._doc["writer"]
+            if w["dropped"] != dropped or w.get("modified", 0) != modified:
+                w["dropped"] = dropped
+                w["modified"] = modified
                 self._write()
 
     def finish(self, error: BaseException | None, failed_streams: dict[str, str] | None = None) -> None:

@@ -185,7 +185,7 @@ class Store:
     @property
     def dropped(self) -> int:
         """Records dropped because the queue was full (``on_full="drop"``)."""
-        return self._live().dropped
+        return self._live().drops.count
 
     def _live(self, *, report_streams: bool = True) -> Writer:
         if self._writer is None:
@@ -226,7 +226,9 @@ class Store:
             Same rules as :meth:`set_step`.
         copy
             Copy a CPU tensor now instead of reading it on the writer thread.
-            Needed only if the tensor is modified in place right after.
+            Needed only if the tensor is modified in place right after; if it
+            is, the writer drops that record, counts it (``writer.modified``)
+            and warns at the next call.
         encoding
             ``"auto"`` (bits when every value is 0 or 1, raw otherwise),
             ``"bits"`` or ``"raw"``.
@@ -238,7 +240,10 @@ class Store:
         -------
         int or None
             The record's index within its stream, or ``None`` if it was
-            dropped (only with ``on_full="drop"``).
+            dropped (only with ``on_full="drop"``). When a ``copy=False`` record
+            is dropped later for a change in place, the indices returned for
+            the records of its stream appended after it and before the
+            warning are one too high.
 
         Raises
         ------
@@ -275,9 +280,9 @@ class Store:
         self._calls[stream] = (s, call)  # a dropped record leaves a gap in `call`
         if not writer.submit(frame):
             return None
-        index = self._counts.get(stream, 0)
-        self._counts[stream] = index + 1
-        return index
+        appended = self._counts.get(stream, 0)
+        self._counts[stream] = appended + 1
+        return appended - writer.modified.of(stream)
 
     def set_stream_info(self, stream: str, *, selection: dict[str, Any] | None = None,
                         attrs: dict[str, Any] | None = None) -> None:

@@ -11,6 +11,8 @@ Failure handling follows tensorboard's ``EventFileWriter``: the thread saves
 its exception, drains the queue so blocked producers wake up, and the next
 call from the training thread (``submit``, ``flush``, ``close``) raises a
 :class:`~spikestore.errors.WriterError` chained to the original exception.
+A record that changed in place before it was stored is dropped and counted;
+the next call warns (:mod:`spikestore._write.failures`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
@@ -27,12 +28,18 @@ from typing import Any, Callable
 from spikestore._write import threads
 from spikestore._write.assembly import StreamWriter
 from spikestore._write.capture import Frame, check_intact, prepare
-from spikestore._write.failures import StreamFailures, is_store_wide
+from spikestore._write.failures import ModifiedRecords, QueueDrops, StreamFailures, is_store_wide
 from spikestore._write.queue import ByteQueue, Flush, Meta, Stop
 from spikestore._write.root import RootDocument
 from spikestore.backends import Backend
 from spikestore.codecs._packing import Packer
-from spikestore.errors import FlushTimeoutError, InvalidArgumentError, StoreClosedError, WriterError
+from spikestore.errors import (
+    FlushTimeoutError,
+    InPlaceModificationError,
+    InvalidArgumentError,
+    StoreClosedError,
+    WriterError,
+)
 
 __all__ = ["Writer"]
 
@@ -49,7 +56,7 @@ class Writer:
         through it and never closes it.
     root
         The store's root document; the writer only reports new streams and
-        dropped records to it.
+        dropped records (queue full, or changed in place) to it.
     streams
         Committed stream documents of a store opened for append.
     max_pending_bytes
@@ -91,19 +98,16 @@ class Writer:
         self._error: BaseException | None = None
         #: Streams whose records can no longer be stored (each costs only itself).
         self.failures = StreamFailures(str(backend.path))
+        #: Records dropped because they changed in place before they were stored.
+        self.modified = ModifiedRecords(str(backend.path), root.modified)
         self._stop: Stop | None = None
         self._closed = False
-        self.dropped = root.dropped
-        self._warned_drop = False
+        #: Records dropped because the queue was full (``on_full="drop"``).
+        self.drops = QueueDrops(str(backend.path), root.dropped)
         self._thread = threading.Thread(target=self._run, name="spikestore-writer", daemon=True)
         self._thread.start()
 
     # -- training-thread side ----------------------------------------------------
-    @property
-    def failed(self) -> bool:
-        """Whether the writer thread has failed (:meth:`check` raises the error)."""
-        return self._error is not None
-
     @property
     def error(self) -> BaseException | None:
         """The exception that stopped the writer thread, if any."""
@@ -116,7 +120,9 @@ class Writer:
 
     def check(self, *, report_streams: bool = True) -> None:
         """Raise :class:`WriterError` if the writer thread has failed (and, with
-        ``report_streams``, a stream failure not reported yet)."""
+        ``report_streams``, a stream failure not reported yet); warn of records
+        dropped for a change in place since the last call."""
+        self.modified.warn()
         err = self._error
         if err is not None:
             raise WriterError(
@@ -141,14 +147,7 @@ class Writer:
         if self._queue.put(frame, frame.nbytes, block=self.on_full == "block"):
             return True
         self.check()  # a dead writer explains the refusal
-        self.dropped += 1
-        if not self._warned_drop:
-            self._warned_drop = True
-            warnings.warn(
-                f"spikestore: the writer queue for {self.backend.path} is full "
-                f"({self._queue.max_bytes} bytes pending) and on_full='drop': records are "
-                "being dropped. The count is kept in the store's writer.dropped attribute.",
-                RuntimeWarning, stacklevel=4)
+        self.drops.drop(self._queue.max_bytes)
         return False
 
     def update_stream(self, key: str, selection: dict[str, Any] | None,
@@ -213,6 +212,7 @@ class Writer:
                 self.check()
             finally:
                 self._closed = True
+        self.modified.warn()
         self.failures.raise_pending()  # a stream that failed since the last call
 
     # -- writer-thread side --------------------------------------------------------
@@ -344,9 +344,9 @@ class Writer:
         return sw
 
     def _write_frame(self, frame: Frame) -> None:
-        """Store one record; a failure that concerns its stream alone stops only that stream."""
+        """Store one record: one changed in place is dropped and counted, another failure stops its stream."""
         sw: StreamWriter | None = None
-        stored = False
+        adding = False
         try:
             if self.failures.failed(frame.key):
                 return  # queued before its stream failed; the failure says what is missing
@@ -356,13 +356,16 @@ class Writer:
                 packer = self._packers.packer = Packer()
             prepared = prepare(frame, packer, keep_raw=sw.raw_segment_fits(
                 frame.shape, frame.dtype, frame.extra.get("precision")))
-            stored = True  # from here on the stream's chunk buffers change
+            check_intact(frame)  # (prepare copied or packed the values it vouches for)
+            adding = True  # from here on the stream's chunk buffers change
             sw.add(prepared, frame.step, frame.call, frame.time)
-            check_intact(frame)
         except Exception as exc:
             if is_store_wide(exc):
                 raise
-            self._fail_stream(frame, exc, sw, committable=not stored)
+            if isinstance(exc, InPlaceModificationError) and (not adding or _add_undone(sw)):
+                self.modified.drop(frame.key, frame.step, exc)  # the stream goes on without it
+            else:
+                self._fail_stream(frame, exc, sw, committable=not adding)
         finally:
             self._queue.release(frame.nbytes)
 
@@ -390,4 +393,10 @@ class Writer:
         else:
             for sw in streams:
                 sw.commit(final=final)
-        self._root.set_dropped(self.dropped)
+        self._root.set_counts(dropped=self.drops.count, modified=self.modified.count)
+
+
+def _add_undone(sw: StreamWriter | None) -> bool:
+    """Whether a failed ``sw.add`` left the stream whole: its open segment and index hold the same records."""
+    seg = None if sw is None else sw.segment
+    return seg is not None and seg.start + seg.count == sw.count
