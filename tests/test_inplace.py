@@ -105,6 +105,15 @@ def test_many_drops_make_one_warning_per_call_and_all_are_counted(tmp_path):
     assert run.writer["modified"] == 5 and run["v/1"].steps.tolist() == [5]
 
 
+def test_copy_true_is_the_default_and_a_snapshot(tmp_path):
+    t = torch.rand(100, dtype=torch.float64)
+    ref = t.clone()
+    with spikestore.Store(tmp_path / "s.zarr") as store, writer_held(store):
+        store.append("v/1", t)
+        t.numpy()[:] = -1.0  # invisible to the version counter: only a copy protects
+    np.testing.assert_array_equal(spikestore.open(tmp_path / "s.zarr")["v/1"][0], ref.numpy())
+
+
 @pytest.mark.xfail(strict=True, reason="needs _Segment.add (_write/assembly.py) to take its row back when "
                    "the spike codec refuses the chunk; until then the writer stops the stream, as before")
 def test_a_chunk_changed_while_the_spike_codec_encodes_it_drops_that_record(tmp_path, monkeypatch):

@@ -1,18 +1,23 @@
 """Turn a hook payload into a :class:`Frame` the writer thread can consume.
 
-The training thread does as little as possible here. A float32 CPU tensor
-(spikes, in SpikingJelly) is checked and bit-packed at once, in one compiled
-pass that releases the GIL: the frame then holds 1/32 of the bytes and no
-tensor, so the allocator gets the memory back at once even when the writer
-is behind (frames holding the float tensors made every training step
-fault in fresh pages). Any other CPU frame keeps a reference to the
-(detached) tensor and its autograd version counter; the writer thread
-converts, packs and compresses it later, and drops the record (counted) if
-the tensor was modified in place meanwhile (pass ``copy=True`` for layers
-that do that).
-On CUDA the frame is packed on the device when it is binary
-and copied to pinned host memory on a side stream; the writer waits on an
-event, so the training thread never synchronises.
+A record is a snapshot unless the caller says otherwise (``copy=True``, the
+default): what is stored is what the caller handed over, whatever happens to
+its tensor afterwards (in-place ops, writes through ``.numpy()`` or
+``.data``, the memory reused). The training thread pays for that as little
+as it can. On the CPU a float32 tensor (spikes, in SpikingJelly) is checked
+and bit-packed at once, in one compiled pass that releases the GIL: the
+frame then holds 1/32 of the bytes and no tensor, so the allocator gets the
+memory back at once even when the writer is behind. Any other CPU tensor is
+copied into a contiguous numpy buffer that only the frame holds. On CUDA the
+record is cloned on a side stream, which the caller's stream then waits for
+(a device copy: microseconds, and no host synchronisation), packed there
+when binary and copied to pinned host memory; the writer waits on an event.
+
+With ``copy=False`` a CPU tensor that is not packed at once reaches the
+writer as it is, together with its autograd version counter. The writer
+copies or packs its values, then drops the record if the counter moved
+(:func:`check_intact`); writes the counter cannot see are the caller's to
+avoid (``Store.append`` documents which).
 """
 
 from __future__ import annotations
@@ -54,8 +59,8 @@ class Frame:
     shape: tuple[int, ...]
     nbytes: int
     encoding: str = "auto"  # "auto" | "bits" | "raw" wanted by the producer
-    version: int = -1  # copy=False: torch version counter of ``data`` at capture; -1: not tracked
-    source: Any = None  # tensor whose version is checked (CPU) or kept alive (CUDA)
+    version: int = -1  # copy=False: torch version counter of ``data`` at capture; -1: a snapshot
+    source: Any = None  # tensor whose version is checked (CPU), or the device snapshot (CUDA)
     flag: Any = None  # CUDA: 0-d host bool tensor "data is packed and binary"
     event: Any = None  # CUDA: event recorded after the async copies
     extra: dict[str, Any] = field(default_factory=dict)
@@ -114,9 +119,13 @@ def _check_dims(key: str, step: int, shape: tuple[int, ...]) -> None:
             "or merge adjacent axes")
 
 
-def capture(key: str, value: Any, step: int, call: int, *, copy: bool = False,
+def capture(key: str, value: Any, step: int, call: int, *, copy: bool = True,
             encoding: str = "auto") -> Frame:
     """Build a frame from a tensor, array or Python number.
+
+    With ``copy`` (the default) the frame is a snapshot; ``copy=False``
+    hands a CPU tensor over as it is (numpy arrays and numbers are always
+    copied; CUDA tensors always give a snapshot).
 
     Negative and conjugate views (``t.conj()``, ``t.conj().imag``) are
     resolved here, on the calling thread: numpy cannot read them.
@@ -191,21 +200,19 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
             "type; record t.to(torch.complex64) (exact: every complex32 is a complex64)")
     _check_dims(key, step, tuple(t.shape))
     t = t.detach()
+    owned = False  # t is a tensor made here, which nobody else holds
     # A conjugate or negative view (t.conj(), t.conj().imag) is a lazy flag that
     # numpy cannot read: materialise it (a copy, so later in-place ops do not reach it).
     if t.is_conj():
-        t = t.resolve_conj()
-        copy = False
+        t, owned = t.resolve_conj(), True
     if t.is_neg():
-        t = t.resolve_neg()
-        copy = False
+        t, owned = t.resolve_neg(), True
     shape = tuple(t.shape)
     nbytes = t.numel() * t.element_size()
     if t.device.type == "cuda":
         return _capture_cuda(key, t, step, call, now, name, shape, nbytes, encoding)
     if t.device.type != "cpu":
-        t = t.to("cpu")
-        copy = False
+        t, owned = t.to("cpu"), True
     if (t.dtype == torch.float32 and encoding != "raw" and t.dim() > 0 and t.numel() > 0
             and packing.kernels_ready()):
         packed = _pack_now(t)
@@ -215,8 +222,14 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
             return Frame(key, step, call, now, packed, name, shape, nbytes, encoding, packed=True)
         if encoding == "auto":
             encoding = "raw"  # checked: not binary, the writer need not look again
-    if copy:
-        t = t.clone()
+    if copy and not owned:
+        # The snapshot, as the writer will read it (bfloat16 as its bits). numpy's
+        # copy is one memcpy on this thread: torch's clone wakes its thread pool,
+        # measured 4x slower for 12 MiB on a busy 2-core machine.
+        return Frame(key, step, call, now, np.array(dtypes.from_tensor(t), order="C"), name, shape,
+                     nbytes, encoding)
+    if owned:
+        return Frame(key, step, call, now, t, name, shape, nbytes, encoding)
     # torch offers the autograd version counter (bumped by every in-place op) only as
     # Tensor._version; it is what PyTorch itself checks before a backward pass.
     return Frame(key, step, call, now, t, name, shape, nbytes, encoding,
@@ -238,23 +251,30 @@ def _capture_cuda(key: str, t: Any, step: int, call: int, now: float, name: str,
     side = _side_stream(t.device)
     side.wait_stream(current)
     with torch.cuda.stream(side):
+        # The snapshot: a private device copy of t. The caller's stream waits for
+        # it below, so what the caller queues next (an in-place op on t, a write
+        # into its memory) cannot reach the record, nor the values the writer
+        # fetches if the record turns out not to be binary.
+        snap = t.clone(memory_format=torch.contiguous_format)
+        read = torch.cuda.Event()
+        read.record(side)
         flag = None
         if encoding != "raw" and t.dim() > 0 and t.numel() > 0 and not t.is_complex():
-            packed, ok = pack_torch(t)
+            packed, ok = pack_torch(snap)
             data = packed.to("cpu", non_blocking=True)
             flag = ok.to("cpu", non_blocking=True)
             host_bytes = packed.numel()
         else:
-            data = t.to("cpu", non_blocking=True)
+            data = snap.to("cpu", non_blocking=True)
             host_bytes = nbytes
         event = torch.cuda.Event()
         event.record(side)
+    current.wait_event(read)  # on the device: the host does not wait
     # The caching allocator must not reuse t's memory before the side stream
     # has read it.
     t.record_stream(side)
-    frame = Frame(key, step, call, now, data, name, shape, host_bytes + nbytes, encoding,
-                  source=t, flag=flag, event=event)
-    return frame
+    return Frame(key, step, call, now, data, name, shape, host_bytes + nbytes, encoding,
+                 source=snap if flag is not None else None, flag=flag, event=event)
 
 
 _SIDE_STREAMS: dict[Any, Any] = {}

@@ -211,7 +211,7 @@ class Store:
         self._live()
         self._step = check_step(step)
 
-    def append(self, stream: str, value: Any, *, step: int | None = None, copy: bool = False,
+    def append(self, stream: str, value: Any, *, step: int | None = None, copy: bool = True,
                encoding: str = "auto", precision: str | None = None) -> int | None:
         """Hand one record of ``stream`` (``"quantity/layer"``) to the writer.
 
@@ -225,10 +225,25 @@ class Store:
             Step to key the record by; the store's current step by default.
             Same rules as :meth:`set_step`.
         copy
-            Copy a CPU tensor now instead of reading it on the writer thread.
-            Needed only if the tensor is modified in place right after; if it
-            is, the writer drops that record, counts it (``writer.modified``)
-            and warns at the next call.
+            ``True`` (default): store a snapshot, whatever happens to ``value``
+            afterwards. A float32 CPU tensor of 0s and 1s is bit-packed at once
+            (1/32 of its bytes), any other CPU tensor is copied; a CUDA tensor
+            is always cloned on the device, then copied to the host without
+            synchronising; numpy arrays and numbers are always copied.
+            ``False`` hands a CPU tensor that is not packed at once to the
+            writer thread as it is, saving that copy. You then promise that
+            nothing writes into its storage (through it, a view or alias,
+            ``.numpy()``, ``.data``, ``out=``, or by reusing its memory) until
+            the writer has read it: it may do so any time until a
+            :meth:`flush` (or :meth:`close`) called after this ``append``
+            returns, which is the only signal. A broken promise is caught
+            only when an in-place op has ended by the time the writer reads
+            the tensor (its version counter moved): that record is then
+            dropped and counted (``writer.modified``), the next call warns
+            (:class:`~spikestore.errors.InPlaceModificationWarning`), and
+            recording goes on. Writes through ``.numpy()``, ``.data`` or
+            numpy views, and an op still running while the writer reads,
+            are not seen: the store holds whatever the writer read.
         encoding
             ``"auto"`` (bits when every value is 0 or 1, raw otherwise),
             ``"bits"`` or ``"raw"``.

@@ -8,8 +8,9 @@ Without ``store=`` each monitor behaves like SpikingJelly 2.0.0's: records in
 a list (detached from the autograd graph), ``m[i]``, ``m["layer"]``,
 ``clear_recorded_data()``, ``enable()``/``disable()``, ``remove_hooks()``,
 context manager. With ``store=`` every record goes to the store's writer as
-stream ``<quantity>/<layer>``, and ``records`` / ``m["layer"]`` become lazy,
-read-only views over the store (:class:`RecordsView`).
+stream ``<quantity>/<layer>``, as a snapshot taken before the hook returns
+(later changes to the tensors do not reach the store), and ``records`` /
+``m["layer"]`` become lazy, read-only views over the store (:class:`RecordsView`).
 
 Selection (``every``, ``start``, ``stop``, ``batch``, ``neurons``) is
 applied in the hook, before anything leaves the device.

@@ -55,8 +55,16 @@ class BaseMonitor:
         record becomes ``[T, N', K]`` or ``[N', K]``. Applied before
         ``function_on_*``.
     copy
-        Copy CPU tensors in the hook (needed only for layers that modify
-        their outputs in place after the hook ran).
+        ``True``, the only value: with a store, every record is a snapshot
+        taken before the hook returns (a float32 CPU tensor of 0s and 1s is
+        bit-packed, any other CPU tensor copied, a CUDA tensor cloned on the
+        device), so what the store holds is what the hook saw, whatever the
+        network or your code does to the tensors afterwards. ``copy=False``
+        is refused: a record dropped later for a change in place would shift
+        every later record of the monitor's views. To hand over tensors
+        without a copy, call :meth:`Store.append` with ``copy=False`` from
+        your own hook. In-memory monitors (no store) keep references, as
+        SpikingJelly's do.
     precision
         Lossy storage of non-binary float records: ``"bf16"`` or
         ``"keepbits:N"`` (see :mod:`spikestore.codecs._precision`); exact by default.
@@ -71,7 +79,7 @@ class BaseMonitor:
 
     def __init__(self, *, store: Store | str | os.PathLike[str] | None = None, every: int = 1,
                  start: int | None = None, stop: int | None = None, batch: Index = None,
-                 neurons: Index = None, copy: bool = False, precision: str | None = None,
+                 neurons: Index = None, copy: bool = True, precision: str | None = None,
                  quantity: str | None = None) -> None:
         if quantity is not None:
             self.quantity = quantity
@@ -87,6 +95,11 @@ class BaseMonitor:
         self._mem_step = 0
         self._step_modes: dict[str, str] = {}
         precision = check_precision(precision)
+        if not copy:
+            raise InvalidArgumentError(
+                f"{type(self).__name__}(copy={copy!r}): monitors always record snapshots (copy=True); "
+                "for zero-copy recording call store.append(key, tensor, copy=False) from your own hook, "
+                "and see Store.append for what you then promise")
         if store is not None:
             if isinstance(store, Store):
                 self._store = store
@@ -98,7 +111,7 @@ class BaseMonitor:
                     f"store must be a spikestore.Store or a path, not {type(store).__name__}")
             self._stored = StoredRecords(self._store, quantity=self.quantity,
                                          producer=type(self).__name__, selection=self._selection,
-                                         copy=copy, precision=precision)
+                                         precision=precision)
 
     # -- SpikingJelly API ------------------------------------------------------------
     @property

@@ -86,8 +86,9 @@ class OutputMonitor(_HookMonitor):
 class InputMonitor(_HookMonitor):
     """Record ``function_on_input(input)`` before every ``instance`` module runs.
 
-    Streams: ``input/<layer>``. The default keeps a reference to the input;
-    pass ``copy=True`` if a module modifies its input in place.
+    Streams: ``input/<layer>``. With a store, each input is a snapshot: a
+    module (or caller) that changes it in place afterwards leaves the record as
+    the hook saw it.
     """
 
     quantity = "input"

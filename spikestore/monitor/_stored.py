@@ -69,18 +69,18 @@ class StoredRecords:
         in errors when another monitor claims the same stream.
     selection
         The monitor's selection, written into each stream's document.
-    copy, precision
-        Passed to :meth:`Store.append <spikestore.Store.append>` (precision
-        only for float32/float64 leaves).
+    precision
+        Passed to :meth:`Store.append <spikestore.Store.append>` for
+        float32/float64 leaves. Every leaf is appended with ``copy=True``: a
+        snapshot, so no record is dropped after its index was taken.
     """
 
     def __init__(self, store: Store, *, quantity: str, producer: str, selection: Selection,
-                 copy: bool = False, precision: str | None = None) -> None:
+                 precision: str | None = None) -> None:
         self._store = store
         self._quantity = quantity
         self._producer = producer
         self._selection = selection
-        self._copy = copy
         self._precision = precision
         self._order = array("i")  # layer id of each record
         self._layer_ids: dict[str, int] = {}
@@ -208,7 +208,7 @@ class StoredRecords:
                 continue
             if j not in log.announced:
                 self._announce(log, j, path, kind, step_mode)
-            idx = store.append(log.keys[j], leaf, copy=self._copy, precision=self._lossy(leaf))
+            idx = store.append(log.keys[j], leaf, copy=True, precision=self._lossy(leaf))
             if idx is None:  # dropped (on_full="drop"): the view skips this record
                 return
             indices.append(idx)
