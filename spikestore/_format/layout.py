@@ -25,6 +25,24 @@ IndexDoc = list[int] | dict[str, list[int | None]] | None
 _LEADS: dict[str, tuple[str, ...]] = {"m": ("time", "batch"), "s": ("batch",)}
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _int_or_none(x: Any) -> int | None:
+    return x if _is_int(x) else None
+
+
+def _index_doc(x: Any) -> IndexDoc:
+    """A stored batch/neuron selection, or ``None`` (all) when it is not one."""
+    if isinstance(x, list) and all(_is_int(v) for v in x):
+        return x
+    if isinstance(x, dict) and isinstance(x.get("slice"), list) and len(x["slice"]) == 3 and all(
+            v is None or _is_int(v) for v in x["slice"]):
+        return x
+    return None
+
+
 @dataclass(frozen=True)
 class RecordLayout:
     """The layout of one stream's records, as its monitor recorded it.
@@ -66,8 +84,11 @@ class RecordLayout:
         mode = doc.get("step_mode")
         if mode not in _LEADS or doc.get("batch_axis") != len(_LEADS[mode]) - 1:
             mode = None
-        return cls(mode, int(doc.get("every") or 1), doc.get("start"), doc.get("stop"),
-                   doc.get("batch"), doc.get("neurons"))
+        # The selection is informative (format.md §3): a field of the wrong kind means "unknown".
+        every = doc.get("every")
+        return cls(mode, every if _is_int(every) and every >= 1 else 1, _int_or_none(doc.get("start")),
+                   _int_or_none(doc.get("stop")), _index_doc(doc.get("batch")),
+                   _index_doc(doc.get("neurons")))
 
     def to_selection(self) -> dict[str, Any]:
         """The stream document's ``selection`` field for this layout."""
