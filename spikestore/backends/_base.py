@@ -10,7 +10,7 @@ import numpy as np
 
 from spikestore.codecs._chunk import ChunkCodec
 
-__all__ = ["ArraySpec", "Backend"]
+__all__ = ["ArraySpec", "Backend", "NodeInfo"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,35 @@ class ArraySpec:
     dtype: np.dtype
     chunk_records: int
     codec: ChunkCodec
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a backend finds at a node, from the store's own metadata (:meth:`Backend.inspect`).
+
+    Attributes
+    ----------
+    kind
+        ``"group"`` or ``"array"``.
+    meta
+        Whether the node's own metadata exists: its ``zarr.json`` (Zarr; a folder
+        without one is a group with ``meta`` false), its object header (HDF5: always).
+    doc
+        Whether a document is stored there (Zarr: the ``zarr.json`` holds one; HDF5:
+        the group has the attribute), readable or not.
+    members
+        For a group, the names of the groups and arrays inside it (what is left of an
+        interrupted write excluded: Zarr's ``.partial`` files are not folders).
+    problems
+        For an array inspected against an :class:`ArraySpec`, how its metadata
+        disagrees with it (empty when it agrees), one phrase each.
+    """
+
+    kind: str
+    meta: bool = True
+    doc: bool = False
+    members: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
 
 
 class Backend(Protocol):
@@ -53,6 +82,16 @@ class Backend(Protocol):
 
     def write_doc(self, node: str, doc: Any) -> None:
         """Create the group if needed and atomically replace its document."""
+
+    def inspect(self, node: str, expect: ArraySpec | None = None, length: int = 0) -> NodeInfo | None:
+        """What is at ``node`` (``None``: nothing), read from the store's own metadata.
+
+        With ``expect``, ``node`` should be an array of that spec holding at
+        least ``length`` records: :attr:`NodeInfo.problems` says how its
+        metadata disagrees (shape, chunks, dtype, codecs), and is the only
+        way a disagreement is reported. Raises whatever the storage raises
+        for metadata it cannot read.
+        """
 
     def create_array(self, node: str, spec: ArraySpec) -> None:
         """Create an empty (length 0) array, replacing any old one at ``node``."""
