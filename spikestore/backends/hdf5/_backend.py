@@ -374,3 +374,10 @@ class HDF5Backend:
     def close(self) -> None:
         self._arrays.clear()
         self._finalizer()
+
+    def inspect(self, node: str, expect: ArraySpec | None = None, length: int = 0) -> Any:
+        """What the file holds at ``node`` (:func:`spikestore.backends.hdf5._inspect.inspect`)."""
+        from spikestore.backends.hdf5._inspect import inspect
+
+        with self._handle.lock:
+            return self._reading(lambda: inspect(self._file(), node, expect, length))
