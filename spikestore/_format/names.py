@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
-from typing import Any
 from urllib.parse import quote, unquote
 
 from spikestore.errors import FormatError, InvalidArgumentError
@@ -19,14 +17,13 @@ __all__ = [
     "MAX_NAME_BYTES",
     "check_quantity",
     "escape_layer",
-    "find_stream_doc",
     "is_hashed_layer",
     "join_key",
     "legacy_stream_node",
     "segment_array_name",
     "split_key",
     "stream_node",
-        "unescape_layer",
+    "unescape_layer",
 ]
 
 _QUANTITY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -166,19 +163,3 @@ def legacy_stream_node(key: str) -> str | None:
 def segment_array_name(number: int) -> str:
     """Name of the ``number``-th segment array inside a stream group."""
     return f"seg{number:06d}"
-
-
-def find_stream_doc(read_doc: Callable[[str], Any], key: str) -> tuple[str, Any]:
-    """Where stream ``key``'s group is, and its document: ``(node, doc)``.
-
-    Looks at :func:`stream_node`, then at a :func:`legacy_stream_node` (HDF5
-    stores of earlier versions), with ``read_doc(node)``; gives
-    ``(stream_node(key), None)`` for a stream listed but not committed yet.
-    """
-    node = stream_node(key)
-    legacy = legacy_stream_node(key)
-    for where in (node,) if legacy is None else (node, legacy):
-        doc = read_doc(where)
-        if doc is not None:
-            return where, doc
-    return node, None

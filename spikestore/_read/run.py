@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from spikestore._format import split_key, validate_doc
+from spikestore._format import check_no_root, has_root, load_doc, load_stream_doc, split_key
 from spikestore._read.storage import StoreReader
 from spikestore._read.stream import Stream
 from spikestore.backends import Backend, backend_name_for, open_backend
@@ -34,6 +34,7 @@ class Run:
 
     def __init__(self, path: Path, backend: Backend, backend_name: str | None = None) -> None:
         self.path = path
+        self._backend = backend  # read through load_doc; everything else goes through the reader
         self._reader = StoreReader(backend, path, backend_name)
         self._streams: dict[str, Stream] = {}
         self.refresh()
@@ -49,13 +50,18 @@ class Run:
         already returned, and dask/xarray views, keep what they covered.
         """
         self._reader.refresh()
-        doc = self._reader.doc("")
+        doc = load_doc(self._backend, "", "root")
         if doc is None:
             raise StoreNotFoundError(f"{self.path} has no spikestore root document")
-        self.doc = validate_doc(doc, "root", str(self.path))
+        self.doc = doc
         for s in self._streams.values():
             s.reload()
         self._reader.clear()  # chunks rewritten since (a partly filled one grows) are read again
+
+    def _stream_doc(self, key: str) -> tuple[str, dict[str, Any] | None]:
+        """Where stream ``key``'s group is, and its checked document (``None``: not committed yet)."""
+        self._reader.check()
+        return load_stream_doc(self._backend, key)
 
     @property
     def streams(self) -> list[str]:
@@ -147,16 +153,23 @@ def open(path: str | os.PathLike[str], *, backend: str | None = None) -> Run:  #
     ------
     StoreNotFoundError
         If nothing, or something that is not a spikestore store, is at ``path``.
+    DamagedStoreError
+        If the root document cannot be read, or is missing from a store that
+        holds groups (``spikestore verify`` lists every problem).
     """
     p = Path(path)
     if not p.exists():
         raise StoreNotFoundError(f"no store at {p}")
     name = backend_name_for(p, backend)
     be = open_backend(p, backend=name, writable=False)
-    if not be.exists():
+    try:
+        if not has_root(be):
+            check_no_root(be)  # raises DamagedStoreError when the root lost its document
+            raise StoreNotFoundError(f"{p} is not a spikestore store (no root metadata)")
+        return Run(p, be, name)
+    except BaseException:
         be.close()
-        raise StoreNotFoundError(f"{p} is not a spikestore store (no root metadata)")
-    return Run(p, be, name)
+        raise
 
 
 def _reopen(path: Path, backend: str | None) -> Run:

@@ -16,15 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from spikestore._format import (
-    INDEX_ARRAYS,
-    dtypes,
-    find_stream_doc,
-    new_stream_doc,
-    split_key,
-    stream_node,
-    validate_doc,
-)
+from spikestore._format import INDEX_ARRAYS, dtypes, new_stream_doc, split_key, stream_node
 from spikestore._format.layout import RecordLayout
 from spikestore._read import indexing
 from spikestore._read.segment import Segment, iter_blocks
@@ -71,10 +63,10 @@ class Stream:
 
     def reload(self) -> None:
         """Re-read the stream's document (:meth:`Run.refresh <spikestore.Run.refresh>` calls this)."""
-        self.node, doc = find_stream_doc(self._reader.doc, self.key)
-        if doc is None:  # listed in the root, not yet committed
-            doc = new_stream_doc(self.key, 1, {})
-        self.doc = validate_doc(doc, "stream", f"{self._reader.path}:{self.key}")
+        self.node, doc = self._run._stream_doc(self.key)
+        self._committed = doc is not None
+        # Listed in the root, not committed yet: no records, nothing on disk to read.
+        self.doc = doc if doc is not None else new_stream_doc(self.key, 1, {})
         self.segments = [Segment(self, d, self._reader) for d in self.doc["segments"] if d["count"] > 0]
         self._starts = [s.start for s in self.segments]
         self._index: dict[str, np.ndarray] = {}
@@ -131,7 +123,7 @@ class Stream:
 
     def nbytes(self) -> int:
         """Bytes the stream occupies on disk (records, index arrays and documents)."""
-        return self._reader.nbytes(self.node)
+        return self._reader.nbytes(self.node) if self._committed else 0
 
     def segment_of(self, i: int) -> Segment:
         """The segment holding record ``i`` (``-1``: the last record).

@@ -1,87 +1,238 @@
 """``spikestore verify``: check that a store is intact, one problem per line.
 
-Checks the root and stream documents against the JSON Schemas, the segment
-bookkeeping (contiguous, counts adding up), and decodes every chunk inside
-the committed range of every segment and index array (each carries a
-checksum: CRC-32C in Zarr stores, Fletcher-32 in HDF5 files; a chunk missing
-there is damage, never a fill value).
+Checks, in order, and reports every failure as a line instead of raising:
+
+1. the root and every listed stream's document, read and checked the one way
+   every reader reads them (:func:`~spikestore._format.load_doc`: schema,
+   consistency, size limits, a group that lost its document);
+2. the metadata of every segment and index array against its document
+   (shape at least the committed count, record shape, chunk grid, dtype,
+   codecs: the backend's :meth:`~spikestore.backends.Backend.inspect`);
+3. every chunk inside the committed range, decoded through the reader's own
+   :func:`~spikestore._read.storage.read_chunk` (each carries a checksum:
+   CRC-32C in Zarr stores, Fletcher-32 in HDF5 files; a chunk missing there
+   is damage, never a fill value);
+4. stream groups the root does not list that hold committed records (a
+   damaged root lost them).
+
+An HDF5 file that no writer has open is read without SWMR, so an unreadable
+object fails at once instead of after a second of retries
+(:func:`spikestore.backends.hdf5._inspect.open_for_verify`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from spikestore._format import INDEX_ARRAYS, find_stream_doc, validate_doc
-from spikestore.codecs._chunk import ChecksumError, codec_from_config
-from spikestore.errors import SpikestoreError
+import numpy as np
+
+from spikestore._format import (
+    DAMAGE_ADVICE,
+    INDEX_ARRAYS,
+    legacy_stream_node,
+    load_doc,
+    load_stream_doc,
+    stream_node,
+)
+from spikestore._read.storage import read_chunk
+from spikestore.backends import ArraySpec, backend_name_for, open_backend
+from spikestore.codecs._chunk import ChunkCodec, codec_from_config
+from spikestore.errors import DamagedStoreError, SpikestoreError
 
 __all__ = ["verify"]
 
+#: Problem lines one array may add before the rest of its chunks are skipped.
+MAX_ARRAY_PROBLEMS = 20
 
-def verify(path: str | os.PathLike[str], progress: Callable[[int, int], None] | None = None) -> list[str]:
-    """Return the problems found in the store at ``path`` (empty when intact)."""
-    from spikestore.backends import open_backend
+Progress = Callable[[int, int], None]
 
+
+def verify(path: str | os.PathLike[str], progress: Progress | None = None) -> list[str]:
+    """Return the problems found in the store at ``path`` (empty when intact).
+
+    Parameters
+    ----------
+    path
+        A Zarr or HDF5 store.
+    progress
+        Called as ``progress(done, total)`` after each chunk is checked.
+
+    Never raises for what it finds: every failure is a line of the result.
+    """
     p = Path(path)
     if not p.exists():
         return [f"{p}: no such file or directory"]
-    problems: list[str] = []
     try:
-        be = open_backend(p, backend=None, writable=False)
+        be, problems = _open(p)
     except Exception as exc:  # noqa: BLE001 - report, never trace back
-        return [f"{p}: cannot be opened: {exc}"]
+        return [f"{p}: cannot be opened: {type(exc).__name__}: {exc}"]
+    if be is None:
+        return problems
     try:
-        try:
-            root = validate_doc(be.read_doc(""), "root", str(p))
-        except (SpikestoreError, ValueError, OSError) as exc:
-            return [f"{p}: root metadata: {exc}"]
-        jobs: list[tuple[str, str, int, object, tuple[int, ...], str]] = []
-        for key in root["streams"]:
-            try:
-                node, doc = find_stream_doc(be.read_doc, key)
-                if doc is None:
-                    continue  # listed before its first commit: no records yet
-                validate_doc(doc, "stream", f"{p}:{key}")
-            except (SpikestoreError, ValueError, OSError) as exc:
-                problems.append(f"{key}: stream metadata: {exc}")
-                continue
-            expected = 0
-            for seg in doc["segments"]:
-                if seg["start"] != expected:
-                    problems.append(f"{key}: segment {seg['array']} starts at record {seg['start']}, "
-                                    f"expected {expected}")
-                expected = seg["start"] + seg["count"]
-                size = 1
-                for d in seg["stored_shape"]:
-                    size *= d
-                if size == 0:
-                    continue
-                codec = codec_from_config(seg["codec"])
-                shape = (seg["chunk_records"], *seg["stored_shape"])
-                for c in range(-(-seg["count"] // seg["chunk_records"])):
-                    jobs.append((key, f"{node}/{seg['array']}", c, codec, shape, seg["stored_dtype"]))
-            if expected != doc["count"]:
-                problems.append(f"{key}: segments hold {expected} records, the stream says {doc['count']}")
-            rpc = doc["index"]["chunk_records"]
-            for name, dtype in INDEX_ARRAYS.items():
-                codec = codec_from_config(doc["index"]["codecs"][name])
-                for c in range(-(-doc["count"] // rpc)):
-                    jobs.append((key, f"{node}/{name}", c, codec, (rpc,), dtype))
-        for i, (key, node, c, codec, shape, dtype) in enumerate(jobs):
-            try:
-                raw = be.read_chunk(node, c)
-                if raw is None:
-                    problems.append(f"{key}: chunk {c} of {node} is missing inside the committed range")
-                else:
-                    codec.decode(raw, shape, dtype)  # type: ignore[attr-defined]
-            except ChecksumError as exc:
-                problems.append(f"{key}: chunk {c} of {node} is corrupt: {exc}")
-            except Exception as exc:  # noqa: BLE001
-                problems.append(f"{key}: chunk {c} of {node} cannot be read: {type(exc).__name__}: {exc}")
-            if progress is not None:
-                progress(i + 1, len(jobs))
+        _check(be, p, problems, progress)
+    except Exception as exc:  # noqa: BLE001 - whatever was left unchecked, say so
+        problems.append(f"{p}: verify stopped: {type(exc).__name__}: {exc}")
     finally:
         be.close()
+    return problems
+
+
+def _plain(exc: Exception) -> str:
+    """An error's message without the advice to run verify (this is verify)."""
+    text = str(exc)
+    cut = text.find(DAMAGE_ADVICE.split("{", 1)[0])
+    return text[:cut].rstrip() if cut > 0 else text
+
+
+def _open(p: Path) -> tuple[Any, list[str]]:
+    """The backend (or read-only view) verify reads ``p`` through, and problems found on the way."""
+    if backend_name_for(p, None) == "hdf5":
+        from spikestore.backends.hdf5._inspect import open_for_verify
+
+        view, problems = open_for_verify(p)
+        if view is not None or problems:
+            return view, problems
+    return open_backend(p, backend=None, writable=False), []
+
+
+def _check(be: Any, p: Path, problems: list[str], progress: Progress | None) -> None:
+    try:
+        root = load_doc(be, "", "root")
+    except SpikestoreError as exc:
+        problems.append(_plain(exc))
+        return
+    if root is None:
+        problems.append(f"{p}: no spikestore root document: not a spikestore store")
+        return
+    arrays: list[_Array] = []
+    nodes = set()
+    for key in root["streams"]:
+        nodes.update(n for n in (stream_node(key), legacy_stream_node(key)) if n is not None)
+        try:
+            node, doc = load_stream_doc(be, key)
+        except SpikestoreError as exc:
+            problems.append(f"{key}: {_plain(exc)}")
+            continue
+        if doc is not None:
+            try:
+                arrays.extend(_stream_arrays(be, key, node, doc, problems))
+            except Exception as exc:  # noqa: BLE001
+                problems.append(f"{key}: its arrays cannot be checked ({type(exc).__name__}: {exc})")
+    problems.extend(_unlisted(be, p, nodes))
+    total, start = sum(a.nchunks for a in arrays), 0
+    for arr in arrays:
+        for c in arr.check(be, problems):
+            if progress is not None:
+                progress(start + c + 1, total)
+        start += arr.nchunks
+    if progress is not None and total and arrays[-1].checked < arrays[-1].nchunks:
+        progress(total, total)  # the last array stopped early
+
+
+class _Array:
+    """One segment or index array of a stream whose chunks are to be decoded."""
+
+    def __init__(self, key: str, node: str, codec: ChunkCodec, shape: tuple[int, ...], dtype: str,
+                 nchunks: int) -> None:
+        self.key, self.node, self.codec, self.shape, self.dtype = key, node, codec, shape, np.dtype(dtype)
+        self.nchunks = nchunks
+        self.checked = 0
+
+    def check(self, be: Any, problems: list[str]) -> Iterator[int]:
+        """Decode every chunk; yield after each. Stops early when the array cannot be read any more."""
+        found = 0
+        for c in range(self.nchunks):
+            self.checked += 1
+            try:
+                read_chunk(be, self.node, c, self.codec, self.shape, self.dtype, f"stream {self.key!r}")
+            except DamagedStoreError as exc:
+                problems.append(f"{self.key}: {_plain(exc)}")
+                found += 1
+            except Exception as exc:  # noqa: BLE001 - the file's structure, not a chunk, failed
+                problems.append(f"{self.key}: chunk {c} of {self.node} cannot be read "
+                                f"({type(exc).__name__}: {exc}); its other {self.nchunks - c - 1} chunks "
+                                "were not checked")
+                return
+            if found == MAX_ARRAY_PROBLEMS and c + 1 < self.nchunks:
+                problems.append(f"{self.key}: {self.node}: {found} damaged chunks; its other "
+                                f"{self.nchunks - c - 1} chunks were not checked")
+                return
+            yield c
+
+
+def _stream_arrays(be: Any, key: str, node: str, doc: dict[str, Any], problems: list[str]) -> list[_Array]:
+    """The arrays of one stream whose metadata agrees with its document; problems for the others."""
+    out = []
+    for seg in doc["segments"]:
+        codec = codec_from_config(seg["codec"])
+        record = tuple(seg["stored_shape"])
+        spec = ArraySpec(record, np.dtype(seg["stored_dtype"]), seg["chunk_records"], codec)
+        name = f"{node}/{seg['array']}"
+        if _array_ok(be, key, name, spec, seg["count"], problems) and np.prod(record, dtype=object) != 0:
+            out.append(_Array(key, name, codec, (seg["chunk_records"], *record), seg["stored_dtype"],
+                              -(-seg["count"] // seg["chunk_records"])))
+    rpc, count = doc["index"]["chunk_records"], doc["count"]
+    for name, dtype in INDEX_ARRAYS.items():
+        codec = codec_from_config(doc["index"]["codecs"][name])
+        spec = ArraySpec((), np.dtype(dtype), rpc, codec)
+        if _array_ok(be, key, f"{node}/{name}", spec, count, problems):
+            out.append(_Array(key, f"{node}/{name}", codec, (rpc,), dtype, -(-count // rpc)))
+    return out
+
+
+def _array_ok(be: Any, key: str, node: str, spec: ArraySpec, length: int, problems: list[str]) -> bool:
+    """Whether array ``node`` is there and agrees with ``spec``; a problem line for each disagreement.
+
+    An array that holds no committed record yet may be missing (a crash right
+    after its stream or segment was listed).
+    """
+    try:
+        info = be.inspect(node, spec, length)
+    except Exception as exc:  # noqa: BLE001 - metadata the storage cannot read
+        problems.append(f"{key}: array {node}: its metadata cannot be read ({type(exc).__name__}: {exc})")
+        return False
+    if info is None:
+        if length:
+            problems.append(f"{key}: array {node} is missing; the document commits {length} records to it")
+        return False
+    problems.extend(f"{key}: array {node}: {p}" for p in info.problems)
+    return not info.problems
+
+
+def _unlisted(be: Any, p: Path, listed: set[str]) -> list[str]:
+    """Stream groups the root does not list that hold committed records.
+
+    The writer lists a stream before committing any of its records, so such a
+    group means the root document lost it (a stream group with no records may be
+    left by a crash, and is not reported).
+    """
+    problems: list[str] = []
+    try:
+        root = be.inspect("")
+        quantities = root.members if root is not None else ()
+    except Exception as exc:  # noqa: BLE001
+        return [f"{p}: the root group's members cannot be listed ({type(exc).__name__}: {exc})"]
+    for quantity in quantities:
+        try:
+            info = be.inspect(quantity)
+            groups = info.members if info is not None and info.kind == "group" else ()
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{p}: group {quantity} cannot be read ({type(exc).__name__}: {exc})")
+            continue
+        for name in groups:
+            node = f"{quantity}/{name}"
+            if node in listed:
+                continue
+            try:
+                doc = load_doc(be, node, "stream")
+            except SpikestoreError as exc:
+                problems.append(f"{node}: a stream group the root does not list: {_plain(exc)}")
+                continue
+            if doc is not None and doc["count"] > 0:
+                key = f"{doc['quantity']}/{doc['layer']}"
+                problems.append(f"{key}: group {node} holds {doc['count']} committed records, but the root "
+                                "document does not list the stream (a damaged root lost it)")
     return problems

@@ -11,7 +11,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from spikestore._format import find_stream_doc, new_root_doc, stream_node, validate_doc
+from spikestore._format import (
+    check_no_root,
+    has_root,
+    load_doc,
+    load_stream_doc,
+    new_root_doc,
+    stream_node,
+)
 from spikestore._read.storage import read_index_tail
 from spikestore._write.root import RootDocument
 from spikestore.backends import Backend
@@ -38,15 +45,18 @@ def resume(be: Backend, path: Path, metadata: dict[str, Any] | None
     """The root document, the committed stream documents, and the step to continue at.
 
     A writer that died left ``status: "open"``; it holds no lock any more
-    (ours is taken), so its store is resumed as it is.
+    (ours is taken), so its store is resumed as it is. Documents are read
+    as every reader reads them (:func:`~spikestore._format.load_doc`): a
+    damaged one raises ``DamagedStoreError`` before anything is written.
     """
-    if not be.exists():
+    root = load_doc(be, "", "root") if has_root(be) else None
+    if root is None:
+        check_no_root(be)  # raises DamagedStoreError when the root lost its document
         raise StoreNotFoundError(f"no spikestore store at {path}; use mode='w' to create one")
-    root = validate_doc(be.read_doc(""), "root", str(path))
     streams: dict[str, dict[str, Any]] = {}
     last_step = -1
     for key in root["streams"]:
-        node, doc = find_stream_doc(be.read_doc, key)
+        node, doc = load_stream_doc(be, key)
         if doc is None:
             continue
         if node != stream_node(key):
@@ -54,7 +64,7 @@ def resume(be: Backend, path: Path, metadata: dict[str, Any] | None
                 f"{path}: stream {key!r} was written by an earlier spikestore under a group "
                 "name longer than 255 bytes; spikestore.open reads it, but appending to it is not "
                 "supported: record into a new store")
-        streams[key] = validate_doc(doc, "stream", f"{path}:{key}")
+        streams[key] = doc
         last_step = max(last_step, read_index_tail(be, node, doc))
     if metadata:
         root["metadata"] = {**root["metadata"], **metadata}

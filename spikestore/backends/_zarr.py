@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from spikestore._files import write_replacing
-from spikestore._format import ATTRS_KEY
-from spikestore.backends._base import ArraySpec
+from spikestore._format import ATTRS_KEY, damaged
+from spikestore.backends._base import ArraySpec, NodeInfo
 from spikestore.codecs._chunk import codec_from_config
-from spikestore.errors import FormatError, ReadOnlyError
+from spikestore.errors import DamagedStoreError, ReadOnlyError
 
 __all__ = ["ZarrBackend"]
 
@@ -64,6 +64,64 @@ def _array_meta(chunks: tuple[int, ...], record_shape: tuple[int, ...], dtype_st
         dimension_names=None,
     )
     return meta.to_buffer_dict(default_buffer_prototype())["zarr.json"].to_bytes().decode()
+
+
+def _checked_array_meta(be: ZarrBackend, node: str, *, report: bool = False
+                        ) -> tuple[dict[str, Any] | None, list[str]]:
+    """An array's ``zarr.json``, checked with zarr's own metadata class.
+
+    Raises :class:`DamagedStoreError` naming the file when it is missing or
+    zarr would refuse it; with ``report``, returns ``(None, [problem])`` instead.
+    """
+    from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+
+    raw = be._get(_key(node, _META))
+    if raw is None:
+        what = "it is missing"
+    else:
+        try:
+            parsed = ArrayV3Metadata.from_dict(json.loads(raw))  # it pops what it reads: a copy of its own
+            if not isinstance(parsed.chunk_key_encoding, DefaultChunkKeyEncoding):
+                raise ValueError(f"chunk key encoding {parsed.chunk_key_encoding} is not 'default'")
+            return json.loads(raw), []
+        except Exception as exc:  # noqa: BLE001 - zarr raises many kinds for metadata it refuses
+            what = f"zarr cannot open it as an array ({type(exc).__name__}: {exc})"
+    if report:
+        return None, [f"{_META}: {what}"]
+    raise be._damaged(node, what)
+
+
+def _array_problems(meta: dict[str, Any], expect: ArraySpec, length: int) -> list[str]:
+    """How a valid array ``zarr.json`` disagrees with the array a document describes (format.md §4-§6)."""
+    from zarr.core.metadata.v3 import ArrayV3Metadata
+
+    got = ArrayV3Metadata.from_dict(json.loads(json.dumps(meta)))
+    chunks = (expect.chunk_records, *(max(1, d) for d in expect.record_shape))
+    want = ArrayV3Metadata.from_dict(json.loads(_array_meta(
+        chunks, tuple(expect.record_shape), np.dtype(expect.dtype).str,
+        json.dumps(expect.codec.config, sort_keys=True))))
+    problems = []
+    if got.shape[1:] != tuple(expect.record_shape):
+        problems.append(f"shape {list(got.shape)} holds records of shape {list(got.shape[1:])}, "
+                        f"the document says {list(expect.record_shape)}")
+    elif got.shape[0] < length:
+        problems.append(f"it holds {got.shape[0]} records, the document commits {length}")
+    if got.chunk_grid != want.chunk_grid:
+        problems.append(f"chunk grid {got.chunk_grid} differs from the document's {want.chunk_grid}")
+    if got.data_type != want.data_type:
+        problems.append(f"data type {got.data_type} differs from the document's {want.data_type}")
+    if _codecs(got, expect.dtype) != _codecs(want, expect.dtype):
+        problems.append(f"codecs {list(got.codecs)} differ from the document's codec {expect.codec.config}")
+    return problems
+
+
+def _codecs(meta: Any, dtype: np.dtype) -> list[Any]:
+    """An array's codec chain, with what cannot matter for its dtype left out (the byte order of bytes)."""
+    from zarr.codecs import BytesCodec
+
+    return [BytesCodec() if isinstance(c, BytesCodec) and np.dtype(dtype).itemsize == 1 else c
+            for c in meta.codecs]
 
 
 class ZarrBackend:
@@ -119,16 +177,43 @@ class ZarrBackend:
         return (self.path / _META).is_file()
 
     def read_doc(self, node: str) -> Any | None:
+        meta = self._group_meta(node)
+        if meta is None:
+            return None
+        attrs = meta.get("attributes", {})
+        if not isinstance(attrs, dict):
+            raise self._damaged(node, "its attributes are not a JSON object")
+        if ATTRS_KEY not in attrs:
+            if not node:
+                return None  # a Zarr group, not a spikestore store
+            raise self._damaged(node, "it holds no spikestore document")
+        self._check_parents(node)
+        return attrs[ATTRS_KEY]
+
+    def _group_meta(self, node: str) -> dict[str, Any] | None:
+        """A node's parsed ``zarr.json`` (``None`` when there is none)."""
         raw = self._get(_key(node, _META))
         if raw is None:
             return None
         try:
             meta = json.loads(raw)
-        except ValueError as exc:
-            raise FormatError(f"{self.path}/{_key(node, _META)} is not valid JSON: {exc}") from None
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise self._damaged(node, f"it is not valid JSON ({exc})") from None
         if not isinstance(meta, dict):
-            raise FormatError(f"{self.path}/{_key(node, _META)} is not a JSON object")
-        return meta.get("attributes", {}).get(ATTRS_KEY)
+            raise self._damaged(node, "it is not a JSON object")
+        return meta
+
+    def _damaged(self, node: str, what: str) -> DamagedStoreError:
+        return damaged(self.path, str(self.path / _key(node, _META)), what)
+
+    def _check_parents(self, node: str) -> None:
+        """Every group above ``node`` has its ``zarr.json`` (the writer creates them first)."""
+        parent = node.rsplit("/", 1)[0] if "/" in node else ""
+        while parent and parent not in self._groups:
+            if self._get(_key(parent, _META)) is None:
+                raise self._damaged(parent, f"it is missing, but its group holds {node!r}")
+            self._groups.add(parent)
+            parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
 
     def write_doc(self, node: str, doc: Any) -> None:
         self._ensure_parent_group(node)
@@ -168,11 +253,29 @@ class ZarrBackend:
     def _meta_of(self, node: str) -> dict[str, Any]:
         meta = self._array_meta.get(node)
         if meta is None:
-            raw = self._get(_key(node, _META))
-            if raw is None:
-                raise FormatError(f"{self.path}: array {node!r} is missing")
-            meta = self._array_meta[node] = json.loads(raw)
+            meta = self._array_meta[node] = _checked_array_meta(self, node)[0]
         return meta
+
+    def inspect(self, node: str, expect: ArraySpec | None = None, length: int = 0) -> NodeInfo | None:
+        folder = os.path.join(self._root, node)
+        if not os.path.isdir(folder):
+            return None
+        if expect is not None:
+            meta, problems = _checked_array_meta(self, node, report=True)
+            if meta is not None:
+                problems = _array_problems(meta, expect, length)
+            return NodeInfo("array", meta is not None, problems=tuple(problems))
+        with os.scandir(folder) as entries:
+            members = tuple(sorted(e.name for e in entries if e.is_dir()))
+        try:
+            meta = self._group_meta(node)
+        except DamagedStoreError:
+            return NodeInfo("group", True, False, members)
+        if meta is None:
+            return NodeInfo("group", False, False, members)
+        attrs = meta.get("attributes")
+        return NodeInfo("array" if meta.get("node_type") == "array" else "group", True,
+                        isinstance(attrs, dict) and ATTRS_KEY in attrs, members)
 
     def set_length(self, node: str, length: int, *, exact: bool = True) -> None:
         meta = self._meta_of(node)
