@@ -90,7 +90,7 @@ def info(path: Path) -> None:
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 def verify(path: Path) -> None:
-    """Check every document and decode every chunk of PATH; exit 0 only when intact."""
+    """Check every document, every array's metadata and every chunk of PATH; exit 0 only when intact."""
     from spikestore._read.verify import verify as run_verify
 
     with _progress("verify", "chunk") as cb:
