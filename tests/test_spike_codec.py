@@ -1,7 +1,16 @@
-"""The spike codec: exact round trips, fixed bytes, registration for numcodecs and zarr."""
+"""The spike codec: exact round trips, fixed bytes, registration for numcodecs and zarr.
+
+Also every chunk decoder's bounds: a header that declares another decoded
+size than the document's is refused before anything is allocated, and no
+decoder inflates more than it expects (zstd and pcodec bombs, gap counts).
+"""
 
 from __future__ import annotations
 
+import struct
+import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numcodecs
@@ -10,9 +19,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numcodecs import CRC32C, Blosc, Fletcher32, Zstd
 
 import spikestore
+from spikestore.codecs._chunk import ChunkCodec
 from spikestore.codecs._spikes import MODES, SpikeCodec, decode_spikes, encode_spikes
+from spikestore.errors import ChecksumError, SpikestoreError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -137,7 +149,7 @@ def test_plain_zarr_decodes_what_spikestore_reads(tmp_path):
             "import io; buf = io.BytesIO()\n"  # np.save cannot seek in a pipe
             "np.save(buf, np.unpackbits(a, axis=-1, count=100, bitorder='little'))\n"
             "sys.stdout.buffer.write(buf.getvalue())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr.decode()
     import io
 
@@ -158,3 +170,220 @@ def test_compiled_and_numpy_gap_coders_write_the_same_bytes(monkeypatch, row_bit
     monkeypatch.setattr(packing, "KERNELS", False)
     assert encode_spikes(packed, 1, row_bits) == fast
     np.testing.assert_array_equal(decode_spikes(fast).reshape(packed.shape), packed)
+
+
+# -- decoders bound their output before allocating it (issue 15) ------------------------------
+
+_HEAD = struct.Struct("<BBQ")  # version, mode, decoded length: the spike codec's header
+MiB, GiB = 1 << 20, 1 << 30
+FIXTURE_MODES = ["bitmap", "gaps8", "gaps-pcodec", "zeros", "gaps8-rows", "gaps-pcodec-rows"]
+
+
+def _zstd_rle_bomb(nbytes: int, *, sized: bool = True) -> bytes:
+    """A zstd frame of ``nbytes`` zeros made of RLE blocks (4 bytes a 128 KiB block).
+
+    ``sized`` frames declare their content size; the others leave it
+    unknown, as streaming compressors do.
+    """
+    out = bytearray(struct.pack("<I", 0xFD2FB528))
+    # Single-segment frame with an 8-byte content size, or a 128 KiB window and no size.
+    out += bytes([0xE0]) + struct.pack("<Q", nbytes) if sized else bytes([0x00, 0x38])
+    left = nbytes
+    while left:
+        n = min(1 << 17, left)
+        left -= n
+        out += (int(left == 0) | 1 << 1 | n << 3).to_bytes(3, "little") + b"\0"
+    return bytes(out)
+
+
+def _traced(fn: Callable[[], object]) -> tuple[BaseException | None, int, float]:
+    """What ``fn`` raised (or None), the peak of memory it allocated, and the seconds it took."""
+    tracemalloc.start()
+    t = time.perf_counter()
+    try:
+        fn()
+        exc = None
+    except Exception as e:  # noqa: BLE001 - the caller asserts the type
+        exc = e
+    finally:
+        seconds = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return exc, peak, seconds
+
+
+def test_the_rle_bomb_is_a_valid_zstd_frame():
+    for sized in (True, False):
+        assert bytes(Zstd().decode(_zstd_rle_bomb(300_000, sized=sized))) == bytes(300_000)
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2, 3, 0x81, 0x82])
+@pytest.mark.parametrize("with_out", [False, True])
+def test_a_header_asking_for_8_gib_is_refused_before_allocating(mode, with_out):
+    chunk = _HEAD.pack(1, mode, 8 * GiB) + bytes(8)  # 18 bytes
+    out = np.empty(4096, np.uint8) if with_out else None
+    exc, peak, seconds = _traced(lambda: decode_spikes(chunk, out))
+    assert isinstance(exc, ChecksumError) and "8589934592" in str(exc), repr(exc)
+    assert peak < MiB and seconds < 1
+
+
+def test_without_out_a_header_up_to_the_limit_is_decoded():
+    from spikestore.codecs._bounded import MAX_DECODED_BYTES
+
+    assert MAX_DECODED_BYTES == 2**31
+    assert decode_spikes(_HEAD.pack(1, 3, 5000)).size == 5000
+    with pytest.raises(ChecksumError, match="2147483649"):
+        SpikeCodec().decode(_HEAD.pack(1, 3, 2**31 + 1))
+
+
+@pytest.mark.parametrize("where", ["bitmap", "gaps", "escapes"])
+@pytest.mark.parametrize("sized", [True, False])
+@pytest.mark.parametrize("with_out", [False, True])
+def test_zstd_bombs_are_refused_quickly_in_bounded_memory(where, sized, with_out):
+    bomb, n = _zstd_rle_bomb(GiB, sized=sized), 4096
+    if where == "bitmap":
+        chunk = _HEAD.pack(1, 0, n) + bomb
+    elif where == "gaps":
+        chunk = _HEAD.pack(1, 1, n) + struct.pack("<QQ", 10, len(bomb)) + bomb
+    else:  # one escaped gap, whose escapes decompress to a GiB
+        gaps = bytes(Zstd(level=1).encode(np.array([255, 3], np.uint8)))
+        chunk = _HEAD.pack(1, 1, n) + struct.pack("<QQ", 2, len(gaps)) + gaps + bomb
+    out = np.empty(n, np.uint8) if with_out else None
+    exc, peak, seconds = _traced(lambda: decode_spikes(chunk, out))
+    assert isinstance(exc, ChecksumError), repr(exc)
+    assert peak < 4 * MiB and seconds < 1
+
+
+def test_a_pcodec_bomb_is_refused_in_bounded_memory():
+    from pcodec import ChunkConfig, standalone
+
+    many = standalone.simple_compress(np.zeros(1 << 24, np.uint32), ChunkConfig())  # 16 Mi gaps, ~KiB
+    chunk = _HEAD.pack(1, 2, 1000) + many  # 8000 bits hold at most 8000 spikes
+    exc, peak, seconds = _traced(lambda: decode_spikes(chunk))
+    assert isinstance(exc, ChecksumError) and "gaps" in str(exc), repr(exc)
+    assert peak < 4 * MiB and seconds < 1
+
+
+@pytest.mark.parametrize("tail", ["gap", "escape"])
+def test_gaps_pointing_past_the_end_are_damage(tail):
+    n = 100  # 800 bits
+    if tail == "gap":
+        gaps, escapes = np.array([10, 254, 254, 254], np.uint8), b""  # the last spike at bit 775: fine ...
+        gaps = np.append(gaps, np.uint8(30))  # ... then one at 806
+    else:
+        gaps, escapes = np.array([255], np.uint8), bytes(Zstd(level=1).encode(np.array([2**32 - 256], "<u4")))
+    zg = bytes(Zstd(level=1).encode(gaps))
+    chunk = _HEAD.pack(1, 1, n) + struct.pack("<QQ", gaps.size, len(zg)) + zg + escapes
+    with pytest.raises(ChecksumError, match="out of range|past"):
+        decode_spikes(chunk)
+
+
+@pytest.mark.parametrize("mode", FIXTURE_MODES)
+def test_damaged_spike_chunks_only_raise_spikestore_errors(mode):
+    enc = (FIXTURES / f"spikes-{mode}.bin").read_bytes()
+    want = np.load(FIXTURES / f"spikes-{mode}.expected.npy").reshape(-1)
+    rng = np.random.default_rng(FIXTURE_MODES.index(mode))
+    variants = [enc[:k] for k in rng.integers(0, len(enc), 100)] + [enc[:k] for k in range(min(len(enc), 40))]
+    for _ in range(200):
+        flipped = bytearray(enc)
+        flipped[rng.integers(len(enc))] ^= 1 << int(rng.integers(8))
+        variants.append(bytes(flipped))
+    variants += [enc + bytes(k) for k in (1, 7, 41)]
+    for v in variants:
+        for out in (None, np.empty(want.size, np.uint8)):
+            try:
+                got = decode_spikes(v, out)
+            except SpikestoreError:
+                continue
+            # The codec has no checksum of its own (the chunk's CRC-32C is outside): a flip
+            # inside zstd literals may decode to other bits, but never to another size than
+            # expected (without ``out``, the header's, which a flip may have changed).
+            assert got.dtype == np.uint8
+            assert got.size == (want.size if out is not None else _HEAD.unpack_from(v)[2])
+
+
+@pytest.mark.parametrize("mode", FIXTURE_MODES)
+def test_a_trailing_identity_frame_is_skipped(mode):
+    from spikestore.codecs._identity import ChunkIdentity
+
+    enc = (FIXTURES / f"spikes-{mode}.bin").read_bytes()
+    want = np.load(FIXTURES / f"spikes-{mode}.expected.npy").reshape(-1)
+    frame = ChunkIdentity.of({"array": "seg000000"}, "output/x").frame(3, 7)
+    np.testing.assert_array_equal(decode_spikes(enc + frame), want)
+    out = np.empty_like(want)
+    SpikeCodec().decode(enc + frame, out=out)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_repr_and_config_follow_numcodecs(monkeypatch):
+    from numcodecs.tests import common
+
+    monkeypatch.setattr(common, "SpikeCodec", SpikeCodec, raising=False)  # check_repr evaluates there
+    common.check_repr("SpikeCodec(level=3, row_bits=10)")
+    common.check_repr("SpikeCodec(level=1)")
+    for codec in (SpikeCodec(level=3, row_bits=10), SpikeCodec()):
+        common.check_config(codec)
+        config = codec.get_config()
+        assert config.pop("id") == "spikestore.spikes"  # numcodecs takes the id off before from_config
+        assert SpikeCodec.from_config(config) == codec
+        assert numcodecs.get_codec(codec.get_config()) == codec
+
+
+_SUMS = {"crc32c": CRC32C(), "fletcher32": Fletcher32()}
+
+
+@pytest.mark.parametrize("checksum", ["crc32c", "fletcher32"])
+@pytest.mark.parametrize("sized", [True, False])
+def test_a_chunk_codec_refuses_a_zstd_bomb(checksum, sized):
+    codec = ChunkCodec({"id": "zstd", "level": 3, "checksum": checksum})
+    data = bytes(_SUMS[checksum].encode(_zstd_rle_bomb(GiB, sized=sized)))  # its checksum is right
+    exc, peak, seconds = _traced(lambda: codec.decode(data, (1024,), np.float32))
+    assert isinstance(exc, ChecksumError), repr(exc)
+    assert peak < 4 * MiB + 4096 and seconds < 1
+
+
+@pytest.mark.parametrize("config", [{"id": "zstd", "level": 3}, {"id": "spikestore.spikes", "level": 1},
+                                    {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": "bitshuffle",
+                                     "typesize": 4}])
+@pytest.mark.parametrize("size", [100, 8192])
+def test_a_chunk_that_decodes_to_another_size_is_damage(config, size):
+    # A well-formed chunk of 100 (or 8192) bytes where the document expects 4096:
+    # the rest of the output buffer must never be handed out uninitialised.
+    codec = ChunkCodec(config)
+    data = codec.encode(np.ones(size, np.uint8))
+    with pytest.raises(ChecksumError, match=f"{size}.*4096|4096.*{size}"):
+        codec.decode(data, (1024,), np.float32)
+
+
+def test_a_blosc_header_that_overstates_its_bytes_is_damage():
+    codec = ChunkCodec({"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": "bitshuffle", "typesize": 4})
+    raw = bytearray(Blosc(cname="lz4", clevel=5, shuffle=2).encode(np.arange(1024, dtype=np.float32)))
+    struct.pack_into("<I", raw, 12, len(raw) + 1000)  # cbytes: blosc would read past the buffer
+    with pytest.raises(ChecksumError, match="bytes"):
+        codec.decode(bytes(CRC32C().encode(bytes(raw))), (1024,), np.float32)
+
+
+@pytest.mark.parametrize("config", [{"id": "spikestore.spikes", "level": 1, "row_bits": 28},
+                                    {"id": "zstd", "level": 1, "checksum": "fletcher32"},
+                                    {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": "bitshuffle",
+                                     "typesize": 1}])
+def test_damaged_chunks_with_their_checksum_decode_exactly_or_not_at_all(config):
+    from spikestore.codecs._identity import ChunkIdentity
+
+    want = np.packbits(np.random.default_rng(5).random((50, 28)) < 0.05, axis=-1, bitorder="little")
+    identity = ChunkIdentity.of({"array": "seg000000"}, "output/x", rows=50, chunk_records=50)
+    codec = ChunkCodec(config)
+    enc = codec.encode(want, identity.frame(0, 50))
+    np.testing.assert_array_equal(codec.decode(enc, want.shape, np.uint8, identity=identity), want)
+    rng = np.random.default_rng(6)
+    variants = [enc[:k] for k in range(len(enc))]
+    for _ in range(300):
+        flipped = bytearray(enc)
+        flipped[rng.integers(len(enc))] ^= 1 << int(rng.integers(8))
+        variants.append(bytes(flipped))
+    for v in variants:
+        try:
+            got = codec.decode(v, want.shape, np.uint8, identity=identity)
+        except ChecksumError:
+            continue
+        np.testing.assert_array_equal(got, want)

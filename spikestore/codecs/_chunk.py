@@ -3,8 +3,12 @@
 The writer encodes whole chunks itself (on its own thread, with codecs that
 release the GIL) and hands the backend finished bytes. A
 :class:`ChunkCodec` is one row of the codec table (:mod:`spikestore.codecs._table`)
-plus a checksum of the compressed bytes (4 bytes, little endian) appended to
-every chunk, so ``spikestore verify`` and every read detect damage:
+plus a checksum (4 bytes, little endian) appended to every chunk, so
+``spikestore verify`` and every read detect damage. Between the compressed
+bytes and the checksum the writer puts the chunk's identity frame
+(:mod:`spikestore.codecs._identity`), which says where the chunk belongs;
+decoding checks it, then inflates into a buffer of exactly the size the
+document expects (:mod:`spikestore.codecs._bounded`):
 
 =========  ==========================================  ==================================
 encoding   spikestore codec (Zarr stores)              zarr v3 codecs
@@ -22,10 +26,13 @@ are read. The checksum is CRC-32C unless the configuration says
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from spikestore.codecs._bounded import MAX_DECODED_BYTES
+from spikestore.codecs._identity import ChunkIdentity, split_frame
 from spikestore.codecs._table import checksum_row, codec_row, for_target
 from spikestore.errors import ChecksumError, InvalidArgumentError
 
@@ -57,30 +64,45 @@ class ChunkCodec:
         self._inner = self._row.numcodecs(self.config)
         self._sum = self._check.numcodecs()
 
-    def encode(self, chunk: np.ndarray) -> bytes:
-        """Compress a C-contiguous chunk and append its checksum."""
+    def encode(self, chunk: np.ndarray, frame: bytes = b"") -> bytes:
+        """Compress a C-contiguous chunk, append ``frame`` (its identity) and the checksum."""
         chunk = np.ascontiguousarray(chunk)
         if chunk.dtype.byteorder == ">":
             chunk = chunk.astype(chunk.dtype.newbyteorder("<"))
-        return bytes(self._sum.encode(self._inner.encode(chunk)))
+        payload = self._inner.encode(chunk)
+        return bytes(self._sum.encode(bytes(payload) + frame if frame else payload))
 
-    def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
-        """Check the checksum, decompress, and return an array of ``shape``.
+    def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype | str, *,
+               identity: ChunkIdentity | None = None, chunk: int = 0) -> np.ndarray:
+        """Check the checksum and the identity, decompress, and return an array of ``shape``.
+
+        ``identity`` is what the chunk's document entry says its chunks carry
+        and ``chunk`` its number; without one a trailing identity frame is
+        skipped unchecked.
 
         Raises
         ------
         ChecksumError
-            When the checksum does not match or the payload does not decompress to ``shape``.
+            When the checksum does not match, or the payload does not decode
+            to exactly ``shape`` (checked before anything is allocated).
+        IdentityError
+            A :class:`ChecksumError` too: the identity frame disagrees with ``identity``.
+        FormatError
+            For an identity version newer than this spikestore reads.
         """
         try:
-            payload = self._sum.decode(data)
+            checked = self._sum.decode(data)
         except Exception as exc:  # noqa: BLE001 - numcodecs raises RuntimeError or, on short input, others
             raise ChecksumError(f"{self.checksum} checksum mismatch ({exc})") from None
-        out = np.empty(shape, dtype=np.dtype(dtype))
-        try:
-            self._inner.decode(payload, out=out.reshape(-1).view(np.uint8))
-        except (RuntimeError, ValueError) as exc:
-            raise ChecksumError(f"chunk does not decompress: {exc}") from None
+        payload, frame = split_frame(checked)
+        if identity is not None:
+            identity.check(frame, chunk)
+        dtype = np.dtype(dtype)
+        if math.prod(shape) * dtype.itemsize > MAX_DECODED_BYTES:
+            raise ChecksumError(f"a chunk of shape {shape} and dtype {dtype} is over the limit of "
+                                f"{MAX_DECODED_BYTES} bytes")
+        out = np.empty(shape, dtype=dtype)
+        self._row.into(payload, out.reshape(-1).view(np.uint8))
         return out
 
     def zarr_codecs(self) -> list[Any]:

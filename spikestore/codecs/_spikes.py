@@ -32,6 +32,9 @@ Encoded layout (little endian)::
     bytes 10-   payload; for mode 1: uint64 n_gaps, uint64 len(zstd gaps),
                 zstd gaps, then zstd escapes (absent when there are none)
 
+The layout and its decoder, which bounds everything a damaged chunk could
+make it allocate, are in :mod:`spikestore.codecs._spikes_decode`.
+
 Registered as ``spikestore.spikes`` for numcodecs (``numcodecs.get_codec``)
 and zarr v3 (``zarr.codecs`` entry point), so plain zarr decodes spike chunks
 once spikestore is installed.
@@ -39,7 +42,7 @@ once spikestore is installed.
 
 from __future__ import annotations
 
-import struct
+import math
 from typing import Any
 
 import numpy as np
@@ -48,16 +51,22 @@ from numcodecs.compat import ensure_contiguous_ndarray
 from numcodecs.zstd import Zstd
 
 from spikestore.codecs import _packing as packing
-from spikestore.errors import ChecksumError, FormatError, InPlaceModificationError
+from spikestore.codecs._spikes_decode import (
+    _GAPS8,
+    _HEADER,
+    _ROW_FLAG,
+    _ROWS,
+    _VERSION,
+    _escape_dtype,
+    _pcodec_dtype,
+    _RowMap,
+    decode_spikes,
+)
+from spikestore.errors import InPlaceModificationError
 
 __all__ = ["CODEC_ID", "SpikeCodec", "decode_spikes", "encode_spikes"]
 
 CODEC_ID = "spikestore.spikes"
-_VERSION = 1
-_HEADER = struct.Struct("<BBQ")
-_ROWS = struct.Struct("<I")
-_ROW_FLAG = 0x80  # mode bit: gaps count only the real bits of padded rows
-_GAPS8 = struct.Struct("<QQ")
 MODES = ("bitmap", "gaps8", "gaps-pcodec", "zeros")
 
 # Density bands (fraction of ones) in which each mode is tried; overlapping
@@ -84,14 +93,6 @@ def _gaps(positions: np.ndarray) -> np.ndarray:
     gaps = np.diff(positions, prepend=-1)
     gaps -= 1
     return gaps
-
-
-def _pcodec_dtype(nbits: int) -> type:
-    return np.uint32 if nbits < 2**32 else np.uint64
-
-
-def _escape_dtype(n: int) -> str:
-    return "<u4" if 8 * n < 2**32 else "<u8"
 
 
 def _encode_gaps8(small: np.ndarray, escapes: np.ndarray, n: int, zstd: Zstd) -> bytes:
@@ -204,88 +205,6 @@ def _gap_bytes(buf: np.ndarray, rows: _RowMap | None,
     return np.minimum(gaps, 255).astype(np.uint8), gaps[gaps >= 255] - 255
 
 
-class _RowMap:
-    """Bit numbering without the zero padding at the end of each packed row."""
-
-    def __init__(self, row_bits: int, n: int) -> None:
-        self.row_bits = row_bits
-        self.row_span = 8 * ((row_bits + 7) // 8)  # bits a row occupies, padding included
-        self.logical_bits = (8 * n // self.row_span) * row_bits
-
-    @classmethod
-    def make(cls, row_bits: int | None, n: int) -> _RowMap | None:
-        """A map when rows are padded and the buffer holds whole rows
-        (whether the padding is all zero is checked while coding the gaps)."""
-        if not row_bits or row_bits % 8 == 0 or (8 * n) % (8 * ((row_bits + 7) // 8)):
-            return None
-        return cls(row_bits, n)
-
-    def to_logical(self, positions: np.ndarray) -> np.ndarray:
-        row, bit = np.divmod(positions, self.row_span)
-        return row * self.row_bits + bit
-
-    def to_physical(self, positions: np.ndarray) -> np.ndarray:
-        row, bit = np.divmod(positions, self.row_bits)
-        return row * self.row_span + bit
-
-
-def decode_spikes(data: Any, out: Any = None) -> np.ndarray:
-    """Decode :func:`encode_spikes` output to packed ``uint8`` bytes."""
-    raw = memoryview(ensure_contiguous_ndarray(data).view(np.uint8).reshape(-1))
-    if len(raw) < _HEADER.size:
-        raise ChecksumError("spike chunk is truncated (no header)")
-    version, mode, n = _HEADER.unpack_from(raw)
-    if version != _VERSION:
-        raise FormatError(f"spike chunk has codec version {version}; this spikestore reads {_VERSION}: upgrade it")
-    body = raw[_HEADER.size:]
-    if mode == 0:
-        result = np.frombuffer(Zstd().decode(body), dtype=np.uint8)
-    elif mode == 3:
-        result = np.zeros(n, dtype=np.uint8)
-    elif mode & ~_ROW_FLAG in (1, 2):
-        rows = None
-        if mode & _ROW_FLAG:
-            (row_bits,) = _ROWS.unpack_from(body)
-            if not 0 < row_bits or row_bits % 8 == 0:
-                raise ChecksumError("spike chunk is damaged (bad row length)")
-            rows = _RowMap(row_bits, n)
-            body = body[_ROWS.size:]
-            mode &= ~_ROW_FLAG
-        if mode == 1:
-            n_gaps, zlen = _GAPS8.unpack_from(body)
-            rest = body[_GAPS8.size:]
-            gaps = np.frombuffer(Zstd().decode(rest[:zlen]), dtype=np.uint8).astype(np.int64)
-            tail = rest[zlen:]
-            escapes = np.frombuffer(Zstd().decode(tail) if len(tail) else b"", dtype=_escape_dtype(n))
-            big = gaps == 255
-            gaps[big] += escapes.astype(np.int64)
-            if gaps.size != n_gaps:
-                raise ChecksumError("spike chunk is damaged (gap count mismatch)")
-        else:
-            from pcodec import standalone
-
-            gaps = standalone.simple_decompress(bytes(body)).astype(np.int64)
-        positions = np.cumsum(gaps + 1) - 1
-        if rows is not None:
-            if positions.size and positions[-1] >= rows.logical_bits:
-                raise ChecksumError("spike chunk is damaged (spike position out of range)")
-            positions = rows.to_physical(positions)
-        if positions.size and (positions[-1] >= 8 * n or positions[0] < 0):
-            raise ChecksumError("spike chunk is damaged (spike position out of range)")
-        bits = np.zeros(8 * n, dtype=np.bool_)
-        bits[positions] = True
-        result = np.packbits(bits, bitorder="little")
-    else:
-        raise ChecksumError(f"spike chunk has unknown mode {mode}")
-    if result.size != n:
-        raise ChecksumError(f"spike chunk is damaged: {result.size} bytes decoded, {n} expected")
-    if out is not None:
-        dest = ensure_contiguous_ndarray(out).view(np.uint8).reshape(-1)
-        dest[:] = result
-        return out
-    return result
-
-
 class SpikeCodec(Codec):
     """numcodecs codec ``spikestore.spikes`` for packed spike chunks.
 
@@ -314,7 +233,8 @@ class SpikeCodec(Codec):
         return cfg
 
     def __repr__(self) -> str:
-        return f"SpikeCodec(level={self.level})"
+        rows = "" if self.row_bits is None else f", row_bits={self.row_bits}"
+        return f"SpikeCodec(level={self.level}{rows})"
 
 
 def _zarr_codec_class() -> type:
@@ -344,7 +264,13 @@ def _zarr_codec_class() -> type:
             return {"name": CODEC_ID, "configuration": cfg}
 
         async def _decode_single(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
-            return chunk_spec.prototype.buffer.from_array_like(decode_spikes(chunk_bytes.as_numpy_array()))
+            # The array's metadata says how many bytes the chunk decodes to: refuse any other length.
+            try:
+                expected = math.prod(chunk_spec.shape) * chunk_spec.dtype.to_native_dtype().itemsize
+            except (AttributeError, TypeError):  # another zarr's chunk spec: bounded by the header alone
+                expected = None
+            decoded = decode_spikes(chunk_bytes.as_numpy_array(), expected=expected)
+            return chunk_spec.prototype.buffer.from_array_like(decoded)
 
         async def _encode_single(self, chunk_bytes: Any, chunk_spec: Any) -> Any:
             enc = encode_spikes(chunk_bytes.as_numpy_array(), self.level, self.row_bits)

@@ -16,6 +16,9 @@ id                     numcodecs                    zarr v3                HDF5 
 checksum ``crc32c``    ``CRC32C``                   ``crc32c``             none
 checksum ``fletcher32``  ``Fletcher32``             none                   Fletcher-32 (built in)
 =====================  ===========================  =====================  =================
+
+spikestore decodes with the numcodecs functions of each row, but through
+``into``, which bounds the output by the size the document expects.
 """
 
 from __future__ import annotations
@@ -35,15 +38,19 @@ _SHUFFLE_NAMES = ("noshuffle", "shuffle", "bitshuffle")
 
 @dataclass(frozen=True)
 class CodecRow:
-    """One chunk codec: how numcodecs, zarr and HDF5 express it.
+    """One chunk codec: how numcodecs, zarr and HDF5 express it, and how spikestore decodes it.
 
-    Each field takes the codec's stored JSON configuration (``{"id": ...,
-    ...}``). ``hdf5`` is ``None`` where no HDF5 filter decodes the codec;
-    ``instead`` then names the row used for HDF5 stores.
+    Each of the first four fields takes the codec's stored JSON configuration
+    (``{"id": ..., ...}``). ``hdf5`` is ``None`` where no HDF5 filter decodes
+    the codec; ``instead`` then names the row used for HDF5 stores.
+    ``into(payload, dest)`` decodes a chunk into the bytes ``dest``, refusing
+    one whose header declares another size before it allocates or inflates
+    anything (:mod:`spikestore.codecs._bounded`).
     """
 
     numcodecs: Callable[[dict[str, Any]], Any]
     zarr: Callable[[dict[str, Any]], Any]
+    into: Callable[[Any, Any], Any]
     hdf5: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     instead: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
@@ -108,6 +115,24 @@ def _blosc_hdf5(cfg: dict[str, Any]) -> dict[str, Any]:
                                  shuffle=_SHUFFLE_NAMES.index(cfg["shuffle"])))
 
 
+def _spikes_into(payload: Any, dest: Any) -> Any:
+    from spikestore.codecs._spikes import decode_spikes
+
+    return decode_spikes(payload, dest)
+
+
+def _zstd_into(payload: Any, dest: Any) -> Any:
+    from spikestore.codecs._bounded import zstd_into
+
+    return zstd_into(payload, dest)
+
+
+def _blosc_into(payload: Any, dest: Any) -> Any:
+    from spikestore.codecs._bounded import blosc_into
+
+    return blosc_into(payload, dest)
+
+
 def _crc32c() -> Any:
     from numcodecs import CRC32C
 
@@ -128,10 +153,10 @@ def _fletcher32() -> Any:
 
 CODECS: dict[str, CodecRow] = {
     # No HDF5 filter implements the spike codec's gap coding: HDF5 stores take zstd over the bitmap.
-    "spikestore.spikes": CodecRow(_spikes_numcodecs, _spikes_zarr, None,
+    "spikestore.spikes": CodecRow(_spikes_numcodecs, _spikes_zarr, _spikes_into, None,
                                   instead=lambda cfg: {"id": "zstd", "level": cfg["level"]}),
-    "zstd": CodecRow(_zstd_numcodecs, _zstd_zarr, _zstd_hdf5),
-    "blosc": CodecRow(_blosc_numcodecs, _blosc_zarr, _blosc_hdf5),
+    "zstd": CodecRow(_zstd_numcodecs, _zstd_zarr, _zstd_into, _zstd_hdf5),
+    "blosc": CodecRow(_blosc_numcodecs, _blosc_zarr, _blosc_into, _blosc_hdf5),
 }
 
 #: Checksums in order of preference: the first one a target stores is used.
