@@ -73,7 +73,8 @@ def info(path: Path) -> None:
                 status += " (being written, or the writer was killed; committed records are readable)"
             click.echo(f"store      {path} (format v{run.doc['format_version']})")
             click.echo(f"created    {run.doc['created']}")
-            click.echo(f"writer     {status}; pid {w['pid']} on {w['host']}; dropped records: {w['dropped']}")
+            click.echo(f"writer     {status}; pid {w['pid']} on {w['host']}; dropped records: {w['dropped']}"
+                       f" (queue full), {w.get('modified', 0)} (changed in place)")
             if w.get("error"):
                 click.echo(f"error      {w['error']}")
             if run.metadata:

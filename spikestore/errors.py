@@ -109,7 +109,9 @@ class FormatError(SpikestoreError, ValueError):
 
 
 class DamagedStoreError(FormatError):
-    """Data inside the committed range is missing or fails its checksum."""
+    """The store is damaged: a document that cannot be read, fails its schema or contradicts
+    itself or the arrays, or data inside the committed range that is missing, fails its
+    checksum or is not the chunk the document names. ``spikestore verify`` lists every case."""
 
 
 class ChecksumError(DamagedStoreError):

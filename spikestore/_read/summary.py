@@ -116,5 +116,6 @@ def format_html(run: Run, rows: list[dict[str, Any]]) -> str:
     return (f"<div><b>spikestore run</b> <code>{escape(str(run.path))}</code>: {len(run)} streams, "
             f"created {escape(run.doc['created'])}, writer {escape(w['status'])}"
             f"{', ' + str(w['dropped']) + ' records dropped' if w.get('dropped') else ''}"
+            f"{', ' + str(w['modified']) + ' changed in place (dropped)' if w.get('modified') else ''}"
             f"<table><thead><tr>{''.join(f'<th>{h}</th>' for h in HEAD)}</tr></thead>"
             f"<tbody>{body}</tbody></table></div>")

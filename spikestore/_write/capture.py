@@ -30,20 +30,18 @@ from typing import Any
 import numpy as np
 
 from spikestore._format import dtypes
+from spikestore._format.checks import MAX_RECORD_DIMS
 from spikestore.codecs import _packing as packing
 from spikestore.codecs._packing import Packer, unpack_bits
 from spikestore.codecs._precision import apply_precision
 from spikestore.errors import InPlaceModificationError, InvalidArgumentError, InvalidValueError
 
-__all__ = ["MAX_RECORD_DIMS", "MAX_STEP", "Frame", "Prepared", "capture", "check_intact", "check_step",
+__all__ = ["MAX_STEP", "Frame", "Prepared", "capture", "check_intact", "check_step",
            "prepare"]
 
 _NUMERIC_KINDS = "biufc"
 #: Largest step the int64 step index holds.
 MAX_STEP = 2**63 - 1
-#: Most dimensions a record may have: its segment array adds the record axis, and
-#: HDF5 (H5S_MAX_RANK) and numpy's bit unpacking stop at 32 dimensions.
-MAX_RECORD_DIMS = 31
 
 
 @dataclass(slots=True)
