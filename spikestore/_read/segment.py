@@ -20,6 +20,7 @@ import numpy as np
 
 from spikestore._format import dtypes
 from spikestore.codecs._chunk import codec_from_config
+from spikestore.codecs._identity import ChunkIdentity
 from spikestore.codecs._packing import unpack_bits
 from spikestore.codecs._precision import restore_precision
 from spikestore.errors import InvalidArgumentError
@@ -133,6 +134,7 @@ class Segment:
         self.stored_dtype = np.dtype(doc["stored_dtype"])
         self.chunk_records: int = doc["chunk_records"]
         self.codec = codec_from_config(doc["codec"])
+        self.identity = ChunkIdentity.for_segment(stream.key, doc)  # what each of its chunks must carry
         self._reader = reader
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -175,7 +177,7 @@ class Segment:
         if int(np.prod(self.stored_shape, dtype=np.int64)) == 0:
             return np.zeros((self.chunk_records, *self.stored_shape), self.stored_dtype)
         return self._reader.chunk(self.node, number, self.codec, (self.chunk_records, *self.stored_shape),
-                                  self.stored_dtype, f"stream {self.stream.key!r}")
+                                  self.stored_dtype, f"stream {self.stream.key!r}", identity=self.identity)
 
     def decode_rows(self, rows: np.ndarray) -> np.ndarray:
         """Turn stored rows ``[k, *stored_shape]`` into records ``[k, *shape]``.

@@ -3,7 +3,9 @@
 A :class:`StoreReader` belongs to one :class:`~spikestore._read.run.Run`,
 which hands it to its streams and their segments, so every read of the run
 goes through one object: it checks that the run is still open, turns a chunk
-that is missing or fails its checksum into a :class:`DamagedStoreError`, and
+that is missing, fails its checksum or carries another identity than its
+document says (:mod:`spikestore.codecs._identity`) into a
+:class:`DamagedStoreError`, and
 keeps the last few decoded chunks (one LRU cache per run, shared by the
 threads dask and xarray read from). Nothing else on the read side touches
 the backend.
@@ -21,24 +23,45 @@ import numpy as np
 from spikestore._format import INDEX_ARRAYS
 from spikestore.backends import Backend, open_backend
 from spikestore.codecs._chunk import ChecksumError, ChunkCodec, codec_from_config
-from spikestore.errors import DamagedStoreError, StoreClosedError
+from spikestore.codecs._identity import ChunkIdentity, IdentityError
+from spikestore.errors import DamagedStoreError, FormatError, StoreClosedError
 
-__all__ = ["CACHE_CHUNKS", "StoreReader", "read_chunk", "read_index_tail"]
+__all__ = ["CACHE_CHUNKS", "ChunkIdentity", "StoreReader", "index_identity", "read_chunk", "read_index_tail",
+           "segment_identity"]
 
 #: Decoded chunks a run keeps (least recently used first out).
 CACHE_CHUNKS = 8
 
 
+def segment_identity(key: str, seg: dict[str, Any]) -> ChunkIdentity:
+    """What the chunks of segment entry ``seg`` of stream ``key`` must carry (its ``count`` included)."""
+    return ChunkIdentity.for_segment(key, seg)
+
+
+def index_identity(doc: dict[str, Any], name: str) -> ChunkIdentity:
+    """What the chunks of index array ``name`` of the stream with document ``doc`` must carry."""
+    return ChunkIdentity.for_index(f"{doc['quantity']}/{doc['layer']}", doc, name, INDEX_ARRAYS[name])
+
+
 def read_chunk(backend: Backend, node: str, chunk: int, codec: ChunkCodec,
-               shape: tuple[int, ...], dtype: np.dtype, where: str) -> np.ndarray:
+               shape: tuple[int, ...], dtype: np.dtype, where: str, *,
+               identity: ChunkIdentity | None = None) -> np.ndarray:
     """Chunk ``chunk`` of array ``node``, decoded to ``shape`` and ``dtype``.
+
+    ``identity`` is what the array's document entry says its chunks carry
+    (:func:`segment_identity`, :func:`index_identity`): the chunk must carry
+    exactly that, and must have held every row of it the document commits.
+    Without it, an identity frame is skipped unchecked.
 
     Raises
     ------
     DamagedStoreError
         If the chunk is missing (inside the committed range a missing chunk
-        is damage, never a fill value) or fails its checksum. ``where`` says
-        which stream the message is about.
+        is damage, never a fill value), fails its checksum, decodes to
+        another size, or carries another identity. ``where`` says which
+        stream the message is about.
+    FormatError
+        For a chunk or document of a newer version than this spikestore reads.
     """
     raw = backend.read_chunk(node, chunk)
     if raw is None:
@@ -46,18 +69,29 @@ def read_chunk(backend: Backend, node: str, chunk: int, codec: ChunkCodec,
             f"{backend.path}: {where}: chunk {chunk} of {node} is missing inside the committed "
             "range; the store is damaged (a file was deleted or never reached the disk)")
     try:
-        return codec.decode(raw, shape, dtype)
+        return codec.decode(raw, shape, dtype, identity=identity, chunk=chunk)
+    except IdentityError as exc:
+        raise DamagedStoreError(
+            f"{backend.path}: {where}: chunk {chunk} of {node} does not belong where it is: {exc}; "
+            "the store is damaged") from None
     except ChecksumError as exc:
         raise DamagedStoreError(
             f"{backend.path}: {where}: chunk {chunk} of {node} is corrupt ({exc}); "
             "the file was altered after it was written") from None
+    except FormatError as exc:
+        if isinstance(exc, DamagedStoreError):
+            raise
+        raise FormatError(f"{backend.path}: {where}: chunk {chunk} of {node}: {exc}") from None
 
 
-def _index_chunk(backend: Backend, node: str, doc: dict[str, Any], name: str, chunk: int,
-                 where: str) -> np.ndarray:
+def _index_chunks(backend: Backend, node: str, doc: dict[str, Any], name: str, chunks: range,
+                  where: str) -> list[np.ndarray]:
+    if not chunks:  # (a stream without a document yet names no codecs)
+        return []
     rpc = doc["index"]["chunk_records"]
-    return read_chunk(backend, f"{node}/{name}", chunk, codec_from_config(doc["index"]["codecs"][name]),
-                      (rpc,), np.dtype(INDEX_ARRAYS[name]), where)
+    codec, identity = codec_from_config(doc["index"]["codecs"][name]), index_identity(doc, name)
+    return [read_chunk(backend, f"{node}/{name}", c, codec, (rpc,), np.dtype(INDEX_ARRAYS[name]), where,
+                       identity=identity) for c in chunks]
 
 
 def read_index_tail(backend: Backend, node: str, doc: dict[str, Any]) -> int:
@@ -70,7 +104,8 @@ def read_index_tail(backend: Backend, node: str, doc: dict[str, Any]) -> int:
     if n == 0:
         return -1
     rpc = doc["index"]["chunk_records"]
-    return int(_index_chunk(backend, node, doc, "step", (n - 1) // rpc, "index")[(n - 1) % rpc])
+    last = (n - 1) // rpc
+    return int(_index_chunks(backend, node, doc, "step", range(last, last + 1), "index")[0][(n - 1) % rpc])
 
 
 def _reopen(path: Path, backend_name: str | None) -> StoreReader:
@@ -149,12 +184,15 @@ class StoreReader:
         """
         self.check()
         n, rpc = doc["count"], doc["index"]["chunk_records"]
-        parts = [_index_chunk(self._backend, node, doc, name, c, where) for c in range(-(-n // rpc))]
+        parts = _index_chunks(self._backend, node, doc, name, range(-(-n // rpc)), where)
         return (np.concatenate(parts) if parts else np.zeros(0, np.dtype(INDEX_ARRAYS[name])))[:n]
 
     def chunk(self, node: str, number: int, codec: ChunkCodec, shape: tuple[int, ...],
-              dtype: np.dtype, where: str) -> np.ndarray:
-        """Decoded chunk ``number`` of array ``node``; read-only, shared through the cache."""
+              dtype: np.dtype, where: str, *, identity: ChunkIdentity | None = None) -> np.ndarray:
+        """Decoded chunk ``number`` of array ``node``; read-only, shared through the cache.
+
+        ``identity`` as in :func:`read_chunk`.
+        """
         self.check()
         key = (node, number)
         with self._lock:
@@ -162,7 +200,7 @@ class StoreReader:
             if arr is not None:
                 self._cache.move_to_end(key)
                 return arr
-        arr = read_chunk(self._backend, node, number, codec, shape, dtype, where)
+        arr = read_chunk(self._backend, node, number, codec, shape, dtype, where, identity=identity)
         arr.setflags(write=False)  # shared: readers copy what they hand out
         with self._lock:
             self._cache[key] = arr

@@ -11,6 +11,12 @@ document whose ``count`` is the only number a reader believes).
 
 A process killed between any two writes therefore leaves a store whose
 committed prefix is complete.
+
+Every chunk carries its identity (:mod:`spikestore.codecs._identity`): the
+array and layout it belongs to, its number and the rows it held. New
+segment entries and new streams' ``index`` objects say so with
+``"identity": 1``; a stream resumed from a store written before keeps
+writing its index chunks without one, as its document says.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from spikestore._format import INDEX_ARRAYS, new_stream_doc, segment_array_name,
 from spikestore._write.capture import Prepared
 from spikestore.backends import ArraySpec, Backend
 from spikestore.codecs._chunk import ChunkCodec, codec_for, codec_from_config, index_codec
+from spikestore.codecs._identity import VERSION as IDENTITY_VERSION
+from spikestore.codecs._identity import ChunkIdentity
 from spikestore.errors import ArrayNameTakenError
 
 __all__ = ["StreamWriter", "chunk_records_for"]
@@ -55,7 +63,7 @@ def chunk_records_for(record_bytes: int, chunk_bytes: int) -> int:
 class _Segment:
     """The segment currently receiving records (one shape, dtype, encoding)."""
 
-    def __init__(self, backend: Backend, node: str, number: int, start: int, p: Prepared,
+    def __init__(self, backend: Backend, key: str, node: str, number: int, start: int, p: Prepared,
                  chunk_bytes: int, level: int | None) -> None:
         self.number = number
         self.node = f"{node}/{segment_array_name(number)}"
@@ -77,6 +85,7 @@ class _Segment:
         self.written = 0  # records whose chunk bytes are on disk
         self.committed = 0
         self.unwritten_from = 0  # first chunk this writer has not written (none of it is committed)
+        self.identity = ChunkIdentity.for_segment(key, self.doc())  # what frames its chunks
 
     def matches(self, p: Prepared) -> bool:
         return (p.encoding == self.encoding and p.shape == self.shape and p.dtype == self.dtype
@@ -102,8 +111,8 @@ class _Segment:
         if not self.empty:
             self.buf[fill:] = 0  # stale rows from the previous chunk stay off disk
             chunk = (self.count - 1) // self.chunk_records
-            backend.write_chunk(self.node, chunk, self.codec.encode(self.buf),
-                                new=chunk >= self.unwritten_from)
+            data = self.codec.encode(self.buf, self.identity.frame(chunk, fill))
+            backend.write_chunk(self.node, chunk, data, new=chunk >= self.unwritten_from)
             self.unwritten_from = max(self.unwritten_from, chunk + 1)
         self.written = self.count
 
@@ -120,17 +129,20 @@ class _Segment:
             "chunk_records": self.chunk_records,
             "codec": self.codec.config,
             "precision": self.precision,
+            "identity": IDENTITY_VERSION,
         }
 
 
 class _Index:
     """The step/call/time arrays of one stream, filled chunk by chunk."""
 
-    def __init__(self, node: str, start: int, chunk_records: int,
-                 codecs: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, key: str, node: str, doc: dict[str, Any]) -> None:
         self.node = node
+        start, chunk_records = doc["count"], doc["index"]["chunk_records"]
         self.chunk_records = chunk_records
-        self.codecs = {name: codec_from_config(codecs[name]) for name in INDEX_ARRAYS}
+        self.codecs = {name: codec_from_config(doc["index"]["codecs"][name]) for name in INDEX_ARRAYS}
+        # The document of a stream resumed from an older store has no identity: nor do its new chunks.
+        self.identities = {name: ChunkIdentity.for_index(key, doc, name, dt) for name, dt in INDEX_ARRAYS.items()}
         self.bufs = {name: np.zeros(chunk_records, dtype=dt) for name, dt in INDEX_ARRAYS.items()}
         self.count = start
         self.written = start
@@ -151,7 +163,8 @@ class _Index:
         for name, dt in INDEX_ARRAYS.items():
             raw = backend.read_chunk(f"{self.node}/{name}", chunk)
             if raw is not None:
-                self.bufs[name][:] = self.codecs[name].decode(raw, (self.chunk_records,), dt)
+                self.bufs[name][:] = self.codecs[name].decode(raw, (self.chunk_records,), dt,
+                                                              identity=self.identities[name], chunk=chunk)
             self.bufs[name][fill:] = 0
 
     def add(self, backend: Backend, step: int, call: int, t: float) -> None:
@@ -173,7 +186,8 @@ class _Index:
         new = chunk >= self.unwritten_from
         for name, buf in self.bufs.items():
             buf[fill:] = 0
-            backend.write_chunk(f"{self.node}/{name}", chunk, self.codecs[name].encode(buf), new=new)
+            data = self.codecs[name].encode(buf, self.identities[name].frame(chunk, fill))
+            backend.write_chunk(f"{self.node}/{name}", chunk, data, new=new)
         self.unwritten_from = max(self.unwritten_from, chunk + 1)
         self.written = self.count
 
@@ -209,12 +223,12 @@ class StreamWriter:
             doc = new_stream_doc(key, INDEX_CHUNK_RECORDS, {
                 name: index_codec(np.dtype(dt), target=backend.codec_target).config
                 for name, dt in INDEX_ARRAYS.items()})
+            doc["index"]["identity"] = IDENTITY_VERSION
         self.doc = doc
         self.closed_segments: list[dict[str, Any]] = list(self.doc["segments"])
         self.segment: _Segment | None = None
         start = self.doc["count"]
-        self.index = _Index(self.node, start, self.doc["index"]["chunk_records"],
-                            self.doc["index"]["codecs"])
+        self.index = _Index(key, self.node, self.doc)
         self.committed = start
         self._unsized: list[tuple[str, int]] = []  # closed segments whose length is not set
         self.doc_changed = False  # selection/attrs changed since the last commit
@@ -259,7 +273,7 @@ class StreamWriter:
         first = int(last[3:]) + 1 if last else 0
         number = first
         while True:
-            seg = _Segment(self.backend, self.node, number, self.count, p, self.chunk_bytes, self.level)
+            seg = _Segment(self.backend, self.key, self.node, number, self.count, p, self.chunk_bytes, self.level)
             try:
                 self.backend.create_array(seg.node, seg.spec())
                 return seg

@@ -1,0 +1,262 @@
+"""Every chunk carries its identity, so a chunk in the wrong place is damage, never wrong records.
+
+The writer appends to each chunk's compressed bytes (inside the checksum) a
+zstd skippable frame naming the array, the layout the document gave it, the
+chunk number and the rows it held (docs/format.md §6). Readers check it
+against the document (§7): two chunks swapped, a chunk copied from another
+array, or a document edited to a larger ``count`` or another dtype or shape
+of the same size raise :class:`DamagedStoreError` naming the store, the
+stream, the array and the chunk. Plain zarr and plain h5py + hdf5plugin skip
+the frame and read the same values.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+
+import spikestore
+from spikestore._read.verify import verify
+from spikestore.errors import DamagedStoreError
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stores"
+BITS, RAW = "output/x", "v/x"
+
+
+def _write(path: Path, n: int = 11) -> dict[str, list[np.ndarray]]:
+    """A bits stream (9 records a chunk) and a raw float32 stream of shape [2, 3] (2 a chunk)."""
+    rng = np.random.default_rng(0)
+    written: dict[str, list[np.ndarray]] = {BITS: [], RAW: []}
+    with spikestore.Store(path, chunk_bytes=48) as store:
+        for i in range(n):
+            spikes = (rng.random(40) < 0.1 * (1 + i % 4)).astype(np.float32)
+            volts = rng.standard_normal((2, 3)).astype(np.float32)
+            for key, value in ((BITS, spikes), (RAW, volts)):
+                store.append(key, value, encoding="bits" if key == BITS else "raw")
+                written[key].append(value)
+    return written
+
+
+def _chunk_file(path: Path, node: str, chunk: int) -> Path:
+    meta = json.loads((path / node / "zarr.json").read_text())
+    return path / node / (f"c.{chunk}" + ".0" * (len(meta["shape"]) - 1))
+
+
+def _get_chunk(path: Path, node: str, chunk: int) -> tuple[int, bytes]:
+    if path.suffix == ".zarr":
+        return 0, _chunk_file(path, node, chunk).read_bytes()
+    with h5py.File(path, "r") as f:
+        d = f[node]
+        mask, data = d.id.read_direct_chunk((chunk * d.chunks[0], *(0,) * (d.ndim - 1)))
+        return mask, bytes(data)
+
+
+def _put_chunk(path: Path, node: str, chunk: int, mask_data: tuple[int, bytes]) -> None:
+    mask, data = mask_data
+    if path.suffix == ".zarr":
+        _chunk_file(path, node, chunk).write_bytes(data)
+        return
+    with h5py.File(path, "r+") as f:
+        d = f[node]
+        d.id.write_direct_chunk((chunk * d.chunks[0], *(0,) * (d.ndim - 1)), data, filter_mask=mask)
+
+
+def _swap(path: Path, node: str, a: int, b: int, node_b: str | None = None) -> None:
+    node_b = node_b or node
+    first, second = _get_chunk(path, node, a), _get_chunk(path, node_b, b)
+    _put_chunk(path, node, a, second)
+    _put_chunk(path, node_b, b, first)
+
+
+def _edit_doc(path: Path, node: str, edit: Callable[[dict[str, Any]], None]) -> None:
+    if path.suffix == ".zarr":
+        meta = json.loads((path / node / "zarr.json").read_text())
+        edit(meta["attributes"]["spikestore"])
+        (path / node / "zarr.json").write_text(json.dumps(meta))
+        return
+    with h5py.File(path, "r+") as f:
+        doc = json.loads(f[node].attrs["spikestore"])
+        edit(doc)
+        f[node].attrs["spikestore"] = np.bytes_(json.dumps(doc))
+
+
+def _all(path: Path, key: str) -> np.ndarray:
+    with spikestore.open(path) as run:
+        return np.stack([run[key][i] for i in range(len(run[key]))])
+
+
+@pytest.mark.parametrize("key", [BITS, RAW])
+def test_two_swapped_chunks_are_damage(store_path, key):
+    written = _write(store_path)
+    np.testing.assert_array_equal(_all(store_path, key), np.stack(written[key]))
+    _swap(store_path, f"{key}/seg000000", 0, 1)
+    with spikestore.open(store_path) as run, pytest.raises(DamagedStoreError) as info:
+        run[key][0]
+    msg = str(info.value)
+    assert str(store_path) in msg and repr(key) in msg and f"{key}/seg000000" in msg
+    assert "chunk 0" in msg and "written as chunk 1" in msg
+
+
+def test_swapped_index_chunks_are_damage(store_path):
+    with spikestore.Store(store_path) as store:
+        for i in range(4100):  # two index chunks of 4096 records
+            store.set_step(i)
+            store.append("loss/x", np.float32(i))
+    _swap(store_path, "loss/x/step", 0, 1)
+    with spikestore.open(store_path) as run, pytest.raises(DamagedStoreError, match="written as chunk 1"):
+        _ = run["loss/x"].steps
+
+
+def test_a_chunk_of_another_array_is_damage(store_path):
+    # step (int64) and time (float64) chunks have the same size: swapped, each decodes to garbage.
+    _write(store_path)
+    _swap(store_path, f"{BITS}/step", 0, 0, node_b=f"{BITS}/time")
+    with spikestore.open(store_path) as run, pytest.raises(DamagedStoreError, match="another array"):
+        _ = run[BITS].steps
+
+
+def test_a_chunk_copied_from_another_stream_is_damage(store_path):
+    rng = np.random.default_rng(1)
+    with spikestore.Store(store_path, chunk_bytes=15) as store:
+        for _ in range(6):
+            store.append("output/a", (rng.random(40) < 0.2).astype(np.float32))
+            store.append("output/b", (rng.random(40) < 0.2).astype(np.float32))
+    _put_chunk(store_path, "output/b/seg000000", 1, _get_chunk(store_path, "output/a/seg000000", 1))
+    with spikestore.open(store_path) as run:
+        run["output/b"][0]  # chunk 0 is its own
+        with pytest.raises(DamagedStoreError, match="another array") as info:
+            run["output/b"][3]
+    assert "'output/b'" in str(info.value) and "chunk 1 of output/b/seg000000" in str(info.value)
+
+
+@pytest.mark.parametrize("key", [BITS, RAW])
+def test_a_count_edited_upwards_is_damage(store_path, key):
+    _write(store_path)  # the last chunk of both holds fewer rows than it could
+
+    def grow(doc: dict[str, Any]) -> None:
+        doc["count"] += 1
+        doc["segments"][-1]["count"] += 1
+
+    _edit_doc(store_path, key, grow)
+    with spikestore.open(store_path) as run:
+        s = run[key]
+        assert len(s) == 12
+        s[0]  # an earlier chunk is intact
+        with pytest.raises(DamagedStoreError, match="held .* rows .* commits .* rows") as info:
+            s[11]  # the last chunk held one row less than the document now commits
+        assert f"{key}/seg000000" in str(info.value)
+        with pytest.raises(DamagedStoreError, match="held .* rows"):
+            _ = s.steps  # so did the last index chunk
+
+
+@pytest.mark.parametrize("edit", ["dtype", "shape"])
+def test_a_layout_edited_to_the_same_size_is_damage(store_path, edit):
+    _write(store_path)
+
+    def change(doc: dict[str, Any]) -> None:
+        seg = doc["segments"][0]
+        if edit == "dtype":  # float32 read as int32: same bytes, other numbers
+            seg["dtype"] = seg["stored_dtype"] = "int32"
+        else:  # [2, 3] read as [3, 2]
+            seg["shape"] = seg["stored_shape"] = [3, 2]
+
+    _edit_doc(store_path, RAW, change)
+    with spikestore.open(store_path) as run, pytest.raises(DamagedStoreError, match="another array"):
+        run[RAW][0]
+
+
+def test_an_identity_removed_from_the_document_is_damage(store_path):
+    _write(store_path)
+
+    def drop(doc: dict[str, Any]) -> None:
+        del doc["segments"][0]["identity"]
+
+    _edit_doc(store_path, BITS, drop)
+    with spikestore.open(store_path) as run, pytest.raises(DamagedStoreError, match="has none"):
+        run[BITS][0]
+
+
+def test_documents_mark_what_carries_an_identity(store_path):
+    _write(store_path)
+    with spikestore.open(store_path) as run:
+        doc = run[BITS].doc
+    assert doc["index"]["identity"] == 1
+    assert all(seg["identity"] == 1 for seg in doc["segments"])
+
+
+def test_an_intact_store_with_identities_verifies(store_path):
+    _write(store_path)
+    assert verify(store_path) == []
+
+
+def _plain_values(path: Path, node: str) -> np.ndarray:
+    if path.suffix == ".zarr":
+        import zarr
+
+        return zarr.open_array(path / node, mode="r")[:]
+    import hdf5plugin  # noqa: F401 - registers the Zstd and Blosc filters
+
+    with h5py.File(path, "r") as f:
+        return f[node][:]
+
+
+def test_plain_zarr_and_h5py_decode_chunks_with_identities(store_path):
+    # Densities that make the spike codec pick each mode (bitmap, gaps8, pcodec, zeros),
+    # with rows of 100 bits (padded: the row flag), raw blosc and zstd segments, and index arrays.
+    rng = np.random.default_rng(3)
+    with spikestore.Store(store_path, chunk_bytes=2000) as store:
+        for p in (0.3, 0.05, 0.004, 0.0):
+            for _ in range(9):  # one chunk each (9 records of 16 x 13 bytes)
+                store.append("output/l", (rng.random((16, 100)) < p).astype(np.float32))
+        for _ in range(5):
+            store.append("v/big", rng.standard_normal(2048).astype(np.float32))  # blosc
+            store.append("v/small", rng.standard_normal(3).astype(np.float32))  # zstd
+    with spikestore.open(store_path) as run:
+        for key in ("output/l", "v/big", "v/small"):
+            s = run[key]
+            seg = s.segments[0]
+            plain = _plain_values(store_path, f"{s.node}/{seg.doc['array']}")
+            np.testing.assert_array_equal(seg.decode_rows(plain), np.stack([s[i] for i in range(len(s))]))
+            np.testing.assert_array_equal(_plain_values(store_path, f"{s.node}/step"), s.steps)
+            np.testing.assert_array_equal(_plain_values(store_path, f"{s.node}/time"), s.times)
+    if store_path.suffix == ".zarr":  # every mode of the spike codec was written with a frame
+        from spikestore.codecs._identity import split_frame
+        from spikestore.codecs._spikes import _HEADER
+
+        modes = set()
+        for f in (store_path / "output/l/seg000000").glob("c.*"):
+            body, frame = split_frame(f.read_bytes()[:-4])
+            assert frame is not None
+            modes.add(_HEADER.unpack_from(body)[1] & 0x7F)
+        assert modes == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("name", ["v1.zarr", "v1.h5"])
+def test_appending_to_a_store_written_before_identities(tmp_path, name):
+    path = tmp_path / name
+    (shutil.copytree if name.endswith(".zarr") else shutil.copy)(FIXTURES / name, path)
+    with spikestore.open(path) as run:
+        key = "grad_input/"  # float64 scalars
+        before = [run[key][i] for i in range(len(run[key]))]
+        assert "identity" not in run[key].doc["index"]
+    with spikestore.Store(path, mode="a") as store:
+        for i in range(5):
+            store.append(key, before[-1] + i + 1)
+            store.append("new/one", np.float32(i))
+    with spikestore.open(path) as run:
+        s = run[key]
+        assert "identity" not in s.doc["index"]  # its index keeps being written as before
+        assert s.doc["segments"][-1]["identity"] == 1 and "identity" not in s.doc["segments"][0]
+        got = [s[i] for i in range(len(s))]
+        np.testing.assert_array_equal(np.stack(got[:len(before)]), np.stack(before))
+        np.testing.assert_array_equal(np.stack(got[len(before):]), np.stack([before[-1] + i + 1 for i in range(5)]))
+        assert [run["new/one"][i] for i in range(5)] == [0, 1, 2, 3, 4]
+        assert run["new/one"].doc["index"]["identity"] == 1
+    assert verify(path) == []
