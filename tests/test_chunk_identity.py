@@ -12,6 +12,7 @@ the frame and read the same values.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -260,3 +261,22 @@ def test_appending_to_a_store_written_before_identities(tmp_path, name):
         assert [run["new/one"][i] for i in range(5)] == [0, 1, 2, 3, 4]
         assert run["new/one"].doc["index"]["identity"] == 1
     assert verify(path) == []
+
+
+def test_the_documented_identity_example():
+    # docs/format.md §6 spells out one digest and one frame: they are what the code computes.
+    from spikestore.codecs._identity import ChunkIdentity
+
+    seg = {"array": "seg000000", "start": 0, "count": 3, "shape": [8, 4, 10], "dtype": "float32",
+           "encoding": "bits", "stored_shape": [8, 4, 2], "stored_dtype": "uint8", "chunk_records": 4096,
+           "codec": {"id": "spikestore.spikes", "level": 1, "row_bits": 10}, "precision": None, "identity": 1}
+    identity = ChunkIdentity.for_segment("output/fc1", seg)
+    text = (Path(__file__).resolve().parent.parent / "docs" / "format.md").read_text()
+    data = ('{"array":"seg000000","chunk_records":4096,"codec":{"id":"spikestore.spikes","level":1,"row_bits":10},'
+            '"dtype":"float32","encoding":"bits","precision":null,"shape":[8,4,10],"stored_dtype":"uint8",'
+            '"stored_shape":[8,4,2],"stream":"output/fc1"}')
+    assert data in text
+    assert hashlib.blake2b(data.encode(), digest_size=16).digest() == identity.digest
+    assert f"its digest is `{identity.digest.hex()}`" in text
+    frame = "5e2a4d18 21000000 73706b49 01 03000000 0000000000000000 " + identity.digest.hex()
+    assert identity.frame(0, 3).hex() == frame.replace(" ", "") and f"`{frame}`" in text
