@@ -107,14 +107,15 @@ def pcodec_values(src: Any, dtype: Any, most: int, what: str = "pcodec data") ->
     """The numbers of the standalone pcodec file ``src``, refused if more than ``most``.
 
     pcodec files do not say up front how many numbers they hold, and a few
-    bytes can hold millions. Decoding goes into buffers that start small and
-    double, and stops once a buffer of ``most + 1`` would be needed, so memory
-    stays proportional to what is really there.
+    bytes can hold millions. Decoding goes into a buffer of 8 numbers per
+    compressed byte (real data takes at least a bit a number: one pass), which
+    doubles while more numbers come, and stops once a buffer of ``most + 1``
+    would be needed, so memory stays proportional to what is really there.
     """
     from pcodec import standalone
 
     src = bytes(src)
-    size = min(most + 1, 1 << 12)
+    size = min(most + 1, max(1 << 12, 8 * len(src)))
     while True:
         dst = np.empty(size, dtype=dtype)
         try:
