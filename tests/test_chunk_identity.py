@@ -247,11 +247,13 @@ def test_appending_to_a_store_written_before_identities(tmp_path, name):
         key = "grad_input/"  # float64 scalars
         before = [run[key][i] for i in range(len(run[key]))]
         assert "identity" not in run[key].doc["index"]
+        assert run.doc["format_version"] == 1
     with spikestore.Store(path, mode="a") as store:
         for i in range(5):
             store.append(key, before[-1] + i + 1)
             store.append("new/one", np.float32(i))
     with spikestore.open(path) as run:
+        assert run.doc["format_version"] == 2  # new chunks carry frames a version-1 reader does not expect
         s = run[key]
         assert "identity" not in s.doc["index"]  # its index keeps being written as before
         assert s.doc["segments"][-1]["identity"] == 1 and "identity" not in s.doc["segments"][0]

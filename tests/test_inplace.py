@@ -114,8 +114,6 @@ def test_copy_true_is_the_default_and_a_snapshot(tmp_path):
     np.testing.assert_array_equal(spikestore.open(tmp_path / "s.zarr")["v/1"][0], ref.numpy())
 
 
-@pytest.mark.xfail(strict=True, reason="needs _Segment.add (_write/assembly.py) to take its row back when "
-                   "the spike codec refuses the chunk; until then the writer stops the stream, as before")
 def test_a_chunk_changed_while_the_spike_codec_encodes_it_drops_that_record(tmp_path, monkeypatch):
     """The spike codec's own check, simulated: its buffer is the writer's private chunk
     buffer, which nothing else writes, so the check cannot fire for real on this path."""

@@ -224,9 +224,6 @@ def test_flipped_hdf5_metadata_never_gives_wrong_records_that_verify_calls_intac
     print(outcomes)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs spikestore._read.storage.read_chunk to turn what backend.read_chunk raises for unreadable "
-    "HDF5 metadata (h5py's RuntimeError/KeyError/OSError) into DamagedStoreError"))
 def test_flipped_hdf5_metadata_raises_only_spikestore_errors(flips):
     plain = [f"byte {off}: {error}" for off, read, _, error in flips if read == "plain error"]
     assert not plain, plain

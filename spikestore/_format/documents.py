@@ -37,8 +37,10 @@ __all__ = [
     "validate_doc",
 ]
 
-#: Version of the on-disk layout written by this library.
-FORMAT_VERSION = 1
+#: Version of the on-disk layout written by this library. Version 2 adds an
+#: identity frame to every chunk (docs/format.md §6, §9); version 1 stores still
+#: read, and become version 2 when appended to.
+FORMAT_VERSION = 2
 #: Name of the attribute (in the root group and in each stream group) that
 #: holds spikestore's JSON document.
 ATTRS_KEY = "spikestore"

@@ -63,7 +63,16 @@ def read_chunk(backend: Backend, node: str, chunk: int, codec: ChunkCodec,
     FormatError
         For a chunk or document of a newer version than this spikestore reads.
     """
-    raw = backend.read_chunk(node, chunk)
+    try:
+        raw = backend.read_chunk(node, chunk)
+    except DamagedStoreError:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
+        # h5py reports an unreadable chunk index or object header as these;
+        # zarr stores a permission error or a folder where a chunk should be.
+        raise DamagedStoreError(
+            f"{backend.path}: {where}: chunk {chunk} of {node} cannot be read "
+            f"({type(exc).__name__}: {exc}); the store is damaged or unreadable") from exc
     if raw is None:
         raise DamagedStoreError(
             f"{backend.path}: {where}: chunk {chunk} of {node} is missing inside the committed "

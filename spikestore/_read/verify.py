@@ -37,9 +37,10 @@ from spikestore._format import (
     load_stream_doc,
     stream_node,
 )
-from spikestore._read.storage import read_chunk
+from spikestore._read.storage import index_identity, read_chunk, segment_identity
 from spikestore.backends import ArraySpec, backend_name_for, open_backend
 from spikestore.codecs._chunk import ChunkCodec, codec_from_config
+from spikestore.codecs._identity import ChunkIdentity
 from spikestore.errors import DamagedStoreError, SpikestoreError
 
 __all__ = ["verify"]
@@ -136,8 +137,9 @@ class _Array:
     """One segment or index array of a stream whose chunks are to be decoded."""
 
     def __init__(self, key: str, node: str, codec: ChunkCodec, shape: tuple[int, ...], dtype: str,
-                 nchunks: int) -> None:
+                 nchunks: int, identity: ChunkIdentity) -> None:
         self.key, self.node, self.codec, self.shape, self.dtype = key, node, codec, shape, np.dtype(dtype)
+        self.identity = identity  # what the document says each chunk carries
         self.nchunks = nchunks
         self.checked = 0
 
@@ -147,7 +149,8 @@ class _Array:
         for c in range(self.nchunks):
             self.checked += 1
             try:
-                read_chunk(be, self.node, c, self.codec, self.shape, self.dtype, f"stream {self.key!r}")
+                read_chunk(be, self.node, c, self.codec, self.shape, self.dtype, f"stream {self.key!r}",
+                           identity=self.identity)
             except DamagedStoreError as exc:
                 problems.append(f"{self.key}: {_plain(exc)}")
                 found += 1
@@ -173,13 +176,14 @@ def _stream_arrays(be: Any, key: str, node: str, doc: dict[str, Any], problems: 
         name = f"{node}/{seg['array']}"
         if _array_ok(be, key, name, spec, seg["count"], problems) and np.prod(record, dtype=object) != 0:
             out.append(_Array(key, name, codec, (seg["chunk_records"], *record), seg["stored_dtype"],
-                              -(-seg["count"] // seg["chunk_records"])))
+                              -(-seg["count"] // seg["chunk_records"]), segment_identity(key, seg)))
     rpc, count = doc["index"]["chunk_records"], doc["count"]
     for name, dtype in INDEX_ARRAYS.items():
         codec = codec_from_config(doc["index"]["codecs"][name])
         spec = ArraySpec((), np.dtype(dtype), rpc, codec)
         if _array_ok(be, key, f"{node}/{name}", spec, count, problems):
-            out.append(_Array(key, f"{node}/{name}", codec, (rpc,), dtype, -(-count // rpc)))
+            out.append(_Array(key, f"{node}/{name}", codec, (rpc,), dtype, -(-count // rpc),
+                              index_identity(doc, name)))
     return out
 
 

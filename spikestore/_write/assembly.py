@@ -31,7 +31,7 @@ from spikestore.backends import ArraySpec, Backend
 from spikestore.codecs._chunk import ChunkCodec, codec_for, codec_from_config, index_codec
 from spikestore.codecs._identity import VERSION as IDENTITY_VERSION
 from spikestore.codecs._identity import ChunkIdentity
-from spikestore.errors import ArrayNameTakenError
+from spikestore.errors import ArrayNameTakenError, InPlaceModificationError
 
 __all__ = ["StreamWriter", "chunk_records_for"]
 
@@ -100,7 +100,11 @@ class _Segment:
         self.buf[fill] = stored
         self.count += 1
         if fill + 1 == self.chunk_records:
-            self._write_chunk(backend, self.chunk_records)
+            try:
+                self._write_chunk(backend, self.chunk_records)
+            except InPlaceModificationError:
+                self.count -= 1  # the record is not added: the next one takes its row
+                raise
 
     def write_partial(self, backend: Backend) -> None:
         """Write the chunk being filled, so every appended record is on disk."""

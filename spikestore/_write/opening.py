@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from spikestore._format import (
+    FORMAT_VERSION,
     check_no_root,
     has_root,
     load_doc,
@@ -68,5 +69,9 @@ def resume(be: Backend, path: Path, metadata: dict[str, Any] | None
         last_step = max(last_step, read_index_tail(be, node, doc))
     if metadata:
         root["metadata"] = {**root["metadata"], **metadata}
-    root["writer"] = new_root_doc(None)["writer"] | {"dropped": root["writer"]["dropped"]}
+    # Drop counts add up over writer sessions. New chunks carry identity frames,
+    # which readers of format 1 do not expect: the store becomes version 2.
+    kept = {k: root["writer"][k] for k in ("dropped", "modified") if k in root["writer"]}
+    root["writer"] = new_root_doc(None)["writer"] | kept
+    root["format_version"] = FORMAT_VERSION
     return RootDocument(be, root), streams, last_step + 1
