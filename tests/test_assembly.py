@@ -25,6 +25,17 @@ def test_chunk_records(record_bytes, chunk_bytes, want):
     assert chunk_records_for(record_bytes, chunk_bytes) == want
 
 
+def test_chunks_never_exceed_what_readers_accept(tmp_path):
+    # Readers refuse a chunk that decodes to more than 2 GiB (_format.checks): the writer
+    # never makes one, and a record that alone is larger fails its stream with a clear error.
+    assert chunk_records_for(1 << 20, 1 << 31) * (1 << 20) <= 1 << 31
+    with pytest.raises(spikestore.InvalidValueError, match="larger than one chunk"):
+        chunk_records_for((1 << 31) + 1, 256 << 10)
+    with pytest.raises(spikestore.InvalidArgumentError, match="chunk_bytes"):
+        spikestore.Store(tmp_path / "s.zarr", chunk_bytes=(1 << 31) + 1)
+    assert not (tmp_path / "s.zarr").exists()  # refused before anything was created
+
+
 def test_big_spike_records_share_chunks_and_read_back(tmp_path):
     path = tmp_path / "s.zarr"
     rng = np.random.default_rng(0)

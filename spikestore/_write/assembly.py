@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 
 from spikestore._format import INDEX_ARRAYS, new_stream_doc, segment_array_name, stream_node
+from spikestore._format.checks import MAX_CHUNK_BYTES
 from spikestore._write.capture import Prepared
 from spikestore.backends import ArraySpec, Backend
 from spikestore.codecs._chunk import ChunkCodec, codec_for, codec_from_config, index_codec
 from spikestore.codecs._identity import VERSION as IDENTITY_VERSION
 from spikestore.codecs._identity import ChunkIdentity
-from spikestore.errors import ArrayNameTakenError, InPlaceModificationError
+from spikestore.errors import ArrayNameTakenError, InPlaceModificationError, InvalidValueError
 
 __all__ = ["StreamWriter", "chunk_records_for"]
 
@@ -53,8 +54,19 @@ _MAX_SKIPPED_NAMES = 16
 
 
 def chunk_records_for(record_bytes: int, chunk_bytes: int) -> int:
-    """Records per chunk of a new segment whose stored records take ``record_bytes``."""
-    n = chunk_bytes // record_bytes
+    """Records per chunk of a new segment whose stored records take ``record_bytes``.
+
+    Raises
+    ------
+    InvalidValueError
+        For a record larger than one chunk may be (readers refuse chunks over
+        :data:`~spikestore._format.checks.MAX_CHUNK_BYTES`): its stream fails alone.
+    """
+    if record_bytes > MAX_CHUNK_BYTES:
+        raise InvalidValueError(
+            f"a record of {record_bytes} stored bytes is larger than one chunk may hold "
+            f"({MAX_CHUNK_BYTES} bytes); record a selection of it (monitor neurons=/batch=) or split it")
+    n = min(chunk_bytes, MAX_CHUNK_BYTES) // record_bytes
     if record_bytes >= _BIG_RECORD:
         n = max(n, min(_MIN_BIG_RECORDS, _MAX_CHUNK_BYTES // record_bytes))
     return int(min(_MAX_CHUNK_RECORDS, max(1, n)))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from spikestore._format import join_key, new_root_doc, split_key
+from spikestore._format.checks import MAX_CHUNK_BYTES
 from spikestore._format.names import MAX_NAME_BYTES
 from spikestore._write.capture import capture, check_step
 from spikestore._write.lock import WriterLock
@@ -126,6 +127,10 @@ class Store:
         if mode not in ("w", "a"):
             hint = "; to read a store, use spikestore.open(path)" if mode == "r" else ""
             raise InvalidArgumentError(f"mode must be 'w' or 'a', not {mode!r}{hint}")
+        if not 0 < chunk_bytes <= MAX_CHUNK_BYTES:
+            raise InvalidArgumentError(
+                f"chunk_bytes must be between 1 and {MAX_CHUNK_BYTES} (2 GiB, the most one stored chunk "
+                f"may decode to), not {chunk_bytes}")
         packing.load_kernels()  # now, not in the first record's hook inside the training loop
         streams: dict[str, dict[str, Any]] = {}
         self._step = 0
