@@ -13,6 +13,13 @@ even SWMR readers refuse; readers then read through a view of the file with
 the flags cleared (:class:`RecoveredView`), since a reader never writes to
 the file.
 
+Outside SWMR, HDF5 writes the superblock last, so a writer killed inside a
+window can leave objects (a group's new header chunk, say) past the end of
+allocation the superblock records, which HDF5 then refuses as "addr
+overflow". Both recoveries therefore also move that end to the end of the
+file (what ``h5clear --increment=0`` would do): the bytes are there, and
+space past the old end held nothing else.
+
 Only version 2 and 3 superblocks are handled: they are the only ones a file
 written with SWMR (HDF5 1.10 format or newer) has. Their checksum is Bob
 Jenkins' lookup3 with initial value 0, which numcodecs implements.
@@ -39,6 +46,8 @@ _SIGNATURE = b"\x89HDF\r\n\x1a\n"
 FLAG_WRITE = 0x01
 #: Superblock status flag: the file is open for SWMR writing.
 FLAG_SWMR = 0x04
+#: Where a version 2/3 superblock with 8-byte addresses keeps its end-of-allocation address.
+_EOA_AT = 12 + 2 * 8
 
 
 @dataclass(frozen=True)
@@ -54,11 +63,14 @@ class Superblock:
     eoa
         The end-of-allocation address (absolute): how long HDF5 believes
         the file is.
+    base
+        The base address that stored addresses are relative to.
     """
 
     head: bytes
     flags: int
     eoa: int
+    base: int = 0
 
     @classmethod
     def read(cls, path: Path) -> Superblock | None:
@@ -94,12 +106,14 @@ class Superblock:
         base, _ext, eoa, _root = struct.unpack_from("<4Q", head, 12)
         if struct.unpack_from("<I", head, end)[0] != jenkins_lookup3(head[:end], 0):
             raise FormatError(f"{path}: the HDF5 superblock fails its checksum; the file is damaged")
-        return cls(head[: end + 4], head[11], base + eoa)
+        return cls(head[: end + 4], head[11], base + eoa, base)
 
-    def cleared(self) -> bytes:
-        """The head with the status flags cleared and the checksum redone."""
+    def cleared(self, eof: int = 0) -> bytes:
+        """The head with the status flags cleared, the end of allocation moved
+        up to ``eof`` (the file's length) if that is further, and the checksum redone."""
         head = bytearray(self.head)
         head[11] = 0
+        struct.pack_into("<Q", head, _EOA_AT, max(self.eoa, eof) - self.base)
         end = len(head) - 4
         head[end:] = struct.pack("<I", jenkins_lookup3(bytes(head[:end]), 0))
         return bytes(head)
@@ -110,8 +124,10 @@ def clear_writer_flags(path: str | os.PathLike[str]) -> bool:
 
     Also extends a file that ends before HDF5's recorded end of allocation
     (space allocated just before the kill and never written) with zeros,
-    as ``h5clear --increment`` would, so a read-write open accepts it.
-    Only call this when no process has the file open for writing.
+    as ``h5clear --increment`` would, so a read-write open accepts it; and
+    moves a recorded end of allocation that lies before the end of the file
+    (objects a writer killed in a structure window wrote past it) to the end
+    of the file. Only call this when no process has the file open for writing.
 
     Parameters
     ----------
@@ -133,10 +149,11 @@ def clear_writer_flags(path: str | os.PathLike[str]) -> bool:
         return False
     changed = False
     with open(path, "r+b") as fh:
-        if sb.flags:
-            fh.write(sb.cleared())
+        size = os.fstat(fh.fileno()).st_size
+        if sb.flags or size > sb.eoa:
+            fh.write(sb.cleared(size))
             changed = True
-        if os.fstat(fh.fileno()).st_size < sb.eoa:
+        if size < sb.eoa:
             fh.truncate(sb.eoa)
             changed = True
     return changed
@@ -159,8 +176,9 @@ class RecoveredView(io.RawIOBase):
     def __init__(self, path: Path, sb: Superblock) -> None:
         super().__init__()
         self._fh = open(path, "rb")  # noqa: SIM115 - closed in close()
-        self._head = sb.cleared()
-        self._size = max(os.fstat(self._fh.fileno()).st_size, sb.eoa)
+        size = os.fstat(self._fh.fileno()).st_size
+        self._head = sb.cleared(size)
+        self._size = max(size, sb.eoa)
         self._pos = 0
 
     def readable(self) -> bool:
