@@ -259,3 +259,127 @@ def run_steps(net: nn.Module, step_mode: str, steps: int, store=None, seed: int 
             out = torch.stack([net(xt) for xt in torch.rand(4, 2, 8, generator=g)])
         out.sum().backward()
         functional.reset_net(net)
+
+
+# -- file-system faults (tests/test_faults.py) ------------------------------------------------
+
+#: A writer that records until something fails, in its own process. argv: store path,
+#: steps, fault (``none``, ``chmod@K``: make the store read-only before step K, ``rm@K``:
+#: remove it before step K). It flushes every 5 steps, opens a new stream every 7
+#: (structure windows), then closes, reads every flushed record back in the same
+#: process, and prints a JSON report.
+FAULT_WRITER = textwrap.dedent("""
+    import json, os, shutil, stat, sys
+    sys.path.insert(0, os.environ["SPIKESTORE_TESTS"])
+    import spikestore
+    from helpers import fault_keys, fault_record
+    path, steps, fault = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    kind, at = (fault.split("@") + ["-1"])[:2]
+    out = {"flushed": {}, "error": None, "at": None, "close": None, "same_process_read": None}
+
+    def describe(exc):
+        chain, e = [], exc
+        while e is not None:
+            chain.append([type(e).__name__, getattr(e, "errno", None)])
+            e = e.__cause__
+        return {"type": type(exc).__name__, "spikestore": isinstance(exc, spikestore.SpikestoreError),
+                "message": str(exc)[:600], "chain": chain}
+
+    def read_only(p):
+        for root, dirs, files in os.walk(p):
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o444)
+            os.chmod(root, 0o555)
+        if os.path.isfile(p):
+            os.chmod(p, 0o444)
+
+    try:
+        store = spikestore.Store(path, chunk_bytes=2048, flush_interval=1000)
+    except Exception as exc:
+        out["error"], out["at"] = describe(exc), "open"
+        print(json.dumps(out)); sys.exit(0)
+    counts = {}
+    try:
+        for i in range(steps):
+            if i == int(at) and kind == "chmod":
+                read_only(path)
+            if i == int(at) and kind == "rm":  # (renamed first: the writer thread may be adding files)
+                os.rename(path, path + ".removed")
+                shutil.rmtree(path + ".removed") if os.path.isdir(path + ".removed") else os.unlink(path + ".removed")
+            store.set_step(i)
+            for key in fault_keys(i):
+                store.append(key, fault_record(key, counts.get(key, 0)))
+                counts[key] = counts.get(key, 0) + 1
+            if i % 5 == 4:
+                store.flush()
+                out["flushed"] = dict(counts)
+    except Exception as exc:
+        out["error"], out["at"] = describe(exc), i
+    try:
+        store.close()
+        out["close"] = "ok"
+    except Exception as exc:
+        out["close"] = describe(exc)
+    try:
+        if os.path.exists(path):
+            run = spikestore.open(path)
+            for key, n in out["flushed"].items():
+                s = run[key]
+                assert len(s) >= n, (key, len(s), n)
+                for j in range(n):
+                    assert s[j].tobytes() == fault_record(key, j).tobytes(), (key, j)
+            run.close()
+            out["same_process_read"] = "ok"
+    except Exception as exc:
+        out["same_process_read"] = describe(exc)
+    print(json.dumps(out))
+""")
+
+
+def fault_keys(step: int) -> list[str]:
+    """Streams :data:`FAULT_WRITER` appends to at ``step``: two always, a new one every 7 steps."""
+    return ["output/a", "v/b"] + ([f"new/s{step}"] if step % 7 == 3 else [])
+
+
+def fault_record(key: str, j: int) -> np.ndarray:
+    """Record ``j`` of ``key`` in :data:`FAULT_WRITER`: spikes, or incompressible floats."""
+    rng = np.random.default_rng([sum(key.encode()), j])
+    if key == "v/b":
+        return rng.standard_normal(400).astype(np.float32)
+    return (rng.random((3, 40)) < 0.2).astype(np.float32)
+
+
+def run_fault_writer(path: Path, steps: int, fault: str = "none", *, prefix: list[str] | None = None,
+                     preexec_fn=None, timeout: float = 180, script_dir: Path | None = None) -> dict:
+    """Run :data:`FAULT_WRITER` (under ``prefix``, e.g. ``unshare``); return its report."""
+    import json
+
+    script = (script_dir or path.parent) / "fault_writer.py"
+    script.write_text(FAULT_WRITER)
+    env = dict(os.environ, SPIKESTORE_TESTS=str(Path(__file__).parent))
+    proc = subprocess.run([*(prefix or []), sys.executable, str(script), str(path), str(steps), fault],
+                          check=False, capture_output=True, text=True, env=env, timeout=timeout,
+                          preexec_fn=preexec_fn)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0 and lines, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
+    return json.loads(lines[-1])
+
+
+def check_fault_outcome(path: Path, report: dict) -> int:
+    """Every record :data:`FAULT_WRITER` flushed reads back bit-exact, and verify finds nothing.
+
+    Returns how many records were checked.
+    """
+    from spikestore._read.verify import verify
+
+    run = spikestore.open(path)
+    checked = 0
+    for key, n in report["flushed"].items():
+        s = run[key]
+        assert len(s) >= n, (key, len(s), n)
+        for j in range(n):
+            same(s[j], fault_record(key, j))
+            checked += 1
+    run.close()
+    assert verify(path) == []
+    return checked

@@ -24,7 +24,7 @@ import os
 import socket
 from pathlib import Path
 
-from spikestore.errors import StoreInUseError
+from spikestore.errors import ReadOnlyError, SpikestoreError, StoreInUseError, StoreNotFoundError, WriterError
 
 __all__ = ["LOCK_SUFFIX", "WriterLock"]
 
@@ -57,7 +57,19 @@ class WriterLock:
         ------
         StoreInUseError
             Another writer, in this process or another one, holds the lock.
+        ReadOnlyError, StoreNotFoundError, WriterError
+            The lock file cannot be created or written (a read-only file
+            system, no permission, a full disk): the store could not be
+            written either. The message names the cause and the fix.
         """
+        try:
+            self._take()
+        except StoreInUseError:
+            raise
+        except OSError as exc:
+            raise _cannot_write(exc, self.store, self.path) from exc
+
+    def _take(self) -> None:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +86,11 @@ class WriterLock:
                     f"{self.store} is being written by {holder}; close that writer first (a store has one "
                     "writer at a time; readers can use spikestore.open while it runs)") from None
             if _same_file(fd, self.path):
-                _write_holder(fd)
+                try:
+                    _write_holder(fd)
+                except OSError:
+                    os.close(fd)
+                    raise
                 self._fd = fd
                 return
             os.close(fd)  # the file was removed by a writer that just closed: lock the new one
@@ -99,6 +115,31 @@ class WriterLock:
             pass  # a read-only or vanished folder: the kernel still drops the lock below
         finally:
             os.close(fd)
+
+
+_FIXES = {
+    errno.EROFS: "the file system is read-only: record to a writable folder",
+    errno.EACCES: "no permission to write there: record to a folder you may write",
+    errno.EPERM: "no permission to write there: record to a folder you may write",
+    errno.ENOSPC: "the disk is full: free space, or record to another file system",
+    errno.EDQUOT: "the disk quota is used up: free space, or record elsewhere",
+}
+
+
+def _cannot_write(exc: OSError, store: Path, lock: Path) -> SpikestoreError:
+    """Why a writer cannot even take its lock, as a :class:`~spikestore.errors.SpikestoreError`.
+
+    The lock file is the first thing a writer creates, beside the store, so
+    this is where a read-only file system or a missing permission shows.
+    """
+    reason = exc.strerror or str(exc)
+    msg = (f"cannot write the store {store}: {reason} (creating its writer lock {lock}); "
+           f"{_FIXES.get(exc.errno or 0, 'check the folder can be written')}")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ReadOnlyError(exc.errno, msg, str(lock))
+    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return StoreNotFoundError(exc.errno, msg, str(lock))
+    return WriterError(msg)
 
 
 def _same_file(fd: int, path: Path) -> bool:

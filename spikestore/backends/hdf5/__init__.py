@@ -7,6 +7,8 @@ Modules, one job each:
 
 - ``_backend``: :class:`HDF5Backend`, the backend protocol over one file
   (SWMR and structure windows);
+- ``_faults``: a failed write becomes a clear ``OSError`` and stops all
+  writing to the file; structure windows reserve their space first;
 - ``_filters``: chunk codecs as HDF5 filter pipelines;
 - ``_handles``: one shared open file per path and process;
 - ``_native``: what h5py does not wrap, called on the HDF5 library it loaded;

@@ -23,10 +23,14 @@ to :data:`~spikestore.backends.hdf5.WINDOW_WAIT_S`.
 The file itself is opened, shared within the process and reopened by
 :mod:`spikestore.backends.hdf5._handles`; a writer killed in SWMR mode or
 inside a window is recovered by :mod:`spikestore.backends.hdf5._superblock`.
+Every write goes through :meth:`Handle.writing <spikestore.backends.hdf5._handles.Handle.writing>`:
+its first failure (a full disk, say) is an ``OSError`` naming the cause, and
+nothing more is written to the file (:mod:`spikestore.backends.hdf5._faults`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import weakref
@@ -42,6 +46,7 @@ from h5py import h5a
 
 from spikestore._format import ATTRS_KEY
 from spikestore.backends._base import ArraySpec
+from spikestore.backends.hdf5._faults import WINDOW_RESERVE, opening_error
 from spikestore.backends.hdf5._handles import acquire, release
 from spikestore.errors import ArrayNameTakenError, FormatError, ReadOnlyError, StoreInUseError
 
@@ -96,6 +101,7 @@ class HDF5Backend:
         self._doc_bytes: dict[str, int] = {}  # space reserved for each document
         self._dirty = False  # written since the last flush
         self._fresh = True  # no root document read since the view was (re)opened
+        self._created = False  # this backend created the file
         self._handle = h = acquire(self.path)
         claimed = False
         try:
@@ -105,10 +111,7 @@ class HDF5Backend:
                         raise StoreInUseError(f"{self.path} is already open for writing in this "
                                               "process; close that Store first")
                     h.writer = claimed = True
-                    if not self.path.exists():
-                        h.open_write(create=True)  # SWMR starts with the root document
-                    elif h.state == "closed":
-                        h.open_read()  # Store(mode="a") reads before it writes
+                    self._created = h.start_writer()
                 elif h.state == "closed":
                     h.open_read()
         except BaseException:
@@ -136,16 +139,11 @@ class HDF5Backend:
         return self._file()
 
     @contextmanager
-    def _structure(self) -> Iterator[h5py.File]:
-        """A structure window: the file out of SWMR mode, back in SWMR after."""
-        h = self._handle
-        if h.state != "write":
-            h.open_write(create=False)  # closing the SWMR file flushes it
-        try:
-            yield self._file()
-        finally:
-            h.start_swmr()
-            self._dirty = False
+    def _structure(self, what: str = "change its structure", extra: int = 0) -> Iterator[h5py.File]:
+        """A structure window (:meth:`~spikestore.backends.hdf5._handles.Handle.window`)."""
+        with self._handle.window(what, WINDOW_RESERVE + extra) as f:
+            yield f
+        self._dirty = False
 
     def _reopen(self) -> None:
         """A fresh view of a file another process writes (see :meth:`refresh`)."""
@@ -236,20 +234,31 @@ class HDF5Backend:
         with self._handle.lock:
             cap = self._doc_capacity(node)
             if cap is not None and len(data) <= cap:
-                f = self._swmr()
-                if self._dirty:
-                    f.flush()  # data, index and extents reach the file before the document
-                attr = h5a.open(f[node].id if node else f.id, _ATTR)
-                attr.write(np.array(data, dtype=f"S{cap}"))
-                attr.close()
-                f.flush()
-                self._dirty = False
+                with self._handle.writing(f"write the document of {node or '/'!r}"):
+                    self._write_doc_in_place(node, data, cap)
                 return
+            new_root = not node and cap is None  # Store() creating the store
             cap = max(_MIN_DOC_BYTES, 1 << (2 * len(data) - 1).bit_length())
-            with self._structure() as f:
-                group = f.require_group(node) if node else f
-                group.attrs.create(ATTRS_KEY, np.array(data, dtype=f"S{cap}"))
+            try:
+                with self._structure(f"create the document of {node or '/'!r}", 2 * cap) as f:
+                    group = f.require_group(node) if node else f
+                    group.attrs.create(ATTRS_KEY, np.array(data, dtype=f"S{cap}"))
+            except OSError as exc:
+                if not new_root or type(exc) is not OSError:  # (io_error's, not a SpikestoreError)
+                    raise
+                raise opening_error(exc, self.path) from exc
             self._doc_bytes[node] = cap
+
+    def _write_doc_in_place(self, node: str, data: bytes, cap: int) -> None:
+        f = self._swmr()
+        self._handle.check_path()  # (a commit into a removed file would be lost silently)
+        if self._dirty:
+            f.flush()  # data, index and extents reach the file before the document
+        attr = h5a.open(f[node].id if node else f.id, _ATTR)
+        attr.write(np.array(data, dtype=f"S{cap}"))
+        attr.close()
+        f.flush()
+        self._dirty = False
 
     def _check_writable(self) -> None:
         if not self.writable:
@@ -260,7 +269,7 @@ class HDF5Backend:
         self._check_writable()
         chunks = (spec.chunk_records, *(max(1, d) for d in spec.record_shape))
         maxshape = (None, *(None if d == 0 else d for d in spec.record_shape))
-        with self._handle.lock, self._structure() as f:
+        with self._handle.lock, self._structure(f"create the array {node!r}") as f:
             if node in f:  # left by a writer that died before committing it
                 try:
                     del f[node]
@@ -293,7 +302,7 @@ class HDF5Backend:
     def set_length(self, node: str, length: int, *, exact: bool = True) -> None:
         # Extents change in place (no file to rewrite), so they are always exact.
         self._check_writable()
-        with self._handle.lock:
+        with self._handle.lock, self._handle.writing(f"resize {node!r}"):
             self._swmr()
             arr = self._written_array(node)
             if length > arr.length:  # never shrink: HDF5 would drop the chunks past it
@@ -303,7 +312,7 @@ class HDF5Backend:
 
     def write_chunk(self, node: str, chunk: int, data: bytes, *, new: bool = False) -> None:
         self._check_writable()
-        with self._handle.lock:
+        with self._handle.lock, self._handle.writing(f"write chunk {chunk} of {node!r}"):
             self._swmr()
             arr = self._written_array(node)
             row = chunk * arr.chunk_records
@@ -367,13 +376,17 @@ class HDF5Backend:
         with h.lock:
             if not self.writable or h.file is None or h.state == "read":
                 return
-            h.file.flush()
-            os.fsync(h.file.id.get_vfd_handle())
+            with h.writing("flush the file to disk"):
+                h.file.flush()
+                os.fsync(h.file.id.get_vfd_handle())
             self._dirty = False
 
     def close(self) -> None:
         self._arrays.clear()
         self._finalizer()
+        if self._created and "" not in self._doc_bytes:  # Store() failed before the store existed
+            with contextlib.suppress(OSError):
+                self.path.unlink()
 
     def inspect(self, node: str, expect: ArraySpec | None = None, length: int = 0) -> Any:
         """What the file holds at ``node`` (:func:`spikestore.backends.hdf5._inspect.inspect`)."""

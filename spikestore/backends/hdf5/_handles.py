@@ -14,17 +14,28 @@ structure window, see :mod:`spikestore.backends.hdf5._backend`) or
 window (no SWMR reader may open it) retry for up to :data:`WINDOW_WAIT_S`,
 then treat the writer as dead and read through a
 :class:`~spikestore.backends.hdf5._superblock.RecoveredView`.
+
+A write that fails breaks the handle for good (:meth:`Handle.writing`, see
+:mod:`spikestore.backends.hdf5._faults`): HDF5 writes nothing more to the
+file, and a file HDF5 then cannot close stays with HDF5 until the process
+exits, so later readers in this process read it through a recovered view
+instead of sharing HDF5's broken file, and writers here are refused.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 
+from spikestore.backends.hdf5._faults import SpaceError, fence, io_error, opening_error, reserve
 from spikestore.backends.hdf5._native import swmr_read_fapl
 from spikestore.backends.hdf5._superblock import (
     FLAG_SWMR,
@@ -33,9 +44,11 @@ from spikestore.backends.hdf5._superblock import (
     Superblock,
     clear_writer_flags,
 )
+from spikestore.errors import SpikestoreError, StoreInUseError
 
-__all__ = ["HANDLES", "LIBVER", "WINDOW_WAIT_S", "Handle", "acquire", "open_elsewhere_here", "release"]
+__all__ = ["HANDLES", "LEAKED", "LIBVER", "WINDOW_WAIT_S", "Handle", "acquire", "open_elsewhere_here", "release"]
 
+_log = logging.getLogger("spikestore")
 #: Oldest HDF5 file format that SWMR needs (HDF5 1.10); also the newest
 #: used, so any HDF5 >= 1.10 reads the file.
 LIBVER = ("v110", "v110")
@@ -75,6 +88,9 @@ class Handle:
         Whether one of them writes.
     error
         Why the last :meth:`open_read` found no file, if it did not.
+    broken
+        The first write that failed (as :func:`~spikestore.backends.hdf5._faults.io_error`
+        made it), after which nothing is written any more.
     """
 
     def __init__(self, key: str) -> None:
@@ -88,16 +104,113 @@ class Handle:
         self.users = 0
         self.writer = False
         self.error: OSError | None = None
+        self.broken: OSError | None = None
+
+    @contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """Around every HDF5 call that may write: its first failure breaks the handle.
+
+        Raises the failure as an ``OSError`` with the system's ``errno`` (see
+        :func:`~spikestore.backends.hdf5._faults.io_error`), and the same
+        again at every later write.
+        """
+        if self.broken is not None:
+            b = self.broken
+            raise OSError(b.errno, f"{b.strerror} (nothing is written to this file since)", b.filename)
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            if isinstance(exc, SpikestoreError) or exc is self.broken:
+                raise
+            err = io_error(exc, self.path, what)
+            if not isinstance(exc, SpaceError):  # (that one changed nothing: the file is whole)
+                self.fail(err)
+            raise err from exc
+
+    def fail(self, err: OSError) -> None:
+        """Stop writing for good: fence HDF5's descriptor, so nothing more reaches the file."""
+        if self.broken is None:
+            self.broken = err
+        if self.file is not None and self.state != "read":
+            try:
+                fd = self.file.id.get_vfd_handle()
+            except Exception:  # noqa: BLE001 - no descriptor: nothing to fence
+                return
+            fence(fd, self.path, None)
+
+    def check_path(self) -> None:
+        """Raise ``OSError(ENOENT)`` if the path no longer names the file HDF5 writes.
+
+        A file removed (or replaced) while recording would take every later
+        record with it without an error: the writer checks at each commit.
+        """
+        assert self.file is not None
+        st = os.fstat(self.file.id.get_vfd_handle())
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise OSError(errno.ENOENT, "the file was removed or replaced while it was being written",
+                          str(self.path))
+
+    @contextmanager
+    def window(self, what: str, nbytes: int) -> Iterator[h5py.File]:
+        """A structure window: the file out of SWMR mode, back in SWMR after.
+
+        ``nbytes`` past the end of the file are reserved first
+        (:func:`~spikestore.backends.hdf5._faults.reserve`), so a full disk
+        stops the window before it changes anything. After an HDF5 failure
+        inside, SWMR is not restarted: that would flush a half-made change
+        outside SWMR's write order; :meth:`writing` fences the file instead.
+        """
+        with self.writing(what):
+            if self.state != "write":
+                self.open_write(create=False)  # closing the SWMR file flushes it
+            assert self.file is not None
+            try:
+                reserve(self.file.id.get_vfd_handle(), nbytes)
+            except OSError:
+                self.start_swmr()  # nothing changed: back to SWMR, then report the lack of space
+                raise
+            try:
+                yield self.file
+            except SpikestoreError:  # refused on purpose (ArrayNameTakenError): nothing half made
+                self.start_swmr()
+                raise
+            self.start_swmr()
 
     def close(self) -> None:
-        """Close the file (a clean close clears the superblock's writer flags)."""
-        if self.file is not None:
-            self.file.close()
-            self.file = None
+        """Close the file (a clean close clears the superblock's writer flags). Never raises.
+
+        A file HDF5 cannot close (its cache failed a write before) is fenced,
+        kept as :attr:`broken`, and never shared by a later opening here;
+        what was flushed before stays readable.
+        """
+        f, self.file = self.file, None
+        self.state, writing = "closed", self.state in ("write", "swmr")
         if self.view is not None:
             self.view.close()
             self.view = None
-        self.state = "closed"
+        if f is None:
+            return
+        fd = ident = None
+        if writing:
+            try:
+                fd = f.id.get_vfd_handle()
+                st = os.fstat(fd)
+                ident = (st.st_dev, st.st_ino)
+            except Exception:  # noqa: BLE001 - then nothing can be fenced below
+                fd = None
+        try:
+            f.close()
+        except Exception as exc:  # noqa: BLE001 - h5py raises whatever HDF5 reported
+            LEAKED.add(self.key)  # HDF5 keeps the file: never share it again
+            if fd is not None:
+                fence(fd, self.path, ident)
+            if self.broken is None:
+                self.broken = io_error(exc, self.path, "close the file")
+            _log.warning("spikestore: %s", self.broken)
 
     def open_read(self) -> None:
         """(Re)open read-only; another process may be writing (SWMR) or have died.
@@ -108,6 +221,9 @@ class Handle:
         self.close()
         self.generation += 1
         self.error = None
+        if self.key in LEAKED:  # HDF5 still holds a file a writer here could not close
+            self._open_view()
+            return
         deadline = time.monotonic() + WINDOW_WAIT_S
         while True:
             try:
@@ -129,11 +245,22 @@ class Handle:
             if time.monotonic() > deadline:
                 if sb.flags & FLAG_WRITE and not sb.flags & FLAG_SWMR:
                     # Still "open for write, not SWMR": the writer died in a window.
-                    self.view = RecoveredView(self.path, sb)
-                    self.file = h5py.File(self.view, "r")
-                    self.state = "read"
+                    self._open_view(sb)
                 return
             time.sleep(0.005)  # a writer between SWMR sessions (a structure window)
+
+    def _open_view(self, sb: Superblock | None = None) -> None:
+        """Read through a :class:`RecoveredView` (flags cleared, in memory only)."""
+        try:
+            sb = sb or Superblock.read(self.path)
+            if sb is None:
+                self._open_plain()
+                return
+            self.view = RecoveredView(self.path, sb)
+            self.file = h5py.File(self.view, "r")
+            self.state = "read"
+        except OSError as exc:
+            self.error = exc
 
     def _open_plain(self) -> bool:
         try:
@@ -144,6 +271,29 @@ class Handle:
         self.state = "read"
         return True
 
+    def start_writer(self) -> bool:
+        """Become the writer's handle: create the file (return True), or check now that it can be written.
+
+        Raises
+        ------
+        SpikestoreError
+            :func:`~spikestore.backends.hdf5._faults.opening_error` of why not.
+        """
+        created = False
+        try:
+            if not self.path.exists():
+                self.open_write(create=True)  # SWMR starts with the root document
+                created = True
+            else:  # refused now rather than at the first write (a read-only file, say)
+                os.close(os.open(self.path, os.O_RDWR | os.O_CLOEXEC))
+        except (OSError, RuntimeError) as exc:
+            if isinstance(exc, SpikestoreError):
+                raise
+            raise opening_error(io_error(exc, self.path, "open the file for writing"), self.path) from exc
+        if self.state == "closed":
+            self.open_read()  # Store(mode="a") reads before it writes
+        return created
+
     def open_write(self, *, create: bool) -> None:
         """Open read-write without SWMR (creating the file, or resuming it).
 
@@ -153,6 +303,9 @@ class Handle:
             Create the file (which must not exist) instead of opening it.
         """
         resuming = not create and self.state in ("closed", "read")
+        if self.key in LEAKED:
+            raise StoreInUseError(f"{self.path}: HDF5 in this process still holds this file since a write to it "
+                                  "failed; append to it from a new process")
         self.close()
         self.generation += 1
         if create:
@@ -185,6 +338,8 @@ def open_elsewhere_here(path: Path) -> bool:
 
 #: The handle of every path some backend in this process has open, by absolute path.
 HANDLES: dict[str, Handle] = {}
+#: Files HDF5 could not close after a failed write (it keeps them until exit), by absolute path.
+LEAKED: set[str] = set()
 _HANDLES_LOCK = threading.RLock()
 
 
@@ -224,8 +379,10 @@ def release(handle: Handle, writer: bool) -> None:
                 del HANDLES[handle.key]
         if writer:
             handle.writer = False
-            handle.close()  # a clean close clears the superblock's writer flags
-            if users:
-                handle.open_read()
+            try:
+                handle.close()  # a clean close clears the superblock's writer flags
+            finally:
+                if users:
+                    handle.open_read()
         elif not users:
             handle.close()
