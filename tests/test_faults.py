@@ -180,11 +180,7 @@ def test_hdf5_lack_of_space_for_a_structure_window_changes_nothing(tmp_path, mon
 
 
 @pytest.mark.parametrize("backend", [
-    pytest.param("zarr", marks=pytest.mark.xfail(strict=True, reason=(
-        "store.py: Store.__init__ lets the OSError of root.write() (and of resume) through; wrap OSError "
-        "raised while opening in a SpikestoreError (WriterError, ReadOnlyError for EACCES/EPERM/EROFS) as "
-        "lock.py and the HDF5 backend do"))),
-    "hdf5"])
+    "zarr", "hdf5"])
 def test_a_disk_full_at_open_is_a_spikestore_error(tmp_path, monkeypatch, backend):
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device (injected)")
@@ -283,12 +279,7 @@ def test_a_store_removed_mid_run_stops_the_writer(tmp_path, backend):
 
 
 @pytest.mark.parametrize("backend", [
-    pytest.param("zarr", marks=pytest.mark.xfail(strict=True, reason=(
-        "backends/_zarr.py: _set() recreates a removed store's folders with os.makedirs when a new stream "
-        "(or chunk folder) needs one, so the writer goes on without an error and close() writes a root "
-        "zarr.json listing streams whose data is gone; it should create folders only below a store root "
-        "that still exists (os.mkdir level by level from the root, ENOENT when the root is gone)"))),
-    "hdf5"])
+    "zarr", "hdf5"])
 def test_a_store_removed_before_a_new_stream_is_not_recreated(tmp_path, backend):
     path = tmp_path / f"run{SUFFIX[backend]}"
     store = spikestore.Store(path)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from spikestore.errors import ReadOnlyError, SpikestoreError, StoreInUseError, StoreNotFoundError, WriterError
 
-__all__ = ["LOCK_SUFFIX", "WriterLock"]
+__all__ = ["LOCK_SUFFIX", "WriterLock", "cannot_write"]
 
 #: Suffix of the lock file: ``<store path>.lock``.
 LOCK_SUFFIX = ".lock"
@@ -67,7 +67,7 @@ class WriterLock:
         except StoreInUseError:
             raise
         except OSError as exc:
-            raise _cannot_write(exc, self.store, self.path) from exc
+            raise cannot_write(exc, self.store, f"creating its writer lock {self.path}") from exc
 
     def _take(self) -> None:
         import fcntl
@@ -126,19 +126,22 @@ _FIXES = {
 }
 
 
-def _cannot_write(exc: OSError, store: Path, lock: Path) -> SpikestoreError:
-    """Why a writer cannot even take its lock, as a :class:`~spikestore.errors.SpikestoreError`.
+def cannot_write(exc: OSError, store: Path, doing: str) -> SpikestoreError:
+    """Why a writer cannot open ``store``, as a :class:`~spikestore.errors.SpikestoreError`.
 
     The lock file is the first thing a writer creates, beside the store, so
-    this is where a read-only file system or a missing permission shows.
+    this is where a read-only file system or a missing permission usually
+    shows; ``Store`` uses it too for what fails while it creates or resumes
+    the store's own files. ``doing`` says what was being written.
     """
     reason = exc.strerror or str(exc)
-    msg = (f"cannot write the store {store}: {reason} (creating its writer lock {lock}); "
+    msg = (f"cannot write the store {store}: {reason} ({doing}); "
            f"{_FIXES.get(exc.errno or 0, 'check the folder can be written')}")
+    where = exc.filename if exc.filename is not None else str(store)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ReadOnlyError(exc.errno, msg, str(lock))
+        return ReadOnlyError(exc.errno, msg, where)
     if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return StoreNotFoundError(exc.errno, msg, str(lock))
+        return StoreNotFoundError(exc.errno, msg, where)
     return WriterError(msg)
 
 

@@ -14,7 +14,7 @@ from spikestore._format import join_key, new_root_doc, split_key
 from spikestore._format.checks import MAX_CHUNK_BYTES
 from spikestore._format.names import MAX_NAME_BYTES
 from spikestore._write.capture import capture, check_step
-from spikestore._write.lock import WriterLock
+from spikestore._write.lock import WriterLock, cannot_write
 from spikestore._write.opening import clear_for_new, resume
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
@@ -24,6 +24,7 @@ from spikestore.codecs._precision import check_precision
 from spikestore.errors import (
     InvalidArgumentError,
     InvalidValueError,
+    SpikestoreError,
 )
 
 __all__ = ["Store"]
@@ -51,6 +52,12 @@ def _close_open_stores() -> None:
             store.close()
         except Exception:  # noqa: BLE001 - nothing useful to do at exit
             pass
+
+
+def _raise_open_error(exc: BaseException, path: Path) -> None:
+    """Raise what the OS refused while a store was opened as a SpikestoreError (else return)."""
+    if isinstance(exc, OSError) and not isinstance(exc, SpikestoreError):
+        raise cannot_write(exc, path, "creating or resuming its files") from exc
 
 
 class Store:
@@ -143,8 +150,9 @@ class Store:
             if mode == "w":
                 clear_for_new(self.path, overwrite)
             be = open_backend(self.path, backend=backend, writable=True, durable=durable)
-        except BaseException:
+        except BaseException as exc:
             self._lock.release()
+            _raise_open_error(exc, self.path)
             raise
         try:
             if mode == "w":
@@ -155,11 +163,12 @@ class Store:
             self._writer = Writer(be, root, streams=streams, max_pending_bytes=max_pending_bytes,
                                   on_full=on_full, flush_interval=flush_interval,
                                   chunk_bytes=chunk_bytes, level=compression_level)
-        except BaseException:
+        except BaseException as exc:
             try:
                 be.close()
             finally:
                 self._lock.release()
+            _raise_open_error(exc, self.path)
             raise
         # The store owns the backend and the root document for its whole life.
         self._backend = be

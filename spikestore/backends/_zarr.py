@@ -154,14 +154,36 @@ class ZarrBackend:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
+    def _make_folder(self, folder: str) -> None:
+        """Create ``folder`` inside the store, level by level from its root.
+
+        The root itself is created once, with its parents, when the store is
+        first written. Below it nothing is created with parents: a store whose
+        folder was removed while recording fails with ``ENOENT`` at its next
+        write instead of growing back around the streams that are gone.
+        """
+        if self._root not in self._dirs:
+            os.makedirs(self._root, exist_ok=True)
+            self._dirs.add(self._root)
+        current = self._root
+        for part in os.path.relpath(folder, self._root).split(os.sep):
+            if part == os.curdir:
+                continue
+            current = os.path.join(current, part)
+            if current not in self._dirs:
+                try:
+                    os.mkdir(current)
+                except FileExistsError:
+                    pass
+                self._dirs.add(current)
+
     def _set(self, key: str, data: bytes, *, in_place: bool = False) -> None:
         if not self.writable:
             raise ReadOnlyError(f"{self.path} was opened read-only; write through spikestore.Store")
         path = os.path.join(self._root, key)
         folder = os.path.dirname(path)
         if folder not in self._dirs:
-            os.makedirs(folder, exist_ok=True)
-            self._dirs.add(folder)
+            self._make_folder(folder)
         if in_place:
             # Nobody reads this key yet: skip the temporary file and rename
             # (~50 us of a ~200 us file on this kind of machine).
