@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+from helpers import write_small_store
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -29,3 +31,28 @@ def _compiled_kernels() -> None:
     from spikestore.codecs import _packing as packing
 
     assert packing.load_kernels() or not packing.KERNELS
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with ``s.zarr`` and ``s.h5`` written by :func:`helpers.write_small_store`, once per module."""
+    d = tmp_path_factory.mktemp("pristine")
+    write_small_store(d / "s.zarr")
+    write_small_store(d / "s.h5")
+    return d
+
+
+@pytest.fixture()
+def zstore(pristine: Path, tmp_path: Path) -> Path:
+    """A copy of the pristine Zarr store, for a test to damage."""
+    path = tmp_path / "s.zarr"
+    shutil.copytree(pristine / "s.zarr", path)
+    return path
+
+
+@pytest.fixture()
+def hstore(pristine: Path, tmp_path: Path) -> Path:
+    """A copy of the pristine HDF5 store, for a test to damage."""
+    path = tmp_path / "s.h5"
+    shutil.copy(pristine / "s.h5", path)
+    return path

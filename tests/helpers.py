@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import ml_dtypes
@@ -383,3 +385,31 @@ def check_fault_outcome(path: Path, report: dict) -> int:
     run.close()
     assert verify(path) == []
     return checked
+
+
+@contextmanager
+def writer_held(store: "spikestore.Store"):
+    """Keep the writer thread from reading any record until the block ends."""
+    gate = threading.Event()
+    writer = store._writer
+    orig = writer._write_frame
+
+    def held(frame):
+        gate.wait(30)
+        orig(frame)
+
+    writer._write_frame = held
+    try:
+        yield
+    finally:
+        gate.set()
+
+
+def write_small_store(path: Path, steps: int = 12, stream: str = "output/fc") -> None:
+    """A small store of one bits stream and one raw stream, with many chunks (tests that damage stores)."""
+    rng = np.random.default_rng(0)
+    with spikestore.Store(path, chunk_bytes=64) as st:
+        for step in range(steps):
+            st.set_step(step)
+            st.append(stream, (rng.random((4, 10)) < 0.3).astype(np.float32))
+            st.append("v/fc", rng.random(30).astype(np.float32))

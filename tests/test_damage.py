@@ -10,7 +10,6 @@ records.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,37 +33,6 @@ ZARR_JSON = {
     "call": "output/fc/call/zarr.json",
     "time": "output/fc/time/zarr.json",
 }
-
-
-def _write(path: Path) -> None:
-    rng = np.random.default_rng(0)
-    with spikestore.Store(path, chunk_bytes=64) as st:
-        for step in range(12):
-            st.set_step(step)
-            st.append(STREAM, (rng.random((4, 10)) < 0.3).astype(np.float32))
-            st.append("v/fc", rng.random(30).astype(np.float32))
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pristine")
-    _write(d / "s.zarr")
-    _write(d / "s.h5")
-    return d
-
-
-@pytest.fixture()
-def zstore(pristine, tmp_path):
-    path = tmp_path / "s.zarr"
-    shutil.copytree(pristine / "s.zarr", path)
-    return path
-
-
-@pytest.fixture()
-def hstore(pristine, tmp_path):
-    path = tmp_path / "s.h5"
-    shutil.copy(pristine / "s.h5", path)
-    return path
 
 
 def read_all(path: Path, key: str = STREAM) -> tuple:

@@ -10,36 +10,17 @@ at its next call, and the stream keeps recording.
 
 from __future__ import annotations
 
-import threading
 import time
 import warnings
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
+from helpers import writer_held
 
 import spikestore
 from spikestore.codecs import _spikes
 from spikestore.errors import InPlaceModificationError, InPlaceModificationWarning
-
-
-@contextmanager
-def writer_held(store: spikestore.Store):
-    """Keep the writer thread from reading any record until the block ends."""
-    gate = threading.Event()
-    writer = store._writer
-    orig = writer._write_frame
-
-    def held(frame):
-        gate.wait(30)
-        orig(frame)
-
-    writer._write_frame = held
-    try:
-        yield
-    finally:
-        gate.set()
 
 
 def test_a_record_changed_in_place_is_dropped_counted_and_warned(store_path):

@@ -10,36 +10,18 @@ writer thread is held back, so it reads the records only after every change.
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
+from helpers import writer_held
 from spikingjelly.activation_based import functional, layer, neuron
 from spikingjelly.activation_based import monitor as sj
 from torch import nn
 
 import spikestore
 from spikestore import monitor as ss
-
-
-@contextmanager
-def writer_held(store: spikestore.Store):
-    """Keep the writer thread from reading any record until the block ends."""
-    gate = threading.Event()
-    writer = store._writer
-    orig = writer._write_frame
-
-    def held(frame):
-        gate.wait(30)
-        orig(frame)
-
-    writer._write_frame = held
-    try:
-        yield
-    finally:
-        gate.set()
 
 
 def snapshot(x):

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
+from helpers import write_small_store
 
 import spikestore
 from spikestore._read.verify import verify
@@ -35,30 +36,6 @@ ZARR_JSON = {
     "call": "output/fc/call/zarr.json",
     "time": "output/fc/time/zarr.json",
 }
-
-
-def _write(path: Path, steps: int = 12) -> None:
-    rng = np.random.default_rng(0)
-    with spikestore.Store(path, chunk_bytes=64) as st:
-        for step in range(steps):
-            st.set_step(step)
-            st.append(STREAM, (rng.random((4, 10)) < 0.3).astype(np.float32))
-            st.append("v/fc", rng.random(30).astype(np.float32))
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pristine")
-    _write(d / "s.zarr")
-    _write(d / "s.h5")
-    return d
-
-
-@pytest.fixture()
-def zstore(pristine, tmp_path):
-    path = tmp_path / "s.zarr"
-    shutil.copytree(pristine / "s.zarr", path)
-    return path
 
 
 def contents(path: Path) -> dict[str, tuple[np.ndarray, ...]]:
@@ -237,7 +214,7 @@ def _time_verify(path: Path) -> tuple[float, list[str]]:
 
 def test_verify_of_a_truncated_hdf5_file_takes_about_as_long_as_of_a_clean_one(tmp_path):
     path = tmp_path / "big.h5"
-    _write(path, steps=200)
+    write_small_store(path, steps=200)
     clean, problems = min(_time_verify(path) for _ in range(3))
     assert problems == []
     size = path.stat().st_size
