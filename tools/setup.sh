@@ -30,7 +30,7 @@ stage "upgrading pip"
 pip install -q --upgrade pip
 
 torch_build() {
-    python -c 'import torch; c = torch.version.cuda; print(f"torch {torch.__version__}, " + (f"CUDA {c} build" if c else "CPU-only build"))'
+    python -W ignore -c 'import torch; c = torch.version.cuda; print(f"torch {torch.__version__}, " + (f"CUDA {c} build" if c else "CPU-only build"))'
 }
 if python -c "import torch" 2>/dev/null; then
     stage "keeping the torch already in .venv: $(torch_build)"
