@@ -11,6 +11,8 @@ Modules, one job each:
   writing to the file; structure windows reserve their space first;
 - ``_filters``: chunk codecs as HDF5 filter pipelines;
 - ``_handles``: one shared open file per path and process;
+- ``_headers``: the file and its groups created with header room, so
+  structure windows change existing objects in place;
 - ``_native``: what h5py does not wrap, called on the HDF5 library it loaded;
 - ``_superblock``: the superblock's writer flags, cleared or read around
   after a crash.

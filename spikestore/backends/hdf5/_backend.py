@@ -48,6 +48,7 @@ from spikestore._format import ATTRS_KEY
 from spikestore.backends._base import ArraySpec
 from spikestore.backends.hdf5._faults import WINDOW_RESERVE, opening_error
 from spikestore.backends.hdf5._handles import acquire, release
+from spikestore.backends.hdf5._headers import create_node, put_document
 from spikestore.errors import ArrayNameTakenError, FormatError, ReadOnlyError, StoreInUseError
 
 __all__ = ["HDF5Backend"]
@@ -241,8 +242,7 @@ class HDF5Backend:
             cap = max(_MIN_DOC_BYTES, 1 << (2 * len(data) - 1).bit_length())
             try:
                 with self._structure(f"create the document of {node or '/'!r}", 2 * cap) as f:
-                    group = f.require_group(node) if node else f
-                    group.attrs.create(ATTRS_KEY, np.array(data, dtype=f"S{cap}"))
+                    put_document(f, node, np.array(data, dtype=f"S{cap}"))
             except OSError as exc:
                 if not new_root or type(exc) is not OSError:  # (io_error's, not a SpikestoreError)
                     raise
@@ -275,8 +275,9 @@ class HDF5Backend:
                     del f[node]
                 except (KeyError, RuntimeError, OSError) as exc:  # its link was cut short by the kill
                     raise ArrayNameTakenError(f"{self.path}: {node!r} was left by a killed writer and cannot be removed") from exc
-            f.create_dataset(node, shape=(0, *spec.record_shape), maxshape=maxshape, chunks=chunks,
-                             dtype=spec.dtype, track_times=False, **spec.codec.hdf5_filters())
+            create_node(f, node, lambda _depth: f.create_dataset(
+                None, shape=(0, *spec.record_shape), maxshape=maxshape, chunks=chunks, dtype=spec.dtype,
+                track_times=False, **spec.codec.hdf5_filters()))
 
     def _array(self, node: str) -> _Array | None:
         if self._generation != self._handle.generation:

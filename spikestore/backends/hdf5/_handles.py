@@ -36,6 +36,7 @@ from pathlib import Path
 import h5py
 
 from spikestore.backends.hdf5._faults import SpaceError, fence, io_error, opening_error, reserve
+from spikestore.backends.hdf5._headers import create_file
 from spikestore.backends.hdf5._native import swmr_read_fapl
 from spikestore.backends.hdf5._superblock import (
     FLAG_SWMR,
@@ -309,7 +310,7 @@ class Handle:
         self.close()
         self.generation += 1
         if create:
-            self.file = h5py.File(self.path, "w-", libver=LIBVER, locking=False)
+            self.file = create_file(self.path, LIBVER)  # (group headers with room: see _headers)
         else:
             if resuming:
                 # Store(mode="a") has checked that the last writer is gone, so
