@@ -420,16 +420,27 @@ def _context(shim: bool = True) -> Any:
 
     With ``shim``, it runs with the write-counting library preloaded (when it compiles).
     """
+    from multiprocessing import forkserver
+
     ctx = mp.get_context("forkserver")
     lib = _shim() if shim else None
-    if lib and lib not in os.environ.get("LD_PRELOAD", ""):
-        os.environ["LD_PRELOAD"] = " ".join(filter(None, [lib, os.environ.get("LD_PRELOAD")]))
     ctx.write_kills = lib is not None
-    here = str(Path(__file__).resolve().parent)
+    saved = {k: os.environ.get(k) for k in ("LD_PRELOAD", "PYTHONPATH", _SERVER_ENV)}
+    if lib:
+        os.environ["LD_PRELOAD"] = " ".join(filter(None, [lib, saved["LD_PRELOAD"]]))
     # (the fork server ignores the parent's sys.path, but not PYTHONPATH)
-    os.environ["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [os.environ.get("PYTHONPATH")])])
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join([here, *filter(None, [saved["PYTHONPATH"]])])
     os.environ[_SERVER_ENV] = str(os.getpid())
     ctx.set_forkserver_preload([Path(__file__).stem])
+    try:
+        forkserver.ensure_running()  # (started with this environment, which is then put back)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return ctx
 
 
