@@ -283,6 +283,8 @@ class ZarrBackend:
         if not os.path.isdir(folder):
             return None
         if expect is not None:
+            if length == 0 and self._get(_key(node, _META)) is None:
+                return None  # a writer killed while creating it: nothing is committed to it yet
             meta, problems = _checked_array_meta(self, node, report=True)
             if meta is not None:
                 problems = _array_problems(meta, expect, length)
