@@ -29,8 +29,8 @@ def test_sigkill_trials_lose_no_flushed_record(ctx, backend):
     assert report["records_compared"] > 0 and report["sessions"] >= 8
 
 
-@pytest.mark.parametrize("backend", ["zarr", "hdf5"])
-def test_tampered_stores_are_never_read_wrong(ctx, backend):
-    report = fuzz_store.run_backend(ctx, backend, seed=3, quick=True, show=2, limit=14)
+@pytest.mark.parametrize(("backend", "cases"), [("zarr", 14), ("hdf5", 8)])  # (a damaged HDF5 file reads in ~1.5 s)
+def test_tampered_stores_are_never_read_wrong(ctx, backend, cases):
+    report = fuzz_store.run_backend(ctx, backend, seed=3, quick=True, show=2, limit=cases)
     assert report["failures"] == 0, report["examples"]
-    assert report["cases"] == 14
+    assert report["cases"] == cases
