@@ -405,7 +405,20 @@ def writer_held(store: "spikestore.Store"):
         gate.set()
 
 
-def write_small_store(path: Path, steps: int = 12, stream: str = "output/fc") -> None:
+#: The bits stream of :func:`write_small_store`, and the zarr.json of each kind of node it has.
+SMALL_STORE_STREAM = "output/fc"
+SMALL_STORE_ZARR_JSON = {
+    "root": "zarr.json",
+    "quantity": "output/zarr.json",
+    "stream": "output/fc/zarr.json",
+    "segment": "output/fc/seg000000/zarr.json",
+    "step": "output/fc/step/zarr.json",
+    "call": "output/fc/call/zarr.json",
+    "time": "output/fc/time/zarr.json",
+}
+
+
+def write_small_store(path: Path, steps: int = 12, stream: str = SMALL_STORE_STREAM) -> None:
     """A small store of one bits stream and one raw stream, with many chunks (tests that damage stores)."""
     rng = np.random.default_rng(0)
     with spikestore.Store(path, chunk_bytes=64) as st:

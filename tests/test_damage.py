@@ -18,21 +18,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import SMALL_STORE_STREAM as STREAM
+from helpers import SMALL_STORE_ZARR_JSON as ZARR_JSON
 
 import spikestore
 from spikestore._read.verify import verify
 from spikestore.errors import DamagedStoreError, FormatError
-
-STREAM = "output/fc"
-ZARR_JSON = {
-    "root": "zarr.json",
-    "quantity": "output/zarr.json",
-    "stream": "output/fc/zarr.json",
-    "segment": "output/fc/seg000000/zarr.json",
-    "step": "output/fc/step/zarr.json",
-    "call": "output/fc/call/zarr.json",
-    "time": "output/fc/time/zarr.json",
-}
 
 
 def read_all(path: Path, key: str = STREAM) -> tuple:

@@ -19,23 +19,14 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
+from helpers import SMALL_STORE_STREAM as STREAM
+from helpers import SMALL_STORE_ZARR_JSON as ZARR_JSON
 from helpers import write_small_store
 
 import spikestore
 from spikestore._read.verify import verify
 from spikestore.cli import main
 from spikestore.errors import SpikestoreError
-
-STREAM = "output/fc"
-ZARR_JSON = {
-    "root": "zarr.json",
-    "quantity": "output/zarr.json",
-    "stream": "output/fc/zarr.json",
-    "segment": "output/fc/seg000000/zarr.json",
-    "step": "output/fc/step/zarr.json",
-    "call": "output/fc/call/zarr.json",
-    "time": "output/fc/time/zarr.json",
-}
 
 
 def contents(path: Path) -> dict[str, tuple[np.ndarray, ...]]:
