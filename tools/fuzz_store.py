@@ -106,17 +106,24 @@ def _zarr_kind(rel: str) -> str:
     return "data-chunk" if arr.startswith("seg") else "index-chunk"
 
 
+def _edited(doc: dict[str, Any], fn: Any) -> dict[str, Any] | None:
+    """A deep copy of ``doc`` changed by ``fn``; None when ``doc`` lacks what ``fn`` changes."""
+    d = json.loads(json.dumps(doc))
+    try:
+        fn(d)
+    except (IndexError, KeyError, TypeError):
+        return None
+    return d
+
+
 def _json_edits(doc: dict[str, Any], rng: random.Random) -> list[tuple[str, Any]]:
     """Hand edits of a stream document: (what, the edited document)."""
     edits = []
 
     def edit(what: str, fn: Any) -> None:
-        d = json.loads(json.dumps(doc))
-        try:
-            fn(d)
-        except (IndexError, KeyError, TypeError):
-            return
-        edits.append((what, d))
+        d = _edited(doc, fn)
+        if d is not None:
+            edits.append((what, d))
 
     sp = "attributes" in doc
     root = doc["attributes"]["spikestore"] if sp else doc
@@ -159,12 +166,9 @@ def _array_meta_edits(meta: dict[str, Any]) -> list[tuple[str, Any]]:
             ("chunk_shape*2", lambda m: m["chunk_grid"]["configuration"].update(
                 chunk_shape=[c * 2 for c in m["chunk_grid"]["configuration"]["chunk_shape"]])),
             ("codecs-dropped", lambda m: m.update(codecs=m["codecs"][:1]))):
-        m = json.loads(json.dumps(meta))
-        try:
-            fn(m)
-        except (KeyError, IndexError, TypeError):
-            continue
-        edits.append((what, m))
+        m = _edited(meta, fn)
+        if m is not None:
+            edits.append((what, m))
     return edits
 
 
