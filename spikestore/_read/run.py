@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from spikestore._format import check_no_root, has_root, load_doc, load_stream_doc, split_key
+from spikestore._format import check_no_root, has_root, split_key
 from spikestore._read.storage import StoreReader
 from spikestore._read.stream import Stream
 from spikestore.backends import Backend, backend_name_for, open_backend
@@ -34,7 +34,6 @@ class Run:
 
     def __init__(self, path: Path, backend: Backend, backend_name: str | None = None) -> None:
         self.path = path
-        self._backend = backend  # read through load_doc; everything else goes through the reader
         self._reader = StoreReader(backend, path, backend_name)
         self._streams: dict[str, Stream] = {}
         self.refresh()
@@ -50,18 +49,13 @@ class Run:
         already returned, and dask/xarray views, keep what they covered.
         """
         self._reader.refresh()
-        doc = load_doc(self._backend, "", "root")
+        doc = self._reader.root_doc()
         if doc is None:
             raise StoreNotFoundError(f"{self.path} has no spikestore root document")
         self.doc = doc
         for s in self._streams.values():
             s.reload()
         self._reader.clear()  # chunks rewritten since (a partly filled one grows) are read again
-
-    def _stream_doc(self, key: str) -> tuple[str, dict[str, Any] | None]:
-        """Where stream ``key``'s group is, and its checked document (``None``: not committed yet)."""
-        self._reader.check()
-        return load_stream_doc(self._backend, key)
 
     @property
     def streams(self) -> list[str]:

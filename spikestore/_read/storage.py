@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from spikestore._format import INDEX_ARRAYS
+from spikestore._format import INDEX_ARRAYS, load_doc, load_stream_doc
 from spikestore.backends import Backend, open_backend
 from spikestore.codecs._chunk import ChecksumError, ChunkCodec, codec_from_config
 from spikestore.codecs._identity import ChunkIdentity, IdentityError
@@ -175,10 +175,15 @@ class StoreReader:
         with self._lock:
             self._cache.clear()
 
-    def doc(self, node: str) -> Any | None:
-        """The spikestore document of group ``node`` (``""``: the root), or ``None``."""
+    def root_doc(self) -> dict[str, Any] | None:
+        """The root document, read and checked (:func:`~spikestore._format.load_doc`), or ``None``."""
         self.check()
-        return self._backend.read_doc(node)
+        return load_doc(self._backend, "", "root")
+
+    def stream_doc(self, key: str) -> tuple[str, dict[str, Any] | None]:
+        """Where stream ``key``'s group is, and its checked document (``None``: not committed yet)."""
+        self.check()
+        return load_stream_doc(self._backend, key)
 
     def nbytes(self, node: str) -> int:
         """Bytes on disk under ``node`` (``""``: the whole store)."""

@@ -63,7 +63,7 @@ class Stream:
 
     def reload(self) -> None:
         """Re-read the stream's document (:meth:`Run.refresh <spikestore.Run.refresh>` calls this)."""
-        self.node, doc = self._run._stream_doc(self.key)
+        self.node, doc = self._reader.stream_doc(self.key)
         self._committed = doc is not None
         # Listed in the root, not committed yet: no records, nothing on disk to read.
         self.doc = doc if doc is not None else new_stream_doc(self.key, 1, {})
