@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from spikestore._format.checks import MAX_CHUNK_BYTES
 from spikestore.errors import ChecksumError
 
 __all__ = ["MAX_DECODED_BYTES", "blosc_into", "check_size", "pcodec_values", "zstd_content_size",
            "zstd_into"]
 
-#: The largest chunk any decoder inflates (2 GiB, Blosc's limit; format.md §3.1).
-MAX_DECODED_BYTES = 2**31
+#: The largest chunk any decoder inflates: the format's one limit on a decoded chunk
+#: (2 GiB, Blosc's own; format.md §3.1), which documents are checked against too.
+MAX_DECODED_BYTES = MAX_CHUNK_BYTES
 
 _ZSTD_MAGIC = 0xFD2FB528
 _BLOSC = struct.Struct("<BBBBIII")  # version, versionlz, flags, typesize, nbytes, blocksize, cbytes
