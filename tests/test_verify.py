@@ -132,6 +132,24 @@ def test_a_stream_the_root_no_longer_lists_is_reported(zstore):
     assert any(STREAM in p and "not list" in p for p in problems), problems
 
 
+def test_an_empty_array_a_kill_left_without_its_zarr_json_is_not_damage(zstore):
+    # A writer killed while creating a segment: its entry commits no record, its folder holds a torn
+    # chunk but no zarr.json yet (tools/stress_crash.py met this after a kill inside a flush).
+    path = zstore / ZARR_JSON["stream"]
+    meta = json.loads(path.read_text())
+    doc = meta["attributes"]["spikestore"]
+    doc["segments"].append(doc["segments"][-1] | {"array": "seg000009", "start": doc["count"], "count": 0})
+    path.write_text(json.dumps(meta))
+    (zstore / "output/fc/seg000009").mkdir()
+    (zstore / "output/fc/seg000009/c.0.0.0").write_bytes(b"torn")
+    assert verify(zstore) == []
+    assert len(spikestore.open(zstore)[STREAM]) == doc["count"]
+    # With a record committed to it, the same folder is damage.
+    doc["segments"][-1]["count"], doc["count"] = 1, doc["count"] + 1
+    path.write_text(json.dumps(meta))
+    assert any("seg000009" in p and "zarr.json" in p for p in verify(zstore))
+
+
 # -- HDF5: damaged metadata, truncated files -------------------------------------------------------
 
 
