@@ -51,6 +51,10 @@ def test_a_record_changed_in_place_is_dropped_counted_and_warned(store_path):
     assert len(run["v/2"]) == 1
     assert run.writer["modified"] == 1 and run.writer["status"] == "closed"
     assert "failed_streams" not in run.writer
+    run.close()
+    with spikestore.Store(store_path, mode="a") as again:  # the count adds up over sessions, like dropped
+        again.append("v/1", torch.rand(1000))
+    assert spikestore.open(store_path).writer["modified"] == 1
 
 
 def test_the_warning_comes_at_the_next_call_of_any_kind(tmp_path):
