@@ -288,9 +288,13 @@ FAULT_WRITER = textwrap.dedent("""
                 "message": str(exc)[:600], "chain": chain}
 
     def read_only(p):
+        # The writer thread renames *.partial files meanwhile: one listed may be gone.
         for root, dirs, files in os.walk(p):
             for f in files:
-                os.chmod(os.path.join(root, f), 0o444)
+                try:
+                    os.chmod(os.path.join(root, f), 0o444)
+                except FileNotFoundError:
+                    pass
             os.chmod(root, 0o555)
         if os.path.isfile(p):
             os.chmod(p, 0o444)
