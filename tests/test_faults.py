@@ -325,3 +325,31 @@ def test_a_read_only_file_system_at_start_for_real(tmp_path, backend):
                               prefix=[*_in_small_fs("64k", out, read_only=True), str(mnt)], script_dir=tmp_path)
     assert report["at"] == "open" and report["error"]["type"] == "ReadOnlyError", report
     assert _errnos(report["error"]) == {errno.EROFS}
+
+
+# -- the final status ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_final_status_that_cannot_be_written_is_reported_by_close(tmp_path, monkeypatch, backend):
+    # The writer closed cleanly, so nothing else would tell the caller that close() did not finish.
+    from spikestore._write.root import RootDocument
+
+    path = tmp_path / f"run{SUFFIX[backend]}"
+    store = spikestore.Store(path)
+    store.append("output/a", np.ones(8, np.float32))
+
+    def full(self, error, failed_streams=None):
+        raise OSError(errno.ENOSPC, "No space left on device (injected)")
+
+    monkeypatch.setattr(RootDocument, "finish", full)
+    with pytest.raises(WriterError, match="every record is committed.*No space left") as info:
+        store.close()
+    assert info.value.__cause__.errno == errno.ENOSPC
+    assert store.closed
+    store.close()  # idempotent: the failure is reported once
+    monkeypatch.undo()
+    run = spikestore.open(path)
+    assert run.writer["status"] == "open" and len(run["output/a"]) == 1
+    run.close()
+    with spikestore.Store(path, mode="a") as again:  # the lock was released
+        again.append("output/a", np.zeros(8, np.float32))

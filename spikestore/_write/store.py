@@ -25,6 +25,7 @@ from spikestore.errors import (
     InvalidArgumentError,
     InvalidValueError,
     SpikestoreError,
+    WriterError,
 )
 
 __all__ = ["Store"]
@@ -365,12 +366,15 @@ class Store:
         WriterError
             If the writer thread failed. The store is closed all the same,
             its root document records the failure, and every record
-            committed before it stays readable.
+            committed before it stays readable. Also when the writer closed
+            cleanly but its final status could not be written or synced
+            (every record is then committed).
         """
         writer = self._writer
         if writer is None or self._closed or os.getpid() != self._pid:
             return  # (a forked child never closes its parent's store)
         _OPEN_STORES.discard(self)
+        unfinished = None
         try:
             writer.close()
         finally:
@@ -379,19 +383,32 @@ class Store:
             else:
                 self._closed = True
                 try:
-                    self._finish(writer.error, writer.failures.summary())
+                    unfinished = self._finish(writer.error, writer.failures.summary())
                 finally:
                     self._lock.release()
+        if unfinished is not None:  # (reached only when the writer itself closed cleanly)
+            raise WriterError(
+                f"closing {self.path}: every record is committed, but the final writer status could not "
+                f"be written or synced ({type(unfinished).__name__}: {unfinished}); readers see the store "
+                "as left by a writer that stopped without closing, and `spikestore verify` checks it"
+            ) from unfinished
 
-    def _finish(self, error: BaseException | None, failed_streams: dict[str, str]) -> None:
-        """Record the final writer status, make it durable, release the backend (best effort after a failure)."""
+    def _finish(self, error: BaseException | None, failed_streams: dict[str, str]) -> Exception | None:
+        """Record the final writer status, make it durable, release the backend.
+
+        Returns what failed meanwhile, for :meth:`close` to raise when the
+        writer closed cleanly (after a writer failure, that failure is what
+        the caller gets).
+        """
         try:
             self._root.finish(error, failed_streams)
             self._backend.sync()
-        except Exception:  # noqa: BLE001 - the writer's own failure, if any, is what the caller gets
+        except Exception as exc:  # noqa: BLE001 - handed to close()
             _log.debug("could not record the final writer status of %s", self.path, exc_info=True)
+            return exc
         finally:
             self._backend.close()
+        return None
 
     @property
     def closed(self) -> bool:
