@@ -63,16 +63,16 @@ def test_tutorial_has_the_sections_of_the_seed() -> None:
 
 @pytest.mark.parametrize("source", [src for _, src in SECTIONS], ids=[title for title, _ in SECTIONS])
 def test_section_runs(source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from spikestore._write import store as store_module
+    from spikestore._write import registry
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    before = set(store_module._OPEN_STORES)
+    before = set(registry.open_stores())
     namespace: dict[str, object] = {"__name__": "__tutorial__"}
     try:
         exec(compile(source, str(DOC), "exec"), namespace)  # noqa: S102 - our own docs
     finally:
-        leaked = [s for s in list(store_module._OPEN_STORES) if s not in before]
+        leaked = [s for s in registry.open_stores() if s not in before]
         for s in leaked:
             s.close()
     assert not leaked, f"the section leaves stores open: {leaked}"

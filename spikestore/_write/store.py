@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -13,6 +11,7 @@ from typing import Any
 from spikestore._format import join_key, new_root_doc, split_key
 from spikestore._format.checks import MAX_CHUNK_BYTES
 from spikestore._format.names import MAX_NAME_BYTES
+from spikestore._write import registry
 from spikestore._write.capture import capture, check_step
 from spikestore._write.lock import WriterLock, cannot_write
 from spikestore._write.opening import clear_for_new, resume
@@ -31,29 +30,6 @@ from spikestore.errors import (
 __all__ = ["Store"]
 
 _log = logging.getLogger("spikestore")
-
-# Strong references: an open store is a live writer (it holds the writer lock,
-# and its thread writes) until it is closed, at the latest at exit.
-_OPEN_STORES: set[Store] = set()
-_ATEXIT_REGISTERED = False
-
-
-def _forget_open_stores() -> None:
-    # A forked child (a DataLoader worker) must not close its parent's stores at its exit.
-    _OPEN_STORES.clear()
-
-
-os.register_at_fork(after_in_child=_forget_open_stores)
-
-
-def _close_open_stores() -> None:
-    # A training script that forgets close() still gets its tail committed.
-    for store in list(_OPEN_STORES):
-        try:
-            store.close()
-        except Exception:  # noqa: BLE001 - nothing useful to do at exit
-            pass
-
 
 def _raise_open_error(exc: BaseException, path: Path) -> None:
     """Raise what the OS refused while a store was opened as a SpikestoreError (else return)."""
@@ -177,19 +153,7 @@ class Store:
         self._calls: dict[str, tuple[int, int]] = {}
         self._owners: dict[str, tuple[weakref.ref[object], str]] = {}
         self._counts: dict[str, int] = {k: d["count"] for k, d in streams.items()}
-        _OPEN_STORES.add(self)
-        global _ATEXIT_REGISTERED
-        if not _ATEXIT_REGISTERED:
-            # Closing drains the backlog on the writer's helper threads, which
-            # come from a concurrent.futures pool. concurrent.futures refuses new
-            # work once its own exit hook has run, and it registers that hook
-            # through threading's private hook list (run before plain atexit
-            # handlers, last in first out). Registering there too, after it,
-            # closes stores while the pool still works. Where that private
-            # function is missing, atexit is the fallback.
-            register = getattr(threading, "_register_atexit", atexit.register)
-            register(_close_open_stores)
-            _ATEXIT_REGISTERED = True
+        registry.track(self)
 
     # -- recording ------------------------------------------------------------
     @property
@@ -373,13 +337,13 @@ class Store:
         writer = self._writer
         if writer is None or self._closed or os.getpid() != self._pid:
             return  # (a forked child never closes its parent's store)
-        _OPEN_STORES.discard(self)
+        registry.untrack(self)
         unfinished = None
         try:
             writer.close()
         finally:
             if not writer.closed:  # interrupted while the writer still drains: it stays this store's
-                _OPEN_STORES.add(self)
+                registry.track(self)
             else:
                 self._closed = True
                 try:
