@@ -107,17 +107,24 @@ def verify(path: Path) -> None:
 @main.command()
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["nwb", "hdf5", "parquet", "npz"]), required=True,
-              help="Output format.")
+@click.option("--format", "fmt", type=click.Choice(["nwb", "hdf5", "parquet", "npz"]), default=None,
+              help="Output format. Default: from OUT's suffix (.nwb, .h5/.hdf5, .parquet, .npz).")
 @click.option("--streams", multiple=True, metavar="KEY",
               help="Stream key or pattern (e.g. 'output/*'); repeat for several. Default: all.")
 @click.option("--steps", default=None, metavar="A:B", help="Only records with A <= step < B.")
 @click.option("--dt", type=float, default=1e-3, show_default=True, help="Seconds per time bin (NWB).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def export(path: Path, out: Path, fmt: str, streams: tuple[str, ...], steps: str | None, dt: float,
+def export(path: Path, out: Path, fmt: str | None, streams: tuple[str, ...], steps: str | None, dt: float,
            overwrite: bool) -> None:
-    """Export the store at PATH to OUT for offline analysis."""
+    """Export the store at PATH to OUT for offline analysis (format from OUT's suffix unless --format)."""
     from spikestore.export import export as run_export
+    from spikestore.export import format_for
+
+    if fmt is None:
+        try:
+            fmt = format_for(out)
+        except SpikestoreError as exc:
+            raise click.UsageError(str(exc)) from None
 
     kwargs: dict[str, Any] = {"streams": list(streams) or None, "steps": steps, "overwrite": overwrite}
     if fmt == "nwb":

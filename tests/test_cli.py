@@ -97,3 +97,23 @@ def test_plot_writes_images(tmp_path):
     assert r.returncode == 2 and "--stream" in r.stderr
     r = cli("plot", str(path), "--kind", "raster", "--stream", "output/nope", "--out", str(tmp_path / "y.png"))
     assert r.returncode == 1 and "output/nope" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_format_comes_from_the_suffix(store, tmp_path):
+    r = cli("export", str(store), str(tmp_path / "o.npz"))
+    assert r.returncode == 0, r.stderr
+    assert set(np.load(tmp_path / "o.npz", allow_pickle=False)) >= {"output/fc", "v/fc"}
+    r = cli("export", str(store), str(tmp_path / "o.H5"))
+    assert r.returncode == 0, r.stderr
+    import h5py
+
+    with h5py.File(tmp_path / "o.H5", "r") as f:
+        assert "output" in f and "v" in f
+    # --format wins over the suffix
+    r = cli("export", str(store), str(tmp_path / "o.bin"), "--format", "npz")
+    assert r.returncode == 0, r.stderr
+    assert np.load(tmp_path / "o.bin", allow_pickle=False)["v/fc"].shape == (6, 4, 3, 10)
+    r = cli("export", str(store), str(tmp_path / "o.csv"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "'.csv'" in r.stderr and ".nwb" in r.stderr and ".hdf5" in r.stderr and "--format" in r.stderr
+    assert not (tmp_path / "o.csv").exists()

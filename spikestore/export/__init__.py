@@ -7,6 +7,9 @@ the command line supplies a progress bar. Each writes to a temporary name
 and renames it at the end (:func:`spikestore._files.replacing`), so a
 failed export leaves no half file under the final name and no temporary
 behind, and an older output it was to replace stays as it was.
+
+:func:`export` picks the format from the output's suffix when none is given
+(:data:`SUFFIXES`, :func:`format_for`); the command line uses the same rule.
 """
 
 from __future__ import annotations
@@ -17,9 +20,33 @@ from typing import Any
 
 from spikestore.errors import InvalidArgumentError
 
-__all__ = ["FORMATS", "export", "to_hdf5", "to_npz", "to_nwb", "to_parquet"]
+__all__ = ["FORMATS", "SUFFIXES", "export", "format_for", "to_hdf5", "to_npz", "to_nwb", "to_parquet"]
 
 FORMATS = ("nwb", "hdf5", "parquet", "npz")
+
+#: The output suffixes that name a format, so that ``export(store, "run.nwb")``
+#: needs no ``format`` (a parquet export is a directory named ``*.parquet``).
+SUFFIXES = {".nwb": "nwb", ".h5": "hdf5", ".hdf5": "hdf5", ".parquet": "parquet", ".npz": "npz"}
+
+
+def format_for(out: str | os.PathLike[str]) -> str:
+    """The export format that ``out``'s suffix names (:data:`SUFFIXES`, case-insensitive).
+
+    Raises
+    ------
+    InvalidArgumentError
+        For any other suffix: the message lists the suffixes understood and
+        says to pass the format explicitly.
+    """
+    suffix = Path(out).suffix.lower()
+    if suffix in SUFFIXES:
+        return SUFFIXES[suffix]
+    known = ", ".join(f"{s} ({f})" for s, f in SUFFIXES.items())
+    what = f"suffix {suffix!r}" if suffix else "no suffix"
+    raise InvalidArgumentError(
+        f"cannot tell the export format of {str(out)!r} from its {what}; name the output with one of "
+        f"{known}, or give the format explicitly (format=... in Python, --format on the command line: "
+        f"one of {', '.join(FORMATS)})")
 
 
 def to_nwb(*args: Any, **kwargs: Any) -> Path:
@@ -50,8 +77,16 @@ def to_npz(*args: Any, **kwargs: Any) -> Path:
     return f(*args, **kwargs)
 
 
-def export(store: Any, out: str | os.PathLike[str], format: str, **kwargs: Any) -> Path:  # noqa: A002
-    """Export ``store`` (a path or an open run) to ``out`` in ``format``."""
+def export(store: Any, out: str | os.PathLike[str], format: str | None = None,  # noqa: A002
+           **kwargs: Any) -> Path:
+    """Export ``store`` (a path or an open run) to ``out`` in ``format``.
+
+    ``format`` defaults to the one ``out``'s suffix names (:func:`format_for`:
+    ``.nwb``, ``.h5``/``.hdf5``, ``.parquet``, ``.npz``); an explicit
+    ``format`` wins over the suffix. Other keywords go to the exporter.
+    """
+    if format is None:
+        format = format_for(out)  # noqa: A001
     funcs = {"nwb": to_nwb, "hdf5": to_hdf5, "parquet": to_parquet, "npz": to_npz}
     if format not in funcs:
         raise InvalidArgumentError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
