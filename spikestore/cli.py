@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - exercised by the console script only
     sys.stderr.write("the spikestore command needs click: pip install 'spikestore[cli]'\n")
     raise SystemExit(2) from None
 
-from spikestore.errors import SpikestoreError
+from spikestore.errors import InvalidArgumentError, SpikestoreError
 
 __all__ = ["main"]
 
@@ -51,6 +51,14 @@ def _progress(desc: str, unit: str) -> Iterator[Callable[[int, int], None] | Non
 def _fail(exc: BaseException) -> None:
     click.echo(f"spikestore: {exc}", err=True)
     raise SystemExit(1)
+
+
+def _usage(check: Callable[[Any], Any], value: Any) -> Any:
+    """``check(value)``, where an argument it refuses is a usage error (exit 2), not a failure."""
+    try:
+        return check(value)
+    except InvalidArgumentError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,10 +129,7 @@ def export(path: Path, out: Path, fmt: str | None, streams: tuple[str, ...], ste
     from spikestore.export import format_for
 
     if fmt is None:
-        try:
-            fmt = format_for(out)
-        except SpikestoreError as exc:
-            raise click.UsageError(str(exc)) from None
+        fmt = _usage(format_for, out)
 
     kwargs: dict[str, Any] = {"streams": list(streams) or None, "steps": steps, "overwrite": overwrite}
     if fmt == "nwb":
@@ -165,6 +170,8 @@ def plot(path: Path, kind: str, stream: str | None, record: int, sample: int, ou
                 if stream is None:
                     raise click.UsageError(f"--kind {kind} needs --stream KEY, e.g. --stream {run.streams[0]}")
                 s = run[stream]
+                if kind == "voltage":
+                    _usage(plots.check_voltage_stream, s)
                 draw = plots.raster if kind == "raster" else plots.voltage_traces
                 ax = draw(s, record, sample=sample)
             elif kind == "rates":

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from spikestore._read.run import Run
     from spikestore._read.stream import Stream
 
-__all__ = ["grad_norms", "firing_rate_heatmap", "raster", "voltage_traces"]
+__all__ = ["check_voltage_stream", "grad_norms", "firing_rate_heatmap", "raster", "voltage_traces"]
 
 
 def _axes(ax: Axes | None, **fig_kw: Any) -> Axes:
@@ -83,14 +83,58 @@ def raster(stream: Stream, record: int = -1, *, sample: int = 0, ax: Axes | None
     return ax
 
 
+def _holds_spikes(stream: Stream) -> bool:
+    """Whether every record of ``stream`` is spikes: only 0s and 1s, so every segment is bit-packed.
+
+    The store packs a record as ``bits`` exactly when all its values are 0
+    or 1 (docs/format.md §4), so a stream whose segments are all ``bits``
+    never held a value in between, which a membrane potential does.
+    """
+    return bool(stream.segments) and all(seg.encoding == "bits" for seg in stream.segments)
+
+
+def _traceable_neighbours(stream: Stream) -> list[str]:
+    """The other streams of ``stream``'s layer with records per neuron that are not spikes (``v_seq/1``)."""
+    run, found = stream.run, []
+    for key in run.streams:
+        other = run[key]
+        if other.layer == stream.layer and key != stream.key and not _holds_spikes(other) \
+                and any(seg.shape for seg in other.segments):
+            found.append(key)
+    return found
+
+
+def check_voltage_stream(stream: Stream) -> None:
+    """Raise if ``stream`` holds spikes rather than something a voltage trace can show.
+
+    A trace of spikes is a staircase of 0s and 1s that looks like a
+    potential and is not one; a raster shows the same data honestly.
+
+    Raises
+    ------
+    InvalidArgumentError
+        If every record of ``stream`` is 0s and 1s; the message names the
+        raster plot and the same layer's streams that hold other values.
+    """
+    if not _holds_spikes(stream):
+        return
+    hint = ", ".join(_traceable_neighbours(stream))
+    hint = f", or plot a stream of the same layer that holds other values per neuron ({hint})" if hint else ""
+    raise InvalidArgumentError(
+        f"stream {stream.key!r} holds spikes (every record is 0s and 1s, stored as bits), not a voltage; "
+        f"draw it as a raster (spikestore.plot.raster, or spikestore plot --kind raster){hint}")
+
+
 def voltage_traces(stream: Stream, record: int = -1, *, sample: int = 0,
                    neurons: int | Sequence[int] = 5, threshold: float | None = None,
                    ax: Axes | None = None) -> Axes:
     """Membrane potential over time for a few neurons of one record.
 
     ``neurons`` is how many (the first ones) or which (flat indices).
-    ``threshold`` draws the firing threshold as a dashed line.
+    ``threshold`` draws the firing threshold as a dashed line. A stream of
+    spikes is refused (:func:`check_voltage_stream`): plot it with :func:`raster`.
     """
+    check_voltage_stream(stream)
     x, step, time_label = _sequence(stream, record, sample)
     picked = list(range(min(int(neurons), x.shape[1]))) if np.ndim(neurons) == 0 else list(neurons)
     ax = _axes(ax, figsize=(6, 3.5))

@@ -93,6 +93,9 @@ def test_plot_writes_images(tmp_path):
         assert r.returncode == 0, r.stderr
         w, h = Image.open(out).size
         assert w > 200 and h > 100
+    r = cli("plot", str(path), "--kind", "voltage", "--stream", "output/fc", "--out", str(tmp_path / "v.png"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and not (tmp_path / "v.png").exists()
+    assert "spikes" in r.stderr and "--kind raster" in r.stderr and "v_seq/fc" in r.stderr
     r = cli("plot", str(path), "--kind", "raster", "--out", str(tmp_path / "x.png"))
     assert r.returncode == 2 and "--stream" in r.stderr
     r = cli("plot", str(path), "--kind", "raster", "--stream", "output/nope", "--out", str(tmp_path / "y.png"))

@@ -82,6 +82,15 @@ def test_plot_errors_say_what_to_do(run):
         plot.grad_norms(run, sweep=[1, 2])
 
 
+def test_a_voltage_trace_of_spikes_is_refused_and_names_the_raster(run):
+    for key in ("output/1", "output/s"):
+        with pytest.raises(InvalidArgumentError, match=rf"{key!r} holds spikes.*raster"):
+            plot.voltage_traces(run[key])
+    with pytest.raises(InvalidArgumentError, match=r"other values per neuron \(v_seq/1\)"):
+        plot.voltage_traces(run["output/1"])
+    plt.close("all")
+
+
 def test_the_docs_show_the_images():
     guide = (DOCS / "reading.md").read_text()
     for name in ("raster", "firing_rate_heatmap", "grad_norms", "grad_norms_alpha", "voltage_traces"):
