@@ -143,15 +143,16 @@ def record(seed: int, session: int, k: int, j: int, shape_i: int) -> np.ndarray:
     return bits.view(np.float32).astype(ml_dtypes.bfloat16)
 
 
-def plan(seed: int, session: int, n_ops: int) -> list[tuple[Any, ...]]:
+def plan(seed: int, session: int, n_ops: int, reshape: float = 0.03) -> list[tuple[Any, ...]]:
     """The operations of one session: ``("step", t)``, ``("append", k, shape, j)``, ``("flush",)``.
 
     A session appends to the streams of earlier sessions and opens new ones
-    (structure windows); shapes change now and then (new segments).
+    (structure windows); shapes change now and then (new segments): an
+    operation is a shape change with probability ``reshape``.
     """
     n_streams = 2
     for s in range(session):  # streams opened by earlier sessions carry on
-        n_streams = max(n_streams, 1 + max((op[1] for op in plan(seed, s, n_ops) if op[0] == "append"),
+        n_streams = max(n_streams, 1 + max((op[1] for op in plan(seed, s, n_ops, reshape) if op[0] == "append"),
                                             default=1))
     rng = random.Random(seed * 7919 + session)
     active = list(range(n_streams))
@@ -169,7 +170,7 @@ def plan(seed: int, session: int, n_ops: int) -> list[tuple[Any, ...]]:
         elif r < 0.18:
             t += 1
             ops.append(("step", t))
-        elif r < 0.21:
+        elif r < 0.18 + reshape:
             k = rng.choice(active)
             shape[k] += 1
         else:
@@ -196,7 +197,7 @@ def expected_records(history: list[dict[str, Any]]) -> tuple[dict[str, list[tupl
             del records[sess["prev_len"].get(key, 0):]
         must = {key: len(v) for key, v in expected.items()}
         step = sess["base"]
-        for i, op in enumerate(plan(seed, s, sess["n_ops"])):
+        for i, op in enumerate(plan(seed, s, sess["n_ops"], sess.get("reshape", 0.03))):
             if op[0] == "step":
                 step = sess["base"] + op[1]
             elif op[0] == "append":
@@ -294,7 +295,7 @@ def _session(conn: Any, spec: dict[str, Any]) -> None:
     events.send("opened", store.step)
     base = store.step if spec["mode"] == "a" else 0
     seed, s = spec["seed"], spec["session"]
-    for i, op in enumerate(plan(seed, s, spec["n_ops"])):
+    for i, op in enumerate(plan(seed, s, spec["n_ops"], spec.get("reshape", 0.03))):
         if op[0] == "step":
             store.set_step(base + op[1])
         elif op[0] == "append":
@@ -528,7 +529,8 @@ def run_check(ctx: Any, path: Path, history: list[dict[str, Any]]) -> dict[str, 
 
 
 def run_trial(ctx: Any, backend: str, seed: int, work: Path, stats: dict[str, Any],
-              n_ops: int = 150, log: Any = None, only: tuple[str, ...] = (), keep: Path | None = None) -> None:
+              n_ops: int = 150, log: Any = None, only: tuple[str, ...] = (), keep: Path | None = None,
+              reshape: float = 0.03) -> None:
     """One trial: a killed session, a resumed one (usually killed too), a clean one if needed."""
     rng = random.Random(seed)
     path = work / f"t{seed}{'.h5' if backend == 'hdf5' else '.zarr'}"
@@ -541,7 +543,7 @@ def run_trial(ctx: Any, backend: str, seed: int, work: Path, stats: dict[str, An
     base = 0
     for s, kill in enumerate(kills + ["none"]):
         mode = "a" if history else "w"
-        spec = {"path": str(path), "mode": mode, "seed": seed, "session": s, "n_ops": n_ops,
+        spec = {"path": str(path), "mode": mode, "seed": seed, "session": s, "n_ops": n_ops, "reshape": reshape,
                 "chunk_bytes": rng.choice([200, 700, 4096]), "flush_interval": rng.choice([0.02, 0.2, 5.0])}
         if kill == "window-self":
             spec |= {"self_kill": rng.choice(["before", "after"]), "at": rng.randint(1, 4)}
@@ -563,7 +565,7 @@ def run_trial(ctx: Any, backend: str, seed: int, work: Path, stats: dict[str, An
         if mode == "a" and res["opened"] and res["step"] != base:
             stats["resume_failures"].append(f"seed {seed} session {s}: resumed at step {res['step']}, "
                                             f"expected {base}")
-        history.append({"seed": seed, "session": s, "n_ops": n_ops, "base": base, "prev_len": lens,
+        history.append({"seed": seed, "session": s, "n_ops": n_ops, "reshape": reshape, "base": base, "prev_len": lens,
                         "flushed_op": res["flushed_op"], "opened": res["opened"]})
         check = run_check(ctx, path, history)
         stats["records_compared"] += check["compared"]
@@ -594,7 +596,8 @@ def run_trial(ctx: Any, backend: str, seed: int, work: Path, stats: dict[str, An
 
 
 def run_backend(backend: str, trials: int, seed: int, *, n_ops: int = 150, log: Any = None,
-                ctx: Any = None, only: tuple[str, ...] = (), keep: Path | None = None) -> dict[str, Any]:
+                ctx: Any = None, only: tuple[str, ...] = (), keep: Path | None = None,
+                reshape: float = 0.03) -> dict[str, Any]:
     """``trials`` trials on ``backend``; return the report (see the module docstring)."""
     ctx = ctx or _context()
     stats: dict[str, Any] = {"backend": backend, "trials": trials, "sessions": 0, "records_compared": 0,
@@ -605,7 +608,7 @@ def run_backend(backend: str, trials: int, seed: int, *, n_ops: int = 150, log: 
     with tempfile.TemporaryDirectory(prefix="spikestore-stress-") as tmp:
         for t in range(trials):
             run_trial(ctx, backend, seed * 100003 + t, Path(tmp), stats, n_ops=n_ops, log=log, only=only,
-                      keep=keep)
+                      keep=keep, reshape=reshape)
             if log is not None and (t + 1) % 10 == 0:
                 print(f"{backend}: {t + 1}/{trials} trials, {stats['records_compared']} records compared, "
                       f"{len(stats['losses'])} losses, {len(stats['wrong_reads'])} wrong",
@@ -627,6 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", choices=["zarr", "hdf5", "both"], default="both")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ops", type=int, default=150, help="operations per session (default 150)")
+    ap.add_argument("--reshape", type=float, default=0.03,
+                    help="probability that an operation changes a stream's record shape, making a new "
+                         "segment (default 0.03; 0.3 grows documents past their first room)")
     ap.add_argument("--kinds", default="", help="only these kill kinds, comma-separated (default: all)")
     ap.add_argument("--keep", type=Path, help="copy the store of each failing session into this folder")
     ap.add_argument("--json", type=Path, help="write the report here")
@@ -637,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     reports = [run_backend(b, args.trials, args.seed, n_ops=args.ops, log=sys.stderr, ctx=ctx, only=only,
-                           keep=args.keep) for b in backends]
+                           keep=args.keep, reshape=args.reshape) for b in backends]
     for r in reports:
         print(json.dumps({k: (v if not isinstance(v, list) else len(v)) for k, v in r.items()}))
     if args.json:
