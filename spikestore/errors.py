@@ -23,6 +23,7 @@ derives from it, so code written against the built-in keeps working::
     │       └── ArrayNameTakenError                 a crash left an array that cannot be replaced
     ├── InPlaceModificationError (RuntimeError)     a tensor changed before capture
     ├── InPlaceModificationWarning (RuntimeWarning) such records were dropped and counted
+    ├── MonitorWarning          (UserWarning)       a monitor records nothing, or cannot step by itself
     └── WriterError             (RuntimeError)      the writer thread failed
         └── StreamFailedError                       one stream stopped; the others go on
 """
@@ -40,6 +41,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidValueError",
     "MissingDependencyError",
+    "MonitorWarning",
     "ReadOnlyError",
     "RecordIndexError",
     "SpikestoreError",
@@ -142,6 +144,17 @@ class InPlaceModificationWarning(SpikestoreError, RuntimeWarning):
     records: tuple[tuple[str, int], ...] = ()
     stream: str = ""
     step: int = -1
+
+
+class MonitorWarning(SpikestoreError, UserWarning):
+    """A monitor is set up so that it cannot record what you probably meant; it says so once.
+
+    Issued when a ``function_on_*`` returns ``None`` (nothing is recorded
+    for that layer), and when a network in single-step mode runs while the
+    store's step was never set (each forward pass is one time step, so the
+    monitor cannot tell where a training step ends). The message says what
+    to change.
+    """
 
 
 class WriterError(SpikestoreError, RuntimeError):

@@ -118,6 +118,7 @@ class Store:
         packing.load_kernels()  # now, not in the first record's hook inside the training loop
         streams: dict[str, dict[str, Any]] = {}
         self._step = 0
+        self._auto_step = True  # until set_step is called (monitors advance it meanwhile)
         if mode == "w":
             doc = new_root_doc(metadata)  # (checks the metadata before anything on disk changes)
         # One writer per store: nothing on disk is created, replaced or deleted before this.
@@ -172,7 +173,13 @@ class Store:
         self._writer.check(report_streams=report_streams)
         return self._writer
 
-    def set_step(self, step: int) -> None:
+    @property
+    def auto_step(self) -> bool:
+        """``True`` until :meth:`set_step` is first called (without ``auto``): until then,
+        monitors advance the step at each forward pass of their network (:mod:`spikestore.monitor`)."""
+        return self._auto_step
+
+    def set_step(self, step: int, *, auto: bool = False) -> None:
         """Key the records made from now on by ``step``.
 
         Parameters
@@ -181,6 +188,9 @@ class Store:
             An integer (``int``, numpy integer, or anything with
             ``__index__``) in ``0 <= step <= 2**63 - 1``, the range of the
             int64 step index. Floats are refused, never rounded; so is ``bool``.
+        auto
+            ``True`` when a monitor advances the step at a forward pass;
+            ignored once you have called ``set_step`` yourself (:attr:`auto_step`).
 
         Raises
         ------
@@ -188,7 +198,11 @@ class Store:
             For any other step; the current step is left as it was.
         """
         self._live()
+        if auto and not self._auto_step:
+            return
         self._step = check_step(step)
+        if not auto:
+            self._auto_step = False
 
     def append(self, stream: str, value: Any, *, step: int | None = None, copy: bool = True,
                encoding: str = "auto", precision: str | None = None) -> int | None:

@@ -15,9 +15,23 @@ stream ``<quantity>/<layer>``, as a snapshot taken before the hook returns
 Selection (``every``, ``start``, ``stop``, ``batch``, ``neurons``) is
 applied in the hook, before anything leaves the device.
 
+Steps: records are keyed by the store's step (:meth:`Store.set_step
+<spikestore.Store.set_step>`). Until you call ``set_step``, store-backed
+monitors advance it themselves, by one at each forward pass of the network
+they were given (steps 0, 1, 2, ...), once per forward however many monitors
+share the store and network, and not while all of them are disabled. That is
+one training step of a SpikingJelly network in multi-step mode
+(``step_mode="m"``: one forward per batch) or of a plain PyTorch network. In
+single-step mode (``step_mode="s"``) a forward pass is one *time* step, so
+the step is left alone and a :class:`~spikestore.errors.MonitorWarning` says
+once to call ``set_step`` per batch. Your first ``set_step`` stops the
+automatic steps for good. A ``function_on_*`` that returns ``None`` records
+nothing: a ``MonitorWarning`` says so once per layer.
+
 The implementation is split by job: ``_monitors`` (the five monitors: which
 hook, which value), ``_base`` (:class:`BaseMonitor`, SpikingJelly's API),
-``_selection`` (what is recorded), ``_records`` (record trees),
+``_selection`` (what is recorded), ``_autostep`` (the step at each forward
+pass), ``_records`` (record trees),
 ``_stored`` (records written to and read back from a store) and ``_views``
 (:class:`RecordsView`).
 """

@@ -24,6 +24,7 @@ from torch import nn
 from spikestore._write.store import Store
 from spikestore.codecs._precision import check_precision
 from spikestore.errors import InvalidArgumentError
+from spikestore.monitor import _autostep as autostep
 from spikestore.monitor._records import detach
 from spikestore.monitor._selection import Index, Selection, batch_axis
 from spikestore.monitor._stored import StoredRecords
@@ -46,8 +47,10 @@ class BaseMonitor:
     every, start, stop
         Record only steps ``start <= step < stop`` with
         ``(step - start) % every == 0`` (the store's step, see
-        :meth:`Store.set_step`; in-memory monitors count forward calls of the
-        whole network as steps only if you call :meth:`set_step`).
+        :meth:`Store.set_step`; until you call it, the step advances by one
+        at each forward pass of the monitored network in multi-step mode,
+        see :mod:`spikestore.monitor`; in-memory monitors count forward calls
+        of the whole network as steps only if you call :meth:`set_step`).
     batch, neurons
         Index selections applied in the hook: ``batch`` on the batch axis
         (axis 1 in multi-step mode ``[T, N, ...]``, axis 0 in single-step
@@ -150,6 +153,7 @@ class BaseMonitor:
         if self._store is not None:
             for name, _ in modules:
                 self._store.stream_key(self.quantity, name)  # validates the quantity early
+            autostep.for_store(self._store).add(self, net)  # the step follows net's forward passes
         return modules
 
     def clear_recorded_data(self) -> None:
@@ -179,6 +183,7 @@ class BaseMonitor:
         self.hooks.clear()
         if self._stored is not None:
             self._stored.release()
+            autostep.release(self._stored.store, self)
 
     def close(self) -> None:
         """Stop recording and remove the hooks; records stay readable.

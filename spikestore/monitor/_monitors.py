@@ -11,11 +11,13 @@ value.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
 from torch import nn
 
+from spikestore.errors import MonitorWarning
 from spikestore.monitor._base import BaseMonitor
 
 __all__ = ["AttributeMonitor", "GradInputMonitor", "GradOutputMonitor", "InputMonitor", "OutputMonitor"]
@@ -40,6 +42,7 @@ class _HookMonitor(BaseMonitor):
 
     def _hook_modules(self, net: nn.Module, instance: Any, kind: HookKind) -> None:
         """Register a ``kind`` hook (:meth:`create_hook`) on every ``instance`` module of ``net``."""
+        self._none_warned: set[str] = set()
         for name, module in self._monitor_modules(net, instance):
             register = getattr(module, f"register_{kind}_hook")
             self.hooks.append(register(self.create_hook(name)))
@@ -58,9 +61,31 @@ class _HookMonitor(BaseMonitor):
 
         return hook
 
-    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
-        """What to record from one call of the hook on layer ``name``."""
+    #: The attribute holding the monitor's ``function_on_*``.
+    function_attr = "function_on_output"
+
+    def _raw(self, module: nn.Module, *args: Any) -> Any:
+        """The value one call of the hook sees, before selection and ``function_on_*``."""
         raise NotImplementedError
+
+    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
+        """What to record from one call of the hook on layer ``name``: ``function_on_*(selected value)``.
+
+        A function that turns a value into ``None`` records nothing useful,
+        which would otherwise go unnoticed until the data is read: warned
+        once per layer. (A ``None`` the hook itself sees, such as the
+        gradient of an input that needs none, is expected and not warned.)
+        """
+        raw = self._raw(module, *args)
+        value = getattr(self, self.function_attr)(self._select(name, raw))
+        if value is None and raw is not None and name not in self._none_warned:
+            self._none_warned.add(name)
+            warnings.warn(
+                f"spikestore: {type(self).__name__}'s {self.function_attr} returned None for layer {name!r}, "
+                "so its records are None and nothing is stored for them; return the value to record "
+                "(a tensor, array or number, or a tuple/dict of them), e.g. lambda x: x.mean(), not a "
+                "function that only prints or keeps the value elsewhere", MonitorWarning, stacklevel=3)
+        return value
 
 
 class OutputMonitor(_HookMonitor):
@@ -78,9 +103,9 @@ class OutputMonitor(_HookMonitor):
         self.function_on_output = function_on_output
         self._hook_modules(net, instance, "forward")
 
-    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
+    def _raw(self, module: nn.Module, *args: Any) -> Any:
         _inputs, output = args
-        return self.function_on_output(self._select(name, _unpack_len1_tuple(output)))
+        return _unpack_len1_tuple(output)
 
 
 class InputMonitor(_HookMonitor):
@@ -99,9 +124,11 @@ class InputMonitor(_HookMonitor):
         self.function_on_input = function_on_input
         self._hook_modules(net, instance, "forward_pre")
 
-    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
+    function_attr = "function_on_input"
+
+    def _raw(self, module: nn.Module, *args: Any) -> Any:
         (inputs,) = args
-        return self.function_on_input(self._select(name, _unpack_len1_tuple(inputs)))
+        return _unpack_len1_tuple(inputs)
 
 
 class AttributeMonitor(_HookMonitor):
@@ -120,8 +147,10 @@ class AttributeMonitor(_HookMonitor):
         self.function_on_attribute = function_on_attribute
         self._hook_modules(net, instance, "forward_pre" if pre_forward else "forward")
 
-    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
-        return self.function_on_attribute(self._select(name, getattr(module, self.attribute_name)))
+    function_attr = "function_on_attribute"
+
+    def _raw(self, module: nn.Module, *args: Any) -> Any:
+        return getattr(module, self.attribute_name)
 
 
 class GradInputMonitor(_HookMonitor):
@@ -139,9 +168,11 @@ class GradInputMonitor(_HookMonitor):
         self.function_on_grad_input = function_on_grad_input
         self._hook_modules(net, instance, "full_backward")
 
-    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
+    function_attr = "function_on_grad_input"
+
+    def _raw(self, module: nn.Module, *args: Any) -> Any:
         grad_input, _grad_output = args
-        return self.function_on_grad_input(self._select(name, _unpack_len1_tuple(grad_input)))
+        return _unpack_len1_tuple(grad_input)
 
 
 class GradOutputMonitor(_HookMonitor):
@@ -158,6 +189,8 @@ class GradOutputMonitor(_HookMonitor):
         self.function_on_grad_output = function_on_grad_output
         self._hook_modules(net, instance, "full_backward")
 
-    def _value(self, name: str, module: nn.Module, *args: Any) -> Any:
+    function_attr = "function_on_grad_output"
+
+    def _raw(self, module: nn.Module, *args: Any) -> Any:
         _grad_input, grad_output = args
-        return self.function_on_grad_output(self._select(name, _unpack_len1_tuple(grad_output)))
+        return _unpack_len1_tuple(grad_output)
