@@ -14,6 +14,7 @@ from helpers import M_SEL, count_chunk_reads, same, write_mixed
 
 import spikestore
 from spikestore import InvalidArgumentError
+from spikestore._read.segment import iter_blocks
 
 
 @pytest.fixture
@@ -136,13 +137,17 @@ def test_to_dask_equals_written_and_reads_nothing_until_computed(mixed, monkeypa
     reads = count_chunk_reads(monkeypatch, run.path)
     run.refresh()  # empty the chunk cache
     s = run["output/fc"]
-    arrays = s.to_dask()
-    assert isinstance(arrays, list) and len(arrays) == 2 and reads == []
+    arr = s.to_dask()  # batch 3 then 2: one array, padded along the batch axis
+    assert arr.shape == (23, 4, 3, 10) and reads == []
     seg = s.segments[0]
-    assert arrays[0].chunks[0] == tuple(min(seg.chunk_records, seg.count - k) for k in
-                                         range(0, seg.count, seg.chunk_records))
-    same(arrays[0].compute(), np.stack([v for _, v in written["output/fc"][:20]]))
-    same(arrays[1].compute(), np.stack([v for _, v in written["output/fc"][20:]]))
+    first = tuple(min(seg.chunk_records, seg.count - k) for k in range(0, seg.count, seg.chunk_records))
+    assert arr.chunks[0][:len(first)] == first
+    assert arr.chunks[0] == tuple(len(b) for b in iter_blocks(s.segments))  # one task per stored chunk
+    values = arr.compute()
+    same(values[:20], np.stack([v for _, v in written["output/fc"][:20]]))
+    same(values[20:, :, :2], np.stack([v for _, v in written["output/fc"][20:]]))
+    assert (values[20:, :, 2] == 0).all()
+    same(s.to_dask(segment=1).compute(), np.stack([v for _, v in written["output/fc"][20:]]))
     assert reads
     one = run["x/int16"].to_dask()
     same(one[7].compute(), written["x/int16"][7][1])
@@ -153,6 +158,8 @@ def test_to_dask_under_the_process_scheduler(mixed):
     run, written = mixed
     arr = run["x/int16"].to_dask()
     same(arr.compute(scheduler="processes", num_workers=2), np.stack([v for _, v in written["x/int16"]]))
+    padded = run["v_seq/fc"].to_dask()  # padded tasks pickle too
+    same(padded.compute(scheduler="processes", num_workers=2), padded.compute(scheduler="sync"))
     s2 = pickle.loads(pickle.dumps(run["v_seq/fc"]))
     same(s2[4], written["v_seq/fc"][4][1])
 

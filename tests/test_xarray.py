@@ -13,6 +13,10 @@ from helpers import M_SEL, count_chunk_reads, same, write_mixed
 
 import spikestore
 from spikestore import InvalidArgumentError
+from spikestore._read.segment import iter_blocks
+
+#: Streams of write_mixed whose records have a batch axis (monitor selections).
+BATCHED = {"output/fc", "v_seq/fc", "output/s"}
 
 
 @pytest.fixture
@@ -36,10 +40,10 @@ def test_open_dataset_reads_no_chunk_until_values_are_asked_for(store_path, chun
     assert chunk_reads == []
     repr(ds)  # printing shows no values either
     assert chunk_reads == []
-    ds["v_seq/fc#0"][3, 1].values
+    ds["v_seq/fc"][3, 1].values
     assert chunk_reads and all("v_seq/fc" in node for node, _ in chunk_reads)
     n = len(chunk_reads)
-    ds["output/fc#0:step"].values
+    ds["output/fc:step"].values
     assert any(node.endswith("/step") for node, _ in chunk_reads[n:])
     ds.close()
 
@@ -48,9 +52,10 @@ def test_open_dataset_with_dask_chunks_is_lazy_and_follows_the_stored_chunks(sto
     ds = xr.open_dataset(store_path, engine="spikestore", chunks={})
     assert chunk_reads == []
     run = spikestore.open(store_path)
-    seg = run["v_seq/fc"].segments[0]
-    var = ds["v_seq/fc#0"]
-    assert var.chunks[0][0] == seg.chunk_records and sum(var.chunks[0]) == seg.count
+    s = run["v_seq/fc"]
+    var = ds["v_seq/fc"]  # two segments (batch 3, then 2), one variable
+    assert var.chunks[0] == tuple(len(b) for b in iter_blocks(s.segments))
+    assert var.chunks[0][0] == s.segments[0].chunk_records and sum(var.chunks[0]) == len(s)
     assert chunk_reads == []
     float(var.sum())
     assert chunk_reads
@@ -61,33 +66,35 @@ def test_every_variable_equals_the_written_records(mixed):
     path, written = mixed
     run = spikestore.open(path)
     with xr.open_dataset(path, engine="spikestore") as ds:
-        names = set()
-        for key, recs in written.items():
-            s = run[key]
-            for k, seg in enumerate(s.segments):
-                name = key if len(s.segments) == 1 else f"{key}#{k}"
-                names.add(name)
-                var = ds[name]
-                ref = np.stack([v for _, v in recs[seg.start:seg.stop]])
-                same(var.values, ref)
-                same(ds[f"{name}:step"].values, s.steps[seg.start:seg.stop])
-                assert var.dims[0] == f"{name}:record" and var.attrs["stream"] == key
-        assert set(ds.data_vars) == names
-        var = ds["v_seq/fc#0"]  # outer indexing on the lazy array
+        for key, recs in written.items():  # one variable per stream, segments or not
+            s, var = run[key], ds[key]
+            values = var.values
+            for i, (_, v) in enumerate(recs):
+                same(values[i][s.padded.layout.real(int(s.batch_sizes[i]))[1:]] if key in BATCHED else values[i], v)
+            same(ds[f"{key}:step"].values, s.steps)
+            assert var.dims[0] == f"{key}:record" and var.attrs["stream"] == key
+            assert (f"{key}:batch_size" in ds.coords) == (key in BATCHED)
+        assert set(ds.data_vars) == set(written)
+        assert ds["v_seq/fc:batch_size"].values.tolist() == [3] * 20 + [2] * 3
+        assert np.isnan(ds["v_seq/fc"].values[20:, :, 2]).all()  # float padding
+        assert (ds["output/fc"].values[20:, :, 2] == 0).all()      # spike padding
+        var = ds["v_seq/fc"]  # outer indexing on the lazy array
         ref = np.stack([v for _, v in written["v_seq/fc"][:20]])
-        assert var.dims == tuple(f"v_seq/fc#0:{d}" for d in ("record", "time", "batch", "neuron"))
+        assert var.dims == tuple(f"v_seq/fc:{d}" for d in ("record", "time", "batch", "neuron"))
         same(var[[4, 1, 17], :, 2, [0, 9]].values, ref[[4, 1, 17]][:, :, 2][:, :, [0, 9]])
-        same(var[-1, 1:3].values, ref[-1, 1:3])
+        same(var[19, 1:3].values, ref[-1, 1:3])
+        same(var[-1, 1:3, :2].values, written["v_seq/fc"][-1][1][1:3])
         same(var[2:15:4, 0].values, ref[2:15:4, 0])
+        same(var[[21, 3], 0, 0].values, np.stack([written["v_seq/fc"][i][1][0, 0] for i in (21, 3)]))
         assert json.loads(ds.attrs["metadata"]) == {"lr": 0.1}
     run.close()
 
 
 def test_streams_and_drop_variables(mixed):
     path, _ = mixed
-    ds = xr.open_dataset(path, engine="spikestore", streams=["output/fc", "x/int16"],
-                         drop_variables=["output/fc#1"])
-    assert set(ds.data_vars) == {"output/fc#0", "x/int16"}
+    ds = xr.open_dataset(path, engine="spikestore", streams=["output/fc", "x/int16", "x/bool"],
+                         drop_variables=["x/bool"])
+    assert set(ds.data_vars) == {"output/fc", "x/int16"}
     ds.close()
 
 
@@ -104,8 +111,13 @@ def test_stream_to_xarray_names_dims_and_carries_steps(mixed):
     assert last.record.values.tolist() == [20, 21, 22] and last.sizes["batch"] == 2
     by_step = da.swap_dims(record="step").sel(step=[3, 5])
     same(by_step.values, np.stack([written["v_seq/fc"][i][1] for i in (3, 5)]))
-    with pytest.raises(InvalidArgumentError, match="segment=k"):
-        run["v_seq/fc"].to_xarray()
+    whole = run["v_seq/fc"].to_xarray()  # padded along batch: one array
+    assert whole.sizes == {"record": 23, "time": 4, "batch": 3, "neuron": 10}
+    assert whole.batch_size.values.tolist() == [3] * 20 + [2] * 3
+    same(whole[21, :, :2].values, written["v_seq/fc"][21][1])
+    assert np.isnan(whole[21, :, 2].values).all()
+    with pytest.raises(InvalidArgumentError, match="out of range"):
+        run["v_seq/fc"].to_xarray(segment=5)
     single = run["output/s"].to_xarray(segment=0)
     assert single.dims == ("record", "batch", "neuron") and single.call.values[:4].tolist() == [0, 1, 2, 0]
     plain = run["x/int16"].to_xarray()

@@ -239,24 +239,57 @@ class Stream:
         """Record ``i`` as a torch tensor (dtype restored, bfloat16 included)."""
         return dtypes.to_tensor(self[i], self.segment_of(i).doc["dtype"])
 
-    def to_dask(self) -> Any:
-        """Lazy dask arrays ``[records, *shape]``, one dask chunk per stored chunk.
+    @property
+    def batch_sizes(self) -> np.ndarray | None:
+        """The batch size of each record (``int64``), or ``None`` when records have no ``batch`` axis.
 
-        One array when the stream has one segment, else a list, one per
-        segment (``da.concatenate`` joins those of one shape and dtype). They
-        cover the records committed when this is called.
+        The batch axis is the one :attr:`dims` names ``"batch"``. Sizes
+        differ where a segment holds a smaller batch (an epoch's last one);
+        the one-array views (:meth:`to_dask`, :attr:`padded`) pad those
+        records and carry these sizes as their ``batch_size`` coordinate.
         """
-        from spikestore._read.views import segment_to_dask
+        from spikestore._read.padded import batch_sizes
 
-        arrays = [segment_to_dask(seg) for seg in self.segments]
-        return arrays[0] if len(arrays) == 1 else arrays
+        return batch_sizes(self)
+
+    @property
+    def padded(self) -> Any:
+        """Records as one array, padded along the batch axis: ``s.padded[18:22]``.
+
+        Takes the keys ``s[...]`` takes. Records with a smaller batch are
+        padded to the largest one with ``0`` (spikes, integers, bool) or
+        ``NaN`` (other floats); :attr:`batch_sizes` says which rows are real.
+        Raises ``InvalidArgumentError`` when records differ on another axis
+        (see :mod:`spikestore._read.padded` for the rule).
+        """
+        from spikestore._read.padded import PaddedRecords
+
+        return PaddedRecords(self)
+
+    def to_dask(self, segment: int | None = None) -> Any:
+        """One lazy dask array ``[records, *shape]``, one dask chunk per stored chunk.
+
+        Records whose batch is smaller than the largest (an epoch's last
+        batch) are padded along the batch axis, as in :attr:`padded`;
+        :attr:`batch_sizes` gives each record's real size. ``segment=k``
+        gives segment ``k`` alone, unpadded: the way to read a stream whose
+        records differ on another axis (which raises ``InvalidArgumentError``
+        without it). The array covers the records committed when this is
+        called; its tasks pickle, so dask's process and distributed
+        schedulers run it too.
+        """
+        from spikestore._read.views import stream_to_dask
+
+        return stream_to_dask(self, segment)
 
     def to_xarray(self, segment: int | None = None) -> Any:
         """A lazy (dask-backed) ``xarray.DataArray``: dims ``record`` + :attr:`dims`.
 
-        ``step`` and ``call`` are coordinates along ``record``
+        The data is :meth:`to_dask`'s (padded along the batch axis);
+        ``step``, ``call`` and, when records have a batch axis,
+        ``batch_size`` are coordinates along ``record``
         (``da.swap_dims(record="step")`` selects by step). ``segment`` picks
-        one segment; without it, all segments must share shape and dtype.
+        one segment.
         """
         from spikestore._read.views import stream_to_xarray
 

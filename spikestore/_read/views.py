@@ -1,9 +1,10 @@
 """Lazy dask and xarray views of a stream: ``Stream.to_dask()`` and ``Stream.to_xarray()``.
 
-A segment becomes a dask array with one task per stored chunk, cut by the
-read side's one chunk iterator (:meth:`Segment.blocks
-<spikestore._read.segment.Segment.blocks>`), so building a graph reads
-nothing and computing it reads each chunk once. The ``engine="spikestore"``
+A stream becomes one dask array with one task per stored chunk, cut by the
+read side's one chunk iterator (:func:`~spikestore._read.segment.iter_blocks`),
+so building a graph reads nothing and computing it reads each chunk once;
+records with a smaller batch are padded by the rule of
+:mod:`spikestore._read.padded`. The ``engine="spikestore"``
 backend (:mod:`spikestore._read.xarray_engine`) labels its variables with the
 same attributes and coordinates. dask and xarray are imported when a view is
 built, not with this module.
@@ -16,20 +17,33 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spikestore._read.padded import PaddedLayout, pad_block, padded_layout, why_not_one_array
+from spikestore._read.segment import iter_blocks
 from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     import xarray as xr
 
-    from spikestore._read.segment import Block, Segment
+    from spikestore._read.segment import Segment
     from spikestore._read.stream import Stream
 
-__all__ = ["original_indices", "plain_attrs", "segment_to_dask", "stream_to_xarray"]
+__all__ = ["original_indices", "plain_attrs", "segment_to_dask", "stream_to_dask", "stream_to_xarray"]
 
 
 # -- dask ---------------------------------------------------------------------------
-def _dask_block(block: Block) -> np.ndarray:
-    return block.values()
+def _to_dask(stream: Stream, segs: list[Segment], layout: PaddedLayout) -> Any:
+    """Segments ``segs`` of ``stream`` as one dask array: one task per stored chunk, padded by ``layout``."""
+    import dask.array as da
+    from dask.base import tokenize
+
+    run = stream.run
+    name = "spikestore-" + tokenize(str(run.path), run.doc["created"], stream.key,
+                                    [(s.doc["array"], s.count) for s in segs], layout)
+    blocks = list(iter_blocks(segs))  # one per stored chunk: a task never reads two
+    tail = (0,) * len(layout.shape)
+    graph = {(name, k, *tail): (pad_block, b, layout) for k, b in enumerate(blocks)}
+    meta = np.empty((0,) * (1 + len(layout.shape)), layout.dtype)
+    return da.Array(graph, name, (tuple(len(b) for b in blocks), *((d,) for d in layout.shape)), meta=meta)
 
 
 def segment_to_dask(seg: Segment) -> Any:
@@ -39,24 +53,36 @@ def segment_to_dask(seg: Segment) -> Any:
     it. The task name depends on the store, the stream, the segment and its
     committed count, so a refreshed, longer segment is a different array.
     """
-    import dask.array as da
-    from dask.base import tokenize
+    return _to_dask(seg.stream, [seg], PaddedLayout(seg.shape, seg.dtype, None, None))
 
-    run = seg.stream.run
-    name = "spikestore-" + tokenize(str(run.path), run.doc["created"], seg.stream.key,
-                                    seg.doc["array"], seg.count)
-    blocks = list(seg.blocks())  # one per stored chunk
-    lengths = tuple(len(b) for b in blocks)
-    tail = (0,) * len(seg.shape)
-    graph = {(name, k, *tail): (_dask_block, b) for k, b in enumerate(blocks)}
-    meta = np.empty((0,) * (1 + len(seg.shape)), seg.dtype)
-    return da.Array(graph, name, (lengths, *((d,) for d in seg.shape)), meta=meta)
+
+def _segment(stream: Stream, segment: int) -> Segment:
+    segs = stream.segments
+    if not -len(segs) <= segment < len(segs):
+        raise InvalidArgumentError(
+            f"stream {stream.key!r} has {len(segs)} segment(s); segment={segment} is out of range")
+    return segs[segment]
+
+
+def stream_to_dask(stream: Stream, segment: int | None = None) -> Any:
+    """Implementation of :meth:`spikestore.Stream.to_dask`: the whole stream, padded (or one segment)."""
+    if segment is not None:
+        return segment_to_dask(_segment(stream, segment))
+    if not stream.segments:
+        import dask.array as da
+
+        return da.zeros((0,), np.float32)
+    layout = padded_layout(stream)
+    if layout is None:
+        raise why_not_one_array(stream, "to_dask()")
+    return _to_dask(stream, list(stream.segments), layout)
 
 
 # -- labels ---------------------------------------------------------------------------
-def original_indices(stream: Stream, seg: Segment) -> dict[str, np.ndarray]:
-    """The layer's own batch/neuron indices along a segment's axes, where a monitor recorded a subset."""
-    return stream.layout.original_indices(seg.shape, seg.dims)
+def original_indices(stream: Stream, shape: tuple[int, ...], dims: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The layer's own batch/neuron indices along the axes of records of ``shape``, where a monitor
+    recorded a subset (the padded shape labels the rows of every record)."""
+    return stream.layout.original_indices(shape, dims)
 
 
 def plain_attrs(stream: Stream, segs: list[Segment]) -> dict[str, Any]:
@@ -73,31 +99,36 @@ def plain_attrs(stream: Stream, segs: list[Segment]) -> dict[str, Any]:
     return attrs
 
 
+def record_coords(stream: Stream, start: int, stop: int) -> dict[str, np.ndarray]:
+    """Per-record coordinates of records ``start:stop``: ``step``, ``call`` and, with a batch axis,
+    ``batch_size`` (DESIGN §9's coordinates along the record dimension)."""
+    out = {"step": stream.steps[start:stop], "call": stream.calls[start:stop]}
+    sizes = stream.batch_sizes
+    if sizes is not None:
+        out["batch_size"] = sizes[start:stop]
+    return out
+
+
 def stream_to_xarray(stream: Stream, segment: int | None = None) -> xr.DataArray:
     """Implementation of :meth:`spikestore.Stream.to_xarray`."""
-    import dask.array as da
     import xarray as xr
 
-    segs = list(stream.segments)
-    if segment is not None:
-        if not -len(segs) <= segment < len(segs):
-            raise InvalidArgumentError(
-                f"stream {stream.key!r} has {len(segs)} segment(s); segment={segment} is out of range")
-        segs = [segs[segment]]
-    elif len({(s.shape, s.dtype) for s in segs}) > 1:
-        shapes = ", ".join(f"{k}: {s.shape} {s.doc['dtype']}" for k, s in enumerate(segs))
-        raise InvalidArgumentError(
-            f"stream {stream.key!r} has segments with different record shapes or dtypes ({shapes}); "
-            "pick one with to_xarray(segment=k), or open the store with "
-            "xarray.open_dataset(path, engine='spikestore'), which has one variable per segment")
-    if not segs:
+    if segment is None and not stream.segments:
         return xr.DataArray(np.zeros(0, np.float32), dims=("record",), name=stream.key,
                             coords={"record": np.zeros(0, np.int64), "step": ("record", np.zeros(0, np.int64))})
-    arrays = [segment_to_dask(s) for s in segs]
-    data = arrays[0] if len(arrays) == 1 else da.concatenate(arrays)
-    dims = ("record", *segs[0].dims)
+    if segment is not None:
+        seg = _segment(stream, segment)
+        segs, shape, dims = [seg], seg.shape, seg.dims
+    else:
+        segs, dims = list(stream.segments), stream.dims
+        layout = padded_layout(stream)
+        if layout is None:
+            raise why_not_one_array(stream, "to_xarray()")
+        shape = layout.shape
+    data = stream_to_dask(stream, segment)
     lo, hi = segs[0].start, segs[-1].stop
-    coords: dict[str, Any] = {"record": np.arange(lo, hi), "step": ("record", stream.steps[lo:hi]),
-                              "call": ("record", stream.calls[lo:hi])}
-    coords.update({dim: (dim, ix) for dim, ix in original_indices(stream, segs[0]).items()})
-    return xr.DataArray(data, dims=dims, coords=coords, name=stream.key, attrs=plain_attrs(stream, segs))
+    coords: dict[str, Any] = {"record": np.arange(lo, hi)}
+    coords.update({k: ("record", v) for k, v in record_coords(stream, lo, hi).items()})
+    coords.update({dim: (dim, ix) for dim, ix in original_indices(stream, shape, dims).items()})
+    return xr.DataArray(data, dims=("record", *dims), coords=coords, name=stream.key,
+                        attrs=plain_attrs(stream, segs))

@@ -1,27 +1,31 @@
-"""The ``engine="spikestore"`` backend of ``xarray.open_dataset``.
+"""The ``engine="spikestore"`` backend of ``xarray.open_dataset`` and ``xarray.open_datatree``.
 
 ``xarray.open_dataset(path, engine="spikestore")`` gives one lazy variable per
-stream segment (segments differ in record shape, dtype or encoding, so they
-cannot share one array). Opening reads the JSON documents only; a stored
-chunk is read when values inside it are asked for, through the same
-:class:`~spikestore._read.segment.Segment` code as ``run[key][i]``, so Zarr and HDF5
-stores behave the same. With ``chunks={}`` the dask chunks are the stored
-chunks. ``Stream.to_xarray()`` and ``Stream.to_dask()`` live in
-:mod:`spikestore._read.views`, which labels variables the same way.
+stream. Records whose batch is smaller than the stream's largest (an epoch's
+last batch) are padded along the batch axis, and ``"<key>:batch_size"`` says
+how many rows of each record are real (the rule lives in
+:mod:`spikestore._read.padded`). Opening reads the JSON documents only; a
+stored chunk is read when values inside it are asked for, through the same
+:class:`~spikestore._read.segment.Segment` code as ``run[key][i]``, so Zarr
+and HDF5 stores behave the same. With ``chunks={}`` the dask chunks are the
+stored chunks. ``Stream.to_xarray()`` and ``Stream.to_dask()`` live in
+:mod:`spikestore._read.views`, which labels variables the same way;
+``open_datatree`` lives in :mod:`spikestore._read.datatree`.
 
 xarray imports every installed engine whenever it opens any file, so this
 module imports only numpy and xarray at the top (not torch, zarr or the rest
 of spikestore).
 
-Naming in the dataset: a stream with one segment is the variable
-``"<quantity>/<layer>"``; a stream with several gives ``"<key>#0"``,
-``"<key>#1"``, ... in record order. Each variable has its own dimensions,
-prefixed with its name (``"output/2:record"``, ``"output/2:time"``,
-``"output/2:batch"``, ``"output/2:neuron"``), because sizes differ between
-variables (record counts, batch sizes, layer widths); ``"<name>:step"`` and
-``"<name>:call"`` are lazy coordinates along the record dimension.
-``Stream.to_xarray()`` gives one stream with plain names (``record``,
-``time``, ...).
+Naming in the dataset: a stream is the variable ``"<quantity>/<layer>"``.
+Each variable has its own dimensions, prefixed with its name
+(``"output/2:record"``, ``"output/2:time"``, ``"output/2:batch"``,
+``"output/2:neuron"``), because sizes differ between variables (record
+counts, batch sizes, layer widths); ``"<name>:step"``, ``"<name>:call"`` and
+``"<name>:batch_size"`` are coordinates along the record dimension. A
+stream whose records differ on an axis other than the batch axis (see
+:mod:`spikestore._read.padded`) gives one variable per segment instead,
+``"<key>#0"``, ``"<key>#1"``, ... in record order. ``Stream.to_xarray()``
+gives one stream with plain names (``record``, ``time``, ...).
 """
 
 from __future__ import annotations
@@ -32,93 +36,27 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from xarray.backends import BackendArray, BackendEntrypoint
-from xarray.core import indexing
+from xarray.backends import BackendEntrypoint
 
 if TYPE_CHECKING:
     import xarray as xr
 
     from spikestore._read.run import Run
-    from spikestore._read.segment import Segment
-    from spikestore._read.stream import Stream
 
 __all__ = ["SpikestoreBackendEntrypoint", "open_dataset"]
 
 
 # -- the xarray backend ---------------------------------------------------------------
-class SegmentArray(BackendArray):
-    """One segment, indexed lazily by xarray (outer indexing: one key per axis)."""
-
-    def __init__(self, segment: Segment) -> None:
-        self.segment = segment
-        self.shape = (segment.count, *segment.shape)
-        self.dtype = segment.dtype
-
-    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
-
-    def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
-        seg, n = self.segment, self.shape[0]
-        first, rest = key[0], key[1:]
-        if isinstance(first, slice):
-            start, stop, step = first.indices(n)
-            recs = seg.read(start, max(start, stop)) if step == 1 else seg.take(np.arange(start, stop, step))
-        elif isinstance(first, (int, np.integer)):
-            recs = seg.take(np.array([int(first) % n]))[0]
-        else:
-            rows = np.asarray(first, dtype=np.int64)
-            recs = seg.take(np.where(rows < 0, rows + n, rows))
-        # Outer indexing of the record axes, last axis first so earlier positions stay put.
-        offset = 0 if isinstance(first, (int, np.integer)) else 1
-        for ax in range(len(rest) - 1, -1, -1):
-            k = rest[ax]
-            if not (isinstance(k, slice) and k == slice(None)):
-                recs = recs[(slice(None),) * (ax + offset) + (k,)]
-        return recs
-
-
-class IndexArray(BackendArray):
-    """Records ``start:stop`` of a stream's ``step`` or ``call`` index, read on first use."""
-
-    def __init__(self, stream: Stream, name: str, start: int, stop: int) -> None:
-        self.stream, self.name, self.start, self.stop = stream, name, start, stop
-        self.shape = (stop - start,)
-        self.dtype = np.dtype({"step": "int64", "call": "int32"}[name])
-
-    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
-
-    def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
-        return np.asarray(self.stream.index(self.name)[self.start:self.stop][key])
-
-
 def _variables(run: Run, streams: Iterable[str] | None,
                drop: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    import xarray as xr
-
-    from spikestore._read.views import original_indices, plain_attrs
+    from spikestore._read.xr_variables import stream_variables
 
     data_vars: dict[str, Any] = {}
     coords: dict[str, Any] = {}
     for key in run.streams if streams is None else streams:
-        stream = run[key]
-        for k, seg in enumerate(stream.segments):
-            name = key if len(stream.segments) == 1 else f"{key}#{k}"
-            if name in drop:
-                continue
-            dims = tuple(f"{name}:{d}" for d in ("record", *seg.dims))
-            preferred = {dims[0]: seg.chunk_records, **dict(zip(dims[1:], seg.shape, strict=True))}
-            attrs = plain_attrs(stream, [seg]) | {"first_record": seg.start}
-            data_vars[name] = xr.Variable(dims, indexing.LazilyIndexedArray(SegmentArray(seg)), attrs=attrs,
-                                          encoding={"preferred_chunks": preferred})
-            for index in ("step", "call"):
-                coords[f"{name}:{index}"] = xr.Variable(
-                    dims[:1], indexing.LazilyIndexedArray(IndexArray(stream, index, seg.start, seg.stop)))
-            for dim, values in original_indices(stream, seg).items():
-                coords[f"{name}:{dim}"] = xr.Variable((f"{name}:{dim}",), values)
+        more_vars, more_coords = stream_variables(run[key], key, drop=drop)
+        data_vars.update(more_vars)
+        coords.update(more_coords)
     return data_vars, coords
 
 
@@ -131,7 +69,7 @@ def open_dataset(path: str | os.PathLike[str], *, streams: Iterable[str] | None 
     streams
         Stream keys to include (default: all).
     drop_variables
-        Variable names to leave out (``"output/2"`` or ``"output/2#1"``).
+        Variable names to leave out (``"output/2"``, or ``"output/2#1"`` for a segment).
     backend
         ``"zarr"`` or ``"hdf5"``; by default chosen from the path's suffix.
     """
@@ -145,29 +83,53 @@ def open_dataset(path: str | os.PathLike[str], *, streams: Iterable[str] | None 
     except BaseException:
         run.close()
         raise
-    ds = xr.Dataset(data_vars, coords=coords, attrs={
-        "path": str(run.path), "created": run.doc["created"], "format_version": run.doc["format_version"],
-        "writer_status": run.writer["status"], "metadata": json.dumps(run.metadata)})
+    from spikestore._read.xr_variables import root_attrs
+
+    ds = xr.Dataset(data_vars, coords=coords, attrs=root_attrs(run))
     ds.set_close(run.close)
     return ds
 
 
 class SpikestoreBackendEntrypoint(BackendEntrypoint):
-    """``xarray.open_dataset(path, engine="spikestore")``: a store as lazy variables."""
+    """``xarray.open_dataset(path, engine="spikestore")``: a store as lazy variables.
 
-    description = "Open spikestore stores (Zarr or HDF5) lazily: one variable per stream segment"
+    ``xarray.open_datatree`` and ``xarray.open_groups`` give the store's
+    groups as a tree (:mod:`spikestore._read.datatree`).
+    """
+
+    description = "Open spikestore stores (Zarr or HDF5) lazily: one variable per stream"
     url = "https://spikestore.invalid/docs/reading.html"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "streams", "backend")
+    supports_groups = True
 
-    def open_dataset(self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None,
-                     streams: Iterable[str] | None = None, backend: str | None = None) -> xr.Dataset:
+    @staticmethod
+    def _path(filename_or_obj: Any) -> str | os.PathLike[str]:
         if not isinstance(filename_or_obj, (str, os.PathLike)):
             from spikestore.errors import InvalidArgumentError
 
             raise InvalidArgumentError(
                 f"engine='spikestore' opens a store by path, not a {type(filename_or_obj).__name__}")
-        return open_dataset(filename_or_obj, streams=streams, drop_variables=drop_variables,
+        return filename_or_obj
+
+    def open_dataset(self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None,
+                     streams: Iterable[str] | None = None, backend: str | None = None) -> xr.Dataset:
+        return open_dataset(self._path(filename_or_obj), streams=streams, drop_variables=drop_variables,
                             backend=backend)
+
+    def open_datatree(self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None,
+                      streams: Iterable[str] | None = None, backend: str | None = None) -> xr.DataTree:
+        from spikestore._read.datatree import open_datatree
+
+        return open_datatree(self._path(filename_or_obj), streams=streams, drop_variables=drop_variables,
+                             backend=backend)
+
+    def open_groups_as_dict(self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None,
+                            streams: Iterable[str] | None = None,
+                            backend: str | None = None) -> dict[str, xr.Dataset]:
+        from spikestore._read.datatree import open_groups_as_dict
+
+        return open_groups_as_dict(self._path(filename_or_obj), streams=streams,
+                                   drop_variables=drop_variables, backend=backend)
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         # Called for every file xarray opens without an engine: cheap, never raises.

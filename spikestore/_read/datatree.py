@@ -1,0 +1,82 @@
+"""``xarray.open_datatree(path, engine="spikestore")``: a store as a tree of groups.
+
+The flat dataset (:mod:`spikestore._read.xarray_engine`) puts every stream in
+one namespace, so its names carry the stream key (``"output/2:record"``).
+The tree mirrors the store's own groups instead: the root node holds the
+store's attributes, one node per quantity (``/output``), and under it one
+node per layer (``/output/2``, the layer name escaped as in the store,
+``docs/format.md`` §1.1) holding that stream's variable, named after the
+quantity, with plain dimension names (``record``, ``time``, ``batch``,
+``neuron``) and the coordinates ``step``, ``call`` and ``batch_size`` along
+``record``. A stream whose records do not fit one array holds one variable
+per segment (``output#0``, ``output#1``), with prefixed dimensions, as in
+the flat dataset. Values are read lazily through the same arrays.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["open_datatree", "open_groups_as_dict"]
+
+
+def open_groups_as_dict(path: str | os.PathLike[str], *, streams: Iterable[str] | None = None,
+                        drop_variables: Iterable[str] | None = None,
+                        backend: str | None = None) -> dict[str, xr.Dataset]:
+    """``{"/": root, "/output": ..., "/output/2": ...}``: what :func:`xarray.open_groups` returns.
+
+    Parameters
+    ----------
+    streams
+        Stream keys to include (default: all).
+    drop_variables
+        Stream keys to leave out (``"output/2"``).
+    backend
+        ``"zarr"`` or ``"hdf5"``; by default chosen from the path's suffix.
+
+    Closing the root dataset (``"/"``) closes the store.
+    """
+    import xarray as xr
+
+    from spikestore._format import stream_node
+    from spikestore._read.run import open as open_run
+    from spikestore._read.xr_variables import root_attrs, stream_variables
+
+    run = open_run(path, backend=backend)
+    drop = set(drop_variables or ())
+    try:
+        groups: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs=root_attrs(run))}
+        for key in run.streams if streams is None else streams:
+            if key in drop:
+                continue
+            stream = run[key]
+            groups.setdefault(f"/{stream.quantity}", xr.Dataset(attrs={"quantity": stream.quantity}))
+            data_vars, coords = stream_variables(stream, stream.quantity, prefix=False)
+            groups[f"/{stream_node(key)}"] = xr.Dataset(data_vars, coords=coords, attrs={
+                "stream": key, "quantity": stream.quantity, "layer": stream.layer})
+    except BaseException:
+        run.close()
+        raise
+    groups["/"].set_close(run.close)
+    return groups
+
+
+def open_datatree(path: str | os.PathLike[str], *, streams: Iterable[str] | None = None,
+                  drop_variables: Iterable[str] | None = None, backend: str | None = None) -> xr.DataTree:
+    """What ``xarray.open_datatree(path, engine="spikestore")`` returns (parameters as in
+    :func:`open_groups_as_dict`); ``tree.close()`` closes the store."""
+    import xarray as xr
+
+    groups = open_groups_as_dict(path, streams=streams, drop_variables=drop_variables, backend=backend)
+    try:
+        tree = xr.DataTree.from_dict(groups)
+    except BaseException:
+        groups["/"].close()
+        raise
+    tree.set_close(groups["/"].close)
+    return tree
