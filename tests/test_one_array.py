@@ -74,7 +74,7 @@ def test_to_dask_is_one_padded_array_per_stream(epoch):
 def test_streams_differing_on_another_axis_stay_segments(epoch):
     path, written = epoch
     with spikestore.open(path) as run:
-        for key, why in (("output/wide", "batch axis"), ("x/hand", "name no 'batch' axis")):
+        for key, why in (("output/wide", "other than the batch axis"), ("x/hand", "name no .batch. axis")):
             s = run[key]
             with pytest.raises(InvalidArgumentError, match=why):
                 s.to_dask()

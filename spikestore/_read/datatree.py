@@ -72,6 +72,12 @@ def open_datatree(path: str | os.PathLike[str], *, streams: Iterable[str] | None
     :func:`open_groups_as_dict`); ``tree.close()`` closes the store."""
     import xarray as xr
 
+    if not hasattr(xr, "DataTree"):  # pragma: no cover - depends on the installed xarray
+        from spikestore.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"xarray {xr.__version__} has no DataTree: pip install 'xarray>=2024.10' "
+            "(or use xarray.open_dataset(path, engine='spikestore'), one variable per stream)")
     groups = open_groups_as_dict(path, streams=streams, drop_variables=drop_variables, backend=backend)
     try:
         tree = xr.DataTree.from_dict(groups)

@@ -115,12 +115,15 @@ def padded_layout(stream: Stream) -> PaddedLayout | None:
 def why_not_one_array(stream: Stream, what: str) -> InvalidArgumentError:
     """The error for ``what`` (a view) asked of a stream whose records do not fit one array."""
     shapes = ", ".join(f"{k}: {s.shape} {s.doc['dtype']}" for k, s in enumerate(stream.segments))
-    axis = _batch_axis(stream)
-    where = "the batch axis" if axis is not None else (
-        f"dims {stream.dims} name no 'batch' axis (assign s.dims, or give the writer a selection)")
+    if _batch_axis(stream) is None:
+        why = (f"its records differ in shape or dtype and its dims {stream.dims} name no 'batch' axis "
+               "(name it: assign s.dims, or give the writer Store.set_stream_info(key, "
+               "selection={'step_mode': 's', 'batch_axis': 0}))")
+    else:
+        why = "its records differ in dtype, number of axes, or an axis other than the batch axis"
     return InvalidArgumentError(
-        f"stream {stream.key!r} has records that differ in more than {where}; segments: {shapes}. "
-        f"{what} needs one record layout: pick one segment with segment=k, or read records one by one")
+        f"stream {stream.key!r} is not one array: {why}; segments: {shapes}. {what} needs one record "
+        "layout: pick one segment with segment=k, or read records one by one with s[i]")
 
 
 def batch_sizes(stream: Stream) -> np.ndarray | None:

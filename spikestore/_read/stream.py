@@ -159,7 +159,8 @@ class Stream:
         if len({(s.shape, s.dtype) for s in used}) > 1:
             raise InvalidArgumentError(
                 f"records of stream {self.key!r} in this selection have different shapes or "
-                "dtypes (they span segments); read them one by one or per segment (s.segments)")
+                "dtypes (they span segments); read them one by one, per segment (s.segments), or padded "
+                "along the batch axis with s.padded[...]")
         if np.all(np.diff(idx) == 1):  # a contiguous run: read chunk by chunk
             lo, hi = int(idx[0]), int(idx[-1]) + 1
             parts = [seg.read(max(lo, seg.start) - seg.start, min(hi, seg.stop) - seg.start) for seg in used]
