@@ -9,7 +9,8 @@ trains, spikestore records, every step:
 * every LIF layer's membrane potential sequence (``v_seq/<layer>``),
 * the gradient norm flowing into every LIF layer (``grad_input/<layer>``).
 
-Then it reopens the store and prints what was recorded.
+Then it reopens the store, prints what was recorded with a legend of the
+table, and the next commands to try on the store it wrote.
 
 Run ``bash tools/demo.sh`` (set-up included) or, in the venv,
 ``python tools/demo.py --epochs 3 --out runs/demo.zarr``.
@@ -18,6 +19,7 @@ Run ``bash tools/demo.sh`` (set-up included) or, in the venv,
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -65,6 +67,75 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, T: int) -> float:
             correct += int((out.argmax(1) == y[i:i + 256]).sum())
             functional.reset_net(net)
     return correct / len(x)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def legend(run: spikestore.Run) -> str:
+    """What each column and mark of ``run.summary_table()`` means, with this run's own examples.
+
+    The table is terse so that it fits a terminal; a first-time reader needs
+    to know that ``(+1)`` is a second record shape (the last, smaller batch)
+    and why a tiny stream can cost more than float32.
+    """
+    rows = run.summary()
+    others = {r["stream"]: [_shape(seg.shape) for seg in run[r["stream"]].segments
+                            if seg.shape != r["shape"]] for r in rows if r["other_shapes"]}
+    over = [r for r in rows if (r["ratio_to_float32"] or 0) > 1]
+    lines = [
+        "What the columns mean:",
+        "  records          records committed to disk (here one per layer and training step)",
+        "  steps            first..last training step of those records (store.set_step)",
+        "  record shape     shape of one record: T x batch x neurons for spikes and v_seq, 'scalar' for",
+        "                   a gradient norm; the largest shape when there are several",
+    ]
+    if others:
+        key, shapes = next(iter(others.items()))
+        lines.append(f"  (+k)             k other record shapes, each kept as its own segment; {key} also holds "
+                     f"{', '.join(shapes)}")
+        lines.append("                   (the last batch of each epoch is smaller)")
+    lines += [
+        "  dtype            the records' dtype in PyTorch, which reading gives back",
+        "  encoding         bits: spikes (only 0s and 1s), packed 8 to a byte; raw: the values, compressed",
+        "  on disk          everything the stream occupies: records, step/call/time index, metadata",
+        "  data vs float32  the stream's record arrays on disk (chunks and their array metadata, not the",
+        "                   index) over the same records held as float32 tensors, as SpikingJelly's",
+        "                   in-memory monitors hold them: under 100% is smaller",
+    ]
+    if over:
+        r = over[0]
+        lines.append(f"                   (over 100% only for tiny records: {r['stream']} holds one "
+                     f"{_shape(r['shape'])} per step, and its")
+        lines.append(f"                   array's fixed metadata outweighs those few bytes: "
+                     f"{100 * r['ratio_to_float32']:.0f}%)")
+    return "\n".join(lines)
+
+
+def next_steps(run: spikestore.Run, out: Path) -> str:
+    """Commands that work on the store just written, and the docs to read next."""
+    spikes = next((k for k in run.streams if k.startswith("output/")), run.streams[0])
+    volts = next((k for k in run.streams if k.startswith("v_seq/")), None)
+    store = shlex.quote(str(out))
+
+    def beside(name: str) -> str:
+        return shlex.quote(str(out.with_name(f"{out.stem}_{name}")))
+
+    cmds = [f"spikestore info {store}",
+            f"spikestore plot {store} --kind raster --stream {spikes} --out {beside('raster.png')}"]
+    if volts is not None:
+        cmds.append(f"spikestore plot {store} --kind voltage --stream {volts} --out {beside('voltage.png')}")
+    cmds += [f"spikestore plot {store} --kind rates --out {beside('rates.png')}",
+             f"spikestore plot {store} --kind grad-norms --out {beside('grad_norms.png')}",
+             f"spikestore export {store} {beside('spikes.npz')} --streams 'output/*'",
+             f"spikestore export {store} {shlex.quote(str(out.with_suffix('.nwb')))}"]
+    return "\n".join([
+        "Next, try these on the store (in the venv: . .venv/bin/activate):",
+        *(f"  {c}" for c in cmds),
+        "Read: docs/tutorial.md (recording with monitors), docs/reading.md (reading, analysis, plots),",
+        "      docs/cli.md (these commands and their options).",
+    ])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     run = spikestore.open(out)
     print(f"\nRecorded {step} training steps in {elapsed:.1f} s to {out}:\n")
     print(run.summary_table())
+    print()
+    print(legend(run))
     s = run[f"output/{run['output/2'].layer}"] if "output/2" in run else None
     if s is not None:
         last = s[len(s) - 1]
@@ -140,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
               f"firing rate {last.mean():.3f}.")
     print("Open it in Python with:  import spikestore; run = spikestore.open("
           f"{str(out)!r})")
+    print()
+    print(next_steps(run, out))
     return 0
 
 
