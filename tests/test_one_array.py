@@ -141,3 +141,19 @@ def test_analysis_never_counts_padding(epoch):
         np.testing.assert_allclose(analysis.firing_rate(seq), real_seq.mean(axis=(0, 1)))
         np.testing.assert_allclose(analysis.population_rate(seq).values,
                                    [r.mean(axis=(1, 2)) for r in written["output/seq"]])
+
+
+def test_padded_takes_the_keys_getitem_takes(epoch):
+    path, written = epoch
+    with spikestore.open(path) as run:
+        s = run["v/fc1"]
+        whole = s.to_dask().compute()
+        same(s.padded[-1], whole[2])
+        same(s.padded[[2, 0, 2]], whole[[2, 0, 2]])
+        same(s.padded[np.array([False, True, True])], whole[1:])
+        same(s.padded[::2], whole[::2])
+        same(s.padded[1:, 2:5, 0], whole[1:, 2:5, 0])
+        same(s.padded[()], whole)
+        with pytest.raises(spikestore.RecordIndexError):
+            s.padded[3]
+        same(run["output/seq"].padded[2, :, :3], written["output/seq"][2])
