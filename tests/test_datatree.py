@@ -83,3 +83,18 @@ def test_odd_layer_names_and_streams_that_are_not_one_array(tmp_path):
         assert sorted(grow.data_vars) == ["output#0", "output#1", "output#2"]
         assert grow["output#2"].dims == ("output#2:record", "output#2:time", "output#2:batch", "output#2:neuron")
         same(grow["output#2"].values[0], np.ones((2, 2, 5), np.float32))
+
+
+def test_a_quantity_named_like_a_coordinate_gets_a_distinct_variable_name(tmp_path):
+    path = tmp_path / "names.h5"
+    with spikestore.Store(path, mode="w") as store:
+        store.set_stream_info("step/l", selection=S_SEL)
+        for step in range(2):
+            store.set_step(step)
+            store.append("step/l", np.full((3 - step, 2), step, np.float32))
+            store.append("time/l", np.arange(4, dtype=np.int16))
+    with xr.open_datatree(path, engine="spikestore") as tree:
+        assert list(tree["step/l"].data_vars) == ["step_values"]
+        assert tree["step/l"]["step"].values.tolist() == [0, 1]
+        same(tree["step/l"]["step_values"].values[1, :2], np.full((2, 2), 1, np.float32))
+        assert list(tree["time/l"].data_vars) == ["time_values"]

@@ -6,7 +6,8 @@ The tree mirrors the store's own groups instead: the root node holds the
 store's attributes, one node per quantity (``/output``), and under it one
 node per layer (``/output/2``, the layer name escaped as in the store,
 ``docs/format.md`` §1.1) holding that stream's variable, named after the
-quantity, with plain dimension names (``record``, ``time``, ``batch``,
+quantity (``"<quantity>_values"`` where the quantity is also the name of a
+dimension or coordinate, e.g. ``time``), with plain dimension names (``record``, ``time``, ``batch``,
 ``neuron``) and the coordinates ``step``, ``call`` and ``batch_size`` along
 ``record``. A stream whose records do not fit one array holds one variable
 per segment (``output#0``, ``output#1``), with prefixed dimensions, as in
@@ -23,6 +24,16 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = ["open_datatree", "open_groups_as_dict"]
+
+
+#: Names a layer's node uses for its dimensions and coordinates.
+_NODE_NAMES = frozenset({"record", "step", "call", "batch_size", "rank", "time", "batch", "neuron"})
+
+
+def _variable_name(quantity: str, dims: tuple[str, ...]) -> str:
+    """The quantity, unless a dimension or coordinate of the node has that name (a quantity
+    called ``time`` or ``step``): then ``"<quantity>_values"``."""
+    return f"{quantity}_values" if quantity in _NODE_NAMES or quantity in dims else quantity
 
 
 def open_groups_as_dict(path: str | os.PathLike[str], *, streams: Iterable[str] | None = None,
@@ -56,7 +67,8 @@ def open_groups_as_dict(path: str | os.PathLike[str], *, streams: Iterable[str] 
                 continue
             stream = run[key]
             groups.setdefault(f"/{stream.quantity}", xr.Dataset(attrs={"quantity": stream.quantity}))
-            data_vars, coords = stream_variables(stream, stream.quantity, prefix=False)
+            data_vars, coords = stream_variables(stream, _variable_name(stream.quantity, stream.dims),
+                                                 prefix=False)
             groups[f"/{stream_node(key)}"] = xr.Dataset(data_vars, coords=coords, attrs={
                 "stream": key, "quantity": stream.quantity, "layer": stream.layer})
     except BaseException:
