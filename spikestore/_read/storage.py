@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,13 @@ from spikestore.codecs._chunk import ChecksumError, ChunkCodec, codec_from_confi
 from spikestore.codecs._identity import ChunkIdentity, IdentityError
 from spikestore.errors import DamagedStoreError, FormatError, StoreClosedError
 
-__all__ = ["CACHE_CHUNKS", "ChunkIdentity", "StoreReader", "index_identity", "read_chunk", "read_index_tail",
+__all__ = ["CACHE_CHUNKS", "SEEN_CHUNKS", "ChunkIdentity", "StoreReader", "index_identity", "read_chunk", "read_index_tail",
            "segment_identity"]
 
 #: Decoded chunks a run keeps (least recently used first out).
 CACHE_CHUNKS = 8
+#: Chunks a run remembers having read in part (:meth:`StoreReader.rows`): a second read decodes them whole.
+SEEN_CHUNKS = 4096
 
 
 def segment_identity(key: str, seg: dict[str, Any]) -> ChunkIdentity:
@@ -63,6 +67,14 @@ def read_chunk(backend: Backend, node: str, chunk: int, codec: ChunkCodec,
     FormatError
         For a chunk or document of a newer version than this spikestore reads.
     """
+    raw = _fetch(backend, node, chunk, where)
+    with _decoding(backend, node, chunk, where):
+        arr = codec.decode(raw, shape, dtype, identity=identity, chunk=chunk)
+    return arr
+
+
+def _fetch(backend: Backend, node: str, chunk: int, where: str) -> bytes:
+    """The stored bytes of chunk ``chunk`` of ``node``; a missing or unreadable chunk is damage."""
     try:
         raw = backend.read_chunk(node, chunk)
     except DamagedStoreError:
@@ -77,8 +89,14 @@ def read_chunk(backend: Backend, node: str, chunk: int, codec: ChunkCodec,
         raise DamagedStoreError(
             f"{backend.path}: {where}: chunk {chunk} of {node} is missing inside the committed "
             "range; the store is damaged (a file was deleted or never reached the disk)")
+    return raw
+
+
+@contextmanager
+def _decoding(backend: Backend, node: str, chunk: int, where: str) -> Iterator[None]:
+    """Turn what a codec raises for chunk ``chunk`` of ``node`` into errors that name it."""
     try:
-        return codec.decode(raw, shape, dtype, identity=identity, chunk=chunk)
+        yield
     except IdentityError as exc:
         raise DamagedStoreError(
             f"{backend.path}: {where}: chunk {chunk} of {node} does not belong where it is: {exc}; "
@@ -143,6 +161,7 @@ class StoreReader:
         self._backend = backend
         self._cache_chunks = cache_chunks
         self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()  # chunks read in part once
         self._lock = threading.Lock()  # dask and xarray read chunks from several threads
         self._closed = False
 
@@ -174,6 +193,7 @@ class StoreReader:
         """Drop every cached chunk."""
         with self._lock:
             self._cache.clear()
+            self._seen.clear()
 
     def root_doc(self) -> dict[str, Any] | None:
         """The root document, read and checked (:func:`~spikestore._format.load_doc`), or ``None``."""
@@ -215,12 +235,55 @@ class StoreReader:
                 self._cache.move_to_end(key)
                 return arr
         arr = read_chunk(self._backend, node, number, codec, shape, dtype, where, identity=identity)
-        arr.setflags(write=False)  # shared: readers copy what they hand out
+        self._keep(key, arr)
+        return arr
+
+    def rows(self, node: str, number: int, lo: int, hi: int, codec: ChunkCodec, shape: tuple[int, ...],
+             dtype: np.dtype, where: str, *, identity: ChunkIdentity | None = None) -> np.ndarray:
+        """Rows ``lo:hi`` of decoded chunk ``number`` of array ``node``; read-only.
+
+        The cold random read: a chunk that is neither cached nor read before
+        is decoded only as far as these rows need where its codec allows
+        (:meth:`~spikestore.codecs._chunk.ChunkCodec.decode_rows`: gap-coded
+        spike chunks, ~10x cheaper for one record), and remembered. A chunk
+        read before, or a request for more than a quarter of one, is decoded
+        whole and cached as by :meth:`chunk`, so reading on in the same chunk
+        (a loop over records, a second look) costs one whole decode per chunk,
+        as it always did. Checksums and identities are checked either way.
+        """
+        self.check()
+        key = (node, number)
+        with self._lock:
+            arr = self._cache.get(key)
+            if arr is not None:
+                self._cache.move_to_end(key)
+                return arr[lo:hi]
+            seen = key in self._seen
+        if seen or 4 * (hi - lo) > shape[0]:
+            return self.chunk(node, number, codec, shape, dtype, where, identity=identity)[lo:hi]
+        raw = _fetch(self._backend, node, number, where)
+        with _decoding(self._backend, node, number, where):
+            got, whole = codec.decode_rows(raw, shape, dtype, lo, hi, identity=identity, chunk=number)
+        if whole:  # (the codec decoded it whole anyway: keep it)
+            self._keep(key, got)
+            return got[lo:hi]
+        got.setflags(write=False)
+        with self._lock:
+            self._seen[key] = None
+            self._seen.move_to_end(key)
+            while len(self._seen) > SEEN_CHUNKS:
+                self._seen.popitem(last=False)
+        return got
+
+    def _keep(self, key: tuple[str, int], arr: np.ndarray) -> None:
+        """Cache a whole decoded chunk (read-only from now: readers copy what they hand out)."""
+        arr.setflags(write=False)
         with self._lock:
             self._cache[key] = arr
+            self._cache.move_to_end(key)
+            self._seen.pop(key, None)
             while len(self._cache) > self._cache_chunks:
                 self._cache.popitem(last=False)
-        return arr
 
     def close(self) -> None:
         """Close the backend; later reads raise :class:`StoreClosedError`."""

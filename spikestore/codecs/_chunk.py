@@ -90,6 +90,42 @@ class ChunkCodec:
         FormatError
             For an identity version newer than this spikestore reads.
         """
+        payload, dtype = self._checked(data, shape, dtype, identity, chunk)
+        out = np.empty(shape, dtype=dtype)
+        self._row.into(payload, out.reshape(-1).view(np.uint8))
+        return out
+
+    def decode_rows(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype | str, lo: int, hi: int, *,
+                    identity: ChunkIdentity | None = None, chunk: int = 0) -> tuple[np.ndarray, bool]:
+        """Rows ``lo:hi`` (along axis 0) of a chunk of ``shape``, decoding no more than needed.
+
+        The checksum and the identity are checked as in :meth:`decode`. For
+        gap-coded spike chunks only the wanted rows are expanded
+        (:mod:`spikestore.codecs._spike_rows`: a tenth of the time of a whole
+        chunk for one record); every other chunk is decoded whole.
+
+        Returns
+        -------
+        (array, whole)
+            ``whole`` True: ``array`` is the whole chunk (``shape``), worth
+            keeping; False: it holds rows ``lo:hi`` alone.
+
+        Raises
+        ------
+        ChecksumError, IdentityError, FormatError
+            As :meth:`decode`.
+        """
+        if self._row.rows is None or not 0 <= lo <= hi <= shape[0]:
+            return self.decode(data, shape, dtype, identity=identity, chunk=chunk), True
+        payload, dtype = self._checked(data, shape, dtype, identity, chunk)
+        row_bytes = math.prod(shape[1:]) * dtype.itemsize
+        got, whole = self._row.rows(payload, lo, hi, row_bytes, shape[0] * row_bytes)
+        return np.asarray(got).view(dtype).reshape(shape if whole else (hi - lo, *shape[1:])), whole
+
+    def _checked(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype | str,
+                 identity: ChunkIdentity | None, chunk: int) -> tuple[memoryview, np.dtype]:
+        """The compressed payload of a chunk whose checksum and identity hold, and ``dtype``,
+        refusing a ``shape`` over the decoded-chunk limit."""
         try:
             checked = self._sum.decode(data)
         except Exception as exc:  # noqa: BLE001 - numcodecs raises RuntimeError or, on short input, others
@@ -101,9 +137,7 @@ class ChunkCodec:
         if math.prod(shape) * dtype.itemsize > MAX_DECODED_BYTES:
             raise ChecksumError(f"a chunk of shape {shape} and dtype {dtype} is over the limit of "
                                 f"{MAX_DECODED_BYTES} bytes")
-        out = np.empty(shape, dtype=dtype)
-        self._row.into(payload, out.reshape(-1).view(np.uint8))
-        return out
+        return payload, dtype
 
     def zarr_codecs(self) -> list[Any]:
         """The zarr v3 bytes-to-bytes codecs that decode this codec's chunks."""

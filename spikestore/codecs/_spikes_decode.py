@@ -24,7 +24,7 @@ from spikestore.codecs._bounded import check_size, pcodec_values, zstd_into
 from spikestore.codecs._identity import split_frame
 from spikestore.errors import ChecksumError, FormatError
 
-__all__ = ["decode_spikes"]
+__all__ = ["decode_spikes", "gap_values", "parse_header"]
 
 _VERSION = 1
 _HEADER = struct.Struct("<BBQ")
@@ -86,19 +86,10 @@ def decode_spikes(data: Any, out: Any = None, expected: int | None = None) -> np
     FormatError
         For a chunk of a newer codec version.
     """
-    raw, _ = split_frame(ensure_contiguous_ndarray(data).view(np.uint8).reshape(-1))
-    if len(raw) < _HEADER.size:
-        raise ChecksumError("spike chunk is truncated (no header)")
-    version, mode, n = _HEADER.unpack_from(raw)
-    if version != _VERSION:
-        raise FormatError(f"spike chunk has codec version {version}; this spikestore reads {_VERSION}: upgrade it")
     dest = None if out is None else ensure_contiguous_ndarray(out).view(np.uint8).reshape(-1)
-    check_size(n, expected if dest is None else dest.size, "spike chunk")
-    if mode & ~_ROW_FLAG not in (1, 2) and mode not in (0, 3):
-        raise ChecksumError(f"spike chunk has unknown mode {mode}")
+    mode, n, body = parse_header(data, expected if dest is None else dest.size)
     if dest is None:
         dest = np.empty(n, dtype=np.uint8)
-    body = raw[_HEADER.size:]
     if mode == 0:
         zstd_into(body, dest, "spike chunk (bitmap)")
     elif mode == 3:
@@ -110,8 +101,42 @@ def decode_spikes(data: Any, out: Any = None, expected: int | None = None) -> np
     return out if out is not None else dest
 
 
+def parse_header(data: Any, expected: int | None) -> tuple[int, int, memoryview]:
+    """``(mode, decoded bytes, payload)`` of a spike chunk, checked against ``expected`` bytes.
+
+    A trailing identity frame is dropped first; see :func:`decode_spikes`
+    for what is refused.
+    """
+    raw, _ = split_frame(ensure_contiguous_ndarray(data).view(np.uint8).reshape(-1))
+    if len(raw) < _HEADER.size:
+        raise ChecksumError("spike chunk is truncated (no header)")
+    version, mode, n = _HEADER.unpack_from(raw)
+    if version != _VERSION:
+        raise FormatError(f"spike chunk has codec version {version}; this spikestore reads {_VERSION}: upgrade it")
+    check_size(n, expected, "spike chunk")
+    if mode & ~_ROW_FLAG not in (1, 2) and mode not in (0, 3):
+        raise ChecksumError(f"spike chunk has unknown mode {mode}")
+    return mode, n, raw[_HEADER.size:]
+
+
 def _decode_gaps(body: memoryview, mode: int, n: int, dest: np.ndarray) -> None:
     """Decode a gap-coded payload (modes 1 and 2, with or without the row flag) into ``dest``."""
+    gaps, rows = gap_values(body, mode, n)
+    positions = np.cumsum(gaps + 1) - 1
+    if rows is not None:
+        positions = rows.to_physical(positions)
+    flat = np.zeros(8 * n, dtype=np.bool_)  # (bit by bit is 2-4x faster than OR-ing bytes together)
+    flat[positions] = True
+    dest[:] = np.packbits(flat, bitorder="little")
+
+
+def gap_values(body: memoryview, mode: int, n: int) -> tuple[np.ndarray, _RowMap | None]:
+    """The checked gaps (``int64``) of a gap-coded payload, and its row map (``None``: every bit counts).
+
+    Shared by the whole-chunk decoder and the one that decodes only some
+    rows (:mod:`spikestore.codecs._spike_rows`), so both refuse the same
+    damage: every spike lies inside the chunk's (real) bits.
+    """
     rows = None
     if mode & _ROW_FLAG:
         if len(body) < _ROWS.size:
@@ -134,12 +159,7 @@ def _decode_gaps(body: memoryview, mode: int, n: int, dest: np.ndarray) -> None:
     # fits the cumulative sum below cannot overflow.
     if gaps.sum(dtype=np.float64) + gaps.size > bits:
         raise ChecksumError("spike chunk is damaged (spike position out of range)")
-    positions = np.cumsum(gaps + 1) - 1
-    if rows is not None:
-        positions = rows.to_physical(positions)
-    flat = np.zeros(8 * n, dtype=np.bool_)  # (bit by bit is 2-4x faster than OR-ing bytes together)
-    flat[positions] = True
-    dest[:] = np.packbits(flat, bitorder="little")
+    return gaps, rows
 
 
 def _gaps8(body: memoryview, bits: int, n: int) -> np.ndarray:

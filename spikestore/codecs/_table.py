@@ -45,7 +45,10 @@ class CodecRow:
     the codec; ``instead`` then names the row used for HDF5 stores.
     ``into(payload, dest)`` decodes a chunk into the bytes ``dest``, refusing
     one whose header declares another size before it allocates or inflates
-    anything (:mod:`spikestore.codecs._bounded`).
+    anything (:mod:`spikestore.codecs._bounded`). ``rows(payload, lo, hi,
+    row_bytes, expected)``, where a codec has one, decodes only rows
+    ``lo:hi`` of a chunk when that is cheaper than the whole, and returns
+    ``(bytes, whole)`` (:func:`~spikestore.codecs._spike_rows.decode_spike_rows`).
     """
 
     numcodecs: Callable[[dict[str, Any]], Any]
@@ -53,6 +56,7 @@ class CodecRow:
     into: Callable[[Any, Any], Any]
     hdf5: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     instead: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    rows: Callable[[Any, int, int, int, int], tuple[Any, bool]] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,12 @@ def _spikes_into(payload: Any, dest: Any) -> Any:
     return decode_spikes(payload, dest)
 
 
+def _spikes_rows(payload: Any, lo: int, hi: int, row_bytes: int, expected: int) -> tuple[Any, bool]:
+    from spikestore.codecs._spike_rows import decode_spike_rows
+
+    return decode_spike_rows(payload, lo, hi, row_bytes, expected)
+
+
 def _zstd_into(payload: Any, dest: Any) -> Any:
     from spikestore.codecs._bounded import zstd_into
 
@@ -154,7 +164,7 @@ def _fletcher32() -> Any:
 CODECS: dict[str, CodecRow] = {
     # No HDF5 filter implements the spike codec's gap coding: HDF5 stores take zstd over the bitmap.
     "spikestore.spikes": CodecRow(_spikes_numcodecs, _spikes_zarr, _spikes_into, None,
-                                  instead=lambda cfg: {"id": "zstd", "level": cfg["level"]}),
+                                  instead=lambda cfg: {"id": "zstd", "level": cfg["level"]}, rows=_spikes_rows),
     "zstd": CodecRow(_zstd_numcodecs, _zstd_zarr, _zstd_into, _zstd_hdf5),
     "blosc": CodecRow(_blosc_numcodecs, _blosc_zarr, _blosc_into, _blosc_hdf5),
 }
