@@ -179,6 +179,18 @@ class Segment:
         return self._reader.chunk(self.node, number, self.codec, (self.chunk_records, *self.stored_shape),
                                   self.stored_dtype, f"stream {self.stream.key!r}", identity=self.identity)
 
+    def chunk_rows(self, number: int, lo: int, hi: int) -> np.ndarray:
+        """Stored rows ``lo:hi`` of chunk ``number``; read-only.
+
+        Unlike :meth:`chunk`, a chunk read for the first time is decoded only
+        as far as these rows need (:meth:`StoreReader.rows`), which is what
+        makes a cold random read cheap.
+        """
+        if int(np.prod(self.stored_shape, dtype=np.int64)) == 0:
+            return self.chunk(number)[lo:hi]
+        return self._reader.rows(self.node, number, lo, hi, self.codec, (self.chunk_records, *self.stored_shape),
+                                 self.stored_dtype, f"stream {self.stream.key!r}", identity=self.identity)
+
     def decode_rows(self, rows: np.ndarray) -> np.ndarray:
         """Turn stored rows ``[k, *stored_shape]`` into records ``[k, *shape]``.
 
@@ -198,7 +210,9 @@ class Segment:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Records ``start:stop`` (segment-local) as one array."""
-        parts = [b.rows() for b in iter_blocks([self], self.start + start, self.start + stop)]
+        parts = [self.chunk_rows(b.chunk, b.start - self.start - b.chunk * self.chunk_records,
+                                 b.stop - self.start - b.chunk * self.chunk_records)
+                 for b in iter_blocks([self], self.start + start, self.start + stop)]
         rows = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else \
             np.zeros((0, *self.stored_shape), self.stored_dtype)
         return self.decode_rows(rows)
