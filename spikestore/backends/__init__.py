@@ -2,22 +2,49 @@
 
 Nothing outside this package branches on the storage format: the writer and
 the reader speak only the protocol below, so Zarr and HDF5 stores hold the
-same logical content.
+same logical content. A store is at a local path (``pathlib.Path``) or
+behind a URL (:class:`StoreURL`, ``s3://bucket/run.zarr``: Zarr only, through
+zarr's own store classes; ``docs/object-storage.md``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from spikestore.backends._base import ArraySpec, Backend
+from spikestore.backends._remote import StoreURL, is_url
 from spikestore.errors import InvalidArgumentError
 
-__all__ = ["ArraySpec", "Backend", "backend_name_for", "open_backend"]
+__all__ = ["ArraySpec", "Backend", "StoreURL", "backend_name_for", "clear_for_new_url", "is_url",
+           "location", "open_backend"]
 
 _HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
-def backend_name_for(path: Path, backend: str | None) -> str:
+def location(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Path | StoreURL:
+    """Where a store is: a :class:`StoreURL` for ``scheme://...``, else a ``Path``.
+
+    ``storage_options`` (passed to zarr as ``FsspecStore.from_url`` takes
+    them) apply to URLs only; a :class:`StoreURL` given without them keeps
+    its own.
+    """
+    if is_url(path):
+        if isinstance(path, StoreURL) and storage_options is None:
+            return path
+        return StoreURL(str(path), storage_options)
+    if storage_options is not None:
+        raise InvalidArgumentError(
+            f"storage_options apply to stores behind a URL (s3://bucket/run.zarr), not to the local path "
+            f"{os.fspath(path)!r}; drop storage_options")
+    text = os.fspath(path)
+    if isinstance(text, str) and text.startswith("file://"):
+        text = text[len("file://"):]
+    return Path(text)
+
+
+def backend_name_for(path: Path | StoreURL, backend: str | None) -> str:
     """Pick the backend from an explicit name or the path's suffix."""
     if backend is None:
         return "hdf5" if path.suffix.lower() in _HDF5_SUFFIXES else "zarr"
@@ -26,13 +53,34 @@ def backend_name_for(path: Path, backend: str | None) -> str:
     return backend
 
 
-def open_backend(path: Path, *, backend: str | None, writable: bool, durable: bool = False) -> Backend:
-    """Open the backend for ``path`` (which must already exist when reading)."""
+def open_backend(path: Path | StoreURL, *, backend: str | None, writable: bool, durable: bool = False) -> Backend:
+    """Open the backend for ``path`` (which must already exist when reading).
+
+    ``durable`` asks local files to be fsynced at each commit; behind a URL
+    every acknowledged write is durable already, so it changes nothing there.
+    """
     name = backend_name_for(path, backend)
+    remote = isinstance(path, StoreURL)
     if name == "hdf5":
+        if remote:
+            raise InvalidArgumentError(
+                f"{path}: HDF5 stores are local files; record to object storage with the Zarr backend "
+                f"(a URL ending in .zarr), or to a local .h5 file and copy it")
         from spikestore.backends.hdf5 import HDF5Backend
 
         return HDF5Backend(path, writable=writable, durable=durable)
     from spikestore.backends._zarr import ZarrBackend
 
+    if remote:
+        from spikestore.backends._remote import ZarrStoreKeys
+
+        return ZarrBackend(path, writable=writable, durable=durable,
+                           keys=ZarrStoreKeys.from_url(path, writable=writable))
     return ZarrBackend(path, writable=writable, durable=durable)
+
+
+def clear_for_new_url(url: StoreURL, overwrite: bool) -> None:
+    """Make way for a new store at ``url``: refuse one that holds objects unless ``overwrite``."""
+    from spikestore.backends._remote import clear_url
+
+    clear_url(url, overwrite)

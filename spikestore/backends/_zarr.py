@@ -1,4 +1,4 @@
-"""Zarr v3 backend: a local directory store laid out exactly as zarr's LocalStore.
+"""Zarr v3 backend: stores laid out exactly as zarr lays them out, written chunk by chunk.
 
 Array metadata comes from zarr's own ``ArrayV3Metadata`` (so each
 ``zarr.json`` is exactly what ``zarr.create_array`` writes); chunks and
@@ -6,27 +6,26 @@ documents are written as raw, pre-encoded bytes. Zarr's per-slice
 ``array[i] = x`` path is never used: it re-encodes and rewrites metadata on
 every call.
 
-Bytes go straight to files, written the way ``LocalStore.set`` writes them
-(a temporary file renamed over the key, so a reader or a crash never sees
-half a chunk), but without its trip through zarr's event loop and thread
-pool, which cost ~2 ms per chunk (as much as encoding it) and ~3 ms per
-array created.
+The bytes go through :class:`~spikestore.backends._keys.Keys`: local files
+written directly (:class:`~spikestore.backends._keys.LocalKeys`), or any
+zarr store, such as ``FsspecStore`` for ``s3://``
+(:class:`~spikestore.backends._remote.ZarrStoreKeys`). The local fast path
+stays because zarr's ``LocalStore`` costs a trip through zarr's event loop
+and thread pool per key (``docs/object-storage.md`` §5 has the A/B figures).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from spikestore._files import write_replacing
 from spikestore._format import ATTRS_KEY, damaged
 from spikestore.backends._base import ArraySpec, NodeInfo
+from spikestore.backends._keys import Keys, LocalKeys
 from spikestore.codecs._chunk import codec_from_config
 from spikestore.errors import DamagedStoreError, ReadOnlyError
 
@@ -76,7 +75,7 @@ def _checked_array_meta(be: ZarrBackend, node: str, *, report: bool = False
     from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
     from zarr.core.metadata.v3 import ArrayV3Metadata
 
-    raw = be._get(_key(node, _META))
+    raw = be.get(_key(node, _META))
     if raw is None:
         what = "it is missing"
     else:
@@ -125,78 +124,49 @@ def _codecs(meta: Any, dtype: np.dtype) -> list[Any]:
 
 
 class ZarrBackend:
-    """Backend over a local Zarr v3 directory store.
+    """Backend over a Zarr v3 store, through :class:`~spikestore.backends._keys.Keys`.
 
     Different arrays may be written from several threads at once: every
-    write is its own file, and the shared caches are dicts and sets that the
+    write is its own key, and the shared caches are dicts and sets that the
     GIL keeps consistent.
+
+    Parameters
+    ----------
+    path
+        The store's folder, or its :class:`~spikestore.backends._remote.StoreURL`.
+    writable, durable
+        As in :func:`~spikestore.backends.open_backend`.
+    keys
+        Where the bytes go: by default local files under ``path``
+        (:class:`~spikestore.backends._keys.LocalKeys`).
     """
 
     concurrent_writes = True
     codec_target = "zarr"
 
-    def __init__(self, path: Path, *, writable: bool, durable: bool = False) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | str, *, writable: bool, durable: bool = False,
+                 keys: Keys | None = None) -> None:
+        self.path = path if keys is not None else Path(path)
         self.writable = writable
         self.durable = durable
+        self.keys: Keys = keys if keys is not None else LocalKeys(Path(path), durable=durable)
         self._array_meta: dict[str, dict[str, Any]] = {}
         self._chunk_suffix: dict[str, tuple[str, str]] = {}  # node -> (separator, trailing zeros)
-        self._unsynced: list[Path] = []
-        self._root = os.fspath(self.path)
-        self._dirs: set[str] = set()  # folders known to exist
         self._groups: set[str] = set()  # group nodes known to have their zarr.json
 
     # -- raw bytes -----------------------------------------------------------
-    def _get(self, key: str) -> bytes | None:
-        try:
-            with open(os.path.join(self._root, key), "rb") as f:
-                return f.read()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-
-    def _make_folder(self, folder: str) -> None:
-        """Create ``folder`` inside the store, level by level from its root.
-
-        The root itself is created once, with its parents, when the store is
-        first written. Below it nothing is created with parents: a store whose
-        folder was removed while recording fails with ``ENOENT`` at its next
-        write instead of growing back around the streams that are gone.
-        """
-        if self._root not in self._dirs:
-            os.makedirs(self._root, exist_ok=True)
-            self._dirs.add(self._root)
-        current = self._root
-        for part in os.path.relpath(folder, self._root).split(os.sep):
-            if part == os.curdir:
-                continue
-            current = os.path.join(current, part)
-            if current not in self._dirs:
-                try:
-                    os.mkdir(current)
-                except FileExistsError:
-                    pass
-                self._dirs.add(current)
+    def get(self, key: str) -> bytes | None:
+        """The bytes at ``key`` (``None``: none), for the metadata checks of this module."""
+        return self.keys.get(key)
 
     def _set(self, key: str, data: bytes, *, in_place: bool = False) -> None:
         if not self.writable:
             raise ReadOnlyError(f"{self.path} was opened read-only; write through spikestore.Store")
-        path = os.path.join(self._root, key)
-        folder = os.path.dirname(path)
-        if folder not in self._dirs:
-            self._make_folder(folder)
-        if in_place:
-            # Nobody reads this key yet: skip the temporary file and rename
-            # (~50 us of a ~200 us file on this kind of machine).
-            with open(path, "wb") as f:
-                f.write(data)
-        else:
-            write_replacing(path, data)
-        if self.durable:
-            self._unsynced.append(Path(path))
+        self.keys.put(key, data, in_place=in_place)
 
     # -- protocol ------------------------------------------------------------
     def exists(self) -> bool:
-        return (self.path / _META).is_file()
+        return self.keys.has(_META)
 
     def read_doc(self, node: str) -> Any | None:
         meta = self._group_meta(node)
@@ -214,7 +184,7 @@ class ZarrBackend:
 
     def _group_meta(self, node: str) -> dict[str, Any] | None:
         """A node's parsed ``zarr.json`` (``None`` when there is none)."""
-        raw = self._get(_key(node, _META))
+        raw = self.get(_key(node, _META))
         if raw is None:
             return None
         try:
@@ -226,13 +196,13 @@ class ZarrBackend:
         return meta
 
     def _damaged(self, node: str, what: str) -> DamagedStoreError:
-        return damaged(self.path, str(self.path / _key(node, _META)), what)
+        return damaged(self.path, self.keys.where(_key(node, _META)), what)
 
     def _check_parents(self, node: str) -> None:
         """Every group above ``node`` has its ``zarr.json`` (the writer creates them first)."""
         parent = node.rsplit("/", 1)[0] if "/" in node else ""
         while parent and parent not in self._groups:
-            if self._get(_key(parent, _META)) is None:
+            if self.get(_key(parent, _META)) is None:
                 raise self._damaged(parent, f"it is missing, but its group holds {node!r}")
             self._groups.add(parent)
             parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
@@ -247,7 +217,7 @@ class ZarrBackend:
         parent = node.rsplit("/", 1)[0] if "/" in node else ""
         if not parent or parent in self._groups:
             return
-        if self._get(_key(parent, _META)) is None:
+        if self.get(_key(parent, _META)) is None:
             self._set(_key(parent, _META), json.dumps(
                 {"zarr_format": 3, "node_type": "group", "attributes": {}}).encode())
         self._groups.add(parent)
@@ -259,13 +229,8 @@ class ZarrBackend:
         chunks = (spec.chunk_records, *(max(1, d) for d in spec.record_shape))
         template = _array_meta(chunks, tuple(spec.record_shape), np.dtype(spec.dtype).str,
                                json.dumps(spec.codec.config, sort_keys=True))
-        folder = os.path.join(self._root, node)
-        if os.path.isdir(folder):  # a leftover of a crash: start empty, as overwrite=True does
-            shutil.rmtree(folder)
-            # (discard, never rebind or iterate the live set: drain threads add to it meanwhile)
-            for d in list(self._dirs):
-                if d == folder or d.startswith(folder + os.sep):
-                    self._dirs.discard(d)
+        if self.keys.is_node(node):  # a leftover of a crash: start empty, as overwrite=True does
+            self.keys.delete_node(node)
         self._ensure_parent_group(node)
         meta = json.loads(template)
         self._set(_key(node, _META), template.encode())
@@ -279,18 +244,16 @@ class ZarrBackend:
         return meta
 
     def inspect(self, node: str, expect: ArraySpec | None = None, length: int = 0) -> NodeInfo | None:
-        folder = os.path.join(self._root, node)
-        if not os.path.isdir(folder):
+        if not self.keys.is_node(node):
             return None
         if expect is not None:
-            if length == 0 and self._get(_key(node, _META)) is None:
+            if length == 0 and self.get(_key(node, _META)) is None:
                 return None  # a writer killed while creating it: nothing is committed to it yet
             meta, problems = _checked_array_meta(self, node, report=True)
             if meta is not None:
                 problems = _array_problems(meta, expect, length)
             return NodeInfo("array", meta is not None, problems=tuple(problems))
-        with os.scandir(folder) as entries:
-            members = tuple(sorted(e.name for e in entries if e.is_dir()))
+        members = self.keys.children(node)
         try:
             meta = self._group_meta(node)
         except DamagedStoreError:
@@ -330,36 +293,13 @@ class ZarrBackend:
         self._set(self._chunk_key(node, chunk), data, in_place=new)
 
     def read_chunk(self, node: str, chunk: int) -> bytes | None:
-        return self._get(self._chunk_key(node, chunk))
+        return self.get(self._chunk_key(node, chunk))
 
     def nbytes(self, node: str) -> int:
-        root = self.path / node if node else self.path
-        return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        return self.keys.nbytes(node)
 
     def sync(self) -> None:
-        if not self._unsynced:
-            return
-        # New files and every folder between them and the root: a folder
-        # created since the last sync is itself a new directory entry.
-        dirs: set[Path] = set()
-        for p in self._unsynced:
-            d = p.parent
-            while d not in dirs and (d == self.path or self.path in d.parents):
-                dirs.add(d)
-                d = d.parent
-        for p in self._unsynced:
-            fd = os.open(p, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        for d in dirs:
-            fd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        self._unsynced.clear()
+        self.keys.sync()
 
     def close(self) -> None:
         """Nothing to release: every file is closed as soon as it is written."""

@@ -1,0 +1,229 @@
+"""Stores behind a URL (``s3://bucket/run.zarr``), through zarr's own store classes.
+
+:class:`StoreURL` is where such a store is: a ``str`` (never a
+``pathlib.Path``, which would fold ``s3://`` into ``s3:/``) that carries the
+``storage_options`` zarr and fsspec take, so that a run pickled into a dask
+worker, or reopened by a monitor, reaches the store the same way.
+
+:class:`ZarrStoreKeys` implements :class:`~spikestore.backends._keys.Keys`
+over any ``zarr.abc.store.Store``; for a URL it is
+``zarr.storage.FsspecStore.from_url(url, storage_options=..., read_only=...)``,
+run on zarr's own event loop (``zarr.core.sync.sync``). Everything the
+object store refuses becomes a :class:`~spikestore.errors.SpikestoreError`
+that says what to do (:func:`storage_error`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from spikestore.errors import (
+    MissingDependencyError,
+    ReadOnlyError,
+    SpikestoreError,
+    StoreExistsError,
+    StoreNotFoundError,
+    WriterError,
+)
+
+__all__ = ["StoreURL", "ZarrStoreKeys", "clear_url", "is_url", "storage_error"]
+
+_T = TypeVar("_T")
+
+
+def is_url(path: object) -> bool:
+    """Whether ``path`` names a store behind a URL (``scheme://...``, other than ``file://``)."""
+    if isinstance(path, StoreURL):
+        return True
+    if not isinstance(path, str) or "://" not in path:
+        return False
+    scheme = path.split("://", 1)[0]
+    return scheme.isidentifier() and scheme.lower() != "file"
+
+
+class StoreURL(str):
+    """A store's URL, with the ``storage_options`` that reach it.
+
+    Behaves as the URL string everywhere (messages, ``str()``, equality);
+    :attr:`name`, :attr:`stem` and :attr:`suffix` read like ``Path``'s.
+    The options travel with it (pickling included) but never into its text.
+    """
+
+    storage_options: dict[str, Any]
+
+    def __new__(cls, url: str, storage_options: dict[str, Any] | None = None) -> StoreURL:
+        self = super().__new__(cls, url.rstrip("/"))
+        self.storage_options = dict(storage_options or {})
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StoreURL, (str(self), self.storage_options))
+
+    def __truediv__(self, key: str) -> StoreURL:
+        """The URL of ``key`` inside the store (for messages that name a key, as ``Path / key`` does)."""
+        return StoreURL(f"{self}/{key}", self.storage_options)
+
+    def is_dir(self) -> bool:
+        """``True``: a store behind a URL is a Zarr store, a prefix of keys, which messages treat as a folder."""
+        return True
+
+    @property
+    def name(self) -> str:
+        """The last part of the URL's path (``run.zarr``)."""
+        return posixpath.basename(self.split("://", 1)[1])
+
+    @property
+    def suffix(self) -> str:
+        """The name's extension (``.zarr``), as ``Path.suffix`` gives it."""
+        return posixpath.splitext(self.name)[1]
+
+    @property
+    def stem(self) -> str:
+        """The name without its extension."""
+        return posixpath.splitext(self.name)[0]
+
+
+def storage_error(exc: BaseException, url: str, doing: str) -> SpikestoreError:
+    """What the object store refused while ``doing`` something, as a :class:`SpikestoreError` saying what to do."""
+    if isinstance(exc, SpikestoreError):
+        return exc
+    kind = type(exc).__name__
+    text = f"{url}: {doing}: {kind}: {exc}"
+    if kind in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
+        return ReadOnlyError(f"{text}; no credentials for the object store: set them in the environment "
+                             "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or pass them in storage_options "
+                             "(key=..., secret=...), or storage_options={'anon': True} for a public bucket")
+    if isinstance(exc, PermissionError):
+        return ReadOnlyError(f"{text}; access denied: check the credentials in storage_options or the "
+                             "environment, and that they may read (and, to record, write) this bucket")
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return StoreNotFoundError(f"{text}; the bucket or path does not exist: create the bucket first, "
+                                  "or check the URL and the endpoint (storage_options={'endpoint_url': ...})")
+    if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionError",
+                "ReadTimeoutError") or isinstance(exc, (ConnectionError, TimeoutError)):
+        return WriterError(f"{text}; the object store cannot be reached: check the network and the endpoint "
+                           "(storage_options={'endpoint_url': ...}), then try again")
+    return WriterError(f"{text}; the object store refused the request: check the URL, the credentials and "
+                       "storage_options")
+
+
+class ZarrStoreKeys:
+    """:class:`~spikestore.backends._keys.Keys` over a ``zarr.abc.store.Store``.
+
+    Every call runs one coroutine of the store on zarr's event loop and
+    waits for it, so a put has been acknowledged (on S3: is durable and
+    visible to every reader) when :meth:`put` returns. Several threads may
+    call at once: zarr's loop interleaves their requests.
+
+    Parameters
+    ----------
+    store
+        The zarr store (``FsspecStore`` for a URL; ``LocalStore`` too, for
+        the A/B benchmark of ``docs/object-storage.md``).
+    where
+        The store's location, for messages.
+    """
+
+    durable = False  # a put returns once acknowledged: durable already
+
+    def __init__(self, store: Any, where: str) -> None:
+        from zarr.core.buffer import default_buffer_prototype
+
+        self.store = store
+        self._where = where
+        self._prototype = default_buffer_prototype()
+
+    @classmethod
+    def from_url(cls, url: StoreURL, *, writable: bool) -> ZarrStoreKeys:
+        """Open ``url`` through ``zarr.storage.FsspecStore`` with its ``storage_options``."""
+        from zarr.storage import FsspecStore
+
+        try:
+            store = FsspecStore.from_url(str(url), storage_options=url.storage_options or None,
+                                         read_only=not writable)
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"{url}: {exc}; install the object-storage extra: pip install 'spikestore[s3]' "
+                "(s3fs for s3://, gcsfs for gs://, adlfs for az://)") from exc
+        except Exception as exc:  # noqa: BLE001 - fsspec raises many kinds for a URL it refuses
+            raise storage_error(exc, str(url), "opening the store") from exc
+        return cls(store, str(url))
+
+    def _run(self, make: Callable[[], Awaitable[_T]], doing: str) -> _T:
+        from zarr.core.sync import sync
+
+        try:
+            return sync(make())
+        except SpikestoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - translated: the caller gets a SpikestoreError
+            raise storage_error(exc, self._where, doing) from exc
+
+    def where(self, key: str) -> str:
+        return f"{self._where}/{key}" if key else self._where
+
+    def get(self, key: str) -> bytes | None:
+        buf = self._run(lambda: self.store.get(key, prototype=self._prototype), f"reading {key}")
+        return None if buf is None else buf.to_bytes()
+
+    def has(self, key: str) -> bool:
+        return self._run(lambda: self.store.exists(key), f"looking for {key}")
+
+    def put(self, key: str, data: bytes, *, in_place: bool = False) -> None:
+        # One PUT per key: an object store publishes it whole or not at
+        # all, so in_place changes nothing.
+        value = self._prototype.buffer.from_bytes(data)
+        self._run(lambda: self.store.set(key, value), f"writing {key}")
+
+    def _listing(self, node: str) -> tuple[list[str], list[str]]:
+        """The keys and the sub-nodes directly below ``node`` (listed afresh, never from a cache)."""
+        fs = getattr(self.store, "fs", None)
+        if fs is not None and hasattr(fs, "_ls"):
+            base = f"{self.store.path}/{node}".rstrip("/")
+
+            async def ls() -> list[dict[str, Any]]:
+                try:
+                    return await fs._ls(base, detail=True, refresh=True)
+                except FileNotFoundError:
+                    return []
+
+            entries = self._run(ls, f"listing {node or 'the store'}")
+            keys = [posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") != "directory"]
+            dirs = [posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") == "directory"]
+            return keys, dirs
+
+        async def names() -> list[str]:
+            return [n async for n in self.store.list_dir(node)]
+
+        found = self._run(names, f"listing {node or 'the store'}")
+        keys = [n for n in found if self.has(f"{node}/{n}" if node else n)]
+        return keys, [n for n in found if n not in keys]
+
+    def is_node(self, node: str) -> bool:
+        keys, dirs = self._listing(node)
+        return bool(keys or dirs)
+
+    def children(self, node: str) -> tuple[str, ...]:
+        return tuple(sorted(self._listing(node)[1]))
+
+    def delete_node(self, node: str) -> None:
+        self._run(lambda: self.store.delete_dir(node), f"deleting {node or 'the store'}")
+
+    def nbytes(self, node: str) -> int:
+        return self._run(lambda: self.store.getsize_prefix(node), f"measuring {node or 'the store'}")
+
+    def sync(self) -> None:
+        """Nothing to do: every put was acknowledged, so it is durable."""
+
+
+def clear_url(url: StoreURL, overwrite: bool) -> None:
+    """Make way for a new store at ``url``: refuse a non-empty one unless ``overwrite``."""
+    keys = ZarrStoreKeys.from_url(url, writable=True)
+    if not keys.is_node(""):
+        return
+    if not overwrite:
+        raise StoreExistsError(f"{url} already holds objects; pass overwrite=True to replace them, "
+                               "or mode='a' to append to the store")
+    keys.delete_node("")
