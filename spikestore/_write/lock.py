@@ -166,3 +166,47 @@ def _read_holder(fd: int) -> str:
         return f"process {int(info['pid'])} on {str(info['host'])[:255]}"
     except (OSError, ValueError, KeyError, TypeError):
         return "another writer"
+
+
+class NoWriterLock:
+    """The stand-in for :class:`WriterLock` on object storage, where no lock is taken.
+
+    An object store has no ``flock``, and a lock object left by a killed
+    writer would never be released, so a store behind a URL is written only
+    when the caller says it has one writer (``Store(..., lock=False)``;
+    ``docs/object-storage.md`` §4).
+    """
+
+    def __init__(self, store: object) -> None:
+        self.store = store
+
+    def acquire(self) -> None:
+        """Nothing to take."""
+
+    def release(self) -> None:
+        """Nothing to release."""
+
+
+def writer_lock(store: object, lock: bool, *, remote: bool) -> WriterLock | NoWriterLock:
+    """The writer lock of ``store``: :class:`WriterLock` for a local path, :class:`NoWriterLock` for a URL.
+
+    Raises
+    ------
+    InvalidArgumentError
+        A URL without ``lock=False`` (the single-writer promise), or
+        ``lock=False`` for a local path, where the lock always works.
+    """
+    from spikestore.errors import InvalidArgumentError
+
+    if not remote:
+        if not lock:
+            raise InvalidArgumentError(
+                f"lock=False applies to stores behind a URL only; {store} is local, where the writer lock "
+                "always works: drop lock=False")
+        return WriterLock(Path(store))  # type: ignore[arg-type]
+    if lock:
+        raise InvalidArgumentError(
+            f"{store}: object storage has no writer lock, so spikestore cannot stop a second writer from "
+            "corrupting this store; make sure only one process records to this URL (one URL per run, or per "
+            "rank) and pass lock=False to say so (docs/object-storage.md)")
+    return NoWriterLock(store)

@@ -22,14 +22,17 @@ from spikestore._format import (
 )
 from spikestore._read.storage import read_index_tail
 from spikestore._write.root import RootDocument
-from spikestore.backends import Backend
+from spikestore.backends import Backend, StoreURL, clear_for_new_url
 from spikestore.errors import FormatError, StoreExistsError, StoreNotFoundError
 
 __all__ = ["clear_for_new", "resume"]
 
 
-def clear_for_new(path: Path, overwrite: bool) -> None:
+def clear_for_new(path: Path | StoreURL, overwrite: bool) -> None:
     """Make way for a new store at ``path``: refuse a non-empty one unless ``overwrite``."""
+    if isinstance(path, StoreURL):  # object storage: no folder, only keys under a prefix
+        clear_for_new_url(path, overwrite)
+        return
     if path.exists() and (path.is_file() or any(path.iterdir())):
         if not overwrite:
             raise StoreExistsError(

@@ -13,11 +13,11 @@ from spikestore._format.checks import MAX_CHUNK_BYTES
 from spikestore._format.names import MAX_NAME_BYTES
 from spikestore._write import registry
 from spikestore._write.capture import capture, check_step
-from spikestore._write.lock import WriterLock, cannot_write
+from spikestore._write.lock import cannot_write, writer_lock
 from spikestore._write.opening import clear_for_new, resume
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
-from spikestore.backends import open_backend
+from spikestore.backends import StoreURL, location, open_backend
 from spikestore.codecs import _packing as packing
 from spikestore.codecs._precision import check_precision
 from spikestore.errors import (
@@ -51,7 +51,9 @@ class Store:
     Parameters
     ----------
     path
-        Directory of a Zarr store, or a ``.h5``/``.hdf5`` file (HDF5).
+        Directory of a Zarr store, or a ``.h5``/``.hdf5`` file (HDF5), or
+        the URL of a Zarr store on object storage (``s3://bucket/run.zarr``;
+        see ``lock`` and ``docs/object-storage.md``).
     mode
         ``"w"`` creates a store (refusing a non-empty one unless
         ``overwrite=True``); ``"a"`` appends to an existing store, steps
@@ -86,9 +88,17 @@ class Store:
         cost time to create.
     durable
         ``fsync`` every commit, so committed records survive a power loss,
-        not only a process crash. Slower.
+        not only a process crash. Slower. Behind a URL every acknowledged
+        write is durable already, and this changes nothing.
     compression_level
         zstd level of the chunk codecs (default 1).
+    storage_options
+        For a URL only: passed to zarr's ``FsspecStore.from_url`` as zarr
+        passes them (``endpoint_url``, ``key``, ``secret``, ``anon``, ...).
+    lock
+        ``False`` says that nothing else writes this store while it is open.
+        Required for a URL, because object storage has no writer lock;
+        refused for a local path, where the lock always works.
 
     Examples
     --------
@@ -102,8 +112,9 @@ class Store:
                  backend: str | None = None, metadata: dict[str, Any] | None = None,
                  max_pending_bytes: int = 256 << 20, on_full: str = "block",
                  flush_interval: float = 5.0, chunk_bytes: int = 256 << 10,
-                 durable: bool = False, compression_level: int | None = None) -> None:
-        self.path = Path(path)
+                 durable: bool = False, compression_level: int | None = None,
+                 storage_options: dict[str, Any] | None = None, lock: bool = True) -> None:
+        self.path: Path | StoreURL = location(path, storage_options)
         self.mode = mode
         self._writer: Writer | None = None
         self._closed = False
@@ -122,7 +133,7 @@ class Store:
         if mode == "w":
             doc = new_root_doc(metadata)  # (checks the metadata before anything on disk changes)
         # One writer per store: nothing on disk is created, replaced or deleted before this.
-        self._lock = WriterLock(self.path)
+        self._lock = writer_lock(self.path, lock, remote=isinstance(self.path, StoreURL))
         self._lock.acquire()
         try:
             if mode == "w":
