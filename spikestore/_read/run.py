@@ -23,7 +23,7 @@ from typing import Any
 from spikestore._format import check_no_root, has_root, split_key
 from spikestore._read.storage import StoreReader
 from spikestore._read.stream import Stream
-from spikestore.backends import Backend, backend_name_for, open_backend
+from spikestore.backends import Backend, StoreURL, backend_name_for, location, open_backend
 from spikestore.errors import StoreNotFoundError, StreamNotFoundError
 
 __all__ = ["Run", "Stream", "open"]
@@ -32,7 +32,7 @@ __all__ = ["Run", "Stream", "open"]
 class Run:
     """A store opened for reading. Use :func:`open`."""
 
-    def __init__(self, path: Path, backend: Backend, backend_name: str | None = None) -> None:
+    def __init__(self, path: Path | StoreURL, backend: Backend, backend_name: str | None = None) -> None:
         self.path = path
         self._reader = StoreReader(backend, path, backend_name)
         self._streams: dict[str, Stream] = {}
@@ -137,11 +137,16 @@ class Run:
         return f"<spikestore.Run {str(self.path)!r}: {len(self)} streams, writer {self.writer['status']}>"
 
 
-def open(path: str | os.PathLike[str], *, backend: str | None = None) -> Run:  # noqa: A001
+def open(path: str | os.PathLike[str], *, backend: str | None = None,  # noqa: A001
+         storage_options: dict[str, Any] | None = None) -> Run:
     """Open a store read-only and lazily.
 
     Works while a writer is still appending: only committed records are
     visible; call :meth:`Run.refresh` to see newer ones.
+
+    ``path`` may be the URL of a Zarr store on object storage
+    (``s3://bucket/run.zarr``), with ``storage_options`` passed to zarr's
+    ``FsspecStore.from_url`` as zarr passes them (``docs/object-storage.md``).
 
     Raises
     ------
@@ -151,8 +156,8 @@ def open(path: str | os.PathLike[str], *, backend: str | None = None) -> Run:  #
         If the root document cannot be read, or is missing from a store that
         holds groups (``spikestore verify`` lists every problem).
     """
-    p = Path(path)
-    if not p.exists():
+    p = location(path, storage_options)
+    if isinstance(p, Path) and not p.exists():
         raise StoreNotFoundError(f"no store at {p}")
     name = backend_name_for(p, backend)
     be = open_backend(p, backend=name, writable=False)
@@ -166,5 +171,5 @@ def open(path: str | os.PathLike[str], *, backend: str | None = None) -> Run:  #
         raise
 
 
-def _reopen(path: Path, backend: str | None) -> Run:
+def _reopen(path: Path | StoreURL, backend: str | None) -> Run:
     return open(path, backend=backend)
