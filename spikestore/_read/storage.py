@@ -7,8 +7,9 @@ that is missing, fails its checksum or carries another identity than its
 document says (:mod:`spikestore.codecs._identity`) into a
 :class:`DamagedStoreError`, and
 keeps the last few decoded chunks (one LRU cache per run, shared by the
-threads dask and xarray read from). Nothing else on the read side touches
-the backend.
+threads dask and xarray read from). A few records of a chunk read for the
+first time are decoded alone where the codec allows (:meth:`StoreReader.rows`,
+the cold random read). Nothing else on the read side touches the backend.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ class StoreReader:
             reopen()
 
     def clear(self) -> None:
-        """Drop every cached chunk."""
+        """Drop every cached chunk, and forget which chunks were read in part."""
         with self._lock:
             self._cache.clear()
             self._seen.clear()
