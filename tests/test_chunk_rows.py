@@ -12,6 +12,8 @@ that damage is refused the same way.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -184,3 +186,18 @@ def test_a_damaged_chunk_is_damage_for_a_cold_read_and_for_verify(tmp_path, back
     with spikestore.open(path) as run, pytest.raises(DamagedStoreError, match="chunk 0 of output/x/seg000000"):
         run["output/x"][5]
     assert any("output/x" in p and "chunk 0" in p for p in verify(path))
+
+
+@pytest.mark.parametrize("name", ["v1.zarr", "v1.h5"])
+def test_stores_written_before_read_the_same_cold(name):
+    path = Path(__file__).resolve().parent / "fixtures" / "stores" / name
+    with spikestore.open(path) as run:
+        for key in run.streams:
+            s = run[key]
+            whole = [seg.decode_rows(np.concatenate([seg.chunk(c) for c in range(seg.nchunks)])[:seg.count])
+                     for seg in s.segments if seg.count]
+            for seg, records in zip([g for g in s.segments if g.count], whole, strict=True):
+                for j in range(seg.count):
+                    run.refresh()
+                    got = s[seg.start + j]
+                    assert got.tobytes() == records[j].tobytes() and got.dtype == records[j].dtype, (key, j)
