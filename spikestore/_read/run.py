@@ -164,7 +164,8 @@ def open(path: str | os.PathLike[str], *, backend: str | None = None,  # noqa: A
     try:
         if not has_root(be):
             check_no_root(be)  # raises DamagedStoreError when the root lost its document
-            raise StoreNotFoundError(f"{p} is not a spikestore store (no root metadata)")
+            hint = "; check the bucket, the path and storage_options" if isinstance(p, StoreURL) else ""
+            raise StoreNotFoundError(f"{p} is not a spikestore store (no root metadata){hint}")
         return Run(p, be, name)
     except BaseException:
         be.close()
