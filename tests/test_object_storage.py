@@ -98,7 +98,9 @@ def test_a_spikingjelly_run_recorded_to_s3_reads_back_as_the_local_one(s3: S3Ser
     # pickled run (dask's process schedulers) reopens the same URL with its options
     again = pickle.loads(pickle.dumps(remote))
     np.testing.assert_array_equal(again[local.streams[0]][5], local[local.streams[0]][5])
-    assert any(k.endswith("/zarr.json") for k in s3.keys(url.split("/")[2]))
+    keys = s3.keys(url.split("/")[2])
+    assert any(k.endswith("/zarr.json") for k in keys)
+    assert not [k for k in keys if ".partial" in k or k.endswith(".lock")]  # no temporaries, no lock object
 
 
 def test_append_overwrite_and_existing_store(url: StoreURL) -> None:
@@ -137,7 +139,7 @@ def test_what_the_object_store_refuses_becomes_a_spikestore_error(s3: S3Server) 
     opts = s3.storage_options
     with pytest.raises(StoreNotFoundError, match="create the bucket first"):
         spikestore.Store("s3://no-such-bucket-here/run.zarr", mode="w", storage_options=opts, lock=False)
-    with pytest.raises(StoreNotFoundError):
+    with pytest.raises(StoreNotFoundError, match="check the bucket"):
         spikestore.open("s3://no-such-bucket-here/run.zarr", storage_options=opts)
     # nothing listens on port 9 of loopback: a network that is down
     down = dict(opts, endpoint_url="http://127.0.0.1:9", config_kwargs={"retries": {"max_attempts": 1}})
