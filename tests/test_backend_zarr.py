@@ -205,3 +205,40 @@ def test_a_write_torn_halfway_never_damages_committed_records(tmp_path: Path, mo
     assert len(s) == 3 and list(s.steps) == [0, 1, 2]
     for i in range(3):
         np.testing.assert_array_equal(s[i], np.full(64, float(i % 2), np.float32))
+
+
+def test_local_files_and_zarr_localstore_write_the_same_keys(tmp_path: Path) -> None:
+    # The backend's bytes go through one small interface (Keys); local files (the
+    # fast path) and any zarr store (zarr's LocalStore here; FsspecStore for s3://)
+    # must leave byte-identical stores that each other reads.
+    from zarr.storage import LocalStore
+
+    from spikestore.backends._keys import LocalKeys
+    from spikestore.backends._remote import ZarrStoreKeys
+
+    codec = codec_for("raw", np.dtype("float32"), record_bytes=10**6)
+    spec = ArraySpec((3,), np.dtype("float32"), 2, codec)
+    data = np.arange(12, dtype=np.float32).reshape(4, 3)
+    paths = {"files": tmp_path / "files", "zarr": tmp_path / "zarr"}
+    keys = {"files": LocalKeys(paths["files"]),
+            "zarr": ZarrStoreKeys(LocalStore(paths["zarr"]), str(paths["zarr"]))}
+    for name, k in keys.items():
+        be = ZarrBackend(paths[name], writable=True, keys=k)
+        be.write_doc("", {"hello": 1})
+        be.create_array("g/a", spec)
+        be.write_chunk("g/a", 0, codec.encode(data[:2]), new=True)
+        be.write_chunk("g/a", 1, codec.encode(data[2:]))
+        be.set_length("g/a", 4)
+        be.sync()
+        assert be.inspect("g").members == ("a",) and be.inspect("nothing") is None
+        assert be.nbytes("g/a") == sum(p.stat().st_size for p in (paths[name] / "g/a").iterdir())
+    files = {n: sorted(p.relative_to(paths[n]).as_posix() for p in paths[n].rglob("*") if p.is_file())
+             for n in paths}
+    assert files["files"] == files["zarr"]
+    for rel in files["files"]:
+        assert (paths["files"] / rel).read_bytes() == (paths["zarr"] / rel).read_bytes()
+    other = ZarrBackend(paths["files"], writable=False, keys=ZarrStoreKeys(LocalStore(paths["files"]), "x"))
+    assert other.read_doc("") == {"hello": 1}
+    np.testing.assert_array_equal(codec.decode(other.read_chunk("g/a", 1), (2, 3), "float32"), data[2:])
+    keys["zarr"].delete_node("g/a")
+    assert not keys["zarr"].is_node("g/a") and keys["zarr"].is_node("g")

@@ -179,6 +179,9 @@ class ZarrStoreKeys:
 
     def _listing(self, node: str) -> tuple[list[str], list[str]]:
         """The keys and the sub-nodes directly below ``node`` (listed afresh, never from a cache)."""
+        # FsspecStore's list_dir cannot tell a key from a sub-node, and may answer from
+        # fsspec's listing cache: ask its filesystem directly (fsspec's async API is the
+        # underscore-named methods, ``_ls`` here), bypassing the cache.
         fs = getattr(self.store, "fs", None)
         if fs is not None and hasattr(fs, "_ls"):
             base = f"{self.store.path}/{node}".rstrip("/")

@@ -88,7 +88,7 @@ def _checked_array_meta(be: ZarrBackend, node: str, *, report: bool = False
             what = f"zarr cannot open it as an array ({type(exc).__name__}: {exc})"
     if report:
         return None, [f"{_META}: {what}"]
-    raise be._damaged(node, what)
+    raise be.damage_error(node, what)
 
 
 def _array_problems(meta: dict[str, Any], expect: ArraySpec, length: int) -> list[str]:
@@ -174,11 +174,11 @@ class ZarrBackend:
             return None
         attrs = meta.get("attributes", {})
         if not isinstance(attrs, dict):
-            raise self._damaged(node, "its attributes are not a JSON object")
+            raise self.damage_error(node, "its attributes are not a JSON object")
         if ATTRS_KEY not in attrs:
             if not node:
                 return None  # a Zarr group, not a spikestore store
-            raise self._damaged(node, "it holds no spikestore document")
+            raise self.damage_error(node, "it holds no spikestore document")
         self._check_parents(node)
         return attrs[ATTRS_KEY]
 
@@ -190,12 +190,13 @@ class ZarrBackend:
         try:
             meta = json.loads(raw)
         except ValueError as exc:  # UnicodeDecodeError included
-            raise self._damaged(node, f"it is not valid JSON ({exc})") from None
+            raise self.damage_error(node, f"it is not valid JSON ({exc})") from None
         if not isinstance(meta, dict):
-            raise self._damaged(node, "it is not a JSON object")
+            raise self.damage_error(node, "it is not a JSON object")
         return meta
 
-    def _damaged(self, node: str, what: str) -> DamagedStoreError:
+    def damage_error(self, node: str, what: str) -> DamagedStoreError:
+        """The error for a damaged ``zarr.json`` at ``node``: which key, what is wrong, what to do."""
         return damaged(self.path, self.keys.where(_key(node, _META)), what)
 
     def _check_parents(self, node: str) -> None:
@@ -203,7 +204,7 @@ class ZarrBackend:
         parent = node.rsplit("/", 1)[0] if "/" in node else ""
         while parent and parent not in self._groups:
             if self.get(_key(parent, _META)) is None:
-                raise self._damaged(parent, f"it is missing, but its group holds {node!r}")
+                raise self.damage_error(parent, f"it is missing, but its group holds {node!r}")
             self._groups.add(parent)
             parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
 
