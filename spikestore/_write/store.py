@@ -17,7 +17,7 @@ from spikestore._write.lock import cannot_write, writer_lock
 from spikestore._write.opening import clear_for_new, resume
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
-from spikestore.backends import StoreURL, location, open_backend
+from spikestore.backends import StoreURL, backend_name_for, location, open_backend
 from spikestore.codecs import _packing as packing
 from spikestore.codecs._precision import check_precision
 from spikestore.errors import (
@@ -115,6 +115,7 @@ class Store:
                  durable: bool = False, compression_level: int | None = None,
                  storage_options: dict[str, Any] | None = None, lock: bool = True) -> None:
         self.path: Path | StoreURL = location(path, storage_options)
+        backend_name_for(self.path, backend)  # (a bad backend is refused before anything changes)
         self.mode = mode
         self._writer: Writer | None = None
         self._closed = False
