@@ -130,9 +130,16 @@ def test_a_url_needs_the_single_writer_promise_and_a_local_path_refuses_it(url: 
     assert not (tmp_path / "r.zarr").exists()
 
 
-def test_hdf5_behind_a_url_is_refused_naming_zarr(s3: S3Server) -> None:
+def test_hdf5_behind_a_url_is_refused_naming_zarr(s3: S3Server, url: StoreURL) -> None:
     with pytest.raises(InvalidArgumentError, match="Zarr"):
         spikestore.Store("s3://bucket/run.h5", mode="w", storage_options=s3.storage_options, lock=False)
+    with pytest.raises(InvalidArgumentError, match="Zarr"):
+        spikestore.open("s3://bucket/run.h5", storage_options=s3.storage_options)
+    with spikestore.Store(url, mode="w", lock=False) as store:
+        store.append("output/a", record(0))
+    with pytest.raises(InvalidArgumentError, match="Zarr"):  # refused before overwrite deletes anything
+        spikestore.Store(url, mode="w", backend="hdf5", overwrite=True, lock=False)
+    assert len(spikestore.open(url)["output/a"]) == 1
 
 
 def test_what_the_object_store_refuses_becomes_a_spikestore_error(s3: S3Server) -> None:

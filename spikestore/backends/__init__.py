@@ -45,12 +45,24 @@ def location(path: str | os.PathLike[str], storage_options: dict[str, Any] | Non
 
 
 def backend_name_for(path: Path | StoreURL, backend: str | None) -> str:
-    """Pick the backend from an explicit name or the path's suffix."""
+    """Pick the backend from an explicit name or the path's suffix.
+
+    Raises
+    ------
+    InvalidArgumentError
+        For an unknown name, or HDF5 behind a URL (HDF5 stores are local files).
+    """
     if backend is None:
-        return "hdf5" if path.suffix.lower() in _HDF5_SUFFIXES else "zarr"
-    if backend not in ("zarr", "hdf5"):
+        name = "hdf5" if path.suffix.lower() in _HDF5_SUFFIXES else "zarr"
+    elif backend not in ("zarr", "hdf5"):
         raise InvalidArgumentError(f"backend must be 'zarr' or 'hdf5', not {backend!r}")
-    return backend
+    else:
+        name = backend
+    if name == "hdf5" and isinstance(path, StoreURL):
+        raise InvalidArgumentError(
+            f"{path}: HDF5 stores are local files; record to object storage with the Zarr backend "
+            f"(a URL ending in .zarr), or to a local .h5 file and copy it")
+    return name
 
 
 def open_backend(path: Path | StoreURL, *, backend: str | None, writable: bool, durable: bool = False) -> Backend:
@@ -62,10 +74,6 @@ def open_backend(path: Path | StoreURL, *, backend: str | None, writable: bool, 
     name = backend_name_for(path, backend)
     remote = isinstance(path, StoreURL)
     if name == "hdf5":
-        if remote:
-            raise InvalidArgumentError(
-                f"{path}: HDF5 stores are local files; record to object storage with the Zarr backend "
-                f"(a URL ending in .zarr), or to a local .h5 file and copy it")
         from spikestore.backends.hdf5 import HDF5Backend
 
         return HDF5Backend(path, writable=writable, durable=durable)
