@@ -19,7 +19,7 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
 import spikestore  # noqa: E402
-from spikestore import InvalidArgumentError, StoreExistsError, StoreNotFoundError  # noqa: E402
+from spikestore import InvalidArgumentError, ReadOnlyError, StoreExistsError, StoreNotFoundError  # noqa: E402
 from spikestore.backends import StoreURL, location  # noqa: E402
 from spikestore.errors import SpikestoreError  # noqa: E402
 
@@ -152,6 +152,26 @@ def test_what_the_object_store_refuses_becomes_a_spikestore_error(s3: S3Server) 
     down = dict(opts, endpoint_url="http://127.0.0.1:9", config_kwargs={"retries": {"max_attempts": 1}})
     with pytest.raises(SpikestoreError, match="cannot be reached"):
         spikestore.Store("s3://bucket-down/run.zarr", mode="w", storage_options=down, lock=False)
+
+
+def test_no_credentials_and_a_store_out_of_reach_say_what_to_do(s3: S3Server, url: StoreURL,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    bare = {"endpoint_url": s3.endpoint}
+    for attempt in (lambda: spikestore.Store(str(url), mode="w", storage_options=bare, lock=False),
+                    lambda: spikestore.open(str(url), storage_options=bare)):
+        with pytest.raises(ReadOnlyError, match="no credentials for the object store"):
+            attempt()
+    down = dict(url.storage_options, endpoint_url="http://127.0.0.1:9",
+                config_kwargs={"retries": {"max_attempts": 1}})
+    with pytest.raises(StoreNotFoundError, match="cannot be reached"):
+        spikestore.open(str(url), storage_options=down)
 
 
 def test_a_reader_sees_only_committed_records_while_the_writer_runs(url: StoreURL) -> None:

@@ -85,8 +85,13 @@ class StoreURL(str):
         return posixpath.splitext(self.name)[0]
 
 
-def storage_error(exc: BaseException, url: str, doing: str) -> SpikestoreError:
-    """What the object store refused while ``doing`` something, as a :class:`SpikestoreError` saying what to do."""
+def storage_error(exc: BaseException, url: str, doing: str, *, writable: bool = True) -> SpikestoreError:
+    """What the object store refused while ``doing`` something, as a :class:`SpikestoreError` saying what to do.
+
+    An unreachable store is a :class:`WriterError` for a writer (it reaches
+    the training thread as every writer failure does) and a
+    :class:`StoreNotFoundError` for a reader.
+    """
     if isinstance(exc, SpikestoreError):
         return exc
     kind = type(exc).__name__
@@ -103,8 +108,9 @@ def storage_error(exc: BaseException, url: str, doing: str) -> SpikestoreError:
                                   "or check the URL and the endpoint (storage_options={'endpoint_url': ...})")
     if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionError",
                 "ReadTimeoutError") or isinstance(exc, (ConnectionError, TimeoutError)):
-        return WriterError(f"{text}; the object store cannot be reached: check the network and the endpoint "
-                           "(storage_options={'endpoint_url': ...}), then try again")
+        unreachable = (f"{text}; the object store cannot be reached: check the network and the endpoint "
+                       "(storage_options={'endpoint_url': ...}), then try again")
+        return WriterError(unreachable) if writable else StoreNotFoundError(unreachable)
     return WriterError(f"{text}; the object store refused the request: check the URL, the credentials and "
                        "storage_options")
 
@@ -133,6 +139,7 @@ class ZarrStoreKeys:
 
         self.store = store
         self._where = where
+        self._writable = not getattr(store, "read_only", False)
         self._prototype = default_buffer_prototype()
 
     @classmethod
@@ -148,8 +155,13 @@ class ZarrStoreKeys:
                 f"{url}: {exc}; install the object-storage extra: pip install 'spikestore[s3]' "
                 "(s3fs for s3://, gcsfs for gs://, adlfs for az://)") from exc
         except Exception as exc:  # noqa: BLE001 - fsspec raises many kinds for a URL it refuses
-            raise storage_error(exc, str(url), "opening the store") from exc
-        return cls(store, str(url))
+            raise storage_error(exc, str(url), "opening the store", writable=writable) from exc
+        keys = cls(store, str(url))
+        if not writable:
+            # Reach the store now: missing credentials or a network that is down
+            # then say so, instead of reading later as a store that cannot be read.
+            keys.has("zarr.json")
+        return keys
 
     def _run(self, make: Callable[[], Awaitable[_T]], doing: str) -> _T:
         from zarr.core.sync import sync
@@ -159,7 +171,7 @@ class ZarrStoreKeys:
         except SpikestoreError:
             raise
         except Exception as exc:  # noqa: BLE001 - translated: the caller gets a SpikestoreError
-            raise storage_error(exc, self._where, doing) from exc
+            raise storage_error(exc, self._where, doing, writable=self._writable) from exc
 
     def where(self, key: str) -> str:
         return f"{self._where}/{key}" if key else self._where
