@@ -10,6 +10,10 @@ its first room, is rebuilt with more room instead of being extended.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -88,3 +92,55 @@ def test_header_room_is_what_hdf5_can_hold(tmp_path, links):
         g = _headers.new_group(f, 2, links)
         total = h5o.get_info(g.id).hdr.space.total
     assert total >= links * _headers._LINK_BYTES
+
+
+def _unlist(path, key: str) -> None:
+    """Drop ``key`` from the root document, in place (as a writer killed before listing it leaves it)."""
+    with h5py.File(path, "r+", locking=False) as f:
+        raw = f.attrs.get_id("spikestore")
+        value = np.empty((), raw.dtype)
+        raw.read(value)
+        doc = json.loads(bytes(value).rstrip(b"\0"))
+        doc["streams"].remove(key)
+        raw.write(np.array(json.dumps(doc).encode(), dtype=raw.dtype))
+
+
+def _tear_header(path, node: str) -> None:
+    """Change one byte inside ``node``'s header, past its prefix: a write cut short by a kill."""
+    with h5py.File(path, "r", locking=False) as f:
+        addr = h5o.get_info(f[node].id).addr
+    with open(path, "r+b") as fh:
+        fh.seek(addr + 60)
+        b = fh.read(1)
+        fh.seek(addr + 60)
+        fh.write(bytes([b[0] ^ 0xFF]))
+
+
+RESUME = """
+import sys, numpy as np, spikestore
+with spikestore.Store(sys.argv[1], mode="a") as store:
+    store.append("grad_input/new", np.full(4, 7, np.float32))
+print("closed")
+"""
+
+
+def test_a_half_written_new_stream_is_replaced_when_the_store_is_resumed(tmp_path):
+    # A writer killed while writing a new stream's group header (Linux stops a write at a page
+    # boundary when SIGKILL arrives) leaves that group linked but unreadable. The resumed writer
+    # must neither hang on it (HDF5 retried its checksum for hours in SWMR mode) nor fail the store.
+    path = tmp_path / "run.h5"
+    with spikestore.Store(path) as store:
+        store.append("grad_input/old", np.arange(5, dtype=np.float32))
+        store.append("grad_input/new", np.ones(4, np.float32))  # (no record of it is committed below)
+    _unlist(path, "grad_input/new")
+    _tear_header(path, "grad_input/new")
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME)
+    proc = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0 and "closed" in proc.stdout, proc.stderr[-3000:]
+    run = spikestore.open(path)
+    np.testing.assert_array_equal(run["grad_input/old"][:], np.arange(5, dtype=np.float32)[None])
+    np.testing.assert_array_equal(run["grad_input/new"][:], np.full((1, 4), 7, np.float32))
+    run.close()
+    assert verify(path) == []

@@ -37,7 +37,7 @@ import h5py
 
 from spikestore.backends.hdf5._faults import SpaceError, fence, io_error, opening_error, reserve
 from spikestore.backends.hdf5._headers import create_file
-from spikestore.backends.hdf5._native import swmr_read_fapl
+from spikestore.backends.hdf5._native import READ_ATTEMPTS, swmr_read_fapl, swmr_write_fapl
 from spikestore.backends.hdf5._superblock import (
     FLAG_SWMR,
     FLAG_WRITE,
@@ -229,7 +229,7 @@ class Handle:
         while True:
             try:
                 fid = h5py.h5f.open(os.fsencode(self.path), h5py.h5f.ACC_RDONLY | h5py.h5f.ACC_SWMR_READ,
-                                    fapl=swmr_read_fapl())
+                                    fapl=swmr_read_fapl(1 if self.writer else READ_ATTEMPTS))
                 self.file = h5py.File(fid)
                 self.state = "read"
                 return
@@ -292,7 +292,10 @@ class Handle:
                 raise
             raise opening_error(io_error(exc, self.path, "open the file for writing"), self.path) from exc
         if self.state == "closed":
-            self.open_read()  # Store(mode="a") reads before it writes
+            # Store(mode="a") reads before it writes. It holds the writer lock, so
+            # flags a killed writer left are stale: cleared, not waited out.
+            clear_writer_flags(self.path)
+            self.open_read()
         return created
 
     def open_write(self, *, create: bool) -> None:
@@ -320,9 +323,22 @@ class Handle:
         self.state = "write"
 
     def start_swmr(self) -> None:
-        """Go from ``"write"`` to ``"swmr"`` (HDF5 flushes everything first)."""
+        """Go from ``"write"`` to ``"swmr"``: close the file (which flushes it), reopen it for SWMR writing.
+
+        Reopened, not switched (``swmr_mode = True``): only a file opened for
+        SWMR writing takes bounded metadata read attempts
+        (:func:`~spikestore.backends.hdf5._native.swmr_write_fapl`); a switched
+        one retried a header a killed writer had left half written for hours.
+        """
         assert self.file is not None and self.state == "write"
-        self.file.swmr_mode = True
+        self.close()
+        if self.key in LEAKED:  # HDF5 could not close it: its failure, as every later write gets it
+            assert self.broken is not None
+            raise self.broken
+        self.generation += 1
+        fid = h5py.h5f.open(os.fsencode(self.path), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE,
+                            fapl=swmr_write_fapl(LIBVER))
+        self.file = h5py.File(fid)
         self.state = "swmr"
 
 

@@ -105,15 +105,16 @@ def _free(group: h5py.Group) -> int:
     return int(info.hdr.space.free) if info.hdr.nchunks == 1 else 0
 
 
-def rebuild(f: h5py.File, node: str, doc: Any = None, *, need: int = 0) -> h5py.Group:
+def rebuild(f: h5py.File, node: str, doc: Any = None, *, need: int = 0, omit: str | None = None) -> h5py.Group:
     """Replace the group at ``node`` by a copy with twice the room, written before it is linked.
 
     The copy links the same objects (hard links: nothing is copied but
     links) and holds the same attributes, or ``doc`` as its document. Its
     header has room for twice the links and twice the document, plus
-    ``need`` bytes. The file is flushed, then the parent's link is switched
-    to the copy in place, which frees the old group: a writer killed before
-    that flush's end leaves one whole group or the other.
+    ``need`` bytes; ``omit`` names a link it leaves out. The file is
+    flushed, then the parent's link is switched to the copy in place, which
+    frees the old group: a writer killed before that flush's end leaves one
+    whole group or the other.
     """
     old = f[node]
     depth = node.count("/") + 1
@@ -126,7 +127,8 @@ def rebuild(f: h5py.File, node: str, doc: Any = None, *, need: int = 0) -> h5py.
     links = max(_room(depth), 2 * len(old)) + (doc_bytes + need + _SLACK) // _LINK_BYTES
     new = new_group(f, depth, min(links, _MAX_LINKS))
     for name in old:
-        new[name] = old[name]
+        if name != omit:
+            new[name] = old[name]
     for name, attr in attrs.items():
         if name == ATTRS_KEY and doc is not None:
             continue
@@ -136,6 +138,12 @@ def rebuild(f: h5py.File, node: str, doc: Any = None, *, need: int = 0) -> h5py.
     if doc is not None:
         new.attrs.create(ATTRS_KEY, doc)
     f.flush()
+    if omit is not None and omit in old:
+        # Freeing the old group would open what it links to, the half-written
+        # group too, and fail: it is kept, unreachable, with its space.
+        lib = hdf5_library()
+        if lib is None or lib.H5Oincr_refcount(ctypes.c_int64(old.id.id)) < 0:
+            raise OSError(f"cannot set aside the half-written group {node}/{omit}")
     parent_node, _, name = node.rpartition("/")
     parent = f[parent_node] if parent_node else f["/"]
     del parent[name]
@@ -176,8 +184,11 @@ def create_node(f: h5py.File, node: str, make: Callable[[int], Any]) -> None:
             inner = inner[parts[j]]
         inner[parts[-1]] = obj
     f.flush()
-    if i and _free(parent) < 2 * _LINK_BYTES + _SLACK:  # (the root has room for its quantities)
-        parent = rebuild(f, "/".join(parts[:i]), need=2 * _LINK_BYTES)
+    if i and (parts[i] in parent or _free(parent) < 2 * _LINK_BYTES + _SLACK):
+        # (the root has room for its quantities). A name linked already is a
+        # group a killed writer left half written, which callers could not
+        # open: it cannot even be unlinked (that opens it), so it is left out.
+        parent = rebuild(f, "/".join(parts[:i]), need=2 * _LINK_BYTES, omit=parts[i])
     parent[parts[i]] = top
 
 
