@@ -34,6 +34,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from spikestore.errors import (
+    ArrayNameTakenError,
     ChecksumError,
     DamagedStoreError,
     FlushTimeoutError,
@@ -43,6 +44,7 @@ from spikestore.errors import (
     InvalidArgumentError,
     InvalidValueError,
     MissingDependencyError,
+    MonitorWarning,
     ReadOnlyError,
     RecordIndexError,
     SpikestoreError,
@@ -66,6 +68,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
     __version__ = "0.0.0"
 
 __all__ = [
+    "ArrayNameTakenError",
     "ChecksumError",
     "DamagedStoreError",
     "FlushTimeoutError",
@@ -75,6 +78,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidValueError",
     "MissingDependencyError",
+    "MonitorWarning",
     "ReadOnlyError",
     "RecordIndexError",
     "Run",

@@ -18,6 +18,7 @@ def test_every_error_class_is_in_the_tree_and_exported():
         assert issubclass(cls, errors.SpikestoreError), name
     documented = errors.__doc__
     assert all(name in documented for name in errors.__all__)
+    assert [n for n in errors.__all__ if getattr(spikestore, n, None) is not getattr(errors, n)] == []
 
 
 def test_an_out_of_range_record_is_a_record_index_error(tmp_path):
