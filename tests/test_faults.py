@@ -27,7 +27,7 @@ import spikestore
 from spikestore import ReadOnlyError, SpikestoreError, WriterError
 from spikestore._read.verify import verify
 from spikestore._write import lock as lock_module
-from spikestore.backends import _zarr
+from spikestore.backends import _keys
 from spikestore.backends.hdf5 import _faults, _handles
 
 SUFFIX = {"zarr": ".zarr", "hdf5": ".h5"}
@@ -117,7 +117,7 @@ def test_zarr_disk_full_mid_run_through_a_wrapper(tmp_path, monkeypatch):
     # fail them with ENOSPC once a byte budget is spent.
     path = tmp_path / "run.zarr"
     budget = [60_000]
-    real_replacing, real_open = _zarr.write_replacing, open
+    real_replacing, real_open = _keys.write_replacing, open
 
     def spend(n: int) -> None:
         budget[0] -= n
@@ -133,8 +133,8 @@ def test_zarr_disk_full_mid_run_through_a_wrapper(tmp_path, monkeypatch):
             spend(4096)
         return real_open(p, mode, *a, **k)
 
-    monkeypatch.setattr(_zarr, "write_replacing", write_replacing)
-    monkeypatch.setattr(_zarr, "open", fake_open, raising=False)
+    monkeypatch.setattr(_keys, "write_replacing", write_replacing)
+    monkeypatch.setattr(_keys, "open", fake_open, raising=False)
     store = spikestore.Store(path, chunk_bytes=2048, flush_interval=1000)
     flushed: dict[str, int] = {}
     counts: dict[str, int] = {}
@@ -185,7 +185,7 @@ def test_a_disk_full_at_open_is_a_spikestore_error(tmp_path, monkeypatch, backen
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device (injected)")
 
-    monkeypatch.setattr(_zarr, "write_replacing", full)
+    monkeypatch.setattr(_keys, "write_replacing", full)
     monkeypatch.setattr(_handles, "reserve", lambda fd, n: (_ for _ in ()).throw(_faults.SpaceError(
         errno.ENOSPC, "No space left on device")))
     path = tmp_path / f"run{SUFFIX[backend]}"
@@ -235,15 +235,15 @@ def test_a_permission_lost_mid_run_stops_the_writer_and_keeps_every_flushed_reco
 def test_a_permission_lost_mid_run_through_a_wrapper(tmp_path, monkeypatch, backend):
     # The same with root's privileges: new files (Zarr) and the reopening of a structure
     # window (HDF5) are refused with EACCES from step 12 on.
-    real_replacing, real_open, real_file = _zarr.write_replacing, open, _handles.h5py.File
+    real_replacing, real_open, real_file = _keys.write_replacing, open, _handles.h5py.File
     lost = [False]
 
     def check() -> None:
         if lost[0]:
             raise PermissionError(errno.EACCES, "Permission denied (injected)")
 
-    monkeypatch.setattr(_zarr, "write_replacing", lambda p, d: (check(), real_replacing(p, d)))
-    monkeypatch.setattr(_zarr, "open", lambda p, m="r", *a, **k: (check() if "w" in m else None,
+    monkeypatch.setattr(_keys, "write_replacing", lambda p, d: (check(), real_replacing(p, d)))
+    monkeypatch.setattr(_keys, "open", lambda p, m="r", *a, **k: (check() if "w" in m else None,
                                                                    real_open(p, m, *a, **k))[1], raising=False)
     monkeypatch.setattr(_handles.h5py, "File", lambda p, m="r", *a, **k: (
         check() if m != "r" else None, real_file(p, m, *a, **k))[1])
