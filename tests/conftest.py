@@ -56,3 +56,22 @@ def hstore(pristine: Path, tmp_path: Path) -> Path:
     path = tmp_path / "s.h5"
     shutil.copy(pristine / "s.h5", path)
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding ``runs/demo.zarr`` written by ``tools/demo.py --epochs 1`` (about a minute), once per session.
+
+    Shared by the docs tests (tests/test_docs_executed.py, tests/test_notebook.py); treat it as
+    read-only. ``SPIKESTORE_DEMO_DIR`` names a folder that already holds one, to skip the demo.
+    """
+    import subprocess
+    import sys
+
+    if os.environ.get("SPIKESTORE_DEMO_DIR"):
+        return Path(os.environ["SPIKESTORE_DEMO_DIR"]).resolve()
+    folder = tmp_path_factory.mktemp("demo")
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "tools" / "demo.py"),
+                    "--epochs", "1", "--out", str(folder / "runs" / "demo.zarr")],
+                   check=True, capture_output=True, timeout=900)
+    return folder
