@@ -8,9 +8,15 @@ docs/tutorial.md), re-run here into a temporary store::
     python tools/make_doc_images.py                 # figures + notebook
     python tools/make_doc_images.py --store runs/demo.zarr
 
-The notebook is written without outputs (so it diffs cleanly and holds no
-machine paths); ``tests/test_notebook.py`` executes it against a fresh demo
-store, and ``--execute`` stores an executed copy instead.
+The notebook's cells are ``CELLS`` below: edit them here, not the notebook.
+Its outputs come from running it against a demo store in a folder that holds
+``runs/demo.zarr`` (so they name no machine path). ``tests/test_notebook.py``
+runs it against a fresh demo store and checks that the committed outputs are
+what it prints; to regenerate them, run that test with
+``SPIKESTORE_UPDATE_DOCS=1`` (or ``python tools/make_doc_images.py
+--notebook-only``)::
+
+    SPIKESTORE_UPDATE_DOCS=1 .venv/bin/python -m pytest tests/test_notebook.py
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def demo_store(folder: Path) -> Path:
-    out = folder / "demo.zarr"
+    out = folder / "runs" / "demo.zarr"
     subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--epochs", "1", "--out", str(out)],
                    check=True, stdout=subprocess.DEVNULL)
     return out
@@ -131,13 +137,19 @@ print("step 3 is", s.sel(step=3).shape, "; firing rate at the last step:", s[-1]
     ("code", "plot.grad_norms(run);"),
     ("markdown", """## xarray and dask
 
-`xarray.open_dataset(path, engine="spikestore")` gives one lazy variable per stream segment (the last,
-smaller batch of the epoch is a segment of its own). Nothing is read until values are asked for."""),
+`xarray.open_dataset(path, engine="spikestore")` gives one lazy variable per stream, `"<quantity>/<layer>"`.
+The last, smaller batch of the epoch is padded along the batch axis (NaN for potentials, 0 for spikes), and
+each record's real batch size is the coordinate `"<stream>:batch_size"`. Nothing is read until values are
+asked for."""),
     ("code", """ds = xr.open_dataset(path, engine="spikestore", chunks={})
 ds"""),
-    ("code", """v = run["v_seq/2"].to_xarray(segment=0)   # dims record, time, batch, neuron; step is a coordinate
-mean_v = v.mean(("batch", "neuron")).compute()
+    ("code", """v = run["v_seq/2"].to_xarray()   # one array: record, time, batch, neuron; step, batch_size are coordinates
+print(dict(v.sizes), v.batch_size.values[-3:])
+mean_v = v.mean(("batch", "neuron")).compute()   # skips the NaN padding of the last record
 mean_v.swap_dims(record="step").plot(x="time", hue="step", add_legend=False);"""),
+    ("markdown", "`xarray.open_datatree` gives the same variables as a tree: one node per quantity, then per layer."),
+    ("code", """tree = xr.open_datatree(path, engine="spikestore")
+print([node.path for node in tree.subtree])"""),
     ("markdown", "## Analysis\n\nEach function makes one bounded-memory pass over the stored chunks."),
     ("code", """print(analysis.firing_rate(run, per="layer").to_series())
 rates = analysis.firing_rate(s)            # per neuron
@@ -147,22 +159,34 @@ analysis.population_rate(s).mean("record").to_series()"""),
 ]
 
 
-def build_notebook(path: Path, execute_with: Path | None = None) -> None:
+def build_notebook(path: Path, execute_in: Path | None = None):
+    """Write the notebook of ``CELLS`` to ``path`` (``None``: only return it).
+
+    With ``execute_in``, a folder holding ``runs/demo.zarr``, the notebook is run there
+    first and keeps its outputs. Returns the ``nbformat`` notebook.
+    """
     import nbformat
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     for kind, text in CELLS:
         nb.cells.append(nbformat.v4.new_markdown_cell(text) if kind == "markdown" else nbformat.v4.new_code_cell(text))
-    if execute_with is not None:
-        from nbclient import NotebookClient
-
-        os.environ["SPIKESTORE_DEMO_STORE"] = str(execute_with)
-        NotebookClient(nb, timeout=300, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i}"  # stable ids: regenerating gives the same file
-    nbformat.write(nb, path)
+    if execute_in is not None:
+        from nbclient import NotebookClient
+
+        env = os.environ.pop("SPIKESTORE_DEMO_STORE", None)  # the notebook reads runs/demo.zarr
+        try:
+            NotebookClient(nb, timeout=300, kernel_name="python3", record_timing=False,
+                           resources={"metadata": {"path": str(execute_in)}}).execute()  # raises on any error
+        finally:
+            if env is not None:
+                os.environ["SPIKESTORE_DEMO_STORE"] = env
+        nb.metadata.pop("language_info", None)  # the kernel's Python version: not the notebook's business
+    if path is not None:
+        nbformat.write(nb, path)
+    return nb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,13 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", type=Path, help="demo store to draw from (default: run the demo into a temp dir)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     ap.add_argument("--notebook", type=Path, default=ROOT / "docs" / "notebook.ipynb")
-    ap.add_argument("--execute", action="store_true", help="store the notebook with its outputs")
+    ap.add_argument("--notebook-only", action="store_true", help="write the notebook only, not the figures")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        demo = args.store or demo_store(Path(tmp))
-        for p in draw(demo, alpha_store(Path(tmp)), args.out):
-            print("wrote", p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
-        build_notebook(args.notebook, demo.resolve() if args.execute else None)
+        demo = args.store.resolve() if args.store else demo_store(Path(tmp))
+        if not args.notebook_only:
+            for p in draw(demo, alpha_store(Path(tmp)), args.out):
+                print("wrote", p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
+        folder = Path(tmp) / "notebook"  # runs/demo.zarr there, whatever the store's own path
+        (folder / "runs").mkdir(parents=True)
+        (folder / "runs" / "demo.zarr").symlink_to(demo)
+        build_notebook(args.notebook, folder)
         print("wrote", args.notebook)
     return 0
 
