@@ -242,3 +242,16 @@ def test_local_files_and_zarr_localstore_write_the_same_keys(tmp_path: Path) -> 
     np.testing.assert_array_equal(codec.decode(other.read_chunk("g/a", 1), (2, 3), "float32"), data[2:])
     keys["zarr"].delete_node("g/a")
     assert not keys["zarr"].is_node("g/a") and keys["zarr"].is_node("g")
+
+
+def test_durable_means_fsync_for_local_files_only(tmp_path: Path) -> None:
+    # Behind a zarr store (s3:// in use) an acknowledged put is durable already: the
+    # writer must not serialise its commits (or sync) for durable=True there.
+    from zarr.storage import LocalStore
+
+    from spikestore.backends._remote import ZarrStoreKeys
+
+    assert ZarrBackend(tmp_path / "a", writable=True, durable=True).durable
+    assert not ZarrBackend(tmp_path / "b", writable=True).durable
+    remote_like = ZarrStoreKeys(LocalStore(tmp_path / "c"), str(tmp_path / "c"))
+    assert not ZarrBackend(tmp_path / "c", writable=True, durable=True, keys=remote_like).durable

@@ -148,8 +148,10 @@ class ZarrBackend:
                  keys: Keys | None = None) -> None:
         self.path = path if keys is not None else Path(path)
         self.writable = writable
-        self.durable = durable
         self.keys: Keys = keys if keys is not None else LocalKeys(Path(path), durable=durable)
+        # Whether commits must sync (the writer then commits one stream at a time): never
+        # behind a URL, where every acknowledged put is durable already.
+        self.durable = durable and self.keys.durable
         self._array_meta: dict[str, dict[str, Any]] = {}
         self._chunk_suffix: dict[str, tuple[str, str]] = {}  # node -> (separator, trailing zeros)
         self._groups: set[str] = set()  # group nodes known to have their zarr.json
