@@ -62,6 +62,8 @@ def test_a_spikingjelly_run_recorded_to_s3_reads_back_as_the_local_one(s3: S3Ser
 
     from spikestore import monitor as ss
 
+    views: dict[str, list[np.ndarray]] = {}
+
     def record_run(where: object, **kw: object) -> None:
         torch.manual_seed(0)
         net = torch.nn.Sequential(layer.Linear(12, 8), neuron.LIFNode(), layer.Linear(8, 4), neuron.LIFNode())
@@ -77,12 +79,19 @@ def test_a_spikingjelly_run_recorded_to_s3_reads_back_as_the_local_one(s3: S3Ser
                 with torch.no_grad():
                     net(torch.rand(5, 3 if step < 5 else 2, 12) * 2)  # a smaller last batch
                 functional.reset_net(net)
+            # the monitor's lazy view reads back through the store's path (a StoreURL
+            # carrying its storage_options, for s3://)
+            views[str(where)] = [np.asarray(r) for r in mon.records]
             mon.remove_hooks()
             v.remove_hooks()
 
     record_run(tmp_path / "local.zarr")
     record_run(str(url), storage_options=url.storage_options, lock=False)
 
+    mine, theirs = views[str(tmp_path / "local.zarr")], views[str(url)]
+    assert len(mine) == len(theirs) == 12
+    for a, b in zip(mine, theirs):
+        np.testing.assert_array_equal(a, b)
     local = spikestore.open(tmp_path / "local.zarr")
     remote = spikestore.open(str(url), storage_options=url.storage_options)
     assert isinstance(remote.path, StoreURL) and str(remote.path) == str(url)
