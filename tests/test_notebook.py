@@ -27,7 +27,6 @@ import os
 from pathlib import Path
 
 import nbformat
-
 from test_docs_executed import normalise, tolerate_sizes
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -42,8 +42,8 @@ def demo_store(folder: Path) -> Path:
 def alpha_store(folder: Path) -> Path:
     """The tutorial's experiment: ten IF layers, the surrogate's alpha swept, one step per alpha."""
     import torch
-    import torch.nn as nn
     from spikingjelly.activation_based import functional, layer, neuron, surrogate
+    from torch import nn
 
     import spikestore
     from spikestore import monitor
