@@ -15,7 +15,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["PARTIAL_SUFFIX", "remove", "replacing", "write_replacing"]
+from spikestore.errors import InvalidArgumentError
+
+__all__ = ["PARTIAL_SUFFIX", "check_folder", "remove", "replacing", "write_replacing"]
 
 #: Suffix of temporary files and folders (``<name>.<random>.partial``).
 PARTIAL_SUFFIX = ".partial"
@@ -36,6 +38,17 @@ def remove(path: Path) -> None:
             path.unlink()
 
 
+def check_folder(path: Path) -> None:
+    """Raise :class:`~spikestore.errors.InvalidArgumentError` unless ``path``'s folder exists.
+
+    Outputs are never given folders of their own making: a mistyped folder
+    is far more likely than one meant to be created.
+    """
+    if not path.parent.is_dir():
+        raise InvalidArgumentError(f"cannot write {path}: the folder {path.parent} does not exist; create it "
+                                   "first, or write somewhere else")
+
+
 @contextlib.contextmanager
 def replacing(path: str | os.PathLike[str], *, folder: bool = False, keep_suffix: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``, on failure it is removed.
@@ -43,8 +56,9 @@ def replacing(path: str | os.PathLike[str], *, folder: bool = False, keep_suffix
     Parameters
     ----------
     path
-        The final name. An existing file or folder there is replaced only
-        once the new one is complete.
+        The final name, in a folder that exists (else
+        :class:`~spikestore.errors.InvalidArgumentError`). An existing file or
+        folder there is replaced only once the new one is complete.
     folder
         Create the temporary path as an empty folder (for outputs that are
         folders, such as a Parquet dataset).
@@ -53,6 +67,7 @@ def replacing(path: str | os.PathLike[str], *, folder: bool = False, keep_suffix
         for writers that check it (pynwb warns about other names).
     """
     final = Path(path)
+    check_folder(final)
     tmp = _temporary(final, keep_suffix)
     if folder:
         tmp.mkdir(parents=True)

@@ -139,6 +139,8 @@ def export(path: Path, out: Path, fmt: str | None, streams: tuple[str, ...], ste
             written = run_export(path, out, fmt, progress=cb, **kwargs)
     except SpikestoreError as exc:
         _fail(exc)
+    except OSError as exc:  # the output side: a full disk, a folder without write permission
+        _fail(SpikestoreError(f"cannot write {out}: {exc}"))
     click.echo(f"wrote {written}")
 
 

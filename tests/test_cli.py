@@ -72,6 +72,10 @@ def test_export_and_errors(store, tmp_path):
     assert r.returncode == 1 and "nope" in r.stderr
     r = cli("info", str(tmp_path / "missing"))
     assert r.returncode == 2
+    for out in (tmp_path / "no" / "such" / "o.nwb", tmp_path / "o.npz" / "inside.npz"):  # no folder, a file
+        r = cli("export", str(store), str(out))
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.count("\n") == 1 and f"folder {out.parent} does not exist" in r.stderr, r.stderr
 
 
 def test_plot_writes_images(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from spikestore._files import replacing, write_replacing
+from spikestore.errors import InvalidArgumentError
 
 
 def test_a_finished_write_replaces_the_old_file_and_leaves_no_temporary(tmp_path):
@@ -56,3 +57,11 @@ def test_a_temporary_may_keep_the_suffix_that_writers_check(tmp_path):
         assert tmp.suffix == ".nwb" and tmp.parent == tmp_path and tmp != out
         tmp.write_bytes(b"x")
     assert out.read_bytes() == b"x"
+
+
+def test_a_missing_folder_is_a_clear_error_and_nothing_is_created(tmp_path):
+    out = tmp_path / "no" / "such" / "run.nwb"
+    with pytest.raises(InvalidArgumentError, match="folder .*no/such does not exist; create it first"):
+        with replacing(out):
+            raise AssertionError("never reached")
+    assert not (tmp_path / "no").exists()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spikestore._files import check_folder
 from spikestore._format import dtypes
 from spikestore._read.run import Run
 from spikestore._read.run import open as open_run
@@ -188,3 +189,4 @@ def ensure_new(out: Path, overwrite: bool) -> None:
     """Refuse to replace an existing ``out`` unless asked to."""
     if out.exists() and not overwrite:
         raise InvalidArgumentError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    check_folder(out)  # (before any work: some exporters keep scratch files next to the output)
