@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -34,3 +35,35 @@ def test_the_documented_reader_matches_spikestore(tmp_path):
             row, step = ns["read_record"](key, i)
             np.testing.assert_array_equal(row, s[i])
             assert row.shape == s[i].shape and step == s.steps[i]
+
+
+def _shown_json(after: str) -> dict:
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index("## 8. Worked example"):text.index("## 9.")]
+    block = section[section.index(after):]
+    return json.loads(re.search(r"```json\n(.*?)```", block, flags=re.S).group(1))
+
+
+def test_the_worked_example_shows_the_documents_the_writer_writes(tmp_path):
+    # The page's example store, written again: its stream document is what the page shows, and the
+    # root document has the same keys (its times, versions, pid and host vary).
+    import torch
+
+    path = tmp_path / "fmt_example.zarr"
+    with spikestore.Store(path, mode="w") as st:
+        for step in range(3):
+            st.set_step(step)
+            st.append("output/fc1", (torch.rand(8, 4, 10) < .2).float())
+            st.append("v_seq/fc1", torch.rand(8, 4, 10))
+    written = json.loads((path / "output" / "fc1" / "zarr.json").read_text())
+    assert _shown_json("`output/fc1/zarr.json`") == written
+    root = json.loads((path / "zarr.json").read_text())["attributes"]["spikestore"]
+    shown = _shown_json("Root `zarr.json`")["attributes"]["spikestore"]
+    assert shown.keys() == root.keys() and shown["writer"].keys() == root["writer"].keys()
+    assert shown["versions"].keys() == root["versions"].keys()
+    assert (shown["format_version"], shown["streams"]) == (root["format_version"], root["streams"])
+    listed = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()}
+    text = DOC.read_text(encoding="utf-8")
+    for name in listed:
+        if not name.startswith("v_seq/fc1/") or "seg000000" in name:
+            assert f"\n{name}" in text, name
