@@ -88,9 +88,9 @@ class StoreURL(str):
 def storage_error(exc: BaseException, url: str, doing: str, *, writable: bool = True) -> SpikestoreError:
     """What the object store refused while ``doing`` something, as a :class:`SpikestoreError` saying what to do.
 
-    An unreachable store is a :class:`WriterError` for a writer (it reaches
-    the training thread as every writer failure does) and a
-    :class:`StoreNotFoundError` for a reader.
+    A store that cannot be reached, or refuses for another reason, is a
+    :class:`WriterError` for a writer (it reaches the training thread as
+    every writer failure does) and a :class:`StoreNotFoundError` for a reader.
     """
     if isinstance(exc, SpikestoreError):
         return exc
@@ -111,8 +111,8 @@ def storage_error(exc: BaseException, url: str, doing: str, *, writable: bool = 
         unreachable = (f"{text}; the object store cannot be reached: check the network and the endpoint "
                        "(storage_options={'endpoint_url': ...}), then try again")
         return WriterError(unreachable) if writable else StoreNotFoundError(unreachable)
-    return WriterError(f"{text}; the object store refused the request: check the URL, the credentials and "
-                       "storage_options")
+    refused = f"{text}; the object store refused the request: check the URL, the credentials and storage_options"
+    return WriterError(refused) if writable else StoreNotFoundError(refused)
 
 
 class ZarrStoreKeys:
