@@ -13,6 +13,12 @@ scan comes from.
 
 Passes walk a stream with the read side's one chunk iterator
 (:func:`spikestore._read.segment.iter_blocks`), bounded by ``max_elements``.
+Each pass is one function per block, with small results combined by the
+caller (:func:`spikestore._read.distributed.map_blocks`): with a
+``dask.distributed`` client active, the blocks are tasks on its workers,
+each opening the store itself; without one, they run here, one after the
+other. The answers are the same either way (counts are integers; rates
+divide the same integers; per-block floats are computed by the same code).
 
 Axis names come from :attr:`spikestore.Stream.dims`: records of a
 multi-step SpikingJelly layer are ``(time, batch, neuron...)`` and of a
@@ -23,11 +29,12 @@ by hand.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from spikestore._read.distributed import map_blocks
 from spikestore._read.segment import Block, Segment, iter_blocks
 from spikestore.errors import InvalidArgumentError, MissingDependencyError
 
@@ -59,15 +66,15 @@ def _xr() -> Any:
     return xarray
 
 
-def _blocks(stream: Stream, max_elements: int) -> Iterator[Block]:
+def _blocks(stream: Stream, max_elements: int) -> list[Block]:
     """Every record of ``stream`` in blocks that decode to at most ``max_elements`` values.
 
     A block never crosses a stored chunk; its stored rows (``block.rows()``)
-    are still packed for bits segments.
+    are still packed for bits segments. Nothing is read to list them.
     """
     if max_elements < 1:
         raise InvalidArgumentError(f"max_elements must be >= 1, not {max_elements!r}")
-    return iter_blocks(stream.segments, max_values=max_elements)
+    return list(iter_blocks(stream.segments, max_values=max_elements))
 
 
 def _spikes(seg: Segment, rows: np.ndarray) -> np.ndarray:
@@ -99,25 +106,36 @@ def _neuron_axes(seg: Segment) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return sample, kept
 
 
+def _block_counts(block: Block) -> np.ndarray:
+    """One task: spikes in each record of ``block``."""
+    return _record_counts(block.segment, block.rows())
+
+
 def _per_record(stream: Stream, max_elements: int) -> tuple[np.ndarray, np.ndarray]:
     """Spike count and number of values of every record."""
     counts = np.zeros(len(stream), np.int64)
     sizes = np.zeros(len(stream), np.int64)
-    for block in _blocks(stream, max_elements):
-        a, b = block.start, block.stop
-        counts[a:b] = _record_counts(block.segment, block.rows())
-        sizes[a:b] = block.segment.values_per_record
+    blocks = _blocks(stream, max_elements)
+    for block, got in zip(blocks, map_blocks(_block_counts, blocks, name="spikestore-counts"), strict=True):
+        counts[block.start:block.stop] = got
+        sizes[block.start:block.stop] = block.segment.values_per_record
     return counts, sizes
+
+
+def _block_neuron_counts(block: Block, sample: tuple[int, ...]) -> np.ndarray:
+    """One task: spikes of ``block`` summed over its records and the ``sample`` axes."""
+    return _spikes(block.segment, block.rows()).sum(axis=(0, *sample), dtype=np.int64)
 
 
 def _per_neuron(stream: Stream, max_elements: int) -> tuple[np.ndarray, int]:
     """Spikes of every neuron summed over records, time and batch, and the number of samples."""
     total: np.ndarray | None = None
     samples = 0
-    for block in _blocks(stream, max_elements):
-        seg, rows = block.segment, block.rows()
-        sample, kept = _neuron_axes(seg)
-        counts = _spikes(seg, rows).sum(axis=(0, *sample), dtype=np.int64)
+    blocks = _blocks(stream, max_elements)
+    axes = [_neuron_axes(b.segment)[0] for b in blocks]  # here: they follow the caller's stream.dims
+    per_block = map_blocks(_block_neuron_counts, blocks, [(a,) for a in axes], name="spikestore-neuron-counts")
+    for block, sample, counts in zip(blocks, axes, per_block, strict=True):
+        seg = block.segment
         if total is None:
             total = counts
         elif total.shape != counts.shape:
@@ -126,7 +144,7 @@ def _per_neuron(stream: Stream, max_elements: int) -> tuple[np.ndarray, int]:
                 f"{counts.shape}); per-neuron results need one layout (set stream.dims, or use per='step')")
         else:
             total += counts
-        samples += len(rows) * int(np.prod([seg.shape[i - 1] for i in sample], dtype=np.int64))
+        samples += len(block) * int(np.prod([seg.shape[i - 1] for i in sample], dtype=np.int64))
     if total is None:
         raise InvalidArgumentError(f"stream {stream.key!r} has no records yet; nothing to compute per neuron")
     return total, samples
@@ -216,6 +234,17 @@ def firing_rate(obj: Run | Stream, per: str = "neuron", *, quantity: str = "outp
     raise InvalidArgumentError(f"per must be 'neuron', 'record', 'step' or 'all', not {per!r}")
 
 
+def _block_population(block: Block, t: int) -> np.ndarray:
+    """One task: the fraction of values spiking at each time step (axis ``t``) of each record of ``block``."""
+    seg, rows = block.segment, block.rows()
+    if seg.encoding == "bits" and t != len(seg.shape):  # popcount, neurons stay packed
+        counts = np.bitwise_count(rows)
+    else:
+        counts = _spikes(seg, rows)
+    other = tuple(i for i in range(1, counts.ndim) if i != t)
+    return counts.sum(axis=other, dtype=np.int64) / (np.prod(seg.shape) / seg.shape[t - 1])
+
+
 def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.DataArray:
     """Fraction of the population spiking at each time step of each record.
 
@@ -232,15 +261,11 @@ def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.D
         if len(sizes) > 1:
             raise InvalidArgumentError(f"stream {stream.key!r}: segments have different time lengths {sizes}")
         out = np.zeros((n, sizes.pop()), np.float64)
-        for block in _blocks(stream, max_elements):
-            seg, a, b, rows = block.segment, block.start, block.stop, block.rows()
-            t = 1 + seg.dims.index("time")
-            if seg.encoding == "bits" and t != len(seg.shape):  # popcount, neurons stay packed
-                counts = np.bitwise_count(rows)
-            else:
-                counts = _spikes(seg, rows)
-            other = tuple(i for i in range(1, counts.ndim) if i != t)
-            out[a:b] = counts.sum(axis=other, dtype=np.int64) / (np.prod(seg.shape) / seg.shape[t - 1])
+        blocks = _blocks(stream, max_elements)
+        axes = [(1 + b.segment.dims.index("time"),) for b in blocks]
+        for block, rates in zip(blocks, map_blocks(_block_population, blocks, axes, name="spikestore-population"),
+                                strict=True):
+            out[block.start:block.stop] = rates
         dims: tuple[str, ...] = ("record", "time")
     else:
         counts, sizes = _per_record(stream, max_elements)
@@ -248,6 +273,54 @@ def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.D
     return xr.DataArray(out, dims=dims, name="population_rate", attrs={"stream": stream.key},
                         coords={"record": np.arange(n), "step": ("record", stream.steps),
                                 "call": ("record", stream.calls)})
+
+
+def _add_hist(hist: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``hist + counts`` for histograms of different lengths."""
+    if len(counts) > len(hist):
+        hist = np.pad(hist, (0, len(counts) - len(hist)))
+    hist[:len(counts)] += counts
+    return hist
+
+
+class _Intervals(NamedTuple):
+    """One block's inter-spike intervals, and what a sequence crossing its ends needs.
+
+    ``first``/``last``: the call of each neuron's first spike in the block's
+    first step and of its last spike in the block's last step (-1: none);
+    ``None`` for records with a time axis, whose sequences end with them.
+    """
+
+    hist: np.ndarray
+    first_step: int = 0
+    first: np.ndarray | None = None
+    last_step: int = 0
+    last: np.ndarray | None = None
+    one_step: bool = False
+
+
+def _block_isi(block: Block, t: int | None, steps: np.ndarray | None = None,
+               calls: np.ndarray | None = None) -> _Intervals:
+    """One task: the intervals inside ``block`` (time axis ``t``; or, without one, records of one step in
+    ``calls`` order form the sequence), and its ends for the caller to join across blocks."""
+    spikes = _spikes(block.segment, block.rows())
+    if t is not None:
+        seq = np.moveaxis(spikes, t, -1).reshape(-1, spikes.shape[t])
+        r, when = np.nonzero(seq)  # sorted by sequence, then by time
+        return _Intervals(np.bincount(np.diff(when)[r[1:] == r[:-1]]))
+    assert steps is not None and calls is not None
+    flat = spikes.reshape(len(spikes), -1)
+    hist, lead = np.zeros(0, np.int64), True
+    first, last = np.full(flat.shape[1], -1, np.int64), np.full(flat.shape[1], -1, np.int64)
+    for k in range(len(flat)):  # one record is one time step
+        if k and steps[k] != steps[k - 1]:
+            last, lead = np.full(flat.shape[1], -1, np.int64), False
+        now = int(calls[k])
+        hist = _add_hist(hist, np.bincount(now - last[flat[k] & (last >= 0)]))
+        if lead:
+            first[flat[k] & (first < 0)] = now
+        last[flat[k]] = now
+    return _Intervals(hist, int(steps[0]), first, int(steps[-1]), last, lead)
 
 
 def inter_spike_intervals(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.DataArray:
@@ -261,53 +334,43 @@ def inter_spike_intervals(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -
     intervals keeps memory bounded however many spikes there are.
     """
     xr = _xr()
-    hist = np.zeros(1, np.int64)
-
-    def add(intervals: np.ndarray) -> None:
-        nonlocal hist
-        if intervals.size:
-            counts = np.bincount(intervals)
-            if len(counts) > len(hist):
-                hist = np.pad(hist, (0, len(counts) - len(hist)))
-            hist[:len(counts)] += counts
-
+    blocks = _blocks(stream, max_elements)
     steps, calls = stream.steps, stream.calls
-    last: np.ndarray | None = None
-    prev_step = None
-    for block in _blocks(stream, max_elements):
-        seg, a, b = block.segment, block.start, block.stop
-        spikes = _spikes(seg, block.rows())
-        if "time" in seg.dims:
-            t = 1 + seg.dims.index("time")
-            seq = np.moveaxis(spikes, t, -1).reshape(-1, spikes.shape[t])
-            r, when = np.nonzero(seq)  # sorted by sequence, then by time
-            same = r[1:] == r[:-1]
-            add(np.diff(when)[same])
+    args = [(1 + b.segment.dims.index("time"),) if "time" in b.segment.dims else
+            (None, steps[b.start:b.stop], calls[b.start:b.stop]) for b in blocks]
+    hist = np.zeros(0, np.int64)
+    carry_step, carry = None, None  # the last spike of each neuron in the step the last block ended in
+    for got in map_blocks(_block_isi, blocks, args, name="spikestore-isi"):
+        hist = _add_hist(hist, got.hist)
+        if got.first is None:  # (intervals inside records of T steps: nothing crosses blocks)
             continue
-        for k in range(b - a):  # one record is one time step
-            flat = spikes[k].reshape(-1)
-            if last is None or len(last) != len(flat) or steps[a + k] != prev_step:
-                last = np.full(len(flat), -1, np.int64)
-                prev_step = steps[a + k]
-            now = int(calls[a + k])
-            seen = flat & (last >= 0)
-            add(now - last[seen])
-            last[flat] = now
+        if carry is not None and got.first_step == carry_step and len(carry) == len(got.first):
+            seen = (carry >= 0) & (got.first >= 0)
+            hist = _add_hist(hist, np.bincount(got.first[seen] - carry[seen]))
+            if got.one_step:  # the step goes on past this block
+                carry = np.where(got.last >= 0, got.last, carry)
+                continue
+        carry_step, carry = got.last_step, got.last
     hist = hist[1:] if len(hist) > 1 else np.zeros(0, np.int64)
     return xr.DataArray(hist, dims=("interval",), coords={"interval": np.arange(1, len(hist) + 1)},
                         name="isi_count", attrs={"stream": stream.key})
 
 
+def _block_norms(block: Block) -> np.ndarray:
+    """One task: the L2 norm of each record of ``block``."""
+    seg, rows = block.segment, block.rows()
+    if seg.encoding == "bits":
+        return np.sqrt(_record_counts(seg, rows))  # values are 0/1
+    x = seg.decode_rows(rows).astype(np.float64).reshape(len(block), -1)
+    return np.sqrt(np.einsum("ij,ij->i", x, x))
+
+
 def _record_norms(stream: Stream, max_elements: int) -> np.ndarray:
     """L2 norm of every record (a scalar record is its own absolute value)."""
     out = np.zeros(len(stream), np.float64)
-    for block in _blocks(stream, max_elements):
-        seg, a, b, rows = block.segment, block.start, block.stop, block.rows()
-        if seg.encoding == "bits":
-            out[a:b] = np.sqrt(_record_counts(seg, rows))  # values are 0/1
-        else:
-            x = seg.decode_rows(rows).astype(np.float64).reshape(b - a, -1)
-            out[a:b] = np.sqrt(np.einsum("ij,ij->i", x, x))
+    blocks = _blocks(stream, max_elements)
+    for block, norms in zip(blocks, map_blocks(_block_norms, blocks, name="spikestore-norms"), strict=True):
+        out[block.start:block.stop] = norms
     return out
 
 

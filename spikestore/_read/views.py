@@ -3,6 +3,9 @@
 A stream becomes one dask array with one task per stored chunk, cut by the
 read side's one chunk iterator (:func:`~spikestore._read.segment.iter_blocks`),
 so building a graph reads nothing and computing it reads each chunk once;
+its tasks carry references to their blocks, not chunks or opened runs, so
+a ``dask.distributed`` worker (or a process pool) opens the store itself
+(:mod:`spikestore._read.distributed`);
 records with a smaller batch are padded by the rule of
 :mod:`spikestore._read.padded`. The ``engine="spikestore"``
 backend (:mod:`spikestore._read.xarray_engine`) labels its variables with the
@@ -17,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spikestore._read.padded import PaddedLayout, pad_block, padded_layout, why_not_one_array
+from spikestore._read.distributed import BlockRef, pad_ref
+from spikestore._read.padded import PaddedLayout, padded_layout, why_not_one_array
 from spikestore._read.segment import iter_blocks
 from spikestore.errors import InvalidArgumentError
 
@@ -41,7 +45,9 @@ def _to_dask(stream: Stream, segs: list[Segment], layout: PaddedLayout) -> Any:
                                     [(s.doc["array"], s.count) for s in segs], layout)
     blocks = list(iter_blocks(segs))  # one per stored chunk: a task never reads two
     tail = (0,) * len(layout.shape)
-    graph = {(name, k, *tail): (pad_block, b, layout) for k, b in enumerate(blocks)}
+    # A BlockRef reads through this run here, and pickles as a reference that a
+    # worker process reopens (spikestore._read.distributed): no chunk bytes travel.
+    graph = {(name, k, *tail): (pad_ref, BlockRef(b), layout) for k, b in enumerate(blocks)}
     meta = np.empty((0,) * (1 + len(layout.shape)), layout.dtype)
     return da.Array(graph, name, (tuple(len(b) for b in blocks), *((d,) for d in layout.shape)), meta=meta)
 
