@@ -81,8 +81,8 @@ def legend(run: spikestore.Run) -> str:
     and why a tiny stream can cost more than float32.
     """
     rows = run.summary()
-    others = {r["stream"]: [_shape(seg.shape) for seg in run[r["stream"]].segments
-                            if seg.shape != r["shape"]] for r in rows if r["other_shapes"]}
+    others = {r["stream"]: sorted({_shape(seg.shape) for seg in run[r["stream"]].segments
+                                   if seg.shape != r["shape"]}) for r in rows if r["other_shapes"]}
     over = [r for r in rows if (r["ratio_to_float32"] or 0) > 1]
     lines = [
         "What the columns mean:",
@@ -93,9 +93,9 @@ def legend(run: spikestore.Run) -> str:
     ]
     if others:
         key, shapes = next(iter(others.items()))
-        lines.append(f"  (+k)             k other record shapes, each kept as its own segment; {key} also holds "
-                     f"{', '.join(shapes)}")
-        lines.append("                   (the last batch of each epoch is smaller)")
+        lines.append("  (+k)             k other record shapes, each kept in segments of its own; "
+                     f"{key} also holds {', '.join(shapes)}")
+        lines.append("                   (the last batch of each epoch is smaller; reading pads it to one array)")
     lines += [
         "  dtype            the records' dtype in PyTorch, which reading gives back",
         "  encoding         bits: spikes (only 0s and 1s), packed 8 to a byte; raw: the values, compressed",
