@@ -34,7 +34,7 @@ from spikestore.errors import StoreNotFoundError
 if TYPE_CHECKING:
     from spikestore._read.run import Run
 
-__all__ = ["WORKER_RUNS", "BlockRef", "active_client", "map_blocks", "pad_ref", "worker_run"]
+__all__ = ["WORKER_RUNS", "BlockRef", "active_client", "map_blocks", "open_runs", "pad_ref", "worker_run"]
 
 #: Runs a worker process keeps open for later tasks (least recently used first out).
 WORKER_RUNS = 8
@@ -89,6 +89,12 @@ def worker_run(recipe: tuple[Callable[..., Run], tuple[Any, ...]], created: str)
             f"{run.path} was replaced by another store (created {run.doc['created']}, not {created}) "
             "since this dask graph was built; open it again and build the graph again")
     return run
+
+
+def open_runs() -> list[str]:
+    """Where the runs this process opened for tasks are (what a worker holds open; for checks and debugging)."""
+    with _runs_lock:
+        return [str(run.path) for run in _runs.values()]
 
 
 class BlockRef:
