@@ -17,12 +17,12 @@ from helpers import M_SEL, S_SEL
 
 import spikestore
 from spikestore import analysis
+from spikestore._read.distributed import BlockRef, active_client, open_runs
+from spikestore._read.segment import iter_blocks
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("dask.array")
 
-from spikestore._read.distributed import BlockRef, active_client, open_runs  # noqa: E402
-from spikestore._read.segment import iter_blocks  # noqa: E402
 
 STEPS, T = 12, 4
 DIMS = ("time", "batch", "neuron")
