@@ -1,13 +1,16 @@
-"""What a writer does to the store on disk when it opens, once it holds the writer lock.
+"""What a writer does to the store on disk when it opens: :func:`open_for_writing`.
 
-``mode="w"`` clears the path (only with ``overwrite=True``); ``mode="a"``
-reads the root and stream documents back, so the writer continues each
-stream where it stopped and the steps after the last recorded one.
+It takes the writer lock before anything else. Then ``mode="w"`` clears the
+path (only with ``overwrite=True``); ``mode="a"`` reads the root and stream
+documents back, so the writer continues each stream where it stopped and
+the steps after the last recorded one. Whatever fails undoes what was
+opened, and what the operating system refused becomes a ``SpikestoreError``.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,68 @@ from spikestore._format import (
     stream_node,
 )
 from spikestore._read.storage import read_index_tail
+from spikestore._write.lock import WriterLock, cannot_write, writer_lock
 from spikestore._write.root import RootDocument
-from spikestore.backends import Backend, StoreURL, clear_for_new_url
-from spikestore.errors import FormatError, StoreExistsError, StoreNotFoundError
+from spikestore._write.writer import Writer
+from spikestore.backends import Backend, StoreURL, clear_for_new_url, open_backend
+from spikestore.errors import FormatError, SpikestoreError, StoreExistsError, StoreNotFoundError
 
-__all__ = ["clear_for_new", "resume"]
+__all__ = ["Opened", "clear_for_new", "open_for_writing", "resume"]
+
+
+@dataclass
+class Opened:
+    """What a :class:`~spikestore.Store` owns once open: the lock, backend, root document and writer."""
+
+    lock: WriterLock
+    backend: Backend
+    root: RootDocument
+    writer: Writer
+    streams: dict[str, dict[str, Any]]
+    step: int
+
+
+def _raise_open_error(exc: BaseException, path: Path | StoreURL) -> None:
+    """Raise what the OS refused while a store was opened as a SpikestoreError (else return)."""
+    if isinstance(exc, OSError) and not isinstance(exc, SpikestoreError):
+        raise cannot_write(exc, path, "creating or resuming its files") from exc
+
+
+def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backend: str | None,
+                     root_doc: dict[str, Any] | None, metadata: dict[str, Any] | None, lock: bool,
+                     durable: bool, writer_options: dict[str, Any]) -> Opened:
+    """Take the writer lock, then create (``root_doc``, mode ``"w"``) or resume the store; start its writer.
+
+    One writer per store: nothing on disk is created, replaced or deleted
+    before the lock is held, and a failure releases it again.
+    """
+    held = writer_lock(path, lock, remote=isinstance(path, StoreURL))
+    held.acquire()
+    try:
+        if mode == "w":
+            clear_for_new(path, overwrite)
+        be = open_backend(path, backend=backend, writable=True, durable=durable)
+    except BaseException as exc:
+        held.release()
+        _raise_open_error(exc, path)
+        raise
+    try:
+        streams: dict[str, dict[str, Any]] = {}
+        step = 0
+        if root_doc is not None:
+            root = RootDocument(be, root_doc)
+        else:
+            root, streams, step = resume(be, path, metadata)
+        root.write()
+        writer = Writer(be, root, streams=streams, **writer_options)
+    except BaseException as exc:
+        try:
+            be.close()
+        finally:
+            held.release()
+        _raise_open_error(exc, path)
+        raise
+    return Opened(held, be, root, writer, streams, step)
 
 
 def clear_for_new(path: Path | StoreURL, overwrite: bool) -> None:
@@ -44,7 +104,7 @@ def clear_for_new(path: Path | StoreURL, overwrite: bool) -> None:
             path.unlink()
 
 
-def resume(be: Backend, path: Path, metadata: dict[str, Any] | None
+def resume(be: Backend, path: Path | StoreURL, metadata: dict[str, Any] | None
            ) -> tuple[RootDocument, dict[str, dict[str, Any]], int]:
     """The root document, the committed stream documents, and the step to continue at.
 

@@ -13,29 +13,20 @@ from spikestore._format.checks import MAX_CHUNK_BYTES
 from spikestore._format.names import MAX_NAME_BYTES
 from spikestore._write import registry
 from spikestore._write.capture import capture, check_step
-from spikestore._write.lock import cannot_write, writer_lock
-from spikestore._write.opening import clear_for_new, resume
-from spikestore._write.root import RootDocument
+from spikestore._write.opening import open_for_writing
 from spikestore._write.writer import Writer
-from spikestore.backends import StoreURL, backend_name_for, location, open_backend
+from spikestore.backends import StoreURL, backend_name_for, location
 from spikestore.codecs import _packing as packing
 from spikestore.codecs._precision import check_precision
 from spikestore.errors import (
     InvalidArgumentError,
     InvalidValueError,
-    SpikestoreError,
     WriterError,
 )
 
 __all__ = ["Store"]
 
 _log = logging.getLogger("spikestore")
-
-def _raise_open_error(exc: BaseException, path: Path) -> None:
-    """Raise what the OS refused while a store was opened as a SpikestoreError (else return)."""
-    if isinstance(exc, OSError) and not isinstance(exc, SpikestoreError):
-        raise cannot_write(exc, path, "creating or resuming its files") from exc
-
 
 class Store:
     """A spikestore store opened for writing.
@@ -128,41 +119,19 @@ class Store:
                 f"chunk_bytes must be between 1 and {MAX_CHUNK_BYTES} (2 GiB, the most one stored chunk "
                 f"may decode to), not {chunk_bytes}")
         packing.load_kernels()  # now, not in the first record's hook inside the training loop
-        streams: dict[str, dict[str, Any]] = {}
         self._step = 0
         self._auto_step = True  # until set_step is called (monitors advance it meanwhile)
-        if mode == "w":
-            doc = new_root_doc(metadata)  # (checks the metadata before anything on disk changes)
-        # One writer per store: nothing on disk is created, replaced or deleted before this.
-        self._lock = writer_lock(self.path, lock, remote=isinstance(self.path, StoreURL))
-        self._lock.acquire()
-        try:
-            if mode == "w":
-                clear_for_new(self.path, overwrite)
-            be = open_backend(self.path, backend=backend, writable=True, durable=durable)
-        except BaseException as exc:
-            self._lock.release()
-            _raise_open_error(exc, self.path)
-            raise
-        try:
-            if mode == "w":
-                root = RootDocument(be, doc)
-            else:
-                root, streams, self._step = resume(be, self.path, metadata)
-            root.write()
-            self._writer = Writer(be, root, streams=streams, max_pending_bytes=max_pending_bytes,
-                                  on_full=on_full, flush_interval=flush_interval,
-                                  chunk_bytes=chunk_bytes, level=compression_level)
-        except BaseException as exc:
-            try:
-                be.close()
-            finally:
-                self._lock.release()
-            _raise_open_error(exc, self.path)
-            raise
-        # The store owns the backend and the root document for its whole life.
-        self._backend = be
-        self._root = root
+        doc = new_root_doc(metadata) if mode == "w" else None  # (checks the metadata before anything changes)
+        opened = open_for_writing(
+            self.path, mode, overwrite=overwrite, backend=backend, root_doc=doc, metadata=metadata,
+            lock=lock, durable=durable,
+            writer_options={"max_pending_bytes": max_pending_bytes, "on_full": on_full,
+                            "flush_interval": flush_interval, "chunk_bytes": chunk_bytes,
+                            "level": compression_level})
+        # The store owns the lock, the backend and the root document for its whole life.
+        self._lock, self._backend, self._root = opened.lock, opened.backend, opened.root
+        self._writer, self._step = opened.writer, opened.step
+        streams = opened.streams
         self._calls: dict[str, tuple[int, int]] = {}
         self._owners: dict[str, tuple[weakref.ref[object], str]] = {}
         self._counts: dict[str, int] = {k: d["count"] for k, d in streams.items()}
