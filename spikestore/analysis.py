@@ -304,10 +304,13 @@ def _block_isi(block: Block, t: int | None, steps: np.ndarray | None = None,
     """One task: the intervals inside ``block`` (time axis ``t``; or, without one, records of one step in
     ``calls`` order form the sequence), and its ends for the caller to join across blocks."""
     spikes = _spikes(block.segment, block.rows())
-    if t is not None:
-        seq = np.moveaxis(spikes, t, -1).reshape(-1, spikes.shape[t])
-        r, when = np.nonzero(seq)  # sorted by sequence, then by time
-        return _Intervals(np.bincount(np.diff(when)[r[1:] == r[:-1]]))
+    if t is not None:  # one pass per time step: the last spike of every sequence so far
+        steps_t = np.moveaxis(spikes, t, 0).reshape(spikes.shape[t], -1)
+        hist, last = np.zeros(0, np.int64), np.full(steps_t.shape[1], -1, np.int64)
+        for now, hits in enumerate(steps_t):
+            hist = _add_hist(hist, np.bincount(now - last[hits & (last >= 0)]))
+            last[hits] = now
+        return _Intervals(hist)
     assert steps is not None and calls is not None
     flat = spikes.reshape(len(spikes), -1)
     hist, lead = np.zeros(0, np.int64), True
