@@ -8,18 +8,28 @@ to do instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from spikestore.errors import InvalidArgumentError, RecordIndexError
 
-__all__ = ["is_position", "position", "positions", "step_positions"]
+__all__ = ["inside", "is_position", "position", "positions", "step_positions"]
 
 
 def is_position(item: Any) -> bool:
     """Whether ``item`` picks one record (an int), rather than several."""
     return isinstance(item, (int, np.integer))
+
+
+def inside(records: Callable[[Any], np.ndarray], item: tuple[Any, ...]) -> np.ndarray:
+    """``s[i, ...]``: the records ``item[0]`` picks (through ``records``), then ``item[1:]`` inside them."""
+    if not item:
+        return records(slice(None))
+    head, rest = item[0], item[1:]
+    recs = records(head)
+    return recs[rest] if is_position(head) else recs[(slice(None), *rest)]
 
 
 def position(i: int, n: int, key: str) -> int:

@@ -182,11 +182,7 @@ class PaddedRecords:
     def __getitem__(self, item: Any) -> np.ndarray:
         s = self.stream
         if isinstance(item, tuple):  # records first, then inside them
-            if not item:
-                return self[:]
-            head, rest = item[0], item[1:]
-            recs = self[head]
-            return recs[rest] if indexing.is_position(head) else recs[(slice(None), *rest)]
+            return indexing.inside(self.__getitem__, item)
         if indexing.is_position(item):
             return read_padded(s, self.layout, np.array([indexing.position(item, len(s), s.key)]))[0]
         return read_padded(s, self.layout, indexing.positions(item, len(s), s.key))

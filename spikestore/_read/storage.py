@@ -230,11 +230,9 @@ class StoreReader:
         """
         self.check()
         key = (node, number)
-        with self._lock:
-            arr = self._cache.get(key)
-            if arr is not None:
-                self._cache.move_to_end(key)
-                return arr
+        arr = self._cached(key)
+        if arr is not None:
+            return arr
         arr = read_chunk(self._backend, node, number, codec, shape, dtype, where, identity=identity)
         self._keep(key, arr)
         return arr
@@ -254,11 +252,10 @@ class StoreReader:
         """
         self.check()
         key = (node, number)
+        arr = self._cached(key)
+        if arr is not None:
+            return arr[lo:hi]
         with self._lock:
-            arr = self._cache.get(key)
-            if arr is not None:
-                self._cache.move_to_end(key)
-                return arr[lo:hi]
             seen = key in self._seen
         if seen or 4 * (hi - lo) > shape[0]:
             return self.chunk(node, number, codec, shape, dtype, where, identity=identity)[lo:hi]
@@ -275,6 +272,14 @@ class StoreReader:
             while len(self._seen) > SEEN_CHUNKS:
                 self._seen.popitem(last=False)
         return got
+
+    def _cached(self, key: tuple[str, int]) -> np.ndarray | None:
+        """The whole decoded chunk ``key`` if cached (now the most recently used), else None."""
+        with self._lock:
+            arr = self._cache.get(key)
+            if arr is not None:
+                self._cache.move_to_end(key)
+            return arr
 
     def _keep(self, key: tuple[str, int], arr: np.ndarray) -> None:
         """Cache a whole decoded chunk (read-only from now: readers copy what they hand out)."""

@@ -138,11 +138,7 @@ class Stream:
 
     def __getitem__(self, item: Any) -> np.ndarray:
         if isinstance(item, tuple):  # records first, then inside them
-            if not item:
-                return self[:]
-            head, rest = item[0], item[1:]
-            recs = self[head]
-            return recs[rest] if indexing.is_position(head) else recs[(slice(None), *rest)]
+            return indexing.inside(self.__getitem__, item)
         if indexing.is_position(item):
             j = indexing.position(item, len(self), self.key)
             seg = self.segment_of(j)
