@@ -69,8 +69,9 @@ def worker_run(recipe: tuple[Callable[..., Run], tuple[Any, ...]], created: str)
     """The run ``recipe`` opens, opened once per process and kept (:data:`WORKER_RUNS` at most).
 
     ``created`` is the store's creation time from the client's root
-    document: a store replaced since the graph was built (same path, new
-    ``created``) is an error rather than a silent read of other data.
+    document: a copy kept here of a store that was replaced since (same
+    path, another ``created``) is refreshed, and a store that is not the
+    one the graph was built on is an error rather than a read of other data.
     """
     key = pickle.dumps(recipe)
     with _runs_lock:
