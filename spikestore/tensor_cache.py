@@ -12,10 +12,15 @@ binary records itself. They remain for code written against the tutorial.
 
 from __future__ import annotations
 
-import torch
+from spikestore.errors import InvalidValueError, MissingDependencyError
 
-from spikestore.codecs._packing import pack_torch
-from spikestore.errors import InvalidValueError
+try:
+    import torch
+except ImportError:
+    raise MissingDependencyError("spikestore.tensor_cache packs torch tensors and needs torch: "
+                                 "pip install 'spikestore[record]'") from None
+
+from spikestore.codecs._packing import pack_torch  # noqa: E402
 
 __all__ = ["bool_spike_to_float", "float_spike_to_bool"]
 

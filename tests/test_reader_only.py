@@ -25,7 +25,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "stores"
 LEFT_OUT = ("torch", "functorch", "torchgen", "numba", "llvmlite", "spikingjelly")
 
 SCRIPT = r'''
-import sys, importlib.util
+import sys, importlib, importlib.util
 for name in ("torch", "numba", "llvmlite"):
     assert importlib.util.find_spec(name) is None, f"{name} is installed in the reader-only venv"
 from pathlib import Path
@@ -64,6 +64,21 @@ for path in sys.argv[2:]:
     run.close()
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "numba", "llvmlite"))
 assert not loaded, loaded
+# What needs torch says which extra to install, as a SpikestoreError.
+for modname in ("spikestore.monitor", "spikestore.tensor_cache"):
+    try:
+        importlib.import_module(modname)
+    except spikestore.MissingDependencyError as exc:
+        assert "spikestore[record]" in str(exc), exc
+    else:
+        raise AssertionError(f"{modname} imported without torch")
+run = spikestore.open(sys.argv[2])
+try:
+    run[run.streams[0]].tensor(0)
+except spikestore.MissingDependencyError as exc:
+    assert "spikestore[record]" in str(exc), exc
+else:
+    raise AssertionError("Stream.tensor() worked without torch")
 print("reader-only OK")
 '''
 

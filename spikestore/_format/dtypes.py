@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from spikestore.errors import MissingDependencyError
+
 __all__ = [
     "BFLOAT16",
     "bfloat16_binary_mask",
@@ -70,7 +72,11 @@ def from_tensor(t: Any) -> np.ndarray:
 
 def to_tensor(values: np.ndarray, name: str) -> Any:
     """Records read back as a torch tensor of their logical dtype."""
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError("records as torch tensors need torch: pip install 'spikestore[record]', "
+                                     "or read them as numpy arrays (s[i])") from None
 
     arr = values if values.flags.c_contiguous and values.flags.writeable else values.copy()
     if name == BFLOAT16:

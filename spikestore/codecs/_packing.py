@@ -80,9 +80,11 @@ def load_kernels() -> bool:
                 _kernel_state = "ready"
             except Exception as exc:  # noqa: BLE001 - any failure leaves the numpy path, which is correct
                 _kernel_state = "failed"
+                fix = ("pip install 'spikestore[record]' installs it" if isinstance(exc, ModuleNotFoundError)
+                       else "if numba is broken, reinstalling it fixes this")
                 warnings.warn(f"spikestore could not load its compiled kernels ({exc!r}); numpy packs and "
-                              "codes spikes instead (the same bytes, ~7x the CPU time). If numba is broken, "
-                              "reinstalling it fixes this.", RuntimeWarning, stacklevel=2)
+                              f"codes spikes instead (the same bytes, ~7x the CPU time): {fix}.",
+                              RuntimeWarning, stacklevel=2)
     return _kernel_state == "ready"
 
 

@@ -38,7 +38,15 @@ pass), ``_records`` (record trees),
 
 from __future__ import annotations
 
-from spikestore.monitor._base import BaseMonitor
+from spikestore.errors import MissingDependencyError
+
+try:  # (the monitors hook torch modules; a reader-only install has no torch)
+    import torch  # noqa: F401
+except ImportError:
+    raise MissingDependencyError(
+        "spikestore.monitor records torch networks and needs torch: pip install 'spikestore[record]'") from None
+
+from spikestore.monitor._base import BaseMonitor  # noqa: E402
 from spikestore.monitor._monitors import (
     AttributeMonitor,
     GradInputMonitor,
