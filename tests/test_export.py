@@ -81,9 +81,32 @@ def test_parquet_one_row_per_spike(store, tmp_path):
     rows = single[(single.step == 2) & (single.call == 1)]
     np.testing.assert_array_equal(rows[["batch", "neuron"]].to_numpy(), np.stack([b, n], axis=1))
     assert set(rows.t) == {1}  # single-step: the time bin is the call
-    values = pq.read_table(out / "values.parquet").to_pandas()
+    values = pq.read_table(out / "values-float32.parquet").to_pandas()
     v = values[(values.quantity == "v_seq") & (values.step == 6)].iloc[0]
     np.testing.assert_array_equal(np.asarray(v["values"]).reshape(v["shape"]), run["v_seq/lif"][6])
+
+
+def test_parquet_keeps_every_dtype_exact(tmp_path):
+    # One table per value dtype: a float64 stream after a float32 one was cast to float32, and a
+    # complex stream failed the whole export.
+    path = tmp_path / "mixed.zarr"
+    records = {"a/f32": np.array([1.5, 2.25], np.float32), "b/f64": np.array([1 / 3, 2 / 3]),
+               "c/i64": np.array([2**40 + 1, -5], np.int64), "d/c64": np.array([1 + 2j, 3 - 1j], np.complex64)}
+    with spikestore.Store(path) as st:
+        for key, value in records.items():
+            st.append(key, value)
+    out = to_parquet(path, tmp_path / "mixed")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "values-complex64.parquet", "values-float32.parquet", "values-float64.parquet", "values-int64.parquet"]
+    for key, value in records.items():
+        table = pq.read_table(out / f"values-{value.dtype.name}.parquet").to_pydict()
+        if value.dtype.kind == "c":
+            got = np.array(table["real"][0], np.float32) + 1j * np.array(table["imag"][0], np.float32)
+        else:
+            got = np.array(table["values"][0], value.dtype)
+        assert table["layer"] == [key.split("/")[1]]
+        np.testing.assert_array_equal(got, value)
+        assert got.dtype == value.dtype or value.dtype.kind == "c"
 
 
 def test_nwb_round_trip_and_inspector(store, tmp_path):

@@ -1,16 +1,22 @@
 """Export to Parquet for pandas, polars and DuckDB.
 
-``OUT`` is a directory with up to two files:
+``OUT`` is a directory of Parquet files:
 
-``spikes.parquet``  one row per spike event of every spike (bit-packed)
-                    stream: ``quantity``, ``layer``, ``step`` (int64),
-                    ``call`` (int32), ``t`` (time bin: the T axis in
-                    multi-step records, the call number in single-step
-                    ones), ``batch`` (sample), ``neuron`` (flattened index
-                    over the record's remaining axes)
-``values.parquet``  one row per record of every other stream: ``quantity``,
-                    ``layer``, ``step``, ``call``, ``shape`` (list<int64>),
-                    ``values`` (list of the record's values, C order)
+``spikes.parquet``          one row per spike event of every spike (bit-packed)
+                            stream: ``quantity``, ``layer``, ``step`` (int64),
+                            ``call`` (int32), ``t`` (time bin: the T axis in
+                            multi-step records, the call number in single-step
+                            ones), ``batch`` (sample), ``neuron`` (flattened index
+                            over the record's remaining axes)
+``values-<dtype>.parquet``  one row per record of every other stream whose
+                            values have that dtype (``values-float32.parquet``,
+                            ``values-float64.parquet``, ...): ``quantity``,
+                            ``layer``, ``step``, ``call``, ``shape`` (list<int64>),
+                            ``values`` (list of the record's values, C order; a
+                            complex dtype has ``real`` and ``imag`` instead).
+                            One file per dtype, so no value is cast to another
+                            stream's type; bfloat16 records are exported as
+                            float32, which holds them exactly.
 
 Both are written in row groups of one decoded chunk each, so memory stays
 bounded by a chunk whatever the store's size. The directory is written under
@@ -29,8 +35,17 @@ import numpy as np
 
 from spikestore._files import replacing
 from spikestore._read.run import Run
+from spikestore._read.stream import Stream
 from spikestore.errors import MissingDependencyError
-from spikestore.export._common import Job, Progress, export_job, is_spike_stream, iter_records, spike_events
+from spikestore.export._common import (
+    Job,
+    Progress,
+    Records,
+    export_job,
+    is_spike_stream,
+    iter_records,
+    spike_events,
+)
 
 __all__ = ["to_parquet"]
 
@@ -82,21 +97,38 @@ def _write_tables(job: Job, tmp: Path, spike_schema: Any, closing: contextlib.Ex
                 }, schema=spike_schema)
                 name = "spikes.parquet"
             else:
-                k = len(block.values)
-                flat = block.values.reshape(k, -1)
-                width = flat.shape[1]
-                values = pa.ListArray.from_arrays(np.arange(k + 1, dtype=np.int32) * width,
-                                                  pa.array(flat.reshape(-1)))
-                shape = pa.array([list(block.segment.shape)] * k, type=pa.list_(pa.int64()))
-                table = pa.table({"quantity": [s.quantity] * k, "layer": [s.layer] * k,
-                                  "step": block.steps, "call": block.calls.astype(np.int32),
-                                  "shape": shape, "values": values})
-                name = "values.parquet"
+                table, name = _values_table(s, block)
             w = writers.get(name)
             if w is None:
                 w = writers[name] = closing.enter_context(
                     pq.ParquetWriter(tmp / name, table.schema, compression="zstd"))
-            elif w.schema != table.schema:
-                table = table.cast(w.schema)
             w.write_table(table)
             job.advance(len(block.values))
+
+
+def _values_table(s: Stream, block: Records) -> tuple[Any, str]:
+    """Records of a stream that is not spikes, as rows of the table of their dtype, and its file name.
+
+    One table per value dtype (``values-float32.parquet``, ``values-float64.parquet``,
+    ...), so no value is ever cast to another stream's type. Parquet has no
+    complex type: complex records keep their real and imaginary parts in two
+    list columns, ``real`` and ``imag``.
+    """
+    import pyarrow as pa
+
+    k = len(block.values)
+    flat = block.values.reshape(k, -1)
+    offsets = np.arange(k + 1, dtype=np.int32) * flat.shape[1]
+
+    def lists(v: np.ndarray) -> Any:
+        return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(v).reshape(-1)))
+
+    columns: dict[str, Any] = {
+        "quantity": [s.quantity] * k, "layer": [s.layer] * k,
+        "step": block.steps, "call": block.calls.astype(np.int32),
+        "shape": pa.array([list(block.segment.shape)] * k, type=pa.list_(pa.int64()))}
+    if np.iscomplexobj(flat):
+        columns |= {"real": lists(flat.real), "imag": lists(flat.imag)}
+    else:
+        columns["values"] = lists(flat)
+    return pa.table(columns), f"values-{flat.dtype.name}.parquet"
