@@ -24,6 +24,7 @@ __all__ = [
     "DAMAGE_ADVICE",
     "FORMAT_VERSION",
     "INDEX_ARRAYS",
+    "RANKED_FORMAT_VERSION",
     "check_no_root",
     "damaged",
     "doc_location",
@@ -41,6 +42,11 @@ __all__ = [
 #: identity frame to every chunk (docs/format.md §6, §9); version 1 stores still
 #: read, and become version 2 when appended to.
 FORMAT_VERSION = 2
+#: Version of a store recorded by several ranks of a process group: a root
+#: document with ``ranks`` (docs/format.md §1.2). A reader of version 2 would
+#: show rank 0 alone without a word, so such a root says 3, and one-process
+#: stores stay version 2, byte for byte. The newest version this library reads.
+RANKED_FORMAT_VERSION = 3
 #: Name of the attribute (in the root group and in each stream group) that
 #: holds spikestore's JSON document.
 ATTRS_KEY = "spikestore"
@@ -153,10 +159,10 @@ def _schema_problem(doc: Any, kind: str, where: str) -> str | None:
     import jsonschema
 
     version = doc.get("format_version") if isinstance(doc, dict) else None
-    if kind == "root" and isinstance(version, int) and version > FORMAT_VERSION:
+    if kind == "root" and isinstance(version, int) and version > RANKED_FORMAT_VERSION:
         raise FormatError(
             f"{where}: format_version {version} is newer than this "
-            f"spikestore understands ({FORMAT_VERSION}); upgrade spikestore.")
+            f"spikestore understands ({RANKED_FORMAT_VERSION}); upgrade spikestore.")
     error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(doc))
     if error is None:
         return None

@@ -21,6 +21,7 @@ __all__ = [
     "join_key",
     "legacy_stream_node",
     "segment_array_name",
+    "rank_part",
     "split_key",
     "stream_node",
     "unescape_layer",
@@ -163,3 +164,15 @@ def legacy_stream_node(key: str) -> str | None:
 def segment_array_name(number: int) -> str:
     """Name of the ``number``-th segment array inside a stream group."""
     return f"seg{number:06d}"
+
+
+def rank_part(rank: int) -> str:
+    """Folder, inside the root store, of the part recorded by ``rank`` > 0 (docs/format.md §1.2).
+
+    Rank 0's part is the root store itself. ``__rank<r>`` can be no stream's
+    quantity group (quantities never start with ``__``), so a part never
+    collides with a stream.
+    """
+    if rank < 1:
+        raise InvalidArgumentError(f"rank {rank}: only ranks 1, 2, ... have a part folder (rank 0 is the root)")
+    return f"__rank{rank}"

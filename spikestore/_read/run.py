@@ -24,23 +24,61 @@ from spikestore._format import check_no_root, has_root, split_key
 from spikestore._read.storage import StoreReader
 from spikestore._read.stream import Stream
 from spikestore.backends import Backend, StoreURL, backend_name_for, location, open_backend
-from spikestore.errors import StoreNotFoundError, StreamNotFoundError
+from spikestore.errors import InvalidArgumentError, StoreNotFoundError, StreamNotFoundError
 
 __all__ = ["Run", "Stream", "open"]
 
 
 class Run:
-    """A store opened for reading. Use :func:`open`."""
+    """A store opened for reading. Use :func:`open`.
 
-    def __init__(self, path: Path | StoreURL, backend: Backend, backend_name: str | None = None) -> None:
+    A run recorded by several ranks of a process group (``docs/format.md``
+    §1.2) shows every rank's records: ``run[key]`` merges them
+    (:class:`~spikestore._read.ranked.RankedStream`), and :meth:`rank` is
+    one rank's part alone. ``rank`` (internal) opens such a part.
+    """
+
+    def __init__(self, path: Path | StoreURL, backend: Backend, backend_name: str | None = None,
+                 rank: int | None = None) -> None:
         self.path = path
         self._reader = StoreReader(backend, path, backend_name)
-        self._streams: dict[str, Stream] = {}
+        self._streams: dict[str, Any] = {}
+        self._part_of = rank  # None: the whole run; r: rank r's part alone
+        self._parts: dict[int, Run] = {}
         self.refresh()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled into another process (dask's process/distributed schedulers): reopen by path.
-        return (_reopen, (self.path, self._reader.backend_name))
+        return (_reopen, (self.path, self._reader.backend_name, self._part_of))
+
+    @property
+    def ranks(self) -> list[int]:
+        """Ranks that recorded this run, sorted: ``[0]`` for a one-process store, ``[r]`` for :meth:`rank`'s view."""
+        if self._part_of is not None:
+            return [self._part_of]
+        return list(self.doc.get("ranks", [0]))
+
+    def _merged(self) -> bool:
+        return len(self.ranks) > 1
+
+    def rank(self, r: int) -> Run:
+        """Rank ``r``'s records alone: a plain run of its part (``run.rank(r)[key]``, ``.ranks == [r]``).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If rank ``r`` did not record this run (the message lists the ranks).
+        """
+        if r not in self.ranks:
+            raise InvalidArgumentError(f"{self.path} has no rank {r!r}; its ranks are {self.ranks}")
+        if not self._merged():
+            return self
+        part = self._parts.get(r)
+        if part is None:
+            from spikestore._read.ranked import part_location
+
+            part = self._parts[r] = _open_run(part_location(self.path, r), self._reader.backend_name, r)
+        return part
 
     def refresh(self) -> None:
         """Re-read the metadata to see records committed since opening.
@@ -53,24 +91,28 @@ class Run:
         if doc is None:
             raise StoreNotFoundError(f"{self.path} has no spikestore root document")
         self.doc = doc
+        for part in self._parts.values():
+            part.refresh()
         for s in self._streams.values():
             s.reload()
         self._reader.clear()  # chunks rewritten since (a partly filled one grows) are read again
 
     @property
     def streams(self) -> list[str]:
-        """Stream keys ``quantity/layer`` in the order they were created."""
+        """Stream keys ``quantity/layer`` in the order they were created (rank by rank, for several ranks)."""
+        if self._merged():
+            return list(dict.fromkeys(k for r in self.ranks for k in self.rank(r).streams))
         return list(self.doc["streams"])
 
     @property
     def quantities(self) -> list[str]:
         """Distinct quantities (``output``, ``v_seq``...) in stream order."""
-        return list(dict.fromkeys(split_key(k)[0] for k in self.doc["streams"]))
+        return list(dict.fromkeys(split_key(k)[0] for k in self.streams))
 
     @property
     def layers(self) -> list[str]:
         """Distinct layer names in stream order."""
-        return list(dict.fromkeys(split_key(k)[1] for k in self.doc["streams"]))
+        return list(dict.fromkeys(split_key(k)[1] for k in self.streams))
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -86,20 +128,26 @@ class Run:
         self._reader.check()
         s = self._streams.get(key)
         if s is None:
-            if key not in self.doc["streams"]:
+            if key not in self:
                 raise StreamNotFoundError(
                     f"{self.path} has no stream {key!r}; streams are: {', '.join(self.streams) or 'none'}")
-            s = self._streams[key] = Stream(self, key, self._reader)
+            if self._merged():
+                from spikestore._read.ranked import RankedStream
+
+                parts = {r: self.rank(r)[key] for r in self.ranks if key in self.rank(r)}
+                s = self._streams[key] = RankedStream(self, key, parts)
+            else:
+                s = self._streams[key] = Stream(self, key, self._reader)
         return s
 
     def __contains__(self, key: object) -> bool:
-        return key in self.doc["streams"]
+        return key in (self.streams if self._merged() else self.doc["streams"])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.streams)
 
     def __len__(self) -> int:
-        return len(self.doc["streams"])
+        return len(self.streams)
 
     def nbytes(self, key: str | None = None) -> int:
         """Bytes on disk: of the whole store, or of stream ``key`` (see :meth:`Stream.nbytes`)."""
@@ -125,6 +173,8 @@ class Run:
 
     def close(self) -> None:
         """Close the store; reading from the run or its streams afterwards raises ``StoreClosedError``."""
+        for part in self._parts.values():
+            part.close()
         self._reader.close()
 
     def __enter__(self) -> Run:
@@ -156,7 +206,11 @@ def open(path: str | os.PathLike[str], *, backend: str | None = None,  # noqa: A
         If the root document cannot be read, or is missing from a store that
         holds groups (``spikestore verify`` lists every problem).
     """
-    p = location(path, storage_options)
+    return _open_run(location(path, storage_options), backend)
+
+
+def _open_run(p: Path | StoreURL, backend: str | None, rank: int | None = None) -> Run:
+    """:func:`open` at a location; ``rank`` opens that rank's part of a run alone."""
     if isinstance(p, Path) and not p.exists():
         raise StoreNotFoundError(f"no store at {p}")
     name = backend_name_for(p, backend)
@@ -166,11 +220,11 @@ def open(path: str | os.PathLike[str], *, backend: str | None = None,  # noqa: A
             check_no_root(be)  # raises DamagedStoreError when the root lost its document
             hint = "; check the bucket, the path and storage_options" if isinstance(p, StoreURL) else ""
             raise StoreNotFoundError(f"{p} is not a spikestore store (no root metadata){hint}")
-        return Run(p, be, name)
+        return Run(p, be, name, rank)
     except BaseException:
         be.close()
         raise
 
 
-def _reopen(path: Path | StoreURL, backend: str | None) -> Run:
-    return open(path, backend=backend)
+def _reopen(path: Path | StoreURL, backend: str | None, rank: int | None = None) -> Run:
+    return _open_run(path, backend, rank)

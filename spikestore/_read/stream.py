@@ -228,6 +228,18 @@ class Stream:
         return self.index("call")
 
     @property
+    def ranks(self) -> np.ndarray:
+        """The rank that recorded each record (``int64``, aligned with :attr:`steps`): the run's one rank.
+
+        ``0`` throughout for a one-process store, ``r`` in ``run.rank(r)``'s
+        streams; ``run[key]`` of a run of several ranks merges them
+        (:mod:`spikestore._read.ranked`).
+        """
+        out = np.full(len(self), self._run.ranks[0], np.int64)
+        out.setflags(write=False)
+        return out
+
+    @property
     def times(self) -> np.ndarray:
         """Wall-clock time (Unix seconds) at which each record was captured."""
         return self.index("time")

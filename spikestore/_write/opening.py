@@ -16,6 +16,7 @@ from typing import Any
 
 from spikestore._format import (
     FORMAT_VERSION,
+    RANKED_FORMAT_VERSION,
     check_no_root,
     has_root,
     load_doc,
@@ -53,11 +54,12 @@ def _raise_open_error(exc: BaseException, path: Path | StoreURL) -> None:
 
 def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backend: str | None,
                      root_doc: dict[str, Any] | None, metadata: dict[str, Any] | None, lock: bool,
-                     durable: bool, writer_options: dict[str, Any]) -> Opened:
+                     durable: bool, writer_options: dict[str, Any], ranks: list[int] | None = None) -> Opened:
     """Take the writer lock, then create (``root_doc``, mode ``"w"``) or resume the store; start its writer.
 
     One writer per store: nothing on disk is created, replaced or deleted
-    before the lock is held, and a failure releases it again.
+    before the lock is held, and a failure releases it again. ``ranks``
+    (rank 0 of a process group of two or more) are listed in the root.
     """
     held = writer_lock(path, lock, remote=isinstance(path, StoreURL))
     held.acquire()
@@ -76,6 +78,8 @@ def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backe
             root = RootDocument(be, root_doc)
         else:
             root, streams, step = resume(be, path, metadata)
+        if ranks is not None:
+            root.include_ranks(ranks)
         root.write()
         writer = Writer(be, root, streams=streams, **writer_options)
     except BaseException as exc:
@@ -136,5 +140,5 @@ def resume(be: Backend, path: Path | StoreURL, metadata: dict[str, Any] | None
     # which readers of format 1 do not expect: the store becomes version 2.
     kept = {k: root["writer"][k] for k in ("dropped", "modified") if k in root["writer"]}
     root["writer"] = new_root_doc(None)["writer"] | kept
-    root["format_version"] = FORMAT_VERSION
+    root["format_version"] = RANKED_FORMAT_VERSION if "ranks" in root else FORMAT_VERSION
     return RootDocument(be, root), streams, last_step + 1

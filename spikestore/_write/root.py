@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from spikestore._format import now_iso, validate_doc
+from spikestore._format import RANKED_FORMAT_VERSION, now_iso, validate_doc
 from spikestore.backends import Backend
 
 __all__ = ["RootDocument"]
@@ -46,6 +46,17 @@ class RootDocument:
         """Validate and write the document as it is (a new store, or one resumed for append)."""
         with self._lock:
             self._write()
+
+    def include_ranks(self, ranks: list[int]) -> None:
+        """List the ranks of a process group that record this run (before :meth:`write`).
+
+        Rank 0 calls this for a world of two or more; a resumed run keeps the
+        ranks it had. Such a root is format version 3 (docs/format.md §1.2),
+        so that an older reader refuses it instead of showing rank 0 alone.
+        """
+        with self._lock:
+            self._doc["ranks"] = sorted(set(self._doc.get("ranks", [])) | set(ranks))
+            self._doc["format_version"] = RANKED_FORMAT_VERSION
 
     def add_stream(self, key: str) -> None:
         """List a stream, before its own document is written, so readers find it."""

@@ -14,6 +14,7 @@ from spikestore._format.names import MAX_NAME_BYTES
 from spikestore._write import registry
 from spikestore._write.capture import capture, check_step
 from spikestore._write.opening import open_for_writing
+from spikestore._write.ranks import open_part
 from spikestore._write.writer import Writer
 from spikestore.backends import StoreURL, backend_name_for, location
 from spikestore.codecs import _packing as packing
@@ -106,7 +107,7 @@ class Store:
                  durable: bool = False, compression_level: int | None = None,
                  storage_options: dict[str, Any] | None = None, lock: bool = True) -> None:
         self.path: Path | StoreURL = location(path, storage_options)
-        backend_name_for(self.path, backend)  # (a bad backend is refused before anything changes)
+        backend_name = backend_name_for(self.path, backend)  # (a bad one is refused before anything changes)
         self.mode = mode
         self._writer: Writer | None = None
         self._closed = False
@@ -122,12 +123,13 @@ class Store:
         self._step = 0
         self._auto_step = True  # until set_step is called (monitors advance it meanwhile)
         doc = new_root_doc(metadata) if mode == "w" else None  # (checks the metadata before anything changes)
-        opened = open_for_writing(
-            self.path, mode, overwrite=overwrite, backend=backend, root_doc=doc, metadata=metadata,
-            lock=lock, durable=durable,
+        # In a process group, this rank's part of one run (spikestore._write.ranks); else path itself.
+        self.path, opened = open_part(self.path, backend_name, lambda part, ranks: open_for_writing(
+            part, mode, overwrite=overwrite, backend=backend, root_doc=doc, metadata=metadata,
+            lock=lock, durable=durable, ranks=ranks,
             writer_options={"max_pending_bytes": max_pending_bytes, "on_full": on_full,
                             "flush_interval": flush_interval, "chunk_bytes": chunk_bytes,
-                            "level": compression_level})
+                            "level": compression_level}))
         # The store owns the lock, the backend and the root document for its whole life.
         self._lock, self._backend, self._root = opened.lock, opened.backend, opened.root
         self._writer, self._step = opened.writer, opened.step

@@ -1,0 +1,104 @@
+"""One run recorded by every rank of a process group: where each rank writes.
+
+Inside an initialised default ``torch.distributed`` process group of two or
+more ranks, ``spikestore.Store(path, mode=...)`` run by every rank records
+one run (``docs/format.md`` §1.2): rank 0 writes the store at ``path`` as a
+one-process program would, its root listing ``ranks``; rank ``r > 0`` writes
+a complete store of its own at ``path/__rank<r>``, with its own writer lock,
+commits and crash-safety. The ranks meet once, when they open: rank 0
+creates (or resumes) the root, then tells the others through the process
+group (a broadcast, which is also the barrier) whether that worked; only
+then do they open their parts. Nothing is shared on the recording path.
+
+Every rank must call ``Store(...)`` in the same order (a collective, like
+every ``torch.distributed`` call), which is what a script run by
+``torchrun`` or ``torch.multiprocessing.spawn`` does.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from spikestore._format import rank_part
+from spikestore.backends import StoreURL
+from spikestore.errors import InvalidArgumentError, WriterError
+
+__all__ = ["group_rank", "open_part"]
+
+T = TypeVar("T")
+
+
+def group_rank() -> tuple[int, int] | None:
+    """``(rank, world size)`` of the default process group, or ``None`` outside one (or a world of one).
+
+    ``torch.distributed`` is looked at only when a program has imported
+    torch, so a reader-only install never imports it.
+    """
+    if "torch" not in sys.modules:
+        return None
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch built without distributed
+        return None
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    world = dist.get_world_size()
+    return (dist.get_rank(), world) if world > 1 else None
+
+
+def _broadcast_failure(failure: str | None) -> str | None:
+    """Rank 0's failure (``None``: none) as every rank sees it; the one meeting of the ranks."""
+    import torch.distributed as dist
+
+    box: list[Any] = [failure]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def open_part(path: Path | StoreURL, backend_name: str,
+              opener: Callable[[Path | StoreURL, list[int] | None], T]) -> tuple[Path | StoreURL, T]:
+    """Open this rank's part of the run at ``path``: ``opener(part path, ranks to list or None)``.
+
+    Outside a process group (or in a world of one) this is ``opener(path,
+    None)``: the store of a one-process program, unchanged. In a group,
+    rank 0 opens ``path`` listing every rank, then all ranks learn whether
+    it worked; rank ``r > 0`` then opens ``path/__rank<r>``.
+
+    Raises
+    ------
+    InvalidArgumentError
+        For an HDF5 store or an object-storage URL inside a process group:
+        HDF5 has no parallel writers without MPI; record a Zarr store on a
+        local or shared file system.
+    WriterError
+        On ranks ``r > 0`` when rank 0 failed to open the root (rank 0 raises
+        its own error).
+    """
+    group = group_rank()
+    if group is None:
+        return path, opener(path, None)
+    rank, world = group
+    if backend_name != "zarr" or isinstance(path, StoreURL):
+        what = "an HDF5 file" if backend_name != "zarr" else "object storage"
+        raise InvalidArgumentError(
+            f"{path}: {world} ranks of a process group cannot record into {what} (HDF5 has no "
+            "parallel writers without MPI; object-storage parts are not supported yet): record a Zarr "
+            "store (a folder such as 'run.zarr') on a local or shared file system, then export it")
+    if rank == 0:
+        try:
+            opened = opener(path, list(range(world)))
+        except BaseException as exc:
+            _broadcast_failure(f"{type(exc).__name__}: {exc}")
+            raise
+        _broadcast_failure(None)
+        return path, opened
+    failure = _broadcast_failure(None)
+    if failure is not None:
+        raise WriterError(
+            f"{path}: rank 0 could not open the run's root ({failure}); rank {rank} opened nothing. "
+            "Fix what rank 0 reports (its own traceback says more) and start the job again")
+    part = Path(path) / rank_part(rank)
+    return part, opener(part, None)

@@ -1,0 +1,171 @@
+"""One run recorded by every rank of a process group (docs/format.md §1.2, docs/reading.md).
+
+Two gloo ranks, spawned with ``torch.multiprocessing``, each train a
+DDP-wrapped SpikingJelly network with spikestore's monitor and SpikingJelly's
+own beside it, on one store path; the parent reopens the run and compares
+every rank's records with that rank's SpikingJelly records, bit for bit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from spikingjelly.activation_based import functional, layer, neuron
+from spikingjelly.activation_based import monitor as sj
+from torch import nn
+
+import spikestore
+from spikestore import monitor as ss
+
+STEPS = 6
+LAYERS = ("1", "3")  # the LIF nodes of the network below
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, path: str, out: str, kill_after: int | None) -> None:
+    try:
+        _train(rank, world, port, path, out, kill_after)
+    except BaseException:
+        import traceback
+
+        (Path(out) / f"error{rank}.txt").write_text(traceback.format_exc())
+        raise
+
+
+def _train(rank: int, world: int, port: int, path: str, out: str, kill_after: int | None) -> None:
+    """One rank: train a DDP network for STEPS steps, recording with both monitors.
+
+    With ``kill_after``, rank 1 flushes after that step, records the rest
+    without committing, and SIGKILLs itself once rank 0 has closed its part.
+    """
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    net = nn.Sequential(layer.Linear(8, 16), neuron.LIFNode(tau=2.0), layer.Linear(16, 4), neuron.LIFNode(tau=2.0))
+    functional.set_step_mode(net, "m")
+    with torch.no_grad():  # enough drive that both layers spike
+        net[0].weight.mul_(2)
+        net[2].weight.mul_(4)
+    model = nn.parallel.DistributedDataParallel(net)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    store = spikestore.Store(path, mode="w", flush_interval=3600.0)
+    ref = sj.OutputMonitor(net, neuron.LIFNode)
+    mon = ss.OutputMonitor(net, neuron.LIFNode, store=store)
+    g = torch.Generator().manual_seed(100 + rank)  # each rank its own data
+    for step in range(STEPS):
+        store.set_step(step)
+        opt.zero_grad()
+        ((model(torch.rand(4, 3, 8, generator=g) * 6).mean() - 0.3) ** 2).backward()
+        opt.step()
+        functional.reset_net(net)
+        if rank == 1 and step == kill_after:
+            store.flush()
+    for name in LAYERS:
+        np.save(Path(out) / f"rank{rank}_{name}.npy", np.stack([t.detach().numpy() for t in ref[name]]))
+    if rank == 1 and kill_after is not None:
+        dist.barrier()  # rank 0 has closed its part and saved its records
+        os.kill(os.getpid(), signal.SIGKILL)
+    mon.close()
+    store.close()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _spawn(path: Path, out: Path, kill_after: int | None = None) -> list[int | None]:
+    """Run the two ranks; their exit codes (joined one by one, so a killed rank kills no other)."""
+    ctx = mp.spawn(_worker, args=(2, _free_port(), str(path), str(out), kill_after), nprocs=2, join=False)
+    for p in ctx.processes:
+        p.join(120)
+    errors = "\n".join(f.read_text() for f in sorted(out.glob("error*.txt")))
+    assert not errors, errors
+    return [p.exitcode for p in ctx.processes]
+
+
+def _refs(out: Path, rank: int, name: str) -> np.ndarray:
+    return np.load(out / f"rank{rank}_{name}.npy")
+
+
+def test_two_ddp_ranks_record_one_run_bit_exact(tmp_path):
+    path = tmp_path / "run.zarr"
+    assert _spawn(path, tmp_path) == [0, 0]
+    run = spikestore.open(path)
+    assert run.ranks == [0, 1] and run.doc["format_version"] == 3
+    assert sorted(run.streams) == [f"output/{n}" for n in LAYERS]
+    for name in LAYERS:
+        key = f"output/{name}"
+        refs = {r: _refs(tmp_path, r, name) for r in (0, 1)}
+        assert refs[0].any() and not np.array_equal(refs[0], refs[1])  # spikes; each rank its own data
+        for r in (0, 1):
+            part = run.rank(r)
+            assert part.ranks == [r] and part.writer["status"] == "closed"
+            s = part[key]
+            assert len(s) == STEPS and (s.ranks == r).all()
+            np.testing.assert_array_equal(s[:], refs[r])
+        merged = run[key]
+        assert len(merged) == 2 * STEPS
+        np.testing.assert_array_equal(merged.steps, np.repeat(np.arange(STEPS), 2))  # by step, then rank
+        np.testing.assert_array_equal(merged.ranks, np.tile([0, 1], STEPS))
+        values = merged[:]
+        for i, (r, step) in enumerate(zip(merged.ranks, merged.steps, strict=True)):
+            np.testing.assert_array_equal(values[i], refs[int(r)][step])
+            np.testing.assert_array_equal(merged[i], refs[int(r)][step])
+        np.testing.assert_array_equal(merged.sel(2, rank=1), refs[1][2])
+        np.testing.assert_array_equal(merged.to_dask().compute(), values)
+        da = merged.to_xarray()
+        np.testing.assert_array_equal(da["rank"].values, merged.ranks)
+
+
+def test_a_killed_rank_leaves_the_others_and_its_committed_prefix(tmp_path):
+    path = tmp_path / "run.zarr"
+    flushed_after = 2  # rank 1 commits steps 0..2, then dies before committing more
+    codes = _spawn(path, tmp_path, kill_after=flushed_after)
+    assert codes == [0, -signal.SIGKILL]
+    run = spikestore.open(path)
+    assert run.ranks == [0, 1]
+    assert run.rank(0).writer["status"] == "closed" and run.rank(1).writer["status"] == "open"
+    for name in LAYERS:
+        key = f"output/{name}"
+        np.testing.assert_array_equal(run.rank(0)[key][:], _refs(tmp_path, 0, name))
+        killed = run.rank(1)[key]
+        n = len(killed)
+        assert flushed_after + 1 <= n <= STEPS
+        np.testing.assert_array_equal(killed[:], _refs(tmp_path, 1, name)[:n])
+        assert len(run[key]) == STEPS + n
+
+
+def test_a_one_process_store_is_rank_zero_and_unchanged(tmp_path):
+    path = tmp_path / "one.zarr"
+    with spikestore.Store(path, mode="w") as store:
+        for step in range(3):
+            store.set_step(step)
+            store.append("output/a", np.ones((2, 3), np.float32))
+    run = spikestore.open(path)
+    assert run.ranks == [0] and run.rank(0) is run
+    assert "ranks" not in run.doc and run.doc["format_version"] == 2
+    s = run["output/a"]
+    assert s.ranks.tolist() == [0, 0, 0] and s.ranks.dtype == np.int64
+    assert sorted(p.name for p in path.iterdir()) == ["output", "zarr.json"]  # no part folders
+    with pytest.raises(spikestore.SpikestoreError, match="no rank 1"):
+        run.rank(1)
+
+
+def test_hdf5_inside_a_process_group_names_zarr(tmp_path, monkeypatch):
+    from spikestore._write import ranks
+
+    monkeypatch.setattr(ranks, "group_rank", lambda: (0, 2))
+    with pytest.raises(spikestore.SpikestoreError, match="Zarr"):
+        spikestore.Store(tmp_path / "run.h5", mode="w")
+    assert not (tmp_path / "run.h5").exists()
