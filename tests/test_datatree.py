@@ -25,10 +25,10 @@ def test_nodes_mirror_the_store_groups(mixed):
         node = tree["v_seq/fc"]
         assert list(node.data_vars) == ["v_seq"]
         assert node["v_seq"].dims == ("record", "time", "batch", "neuron")
-        assert set(node.coords) == {"step", "call", "batch_size"}
+        assert set(node.coords) == {"step", "call", "rank", "batch_size"}
         assert node["batch_size"].values.tolist() == [3] * 20 + [2] * 3
         assert node.attrs["stream"] == "v_seq/fc" and tree.attrs["format_version"] >= 1
-        assert set(tree["x/int16"].coords) == {"step", "call"}   # no batch axis: no batch_size
+        assert set(tree["x/int16"].coords) == {"step", "call", "rank"}   # no batch axis: no batch_size
         assert tree["output/s"]["output"].dims == ("record", "batch", "neuron")
 
 

@@ -169,3 +169,43 @@ def test_hdf5_inside_a_process_group_names_zarr(tmp_path, monkeypatch):
     with pytest.raises(spikestore.SpikestoreError, match="Zarr"):
         spikestore.Store(tmp_path / "run.h5", mode="w")
     assert not (tmp_path / "run.h5").exists()
+
+
+def _record_ranks(path: Path, monkeypatch, mode: str, steps: range, world: int = 2) -> None:
+    """Record rank by rank in this process, as ``world`` ranks would (the group faked, no broadcast)."""
+    from spikestore._write import ranks
+
+    monkeypatch.setattr(ranks, "_broadcast_failure", lambda failure: failure)
+    for r in range(world):
+        monkeypatch.setattr(ranks, "group_rank", lambda r=r: (r, world))
+        with spikestore.Store(path, mode=mode) as store:
+            assert store.path == (path if r == 0 else path / f"__rank{r}")
+            for step in steps:
+                store.set_step(step)
+                store.append("output/a", np.full((2, 3), 10 * r + step, np.float32))
+                if r == 1:
+                    store.append("only/1", np.int64(step))
+
+
+def test_a_ranked_run_reads_as_one_and_resumes(tmp_path, monkeypatch):
+    import xarray as xr
+
+    path = tmp_path / "run.zarr"
+    _record_ranks(path, monkeypatch, "w", range(3))
+    _record_ranks(path, monkeypatch, "a", range(3, 5))
+    run = spikestore.open(path)
+    assert run.ranks == [0, 1] and run.doc["format_version"] == 3
+    assert run.streams == ["output/a", "only/1"] and len(run) == 2 and "only/1" in run
+    s = run["output/a"]
+    assert s.steps.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4] and s.ranks.tolist() == [0, 1] * 5
+    np.testing.assert_array_equal(s[:, 0, 0], [10 * r + step for step in range(5) for r in (0, 1)])
+    np.testing.assert_array_equal(s[[-1, 0]][:, 0, 0], [14, 0])
+    assert run["only/1"].ranks.tolist() == [1] * 5 and run.rank(1)["only/1"].ranks.tolist() == [1] * 5
+    assert "only/1" not in run.rank(0)
+    ds = xr.open_dataset(path, engine="spikestore")
+    assert ds["output/a:rank"].values.tolist() == [0, 1] * 5
+    np.testing.assert_array_equal(ds["output/a"].values, s[:])
+    ds.close()
+    one = xr.open_dataset(path / "__rank1", engine="spikestore")  # a part is a plain store
+    assert one["output/a:rank"].values.tolist() == [0] * 5
+    one.close()

@@ -106,9 +106,9 @@ def plain_attrs(stream: Stream, segs: list[Segment]) -> dict[str, Any]:
 
 
 def record_coords(stream: Stream, start: int, stop: int) -> dict[str, np.ndarray]:
-    """Per-record coordinates of records ``start:stop``: ``step``, ``call`` and, with a batch axis,
+    """Per-record coordinates of records ``start:stop``: ``step``, ``call``, ``rank`` and, with a batch axis,
     ``batch_size`` (DESIGN §9's coordinates along the record dimension)."""
-    out = {"step": stream.steps[start:stop], "call": stream.calls[start:stop]}
+    out = {"step": stream.steps[start:stop], "call": stream.calls[start:stop], "rank": stream.ranks[start:stop]}
     sizes = stream.batch_sizes
     if sizes is not None:
         out["batch_size"] = sizes[start:stop]

@@ -119,6 +119,10 @@ def stream_variables(stream: Stream, name: str, *, prefix: bool = True,
     from spikestore._read.views import original_indices, plain_attrs
 
     drop = set(drop)
+    from spikestore._read.ranked import RankedStream
+
+    if isinstance(stream, RankedStream):
+        return _ranked_variables(stream, name, prefix=prefix, drop=drop)
     layout = padded_layout(stream)
     if layout is not None:
         parts = [(name, list(stream.segments), layout.shape, stream.dims, StreamArray(stream, layout))]
@@ -142,11 +146,28 @@ def stream_variables(stream: Stream, name: str, *, prefix: bool = True,
         for index in ("step", "call"):
             coords[label(index)] = xr.Variable(
                 dims[:1], indexing.LazilyIndexedArray(IndexArray(stream, index, lo, hi)))
+        coords[label("rank")] = xr.Variable(dims[:1], stream.ranks[lo:hi])
         if sizes is not None:
             coords[label("batch_size")] = xr.Variable(dims[:1], sizes[lo:hi])
         for dim, values in original_indices(stream, shape, names).items():
             coords[label(dim)] = xr.Variable((label(dim),), values)
     return data_vars, coords
+
+
+def _ranked_variables(stream: Any, name: str, *, prefix: bool,
+                      drop: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The variable of a stream merged over ranks (:mod:`spikestore._read.ranked`): its dask-backed
+    ``to_xarray()`` data, with ``step``, ``call``, ``rank`` and ``batch_size`` along the record dimension."""
+    import xarray as xr
+
+    if name in drop:
+        return {}, {}
+    da = stream.to_xarray()
+    label = (lambda d: f"{name}:{d}") if prefix else (lambda d: d)
+    dims = tuple(label(d) for d in da.dims)
+    coords = {label(c): xr.Variable(dims[:1], da.coords[c].values)
+              for c in ("step", "call", "rank", "batch_size") if c in da.coords}
+    return {name: xr.Variable(dims, da.data, attrs=da.attrs)}, coords
 
 
 def root_attrs(run: Run) -> dict[str, Any]:
