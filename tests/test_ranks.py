@@ -202,6 +202,12 @@ def test_a_ranked_run_reads_as_one_and_resumes(tmp_path, monkeypatch):
     np.testing.assert_array_equal(s[[-1, 0]][:, 0, 0], [14, 0])
     assert run["only/1"].ranks.tolist() == [1] * 5 and run.rank(1)["only/1"].ranks.tolist() == [1] * 5
     assert "only/1" not in run.rank(0)
+    assert [r["stream"] for r in run.summary()] == ["output/a (rank 0)", "output/a (rank 1)", "only/1 (rank 1)"]
+    from spikestore import analysis
+
+    with pytest.raises(spikestore.SpikestoreError, match=r"run.rank\(r\)"):
+        analysis.firing_rate(s)
+    assert analysis.firing_rate(run.rank(1)["output/a"]) is not None
     ds = xr.open_dataset(path, engine="spikestore")
     assert ds["output/a:rank"].values.tolist() == [0, 1] * 5
     np.testing.assert_array_equal(ds["output/a"].values, s[:])
@@ -209,3 +215,18 @@ def test_a_ranked_run_reads_as_one_and_resumes(tmp_path, monkeypatch):
     one = xr.open_dataset(path / "__rank1", engine="spikestore")  # a part is a plain store
     assert one["output/a:rank"].values.tolist() == [0] * 5
     one.close()
+
+
+def test_ranked_false_records_a_store_of_its_own(tmp_path, monkeypatch):
+    from spikestore._write import ranks
+
+    def no_meeting(failure):
+        raise AssertionError("ranked=False must not meet the other ranks")
+
+    monkeypatch.setattr(ranks, "_broadcast_failure", no_meeting)
+    monkeypatch.setattr(ranks, "group_rank", lambda: (1, 2))
+    with spikestore.Store(tmp_path / "alone.zarr", mode="w", ranked=False) as store:
+        assert store.path == tmp_path / "alone.zarr"
+        store.append("output/a", np.zeros(3, np.float32))
+    run = spikestore.open(tmp_path / "alone.zarr")
+    assert run.ranks == [0] and run.doc["format_version"] == 2

@@ -119,6 +119,25 @@ class RankedStream:
             s.dims = names  # (each part checks the names against its records)
         self._dims = None if names is None else tuple(str(n) for n in names)
 
+    def _per_rank(self, what: str) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            f"stream {self.key!r} merges the records of ranks {sorted(self._parts)}; {what} works on one "
+            f"rank's stream: use run.rank(r)[{self.key!r}] (r in {sorted(self._parts)})")
+
+    @property
+    def segments(self) -> list[Any]:
+        """Stored segments are each rank's own: raises ``InvalidArgumentError`` naming ``run.rank(r)``."""
+        raise self._per_rank("reading stored segments (segments, padded, iter_chunks, spikestore.analysis)")
+
+    @property
+    def padded(self) -> Any:
+        """Raises ``InvalidArgumentError``: padded reads work per rank (``run.rank(r)[key].padded``)."""
+        raise self._per_rank("padded")
+
+    def iter_chunks(self, *args: Any, **kwargs: Any) -> Any:
+        """Raises ``InvalidArgumentError``: stored chunks are each rank's (``run.rank(r)[key].iter_chunks()``)."""
+        raise self._per_rank("iter_chunks()")
+
     def nbytes(self) -> int:
         """Bytes the stream occupies on disk, over every rank."""
         return sum(s.nbytes() for s in self._parts.values())

@@ -154,10 +154,13 @@ class Run:
         return self._reader.nbytes("") if key is None else self[key].nbytes()
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per stream (see :func:`spikestore._read.summary.summarize`)."""
+        """One row per stream (see :func:`spikestore._read.summary.summarize`); per rank and stream,
+        ``"<key> (rank r)"``, for a run of several ranks."""
         from spikestore._read.summary import summarize
 
-        return summarize(self)
+        if not self._merged():
+            return summarize(self)
+        return [row | {"stream": f"{row['stream']} (rank {r})"} for r in self.ranks for row in summarize(self.rank(r))]
 
     def summary_table(self) -> str:
         """The summary as a fixed-width text table."""

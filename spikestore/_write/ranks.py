@@ -58,11 +58,13 @@ def _broadcast_failure(failure: str | None) -> str | None:
     return box[0]
 
 
-def open_part(path: Path | StoreURL, backend_name: str,
+def open_part(path: Path | StoreURL, backend_name: str, ranked: bool,
               opener: Callable[[Path | StoreURL, list[int] | None], T]) -> tuple[Path | StoreURL, T]:
     """Open this rank's part of the run at ``path``: ``opener(part path, ranks to list or None)``.
 
-    Outside a process group (or in a world of one) this is ``opener(path,
+    Outside a process group (or in a world of one), and with ``ranked``
+    false (one process records alone, e.g. rank 0 only: the others never
+    call ``Store``, so waiting for them would hang), this is ``opener(path,
     None)``: the store of a one-process program, unchanged. In a group,
     rank 0 opens ``path`` listing every rank, then all ranks learn whether
     it worked; rank ``r > 0`` then opens ``path/__rank<r>``.
@@ -77,7 +79,7 @@ def open_part(path: Path | StoreURL, backend_name: str,
         On ranks ``r > 0`` when rank 0 failed to open the root (rank 0 raises
         its own error).
     """
-    group = group_rank()
+    group = group_rank() if ranked else None
     if group is None:
         return path, opener(path, None)
     rank, world = group

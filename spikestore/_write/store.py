@@ -91,6 +91,11 @@ class Store:
         ``False`` says that nothing else writes this store while it is open.
         Required for a URL, because object storage has no writer lock;
         refused for a local path, where the lock always works.
+    ranked
+        Inside an initialised ``torch.distributed`` process group of two or
+        more ranks, every rank's ``Store(path)`` records its part of one run
+        (``docs/reading.md`` §10); a collective, so every rank must call it.
+        ``False``: this process records a store of its own (rank 0 alone, say).
 
     Examples
     --------
@@ -105,7 +110,7 @@ class Store:
                  max_pending_bytes: int = 256 << 20, on_full: str = "block",
                  flush_interval: float = 5.0, chunk_bytes: int = 256 << 10,
                  durable: bool = False, compression_level: int | None = None,
-                 storage_options: dict[str, Any] | None = None, lock: bool = True) -> None:
+                 storage_options: dict[str, Any] | None = None, lock: bool = True, ranked: bool = True) -> None:
         self.path: Path | StoreURL = location(path, storage_options)
         backend_name = backend_name_for(self.path, backend)  # (a bad one is refused before anything changes)
         self.mode = mode
@@ -124,7 +129,7 @@ class Store:
         self._auto_step = True  # until set_step is called (monitors advance it meanwhile)
         doc = new_root_doc(metadata) if mode == "w" else None  # (checks the metadata before anything changes)
         # In a process group, this rank's part of one run (spikestore._write.ranks); else path itself.
-        self.path, opened = open_part(self.path, backend_name, lambda part, ranks: open_for_writing(
+        self.path, opened = open_part(self.path, backend_name, ranked, lambda part, ranks: open_for_writing(
             part, mode, overwrite=overwrite, backend=backend, root_doc=doc, metadata=metadata,
             lock=lock, durable=durable, ranks=ranks,
             writer_options={"max_pending_bytes": max_pending_bytes, "on_full": on_full,
