@@ -230,3 +230,36 @@ def test_ranked_false_records_a_store_of_its_own(tmp_path, monkeypatch):
         store.append("output/a", np.zeros(3, np.float32))
     run = spikestore.open(tmp_path / "alone.zarr")
     assert run.ranks == [0] and run.doc["format_version"] == 2
+
+
+TORCHRUN_SCRIPT = """
+import sys
+import numpy as np
+import torch.distributed as dist
+import spikestore
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+with spikestore.Store(sys.argv[1], mode="w") as store:
+    for step in range(4):
+        store.set_step(step)
+        store.append("output/a", np.full(3, 10 * rank + step, np.int16))
+dist.destroy_process_group()
+"""
+
+
+def test_torchrun_ranks_record_one_run(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "record.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    path = tmp_path / "run.zarr"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script), str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = spikestore.open(path)
+    assert run.ranks == [0, 1]
+    s = run["output/a"]
+    assert s.ranks.tolist() == [0, 1] * 4
+    np.testing.assert_array_equal(s[:, 0], [10 * r + step for step in range(4) for r in (0, 1)])
