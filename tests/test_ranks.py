@@ -208,6 +208,9 @@ def test_a_ranked_run_reads_as_one_and_resumes(tmp_path, monkeypatch):
     with pytest.raises(spikestore.SpikestoreError, match=r"run.rank\(r\)"):
         analysis.firing_rate(s)
     assert analysis.firing_rate(run.rank(1)["output/a"]) is not None
+    from spikestore._read.verify import verify
+
+    assert verify(path) == []
     ds = xr.open_dataset(path, engine="spikestore")
     assert ds["output/a:rank"].values.tolist() == [0, 1] * 5
     np.testing.assert_array_equal(ds["output/a"].values, s[:])
@@ -263,3 +266,14 @@ def test_torchrun_ranks_record_one_run(tmp_path):
     s = run["output/a"]
     assert s.ranks.tolist() == [0, 1] * 4
     np.testing.assert_array_equal(s[:, 0], [10 * r + step for step in range(4) for r in (0, 1)])
+
+
+def test_verify_reports_a_damaged_part_by_rank(tmp_path, monkeypatch):
+    from spikestore._read.verify import verify
+
+    path = tmp_path / "run.zarr"
+    _record_ranks(path, monkeypatch, "w", range(3))
+    chunk = next(p for p in (path / "__rank1" / "output").rglob("c*") if p.is_file() and "seg" in str(p))
+    chunk.write_bytes(b"garbage")
+    problems = verify(path)
+    assert problems and all(line.startswith("rank 1: ") for line in problems)

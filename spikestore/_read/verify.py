@@ -35,6 +35,7 @@ from spikestore._format import (
     legacy_stream_node,
     load_doc,
     load_stream_doc,
+    rank_part,
     stream_node,
 )
 from spikestore._read.storage import index_identity, read_chunk, segment_identity
@@ -62,6 +63,8 @@ def verify(path: str | os.PathLike[str], progress: Progress | None = None) -> li
         Called as ``progress(done, total)`` after each chunk is checked.
 
     Never raises for what it finds: every failure is a line of the result.
+    A run recorded by several ranks (``docs/format.md`` §1.2) is checked part
+    by part; a part's problems start with ``rank <r>:``.
     """
     p = Path(path)
     if not p.exists():
@@ -72,12 +75,17 @@ def verify(path: str | os.PathLike[str], progress: Progress | None = None) -> li
         return [f"{p}: cannot be opened: {type(exc).__name__}: {exc}"]
     if be is None:
         return problems
+    ranks: list[int] = []
     try:
-        _check(be, p, problems, progress)
+        ranks = _check(be, p, problems, progress)
     except Exception as exc:  # noqa: BLE001 - whatever was left unchecked, say so
         problems.append(f"{p}: verify stopped: {type(exc).__name__}: {exc}")
     finally:
         be.close()
+    for r in (r for r in ranks if r > 0):
+        part = p / rank_part(r)
+        if part.exists():  # (a rank that never opened its part has no folder)
+            problems.extend(f"rank {r}: {line}" for line in verify(part, progress))
     return problems
 
 
@@ -99,15 +107,16 @@ def _open(p: Path) -> tuple[Any, list[str]]:
     return open_backend(p, backend=None, writable=False), []
 
 
-def _check(be: Any, p: Path, problems: list[str], progress: Progress | None) -> None:
+def _check(be: Any, p: Path, problems: list[str], progress: Progress | None) -> list[int]:
+    """Check the store behind ``be``; the ranks its root lists (``[]``: one process, or unreadable)."""
     try:
         root = load_doc(be, "", "root")
     except SpikestoreError as exc:
         problems.append(_plain(exc))
-        return
+        return []
     if root is None:
         problems.append(f"{p}: no spikestore root document: not a spikestore store")
-        return
+        return []
     arrays: list[_Array] = []
     nodes = set()
     for key in root["streams"]:
@@ -131,6 +140,7 @@ def _check(be: Any, p: Path, problems: list[str], progress: Progress | None) -> 
         start += arr.nchunks
     if progress is not None and total and arrays[-1].checked < arrays[-1].nchunks:
         progress(total, total)  # the last array stopped early
+    return list(root.get("ranks", []))
 
 
 class _Array:
@@ -220,6 +230,8 @@ def _unlisted(be: Any, p: Path, listed: set[str]) -> list[str]:
     except Exception as exc:  # noqa: BLE001
         return [f"{p}: the root group's members cannot be listed ({type(exc).__name__}: {exc})"]
     for quantity in quantities:
+        if quantity.startswith("__"):  # no quantity's: a rank's part (__rank<r>, checked on its own)
+            continue
         try:
             info = be.inspect(quantity)
             groups = info.members if info is not None and info.kind == "group" else ()
