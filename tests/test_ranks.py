@@ -277,3 +277,26 @@ def test_verify_reports_a_damaged_part_by_rank(tmp_path, monkeypatch):
     chunk.write_bytes(b"garbage")
     problems = verify(path)
     assert problems and all(line.startswith("rank 1: ") for line in problems)
+
+
+def test_a_rank_that_has_not_opened_yet_is_left_out_until_refresh(tmp_path, monkeypatch):
+    from spikestore._write import ranks
+
+    path = tmp_path / "run.zarr"
+    monkeypatch.setattr(ranks, "_broadcast_failure", lambda failure: failure)
+    monkeypatch.setattr(ranks, "group_rank", lambda: (0, 2))
+    with spikestore.Store(path, mode="w") as store:
+        store.append("output/a", np.zeros(3, np.float32))
+    run = spikestore.open(path)
+    assert run.ranks == [0, 1] and run.streams == ["output/a"]
+    s = run["output/a"]
+    assert s.ranks.tolist() == [0]
+    with pytest.raises(spikestore.StoreNotFoundError):
+        run.rank(1)
+    monkeypatch.setattr(ranks, "group_rank", lambda: (1, 2))
+    with spikestore.Store(path, mode="w") as store:
+        store.append("output/a", np.ones(3, np.float32))
+        store.append("output/b", np.ones(3, np.float32))
+    run.refresh()
+    assert s.ranks.tolist() == [0, 1] and s[1].tolist() == [1, 1, 1]
+    assert run.streams == ["output/a", "output/b"] and run.rank(1).ranks == [1]

@@ -61,8 +61,11 @@ class RankedStream:
         self._dims: tuple[str, ...] | None = None
         self.reload()
 
-    def reload(self) -> None:
-        """Re-merge the parts' records (:meth:`Run.refresh <spikestore.Run.refresh>` calls this)."""
+    def reload(self, parts: dict[int, Stream] | None = None) -> None:
+        """Re-merge the parts' records, with ``parts`` when ranks came since (:meth:`Run.refresh
+        <spikestore.Run.refresh>` calls this)."""
+        if parts is not None:
+            self._parts = parts
         lengths = {r: len(s) for r, s in self._parts.items()}
         ranks = np.concatenate([np.full(n, r, np.int64) for r, n in lengths.items()] or [np.zeros(0, np.int64)])
         local = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths.values()] or [np.zeros(0, np.int64)])

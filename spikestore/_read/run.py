@@ -61,6 +61,16 @@ class Run:
     def _merged(self) -> bool:
         return len(self.ranks) > 1
 
+    def _present(self) -> dict[int, Run]:
+        """The parts that exist now, by rank (a rank still opening, or that died first, has none yet)."""
+        parts = {}
+        for r in self.ranks:
+            try:
+                parts[r] = self.rank(r)
+            except StoreNotFoundError:
+                continue
+        return parts
+
     def rank(self, r: int) -> Run:
         """Rank ``r``'s records alone: a plain run of its part (``run.rank(r)[key]``, ``.ranks == [r]``).
 
@@ -68,6 +78,9 @@ class Run:
         ------
         InvalidArgumentError
             If rank ``r`` did not record this run (the message lists the ranks).
+        StoreNotFoundError
+            If rank ``r`` has not created its part (yet: it is opening, or it
+            died before); :meth:`refresh` and ask again.
         """
         if r not in self.ranks:
             raise InvalidArgumentError(f"{self.path} has no rank {r!r}; its ranks are {self.ranks}")
@@ -93,15 +106,15 @@ class Run:
         self.doc = doc
         for part in self._parts.values():
             part.refresh()
-        for s in self._streams.values():
-            s.reload()
+        for key, s in self._streams.items():
+            s.reload(*((self._stream_parts(key),) if self._merged() else ()))
         self._reader.clear()  # chunks rewritten since (a partly filled one grows) are read again
 
     @property
     def streams(self) -> list[str]:
         """Stream keys ``quantity/layer`` in the order they were created (rank by rank, for several ranks)."""
         if self._merged():
-            return list(dict.fromkeys(k for r in self.ranks for k in self.rank(r).streams))
+            return list(dict.fromkeys(k for part in self._present().values() for k in part.streams))
         return list(self.doc["streams"])
 
     @property
@@ -134,11 +147,14 @@ class Run:
             if self._merged():
                 from spikestore._read.ranked import RankedStream
 
-                parts = {r: self.rank(r)[key] for r in self.ranks if key in self.rank(r)}
-                s = self._streams[key] = RankedStream(self, key, parts)
+                s = self._streams[key] = RankedStream(self, key, self._stream_parts(key))
             else:
                 s = self._streams[key] = Stream(self, key, self._reader)
         return s
+
+    def _stream_parts(self, key: str) -> dict[int, Stream]:
+        """Stream ``key`` of every part that has it, by rank (a merged stream's parts)."""
+        return {r: part[key] for r, part in self._present().items() if key in part}
 
     def __contains__(self, key: object) -> bool:
         return key in (self.streams if self._merged() else self.doc["streams"])
@@ -160,7 +176,8 @@ class Run:
 
         if not self._merged():
             return summarize(self)
-        return [row | {"stream": f"{row['stream']} (rank {r})"} for r in self.ranks for row in summarize(self.rank(r))]
+        return [row | {"stream": f"{row['stream']} (rank {r})"}
+                for r, part in self._present().items() for row in summarize(part)]
 
     def summary_table(self) -> str:
         """The summary as a fixed-width text table."""
