@@ -215,8 +215,9 @@ def test_a_ranked_run_reads_as_one_and_resumes(tmp_path, monkeypatch):
     assert ds["output/a:rank"].values.tolist() == [0, 1] * 5
     np.testing.assert_array_equal(ds["output/a"].values, s[:])
     ds.close()
-    one = xr.open_dataset(path / "__rank1", engine="spikestore")  # a part is a plain store
-    assert one["output/a:rank"].values.tolist() == [0] * 5
+    one = xr.open_dataset(path / "__rank1", engine="spikestore")  # a part is a plain store, marked rank 1
+    assert one["output/a:rank"].values.tolist() == [1] * 5
+    assert spikestore.open(path / "__rank1").doc["rank"] == 1 and "rank" not in run.doc
     one.close()
 
 

@@ -53,10 +53,11 @@ class Run:
 
     @property
     def ranks(self) -> list[int]:
-        """Ranks that recorded this run, sorted: ``[0]`` for a one-process store, ``[r]`` for :meth:`rank`'s view."""
+        """Ranks that recorded this run, sorted: ``[0]`` for a one-process store, ``[r]`` for rank ``r``'s part
+        (:meth:`rank`, or the part's folder opened on its own)."""
         if self._part_of is not None:
             return [self._part_of]
-        return list(self.doc.get("ranks", [0]))
+        return list(self.doc.get("ranks", [self.doc.get("rank", 0)]))
 
     def _merged(self) -> bool:
         return len(self.ranks) > 1

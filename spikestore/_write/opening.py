@@ -54,12 +54,14 @@ def _raise_open_error(exc: BaseException, path: Path | StoreURL) -> None:
 
 def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backend: str | None,
                      root_doc: dict[str, Any] | None, metadata: dict[str, Any] | None, lock: bool,
-                     durable: bool, writer_options: dict[str, Any], ranks: list[int] | None = None) -> Opened:
+                     durable: bool, writer_options: dict[str, Any], ranks: list[int] | None = None,
+                     part_of: int | None = None) -> Opened:
     """Take the writer lock, then create (``root_doc``, mode ``"w"``) or resume the store; start its writer.
 
     One writer per store: nothing on disk is created, replaced or deleted
     before the lock is held, and a failure releases it again. ``ranks``
-    (rank 0 of a process group of two or more) are listed in the root.
+    (rank 0 of a process group of two or more) are listed in the root;
+    ``part_of`` marks the store as that rank's part.
     """
     held = writer_lock(path, lock, remote=isinstance(path, StoreURL))
     held.acquire()
@@ -80,6 +82,8 @@ def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backe
             root, streams, step = resume(be, path, metadata)
         if ranks is not None:
             root.include_ranks(ranks)
+        if part_of is not None:
+            root.mark_part(part_of)
         root.write()
         writer = Writer(be, root, streams=streams, **writer_options)
     except BaseException as exc:

@@ -59,15 +59,16 @@ def _broadcast_failure(failure: str | None) -> str | None:
 
 
 def open_part(path: Path | StoreURL, backend_name: str, ranked: bool,
-              opener: Callable[[Path | StoreURL, list[int] | None], T]) -> tuple[Path | StoreURL, T]:
-    """Open this rank's part of the run at ``path``: ``opener(part path, ranks to list or None)``.
+              opener: Callable[..., T]) -> tuple[Path | StoreURL, T]:
+    """Open this rank's part of the run at ``path``: ``opener(part path, **what the root records)``.
 
     Outside a process group (or in a world of one), and with ``ranked``
     false (one process records alone, e.g. rank 0 only: the others never
-    call ``Store``, so waiting for them would hang), this is ``opener(path,
-    None)``: the store of a one-process program, unchanged. In a group,
-    rank 0 opens ``path`` listing every rank, then all ranks learn whether
-    it worked; rank ``r > 0`` then opens ``path/__rank<r>``.
+    call ``Store``, so waiting for them would hang), this is
+    ``opener(path)``: the store of a one-process program, unchanged. In a
+    group, rank 0 opens ``path`` listing every rank (``ranks=``), then all
+    ranks learn whether it worked; rank ``r > 0`` then opens
+    ``path/__rank<r>`` marked as its part (``part_of=r``).
 
     Raises
     ------
@@ -81,7 +82,7 @@ def open_part(path: Path | StoreURL, backend_name: str, ranked: bool,
     """
     group = group_rank() if ranked else None
     if group is None:
-        return path, opener(path, None)
+        return path, opener(path)
     rank, world = group
     if backend_name != "zarr" or isinstance(path, StoreURL):
         what = "an HDF5 file" if backend_name != "zarr" else "object storage"
@@ -91,7 +92,7 @@ def open_part(path: Path | StoreURL, backend_name: str, ranked: bool,
             "store (a folder such as 'run.zarr') on a local or shared file system, then export it")
     if rank == 0:
         try:
-            opened = opener(path, list(range(world)))
+            opened = opener(path, ranks=list(range(world)))
         except BaseException as exc:
             _broadcast_failure(f"{type(exc).__name__}: {exc}")
             raise
@@ -103,4 +104,4 @@ def open_part(path: Path | StoreURL, backend_name: str, ranked: bool,
             f"{path}: rank 0 could not open the run's root ({failure}); rank {rank} opened nothing. "
             "Fix what rank 0 reports (its own traceback says more) and start the job again")
     part = Path(path) / rank_part(rank)
-    return part, opener(part, None)
+    return part, opener(part, part_of=rank)

@@ -58,6 +58,12 @@ class RootDocument:
             self._doc["ranks"] = sorted(set(self._doc.get("ranks", [])) | set(ranks))
             self._doc["format_version"] = RANKED_FORMAT_VERSION
 
+    def mark_part(self, rank: int) -> None:
+        """Record that this store is rank ``rank``'s part of a run (before :meth:`write`), so that
+        opened on its own it still says which rank recorded it (docs/format.md §1.2)."""
+        with self._lock:
+            self._doc["rank"] = rank
+
     def add_stream(self, key: str) -> None:
         """List a stream, before its own document is written, so readers find it."""
         if key in self._known:

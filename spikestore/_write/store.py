@@ -129,9 +129,9 @@ class Store:
         self._auto_step = True  # until set_step is called (monitors advance it meanwhile)
         doc = new_root_doc(metadata) if mode == "w" else None  # (checks the metadata before anything changes)
         # In a process group, this rank's part of one run (spikestore._write.ranks); else path itself.
-        self.path, opened = open_part(self.path, backend_name, ranked, lambda part, ranks: open_for_writing(
+        self.path, opened = open_part(self.path, backend_name, ranked, lambda part, **group: open_for_writing(
             part, mode, overwrite=overwrite, backend=backend, root_doc=doc, metadata=metadata,
-            lock=lock, durable=durable, ranks=ranks,
+            lock=lock, durable=durable, **group,
             writer_options={"max_pending_bytes": max_pending_bytes, "on_full": on_full,
                             "flush_interval": flush_interval, "chunk_bytes": chunk_bytes,
                             "level": compression_level}))
