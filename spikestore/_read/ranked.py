@@ -26,6 +26,7 @@ import numpy as np
 from spikestore._format import INDEX_ARRAYS, dtypes, rank_part, split_key
 from spikestore._format.layout import RecordLayout
 from spikestore._read import indexing
+from spikestore._read.index_arrays import IndexArrays
 from spikestore.backends import StoreURL
 from spikestore.errors import InvalidArgumentError
 
@@ -47,7 +48,7 @@ def part_location(path: Path | StoreURL, rank: int) -> Path | StoreURL:
     return Path(path) / rank_part(rank)
 
 
-class RankedStream:
+class RankedStream(IndexArrays):
     """Records of one stream key over every rank of a run, by step, then rank, then call.
 
     Get one with ``run[key]`` on a run recorded by several ranks.
@@ -145,31 +146,8 @@ class RankedStream:
         """Bytes the stream occupies on disk, over every rank."""
         return sum(s.nbytes() for s in self._parts.values())
 
-    def index(self, name: str) -> np.ndarray:
-        """The index array ``name`` (``"step"``, ``"call"`` or ``"time"``) in merged order, read-only."""
-        if name not in INDEX_ARRAYS:
-            raise InvalidArgumentError(f"index must be one of {', '.join(INDEX_ARRAYS)}, not {name!r}")
-        arr = self._index.get(name)
-        if arr is None:
-            arr = self._joined(name)[self._order]
-            arr.setflags(write=False)
-            self._index[name] = arr
-        return arr
-
-    @property
-    def steps(self) -> np.ndarray:
-        """Step of each record (``int64``)."""
-        return self.index("step")
-
-    @property
-    def calls(self) -> np.ndarray:
-        """Order of each record within its step on its rank (``int32``)."""
-        return self.index("call")
-
-    @property
-    def times(self) -> np.ndarray:
-        """Wall-clock time (Unix seconds) at which each record was captured."""
-        return self.index("time")
+    def _load_index(self, name: str) -> np.ndarray:
+        return self._joined(name)[self._order]  # (in merged order)
 
     @property
     def ranks(self) -> np.ndarray:

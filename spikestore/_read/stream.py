@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from spikestore._format import INDEX_ARRAYS, dtypes, new_stream_doc, split_key, stream_node
+from spikestore._format import dtypes, new_stream_doc, split_key, stream_node
 from spikestore._format.layout import RecordLayout
 from spikestore._read import indexing
+from spikestore._read.index_arrays import IndexArrays
 from spikestore._read.segment import Segment, iter_blocks
 from spikestore.errors import InvalidArgumentError
 
@@ -43,7 +44,7 @@ def _reopen_stream(run: Run, key: str) -> Stream:
     return run[key]
 
 
-class Stream:
+class Stream(IndexArrays):
     """One recorded quantity of one layer: records along axis 0.
 
     ``s[i]`` is a numpy array with the original dtype and shape; slices and
@@ -203,29 +204,8 @@ class Stream:
         for chunk in self.iter_chunks():
             yield from chunk.values
 
-    def index(self, name: str) -> np.ndarray:
-        """The index array ``name`` (``"step"``, ``"call"`` or ``"time"``): one entry per record, read-only.
-
-        Read on first use and kept until :meth:`Run.refresh <spikestore.Run.refresh>`.
-        """
-        if name not in INDEX_ARRAYS:
-            raise InvalidArgumentError(f"index must be one of {', '.join(INDEX_ARRAYS)}, not {name!r}")
-        arr = self._index.get(name)
-        if arr is None:
-            arr = self._reader.index(self.node, self.doc, name, f"stream {self.key!r} index")
-            arr.setflags(write=False)
-            self._index[name] = arr
-        return arr
-
-    @property
-    def steps(self) -> np.ndarray:
-        """Step of each record (``int64``)."""
-        return self.index("step")
-
-    @property
-    def calls(self) -> np.ndarray:
-        """Order of each record within its step (``int32``; single-step mode gives 0..T-1)."""
-        return self.index("call")
+    def _load_index(self, name: str) -> np.ndarray:
+        return self._reader.index(self.node, self.doc, name, f"stream {self.key!r} index")
 
     @property
     def ranks(self) -> np.ndarray:
@@ -238,11 +218,6 @@ class Stream:
         out = np.full(len(self), self._run.ranks[0], np.int64)
         out.setflags(write=False)
         return out
-
-    @property
-    def times(self) -> np.ndarray:
-        """Wall-clock time (Unix seconds) at which each record was captured."""
-        return self.index("time")
 
     def tensor(self, i: int) -> Any:
         """Record ``i`` as a torch tensor (dtype restored, bfloat16 included)."""
