@@ -38,14 +38,11 @@ __all__ = ["RankedStream", "part_location"]
 
 
 def part_location(path: Path | StoreURL, rank: int) -> Path | StoreURL:
-    """Where rank ``rank``'s part of the run at ``path`` is: the root itself for rank 0."""
+    """Where rank ``rank``'s part of the run at ``path`` is: the root itself for rank 0, else its
+    ``__rank<r>`` folder (a key prefix, for a run on object storage)."""
     if rank == 0:
         return path
-    if isinstance(path, StoreURL):
-        raise InvalidArgumentError(
-            f"{path}: reading the ranks of a run on object storage is not supported yet; copy the run "
-            "to a local or shared file system and open it there")
-    return Path(path) / rank_part(rank)
+    return path / rank_part(rank)
 
 
 class RankedStream(IndexArrays):
@@ -93,6 +90,22 @@ class RankedStream(IndexArrays):
     def parts(self) -> dict[int, Stream]:
         """Each rank's own stream (only ranks that recorded this key), by rank."""
         return dict(self._parts)
+
+    def merge(self, per_part: list[np.ndarray]) -> np.ndarray:
+        """Per-record arrays computed for each of :attr:`parts` (one per rank, in its order), as one
+        array in this stream's merged order (by step, then rank, then call).
+
+        Raises
+        ------
+        InvalidArgumentError
+            When the arrays do not hold one entry per record of each part.
+        """
+        lengths = [len(s) for s in self._parts.values()]
+        if len(per_part) != len(lengths) or any(len(a) != n for a, n in zip(per_part, lengths, strict=False)):
+            raise InvalidArgumentError(
+                f"stream {self.key!r}: merge() takes one array per rank {sorted(self._parts)} with that "
+                f"rank's record count {lengths}, not lengths {[len(a) for a in per_part]}")
+        return np.concatenate(per_part)[self._order]
 
     def _first(self) -> Stream:
         return next(iter(self._parts.values()))

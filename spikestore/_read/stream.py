@@ -219,6 +219,21 @@ class Stream(IndexArrays):
         out.setflags(write=False)
         return out
 
+    @property
+    def parts(self) -> dict[int, Stream]:
+        """This stream by the rank that recorded it: ``{rank: self}`` (a merged stream has one per rank).
+
+        With :meth:`merge`, the way to compute per record part by part and
+        get the answer in the stream's record order, whichever view this is.
+        """
+        return {self._run.ranks[0]: self}
+
+    def merge(self, per_part: list[np.ndarray]) -> np.ndarray:
+        """Per-record arrays computed for each of :attr:`parts`, in its order, as one array in record
+        order: for one rank, the one array itself."""
+        (only,) = per_part
+        return only
+
     def tensor(self, i: int) -> Any:
         """Record ``i`` as a torch tensor (dtype restored, bfloat16 included)."""
         return dtypes.to_tensor(self[i], self.segment_of(i).doc["dtype"])
