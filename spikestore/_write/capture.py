@@ -8,10 +8,16 @@ as it can. On the CPU a float32 tensor (spikes, in SpikingJelly) is checked
 and bit-packed at once, in one compiled pass that releases the GIL: the
 frame then holds 1/32 of the bytes and no tensor, so the allocator gets the
 memory back at once even when the writer is behind. Any other CPU tensor is
-copied into a contiguous numpy buffer that only the frame holds. On CUDA the
-record is cloned on a side stream, which the caller's stream then waits for
-(a device copy: microseconds, and no host synchronisation), packed there
-when binary and copied to pinned host memory; the writer waits on an event.
+copied into a contiguous numpy buffer that only the frame holds.
+
+A CUDA tensor goes to :mod:`spikestore._write.cuda` (DESIGN §5, docs/cuda.md):
+nothing there synchronises. On a side stream it is cloned (the caller's
+stream waits for the clone only), packed on the device with a device-side
+binary flag, and copied into a pinned buffer of the store's bounded pool
+with ``non_blocking=True``; the frame keeps the device tensors and an event,
+and :func:`prepare` on the writer thread waits on the event, copies the
+bytes out and gives the buffer back. A record that was not binary after all
+is fetched from the kept snapshot and stored raw: nothing is lost.
 
 With ``copy=False`` a CPU tensor that is not packed at once reaches the
 writer as it is, together with its autograd version counter. The writer
@@ -31,6 +37,7 @@ import numpy as np
 
 from spikestore._format import dtypes
 from spikestore._format.checks import MAX_RECORD_DIMS
+from spikestore._write.cuda import CudaCapture
 from spikestore.codecs import _packing as packing
 from spikestore.codecs._packing import Packer, unpack_bits
 from spikestore.codecs._precision import apply_precision
@@ -52,17 +59,17 @@ class Frame:
     step: int
     call: int
     time: float
-    data: Any  # numpy array, CPU tensor, or (CUDA) packed/raw pinned host tensor
+    data: Any  # numpy array or CPU tensor (CUDA: None until prepare() takes it from ``inflight``)
     dtype: str  # logical dtype name
     shape: tuple[int, ...]
     nbytes: int
     encoding: str = "auto"  # "auto" | "bits" | "raw" wanted by the producer
     version: int = -1  # copy=False: torch version counter of ``data`` at capture; -1: a snapshot
-    source: Any = None  # tensor whose version is checked (CPU), or the device snapshot (CUDA)
-    flag: Any = None  # CUDA: 0-d host bool tensor "data is packed and binary"
-    event: Any = None  # CUDA: event recorded after the async copies
+    source: Any = None  # copy=False: the tensor whose version is checked
+    inflight: Any = None  # CUDA: the device side until the writer has the bytes (cuda.InFlight)
     extra: dict[str, Any] = field(default_factory=dict)
     packed: bool = False  # data is already bit-packed (``uint8``) and the record binary
+    dropped: bool = False  # CUDA: refused by the full pinned pool (on_full="drop"); nothing to write
 
 
 @dataclass(slots=True)
@@ -118,12 +125,13 @@ def _check_dims(key: str, step: int, shape: tuple[int, ...]) -> None:
 
 
 def capture(key: str, value: Any, step: int, call: int, *, copy: bool = True,
-            encoding: str = "auto") -> Frame:
+            encoding: str = "auto", device: CudaCapture | None = None) -> Frame:
     """Build a frame from a tensor, array or Python number.
 
     With ``copy`` (the default) the frame is a snapshot; ``copy=False``
     hands a CPU tensor over as it is (numpy arrays and numbers are always
-    copied; CUDA tensors always give a snapshot).
+    copied; CUDA tensors always give a snapshot). ``device`` is the store's
+    CUDA state (pinned pool, raw streams; :mod:`spikestore._write.cuda`).
 
     Negative and conjugate views (``t.conj()``, ``t.conj().imag``) are
     resolved here, on the calling thread: numpy cannot read them.
@@ -143,7 +151,7 @@ def capture(key: str, value: Any, step: int, call: int, *, copy: bool = True,
     except ImportError:  # pragma: no cover - torch is a dependency
         torch = None
     if torch is not None and isinstance(value, torch.Tensor):
-        return _capture_tensor(key, value, step, call, now, copy, encoding)
+        return _capture_tensor(key, value, step, call, now, copy, encoding, device)
     if isinstance(value, (bool, int, float, complex, np.generic, np.ndarray)):
         arr = np.array(value, copy=True)  # callers may reuse their arrays
         if arr.dtype.kind not in _NUMERIC_KINDS:
@@ -173,7 +181,7 @@ def _check_numpy_dtype(key: str, step: int, dtype: np.dtype) -> None:
 
 
 def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bool,
-                    encoding: str) -> Frame:
+                    encoding: str, device: CudaCapture | None) -> Frame:
     import torch
 
     if t.layout != torch.strided:
@@ -208,7 +216,7 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
     shape = tuple(t.shape)
     nbytes = t.numel() * t.element_size()
     if t.device.type == "cuda":
-        return _capture_cuda(key, t, step, call, now, name, shape, nbytes, encoding)
+        return _capture_cuda(key, t, step, call, now, name, shape, encoding, device)
     if t.device.type != "cpu":
         t, owned = t.to("cpu"), True
     if (t.dtype == torch.float32 and encoding != "raw" and t.dim() > 0 and t.numel() > 0
@@ -240,51 +248,14 @@ def _pack_now(t: Any) -> np.ndarray | None:
 
 
 def _capture_cuda(key: str, t: Any, step: int, call: int, now: float, name: str,
-                  shape: tuple[int, ...], nbytes: int, encoding: str) -> Frame:
-    import torch
-
-    from spikestore.codecs._packing import pack_torch
-
-    current = torch.cuda.current_stream(t.device)
-    side = _side_stream(t.device)
-    side.wait_stream(current)
-    with torch.cuda.stream(side):
-        # The snapshot: a private device copy of t. The caller's stream waits for
-        # it below, so what the caller queues next (an in-place op on t, a write
-        # into its memory) cannot reach the record, nor the values the writer
-        # fetches if the record turns out not to be binary.
-        snap = t.clone(memory_format=torch.contiguous_format)
-        read = torch.cuda.Event()
-        read.record(side)
-        flag = None
-        if encoding != "raw" and t.dim() > 0 and t.numel() > 0 and not t.is_complex():
-            packed, ok = pack_torch(snap)
-            data = packed.to("cpu", non_blocking=True)
-            flag = ok.to("cpu", non_blocking=True)
-            host_bytes = packed.numel()
-        else:
-            data = snap.to("cpu", non_blocking=True)
-            host_bytes = nbytes
-        event = torch.cuda.Event()
-        event.record(side)
-    current.wait_event(read)  # on the device: the host does not wait
-    # The caching allocator must not reuse t's memory before the side stream
-    # has read it.
-    t.record_stream(side)
-    return Frame(key, step, call, now, data, name, shape, host_bytes + nbytes, encoding,
-                 source=snap if flag is not None else None, flag=flag, event=event)
-
-
-_SIDE_STREAMS: dict[Any, Any] = {}
-
-
-def _side_stream(device: Any) -> Any:
-    import torch
-
-    s = _SIDE_STREAMS.get(device)
-    if s is None:
-        s = _SIDE_STREAMS[device] = torch.cuda.Stream(device)
-    return s
+                  shape: tuple[int, ...], encoding: str, device: CudaCapture | None) -> Frame:
+    if device is None:  # (a capture outside a store: its own unbounded state)
+        device = CudaCapture(1 << 62)
+    got = device.capture(key, t, encoding)
+    if got is None:  # the pinned pool is full and the store drops records
+        return Frame(key, step, call, now, None, name, shape, 0, encoding, dropped=True)
+    flight, held = got
+    return Frame(key, step, call, now, None, name, shape, held, encoding, inflight=flight)
 
 
 def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared:
@@ -298,12 +269,11 @@ def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared
     InvalidValueError
         When ``encoding="bits"`` was forced on a record that is not binary.
     """
-    if frame.event is not None:
-        frame.event.synchronize()  # waits for the side-stream copy only
-        if frame.flag is not None and bool(frame.flag):
-            return Prepared("bits", frame.data.numpy(), frame.dtype, frame.shape)
-        if frame.flag is not None:  # not binary after all: fetch the values
-            frame.data = frame.source.to("cpu")
+    if frame.inflight is not None:  # CUDA: wait on the event, copy out, give back (cuda.InFlight)
+        frame.data, frame.packed, not_binary = frame.inflight.finish()
+        frame.inflight = None
+        if not_binary and frame.encoding == "auto":
+            frame.encoding = "raw"  # checked on the device: the writer need not look again
     # A binary record arriving while the stream's open segment is raw (same
     # shape and dtype) stays raw: switching would open a segment per record
     # for streams that are only sometimes 0/1 (rates, a silent layer's v).

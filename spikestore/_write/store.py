@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from spikestore._format.checks import MAX_CHUNK_BYTES
 from spikestore._format.names import MAX_NAME_BYTES
 from spikestore._write import registry
 from spikestore._write.capture import capture, check_step
+from spikestore._write.cuda import CudaCapture
 from spikestore._write.opening import open_for_writing
 from spikestore._write.ranks import open_part
 from spikestore._write.writer import Writer
@@ -138,6 +140,8 @@ class Store:
         # The store owns the lock, the backend and the root document for its whole life.
         self._lock, self._backend, self._root = opened.lock, opened.backend, opened.root
         self._writer, self._step = opened.writer, opened.step
+        # CUDA records: a pinned pool with the queue's budget and policy (docs/cuda.md).
+        self._device = CudaCapture(max_pending_bytes, block=on_full == "block", stopped=_died(self._writer))
         streams = opened.streams
         self._calls: dict[str, tuple[int, int]] = {}
         self._owners: dict[str, tuple[weakref.ref[object], str]] = {}
@@ -266,7 +270,7 @@ class Store:
         s = self._step if step is None else check_step(step, stream)
         last = self._calls.get(stream)
         call = last[1] + 1 if last is not None and last[0] == s else 0
-        frame = capture(stream, value, s, call, copy=copy, encoding=encoding)
+        frame = capture(stream, value, s, call, copy=copy, encoding=encoding, device=self._device)
         if precision is not None:
             if frame.dtype not in ("float32", "float64"):
                 raise InvalidValueError(
@@ -390,3 +394,8 @@ class Store:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"open, step {self._step}"
         return f"<spikestore.Store {str(self.path)!r} ({state})>"
+
+
+def _died(writer: Writer) -> Callable[[], bool]:
+    """Whether ``writer`` failed (a producer waiting for pinned memory then stops waiting)."""
+    return lambda: writer.error is not None

@@ -1,4 +1,4 @@
-"""The background writer thread and its byte-bounded queue.
+"""The background writer thread (its byte-bounded queue is :mod:`spikestore._write.queue`).
 
 The training thread only ever calls :meth:`Writer.submit`, which costs a lock
 and a deque append unless the queue is full. Everything else (packing,
@@ -144,8 +144,8 @@ class Writer:
         """
         self.check(report_streams=False)
         self.failures.refuse(frame.key)
-        if self._queue.put(frame, frame.nbytes, block=self.on_full == "block"):
-            return True
+        if not frame.dropped and self._queue.put(frame, frame.nbytes, block=self.on_full == "block"):
+            return True  # (a dropped frame: refused by the full pinned pool of CUDA records)
         self.check()  # a dead writer explains the refusal
         self.drops.drop(self._queue.max_bytes)
         return False

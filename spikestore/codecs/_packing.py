@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["BIT_ORDER", "KERNELS", "Packer", "kernels_ready", "load_kernels", "pack_float32", "pack_if_binary",
-           "pack_torch", "packed_length", "packed_nbytes", "unpack_bits"]
+           "pack_torch", "pack_torch_flagged", "packed_length", "packed_nbytes", "unpack_bits"]
 
 BIT_ORDER = "little"
 
@@ -31,6 +31,7 @@ BIT_ORDER = "little"
 # eight bits, little bit order, into the top byte of the product.
 _GATHER = np.uint64(0x0102040810204080)
 _SHIFT = np.uint64(56)
+_GATHER_INT = int(_GATHER.astype(np.int64))  # (torch has no uint64 multiply)
 # Quick rejection of obviously non-binary records (voltages, gradients)
 # before the full passes.
 _SAMPLE = 256
@@ -220,34 +221,84 @@ def unpack_bits(packed: np.ndarray, n: int, dtype: np.dtype | str) -> np.ndarray
 def pack_torch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pack ``x`` along its last axis on its own device, without synchronising.
 
-    Used by capture on CUDA, where packing before the device-to-host copy
-    sends 32x fewer bytes over PCIe than float32 spikes.
+    Used by :func:`spikestore.tensor_cache.float_spike_to_bool`; capture on
+    CUDA uses :func:`pack_torch_flagged`, which this wraps.
 
     Returns
     -------
     (packed, is_binary)
-        ``packed`` is ``uint8`` with the same layout as :func:`pack_if_binary`;
-        ``is_binary`` is a 0-d bool tensor on the same device, read later by
-        the writer thread (reading it here would synchronise).
+        ``packed`` is ``uint8`` with the same layout (and bytes) as
+        :func:`pack_if_binary`; ``is_binary`` is a 0-d bool tensor on the
+        same device (reading it synchronises, so capture never does).
+    """
+    import torch
+
+    flat = pack_torch_flagged(x)
+    k = flat.numel() - 1
+    shape = (*x.shape[:-1], packed_length(x.shape[-1]))
+    return flat[:k].view(shape), flat[k].to(torch.bool)
+
+
+#: The bit pattern of 1.0 in each float dtype: the binary check compares bits,
+#: so -0.0 and NaN are not binary (as on the CPU).
+_FLOAT_ONE_BITS = {"float16": 0x3C00, "bfloat16": 0x3F80, "float32": 0x3F800000,
+                   "float64": 0x3FF0000000000000}
+_INT_OF_WIDTH = {1: "int8", 2: "int16", 4: "int32", 8: "int64"}
+
+
+def _bit_patterns(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``x`` viewed as signed ints of its width, and the pattern of a 1 in that view.
+
+    Unsigned 16/32/64-bit tensors have few kernels in torch; 0 and 1 have the
+    same bits signed, so they are checked as signed.
+    """
+    import torch
+
+    ints = getattr(torch, _INT_OF_WIDTH[x.element_size()])
+    one = _FLOAT_ONE_BITS[str(x.dtype).removeprefix("torch.")] if x.is_floating_point() else 1
+    return (x if x.dtype == ints else x.view(ints)), one
+
+
+def pack_torch_flagged(x: torch.Tensor) -> torch.Tensor:
+    """Pack ``x`` along its last axis on its device, followed by a binary flag, without synchronising.
+
+    Parameters
+    ----------
+    x
+        A real or bool tensor of at least one dimension, not empty.
+
+    Returns
+    -------
+    torch.Tensor
+        A flat ``uint8`` tensor of ``packed_nbytes(x.shape) + 1`` bytes: the
+        packed records in the layout of :func:`pack_if_binary` (the same
+        bytes, little bit order), then one byte that is 1 when every value of
+        ``x`` was exactly 0 or 1 of its dtype and 0 otherwise (the packed
+        bytes are then meaningless). One buffer, so capture copies it to the
+        host in one transfer and the writer reads the flag with the bits.
     """
     import torch
 
     x = x.contiguous()
     n = x.shape[-1]
-    width = packed_length(n) * 8
-    buf = torch.zeros((*x.shape[:-1], width), dtype=torch.bool, device=x.device)
+    lead = tuple(x.shape[:-1])
+    width = packed_length(n)
+    k = math.prod(lead) * width
+    out = torch.empty(k + 1, dtype=torch.uint8, device=x.device)
+    bits = torch.empty((*lead, width * 8), dtype=torch.bool, device=x.device)
+    if width * 8 != n:
+        bits[..., n:] = False
+    flag = out[k:].view(torch.bool)
     if x.dtype == torch.bool:
-        buf[..., :n] = x
-        ok = torch.ones((), dtype=torch.bool, device=x.device)
+        bits[..., :n] = x
+        flag.fill_(True)
     else:
-        if x.is_floating_point():
-            ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
-            u = x.view(ints)
-            one = torch.ones((), dtype=x.dtype).view(ints).item()
-        else:
-            u, one = x, 1
-        torch.eq(u, one, out=buf[..., :n])
-        ok = torch.count_nonzero(u) == torch.count_nonzero(buf)
-    words = buf.view(torch.uint8).view(torch.int64)
-    packed = ((words * int(_GATHER.astype(np.int64))) >> 56).to(torch.uint8)
-    return packed, ok
+        u, one = _bit_patterns(x)
+        torch.eq(u, one, out=bits[..., :n])
+        # Binary when every non-zero pattern is the pattern of 1.
+        torch.eq(torch.count_nonzero(u).view(1), torch.count_nonzero(bits).view(1), out=flag)
+    # Eight 0/1 bytes read as one little-endian int64, times _GATHER, hold the
+    # eight bits (little bit order) in their top byte: byte 7 of each word.
+    words = bits.view(torch.uint8).view(torch.int64) * _GATHER_INT
+    out[:k].view(*lead, width).copy_(words.view(torch.uint8)[..., 7::8])
+    return out

@@ -1,0 +1,358 @@
+"""Capture on CUDA: pack on the device, copy to pinned memory, never synchronise.
+
+The training thread (inside a hook) only queues device work and returns:
+
+1. It takes a pinned host buffer from the store's :class:`PinnedPool`
+   (bounded by the queue's byte budget; full: the store's ``on_full``
+   policy, block or drop, applies before any device work is queued).
+2. On a side stream that first waits for the caller's stream, it clones the
+   record (the snapshot; the caller's stream then waits for the clone only,
+   so what it queues next, an in-place op or a reuse of the tensor's memory,
+   cannot reach the record), packs it with
+   :func:`~spikestore.codecs._packing.pack_torch_flagged` (the bits and a
+   device-side "binary" flag in one buffer, the bit order of the CPU path),
+   copies that buffer (or the raw values) into the pinned buffer with
+   ``non_blocking=True`` and records an event.
+3. The frame holds an :class:`InFlight`: the event, the pinned lease and
+   the device tensors (snapshot, packed buffer). Nothing calls
+   ``record_stream``: the device tensors live until the writer has waited
+   on the event, then :meth:`InFlight.finish` drops them and gives the
+   pinned buffer back.
+
+The writer thread waits on the event (``cudaEventSynchronize``, which
+``torch.cuda.set_sync_debug_mode`` does not flag, on the writer thread
+only), copies the bits out of the pinned buffer and releases it. When the
+flag says the record was not binary, nothing is lost: the snapshot is still
+on the device, the writer copies its values (on a stream of its own) and
+stores the record raw, and the stream is marked raw so that its later
+records are copied raw at once, without a packing attempt. With
+``encoding="bits"`` the writer then raises the usual
+:class:`~spikestore.errors.InvalidValueError` naming stream and step.
+
+Memory bounds (docs/cuda.md): pinned bytes allocated <= the queue budget
+(one larger record is let through alone, as the queue does), and the device
+bytes held by frames in flight are counted in the queue's budget, so they
+stay under ``max_pending_bytes`` too.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from spikestore._format import dtypes
+from spikestore.codecs._packing import packed_length, packed_nbytes
+
+__all__ = ["CudaCapture", "InFlight", "PinnedLease", "PinnedPool", "size_class"]
+
+#: The smallest pinned buffer the pool hands out.
+MIN_BUFFER = 512
+
+
+def size_class(nbytes: int) -> int:
+    """Bytes of the pooled buffer that holds ``nbytes``: the next power of two (at least 512).
+
+    Classes let records of nearby shapes (the last, smaller batch of an
+    epoch) share buffers; PyTorch's own pinned-memory cache rounds the same way.
+    """
+    return max(MIN_BUFFER, 1 << max(0, nbytes - 1).bit_length())
+
+
+def _pinned(nbytes: int) -> Any:
+    import torch
+
+    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+
+
+class PinnedLease:
+    """One pinned buffer lent by a :class:`PinnedPool`; give it back with :meth:`release`.
+
+    A lease dropped without :meth:`release` (a frame refused by a full queue,
+    a record refused by a later check) gives its buffer back when it is
+    garbage, so the pool never shrinks for good.
+    """
+
+    __slots__ = ("__weakref__", "buffer", "pool", "size")
+
+    def __init__(self, pool: PinnedPool, buffer: Any, size: int) -> None:
+        self.pool: PinnedPool | None = pool
+        self.buffer = buffer
+        self.size = size
+
+    def release(self) -> None:
+        """Give the buffer back to the pool (idempotent)."""
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.release(self)
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown: nothing left to give back to
+            pass
+
+
+class PinnedPool:
+    """Pinned host buffers, reused, bounded in bytes.
+
+    Parameters
+    ----------
+    max_bytes
+        Bound on the bytes of all buffers the pool holds (lent or free): the
+        store's ``max_pending_bytes``. One request larger than the bound is
+        served alone (nothing else lent), and its buffer is freed on return.
+    block
+        When lending would pass the bound: wait for buffers to come back
+        (``True``, the store's ``on_full="block"``), or refuse at once
+        (``False``, ``on_full="drop"``: :meth:`acquire` returns ``None``).
+    allocate
+        ``allocate(nbytes)`` returns a new buffer (a 1-D ``uint8`` tensor);
+        pinned memory by default. Tests pass plain tensors.
+    stopped
+        Called while waiting; when it returns ``True`` (the writer died, so
+        nothing will come back) :meth:`acquire` returns ``None`` instead of
+        waiting forever.
+    """
+
+    def __init__(self, max_bytes: int, *, block: bool = True,
+                 allocate: Callable[[int], Any] | None = None,
+                 stopped: Callable[[], bool] | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.block = block
+        self._allocate = allocate or _pinned
+        self._stopped = stopped or (lambda: False)
+        self._free: dict[int, list[Any]] = {}
+        self._cond = threading.Condition()
+        #: Bytes of all buffers the pool holds, lent or free.
+        self.allocated_bytes = 0
+        #: Bytes of the buffers lent out now.
+        self.in_use_bytes = 0
+        #: Buffers allocated (``cudaHostAlloc`` through PyTorch's pinned cache).
+        self.allocations = 0
+        #: Requests served with a buffer that came back.
+        self.reuses = 0
+        #: Free buffers dropped to make room for another size class.
+        self.evictions = 0
+        #: Requests refused (``block=False`` and full, or the writer died).
+        self.refused = 0
+
+    def acquire(self, nbytes: int) -> PinnedLease | None:
+        """Lend a buffer of at least ``nbytes`` bytes, or ``None`` (see ``block``)."""
+        size = size_class(nbytes)
+        with self._cond:
+            while True:
+                if self._stopped():
+                    self.refused += 1
+                    return None
+                free = self._free.get(size)
+                if free:
+                    self.in_use_bytes += size
+                    self.reuses += 1
+                    return PinnedLease(self, free.pop(), size)
+                if self.in_use_bytes == 0 or self.in_use_bytes + size <= self.max_bytes:
+                    self._evict(size)
+                    if self.allocated_bytes + size <= self.max_bytes or self.in_use_bytes == 0:
+                        break
+                if not self.block:
+                    self.refused += 1
+                    return None
+                self._cond.wait(0.25)
+            self.allocated_bytes += size
+            self.in_use_bytes += size
+            self.allocations += 1
+        try:
+            buffer = self._allocate(size)  # (outside the lock: the writer keeps returning buffers)
+        except BaseException:
+            with self._cond:
+                self.allocated_bytes -= size
+                self.in_use_bytes -= size
+                self._cond.notify_all()
+            raise
+        return PinnedLease(self, buffer, size)
+
+    def _evict(self, size: int) -> None:
+        """Drop free buffers of other sizes, largest first, until ``size`` more bytes fit."""
+        for other in sorted(self._free, reverse=True):
+            bufs = self._free[other]
+            while bufs and self.allocated_bytes + size > self.max_bytes:
+                bufs.pop()
+                self.allocated_bytes -= other
+                self.evictions += 1
+
+    def release(self, lease: PinnedLease) -> None:
+        """Take a lent buffer back (call :meth:`PinnedLease.release` instead)."""
+        with self._cond:
+            self.in_use_bytes -= lease.size
+            if self.allocated_bytes > self.max_bytes:  # the one oversized buffer: not kept
+                self.allocated_bytes -= lease.size
+            else:
+                self._free.setdefault(lease.size, []).append(lease.buffer)
+            lease.buffer = None
+            self._cond.notify_all()
+
+    def stats(self) -> dict[str, int]:
+        """The counters, as one dict (for benchmarks and logs)."""
+        with self._cond:
+            return {"allocated_bytes": self.allocated_bytes, "in_use_bytes": self.in_use_bytes,
+                    "allocations": self.allocations, "reuses": self.reuses,
+                    "evictions": self.evictions, "refused": self.refused}
+
+
+class InFlight:
+    """The device side of one CUDA frame, until the writer has its bytes.
+
+    Parameters
+    ----------
+    event
+        Recorded on the side stream after the copy into ``lease``'s buffer;
+        anything with ``synchronize()`` (tests pass a stand-in).
+    lease
+        The pinned buffer the copy writes into.
+    shape, dtype
+        The record's shape and torch dtype.
+    packed
+        Whether the buffer holds packed bits plus the flag byte, or the raw values.
+    device
+        Device tensors that must live until the event completes: the
+        snapshot first (the values, fetched if the flag says "not binary").
+    on_not_binary
+        Called with no argument when the flag says the record was not binary.
+    """
+
+    __slots__ = ("device", "dtype", "event", "lease", "on_not_binary", "packed", "shape")
+
+    def __init__(self, event: Any, lease: PinnedLease, shape: tuple[int, ...], dtype: Any, *,
+                 packed: bool, device: tuple[Any, ...],
+                 on_not_binary: Callable[[], None] | None = None) -> None:
+        self.event = event
+        self.lease = lease
+        self.shape = shape
+        self.dtype = dtype
+        self.packed = packed
+        self.device = device
+        self.on_not_binary = on_not_binary
+
+    def finish(self) -> tuple[np.ndarray, bool, bool]:
+        """Wait for the copy, take the record out of the pinned buffer, release everything.
+
+        Runs on the writer thread. Returns ``(values, packed, not_binary)``:
+        the packed bits (``packed``), or the raw values, as numpy arrays the
+        pool no longer owns; ``not_binary`` when a packing attempt found a
+        value other than 0 and 1 (the values then come from the snapshot).
+        """
+        try:
+            self.event.synchronize()  # before any byte of the buffer is read
+            host = self.lease.buffer
+            if not self.packed:
+                nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+                values = dtypes.from_tensor(host[:nbytes].view(self.dtype).view(self.shape)).copy()
+                return values, False, False
+            k = packed_nbytes(self.shape)
+            raw = host.numpy()
+            if raw[k]:
+                bits = raw[:k].copy().reshape(self.shape[:-1] + (packed_length(self.shape[-1]),))
+                return bits, True, False
+            if self.on_not_binary is not None:
+                self.on_not_binary()
+            return fetch(self.device[0]), False, True
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop the device tensors and give the pinned buffer back (idempotent)."""
+        self.device = ()
+        self.lease.release()
+
+
+def fetch(snap: Any) -> np.ndarray:
+    """The values of a device snapshot, on the writer thread, without a flagged synchronisation.
+
+    A non-blocking copy on a stream of the writer's own, then the host waits on
+    its event: ``torch.cuda.set_sync_debug_mode`` sees no synchronisation, and
+    the training thread's streams are not involved.
+    """
+    import torch
+
+    if snap.device.type != "cuda":  # (tests: a CPU stand-in)
+        return dtypes.from_tensor(snap).copy()
+    out = torch.empty(snap.shape, dtype=snap.dtype)
+    stream = _stream(snap.device, "fetch")
+    with torch.cuda.stream(stream):
+        out.copy_(snap, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(stream)
+    done.synchronize()
+    return dtypes.from_tensor(out)
+
+
+_STREAMS: dict[tuple[Any, str], Any] = {}
+_STREAMS_LOCK = threading.Lock()
+
+
+def _stream(device: Any, role: str) -> Any:
+    """This process's side stream for ``role`` (``"capture"``, ``"fetch"``) on ``device``."""
+    s = _STREAMS.get((device, role))
+    if s is None:
+        import torch
+
+        with _STREAMS_LOCK:
+            s = _STREAMS.setdefault((device, role), torch.cuda.Stream(device))
+    return s
+
+
+class CudaCapture:
+    """One store's CUDA capture state: its pinned pool and the streams known not to be binary.
+
+    Cheap to create and torch-free until the first CUDA record, so CPU-only
+    stores pay nothing. Parameters as for :class:`PinnedPool`.
+    """
+
+    def __init__(self, max_bytes: int, *, block: bool = True,
+                 stopped: Callable[[], bool] | None = None,
+                 allocate: Callable[[int], Any] | None = None) -> None:
+        self.pool = PinnedPool(max_bytes, block=block, allocate=allocate, stopped=stopped)
+        #: Streams with a record that was not binary: later records are copied raw at once.
+        self.raw_streams: set[str] = set()
+
+    def capture(self, key: str, t: Any, encoding: str) -> tuple[InFlight, int] | None:
+        """Queue the device work for one record of ``key``; never synchronises.
+
+        Returns the :class:`InFlight` and the bytes it holds (device plus
+        pinned, what the queue counts), or ``None`` when the pool is full
+        and the store drops records (or the writer died).
+        """
+        import torch
+
+        from spikestore.codecs._packing import pack_torch_flagged
+
+        nbytes = t.numel() * t.element_size()
+        pack = (encoding != "raw" and t.dim() > 0 and t.numel() > 0 and not t.is_complex()
+                and (encoding == "bits" or key not in self.raw_streams))
+        host_bytes = packed_nbytes(tuple(t.shape)) + 1 if pack else nbytes
+        lease = self.pool.acquire(host_bytes)
+        if lease is None:
+            return None
+        current = torch.cuda.current_stream(t.device)
+        side = _stream(t.device, "capture")
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            snap = t.clone(memory_format=torch.contiguous_format)
+            read = torch.cuda.Event()
+            read.record(side)
+            if pack:
+                flat = pack_torch_flagged(snap)
+                lease.buffer[:host_bytes].copy_(flat, non_blocking=True)
+                device: tuple[Any, ...] = (snap, flat)
+            else:
+                lease.buffer[:nbytes].view(t.dtype).copy_(snap.view(-1), non_blocking=True)
+                device = (snap,)
+            done = torch.cuda.Event()
+            done.record(side)
+        current.wait_event(read)  # on the device: the host does not wait
+        on_not_binary = None if encoding == "bits" else (lambda: self.raw_streams.add(key))
+        flight = InFlight(done, lease, tuple(t.shape), t.dtype, packed=pack, device=device,
+                          on_not_binary=on_not_binary)
+        return flight, nbytes + (host_bytes if pack else 0) + lease.size
