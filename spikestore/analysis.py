@@ -13,12 +13,20 @@ scan comes from.
 
 Passes walk a stream with the read side's one chunk iterator
 (:func:`spikestore._read.segment.iter_blocks`), bounded by ``max_elements``.
-Each pass is one function per block, with small results combined by the
-caller (:func:`spikestore._read.distributed.map_blocks`): with a
+Each pass is one function per block (:mod:`spikestore._read.block_stats`),
+with small results combined by the caller
+(:func:`spikestore._read.distributed.map_blocks`): with a
 ``dask.distributed`` client active, the blocks are tasks on its workers,
 each opening the store itself; without one, they run here, one after the
 other. The answers are the same either way (counts are integers; rates
 divide the same integers; per-block floats are computed by the same code).
+
+A stream of a run recorded by several ranks (``run[key]`` merging every
+rank's records) is analysed the same way: each rank's part stores its own
+chunks, so a pass walks the blocks of every part (:attr:`Stream.parts
+<spikestore.Stream.parts>`), and per-record results come back in the
+merged stream's order (:meth:`Stream.merge <spikestore.Stream.merge>`).
+Sequences never cross ranks: each rank's records are its own samples.
 
 Axis names come from :attr:`spikestore.Stream.dims`: records of a
 multi-step SpikingJelly layer are ``(time, batch, neuron...)`` and of a
@@ -29,11 +37,12 @@ by hand.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spikestore._read import block_stats as bs
 from spikestore._read.distributed import map_blocks
 from spikestore._read.segment import Block, Segment, iter_blocks
 from spikestore.errors import InvalidArgumentError, MissingDependencyError
@@ -55,7 +64,6 @@ __all__ = [
 
 #: Default bound on decoded values held at once by one function call.
 MAX_ELEMENTS = 1 << 24
-_SAMPLE_DIMS = ("time", "batch")
 
 
 def _xr() -> Any:
@@ -66,30 +74,39 @@ def _xr() -> Any:
     return xarray
 
 
-def _blocks(stream: Stream, max_elements: int) -> list[Block]:
-    """Every record of ``stream`` in blocks that decode to at most ``max_elements`` values.
+def _blocks(stream: Stream, max_elements: int) -> list[tuple[Stream, Block]]:
+    """Every record of ``stream``, rank part by rank part, in blocks of at most ``max_elements`` values.
 
-    A block never crosses a stored chunk; its stored rows (``block.rows()``)
-    are still packed for bits segments. Nothing is read to list them.
+    Each entry is ``(part, block)``: the part is the plain stream of one
+    rank (``stream`` itself for a one-process store) whose positions the
+    block's ``start:stop`` are. A block never crosses a stored chunk; its
+    stored rows (``block.rows()``) are still packed for bits segments.
+    Nothing is read to list them.
     """
     if max_elements < 1:
         raise InvalidArgumentError(f"max_elements must be >= 1, not {max_elements!r}")
-    return list(iter_blocks(stream.segments, max_values=max_elements))
+    return [(part, b) for part in stream.parts.values()
+            for b in iter_blocks(part.segments, max_values=max_elements)]
 
 
-def _spikes(seg: Segment, rows: np.ndarray) -> np.ndarray:
-    """Stored rows as a bool array ``[k, *shape]`` (True where a spike is)."""
-    if seg.encoding == "bits":
-        return np.unpackbits(rows, axis=-1, count=seg.shape[-1], bitorder="little").view(np.bool_)
-    return seg.decode_rows(rows) != 0
+def _segments(stream: Stream) -> list[Segment]:
+    """The stored segments of every rank's part of ``stream``."""
+    return [seg for part in stream.parts.values() for seg in part.segments]
 
 
-def _record_counts(seg: Segment, rows: np.ndarray) -> np.ndarray:
-    """Spikes in each record (int64 ``[k]``)."""
-    k = len(rows)
-    if seg.encoding == "bits":  # padding bits are 0, so a popcount of the packed bytes is exact
-        return np.bitwise_count(rows.reshape(k, -1)).sum(axis=1, dtype=np.int64)
-    return np.count_nonzero(seg.decode_rows(rows).reshape(k, -1), axis=1).astype(np.int64)
+def _run(fn: Callable[..., Any], blocks: list[tuple[Stream, Block]], args: list[tuple[Any, ...]] | None = None,
+         *, name: str) -> list[Any]:
+    """``fn(block, *args[i])`` for every block, in one :func:`map_blocks` call (one round on a cluster)."""
+    return map_blocks(fn, [b for _, b in blocks], args, name=name)
+
+
+def _per_record_array(stream: Stream, blocks: list[tuple[Stream, Block]], values: list[Any],
+                      width: tuple[int, ...] = (), dtype: Any = np.float64) -> np.ndarray:
+    """``values[i]`` (one row per record of block ``i``) as one array in ``stream``'s record order."""
+    out = {id(part): np.zeros((len(part), *width), dtype) for part in stream.parts.values()}
+    for (part, block), got in zip(blocks, values, strict=True):
+        out[id(part)][block.start:block.stop] = got
+    return stream.merge([out[id(part)] for part in stream.parts.values()])
 
 
 def _by_step(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,33 +115,13 @@ def _by_step(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndar
     return uniq, np.bincount(inv, weights=values, minlength=len(uniq))
 
 
-def _neuron_axes(seg: Segment) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Record axes averaged over (time, batch) and kept (neurons), as positions in ``[k, *shape]``."""
-    dims = seg.dims
-    sample = tuple(1 + i for i, d in enumerate(dims) if d in _SAMPLE_DIMS)
-    kept = tuple(1 + i for i, d in enumerate(dims) if d not in _SAMPLE_DIMS)
-    return sample, kept
-
-
-def _block_counts(block: Block) -> np.ndarray:
-    """One task: spikes in each record of ``block``."""
-    return _record_counts(block.segment, block.rows())
-
-
 def _per_record(stream: Stream, max_elements: int) -> tuple[np.ndarray, np.ndarray]:
     """Spike count and number of values of every record."""
-    counts = np.zeros(len(stream), np.int64)
-    sizes = np.zeros(len(stream), np.int64)
     blocks = _blocks(stream, max_elements)
-    for block, got in zip(blocks, map_blocks(_block_counts, blocks, name="spikestore-counts"), strict=True):
-        counts[block.start:block.stop] = got
-        sizes[block.start:block.stop] = block.segment.values_per_record
+    counts = _per_record_array(stream, blocks, _run(bs.block_counts, blocks, name="spikestore-counts"),
+                               dtype=np.int64)
+    sizes = _per_record_array(stream, blocks, [b.segment.values_per_record for _, b in blocks], dtype=np.int64)
     return counts, sizes
-
-
-def _block_neuron_counts(block: Block, sample: tuple[int, ...]) -> np.ndarray:
-    """One task: spikes of ``block`` summed over its records and the ``sample`` axes."""
-    return _spikes(block.segment, block.rows()).sum(axis=(0, *sample), dtype=np.int64)
 
 
 def _per_neuron(stream: Stream, max_elements: int) -> tuple[np.ndarray, int]:
@@ -132,9 +129,9 @@ def _per_neuron(stream: Stream, max_elements: int) -> tuple[np.ndarray, int]:
     total: np.ndarray | None = None
     samples = 0
     blocks = _blocks(stream, max_elements)
-    axes = [_neuron_axes(b.segment)[0] for b in blocks]  # here: they follow the caller's stream.dims
-    per_block = map_blocks(_block_neuron_counts, blocks, [(a,) for a in axes], name="spikestore-neuron-counts")
-    for block, sample, counts in zip(blocks, axes, per_block, strict=True):
+    axes = [bs.neuron_axes(b.segment)[0] for _, b in blocks]  # here: they follow the caller's stream.dims
+    per_block = _run(bs.block_neuron_counts, blocks, [(a,) for a in axes], name="spikestore-neuron-counts")
+    for (_, block), sample, counts in zip(blocks, axes, per_block, strict=True):
         seg = block.segment
         if total is None:
             total = counts
@@ -234,17 +231,6 @@ def firing_rate(obj: Run | Stream, per: str = "neuron", *, quantity: str = "outp
     raise InvalidArgumentError(f"per must be 'neuron', 'record', 'step' or 'all', not {per!r}")
 
 
-def _block_population(block: Block, t: int) -> np.ndarray:
-    """One task: the fraction of values spiking at each time step (axis ``t``) of each record of ``block``."""
-    seg, rows = block.segment, block.rows()
-    if seg.encoding == "bits" and t != len(seg.shape):  # popcount, neurons stay packed
-        counts = np.bitwise_count(rows)
-    else:
-        counts = _spikes(seg, rows)
-    other = tuple(i for i in range(1, counts.ndim) if i != t)
-    return counts.sum(axis=other, dtype=np.int64) / (np.prod(seg.shape) / seg.shape[t - 1])
-
-
 def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.DataArray:
     """Fraction of the population spiking at each time step of each record.
 
@@ -255,18 +241,17 @@ def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.D
     """
     xr = _xr()
     n = len(stream)
-    with_time = [seg for seg in stream.segments if "time" in seg.dims]
-    if with_time and len(with_time) == len(stream.segments):
+    segments = _segments(stream)
+    with_time = [seg for seg in segments if "time" in seg.dims]
+    if with_time and len(with_time) == len(segments):
         sizes = {seg.shape[seg.dims.index("time")] for seg in with_time}
         if len(sizes) > 1:
             raise InvalidArgumentError(f"stream {stream.key!r}: segments have different time lengths {sizes}")
-        out = np.zeros((n, sizes.pop()), np.float64)
+        width = sizes.pop()
         blocks = _blocks(stream, max_elements)
-        axes = [(1 + b.segment.dims.index("time"),) for b in blocks]
-        for block, rates in zip(blocks, map_blocks(_block_population, blocks, axes, name="spikestore-population"),
-                                strict=True):
-            out[block.start:block.stop] = rates
-        dims: tuple[str, ...] = ("record", "time")
+        axes = [(1 + b.segment.dims.index("time"),) for _, b in blocks]
+        rates = _run(bs.block_population, blocks, axes, name="spikestore-population")
+        out, dims = _per_record_array(stream, blocks, rates, (width,)), ("record", "time")
     else:
         counts, sizes = _per_record(stream, max_elements)
         out, dims = counts / np.maximum(sizes, 1), ("record",)
@@ -275,81 +260,33 @@ def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.D
                                 "call": ("record", stream.calls)})
 
 
-def _add_hist(hist: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """``hist + counts`` for histograms of different lengths."""
-    if len(counts) > len(hist):
-        hist = np.pad(hist, (0, len(counts) - len(hist)))
-    hist[:len(counts)] += counts
-    return hist
-
-
-class _Intervals(NamedTuple):
-    """One block's inter-spike intervals, and what a sequence crossing its ends needs.
-
-    ``first``/``last``: the call of each neuron's first spike in the block's
-    first step and of its last spike in the block's last step (-1: none);
-    ``None`` for records with a time axis, whose sequences end with them.
-    """
-
-    hist: np.ndarray
-    first_step: int = 0
-    first: np.ndarray | None = None
-    last_step: int = 0
-    last: np.ndarray | None = None
-    one_step: bool = False
-
-
-def _block_isi(block: Block, t: int | None, steps: np.ndarray | None = None,
-               calls: np.ndarray | None = None) -> _Intervals:
-    """One task: the intervals inside ``block`` (time axis ``t``; or, without one, records of one step in
-    ``calls`` order form the sequence), and its ends for the caller to join across blocks."""
-    spikes = _spikes(block.segment, block.rows())
-    if t is not None:  # one pass per time step: the last spike of every sequence so far
-        steps_t = np.moveaxis(spikes, t, 0).reshape(spikes.shape[t], -1)
-        hist, last = np.zeros(0, np.int64), np.full(steps_t.shape[1], -1, np.int64)
-        for now, hits in enumerate(steps_t):
-            hist = _add_hist(hist, np.bincount(now - last[hits & (last >= 0)]))
-            last[hits] = now
-        return _Intervals(hist)
-    assert steps is not None and calls is not None
-    flat = spikes.reshape(len(spikes), -1)
-    hist, lead = np.zeros(0, np.int64), True
-    first, last = np.full(flat.shape[1], -1, np.int64), np.full(flat.shape[1], -1, np.int64)
-    for k in range(len(flat)):  # one record is one time step
-        if k and steps[k] != steps[k - 1]:
-            last, lead = np.full(flat.shape[1], -1, np.int64), False
-        now = int(calls[k])
-        hist = _add_hist(hist, np.bincount(now - last[flat[k] & (last >= 0)]))
-        if lead:
-            first[flat[k] & (first < 0)] = now
-        last[flat[k]] = now
-    return _Intervals(hist, int(steps[0]), first, int(steps[-1]), last, lead)
-
-
 def inter_spike_intervals(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.DataArray:
     """Histogram of inter-spike intervals, in time steps, over every neuron and sample.
 
     With a ``time`` axis, intervals are measured inside each record (each
     record is one sequence of ``T`` steps, so intervals run 1..T-1). Without
     one (single-step mode), the records of one step form the sequence, in
-    ``call`` order, and a new step starts afresh. Returns a DataArray of
+    ``call`` order, and a new step starts afresh (each rank's records on
+    their own, for a run of several ranks). Returns a DataArray of
     counts over ``interval`` (1, 2, ...); a histogram rather than the list of
     intervals keeps memory bounded however many spikes there are.
     """
     xr = _xr()
     blocks = _blocks(stream, max_elements)
-    steps, calls = stream.steps, stream.calls
     args = [(1 + b.segment.dims.index("time"),) if "time" in b.segment.dims else
-            (None, steps[b.start:b.stop], calls[b.start:b.stop]) for b in blocks]
+            (None, part.steps[b.start:b.stop], part.calls[b.start:b.stop]) for part, b in blocks]
     hist = np.zeros(0, np.int64)
     carry_step, carry = None, None  # the last spike of each neuron in the step the last block ended in
-    for got in map_blocks(_block_isi, blocks, args, name="spikestore-isi"):
-        hist = _add_hist(hist, got.hist)
+    previous = None
+    for (part, _), got in zip(blocks, _run(bs.block_isi, blocks, args, name="spikestore-isi"), strict=True):
+        if part is not previous:  # another rank: its records are other samples, no sequence crosses
+            carry_step, carry, previous = None, None, part
+        hist = bs.add_hist(hist, got.hist)
         if got.first is None:  # (intervals inside records of T steps: nothing crosses blocks)
             continue
         if carry is not None and got.first_step == carry_step and len(carry) == len(got.first):
             seen = (carry >= 0) & (got.first >= 0)
-            hist = _add_hist(hist, np.bincount(got.first[seen] - carry[seen]))
+            hist = bs.add_hist(hist, np.bincount(got.first[seen] - carry[seen]))
             if got.one_step:  # the step goes on past this block
                 carry = np.where(got.last >= 0, got.last, carry)
                 continue
@@ -359,22 +296,10 @@ def inter_spike_intervals(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -
                         name="isi_count", attrs={"stream": stream.key})
 
 
-def _block_norms(block: Block) -> np.ndarray:
-    """One task: the L2 norm of each record of ``block``."""
-    seg, rows = block.segment, block.rows()
-    if seg.encoding == "bits":
-        return np.sqrt(_record_counts(seg, rows))  # values are 0/1
-    x = seg.decode_rows(rows).astype(np.float64).reshape(len(block), -1)
-    return np.sqrt(np.einsum("ij,ij->i", x, x))
-
-
 def _record_norms(stream: Stream, max_elements: int) -> np.ndarray:
     """L2 norm of every record (a scalar record is its own absolute value)."""
-    out = np.zeros(len(stream), np.float64)
     blocks = _blocks(stream, max_elements)
-    for block, norms in zip(blocks, map_blocks(_block_norms, blocks, name="spikestore-norms"), strict=True):
-        out[block.start:block.stop] = norms
-    return out
+    return _per_record_array(stream, blocks, _run(bs.block_norms, blocks, name="spikestore-norms"))
 
 
 def _forward_layers(run: Run, layers: list[str]) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pytest
 from helpers import M_SEL, S_SEL
@@ -12,35 +14,58 @@ from spikestore import InvalidArgumentError, analysis
 T, STEPS = 6, 9
 
 
-@pytest.fixture
-def run_and_data(store_path):
-    """Multi-step spikes (two layers, a smaller last batch), single-step spikes with
-    several records per step, graded (raw) spikes and gradients; returns what was written."""
-    rng = np.random.default_rng(1)
-    data: dict[str, list[tuple[int, int, np.ndarray]]] = {}
+class Rec(NamedTuple):
+    step: int
+    call: int
+    value: np.ndarray
+    rank: int
 
-    def add(store, key, step, call, value):
+
+def _record(store, rng, rank: int, data: dict[str, list[Rec]]) -> None:
+    """One rank's records: multi-step spikes (two layers, a smaller last batch), single-step spikes
+    with several records per step, graded (raw) spikes and gradients."""
+    def add(key, step, call, value):
         store.append(key, value)
-        data.setdefault(key, []).append((step, call, value))
+        data.setdefault(key, []).append(Rec(step, call, value, rank))
 
-    with spikestore.Store(store_path, mode="w", chunk_bytes=300) as store:
-        for key in ("output/a", "output/b"):
-            store.set_stream_info(key, selection=M_SEL)
-        store.set_stream_info("output.1/s", selection=S_SEL)
-        for step in range(STEPS):
-            store.set_step(step)
-            batch = 4 if step < STEPS - 1 else 3
-            add(store, "output/a", step, 0, (rng.random((T, batch, 12)) < 0.05 + 0.05 * step).astype(np.float32))
-            add(store, "output/b", step, 0, (rng.random((T, batch, 5)) < 0.2).astype(np.float32))
-            for t in range(T):
-                add(store, "output.1/s", step, t, (rng.random((batch, 7)) < 0.3).astype(np.float32))
-            add(store, "graded/g", step, 0, (rng.random((3, 4)) * (rng.random((3, 4)) < 0.5)).astype(np.float32))
-            for layer in ("a", "b"):  # backward hooks: the last layer first
-                key = f"grad_input/{'b' if layer == 'a' else 'a'}"
-                add(store, key, step, 0, np.float32(rng.random() * 10 ** -step))
-            add(store, "grad_output/a", step, 0, rng.standard_normal((2, 3)).astype(np.float32))
-            add(store, "grad_output/a", step, 1, rng.standard_normal((2, 3)).astype(np.float32))
-    run = spikestore.open(store_path)
+    for key in ("output/a", "output/b"):
+        store.set_stream_info(key, selection=M_SEL)
+    store.set_stream_info("output.1/s", selection=S_SEL)
+    for step in range(STEPS):
+        store.set_step(step)
+        batch = 4 if step < STEPS - 1 else 3
+        add("output/a", step, 0, (rng.random((T, batch, 12)) < 0.05 + 0.05 * step).astype(np.float32))
+        add("output/b", step, 0, (rng.random((T, batch, 5)) < 0.2).astype(np.float32))
+        for t in range(T):
+            add("output.1/s", step, t, (rng.random((batch, 7)) < 0.3).astype(np.float32))
+        add("graded/g", step, 0, (rng.random((3, 4)) * (rng.random((3, 4)) < 0.5)).astype(np.float32))
+        for layer in ("a", "b"):  # backward hooks: the last layer first
+            key = f"grad_input/{'b' if layer == 'a' else 'a'}"
+            add(key, step, 0, np.float32(rng.random() * 10 ** -step))
+        add("grad_output/a", step, 0, rng.standard_normal((2, 3)).astype(np.float32))
+        add("grad_output/a", step, 1, rng.standard_normal((2, 3)).astype(np.float32))
+
+
+@pytest.fixture(params=["zarr", "hdf5", "zarr, 2 ranks"])
+def run_and_data(request, tmp_path, monkeypatch):
+    """A run and what was written to it, each stream's records in the run's order (by step, then
+    rank, then call). "2 ranks": two ranks of a process group (faked in this process) record one run,
+    each its own data, so every function here also runs on streams merged over ranks."""
+    from spikestore._write import ranks
+
+    path = tmp_path / ("run.h5" if request.param == "hdf5" else "run.zarr")
+    world = 2 if "ranks" in request.param else 1
+    rng = np.random.default_rng(1)
+    data: dict[str, list[Rec]] = {}
+    monkeypatch.setattr(ranks, "_broadcast_failure", lambda failure: failure)
+    for rank in range(world):
+        if world > 1:
+            monkeypatch.setattr(ranks, "group_rank", lambda rank=rank: (rank, world))
+        with spikestore.Store(path, mode="w", chunk_bytes=300) as store:
+            _record(store, rng, rank, data)
+    data = {k: sorted(v, key=lambda r: (r.step, r.rank, r.call)) for k, v in data.items()}
+    run = spikestore.open(path)
+    assert run.ranks == list(range(world))
     yield run, data
     run.close()
 
@@ -51,16 +76,16 @@ SMALL = 50  # max_elements: forces several blocks per chunk
 def test_spike_counts(run_and_data):
     run, data = run_and_data
     for key in ("output/a", "output.1/s", "graded/g"):
-        recs = [v for _, _, v in data[key]]
+        recs = [v for _, _, v, _ in data[key]]
         for budget in (SMALL, analysis.MAX_ELEMENTS):
             per_record = analysis.spike_counts(run[key], max_elements=budget)
             np.testing.assert_array_equal(per_record, [np.count_nonzero(v) for v in recs])
             assert per_record.dtype == np.int64
         by_step = analysis.spike_counts(run[key], "step", max_elements=SMALL)
-        ref = [sum(np.count_nonzero(v) for s, _, v in data[key] if s == step) for step in range(STEPS)]
+        ref = [sum(np.count_nonzero(v) for s, _, v, _ in data[key] if s == step) for step in range(STEPS)]
         np.testing.assert_array_equal(by_step.values, ref)
         np.testing.assert_array_equal(by_step.step.values, np.arange(STEPS))
-    recs = [v for _, _, v in data["output/a"]]
+    recs = [r.value for r in data["output/a"]]
     np.testing.assert_array_equal(analysis.spike_counts(run["output/a"], "neuron", max_elements=SMALL),
                                   sum(v.sum(axis=(0, 1)) for v in recs))
 
@@ -68,7 +93,7 @@ def test_spike_counts(run_and_data):
 def test_firing_rate_per_neuron_record_step_all(run_and_data):
     run, data = run_and_data
     for key, sample_axes in (("output/a", (0, 1)), ("output.1/s", (0,)), ("graded/g", ())):
-        recs = [v for _, _, v in data[key]]
+        recs = [v for _, _, v, _ in data[key]]
         s = run[key]
         spikes = [(v != 0) for v in recs]
         samples = sum(int(np.prod([v.shape[a] for a in sample_axes])) for v in recs)
@@ -79,7 +104,7 @@ def test_firing_rate_per_neuron_record_step_all(run_and_data):
         assert analysis.firing_rate(s, "all") == pytest.approx(ref_all)
         by_step = analysis.firing_rate(s, "step", max_elements=SMALL)
         for step in range(STEPS):
-            xs = [x for (st, _, _), x in zip(data[key], spikes, strict=True) if st == step]
+            xs = [x for (st, _, _, _), x in zip(data[key], spikes, strict=True) if st == step]
             assert by_step.sel(step=step).item() == pytest.approx(sum(x.sum() for x in xs) / sum(x.size for x in xs))
     with pytest.raises(InvalidArgumentError, match="per must be"):
         analysis.firing_rate(run["output/a"], "layer")
@@ -90,12 +115,12 @@ def test_firing_rate_per_layer_and_layer_by_step(run_and_data):
     per_layer = analysis.firing_rate(run, "layer")
     assert per_layer.layer.values.tolist() == ["a", "b"]
     for layer in ("a", "b"):
-        recs = [v for _, _, v in data[f"output/{layer}"]]
+        recs = [v for _, _, v, _ in data[f"output/{layer}"]]
         assert per_layer.sel(layer=layer).item() == pytest.approx(sum(v.sum() for v in recs) / sum(v.size for v in recs))
     heat = analysis.firing_rate(run, "step")
     assert heat.dims == ("layer", "step") and heat.shape == (2, STEPS)
-    _, _, v = data["output/b"][4]
-    assert heat.sel(layer="b", step=4).item() == pytest.approx(v.mean())
+    at4 = [r.value for r in data["output/b"] if r.step == 4]
+    assert heat.sel(layer="b", step=4).item() == pytest.approx(np.mean(at4))
     assert analysis.firing_rate(run, "layer", quantity="output.1").layer.values.tolist() == ["s"]
     with pytest.raises(InvalidArgumentError, match="no 'nope' streams"):
         analysis.firing_rate(run, "layer", quantity="nope")
@@ -104,13 +129,13 @@ def test_firing_rate_per_layer_and_layer_by_step(run_and_data):
 def test_population_rate(run_and_data):
     run, data = run_and_data
     pop = analysis.population_rate(run["output/a"], max_elements=SMALL)
-    assert pop.dims == ("record", "time") and pop.shape == (STEPS, T)
-    ref = np.stack([v.mean(axis=(1, 2)) for _, _, v in data["output/a"]])
+    assert pop.dims == ("record", "time") and pop.shape == (len(data["output/a"]), T)
+    ref = np.stack([v.mean(axis=(1, 2)) for _, _, v, _ in data["output/a"]])
     np.testing.assert_allclose(pop.values, ref)
-    np.testing.assert_array_equal(pop.step.values, np.arange(STEPS))
+    np.testing.assert_array_equal(pop.step.values, [r.step for r in data["output/a"]])
     single = analysis.population_rate(run["output.1/s"])
     assert single.dims == ("record",)
-    np.testing.assert_allclose(single.values, [v.mean() for _, _, v in data["output.1/s"]])
+    np.testing.assert_allclose(single.values, [v.mean() for _, _, v, _ in data["output.1/s"]])
     np.testing.assert_array_equal(single.call.values[:T + 1], [*range(T), 0])
 
 
@@ -127,14 +152,14 @@ def _isi_reference(trains):
 def test_inter_spike_intervals(run_and_data):
     run, data = run_and_data
     multi = analysis.inter_spike_intervals(run["output/a"], max_elements=SMALL)
-    trains = [v[:, b, n] for _, _, v in data["output/a"] for b in range(v.shape[1]) for n in range(v.shape[2])]
+    trains = [v[:, b, n] for _, _, v, _ in data["output/a"] for b in range(v.shape[1]) for n in range(v.shape[2])]
     ref = _isi_reference(trains)
     assert dict(zip(multi.interval.values.tolist(), multi.values.tolist(), strict=True)) == \
         {d: ref.get(d, 0) for d in range(1, max(ref) + 1)}
     single = analysis.inter_spike_intervals(run["output.1/s"], max_elements=SMALL)
     trains = []
-    for step in range(STEPS):
-        seq = np.stack([v for s, _, v in data["output.1/s"] if s == step])  # [T, batch, 7]
+    for step, rank in np.ndindex(STEPS, len(run.ranks)):  # each rank's records are its own samples
+        seq = np.stack([r.value for r in data["output.1/s"] if (r.step, r.rank) == (step, rank)])  # [T, batch, 7]
         trains += [seq[:, b, n] for b in range(seq.shape[1]) for n in range(seq.shape[2])]
     ref = _isi_reference(trains)
     assert dict(zip(single.interval.values.tolist(), single.values.tolist(), strict=True)) == \
@@ -147,11 +172,12 @@ def test_grad_norms(run_and_data, tmp_path):
     assert norms.dims == ("layer", "step")
     assert norms.layer.values.tolist() == ["a", "b"]  # network order, not hook order
     for layer in ("a", "b"):
-        np.testing.assert_allclose(norms.sel(layer=layer).values,
-                                   [abs(float(v)) for _, _, v in data[f"grad_input/{layer}"]], rtol=1e-6)
+        ref = [np.sqrt(sum(float(r.value) ** 2 for r in data[f"grad_input/{layer}"] if r.step == step))
+               for step in range(STEPS)]
+        np.testing.assert_allclose(norms.sel(layer=layer).values, ref, rtol=1e-6)
     full = analysis.grad_norms(run, quantity="grad_output", max_elements=4)
     for step in range(STEPS):
-        vs = [v for s, _, v in data["grad_output/a"] if s == step]
+        vs = [v for s, _, v, _ in data["grad_output/a"] if s == step]
         assert full.sel(layer="a", step=step).item() == pytest.approx(np.sqrt(sum((v.astype(np.float64) ** 2).sum() for v in vs)))
     sweep = analysis.grad_norms({0.5: run, 2.0: run}, name="alpha")
     assert sweep.dims == ("alpha", "layer") and sweep.alpha.values.tolist() == [0.5, 2.0]
@@ -171,3 +197,25 @@ def test_analysis_of_a_stream_without_spikes_and_of_one_without_records(store_pa
     with pytest.raises(InvalidArgumentError, match="no records yet"):
         analysis.firing_rate(empty)
     run.close()
+
+
+def test_intervals_never_join_the_records_of_two_ranks(tmp_path, monkeypatch):
+    """Both ranks record step 5 only: rank 0 spikes at its call 0, rank 1 at its call 3. Each rank's
+    sequence has one spike, so no interval; a pass that carried rank 0's last spike into rank 1's
+    records would count an interval of 3."""
+    from spikestore._write import ranks
+
+    monkeypatch.setattr(ranks, "_broadcast_failure", lambda failure: failure)
+    path = tmp_path / "run.zarr"
+    for rank, spike_at in ((0, 0), (1, 3)):
+        monkeypatch.setattr(ranks, "group_rank", lambda rank=rank: (rank, 2))
+        with spikestore.Store(path, mode="w") as store:
+            store.set_stream_info("output/s", selection=S_SEL)
+            store.set_step(5)
+            for call in range(4):
+                store.append("output/s", np.full((2, 3), call == spike_at, np.float32))
+    run = spikestore.open(path)
+    s = run["output/s"]
+    assert s.ranks.tolist() == [0] * 4 + [1] * 4 and analysis.spike_counts(s).tolist() == [6, 0, 0, 0, 0, 0, 0, 6]
+    assert analysis.inter_spike_intervals(s).size == 0
+    assert analysis.inter_spike_intervals(run.rank(0)["output/s"]).size == 0

@@ -81,8 +81,26 @@ def stores(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(stores):
-    """Two worker processes on loopback, one thread each; shut down after the module."""
+def ranked(tmp_path_factory):
+    """A run that two ranks of a process group recorded (the group faked, rank by rank, in this
+    process), each its own data; and its single-process answers (before any client)."""
+    from spikestore._write import ranks
+
+    path = tmp_path_factory.mktemp("ranked") / "run.zarr"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ranks, "_broadcast_failure", lambda failure: failure)
+        for rank in range(2):
+            mp.setattr(ranks, "group_rank", lambda rank=rank: (rank, 2))
+            _write(path, range(rank, STEPS))  # (other data, and rank 1 starts a step later)
+    with spikestore.open(path) as run:
+        assert run.ranks == [0, 1] and active_client() is None
+        return path, _answers(run)
+
+
+@pytest.fixture(scope="module")
+def client(stores, ranked):
+    """Two worker processes on loopback, one thread each; shut down after the module (the stores, and
+    their single-process answers, are made first)."""
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                        dashboard_address=None)
     c = distributed.Client(cluster)
@@ -120,6 +138,30 @@ def test_answers_equal_numpy_and_the_single_process_ones(stores, client, suffix)
     assert os.getpid() not in client.run(os.getpid).values()
     # ... which opened the store themselves.
     assert all(str(path) in paths for paths in client.run(open_runs).values())
+
+
+def test_a_run_of_two_ranks_is_analysed_on_the_workers(ranked, client):
+    path, single = ranked
+    with spikestore.open(path) as run, distributed.get_task_stream(client) as ts:
+        got = _answers(run)
+        parts = {r: run.rank(r)["output/a"] for r in run.ranks}
+        assert got["counts"].tolist() == [int(np.count_nonzero(parts[int(r)][i]))
+                                          for r, i in zip(run["output/a"].ranks, _positions(run["output/a"]),
+                                                          strict=True)]
+    _same(got, single)
+    assert len([t for t in ts.data if "spikestore-" in str(t["key"])]) > 20
+    opened = {p for paths in client.run(open_runs).values() for p in paths}
+    assert {str(path), str(path / "__rank1")} <= opened  # the workers opened both ranks' parts
+
+
+def _positions(merged):
+    """Position of each merged record in its rank's own stream."""
+    seen: dict[int, int] = {}
+    out = []
+    for r in merged.ranks.tolist():
+        out.append(seen.get(r, 0))
+        seen[r] = out[-1] + 1
+    return out
 
 
 def test_a_task_carries_a_reference_not_the_chunk(stores):

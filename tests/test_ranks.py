@@ -205,9 +205,9 @@ def test_a_ranked_run_reads_as_one_and_resumes(tmp_path, monkeypatch):
     assert [r["stream"] for r in run.summary()] == ["output/a (rank 0)", "output/a (rank 1)", "only/1 (rank 1)"]
     from spikestore import analysis
 
-    with pytest.raises(spikestore.SpikestoreError, match=r"run.rank\(r\)"):
-        analysis.firing_rate(s)
-    assert analysis.firing_rate(run.rank(1)["output/a"]) is not None
+    rates = analysis.firing_rate(s, "record")  # every rank's chunks, in the merged order
+    np.testing.assert_array_equal(rates, [(10 * r + step != 0) for step in range(5) for r in (0, 1)])
+    np.testing.assert_array_equal(rates[s.ranks == 1], analysis.firing_rate(run.rank(1)["output/a"], "record"))
     from spikestore._read.verify import verify
 
     assert verify(path) == []

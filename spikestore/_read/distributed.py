@@ -184,7 +184,9 @@ def map_blocks(fn: Callable[..., R], blocks: Sequence[Block], args: Sequence[tup
     from dask.base import tokenize
 
     refs = [BlockRef(b) for b in blocks]
-    token = tokenize(name, fn.__name__, [r.spec[1:] for r in refs], extra)
+    # Whole specs: the parts of a run of several ranks hold blocks with equal stream keys, arrays and
+    # positions, which only the reopening recipe (the part's path and rank) tells apart.
+    token = tokenize(name, fn.__name__, [pickle.dumps(r.spec) for r in refs], extra)
     keys = [f"{name}-{token}-{i}" for i in range(len(refs))]
     futures = client.map(_call, [fn] * len(refs), refs, extra, key=keys)
     return client.gather(futures)

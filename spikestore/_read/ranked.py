@@ -10,9 +10,12 @@ Reading a record reads it from its rank's part, through that part's plain
 recorded each record, and ``run.rank(r)[key]`` is rank ``r``'s stream alone.
 
 What it offers is the record-level reading of a stream (``len``, ``s[...]``,
-``sel``, iteration, the index arrays, ``to_dask``/``to_xarray``); the views
-that walk stored segments (``segments``, ``padded``, ``iter_chunks``, the
-analysis functions) work per rank, on ``run.rank(r)[key]``.
+``sel``, iteration, the index arrays, ``to_dask``/``to_xarray``), and
+:attr:`~RankedStream.parts` with :meth:`~RankedStream.merge` for work done
+rank part by rank part (``spikestore.analysis`` walks every part's chunks
+and merges per-record results). The views of stored segments themselves
+(``segments``, ``padded``, ``iter_chunks``) are each rank's, on
+``run.rank(r)[key]``.
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ class RankedStream(IndexArrays):
     @property
     def segments(self) -> list[Any]:
         """Stored segments are each rank's own: raises ``InvalidArgumentError`` naming ``run.rank(r)``."""
-        raise self._per_rank("reading stored segments (segments, padded, iter_chunks, spikestore.analysis)")
+        raise self._per_rank("reading stored segments (segments, padded, iter_chunks)")
 
     @property
     def padded(self) -> Any:
