@@ -10,7 +10,9 @@ per fence language); each page runs top to bottom in one namespace:
   printed by doctest's ``OutputChecker`` with ``ELLIPSIS``: ``...`` in the page
   matches anything (use it for temporary paths, timings and the like), and both sides
   are normalised first (trailing spaces dropped, ``0x...`` addresses blanked, sizes
-  on disk within 2% of the page's taken as equal: see ``tolerate_sizes``). Other
+  on disk within 2% of the page's taken as equal: see ``tolerate_sizes``; decimals that
+  differ only by another CPU's float rounding too: ``tolerate_decimals``; runs of
+  spaces compare equal, so a column that widens by a digit does not fail). Other
   ```text blocks are illustrations and are not checked.
 * A python block that prints something while the page shows no output after it fails
   too: every printed line is on the page.
@@ -55,7 +57,7 @@ DOCS = ROOT / "docs"
 UPDATE = os.environ.get("SPIKESTORE_UPDATE_DOCS") == "1"
 
 _CHECKER = doctest.OutputChecker()
-_FLAGS = doctest.ELLIPSIS
+_FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{6,}")
 _PENDING = "__docs_pending_output__"  # (end offset of the python block, its line, what it printed)
 _MISMATCHES = "__docs_mismatches__"
@@ -68,6 +70,7 @@ def normalise(text: str) -> str:
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?) (B|KiB|MiB|GiB)\b")
+_DECIMAL = re.compile(r"(?<![\w.])-?\d+\.\d+(?:e[+-]?\d+)?(?![\w.])")
 
 
 def tolerate_sizes(want: str, got: str) -> str:
@@ -89,9 +92,43 @@ def tolerate_sizes(want: str, got: str) -> str:
     return "".join(parts) + got[last:]
 
 
+def _close(value: str, other: str) -> bool:
+    """Two printed decimals equal but for the float rounding of one CPU against another: within
+    1e-6 relative (float32 keeps about 7 digits), or three units in the last digit the page shows."""
+    a, b = float(value), float(other)
+    digits = len(value.partition(".")[2].partition("e")[0])
+    scale = 10.0 ** int(value.partition("e")[2] or 0)
+    return abs(a - b) <= max(1e-6 * abs(a), 3 * 10.0 ** -digits * scale)
+
+
+def tolerate_decimals(want: str, got: str) -> str:
+    """``got`` with each decimal number that is :func:`_close` to the page's taken as the page's.
+
+    The same float32 training gives results that differ in the last bit on CPUs with other
+    vector units, which moves the last digits printed (a firing rate, a compression ratio,
+    a numpy array). Compared line by line, where both sides have as many lines and a line as
+    many decimals (a line the page elides with ``...`` keeps its own rule). Column widths that
+    move with a digit are left to ``NORMALIZE_WHITESPACE``.
+    """
+    want_lines, got_lines = want.split("\n"), got.split("\n")
+    if len(want_lines) != len(got_lines):
+        return got
+    out = []
+    for w, g in zip(want_lines, got_lines):
+        wanted, found = _DECIMAL.findall(w), list(_DECIMAL.finditer(g))
+        if len(wanted) == len(found) and all(_close(v, m.group()) for v, m in zip(wanted, found)):
+            parts, last = [], 0
+            for v, m in zip(wanted, found):
+                parts += [g[last:m.start()], v]
+                last = m.end()
+            g = "".join(parts) + g[last:]
+        out.append(g)
+    return "\n".join(out)
+
+
 def _compare(example: Example, want: str, got: str, what: str) -> None:
     want_n = normalise(want)
-    got_n = tolerate_sizes(want_n, normalise(got))
+    got_n = tolerate_decimals(want_n, tolerate_sizes(want_n, normalise(got)))
     if _CHECKER.check_output(want_n, got_n, _FLAGS):
         return
     diff = _CHECKER.output_difference(doctest.Example("", want_n), got_n, _FLAGS | doctest.REPORT_UDIFF)
@@ -223,3 +260,15 @@ def test_a_changed_output_line_fails(tmp_path: Path) -> None:
     assert "2 output(s)" in message, message
     assert "line 6: output of the python block at line 1" in message and "Got:" in message, message
     assert "unshown" in message and "echo" not in message, message
+
+
+def test_decimals_tolerate_float_rounding_only() -> None:
+    want = "rates [0.20243345 0.2060293 ]\nratio 77.54%\n3072.0 0.3109494745731354\ncreated ..."
+    got = ("rates [0.20243342 0.2060293 ]\nratio 77.53%\n3072.0 0.31094950437545776\n"
+           "created 2026-12-01T09:26:00.853")
+    assert tolerate_decimals(want, got) == want.replace("...", "2026-12-01T09:26:00.853")
+    for line, wrong in ((0, "rates [0.20243445 0.2060293 ]"), (1, "ratio 77.58%"), (2, "3072.0 0.3109594745731354"),
+                        (2, "3073.0 0.3109494745731354")):
+        lines = got.split("\n")
+        lines[line] = wrong
+        assert tolerate_decimals(want, "\n".join(lines)).split("\n")[line] == wrong
