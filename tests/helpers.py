@@ -430,3 +430,27 @@ def write_small_store(path: Path, steps: int = 12, stream: str = SMALL_STORE_STR
             st.set_step(step)
             st.append(stream, (rng.random((4, 10)) < 0.3).astype(np.float32))
             st.append("v/fc", rng.random(30).astype(np.float32))
+
+
+# -- runs recorded by several ranks, without spawning them -------------------------------
+
+
+def record_as_ranks(path: Path, monkeypatch: pytest.MonkeyPatch, record, *, world: int = 2,
+                    mode: str = "w", **store_kwargs) -> None:
+    """Record a run of ``world`` ranks rank by rank in this process, as a process group would.
+
+    The group is faked (``group_rank`` says each rank in turn, the one
+    broadcast at open returns what rank 0 found), only while recording; so
+    each ``Store(path, mode=mode)`` writes rank ``r``'s part exactly as that
+    rank would, in a fraction of a second. ``record(store, r)`` writes
+    rank ``r``'s records.
+    """
+    from spikestore._write import ranks
+
+    with monkeypatch.context() as m:
+        m.setattr(ranks, "_broadcast_failure", lambda failure: failure)
+        for r in range(world):
+            m.setattr(ranks, "group_rank", lambda r=r: (r, world))
+            with spikestore.Store(path, mode=mode, **store_kwargs) as store:
+                assert store.path == (path if r == 0 else path / f"__rank{r}")
+                record(store, r)

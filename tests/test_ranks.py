@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import record_as_ranks
 from spikingjelly.activation_based import functional, layer, neuron
 from spikingjelly.activation_based import monitor as sj
 from torch import nn
@@ -172,19 +173,16 @@ def test_hdf5_inside_a_process_group_names_zarr(tmp_path, monkeypatch):
 
 
 def _record_ranks(path: Path, monkeypatch, mode: str, steps: range, world: int = 2) -> None:
-    """Record rank by rank in this process, as ``world`` ranks would (the group faked, no broadcast)."""
-    from spikestore._write import ranks
+    """Record rank by rank in this process, as ``world`` ranks would (helpers.record_as_ranks)."""
 
-    monkeypatch.setattr(ranks, "_broadcast_failure", lambda failure: failure)
-    for r in range(world):
-        monkeypatch.setattr(ranks, "group_rank", lambda r=r: (r, world))
-        with spikestore.Store(path, mode=mode) as store:
-            assert store.path == (path if r == 0 else path / f"__rank{r}")
-            for step in steps:
-                store.set_step(step)
-                store.append("output/a", np.full((2, 3), 10 * r + step, np.float32))
-                if r == 1:
-                    store.append("only/1", np.int64(step))
+    def record(store: spikestore.Store, r: int) -> None:
+        for step in steps:
+            store.set_step(step)
+            store.append("output/a", np.full((2, 3), 10 * r + step, np.float32))
+            if r == 1:
+                store.append("only/1", np.int64(step))
+
+    record_as_ranks(path, monkeypatch, record, world=world, mode=mode)
 
 
 def test_a_ranked_run_reads_as_one_and_resumes(tmp_path, monkeypatch):

@@ -3,8 +3,11 @@
 Every exporter reads the store chunk by chunk, takes ``streams`` (keys or
 shell patterns such as ``"output/*"``) and ``steps`` (``"A:B"``, stop
 exclusive), and calls ``progress(done_records, total_records)`` as it goes;
-the command line supplies a progress bar. Each writes to a temporary name
-and renames it at the end (:func:`spikestore._files.replacing`), so a
+the command line supplies a progress bar. A run recorded by several ranks
+exports every rank's records, each labelled with the rank that recorded it
+(a ``rank`` column, array or dataset; see each exporter), and progress
+counts every rank's records; a one-process store exports as it always
+did. Each writes to a temporary name and renames it at the end (:func:`spikestore._files.replacing`), so a
 failed export leaves no half file under the final name and no temporary
 behind, and an older output it was to replace stays as it was.
 
@@ -77,7 +80,7 @@ def to_npz(*args: Any, **kwargs: Any) -> Path:
     return f(*args, **kwargs)
 
 
-def export(store: Any, out: str | os.PathLike[str], format: str | None = None,  # noqa: A002
+def export(store: Any, out: str | os.PathLike[str], format: str | None = None,
            **kwargs: Any) -> Path:
     """Export ``store`` (a path or an open run) to ``out`` in ``format``.
 
@@ -86,7 +89,7 @@ def export(store: Any, out: str | os.PathLike[str], format: str | None = None,  
     ``format`` wins over the suffix. Other keywords go to the exporter.
     """
     if format is None:
-        format = format_for(out)  # noqa: A001
+        format = format_for(out)
     funcs = {"nwb": to_nwb, "hdf5": to_hdf5, "parquet": to_parquet, "npz": to_npz}
     if format not in funcs:
         raise InvalidArgumentError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")

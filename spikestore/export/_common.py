@@ -7,6 +7,16 @@ selected steps; what a record's axes mean comes from
 :attr:`spikestore.Stream.layout`; and they publish their output with
 :func:`spikestore._files.replacing`, so a failed export leaves nothing
 behind and an older output stays as it was.
+
+A run recorded by several ranks (``docs/format.md`` §1.2) keeps each rank's
+records in that rank's own part, with segments of its own: ``run[key]``
+merges them for reading record by record, and :attr:`Stream.parts
+<spikestore.Stream.parts>` gives each rank's stream. Exporters walk the parts
+one after the other (**rank by rank, each in its record order**), so memory
+stays at one decoded chunk; every exported record carries its rank
+(:attr:`Records.rank`, :attr:`Selection.ranks`), and :attr:`Job.ranked` says
+whether to write that label (only for a run of several ranks, so a
+one-process export is what it always was).
 """
 
 from __future__ import annotations
@@ -17,19 +27,22 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from spikestore._files import check_folder
 from spikestore._format import dtypes
+from spikestore._read.ranked import RankedStream
 from spikestore._read.run import Run
 from spikestore._read.run import open as open_run
 from spikestore._read.segment import Segment, iter_blocks
 from spikestore._read.stream import Stream
 from spikestore.errors import InvalidArgumentError, StreamNotFoundError
 
-__all__ = ["Job", "Progress", "Records", "as_run", "export_job", "is_spike_stream", "iter_records",
-           "parse_steps", "select_streams", "selected_counts", "spike_events", "step_mask"]
+__all__ = ["Job", "Piece", "Progress", "Records", "Selection", "as_run", "export_job", "is_spike_stream",
+           "iter_records", "parse_steps", "select_records", "select_streams", "selected_counts",
+           "selected_total", "spike_events", "step_mask"]
 
 #: ``progress(done, total)``, both in records; called after every block.
 Progress = Callable[[int, int], None]
@@ -39,7 +52,8 @@ Progress = Callable[[int, int], None]
 class Records:
     """Selected records of one stored chunk of one segment, decoded as exporters write them."""
 
-    stream: Stream
+    stream: Stream  # the plain stream of the rank that recorded them (its segments hold ``segment``)
+    rank: int
     segment: Segment
     values: np.ndarray  # [k, *shape], dtypes.export_dtype of the logical dtype (bfloat16 as float32)
     steps: np.ndarray
@@ -59,6 +73,11 @@ class Job:
     progress: Progress | None = None
     done: int = field(default=0)
 
+    @property
+    def ranked(self) -> bool:
+        """Whether the run was recorded by several ranks, so every exported record is labelled with its rank."""
+        return len(self.run.ranks) > 1
+
     def advance(self, records: int) -> None:
         """Count ``records`` more as exported and report progress."""
         self.done += records
@@ -76,18 +95,24 @@ def export_job(store: Run | str | os.PathLike[str], out: str | os.PathLike[str],
     run, owned = as_run(store)
     try:
         keys = select_streams(run, streams)
-        total = sum(sum(selected_counts(run[k], rng)) for k in keys)
+        total = sum(selected_total(run[k], rng) for k in keys)
         yield Job(run, path, rng, keys, total, progress)
     finally:
         if owned:
             run.close()
 
 
-def as_run(store: Run | str | os.PathLike[str]) -> tuple[Run, bool]:
-    """The run to export, and whether this call opened it (and must close it)."""
+def as_run(store: Run | str | os.PathLike[str], *,
+           storage_options: dict[str, Any] | None = None) -> tuple[Run, bool]:
+    """The run to export, and whether this call opened it (and must close it).
+
+    ``store`` may be a URL (``s3://bucket/run.zarr``): a
+    :class:`~spikestore.backends.StoreURL` carries its ``storage_options``,
+    or pass them here.
+    """
     if isinstance(store, Run):
         return store, False
-    return open_run(Path(store)), True
+    return open_run(store, storage_options=storage_options), True
 
 
 def parse_steps(steps: str | tuple[int | None, int | None] | None) -> tuple[int | None, int | None]:
@@ -128,28 +153,107 @@ def step_mask(steps: np.ndarray, rng: tuple[int | None, int | None]) -> np.ndarr
 
 
 def selected_counts(stream: Stream, steps: tuple[int | None, int | None]) -> list[int]:
-    """Selected records in each segment of ``stream``."""
+    """Selected records in each segment of ``stream`` (a plain stream: one rank's part)."""
     keep = step_mask(stream.steps, steps)
     return [int(keep[seg.start:seg.stop].sum()) for seg in stream.segments]
 
 
-def iter_records(stream: Stream, steps: tuple[int | None, int | None] = (None, None),
+def selected_total(stream: Stream | RankedStream, steps: tuple[int | None, int | None]) -> int:
+    """Selected records of ``stream`` over every rank that recorded it (what progress counts)."""
+    return sum(int(step_mask(part.steps, steps).sum()) for part in stream.parts.values())
+
+
+def iter_records(stream: Stream | RankedStream, steps: tuple[int | None, int | None] = (None, None),
                  segments: list[Segment] | None = None) -> Iterator[Records]:
     """Decode a stream one stored chunk at a time, keeping only records in the step range.
 
     Memory is bounded by one decoded chunk, whatever the store's size; a
-    chunk without a selected record is not read at all. ``segments`` limits
-    the pass to some of the stream's segments (default: all).
+    chunk without a selected record is not read at all. A stream merged over
+    ranks is walked rank by rank (:attr:`Stream.parts <spikestore.Stream.parts>`,
+    each part's own segments). ``segments`` limits the pass to some segments
+    of a plain stream (default: all).
     """
+    if segments is None:
+        for part in stream.parts.values():
+            yield from _part_records(part, steps, part.segments)
+    else:
+        yield from _part_records(stream, steps, segments)
+
+
+def _part_records(stream: Stream, steps: tuple[int | None, int | None],
+                  segments: list[Segment]) -> Iterator[Records]:
+    """:func:`iter_records` over ``segments`` of one plain stream."""
     keep = step_mask(stream.steps, steps)
+    (rank,) = stream.parts  # a plain stream is its one rank's part
     all_steps, all_calls, all_times = stream.steps, stream.calls, stream.times
-    for block in iter_blocks(stream.segments if segments is None else segments):
+    for block in iter_blocks(segments):
         g = slice(block.start, block.stop)
         sel = keep[g]
         if not sel.any():
             continue
         values = dtypes.export_values(block.values(), block.segment.doc["dtype"])
-        yield Records(stream, block.segment, values[sel], all_steps[g][sel], all_calls[g][sel], all_times[g][sel])
+        yield Records(stream, rank, block.segment, values[sel], all_steps[g][sel], all_calls[g][sel],
+                      all_times[g][sel])
+
+
+@dataclass
+class Piece:
+    """Exported records that share one array of the output (an NPZ member, an HDF5 dataset).
+
+    In a one-process run, one segment (as exporters always wrote them); in a
+    run of several ranks, every rank's segments of one shape and dtype, so
+    that ranks that recorded the same shapes give one array, not one per rank.
+    """
+
+    shape: tuple[int, ...]
+    dtype: str  # the stored (logical) dtype, e.g. "bfloat16"
+    segments: list[tuple[Stream, Segment]] = field(default_factory=list)  # (rank's part, its segment)
+    count: int = 0  # selected records
+
+    def records(self, steps: tuple[int | None, int | None]) -> Iterator[Records]:
+        """The piece's selected records, in its order (rank by rank, then record order)."""
+        for part, seg in self.segments:
+            yield from iter_records(part, steps, [seg])
+
+
+@dataclass
+class Selection:
+    """The selected records of one stream key over every rank that recorded it, in export order
+    (rank by rank, each in its record order): the arrays it is cut into and one entry per record."""
+
+    pieces: list[Piece]
+    steps: np.ndarray
+    calls: np.ndarray
+    times: np.ndarray
+    ranks: np.ndarray
+    piece: np.ndarray  # the number of the piece that holds each record (int32)
+
+
+def select_records(stream: Stream | RankedStream, steps: tuple[int | None, int | None], ranked: bool) -> Selection:
+    """Cut the selected records of ``stream`` into :class:`Piece` s (by shape and dtype when ``ranked``)."""
+    pieces: list[Piece] = []
+    numbers: dict[tuple[tuple[int, ...], str], int] = {}
+    index: dict[str, list[np.ndarray]] = {"steps": [], "calls": [], "times": [], "ranks": [], "piece": []}
+    for part in stream.parts.values():
+        keep = step_mask(part.steps, steps)
+        number = np.full(len(part), -1, np.int32)
+        for seg, n in zip(part.segments, selected_counts(part, steps), strict=True):
+            if not n:
+                continue
+            kind = (tuple(seg.shape), seg.doc["dtype"])
+            k = numbers.get(kind) if ranked else None
+            if k is None:
+                k = len(pieces)
+                pieces.append(Piece(*kind))
+                numbers[kind] = k
+            pieces[k].segments.append((part, seg))
+            pieces[k].count += n
+            number[seg.start:seg.stop] = k
+        for name, arr in (("steps", part.steps), ("calls", part.calls), ("times", part.times),
+                          ("ranks", part.ranks), ("piece", number)):
+            index[name].append(arr[keep])
+    return Selection(pieces, **{name: np.concatenate(arrs) if arrs else np.zeros(0, np.int64)
+                                for name, arrs in index.items()})
 
 
 def spike_events(block: Records, kind: str) -> dict[str, np.ndarray]:
@@ -174,9 +278,10 @@ def spike_events(block: Records, kind: str) -> dict[str, np.ndarray]:
     return {"record": rec, "t": t, "batch": batch, "neuron": neuron}
 
 
-def is_spike_stream(stream: Stream) -> bool:
-    """A stream whose records are all bit-packed (0/1) is exported as spike events."""
-    return bool(stream.segments) and all(seg.encoding == "bits" for seg in stream.segments)
+def is_spike_stream(stream: Stream | RankedStream) -> bool:
+    """A stream whose records are all bit-packed (0/1), on every rank, is exported as spike events."""
+    segments = [seg for part in stream.parts.values() for seg in part.segments]
+    return bool(segments) and all(seg.encoding == "bits" for seg in segments)
 
 
 def report(progress: Progress | None, done: int, total: int) -> None:

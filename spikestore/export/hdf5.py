@@ -9,6 +9,18 @@ unescaped ``stream``, ``quantity``, ``layer``, ``dtype`` and the monitor's
                    (bfloat16 as float32); one dataset per exported segment
 ``step``, ``call``, ``time``, ``segment``   one entry per exported record
 
+A run recorded by several ranks (``docs/format.md`` §1.2) exports every
+rank's records, rank by rank, each rank's in its record order (sort by
+``step``, ``rank``, ``call`` for the merged order of ``run[key]``), and adds
+
+``rank``           the rank that recorded each exported record, beside ``step``
+
+and the attributes ``ranks`` (the stream's group: the ranks that recorded
+it; the root: ``spikestore_ranks``, the run's ranks). Its ranks' records of
+one shape and dtype share one ``seg...`` dataset (``segment`` says which
+holds each record), so ranks that recorded the same shapes give one
+dataset. A one-process store's file is what it always was.
+
 Datasets are chunked and gzip-compressed (the filter every HDF5 build has).
 The file is written under a temporary name and replaces ``out`` only once
 complete (:func:`spikestore._files.replacing`).
@@ -27,7 +39,7 @@ from spikestore._files import replacing
 from spikestore._format import dtypes, stream_node
 from spikestore._read.run import Run
 from spikestore.errors import InvalidArgumentError, MissingDependencyError
-from spikestore.export._common import Job, Progress, export_job, iter_records, selected_counts, step_mask
+from spikestore.export._common import Job, Progress, export_job, iter_records, select_records
 
 __all__ = ["to_hdf5"]
 
@@ -58,31 +70,36 @@ def _write_file(job: Job, f: Any, opts: dict[str, Any]) -> None:
     f.attrs["spikestore_source"] = str(run.path)
     f.attrs["spikestore_metadata"] = json.dumps(run.metadata)
     f.attrs["spikestore_format_version"] = run.doc["format_version"]
+    if job.ranked:
+        f.attrs["spikestore_ranks"] = np.asarray(run.ranks, np.int64)
     for key in job.keys:
         s = run[key]
         g = f.create_group(stream_node(key))
         g.attrs.update({"stream": key, "quantity": s.quantity, "layer": s.layer,
                         "selection": json.dumps(s.selection)})
-        live = [(seg, n) for seg, n in zip(s.segments, selected_counts(s, rng), strict=True) if n]
+        if job.ranked:
+            g.attrs["ranks"] = np.asarray(list(s.parts), np.int64)
+        sel = select_records(s, rng, job.ranked)
         datasets, filled = {}, {}
-        for number, (seg, n) in enumerate(live):
-            dtype = dtypes.export_dtype(seg.doc["dtype"])
-            chunk_rows = max(1, min(n, (1 << 20) // max(1, dtype.itemsize * seg.values_per_record)))
-            ds = g.create_dataset(f"seg{number:06d}", shape=(n, *seg.shape), dtype=dtype,
-                                  chunks=(chunk_rows, *seg.shape) if all(seg.shape) else None,
-                                  **(opts if all(seg.shape) else {}))
-            ds.attrs["dtype"] = seg.doc["dtype"]
-            datasets[id(seg)], filled[id(seg)] = ds, 0
-        for block in iter_records(s, rng):
-            k = filled[id(block.segment)]
-            datasets[id(block.segment)][k:k + len(block.values)] = block.values
-            filled[id(block.segment)] = k + len(block.values)
+        for number, piece in enumerate(sel.pieces):
+            dtype, shape, n = dtypes.export_dtype(piece.dtype), piece.shape, piece.count
+            chunk_rows = max(1, min(n, (1 << 20) // max(1, dtype.itemsize * int(np.prod(shape, dtype=np.int64)))))
+            ds = g.create_dataset(f"seg{number:06d}", shape=(n, *shape), dtype=dtype,
+                                  chunks=(chunk_rows, *shape) if all(shape) else None,
+                                  **(opts if all(shape) else {}))
+            ds.attrs["dtype"] = piece.dtype
+            filled[number] = 0
+            for _, seg in piece.segments:
+                datasets[id(seg)] = (ds, number)
+        for block in iter_records(s, rng):  # every rank in turn: each piece fills in its own order
+            ds, number = datasets[id(block.segment)]
+            k = filled[number]
+            ds[k:k + len(block.values)] = block.values
+            filled[number] = k + len(block.values)
             job.advance(len(block.values))
-        keep = step_mask(s.steps, rng)
-        g.create_dataset("step", data=s.steps[keep])
-        g.create_dataset("call", data=s.calls[keep])
-        g.create_dataset("time", data=s.times[keep])
-        segno = np.full(len(s), -1, np.int32)
-        for number, (seg, _) in enumerate(live):
-            segno[seg.start:seg.stop] = number
-        g.create_dataset("segment", data=segno[keep])
+        g.create_dataset("step", data=sel.steps)
+        g.create_dataset("call", data=sel.calls)
+        if job.ranked:
+            g.create_dataset("rank", data=sel.ranks)
+        g.create_dataset("time", data=sel.times)
+        g.create_dataset("segment", data=sel.piece)

@@ -10,13 +10,24 @@ Members (load with ``np.load(path, allow_pickle=False)``):
 ``<stream>.calls``      order within the step (int32)
 ``<stream>.segment``    segment number of each record (only with several segments)
 
+A run recorded by several ranks (``docs/format.md`` §1.2) exports every
+rank's records, rank by rank, each rank's in its record order (sort by
+steps, ranks, calls for the merged order of ``run[key]``), and adds
+
+``<stream>.ranks``      the rank that recorded each exported record (int64)
+
+Its ranks' records of one shape and dtype share one member (``<stream>``,
+or ``<stream>@k`` when the shape or dtype changed, ``k`` in order of first
+appearance, with ``<stream>.segment`` saying which member holds each
+record), so ranks that recorded the same shapes give one array. A
+one-process store's members are what they always were.
+
 The file is written under a temporary name and replaces ``out`` only once
 complete (:func:`spikestore._files.replacing`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import zipfile
 from pathlib import Path
@@ -27,7 +38,7 @@ import numpy as np
 from spikestore._files import replacing
 from spikestore._format import dtypes
 from spikestore._read.run import Run
-from spikestore.export._common import Job, Progress, export_job, iter_records, selected_counts, step_mask
+from spikestore.export._common import Job, Progress, export_job, select_records
 
 __all__ = ["to_npz"]
 
@@ -61,30 +72,22 @@ def to_npz(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
 
 
 def _write_stream(job: Job, zf: zipfile.ZipFile, key: str) -> None:
-    """The members of one stream: its records (one member per exported segment), then its index."""
-    s, rng = job.run[key], job.steps
-    counts = dict(zip((id(seg) for seg in s.segments), selected_counts(s, rng), strict=True))
-    live = [seg for seg in s.segments if counts[id(seg)]]
-    numbers = {id(seg): i for i, seg in enumerate(live)}
-    with contextlib.ExitStack() as member:
-        current = None
-        f: IO[bytes] | None = None
-        for block in iter_records(s, rng):
-            seg = block.segment
-            if seg is not current:
-                member.close()
-                name = f"{key}@{numbers[id(seg)]}" if len(live) > 1 else key
-                f = member.enter_context(_member(zf, name, dtypes.export_dtype(seg.doc["dtype"]),
-                                                 (counts[id(seg)], *seg.shape)))
-                current = seg
-            assert f is not None
-            f.write(np.ascontiguousarray(block.values).tobytes())
-            job.advance(len(block.values))
-    keep = step_mask(s.steps, rng)
-    _write_array(zf, key + ".steps", s.steps[keep])
-    _write_array(zf, key + ".calls", s.calls[keep])
-    if len(live) > 1:
-        segno = np.full(len(s), -1, np.int32)
-        for seg in live:
-            segno[seg.start:seg.stop] = numbers[id(seg)]
-        _write_array(zf, key + ".segment", segno[keep])
+    """The members of one stream: its records (one member per exported piece), then its index.
+
+    A zip member is written whole before the next starts, so each piece is
+    walked on its own (every rank's segments of it in turn); each chunk is
+    still read once.
+    """
+    sel = select_records(job.run[key], job.steps, job.ranked)
+    for number, piece in enumerate(sel.pieces):
+        name = f"{key}@{number}" if len(sel.pieces) > 1 else key
+        with _member(zf, name, dtypes.export_dtype(piece.dtype), (piece.count, *piece.shape)) as f:
+            for block in piece.records(job.steps):
+                f.write(np.ascontiguousarray(block.values).tobytes())
+                job.advance(len(block.values))
+    _write_array(zf, key + ".steps", sel.steps)
+    _write_array(zf, key + ".calls", sel.calls)
+    if job.ranked:
+        _write_array(zf, key + ".ranks", sel.ranks)
+    if len(sel.pieces) > 1:
+        _write_array(zf, key + ".segment", sel.piece)

@@ -17,6 +17,16 @@ Mapping (decided once, used everywhere):
   changed). Time runs along the first axis: a multi-step record ``[T, N, ...]``
   gives ``T`` rows stamped ``(s * T + t) * dt``; other records give one row
   stamped like their first bin.
+* **A run recorded by several ranks** (``docs/format.md`` §1.2): every
+  rank's records are exported. Units are per rank too (each rank saw its
+  own samples): the ``Units`` table gets a ``rank`` column, units ordered
+  by stream, then rank, then batch sample and neuron. Other streams get one
+  ``TimeSeries`` per rank, named ``<quantity>.<escaped layer> rank <r>``
+  (``@k`` before `` rank``), its description saying the rank: a series'
+  timestamps must increase, and ranks record the same steps at the same
+  times. ``T`` of single-step records is the largest over the ranks, so all
+  ranks' spike times share one clock. A one-process store's file has no
+  ``rank`` column and the series names above, as before.
 * The network is the NWB ``Subject`` (``species`` "in silico", ``sex`` "U",
   ``date_of_birth`` = the store's creation time).
 * **Run metadata** goes to ``notes`` (JSON) and the store's creation time to
@@ -36,12 +46,13 @@ import os
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from spikestore._files import replacing
 from spikestore._format import dtypes, escape_layer
+from spikestore._read.ranked import RankedStream
 from spikestore._read.run import Run
 from spikestore._read.segment import Segment
 from spikestore._read.stream import Stream
@@ -60,12 +71,27 @@ from spikestore.export._common import (
 __all__ = ["to_nwb"]
 
 
-def _bins_per_step(stream: Stream) -> int:
-    shape = stream.segments[0].shape
-    if stream.layout.kind(shape) == "m":
-        return int(shape[0])
-    calls = stream.calls
-    return int(calls.max()) + 1 if len(calls) else 1
+class _SpikeUnits(NamedTuple):
+    """The units of one rank's spike stream: ``n_batch * n_neuron`` of them from unit ``base`` on."""
+
+    stream: Stream  # the rank's own (plain) stream
+    rank: int
+    T: int
+    base: int
+    n_batch: int
+    n_neuron: int
+
+
+def _bins_per_step(stream: Stream | RankedStream) -> int:
+    """Time bins per step: the largest over the ranks, so every rank's records share one clock."""
+    bins = []
+    for part in stream.parts.values():
+        if not len(part):
+            continue
+        shape = part.segments[0].shape
+        calls = part.calls
+        bins.append(int(shape[0]) if part.layout.kind(shape) == "m" else int(calls.max()) + 1)
+    return max(bins, default=1)
 
 
 def to_nwb(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
@@ -109,33 +135,36 @@ def _write_nwb(job: Job, scratch: Path, dt: float, session_description: str | No
     )
     module = None
 
-    spike_streams: list[tuple[Stream, int, int, int, int]] = []  # stream, T, base unit, batch, neurons
+    spike_streams: list[_SpikeUnits] = []
     n_units = 0
     for key in keys:
         s = run[key]
         if not len(s):
             continue
         T = _bins_per_step(s)
+        parts = [(rank, part) for rank, part in s.parts.items() if len(part)]  # (rank by rank)
         if is_spike_stream(s):
-            shapes = {seg.shape for seg in s.segments}
-            kind = s.layout.kind(s.segments[0].shape)
-            n_batch = max((shp[1] if kind == "m" else shp[0]) if kind != "n" else 1 for shp in shapes)
-            n_neuron = max(int(np.prod(shp[2:] if kind == "m" else shp[1:] if kind == "s" else shp))
-                           for shp in shapes)
-            spike_streams.append((s, T, n_units, n_batch, n_neuron))
-            n_units += n_batch * n_neuron
+            for rank, part in parts:
+                shapes = {seg.shape for seg in part.segments}
+                kind = part.layout.kind(part.segments[0].shape)
+                n_batch = max((shp[1] if kind == "m" else shp[0]) if kind != "n" else 1 for shp in shapes)
+                n_neuron = max(int(np.prod(shp[2:] if kind == "m" else shp[1:] if kind == "s" else shp))
+                               for shp in shapes)
+                spike_streams.append(_SpikeUnits(part, rank, T, n_units, n_batch, n_neuron))
+                n_units += n_batch * n_neuron
             continue
         if module is None:
             module = nwb.create_processing_module(
                 "spikestore", "Non-spike streams recorded by spikestore monitors (voltages, inputs, gradients)")
-        counts = selected_counts(s, rng)
-        live = [seg for seg, n in zip(s.segments, counts) if n]
-        groups = _series_groups(live)
-        for number, group in enumerate(groups):
-            _add_series(module, s, key, group, number if len(groups) > 1 else None,
-                        T, dt, rng, DataChunkIterator, TimeSeries, on_rows)
+        for rank, part in parts:
+            counts = selected_counts(part, rng)
+            live = [seg for seg, n in zip(part.segments, counts) if n]
+            groups = _series_groups(live)
+            for number, group in enumerate(groups):
+                _add_series(module, part, key, group, number if len(groups) > 1 else None,
+                            T, dt, rng, DataChunkIterator, TimeSeries, on_rows, rank if job.ranked else None)
     if n_units:
-        nwb.units = _units_table(spike_streams, n_units, rng, dt, scratch, on_rows)
+        nwb.units = _units_table(spike_streams, n_units, rng, dt, scratch, on_rows, job.ranked)
     with replacing(out, keep_suffix=True) as tmp, NWBHDF5IO(str(tmp), "w") as io:
         io.write(nwb)
     return out
@@ -149,27 +178,28 @@ def _unit_events(s: Stream, T: int, base: int, n_neuron: int, rng: tuple[int | N
         yield block, base + ev["batch"] * n_neuron + ev["neuron"], block.steps[ev["record"]] * T + ev["t"]
 
 
-def _units_table(spike_streams: list[tuple[Stream, int, int, int, int]], n_units: int,
-                 rng: tuple[int | None, int | None], dt: float, scratch: Path, on_rows: Any) -> Any:
+def _units_table(spike_streams: list[_SpikeUnits], n_units: int, rng: tuple[int | None, int | None],
+                 dt: float, scratch: Path, on_rows: Any, ranked: bool) -> Any:
     """The Units table, built in two passes with the spike times on disk.
 
     Pass 1 counts spikes per unit; pass 2 writes each spike's time at its
     unit's next free slot in a disk-backed array; the table's ragged
     ``spike_times`` column then streams from that array. Memory stays at a
     few integers per unit plus one decoded chunk, however many spikes.
+    ``ranked``: add the ``rank`` column (a run recorded by several ranks).
     """
     from hdmf.common import ElementIdentifiers, VectorData, VectorIndex
     from pynwb.misc import Units
 
     counts = np.zeros(n_units, dtype=np.int64)
-    for s, T, base, _, n_neuron in spike_streams:
+    for s, _, T, base, _, n_neuron in spike_streams:
         for _, ids, _ in _unit_events(s, T, base, n_neuron, rng):
             counts += np.bincount(ids, minlength=n_units)
     ends = np.cumsum(counts)
     total = int(ends[-1]) if n_units else 0
     times = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float64, shape=(max(total, 1),))
     cursor = ends - counts
-    for s, T, base, _, n_neuron in spike_streams:
+    for s, _, T, base, _, n_neuron in spike_streams:
         for block, ids, bins in _unit_events(s, T, base, n_neuron, rng):
             order = np.argsort(ids, kind="stable")  # per unit, events stay in time order
             ids, bins = ids[order], bins[order]
@@ -179,11 +209,12 @@ def _units_table(spike_streams: list[tuple[Stream, int, int, int, int]], n_units
             cursor[uniq] += cnt
             on_rows(len(block.values))
     times.flush()
-    layer, quantity, batch, neuron = [], [], [], []
-    for s, _, _, n_batch, n_neuron in spike_streams:
+    layer, quantity, rank, batch, neuron = [], [], [], [], []
+    for s, r, _, _, n_batch, n_neuron in spike_streams:
         b, n = np.divmod(np.arange(n_batch * n_neuron), n_neuron)
         layer += [s.layer] * len(b)
         quantity += [s.quantity] * len(b)
+        rank.append(np.full(len(b), r, np.int64))
         batch.append(b)
         neuron.append(n)
     # A file-backed memmap: h5py copies it page by page, and those pages are
@@ -196,6 +227,9 @@ def _units_table(spike_streams: list[tuple[Stream, int, int, int, int]], n_units
         VectorData(name="layer", description="Name of the layer in nn.Module.named_modules()", data=layer),
         VectorData(name="quantity", description="spikestore quantity the spikes come from (e.g. output)",
                    data=quantity),
+        *([VectorData(name="rank", description="Rank of the process group that recorded the unit's spikes "
+                                               "(each rank trains on its own samples)",
+                      data=np.concatenate(rank))] if ranked else []),
         VectorData(name="batch", description="Index of the sample within the training batch",
                    data=np.concatenate(batch)),
         VectorData(name="neuron", description="Flattened index of the neuron within the layer's record",
@@ -203,7 +237,7 @@ def _units_table(spike_streams: list[tuple[Stream, int, int, int, int]], n_units
     ]
     return Units(name="units", description="Spiking neurons recorded by spikestore monitors",
                  id=ElementIdentifiers(name="id", data=np.arange(n_units)), columns=columns,
-                 colnames=("spike_times", "layer", "quantity", "batch", "neuron"))
+                 colnames=("spike_times", "layer", "quantity", *(("rank",) if ranked else ()), "batch", "neuron"))
 
 
 def _series_groups(segments: list[Segment]) -> list[list[Segment]]:
@@ -221,8 +255,12 @@ def _series_groups(segments: list[Segment]) -> list[list[Segment]]:
 
 def _add_series(module: Any, s: Stream, key: str, group: list[Segment], number: int | None, T: int, dt: float,
                 rng: tuple[int | None, int | None], DataChunkIterator: Any, TimeSeries: Any,
-                on_rows: Any) -> None:
-    """One TimeSeries holding the records of ``group`` (segments of stream ``s``)."""
+                on_rows: Any, rank: int | None = None) -> None:
+    """One TimeSeries holding the records of ``group`` (segments of stream ``s``, one rank's).
+
+    ``rank``: the rank that recorded them, in a run of several ranks (named
+    and described in the series), else ``None``.
+    """
     shape = tuple(int(max(dims)) for dims in zip(*(seg.shape for seg in group))) if group[0].shape else ()
     padded = any(seg.shape != shape for seg in group)
     kind = s.layout.kind(shape) if shape else "n"
@@ -254,10 +292,13 @@ def _add_series(module: Any, s: Stream, key: str, group: list[Segment], number: 
         stamps = steps_sel * T * dt
         row_shape = shape
     assert np.all(order == np.arange(len(order)))  # segments are consecutive in record order
-    name = f"{s.quantity}.{escape_layer(s.layer)}" + ("" if number is None else f"@{number}")
+    name = f"{s.quantity}.{escape_layer(s.layer)}" + ("" if number is None else f"@{number}") \
+        + ("" if rank is None else f" rank {rank}")
     data = DataChunkIterator(data=rows(), maxshape=(None, *row_shape), dtype=dtype,
                              buffer_size=max(1, (8 << 20) // max(1, int(np.prod(row_shape)) * 8)))
     note = " Smaller records (a short last batch) are padded with NaN." if padded else ""
+    if rank is not None:
+        note += f" Recorded by rank {rank} of the process group (each rank has its own series)."
     module.add(TimeSeries(
         name=name, data=data, unit="a.u.", timestamps=stamps,
         description=(f"spikestore stream {key!r}: {s.quantity} of layer {s.layer!r}, record shape "
