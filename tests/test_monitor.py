@@ -5,55 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from helpers import deep_net, run_steps
-from spikingjelly.activation_based import functional, layer, neuron
+from parity import MONITORS, firing_rate, make_monitor, same_record, tutorial_net
 from spikingjelly.activation_based import monitor as sj
+from spikingjelly.activation_based import neuron
 
 import spikestore
 from spikestore import InvalidValueError
 from spikestore import monitor as ss
-
-
-def tutorial_net(node: type, step_mode: str, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    net = nn.Sequential(layer.Linear(8, 4), node(), layer.Linear(4, 2), node())
-    for p in net.parameters():
-        p.data.abs_()
-    functional.set_step_mode(net, step_mode)
-    return net
-
-
-def firing_rate(s: torch.Tensor) -> torch.Tensor:
-    return s.flatten(1).mean(1)
-
-
-MONITORS = [
-    ("OutputMonitor", (), {}),
-    ("OutputMonitor", (), {"function_on_output": firing_rate}),
-    ("InputMonitor", (), {}),
-    ("AttributeMonitor", ("v", True), {}),
-    ("AttributeMonitor", ("v", False), {}),
-    ("GradInputMonitor", (), {"function_on_grad_input": torch.norm}),
-    ("GradInputMonitor", (), {}),
-    ("GradOutputMonitor", (), {}),
-]
-
-
-def make(mod, cls: str, args: tuple, kwargs: dict, net: nn.Module, node: type, **extra):
-    c = getattr(mod, cls)
-    if cls == "AttributeMonitor":
-        return c(*args, net, node, **kwargs, **extra)
-    return c(net, node, **kwargs, **extra)
-
-
-def same(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and \
-            torch.equal(a.detach().cpu(), b)
-    if isinstance(a, tuple):
-        return isinstance(b, tuple) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
 
 
 @pytest.mark.parametrize("node", [neuron.IFNode, neuron.LIFNode], ids=["IF", "LIF"])
@@ -61,10 +20,10 @@ def same(a, b) -> bool:
 @pytest.mark.parametrize("cls,args,kwargs", MONITORS, ids=[f"{m[0]}{i}" for i, m in enumerate(MONITORS)])
 def test_parity_with_spikingjelly(store_path, node, step_mode, cls, args, kwargs):
     net = tutorial_net(node, step_mode)
-    ref = make(sj, cls, args, kwargs, net, node)
-    mem = make(ss, cls, args, kwargs, net, node)
+    ref = make_monitor(sj, cls, args, kwargs, net, node)
+    mem = make_monitor(ss, cls, args, kwargs, net, node)
     store = spikestore.Store(store_path)
-    disk = make(ss, cls, args, kwargs, net, node, store=store)
+    disk = make_monitor(ss, cls, args, kwargs, net, node, store=store)
     run_steps(net, step_mode, 3, store)
 
     n = len(ref.records)
@@ -72,11 +31,11 @@ def test_parity_with_spikingjelly(store_path, node, step_mode, cls, args, kwargs
     assert mem.monitored_layers == disk.monitored_layers == ref.monitored_layers == ["1", "3"]
     assert len(mem.records) == len(disk.records) == n
     for i in range(n):
-        assert same(ref.records[i], mem.records[i]), i
-        assert same(ref.records[i], disk.records[i]), i
+        assert same_record(ref.records[i], mem.records[i]), i
+        assert same_record(ref.records[i], disk.records[i]), i
     assert mem.name_records_index == disk.name_records_index == ref.name_records_index
     for name in ("1", "3"):
-        assert all(same(a, b) for a, b in zip(ref[name], list(disk[name]), strict=True))
+        assert all(same_record(a, b) for a, b in zip(ref[name], list(disk[name]), strict=True))
     # In-memory records are detached from the graph; SpikingJelly's are not.
     assert all(not isinstance(r, torch.Tensor) or r.grad_fn is None for r in mem.records)
 
@@ -106,7 +65,7 @@ def test_v_seq_attribute_is_stored_as_raw_floats(tmp_path):
     with spikestore.Store(tmp_path / "v.zarr") as store:
         mon = ss.AttributeMonitor("v_seq", False, net, neuron.IFNode, store=store)
         run_steps(net, "m", 2, store)
-        assert all(same(a, b) for a, b in zip(ref.records, list(mon.records), strict=True))
+        assert all(same_record(a, b) for a, b in zip(ref.records, list(mon.records), strict=True))
     s = spikestore.open(tmp_path / "v.zarr")["v_seq/1"]
     assert s.segments[0].encoding == "raw" and s[0].shape == (4, 2, 4)
 
@@ -121,7 +80,7 @@ def test_surrogate_alpha_sweep_of_gradient_norms(tmp_path):
         mon = ss.GradInputMonitor(net, neuron.IFNode, function_on_grad_input=torch.norm, store=store)
         store.set_step(step)
         net(torch.rand(4, 1, 8, generator=torch.Generator().manual_seed(0))).sum().backward()
-        assert all(same(a, b) for a, b in zip(ref.records, list(mon.records), strict=True))
+        assert all(same_record(a, b) for a, b in zip(ref.records, list(mon.records), strict=True))
         results[alpha] = [float(r) for r in mon.records]
         mon.remove_hooks()
         ref.remove_hooks()
@@ -265,26 +224,6 @@ def test_tensor_cache_round_trip_as_in_the_tutorial():
     np.testing.assert_array_equal(spike_b.numpy(), np.packbits(spike.numpy().astype(bool), bitorder="little"))
     with pytest.raises(spikestore.InvalidValueError):
         tensor_cache.float_spike_to_bool(torch.tensor([0.5, 1.0]))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_hooks_never_synchronise(tmp_path):
-    net = tutorial_net(neuron.LIFNode, "m").cuda()
-    ref = sj.OutputMonitor(net, neuron.LIFNode)
-    with spikestore.Store(tmp_path / "cuda.zarr") as store:
-        mon = ss.OutputMonitor(net, neuron.LIFNode, store=store)
-        x = torch.rand(4, 2, 8, device="cuda")
-        torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            with torch.no_grad():
-                for step in range(3):
-                    store.set_step(step)
-                    net(x)
-                    functional.reset_net(net)
-        finally:
-            torch.cuda.set_sync_debug_mode(0)
-        assert all(torch.equal(a.cpu(), b) for a, b in zip(ref.records, list(mon.records), strict=True))
 
 
 def test_two_monitors_cannot_silently_share_a_stream(tmp_path):
