@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -435,8 +436,8 @@ def write_small_store(path: Path, steps: int = 12, stream: str = SMALL_STORE_STR
 # -- runs recorded by several ranks, without spawning them -------------------------------
 
 
-def record_as_ranks(path: Path, monkeypatch: pytest.MonkeyPatch, record, *, world: int = 2,
-                    mode: str = "w", **store_kwargs) -> None:
+def record_as_ranks(path: Path, monkeypatch: pytest.MonkeyPatch, record: Callable[[spikestore.Store, int], None],
+                    *, world: int = 2, mode: str = "w", **store_kwargs: object) -> None:
     """Record a run of ``world`` ranks rank by rank in this process, as a process group would.
 
     The group is faked (``group_rank`` says each rank in turn, the one

@@ -53,7 +53,7 @@ class Records:
     """Selected records of one stored chunk of one segment, decoded as exporters write them."""
 
     stream: Stream  # the plain stream of the rank that recorded them (its segments hold ``segment``)
-    rank: int
+    rank: int  # that rank (a plain stream's one rank: 0 in a one-process store)
     segment: Segment
     values: np.ndarray  # [k, *shape], dtypes.export_dtype of the logical dtype (bfloat16 as float32)
     steps: np.ndarray
@@ -172,7 +172,17 @@ def iter_records(stream: Stream | RankedStream, steps: tuple[int | None, int | N
     ranks is walked rank by rank (:attr:`Stream.parts <spikestore.Stream.parts>`,
     each part's own segments). ``segments`` limits the pass to some segments
     of a plain stream (default: all).
+
+    Raises
+    ------
+    InvalidArgumentError
+        For ``segments`` of a stream merged over ranks: segments are each
+        rank's, so pass that rank's stream (``stream.parts[r]``).
     """
+    if segments is not None and len(stream.parts) > 1:
+        raise InvalidArgumentError(
+            f"stream {stream.key!r} merges ranks {sorted(stream.parts)}: pass segments with the stream of "
+            "the rank that stored them (stream.parts[r])")
     if segments is None:
         for part in stream.parts.values():
             yield from _part_records(part, steps, part.segments)

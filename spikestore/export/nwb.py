@@ -22,9 +22,9 @@ Mapping (decided once, used everywhere):
   own samples): the ``Units`` table gets a ``rank`` column, units ordered
   by stream, then rank, then batch sample and neuron. Other streams get one
   ``TimeSeries`` per rank, named ``<quantity>.<escaped layer> rank <r>``
-  (``@k`` before `` rank``), its description saying the rank: a series'
-  timestamps must increase, and ranks record the same steps at the same
-  times. ``T`` of single-step records is the largest over the ranks, so all
+  (``<quantity>.<escaped layer>@k rank <r>`` per segment), its description
+  saying the rank: one series for all ranks would not do, as a series'
+  timestamps must increase and the ranks record the same steps. ``T`` of single-step records is the largest over the ranks, so all
   ranks' spike times share one clock. A one-process store's file has no
   ``rank`` column and the series names above, as before.
 * The network is the NWB ``Subject`` (``species`` "in silico", ``sex`` "U",
