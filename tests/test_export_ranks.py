@@ -242,3 +242,24 @@ def test_cli_exports_every_rank(ranked, tmp_path):
     r = runner.invoke(main, ["export", str(ranked), str(tmp_path / "c.parquet")])
     assert r.exit_code == 0, r.output
     assert set(pq.read_table(tmp_path / "c.parquet" / "spikes.parquet")["rank"].to_pylist()) == {0, 1}
+
+
+@pytest.mark.parametrize("fmt", ["npz", "hdf5", "parquet"])
+def test_each_rank_s_chunks_are_read_once(ranked, tmp_path, monkeypatch, fmt):
+    # Bounded memory and no wasted reads: each part's chunks, one at a time, each once.
+    from spikestore.backends import open_backend
+
+    probe = open_backend(ranked, backend=None, writable=False)
+    backend = type(probe)
+    probe.close()
+    real = backend.read_chunk
+    reads = []
+
+    def read_chunk(self, node, chunk):
+        reads.append((str(self.path), node, chunk))
+        return real(self, node, chunk)
+
+    monkeypatch.setattr(backend, "read_chunk", read_chunk)
+    export(ranked, tmp_path / "x", fmt)
+    assert reads and max(Counter(reads).values()) == 1
+    assert {p for p, _, _ in reads} == {str(ranked), str(ranked / "__rank1")}
