@@ -90,25 +90,28 @@ def build_net(seed: int = 0, lr: float = 1e-3) -> tuple[nn.Module, torch.optim.O
     return net, opt
 
 
-def make_batches(n: int, seed: int = 0, p: float = 0.5) -> list[Batch]:
+def make_batches(n: int, seed: int = 0, p: float = 0.5, batch: int = BATCH,
+                 device: str | torch.device = "cpu") -> list[Batch]:
     """``n`` batches of random binary images and labels, from a fixed seed.
 
-    Each batch is ``(x, y)`` with ``x`` float32 of shape ``[T, 32, 1, 28, 28]``
+    Each batch is ``(x, y)`` with ``x`` float32 of shape ``[T, batch, 1, 28, 28]``
     (i.i.d. Bernoulli(``p``) pixels, fresh for every time step) and ``y``
-    int64 labels of shape ``[32]``. A private generator is used, so the global
-    torch RNG is left alone.
+    int64 labels of shape ``[batch]``, on ``device`` (the GPU benchmark,
+    tools/bench_gpu.py, uses batch 128 on CUDA). A private generator is
+    used, so the global torch RNG is left alone.
     """
     g = torch.Generator().manual_seed(seed)
     out: list[Batch] = []
     for _ in range(n):
-        x = torch.bernoulli(torch.full((T, BATCH, 1, IMAGE, IMAGE), p), generator=g)
-        y = torch.randint(0, NUM_CLASSES, (BATCH,), generator=g)
-        out.append((x, y))
+        x = torch.bernoulli(torch.full((T, batch, 1, IMAGE, IMAGE), p), generator=g)
+        y = torch.randint(0, NUM_CLASSES, (batch,), generator=g)
+        out.append((x.to(device), y.to(device)))
     return out
 
 
 def train_steps(net: nn.Module, opt: torch.optim.Optimizer, batches: Iterable[Batch],
-                on_step: Callable[[int], Any] | None = None, start: int = 0) -> list[float]:
+                on_step: Callable[[int], Any] | None = None, start: int = 0,
+                sync: bool = True) -> list[float]:
     """Train one step per batch; return the loss of each step.
 
     Parameters
@@ -123,6 +126,9 @@ def train_steps(net: nn.Module, opt: torch.optim.Optimizer, batches: Iterable[Ba
         forward pass (``store.set_step`` goes here).
     start
         Number of the first step.
+    sync
+        ``False``: no per-step ``float(loss)`` (on CUDA a synchronisation
+        every step); the losses are read once, after the last step.
     """
     net.train()
     losses: list[float] = []
@@ -135,5 +141,5 @@ def train_steps(net: nn.Module, opt: torch.optim.Optimizer, batches: Iterable[Ba
         loss.backward()
         opt.step()
         functional.reset_net(net)
-        losses.append(float(loss.detach()))
-    return losses
+        losses.append(float(loss.detach()) if sync else loss.detach())
+    return [float(v) for v in losses]

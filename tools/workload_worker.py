@@ -89,7 +89,7 @@ def load_spikestore(src: str | None) -> str:
 
 def run_variant(kind: str, net: Any, opt: Any, batches: list[Any], *, start: int,
                 path: Path | None, backend: str,
-                marks: list[float] | None = None) -> tuple[list[float], Any]:
+                marks: list[float] | None = None, sync: bool = True) -> tuple[list[float], Any]:
     """Create the monitor (and store), train over ``batches``, remove hooks / close.
 
     Everything here is what the timed phase measures.
@@ -105,6 +105,9 @@ def run_variant(kind: str, net: Any, opt: Any, batches: list[Any], *, start: int
     marks
         If given, gets ``time.perf_counter()`` at the start of every step and
         once after the last one, for per-step times (a noise diagnostic).
+    sync
+        Passed to ``workload.train_steps`` (``False`` on CUDA: no per-step
+        synchronisation for the loss).
 
     Returns
     -------
@@ -121,13 +124,13 @@ def run_variant(kind: str, net: Any, opt: Any, batches: list[Any], *, start: int
             marks.append(time.perf_counter())
 
     if kind == "unmonitored":
-        losses = workload.train_steps(net, opt, batches, on_step=tick, start=start)
+        losses = workload.train_steps(net, opt, batches, on_step=tick, start=start, sync=sync)
         tick(-1)
         return losses, None
     if kind in ("memory", "zlib"):
         fn = {"function_on_output": zlib_compress} if kind == "zlib" else {}
         m = sj_monitor.OutputMonitor(net, neuron.LIFNode, **fn)
-        losses = workload.train_steps(net, opt, batches, on_step=tick, start=start)
+        losses = workload.train_steps(net, opt, batches, on_step=tick, start=start, sync=sync)
         tick(-1)
         m.remove_hooks()
         return losses, m
@@ -143,7 +146,7 @@ def run_variant(kind: str, net: Any, opt: Any, batches: list[Any], *, start: int
             tick(step)
             store.set_step(step)
 
-        losses = workload.train_steps(net, opt, batches, on_step=on_step, start=start)
+        losses = workload.train_steps(net, opt, batches, on_step=on_step, start=start, sync=sync)
         tick(-1)
         m.remove_hooks()
         store.close()
