@@ -9,7 +9,8 @@ derives from it, so code written against the built-in keeps working::
     ├── StoreExistsError        (FileExistsError)  refusing to overwrite a store
     ├── StoreNotFoundError      (FileNotFoundError) no store at the path
     ├── StoreInUseError         (BlockingIOError)   another live writer holds the store
-    ├── ReadOnlyError           (PermissionError)   writing through a reader
+    ├── ReadOnlyError           (PermissionError)   writing through a reader; storage that denies access
+    ├── StorageError            (OSError)           the storage cannot be reached or fails a request: not damage
     ├── StoreClosedError        (ValueError)        using a closed store or run
     ├── InvalidValueError       (TypeError)         a value that cannot be recorded
     ├── InvalidArgumentError    (ValueError)        a bad argument
@@ -45,6 +46,7 @@ __all__ = [
     "ReadOnlyError",
     "RecordIndexError",
     "SpikestoreError",
+    "StorageError",
     "StoreClosedError",
     "StoreExistsError",
     "StoreInUseError",
@@ -72,7 +74,26 @@ class StoreInUseError(SpikestoreError, BlockingIOError):
 
 
 class ReadOnlyError(SpikestoreError, PermissionError):
-    """A write was attempted on a store opened read-only."""
+    """A write was attempted on a store opened read-only, or the storage denied access.
+
+    Access denied covers a local file this user may not read and an object
+    store that refuses the credentials (or finds none). The store itself is
+    not known to be damaged: fix the permissions or credentials and try again.
+    """
+
+
+class StorageError(SpikestoreError, OSError):
+    """The storage under a store cannot be reached, or fails a request, while reading.
+
+    An object store whose endpoint does not answer, a request that times
+    out, a server that errs or refuses for a reason other than access: the
+    store may be intact, so this is never a :class:`DamagedStoreError`
+    (``spikestore verify`` stops and says so instead of listing damage).
+    The message says what to check (the network, ``endpoint_url``,
+    ``storage_options``); the original exception is chained. Try again
+    once the storage answers. (A writer's storage failures reach the
+    training thread as a :class:`WriterError`.)
+    """
 
 
 class StoreClosedError(SpikestoreError, ValueError):

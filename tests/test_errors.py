@@ -50,3 +50,49 @@ def test_a_missing_extra_is_a_missing_dependency_error(tmp_path, monkeypatch):
     with pytest.raises(errors.MissingDependencyError, match=r"spikestore\[plot\]") as info:
         plot.raster(spikestore.open(tmp_path / "s.zarr")["output/1"], 0)
     assert isinstance(info.value, ImportError)
+
+
+def test_a_chunk_this_user_may_not_read_is_access_denied_not_damage(tmp_path, monkeypatch):
+    # (root reads every file whatever its mode, so the refusal is injected where the file is opened)
+    import builtins
+
+    from spikestore._read.verify import verify
+    from spikestore.backends import _keys
+
+    path = tmp_path / "s.zarr"
+    with spikestore.Store(path, chunk_bytes=64) as store:
+        for step in range(4):
+            store.set_step(step)
+            store.append("output/1", np.full(16, step, np.float32))
+    run = spikestore.open(path)
+    real_open = builtins.open
+
+    def no_chunks(p, *args, **kwargs):
+        if "/seg0" in str(p) and "zarr.json" not in str(p):
+            raise PermissionError(13, "Permission denied (injected)", str(p))
+        return real_open(p, *args, **kwargs)
+
+    monkeypatch.setattr(_keys, "open", no_chunks, raising=False)
+    with pytest.raises(errors.ReadOnlyError, match="permission denied reading a file of the store") as info:
+        run["output/1"][2]
+    assert isinstance(info.value, PermissionError) and info.value.errno == 13
+    assert not isinstance(info.value, errors.DamagedStoreError)
+    with pytest.raises(errors.ReadOnlyError, match="verify stopped, the storage failed"):
+        verify(path)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(run["output/1"][2], np.full(16, 2, np.float32))
+    assert verify(path) == []
+
+
+def test_a_store_deleted_while_a_run_reads_it_is_not_found_not_damage(tmp_path):
+    import shutil
+
+    path = tmp_path / "s.zarr"
+    with spikestore.Store(path, chunk_bytes=64) as store:
+        for step in range(4):
+            store.set_step(step)
+            store.append("output/1", np.full(16, step, np.float32))
+    s = spikestore.open(path)["output/1"]
+    shutil.rmtree(path)
+    with pytest.raises(errors.StoreNotFoundError, match="deleted"):
+        s[3]

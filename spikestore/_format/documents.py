@@ -17,7 +17,14 @@ from typing import Any
 
 from spikestore._format.checks import root_problems, stream_problems
 from spikestore._format.names import legacy_stream_node, split_key, stream_node
-from spikestore.errors import DamagedStoreError, FormatError, InvalidArgumentError, SpikestoreError
+from spikestore.errors import (
+    DamagedStoreError,
+    FormatError,
+    InvalidArgumentError,
+    ReadOnlyError,
+    SpikestoreError,
+    StorageError,
+)
 
 __all__ = [
     "ATTRS_KEY",
@@ -35,6 +42,7 @@ __all__ = [
     "new_root_doc",
     "new_stream_doc",
     "now_iso",
+    "storage_failed",
     "validate_doc",
 ]
 
@@ -281,12 +289,29 @@ def _check_absent(backend: Any, node: str, kind: str, where: str) -> None:
 
 
 def has_root(backend: Any) -> bool:
-    """Whether the store has a root document (``backend.exists()``); damage when its root cannot be read."""
+    """Whether the store has a root document (``backend.exists()``); damage when its root cannot be read.
+
+    Storage that fails (:func:`storage_failed`) is raised as it is: it says nothing about the store.
+    """
     try:
         return bool(backend.exists())
+    except SpikestoreError as exc:
+        if storage_failed(exc):
+            raise
+        raise damaged(backend.path, doc_location(backend.path, ""),
+                      f"the root group cannot be read ({type(exc).__name__}: {exc})") from None
     except _READ_ERRORS as exc:
         raise damaged(backend.path, doc_location(backend.path, ""),
                       f"the root group cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def storage_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` says the storage failed (unreachable, access denied) rather than anything about the store.
+
+    Such an error is never turned into damage: the store behind it may be
+    intact (``docs/object-storage.md`` §4).
+    """
+    return isinstance(exc, (StorageError, ReadOnlyError))
 
 
 def check_no_root(backend: Any) -> None:
@@ -310,7 +335,11 @@ def check_no_root(backend: Any) -> None:
             m for m in info.members if getattr(backend.inspect(m), "meta", False)]
     except DamagedStoreError:
         raise
-    except (SpikestoreError, *_READ_ERRORS):  # nothing readable there: not a store
+    except SpikestoreError as exc:
+        if storage_failed(exc):  # the storage did not answer: no answer about the store either
+            raise
+        return  # nothing readable there: not a store
+    except _READ_ERRORS:
         return
     if groups:
         raise damaged(backend.path, where, f"it is missing, but the store holds groups {', '.join(groups)}")

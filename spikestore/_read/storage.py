@@ -27,7 +27,15 @@ from spikestore._format import INDEX_ARRAYS, load_doc, load_stream_doc
 from spikestore.backends import Backend, open_backend
 from spikestore.codecs._chunk import ChecksumError, ChunkCodec, codec_from_config
 from spikestore.codecs._identity import ChunkIdentity, IdentityError
-from spikestore.errors import DamagedStoreError, FormatError, StoreClosedError
+from spikestore.errors import (
+    DamagedStoreError,
+    FormatError,
+    ReadOnlyError,
+    SpikestoreError,
+    StorageError,
+    StoreClosedError,
+    StoreNotFoundError,
+)
 
 __all__ = ["CACHE_CHUNKS", "SEEN_CHUNKS", "ChunkIdentity", "StoreReader", "index_identity", "read_chunk", "read_index_tail",
            "segment_identity"]
@@ -67,6 +75,8 @@ def read_chunk(backend: Backend, node: str, chunk: int, codec: ChunkCodec,
         stream the message is about.
     FormatError
         For a chunk or document of a newer version than this spikestore reads.
+    StorageError, ReadOnlyError, StoreNotFoundError
+        When the storage fails rather than the chunk (:func:`_fetch`): not damage.
     """
     raw = _fetch(backend, node, chunk, where)
     with _decoding(backend, node, chunk, where):
@@ -75,22 +85,61 @@ def read_chunk(backend: Backend, node: str, chunk: int, codec: ChunkCodec,
 
 
 def _fetch(backend: Backend, node: str, chunk: int, where: str) -> bytes:
-    """The stored bytes of chunk ``chunk`` of ``node``; a missing or unreadable chunk is damage."""
+    """The stored bytes of chunk ``chunk`` of ``node``; a missing or unreadable chunk is damage.
+
+    Storage that fails is not damage, and is raised as what it is: an
+    object store that cannot be reached (:class:`StorageError`), access
+    denied (:class:`ReadOnlyError`, also for a local file this user may not
+    read), a store that is gone altogether (:class:`StoreNotFoundError`).
+    """
     try:
         raw = backend.read_chunk(node, chunk)
-    except DamagedStoreError:
+    except DamagedStoreError as exc:  # (the array's metadata, say, is not there)
+        _unless_gone(backend, node, chunk, where, exc)
         raise
+    except SpikestoreError as exc:
+        if not isinstance(exc, FormatError):
+            raise  # storage that failed, or a closed run: not damage, and the error says so already
+        raise _unreadable(backend, node, chunk, where, exc) from exc
+    except PermissionError as exc:
+        raise ReadOnlyError(exc.errno, f"{backend.path}: {where}: chunk {chunk} of {node} cannot be read: "
+                            "permission denied (not damage); give this user read access, then try again",
+                            exc.filename) from exc
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
         # h5py reports an unreadable chunk index or object header as these;
-        # zarr stores a permission error or a folder where a chunk should be.
-        raise DamagedStoreError(
-            f"{backend.path}: {where}: chunk {chunk} of {node} cannot be read "
-            f"({type(exc).__name__}: {exc}); the store is damaged or unreadable") from exc
+        # zarr stores a folder where a chunk should be.
+        raise _unreadable(backend, node, chunk, where, exc) from exc
     if raw is None:
+        _unless_gone(backend, node, chunk, where, None)
         raise DamagedStoreError(
             f"{backend.path}: {where}: chunk {chunk} of {node} is missing inside the committed "
             "range; the store is damaged (a file was deleted or never reached the disk)")
     return raw
+
+
+def _unless_gone(backend: Backend, node: str, chunk: int, where: str, exc: BaseException | None) -> None:
+    """Raise :class:`StoreNotFoundError` when the whole store went away, not just what chunk ``chunk`` needs.
+
+    A store deleted (or a bucket removed) while a run reads it lost its root
+    document too: that is no damage to report, and ``verify`` would find no
+    store at all.
+    """
+    try:
+        present = backend.exists()
+    except (StorageError, ReadOnlyError):
+        raise
+    except Exception:  # noqa: BLE001 - the root cannot be read either: report what was asked about
+        return
+    if not present:
+        raise StoreNotFoundError(
+            f"{backend.path}: {where}: chunk {chunk} of {node} cannot be read, and the store's root document "
+            "is gone too: the store was deleted (or its bucket removed) while this run was open") from exc
+
+
+def _unreadable(backend: Backend, node: str, chunk: int, where: str, exc: BaseException) -> DamagedStoreError:
+    """The damage error for a chunk the backend could not read out of a store it did reach."""
+    return DamagedStoreError(f"{backend.path}: {where}: chunk {chunk} of {node} cannot be read "
+                             f"({type(exc).__name__}: {exc}); the store is damaged or unreadable")
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from spikestore._files import write_replacing
+from spikestore.errors import ReadOnlyError
 
 __all__ = ["Keys", "LocalKeys"]
 
@@ -95,11 +96,17 @@ class LocalKeys:
         return str(self.root / key) if key else str(self.root)
 
     def get(self, key: str) -> bytes | None:
+        path = os.path.join(self._root, key)
         try:
-            with open(os.path.join(self._root, key), "rb") as f:
+            with open(path, "rb") as f:
                 return f.read()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except PermissionError as exc:
+            # Not damage: the bytes may be intact, this user may not read them.
+            raise ReadOnlyError(exc.errno, "permission denied reading a file of the store (not damage: it may "
+                                "be intact); give this user read access to the store's files (chmod, "
+                                "chown), then try again", path) from exc
 
     def has(self, key: str) -> bool:
         return os.path.isfile(os.path.join(self._root, key))

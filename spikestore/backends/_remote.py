@@ -23,6 +23,7 @@ from spikestore.errors import (
     MissingDependencyError,
     ReadOnlyError,
     SpikestoreError,
+    StorageError,
     StoreExistsError,
     StoreNotFoundError,
     WriterError,
@@ -88,9 +89,13 @@ class StoreURL(str):
 def storage_error(exc: BaseException, url: str, doing: str, *, writable: bool = True) -> SpikestoreError:
     """What the object store refused while ``doing`` something, as a :class:`SpikestoreError` saying what to do.
 
-    A store that cannot be reached, or refuses for another reason, is a
-    :class:`WriterError` for a writer (it reaches the training thread as
-    every writer failure does) and a :class:`StoreNotFoundError` for a reader.
+    Access refused is a :class:`ReadOnlyError`, a missing bucket or path a
+    :class:`StoreNotFoundError`. A store that cannot be reached, or refuses
+    for another reason, is a :class:`WriterError` for a writer (it reaches
+    the training thread as every writer failure does) and a
+    :class:`StorageError` for a reader: never damage, so that a network
+    that fails while chunks are read says so instead of calling the store
+    damaged (``docs/object-storage.md`` §4).
     """
     if isinstance(exc, SpikestoreError):
         return exc
@@ -106,13 +111,30 @@ def storage_error(exc: BaseException, url: str, doing: str, *, writable: bool = 
     if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
         return StoreNotFoundError(f"{text}; the bucket or path does not exist: create the bucket first, "
                                   "or check the URL and the endpoint (storage_options={'endpoint_url': ...})")
-    if kind in ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionError",
-                "ReadTimeoutError") or isinstance(exc, (ConnectionError, TimeoutError)):
+    not_damage = "" if writable else "; this says nothing about the store's data, which may be intact"
+    if _unreachable(exc):
         unreachable = (f"{text}; the object store cannot be reached: check the network and the endpoint "
-                       "(storage_options={'endpoint_url': ...}), then try again")
-        return WriterError(unreachable) if writable else StoreNotFoundError(unreachable)
-    refused = f"{text}; the object store refused the request: check the URL, the credentials and storage_options"
-    return WriterError(refused) if writable else StoreNotFoundError(refused)
+                       f"(storage_options={{'endpoint_url': ...}}), then try again{not_damage}")
+        return WriterError(unreachable) if writable else StorageError(unreachable)
+    refused = (f"{text}; the object store refused the request: check the URL, the credentials and "
+               f"storage_options, then try again{not_damage}")
+    return WriterError(refused) if writable else StorageError(refused)
+
+
+#: Names of the client exceptions (botocore, aiohttp) that mean the endpoint did not answer in time or at all.
+_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionError",
+                "ReadTimeoutError", "ServerDisconnectedError", "ClientOSError", "ConnectionClosedError",
+                "ServerTimeoutError")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc``, or an exception it was raised from, says the endpoint cannot be reached."""
+    seen = 0
+    while exc is not None and seen < 8:  # (s3fs wraps some client errors in an OSError)
+        if type(exc).__name__ in _UNREACHABLE or isinstance(exc, (ConnectionError, TimeoutError)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 class ZarrStoreKeys:
