@@ -1,5 +1,9 @@
 """The ``spikestore`` command: info, verify, export, plot.
 
+Every command takes a store's local path or its URL (``s3://bucket/run.zarr``),
+with ``--storage-option KEY=VALUE`` / ``--storage-options JSON`` for what
+reaches the URL (``docs/cli.md``, ``docs/object-storage.md``).
+
 Library functions do the work and take progress callbacks; this module only
 parses arguments, draws progress bars on a terminal and turns failures into
 one-line messages with a non-zero exit status.
@@ -7,6 +11,7 @@ one-line messages with a non-zero exit status.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,6 +66,77 @@ def _usage(check: Callable[[Any], Any], value: Any) -> Any:
         raise click.UsageError(str(exc)) from None
 
 
+class _StorePath(click.ParamType):
+    """A store's local path (a ``Path``, checked to exist when asked) or its URL (a ``str``, untouched)."""
+
+    name = "path"
+
+    def __init__(self, exists: bool) -> None:
+        self.exists = exists
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
+        from spikestore.backends import is_url
+
+        if is_url(value):
+            return str(value)  # (a Path would fold s3:// into s3:/)
+        path = Path(value)
+        if self.exists and not path.exists():
+            self.fail(f"Path '{value}' does not exist.", param, ctx)
+        return path
+
+
+def _option_value(text: str) -> Any:
+    """A ``--storage-option`` value: JSON when it parses as JSON (``true``, ``3``, ``{"region_name": ...}``), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _storage_options(pairs: tuple[str, ...], text: str | None) -> dict[str, Any] | None:
+    """``--storage-options JSON`` with each ``--storage-option KEY=VALUE`` over it; ``None`` when neither is given."""
+    if text is None and not pairs:
+        return None
+    options: dict[str, Any] = {}
+    if text is not None:
+        try:
+            options = json.loads(text)
+        except ValueError as exc:
+            raise click.BadParameter(f"not JSON ({exc}): give an object such as "
+                                     '\'{"endpoint_url": "https://s3.example.org"}\'',
+                                     param_hint="--storage-options") from None
+        if not isinstance(options, dict):
+            raise click.BadParameter("give a JSON object ({...})", param_hint="--storage-options")
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. endpoint_url=https://s3.example.org)",
+                                     param_hint="--storage-option")
+        options[key.strip()] = _option_value(value)
+    return options
+
+
+def _storage_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command that reads a store takes to reach one behind a URL (docs/cli.md)."""
+    command = click.option(
+        "--storage-options", "storage_options_json", metavar="JSON", envvar="SPIKESTORE_STORAGE_OPTIONS",
+        help="For a URL (s3://...): the storage_options as one JSON object, e.g. "
+             '\'{"endpoint_url": "https://s3.example.org"}\'; also read from $SPIKESTORE_STORAGE_OPTIONS.')(command)
+    return click.option(
+        "--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
+        help="For a URL: one storage option (repeat for several; over --storage-options). VALUE is JSON "
+             "when it parses as JSON (anon=true, client_kwargs='{\"region_name\": \"eu-west-1\"}'), "
+             "else text.")(command)
+
+
+def _location(path: Path | str, pairs: tuple[str, ...], text: str | None) -> Any:
+    """Where the store is (a ``Path``, or a ``StoreURL`` carrying its options); options for a local path are a usage error."""
+    from spikestore.backends import location
+
+    options = _storage_options(pairs, text)
+    return _usage(lambda p: location(p, options), path)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="spikestore")
 def main() -> None:
@@ -68,13 +144,15 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
-def info(path: Path) -> None:
-    """Summary of the store at PATH: streams, records, steps, sizes, writer status."""
+@click.argument("path", type=_StorePath(exists=True))
+@_storage_flags
+def info(path: Path | str, storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
+    """Summary of the store at PATH (a folder, file or URL): streams, records, steps, sizes, writer status."""
     from spikestore._read.run import open as open_run
 
+    where = _location(path, storage_option, storage_options_json)
     try:
-        with open_run(path) as run:
+        with open_run(where) as run:
             w = run.writer
             status = w["status"]
             if status == "open":
@@ -97,13 +175,22 @@ def info(path: Path) -> None:
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
-def verify(path: Path) -> None:
-    """Check every document, every array's metadata and every chunk of PATH; exit 0 only when intact."""
+@click.argument("path", type=_StorePath(exists=False))
+@_storage_flags
+def verify(path: Path | str, storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
+    """Check every document, every array's metadata and every chunk of PATH; exit 0 only when intact.
+
+    When the storage fails (a URL that cannot be reached, access denied), says so and exits 1 without
+    calling anything damaged.
+    """
     from spikestore._read.verify import verify as run_verify
 
-    with _progress("verify", "chunk") as cb:
-        problems = run_verify(path, progress=cb)
+    where = _location(path, storage_option, storage_options_json)
+    try:
+        with _progress("verify", "chunk") as cb:
+            problems = run_verify(where, progress=cb)
+    except SpikestoreError as exc:
+        _fail(exc)
     for line in problems:
         click.echo(line)
     if problems:
@@ -113,7 +200,7 @@ def verify(path: Path) -> None:
 
 
 @main.command()
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.argument("path", type=_StorePath(exists=True))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["nwb", "hdf5", "parquet", "npz"]), default=None,
               help="Output format. Default: from OUT's suffix (.nwb, .h5/.hdf5, .parquet, .npz).")
@@ -122,21 +209,23 @@ def verify(path: Path) -> None:
 @click.option("--steps", default=None, metavar="A:B", help="Only records with A <= step < B.")
 @click.option("--dt", type=float, default=1e-3, show_default=True, help="Seconds per time bin (NWB).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-def export(path: Path, out: Path, fmt: str | None, streams: tuple[str, ...], steps: str | None, dt: float,
-           overwrite: bool) -> None:
+@_storage_flags
+def export(path: Path | str, out: Path, fmt: str | None, streams: tuple[str, ...], steps: str | None, dt: float,
+           overwrite: bool, storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
     """Export the store at PATH to OUT for offline analysis (format from OUT's suffix unless --format)."""
     from spikestore.export import export as run_export
     from spikestore.export import format_for
 
     if fmt is None:
         fmt = _usage(format_for, out)
+    where = _location(path, storage_option, storage_options_json)
 
     kwargs: dict[str, Any] = {"streams": list(streams) or None, "steps": steps, "overwrite": overwrite}
     if fmt == "nwb":
         kwargs["dt"] = dt
     try:
         with _progress(f"export {fmt}", "record") as cb:
-            written = run_export(path, out, fmt, progress=cb, **kwargs)
+            written = run_export(where, out, fmt, progress=cb, **kwargs)
     except SpikestoreError as exc:
         _fail(exc)
     except OSError as exc:  # the output side: a full disk, a folder without write permission
@@ -145,7 +234,7 @@ def export(path: Path, out: Path, fmt: str | None, streams: tuple[str, ...], ste
 
 
 @main.command()
-@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.argument("path", type=_StorePath(exists=True))
 @click.option("--kind", type=click.Choice(["raster", "rates", "grad-norms", "voltage"]), required=True,
               help="raster: spikes of one record; rates: firing rate per layer and step; "
                    "grad-norms: gradient norm per layer over steps; voltage: traces of one record.")
@@ -155,7 +244,9 @@ def export(path: Path, out: Path, fmt: str | None, streams: tuple[str, ...], ste
 @click.option("--record", type=int, default=-1, show_default=True, help="Record index (raster, voltage).")
 @click.option("--sample", type=int, default=0, show_default=True, help="Sample of the batch (raster, voltage).")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Image file (.png, .pdf, .svg).")
-def plot(path: Path, kind: str, stream: str | None, record: int, sample: int, out: Path) -> None:
+@_storage_flags
+def plot(path: Path | str, kind: str, stream: str | None, record: int, sample: int, out: Path,
+         storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
     """Plot what the store at PATH recorded into an image file."""
     try:
         import matplotlib
@@ -166,8 +257,9 @@ def plot(path: Path, kind: str, stream: str | None, record: int, sample: int, ou
         _fail(SpikestoreError("plotting needs matplotlib: pip install 'spikestore[plot]'"))
     from spikestore._read.run import open as open_run
 
+    where = _location(path, storage_option, storage_options_json)
     try:
-        with open_run(path) as run:
+        with open_run(where) as run:
             if kind in ("raster", "voltage"):
                 if stream is None:
                     raise click.UsageError(f"--kind {kind} needs --stream KEY, e.g. --stream {run.streams[0]}")

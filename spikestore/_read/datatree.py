@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -37,8 +37,8 @@ def _variable_name(quantity: str, dims: tuple[str, ...]) -> str:
 
 
 def open_groups_as_dict(path: str | os.PathLike[str], *, streams: Iterable[str] | None = None,
-                        drop_variables: Iterable[str] | None = None,
-                        backend: str | None = None) -> dict[str, xr.Dataset]:
+                        drop_variables: Iterable[str] | None = None, backend: str | None = None,
+                        storage_options: dict[str, Any] | None = None) -> dict[str, xr.Dataset]:
     """``{"/": root, "/output": ..., "/output/2": ...}``: what :func:`xarray.open_groups` returns.
 
     Parameters
@@ -49,6 +49,9 @@ def open_groups_as_dict(path: str | os.PathLike[str], *, streams: Iterable[str] 
         Stream keys to leave out (``"output/2"``).
     backend
         ``"zarr"`` or ``"hdf5"``; by default chosen from the path's suffix.
+    storage_options
+        For a URL (``s3://bucket/run.zarr``): what reaches it, as
+        :func:`spikestore.open` takes them.
 
     Closing the root dataset (``"/"``) closes the store.
     """
@@ -58,7 +61,7 @@ def open_groups_as_dict(path: str | os.PathLike[str], *, streams: Iterable[str] 
     from spikestore._read.run import open as open_run
     from spikestore._read.xr_variables import root_attrs, stream_variables
 
-    run = open_run(path, backend=backend)
+    run = open_run(path, backend=backend, storage_options=storage_options)
     drop = set(drop_variables or ())
     try:
         groups: dict[str, xr.Dataset] = {"/": xr.Dataset(attrs=root_attrs(run))}
@@ -79,7 +82,8 @@ def open_groups_as_dict(path: str | os.PathLike[str], *, streams: Iterable[str] 
 
 
 def open_datatree(path: str | os.PathLike[str], *, streams: Iterable[str] | None = None,
-                  drop_variables: Iterable[str] | None = None, backend: str | None = None) -> xr.DataTree:
+                  drop_variables: Iterable[str] | None = None, backend: str | None = None,
+                  storage_options: dict[str, Any] | None = None) -> xr.DataTree:
     """What ``xarray.open_datatree(path, engine="spikestore")`` returns (parameters as in
     :func:`open_groups_as_dict`); ``tree.close()`` closes the store."""
     import xarray as xr
@@ -90,7 +94,8 @@ def open_datatree(path: str | os.PathLike[str], *, streams: Iterable[str] | None
         raise MissingDependencyError(
             f"xarray {xr.__version__} has no DataTree: pip install 'xarray>=2024.10' "
             "(or use xarray.open_dataset(path, engine='spikestore'), one variable per stream)")
-    groups = open_groups_as_dict(path, streams=streams, drop_variables=drop_variables, backend=backend)
+    groups = open_groups_as_dict(path, streams=streams, drop_variables=drop_variables, backend=backend,
+                                 storage_options=storage_options)
     try:
         tree = xr.DataTree.from_dict(groups)
     except BaseException:

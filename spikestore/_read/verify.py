@@ -38,11 +38,12 @@ from spikestore._format import (
     rank_part,
     stream_node,
 )
+from spikestore._format.documents import storage_failed
 from spikestore._read.storage import index_identity, read_chunk, segment_identity
-from spikestore.backends import ArraySpec, backend_name_for, open_backend
+from spikestore.backends import ArraySpec, StoreURL, backend_name_for, location, open_backend
 from spikestore.codecs._chunk import ChunkCodec, codec_from_config
 from spikestore.codecs._identity import ChunkIdentity
-from spikestore.errors import DamagedStoreError, SpikestoreError
+from spikestore.errors import DamagedStoreError, ReadOnlyError, SpikestoreError, StorageError
 
 __all__ = ["verify"]
 
@@ -52,41 +53,70 @@ MAX_ARRAY_PROBLEMS = 20
 Progress = Callable[[int, int], None]
 
 
-def verify(path: str | os.PathLike[str], progress: Progress | None = None) -> list[str]:
+def verify(path: str | os.PathLike[str], progress: Progress | None = None, *,
+           storage_options: dict[str, Any] | None = None) -> list[str]:
     """Return the problems found in the store at ``path`` (empty when intact).
 
     Parameters
     ----------
     path
-        A Zarr or HDF5 store.
+        A Zarr or HDF5 store, or the URL of a Zarr store on object storage
+        (``s3://bucket/run.zarr``, ``docs/object-storage.md``).
     progress
         Called as ``progress(done, total)`` after each chunk is checked.
+    storage_options
+        For a URL: what reaches it, as :func:`spikestore.open` takes them
+        (a :class:`~spikestore.backends.StoreURL` carries its own).
 
-    Never raises for what it finds: every failure is a line of the result.
-    A run recorded by several ranks (``docs/format.md`` §1.2) is checked part
-    by part; a part's problems start with ``rank <r>:``.
+    Never raises for what it finds: every failure of the store is a line of
+    the result. A run recorded by several ranks (``docs/format.md`` §1.2)
+    is checked part by part; a part's problems start with ``rank <r>:``.
+
+    Raises
+    ------
+    StorageError, ReadOnlyError
+        When the storage fails instead: an object store that cannot be
+        reached or errs, access denied. Nothing is said about the store then
+        (what could not be read is not reported as damage); the message says
+        how many problems were found before, and what to check. Run verify
+        again once the storage answers.
+    InvalidArgumentError
+        For ``storage_options`` with a local path.
     """
-    p = Path(path)
-    if not p.exists():
+    p = location(path, storage_options)
+    if isinstance(p, Path) and not p.exists():
         return [f"{p}: no such file or directory"]
     try:
         be, problems = _open(p)
     except Exception as exc:  # noqa: BLE001 - report, never trace back
+        if storage_failed(exc):
+            raise _stopped(p, exc, 0) from exc
         return [f"{p}: cannot be opened: {type(exc).__name__}: {exc}"]
     if be is None:
         return problems
-    ranks: list[int] = []
+    parts: list[Path | StoreURL] = []
     try:
-        ranks = _check(be, p, problems, progress)
+        parts = _check(be, p, problems, progress)
     except Exception as exc:  # noqa: BLE001 - whatever was left unchecked, say so
+        if storage_failed(exc):
+            raise _stopped(p, exc, len(problems)) from exc
         problems.append(f"{p}: verify stopped: {type(exc).__name__}: {exc}")
     finally:
         be.close()
-    for r in (r for r in ranks if r > 0):
-        part = p / rank_part(r)
-        if part.exists():  # (a rank that never opened its part has no folder)
+    for r, part in parts:
+        try:
             problems.extend(f"rank {r}: {line}" for line in verify(part, progress))
+        except (StorageError, ReadOnlyError) as exc:
+            raise type(exc)(f"{exc} ({len(problems)} problem(s) found in the other ranks' parts before that)"
+                            ) from exc
     return problems
+
+
+def _stopped(p: Path | StoreURL, exc: Exception, found: int) -> Exception:
+    """The error verify raises when the storage fails: what failed, what was found before, what to do."""
+    before = f"; {found} problem(s) found before that" if found else ""
+    return type(exc)(f"{p}: verify stopped, the storage failed (not damage: nothing it could not read is "
+                     f"reported){before}: {exc}")
 
 
 def _plain(exc: Exception) -> str:
@@ -96,7 +126,7 @@ def _plain(exc: Exception) -> str:
     return text[:cut].rstrip() if cut > 0 else text
 
 
-def _open(p: Path) -> tuple[Any, list[str]]:
+def _open(p: Path | StoreURL) -> tuple[Any, list[str]]:
     """The backend (or read-only view) verify reads ``p`` through, and problems found on the way."""
     if backend_name_for(p, None) == "hdf5":
         from spikestore.backends.hdf5._inspect import open_for_verify
@@ -107,11 +137,17 @@ def _open(p: Path) -> tuple[Any, list[str]]:
     return open_backend(p, backend=None, writable=False), []
 
 
-def _check(be: Any, p: Path, problems: list[str], progress: Progress | None) -> list[int]:
-    """Check the store behind ``be``; the ranks its root lists (``[]``: one process, or unreadable)."""
+def _check(be: Any, p: Path | StoreURL, problems: list[str],
+           progress: Progress | None) -> list[tuple[int, Path | StoreURL]]:
+    """Check the store behind ``be``; the parts of other ranks its root lists and that exist, by rank.
+
+    Storage that fails (:func:`~spikestore._format.documents.storage_failed`)
+    is raised, never written down as a problem.
+    """
     try:
         root = load_doc(be, "", "root")
     except SpikestoreError as exc:
+        _unless_storage(exc)
         problems.append(_plain(exc))
         return []
     if root is None:
@@ -124,12 +160,14 @@ def _check(be: Any, p: Path, problems: list[str], progress: Progress | None) -> 
         try:
             node, doc = load_stream_doc(be, key)
         except SpikestoreError as exc:
+            _unless_storage(exc)
             problems.append(f"{key}: {_plain(exc)}")
             continue
         if doc is not None:
             try:
                 arrays.extend(_stream_arrays(be, key, node, doc, problems))
             except Exception as exc:  # noqa: BLE001
+                _unless_storage(exc)
                 problems.append(f"{key}: its arrays cannot be checked ({type(exc).__name__}: {exc})")
     problems.extend(_unlisted(be, p, nodes))
     total, start = sum(a.nchunks for a in arrays), 0
@@ -140,7 +178,14 @@ def _check(be: Any, p: Path, problems: list[str], progress: Progress | None) -> 
         start += arr.nchunks
     if progress is not None and total and arrays[-1].checked < arrays[-1].nchunks:
         progress(total, total)  # the last array stopped early
-    return list(root.get("ranks", []))
+    # (a rank that never opened its part has none: nothing to check there)
+    return [(r, p / rank_part(r)) for r in root.get("ranks", []) if r > 0 and be.inspect(rank_part(r)) is not None]
+
+
+def _unless_storage(exc: Exception) -> None:
+    """Raise ``exc`` again when it says the storage failed: verify reports damage only."""
+    if storage_failed(exc):
+        raise exc
 
 
 class _Array:
@@ -165,6 +210,7 @@ class _Array:
                 problems.append(f"{self.key}: {_plain(exc)}")
                 found += 1
             except Exception as exc:  # noqa: BLE001 - the file's structure, not a chunk, failed
+                _unless_storage(exc)
                 problems.append(f"{self.key}: chunk {c} of {self.node} cannot be read "
                                 f"({type(exc).__name__}: {exc}); its other {self.nchunks - c - 1} chunks "
                                 "were not checked")
@@ -206,6 +252,7 @@ def _array_ok(be: Any, key: str, node: str, spec: ArraySpec, length: int, proble
     try:
         info = be.inspect(node, spec, length)
     except Exception as exc:  # noqa: BLE001 - metadata the storage cannot read
+        _unless_storage(exc)
         problems.append(f"{key}: array {node}: its metadata cannot be read ({type(exc).__name__}: {exc})")
         return False
     if info is None:
@@ -216,7 +263,7 @@ def _array_ok(be: Any, key: str, node: str, spec: ArraySpec, length: int, proble
     return not info.problems
 
 
-def _unlisted(be: Any, p: Path, listed: set[str]) -> list[str]:
+def _unlisted(be: Any, p: Path | StoreURL, listed: set[str]) -> list[str]:
     """Stream groups the root does not list that hold committed records.
 
     The writer lists a stream before committing any of its records, so such a
@@ -228,6 +275,7 @@ def _unlisted(be: Any, p: Path, listed: set[str]) -> list[str]:
         root = be.inspect("")
         quantities = root.members if root is not None else ()
     except Exception as exc:  # noqa: BLE001
+        _unless_storage(exc)
         return [f"{p}: the root group's members cannot be listed ({type(exc).__name__}: {exc})"]
     for quantity in quantities:
         if quantity.startswith("__"):  # no quantity's: a rank's part (__rank<r>, checked on its own)
@@ -236,6 +284,7 @@ def _unlisted(be: Any, p: Path, listed: set[str]) -> list[str]:
             info = be.inspect(quantity)
             groups = info.members if info is not None and info.kind == "group" else ()
         except Exception as exc:  # noqa: BLE001
+            _unless_storage(exc)
             problems.append(f"{p}: group {quantity} cannot be read ({type(exc).__name__}: {exc})")
             continue
         for name in groups:
@@ -245,6 +294,7 @@ def _unlisted(be: Any, p: Path, listed: set[str]) -> list[str]:
             try:
                 doc = load_doc(be, node, "stream")
             except SpikestoreError as exc:
+                _unless_storage(exc)
                 problems.append(f"{node}: a stream group the root does not list: {_plain(exc)}")
                 continue
             if doc is not None and doc["count"] > 0:

@@ -61,23 +61,29 @@ def _variables(run: Run, streams: Iterable[str] | None,
 
 
 def open_dataset(path: str | os.PathLike[str], *, streams: Iterable[str] | None = None,
-                 drop_variables: Iterable[str] | None = None, backend: str | None = None) -> xr.Dataset:
+                 drop_variables: Iterable[str] | None = None, backend: str | None = None,
+                 storage_options: dict[str, Any] | None = None) -> xr.Dataset:
     """What ``xarray.open_dataset(path, engine="spikestore")`` returns.
 
     Parameters
     ----------
+    path
+        A local store, or the URL of one on object storage (``s3://bucket/run.zarr``).
     streams
         Stream keys to include (default: all).
     drop_variables
         Variable names to leave out (``"output/2"``, or ``"output/2#1"`` for a segment).
     backend
         ``"zarr"`` or ``"hdf5"``; by default chosen from the path's suffix.
+    storage_options
+        For a URL: what reaches it, as :func:`spikestore.open` takes them
+        (``xarray.open_dataset(url, engine="spikestore", storage_options={...})``).
     """
     import xarray as xr
 
     from spikestore._read.run import open as open_run
 
-    run = open_run(path, backend=backend)
+    run = open_run(path, backend=backend, storage_options=storage_options)
     try:
         data_vars, coords = _variables(run, streams, set(drop_variables or ()))
     except BaseException:
@@ -99,7 +105,7 @@ class SpikestoreBackendEntrypoint(BackendEntrypoint):
 
     description = "Open spikestore stores (Zarr or HDF5) lazily: one variable per stream"
     url = "https://spikestore.invalid/docs/reading.html"
-    open_dataset_parameters = ("filename_or_obj", "drop_variables", "streams", "backend")
+    open_dataset_parameters = ("filename_or_obj", "drop_variables", "streams", "backend", "storage_options")
     supports_groups = True
 
     @staticmethod
@@ -108,33 +114,38 @@ class SpikestoreBackendEntrypoint(BackendEntrypoint):
             from spikestore.errors import InvalidArgumentError
 
             raise InvalidArgumentError(
-                f"engine='spikestore' opens a store by path, not a {type(filename_or_obj).__name__}")
+                f"engine='spikestore' opens a store by path or URL, not a {type(filename_or_obj).__name__}")
         return filename_or_obj
 
     def open_dataset(self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None,
-                     streams: Iterable[str] | None = None, backend: str | None = None) -> xr.Dataset:
+                     streams: Iterable[str] | None = None, backend: str | None = None,
+                     storage_options: dict[str, Any] | None = None) -> xr.Dataset:
         return open_dataset(self._path(filename_or_obj), streams=streams, drop_variables=drop_variables,
-                            backend=backend)
+                            backend=backend, storage_options=storage_options)
 
     def open_datatree(self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None,
-                      streams: Iterable[str] | None = None, backend: str | None = None) -> xr.DataTree:
+                      streams: Iterable[str] | None = None, backend: str | None = None,
+                      storage_options: dict[str, Any] | None = None) -> xr.DataTree:
         from spikestore._read.datatree import open_datatree
 
         return open_datatree(self._path(filename_or_obj), streams=streams, drop_variables=drop_variables,
-                             backend=backend)
+                             backend=backend, storage_options=storage_options)
 
     def open_groups_as_dict(self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None,
-                            streams: Iterable[str] | None = None,
-                            backend: str | None = None) -> dict[str, xr.Dataset]:
+                            streams: Iterable[str] | None = None, backend: str | None = None,
+                            storage_options: dict[str, Any] | None = None) -> dict[str, xr.Dataset]:
         from spikestore._read.datatree import open_groups_as_dict
 
         return open_groups_as_dict(self._path(filename_or_obj), streams=streams,
-                                   drop_variables=drop_variables, backend=backend)
+                                   drop_variables=drop_variables, backend=backend,
+                                   storage_options=storage_options)
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         # Called for every file xarray opens without an engine: cheap, never raises.
         if not isinstance(filename_or_obj, (str, os.PathLike)):
             return False
+        if isinstance(filename_or_obj, str) and "://" in filename_or_obj:
+            return False  # a URL: no request here; name the engine (engine="spikestore")
         meta = Path(filename_or_obj) / "zarr.json"
         try:
             if not meta.is_file():
