@@ -19,10 +19,19 @@ pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
 import spikestore  # noqa: E402
-from spikestore import InvalidArgumentError, ReadOnlyError, StoreExistsError, StoreNotFoundError  # noqa: E402
+from spikestore import (  # noqa: E402
+    DamagedStoreError,
+    InvalidArgumentError,
+    ReadOnlyError,
+    StorageError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
+from spikestore._read.verify import verify  # noqa: E402
 from spikestore.backends import StoreURL, location  # noqa: E402
 from spikestore.errors import SpikestoreError  # noqa: E402
 
+from helpers import record_as_ranks  # noqa: E402
 from s3_server import S3Server, moto_s3  # noqa: E402
 
 
@@ -179,8 +188,9 @@ def test_no_credentials_and_a_store_out_of_reach_say_what_to_do(s3: S3Server, ur
             attempt()
     down = dict(url.storage_options, endpoint_url="http://127.0.0.1:9",
                 config_kwargs={"retries": {"max_attempts": 1}})
-    with pytest.raises(StoreNotFoundError, match="cannot be reached"):
+    with pytest.raises(StorageError, match="cannot be reached") as info:  # not "no store there"
         spikestore.open(str(url), storage_options=down)
+    assert not isinstance(info.value, (StoreNotFoundError, DamagedStoreError))
 
 
 def test_a_reader_sees_only_committed_records_while_the_writer_runs(url: StoreURL) -> None:
@@ -291,3 +301,185 @@ def test_a_writer_killed_mid_run_leaves_a_readable_committed_prefix(s3: S3Server
     # appending after the crash continues after the last committed step
     with spikestore.Store(str(url), mode="a", storage_options=url.storage_options, lock=False) as store:
         assert store.step == max(len(run["output/a"]), len(run["v/a"]))
+
+
+# -- storage that fails is not damage -----------------------------------------------------------------
+
+def _failing_fast(options: dict) -> dict:
+    """``options`` with one attempt per request and short timeouts: a server that is gone fails in ~1 s."""
+    return dict(options, config_kwargs={"retries": {"max_attempts": 1}, "connect_timeout": 2, "read_timeout": 5})
+
+
+def test_a_reader_that_loses_the_object_store_gets_a_storage_error_not_damage() -> None:
+    with moto_s3() as server:  # a server of its own, to stop mid-read
+        url = StoreURL(f"s3://{server.new_bucket()}/run.zarr", _failing_fast(server.storage_options))
+        with spikestore.Store(url, mode="w", lock=False, chunk_bytes=256) as store:
+            for step in range(8):
+                store.set_step(step)
+                store.append("output/a", record(step))
+        run = spikestore.open(url)
+        s = run["output/a"]
+        np.testing.assert_array_equal(s[0], record(0))
+    # the server is stopped: nothing listens at its endpoint any more
+    for read in (lambda: s[7], run.refresh, lambda: run["output/a"][3], lambda: verify(url)):
+        with pytest.raises(StorageError, match="cannot be reached") as info:
+            read()
+        assert not isinstance(info.value, (DamagedStoreError, StoreNotFoundError))
+        assert isinstance(info.value, OSError) and info.value.__cause__ is not None
+    assert "verify stopped, the storage failed" in str(info.value)
+
+
+def test_verify_of_a_store_out_of_reach_says_so_and_lists_no_damage(url: StoreURL) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from spikestore.cli import main
+
+    with spikestore.Store(url, mode="w", lock=False) as store:
+        store.append("output/a", record(0))
+    down = _failing_fast(dict(url.storage_options, endpoint_url="http://127.0.0.1:9"))
+    r = CliRunner().invoke(main, ["verify", str(url), "--storage-options", json.dumps(down)])
+    assert r.exit_code == 1 and "cannot be reached" in r.output and "problem(s) found" not in r.output
+    assert ": intact" not in r.output and "is damaged" not in r.output and "missing" not in r.output
+
+
+# -- runs of several ranks --------------------------------------------------------------------------
+
+def _rank_record(step: int, rank: int) -> np.ndarray:
+    return record(step, rank) * (rank + 1)
+
+
+def test_a_run_of_two_ranks_records_to_s3_and_reads_back_as_one(s3: S3Server, url: StoreURL,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    import xarray as xr
+
+    def write(steps: range):
+        def one_rank(store: spikestore.Store, r: int) -> None:
+            assert isinstance(store.path, StoreURL) and store.path.storage_options == url.storage_options
+            for step in steps:
+                store.set_step(step)
+                store.append("output/a", _rank_record(step, r))
+                if r == 1:
+                    store.append("only/1", np.int64(step))
+        return one_rank
+
+    opts = url.storage_options
+    record_as_ranks(url, monkeypatch, write(range(3)), storage_options=opts, lock=False, chunk_bytes=512)
+    record_as_ranks(url, monkeypatch, write(range(3, 5)), mode="a", storage_options=opts, lock=False,
+                    chunk_bytes=512)
+    keys = s3.keys(url.split("/")[2])
+    assert "run.zarr/__rank1/zarr.json" in keys and not [k for k in keys if k.endswith(".lock")]
+
+    run = spikestore.open(str(url), storage_options=opts)
+    assert run.ranks == [0, 1] and run.doc["format_version"] == 3
+    assert run.streams == ["output/a", "only/1"]
+    s = run["output/a"]
+    assert s.steps.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4] and s.ranks.tolist() == [0, 1] * 5
+    for i, (step, r) in enumerate(zip(s.steps, s.ranks)):
+        np.testing.assert_array_equal(s[i], _rank_record(int(step), int(r)))
+    for r in (0, 1):
+        part = run.rank(r)
+        assert isinstance(part.path, StoreURL) and part.ranks == [r]
+        assert part["output/a"].steps.tolist() == list(range(5))
+        for step in range(5):
+            np.testing.assert_array_equal(part["output/a"][step], _rank_record(step, r))
+    assert run["only/1"].ranks.tolist() == [1] * 5 and run["only/1"][:].tolist() == list(range(5))
+    assert spikestore.open(url / "__rank1").doc["rank"] == 1
+
+    assert verify(str(url), storage_options=opts) == []
+    ds = xr.open_dataset(str(url), engine="spikestore", storage_options=opts)
+    assert ds["output/a:rank"].values.tolist() == [0, 1] * 5
+    np.testing.assert_array_equal(ds["output/a"].values, s[:])
+    ds.close()
+
+    # damage in rank 1's part is found there, and only there
+    import boto3
+
+    bucket, prefix = url.split("/", 3)[2:]
+    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    chunk = next(k for k in keys if k.startswith(f"{prefix}/__rank1/output/a/seg") and "/c." in k)
+    client.put_object(Bucket=bucket, Key=chunk, Body=b"garbage")
+    problems = verify(url)
+    assert problems and all(line.startswith("rank 1: ") for line in problems)
+    assert any("corrupt" in line or "cannot be read" in line for line in problems)
+
+
+def test_a_rank_part_on_s3_refuses_a_url_without_the_single_writer_promise(url: StoreURL,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InvalidArgumentError, match="pass lock=False"):
+        record_as_ranks(url, monkeypatch, lambda store, r: None, storage_options=url.storage_options)
+
+
+# -- the command line and xarray, by URL --------------------------------------------------------------
+
+def test_the_command_line_reads_a_store_by_url(s3: S3Server, url: StoreURL, tmp_path: Path) -> None:
+    import json
+
+    with spikestore.Store(url, mode="w", lock=False, metadata={"lr": 0.1}) as store:
+        for step in range(3):
+            store.set_step(step)
+            store.append("output/a", record(step))
+    exe = Path(sys.executable).parent / "spikestore"
+    flags = [f"--storage-option=endpoint_url={s3.endpoint}", "--storage-option=key=testing",
+             "--storage-option=secret=testing", '--storage-option=client_kwargs={"region_name": "us-east-1"}']
+
+    def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+        import os
+
+        return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120,
+                              env=None if env is None else {**os.environ, **env})
+
+    r = cli("info", str(url), *flags)
+    assert r.returncode == 0, r.stderr
+    assert "writer     closed" in r.stdout and "output/a" in r.stdout and "lr=0.1" in r.stdout
+    r = cli("verify", str(url), "--storage-options", json.dumps(url.storage_options))
+    assert r.returncode == 0 and f"{url}: intact" in r.stdout, r.stderr
+    r = cli("export", str(url), str(tmp_path / "a.npz"), env={"SPIKESTORE_STORAGE_OPTIONS": json.dumps(
+        url.storage_options)})
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as npz:
+        np.testing.assert_array_equal(npz["output/a"][2], record(2))
+    r = cli("plot", str(url), "--kind", "raster", "--stream", "output/a", "--out", str(tmp_path / "r.png"), *flags)
+    assert r.returncode == 0 and (tmp_path / "r.png").stat().st_size > 0, r.stderr
+    # options for a local path, and options that are not KEY=VALUE or not JSON, are usage errors
+    r = cli("info", str(tmp_path), "--storage-option", "anon=true")
+    assert r.returncode == 2 and "storage_options apply to stores behind a URL" in r.stderr
+    r = cli("info", str(url), "--storage-option", "anon")
+    assert r.returncode == 2 and "KEY=VALUE" in r.stderr
+    r = cli("info", str(url), "--storage-options", "{nope")
+    assert r.returncode == 2 and "not JSON" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_storage_option_values_are_json_when_they_parse_as_json() -> None:
+    from spikestore.cli import _storage_options
+
+    got = _storage_options(("anon=true", "endpoint_url=http://h:9000", 'client_kwargs={"region_name": "x"}',
+                            "key=\"123\"", "retries=3", "secret=a=b"), '{"anon": false, "token": "t"}')
+    assert got == {"anon": True, "endpoint_url": "http://h:9000", "client_kwargs": {"region_name": "x"},
+                   "key": "123", "retries": 3, "secret": "a=b", "token": "t"}
+    assert _storage_options((), None) is None
+
+
+def test_xarray_and_the_exporters_open_a_url_with_its_options(url: StoreURL, tmp_path: Path) -> None:
+    import xarray as xr
+
+    from spikestore.export import to_npz
+    from spikestore.export._common import as_run
+
+    with spikestore.Store(url, mode="w", lock=False) as store:
+        for step in range(3):
+            store.set_step(step)
+            store.append("output/a", record(step))
+    tree = xr.open_datatree(str(url), engine="spikestore", storage_options=url.storage_options)
+    np.testing.assert_array_equal(tree["output/a"]["output"].values[1], record(1))
+    tree.close()
+    run, owned = as_run(str(url), storage_options=url.storage_options)
+    assert owned and isinstance(run.path, StoreURL) and len(run["output/a"]) == 3
+    run.close()
+    out = to_npz(url, tmp_path / "a.npz")  # a StoreURL carries its options
+    with np.load(out, allow_pickle=False) as npz:
+        np.testing.assert_array_equal(npz["output/a"][0], record(0))

@@ -4,8 +4,9 @@ Inside an initialised default ``torch.distributed`` process group of two or
 more ranks, ``spikestore.Store(path, mode=...)`` run by every rank records
 one run (``docs/format.md`` §1.2): rank 0 writes the store at ``path`` as a
 one-process program would, its root listing ``ranks``; rank ``r > 0`` writes
-a complete store of its own at ``path/__rank<r>``, with its own writer lock,
-commits and crash-safety. The ranks meet once, when they open: rank 0
+a complete store of its own at ``path/__rank<r>``, with its own writer lock
+(none on object storage, where ``path`` is a URL and the part a key prefix
+under it), commits and crash-safety. The ranks meet once, when they open: rank 0
 creates (or resumes) the root, then tells the others through the process
 group (a broadcast, which is also the barrier) whether that worked; only
 then do they open their parts. Nothing is shared on the recording path.
@@ -73,9 +74,11 @@ def open_part(path: Path | StoreURL, backend_name: str, ranked: bool,
     Raises
     ------
     InvalidArgumentError
-        For an HDF5 store or an object-storage URL inside a process group:
-        HDF5 has no parallel writers without MPI; record a Zarr store on a
-        local or shared file system.
+        For an HDF5 store inside a process group: HDF5 has no parallel
+        writers without MPI; record a Zarr store (a folder, or a URL: each
+        rank's part on object storage is a key prefix of the run's URL,
+        written by that rank alone, so ``lock=False`` holds for it as for
+        any URL).
     WriterError
         On ranks ``r > 0`` when rank 0 failed to open the root (rank 0 raises
         its own error).
@@ -84,12 +87,11 @@ def open_part(path: Path | StoreURL, backend_name: str, ranked: bool,
     if group is None:
         return path, opener(path)
     rank, world = group
-    if backend_name != "zarr" or isinstance(path, StoreURL):
-        what = "an HDF5 file" if backend_name != "zarr" else "object storage"
+    if backend_name != "zarr":
         raise InvalidArgumentError(
-            f"{path}: {world} ranks of a process group cannot record into {what} (HDF5 has no "
-            "parallel writers without MPI; object-storage parts are not supported yet): record a Zarr "
-            "store (a folder such as 'run.zarr') on a local or shared file system, then export it")
+            f"{path}: {world} ranks of a process group cannot record into an HDF5 file (HDF5 has no "
+            "parallel writers without MPI): record a Zarr store (a folder such as 'run.zarr', or a URL "
+            "such as 's3://bucket/run.zarr'), then export it")
     if rank == 0:
         try:
             opened = opener(path, ranks=list(range(world)))
@@ -103,5 +105,6 @@ def open_part(path: Path | StoreURL, backend_name: str, ranked: bool,
         raise WriterError(
             f"{path}: rank 0 could not open the run's root ({failure}); rank {rank} opened nothing. "
             "Fix what rank 0 reports (its own traceback says more) and start the job again")
-    part = Path(path) / rank_part(rank)
+    # (a URL's part is the key prefix URL/__rank<r>, with the URL's storage_options)
+    part = path / rank_part(rank)
     return part, opener(part, part_of=rank)
