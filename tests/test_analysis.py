@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from helpers import M_SEL, S_SEL
+from helpers import M_SEL, S_SEL, record_as_ranks
 
 import spikestore
 from spikestore import InvalidArgumentError, analysis
@@ -51,21 +51,17 @@ def run_and_data(request, tmp_path, monkeypatch):
     """A run and what was written to it, each stream's records in the run's order (by step, then
     rank, then call). "2 ranks": two ranks of a process group (faked in this process) record one run,
     each its own data, so every function here also runs on streams merged over ranks."""
-    from spikestore._write import ranks
-
     path = tmp_path / ("run.h5" if request.param == "hdf5" else "run.zarr")
-    world = 2 if "ranks" in request.param else 1
     rng = np.random.default_rng(1)
     data: dict[str, list[Rec]] = {}
-    monkeypatch.setattr(ranks, "_broadcast_failure", lambda failure: failure)
-    for rank in range(world):
-        if world > 1:
-            monkeypatch.setattr(ranks, "group_rank", lambda rank=rank: (rank, world))
+    if "ranks" in request.param:
+        record_as_ranks(path, monkeypatch, lambda store, rank: _record(store, rng, rank, data), chunk_bytes=300)
+    else:
         with spikestore.Store(path, mode="w", chunk_bytes=300) as store:
-            _record(store, rng, rank, data)
+            _record(store, rng, 0, data)
     data = {k: sorted(v, key=lambda r: (r.step, r.rank, r.call)) for k, v in data.items()}
     run = spikestore.open(path)
-    assert run.ranks == list(range(world))
+    assert run.ranks == ([0, 1] if "ranks" in request.param else [0])
     yield run, data
     run.close()
 
@@ -203,17 +199,14 @@ def test_intervals_never_join_the_records_of_two_ranks(tmp_path, monkeypatch):
     """Both ranks record step 5 only: rank 0 spikes at its call 0, rank 1 at its call 3. Each rank's
     sequence has one spike, so no interval; a pass that carried rank 0's last spike into rank 1's
     records would count an interval of 3."""
-    from spikestore._write import ranks
+    def record(store, rank):
+        store.set_stream_info("output/s", selection=S_SEL)
+        store.set_step(5)
+        for call in range(4):
+            store.append("output/s", np.full((2, 3), call == 3 * rank, np.float32))
 
-    monkeypatch.setattr(ranks, "_broadcast_failure", lambda failure: failure)
     path = tmp_path / "run.zarr"
-    for rank, spike_at in ((0, 0), (1, 3)):
-        monkeypatch.setattr(ranks, "group_rank", lambda rank=rank: (rank, 2))
-        with spikestore.Store(path, mode="w") as store:
-            store.set_stream_info("output/s", selection=S_SEL)
-            store.set_step(5)
-            for call in range(4):
-                store.append("output/s", np.full((2, 3), call == spike_at, np.float32))
+    record_as_ranks(path, monkeypatch, record)
     run = spikestore.open(path)
     s = run["output/s"]
     assert s.ranks.tolist() == [0] * 4 + [1] * 4 and analysis.spike_counts(s).tolist() == [6, 0, 0, 0, 0, 0, 0, 6]

@@ -13,7 +13,7 @@ import pickle
 
 import numpy as np
 import pytest
-from helpers import M_SEL, S_SEL
+from helpers import M_SEL, S_SEL, record_as_ranks
 
 import spikestore
 from spikestore import analysis
@@ -32,21 +32,26 @@ SUFFIXES = ("zarr", "h5")
 def _write(path, steps=range(STEPS), mode="w"):
     """Multi-step spikes with a smaller last batch, single-step spikes (several records a step) and
     gradients, in small chunks (many tasks); returns what was written."""
+    with spikestore.Store(path, mode=mode, chunk_bytes=400) as store:
+        return _write_into(store, steps)
+
+
+def _write_into(store, steps):
+    """What :func:`_write` records, into an open store."""
     rng = np.random.default_rng(7 + steps.start)
     data: dict[str, list[tuple[int, np.ndarray]]] = {}
-    with spikestore.Store(path, mode=mode, chunk_bytes=400) as store:
-        store.set_stream_info("output/a", selection=M_SEL)
-        store.set_stream_info("output/s", selection=S_SEL)
-        for step in steps:
-            store.set_step(step)
-            batch = 3 if step == STEPS - 1 else 6
-            recs = {"output/a": [(rng.random((T, batch, 20)) < 0.04 * (1 + step % 5)).astype(np.float32)],
-                    "output/s": [(rng.random((batch, 9)) < 0.3).astype(np.float32) for _ in range(T)],
-                    "grad_input/a": [rng.standard_normal((2, 5)).astype(np.float32)]}
-            for key, values in recs.items():
-                for v in values:
-                    store.append(key, v)
-                    data.setdefault(key, []).append((step, v))
+    store.set_stream_info("output/a", selection=M_SEL)
+    store.set_stream_info("output/s", selection=S_SEL)
+    for step in steps:
+        store.set_step(step)
+        batch = 3 if step == STEPS - 1 else 6
+        recs = {"output/a": [(rng.random((T, batch, 20)) < 0.04 * (1 + step % 5)).astype(np.float32)],
+                "output/s": [(rng.random((batch, 9)) < 0.3).astype(np.float32) for _ in range(T)],
+                "grad_input/a": [rng.standard_normal((2, 5)).astype(np.float32)]}
+        for key, values in recs.items():
+            for v in values:
+                store.append(key, v)
+                data.setdefault(key, []).append((step, v))
     return data
 
 
@@ -84,14 +89,9 @@ def stores(tmp_path_factory):
 def ranked(tmp_path_factory):
     """A run that two ranks of a process group recorded (the group faked, rank by rank, in this
     process), each its own data; and its single-process answers (before any client)."""
-    from spikestore._write import ranks
-
     path = tmp_path_factory.mktemp("ranked") / "run.zarr"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ranks, "_broadcast_failure", lambda failure: failure)
-        for rank in range(2):
-            mp.setattr(ranks, "group_rank", lambda rank=rank: (rank, 2))
-            _write(path, range(rank, STEPS))  # (other data, and rank 1 starts a step later)
+    with pytest.MonkeyPatch.context() as mp:  # (rank 1: other data, from a step later)
+        record_as_ranks(path, mp, lambda store, rank: _write_into(store, range(rank, STEPS)), chunk_bytes=400)
     with spikestore.open(path) as run:
         assert run.ranks == [0, 1] and active_client() is None
         return path, _answers(run)

@@ -143,6 +143,27 @@ def test_selected_neurons_label_the_neuron_axis(store_path):
     run.close()
 
 
+def test_a_run_of_two_ranks_keeps_the_neuron_labels_and_attributes(tmp_path, monkeypatch):
+    from helpers import record_as_ranks
+
+    def record(store, rank):
+        store.set_stream_info("output/l", selection=dict(M_SEL, neurons=[3, 7, 11], batch={"slice": [0, 4, 2]}))
+        for step in range(3):
+            store.set_step(step)
+            store.append("output/l", np.full((5, 2, 3), rank + step, np.float32))
+
+    path = tmp_path / "run.zarr"
+    record_as_ranks(path, monkeypatch, record)
+    with xr.open_dataset(path, engine="spikestore") as ds:
+        var = ds["output/l"]
+        assert ds["output/l:neuron"].values.tolist() == [3, 7, 11] and ds["output/l:batch"].values.tolist() == [0, 2]
+        assert ds["output/l:rank"].values.tolist() == [0, 1] * 3
+        assert var.attrs["layer"] == "l" and var.attrs["ranks"] == "0,1" and var.attrs["encoding"] == "bits,raw"
+        assert var.dims == ("output/l:record", "output/l:time", "output/l:batch", "output/l:neuron")
+        with spikestore.open(path) as run:
+            np.testing.assert_array_equal(var.values, run["output/l"][:])
+
+
 def test_importing_the_engine_is_fast_and_does_not_import_torch():
     code = ("import sys, time; import xarray; t = time.perf_counter(); import spikestore._read.xarray_engine; "
             "dt = time.perf_counter() - t; "

@@ -157,8 +157,12 @@ def stream_variables(stream: Stream, name: str, *, prefix: bool = True,
 def _ranked_variables(stream: Any, name: str, *, prefix: bool,
                       drop: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The variable of a stream merged over ranks (:mod:`spikestore._read.ranked`): its dask-backed
-    ``to_xarray()`` data, with ``step``, ``call``, ``rank`` and ``batch_size`` along the record dimension."""
+    ``to_xarray()`` data, with ``step``, ``call``, ``rank`` and ``batch_size`` along the record dimension,
+    the layer's own batch/neuron indices along the record axes, and the attributes of a plain stream's
+    variable (over every rank's segments) plus ``ranks``."""
     import xarray as xr
+
+    from spikestore._read.views import original_indices, plain_attrs
 
     if name in drop:
         return {}, {}
@@ -167,7 +171,11 @@ def _ranked_variables(stream: Any, name: str, *, prefix: bool,
     dims = tuple(label(d) for d in da.dims)
     coords = {label(c): xr.Variable(dims[:1], da.coords[c].values)
               for c in ("step", "call", "rank", "batch_size") if c in da.coords}
-    return {name: xr.Variable(dims, da.data, attrs=da.attrs)}, coords
+    for dim, values in original_indices(stream, da.shape[1:], stream.dims).items():
+        coords[label(dim)] = xr.Variable((label(dim),), values)
+    segments = [seg for part in stream.parts.values() for seg in part.segments]
+    attrs = plain_attrs(stream, segments) | {"ranks": da.attrs["ranks"]}
+    return {name: xr.Variable(dims, da.data, attrs=attrs)}, coords
 
 
 def root_attrs(run: Run) -> dict[str, Any]:
