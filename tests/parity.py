@@ -1,15 +1,20 @@
-"""Monitor parity with SpikingJelly's own monitors: the nets, the monitor list and the
-comparison shared by the CPU tests (tests/test_monitor.py) and the CUDA ones (tests/test_cuda.py)."""
+"""Parity helpers: with SpikingJelly's own monitors (the nets, the monitor list, the
+comparison) for the CPU tests (tests/test_monitor.py) and the CUDA ones (tests/test_cuda.py),
+and between stores recorded on the CPU and on CUDA (tests/test_cuda.py, tests/test_cuda_path.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from spikingjelly.activation_based import functional, layer
 from torch import nn
 
-__all__ = ["MONITORS", "firing_rate", "make_monitor", "same_record", "tutorial_net"]
+import spikestore
+
+__all__ = ["MONITORS", "data_files", "firing_rate", "make_monitor", "mixed_records", "same_record",
+           "tutorial_net", "write_records"]
 
 
 def tutorial_net(node: type, step_mode: str, seed: int = 0) -> nn.Module:
@@ -56,3 +61,38 @@ def same_record(a: object, b: object) -> bool:
     if isinstance(a, tuple):
         return isinstance(b, tuple) and len(a) == len(b) and all(same_record(x, y) for x, y in zip(a, b))
     return type(a) is type(b) and a == b
+
+
+def mixed_records() -> list[tuple[str, torch.Tensor]]:
+    """Every kind of record: spikes of several dtypes and shapes, values that are not binary."""
+    g = torch.Generator().manual_seed(7)
+    out: list[tuple[str, torch.Tensor]] = []
+    for step in range(6):
+        spikes = (torch.rand(4, 3, 37, generator=g) < 0.3).float()
+        out += [("output/f32", spikes), ("output/f16", spikes.half()), ("output/bf16", spikes.bfloat16()),
+                ("output/bool", spikes.bool()), ("output/i8", spikes.to(torch.int8)),
+                ("output/i64", spikes.to(torch.int64)), ("output/f64", spikes.double()),
+                ("v/f32", torch.randn(4, 3, 37, generator=g)),
+                ("v/bf16", torch.randn(5, generator=g).bfloat16()),
+                ("grad/scalar", torch.randn((), generator=g)),
+                ("x/int16", torch.randint(-300, 300, (9,), generator=g, dtype=torch.int16)),
+                ("x/c64", torch.randn(3, generator=g, dtype=torch.complex64))]
+        # A stream that is binary, then not, then binary again; a shape change (last batch).
+        mixed = (torch.rand(2, 16, generator=g) < 0.5).float()
+        out.append(("mixed/a", mixed if step % 3 else mixed * 0.5))
+        out.append(("output/shape", (torch.rand(2 if step < 5 else 1, 12, generator=g) < 0.5).float()))
+    return out
+
+
+def write_records(path: Path, records: list[tuple[str, torch.Tensor]], device: str) -> None:
+    """A store of :func:`mixed_records` (14 a step) appended from ``device``."""
+    with spikestore.Store(path, mode="w") as store:
+        for i, (key, t) in enumerate(records):
+            store.set_step(i // 14)
+            store.append(key, t.to(device))
+
+
+def data_files(root: Path) -> dict[str, bytes]:
+    """Every file of a zarr store but the root document and the wall-time index (they differ by run)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+            and p.relative_to(root).as_posix() != "zarr.json" and "/time/" not in p.relative_to(root).as_posix()}

@@ -6,14 +6,12 @@ the benchmark. The logic that needs no device is tested in tests/test_cuda_path.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import ml_dtypes
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from parity import MONITORS, make_monitor, same_record, tutorial_net
+from parity import MONITORS, data_files, make_monitor, mixed_records, same_record, tutorial_net, write_records
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from spikingjelly.activation_based import monitor as sj
 from torch import nn
@@ -128,44 +126,10 @@ def test_hooks_never_synchronise_in_inference(tmp_path):
         assert all(torch.equal(a.cpu(), b) for a, b in zip(ref.records, list(mon.records), strict=True))
 
 
-def mixed_records() -> list[tuple[str, torch.Tensor]]:
-    """Every kind of record: spikes of several dtypes and shapes, values that are not binary."""
-    g = torch.Generator().manual_seed(7)
-    out: list[tuple[str, torch.Tensor]] = []
-    for step in range(6):
-        spikes = (torch.rand(4, 3, 37, generator=g) < 0.3).float()
-        out += [("output/f32", spikes), ("output/f16", spikes.half()), ("output/bf16", spikes.bfloat16()),
-                ("output/bool", spikes.bool()), ("output/i8", spikes.to(torch.int8)),
-                ("output/i64", spikes.to(torch.int64)), ("output/f64", spikes.double()),
-                ("v/f32", torch.randn(4, 3, 37, generator=g)),
-                ("v/bf16", torch.randn(5, generator=g).bfloat16()),
-                ("grad/scalar", torch.randn((), generator=g)),
-                ("x/int16", torch.randint(-300, 300, (9,), generator=g, dtype=torch.int16)),
-                ("x/c64", torch.randn(3, generator=g, dtype=torch.complex64))]
-        # A stream that is binary, then not, then binary again; a shape change (last batch).
-        mixed = (torch.rand(2, 16, generator=g) < 0.5).float()
-        out.append(("mixed/a", mixed if step % 3 else mixed * 0.5))
-        out.append(("output/shape", (torch.rand(2 if step < 5 else 1, 12, generator=g) < 0.5).float()))
-    return out
-
-
-def write(path: Path, records: list[tuple[str, torch.Tensor]], device: str) -> None:
-    with spikestore.Store(path, mode="w") as store:
-        for i, (key, t) in enumerate(records):
-            store.set_step(i // 14)
-            store.append(key, t.to(device))
-
-
-def data_files(root: Path) -> dict[str, bytes]:
-    """Every file of a zarr store but the root document and the wall-time index (they differ by run)."""
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-            and p.relative_to(root).as_posix() != "zarr.json" and "/time/" not in p.relative_to(root).as_posix()}
-
-
 def test_a_store_recorded_on_cuda_is_byte_identical_to_the_cpu_ones(tmp_path):
     records = mixed_records()
-    write(tmp_path / "cpu.zarr", records, "cpu")
-    write(tmp_path / "cuda.zarr", records, "cuda")
+    write_records(tmp_path / "cpu.zarr", records, "cpu")
+    write_records(tmp_path / "cuda.zarr", records, "cuda")
     cpu, cuda = data_files(tmp_path / "cpu.zarr"), data_files(tmp_path / "cuda.zarr")
     assert sorted(cpu) == sorted(cuda)
     assert [k for k in cpu if cpu[k] != cuda[k]] == []

@@ -17,6 +17,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from parity import data_files, mixed_records, write_records
 
 import spikestore
 from spikestore import InvalidValueError
@@ -288,3 +289,116 @@ def test_device_check_compares_bits_like_the_cpu(value, dtype):
     t = torch.tensor([[0.0, 1.0, value, 1.0]], dtype=dtype)
     assert pack_torch_flagged(t)[-1] == 0
     assert cpu_bytes(t) is None
+
+
+# -- the capture itself, with torch.cuda stood in by CPU fakes --------------------------------
+
+class FakeStream:
+    def __init__(self, device: object = None) -> None:
+        self.waited: list = []
+
+    def wait_stream(self, other: FakeStream) -> None:
+        self.waited.append(other)
+
+    def wait_event(self, event: FakeEvent) -> None:
+        assert event.recorded, "the caller's stream waits on an event recorded by the side stream"
+        self.waited.append(event)
+
+
+class FakeEvent:
+    def __init__(self) -> None:
+        self.recorded = False
+        self.synchronized = 0
+
+    def record(self, stream: FakeStream) -> None:
+        self.recorded = True
+
+    def query(self) -> bool:
+        return self.recorded
+
+    def synchronize(self) -> None:
+        assert self.recorded
+        self.synchronized += 1
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """torch.cuda's stream and event API on the CPU: the device work runs eagerly."""
+    import contextlib
+
+    from spikestore._write import cuda
+
+    current = FakeStream()
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
+    monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(cuda, "_STREAMS", {})
+    return current
+
+
+def test_the_capture_code_runs_end_to_end_with_fake_streams(tmp_path, fake_cuda):
+    from spikestore._write.capture import _capture_cuda
+
+    g = torch.Generator().manual_seed(2)
+    records = [("output/f32", (torch.rand(4, 3, 13, generator=g) < 0.3).float()),
+               ("output/bf16", (torch.rand(2, 9, generator=g) < 0.3).bfloat16()),
+               ("output/bool", torch.rand(3, 16, generator=g) < 0.5),
+               ("v/f32", torch.randn(4, 3, 13, generator=g)),
+               ("v/f32", torch.randn(4, 3, 13, generator=g)),     # copied raw at once: known not binary
+               ("grad/0d", torch.randn((), generator=g)),
+               ("x/c64", torch.randn(3, generator=g, dtype=torch.complex64)),
+               ("x/i16", torch.randint(-9, 9, (7,), generator=g, dtype=torch.int16))]
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        device = CudaCapture(1 << 20, allocate=plain)
+        for step, (key, t) in enumerate(records):
+            name = str(t.dtype).removeprefix("torch.")
+            frame = _capture_cuda(key, t, step, 0, 0.0, name, tuple(t.shape), "auto", device)
+            assert frame.inflight is not None and frame.nbytes >= t.numel() * t.element_size()
+            packed = frame.inflight.packed
+            assert packed == (t.dim() > 0 and not t.is_complex() and not (key == "v/f32" and step == 4))
+            assert store._writer.submit(frame)
+            store.flush()  # (the writer learns that v/f32 is not binary from its first record)
+        assert fake_cuda.waited and isinstance(fake_cuda.waited[-1], FakeEvent)
+        store.flush()
+        assert device.raw_streams == {"v/f32", "x/i16"}  # found not binary on the "device"
+        assert device.pool.in_use_bytes == 0 and device.pool.reuses > 0
+    run = spikestore.open(tmp_path / "s.zarr")
+    seen: dict[str, int] = {}
+    for key, t in records:
+        i = seen[key] = seen.get(key, -1) + 1
+        got = run[key][i]
+        want = dtypes.from_tensor(t)
+        np.testing.assert_array_equal(got.view(np.uint16) if t.dtype == torch.bfloat16 else got, want)
+    assert run["output/f32"].segments[0].encoding == "bits"
+    assert run["v/f32"].segments[0].encoding == "raw"
+
+
+def test_a_full_pool_gives_a_dropped_frame_before_any_device_work(fake_cuda):
+    from spikestore._write.capture import _capture_cuda
+
+    device = CudaCapture(4096, block=False, allocate=plain)
+    held = device.pool.acquire(4096)
+    t = torch.ones(8, 64)
+    frame = _capture_cuda("output/1", t, 0, 0, 0.0, "float32", (8, 64), "auto", device)
+    assert frame.dropped and frame.inflight is None and frame.nbytes == 0
+    assert fake_cuda.waited == []  # nothing was queued on the device
+    held.release()
+
+
+def test_the_capture_code_writes_the_cpu_paths_store_byte_for_byte(tmp_path, fake_cuda):
+    """Whenever the writer learns that a stream is not binary (it runs behind), the
+    store holds the same chunks as one recorded from CPU tensors."""
+    from spikestore._write.capture import _capture_cuda
+
+    records = mixed_records()
+    write_records(tmp_path / "cpu.zarr", records, "cpu")
+    with spikestore.Store(tmp_path / "fake.zarr", mode="w") as store:
+        device = CudaCapture(1 << 20, allocate=plain)
+        for i, (key, t) in enumerate(records):
+            name = str(t.dtype).removeprefix("torch.")
+            frame = _capture_cuda(key, t, i // 14, 0, 0.0, name, tuple(t.shape), "auto", device)
+            assert store._writer.submit(frame)
+    cpu, fake = data_files(tmp_path / "cpu.zarr"), data_files(tmp_path / "fake.zarr")
+    assert sorted(cpu) == sorted(fake)
+    assert [k for k in cpu if cpu[k] != fake[k]] == []
