@@ -306,7 +306,7 @@ class FakeStream:
 
 
 class FakeEvent:
-    def __init__(self) -> None:
+    def __init__(self, blocking: bool = False) -> None:
         self.recorded = False
         self.synchronized = 0
 

@@ -133,8 +133,9 @@ def count_syncs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         return {"unmonitored_per_step": None, "spikestore_per_step": None, "error_mode_steps": None}
     import spikestore
 
-    net, opt, batches = setup(args)
-    out: dict[str, Any] = {}
+    # DESIGN §6's batch of 32: every kind streams ~50 MB of raw floats a step (inputs, gradients, v).
+    net, opt, batches = setup(argparse.Namespace(**{**vars(args), "batch": workload.BATCH}))
+    out: dict[str, Any] = {"batch": workload.BATCH}
     for label, monitored in (("unmonitored", False), ("spikestore", True)):
         store = spikestore.Store(work / f"sync-{label}.zarr", mode="w") if monitored else None
         mons = all_kinds(net, store) if store is not None else []
@@ -224,7 +225,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--steps", type=int, default=60, help="training steps per timed run")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--sync-steps", type=int, default=20)
+    p.add_argument("--sync-steps", type=int, default=10)
     p.add_argument("--long-steps", type=int, default=2000)
     p.add_argument("--dry-run", action="store_true", help="tiny sizes, to check the script itself (CPU)")
     args = p.parse_args(argv)

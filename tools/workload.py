@@ -111,8 +111,8 @@ def make_batches(n: int, seed: int = 0, p: float = 0.5, batch: int = BATCH,
 
 def train_steps(net: nn.Module, opt: torch.optim.Optimizer, batches: Iterable[Batch],
                 on_step: Callable[[int], Any] | None = None, start: int = 0,
-                sync: bool = True) -> list[float]:
-    """Train one step per batch; return the loss of each step.
+                sync: bool = True) -> list[Any]:
+    """Train one step per batch; return the loss of each step (floats, or 0-d tensors with ``sync=False``).
 
     Parameters
     ----------
@@ -128,7 +128,7 @@ def train_steps(net: nn.Module, opt: torch.optim.Optimizer, batches: Iterable[Ba
         Number of the first step.
     sync
         ``False``: no per-step ``float(loss)`` (on CUDA a synchronisation
-        every step); the losses are read once, after the last step.
+        every step); the losses come back as 0-d tensors on the device.
     """
     net.train()
     losses: list[float] = []
@@ -142,4 +142,4 @@ def train_steps(net: nn.Module, opt: torch.optim.Optimizer, batches: Iterable[Ba
         opt.step()
         functional.reset_net(net)
         losses.append(float(loss.detach()) if sync else loss.detach())
-    return [float(v) for v in losses]
+    return losses

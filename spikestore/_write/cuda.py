@@ -282,7 +282,7 @@ def fetch(snap: Any) -> np.ndarray:
     stream = _stream(snap.device, "fetch")
     with torch.cuda.stream(stream):
         out.copy_(snap, non_blocking=True)
-        done = torch.cuda.Event()
+        done = torch.cuda.Event(blocking=True)
         done.record(stream)
     done.synchronize()
     return dtypes.from_tensor(out)
@@ -349,7 +349,7 @@ class CudaCapture:
             else:
                 lease.buffer[:nbytes].view(t.dtype).copy_(snap.view(-1), non_blocking=True)
                 device = (snap,)
-            done = torch.cuda.Event()
+            done = torch.cuda.Event(blocking=True)  # (the writer sleeps on it instead of spinning)
             done.record(side)
         current.wait_event(read)  # on the device: the host does not wait
         on_not_binary = None if encoding == "bits" else (lambda: self.raw_streams.add(key))
