@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +67,9 @@ class Store:
         counted at their size as handed over: float32 spikes count 4 bytes a
         value though they wait bit-packed (1/32 of that), so the bound also
         limits how far the writer may fall behind, which is what a crash can lose.
+        It also bounds CUDA records' pinned host buffers and GPU snapshots (docs/cuda.md).
     on_full
-        What ``append`` does when that bound is reached: ``"block"``
+        What ``append`` does when a bound is reached: ``"block"``
         (default; nothing is lost) or ``"drop"`` (drop and count).
     flush_interval
         Seconds between automatic commits; a crash loses at most this window.
@@ -140,8 +140,10 @@ class Store:
         # The store owns the lock, the backend and the root document for its whole life.
         self._lock, self._backend, self._root = opened.lock, opened.backend, opened.root
         self._writer, self._step = opened.writer, opened.step
-        # CUDA records: a pinned pool with the queue's budget and policy (docs/cuda.md).
-        self._device = CudaCapture(max_pending_bytes, block=on_full == "block", stopped=_died(self._writer))
+        # CUDA records: a pinned pool with the queue's budget and policy (docs/cuda.md); a
+        # producer waiting for a buffer stops waiting when the writer failed.
+        self._device = CudaCapture(max_pending_bytes, block=on_full == "block",
+                                   stopped=lambda w=self._writer: w.error is not None)
         streams = opened.streams
         self._calls: dict[str, tuple[int, int]] = {}
         self._owners: dict[str, tuple[weakref.ref[object], str]] = {}
@@ -394,8 +396,3 @@ class Store:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"open, step {self._step}"
         return f"<spikestore.Store {str(self.path)!r} ({state})>"
-
-
-def _died(writer: Writer) -> Callable[[], bool]:
-    """Whether ``writer`` failed (a producer waiting for pinned memory then stops waiting)."""
-    return lambda: writer.error is not None
