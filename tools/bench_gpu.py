@@ -42,6 +42,8 @@ from typing import Any
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 
+import itertools
+
 import torch
 import workload
 import workload_worker
@@ -77,12 +79,17 @@ def timed(kind: str, args: argparse.Namespace, net: Any, opt: Any, batches: list
     mem0 = torch.cuda.memory_allocated() if cuda(args.device) else None
     if mem0 is not None:
         torch.cuda.reset_peak_memory_stats()
+    marks: list[float] = []
     t0 = time.perf_counter()
     _, monitor = workload_worker.run_variant(kind, net, opt, cycle(batches, args.steps), start=start,
-                                             path=path, backend="zarr", sync=False)
+                                             path=path, backend="zarr", marks=marks, sync=False)
     sync(args.device)
     seconds = time.perf_counter() - t0
-    mem: dict[str, float | None] = {"growth_mb_per_step": None, "peak_over_start_mb": None}
+    # The host runs ahead of the device until its launch queue is full, so in steady state
+    # the interval between step starts is the step's real cost, without store open/close.
+    steps = [b - a for a, b in itertools.pairwise(marks)]
+    mem: dict[str, float | None] = {"growth_mb_per_step": None, "peak_over_start_mb": None,
+                                    "p50_step_ms": 1e3 * statistics.median(steps[len(steps) // 2:])}
     if mem0 is not None:
         mem = {"growth_mb_per_step": (torch.cuda.memory_allocated() - mem0) / MB / args.steps,
                "peak_over_start_mb": (torch.cuda.max_memory_allocated() - mem0) / MB}
@@ -110,8 +117,11 @@ def compare(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out["ratio"] = {k: statistics.median(a / b for a, b in zip(v, base, strict=True)) for k, v in secs.items()}
     out["ratio_min_max"] = {k: [min(a / b for a, b in zip(v, base, strict=True)),
                                 max(a / b for a, b in zip(v, base, strict=True))] for k, v in secs.items()}
-    out["gpu_memory"] = {k: {f: (None if v[0][f] is None else statistics.median(m[f] for m in v))
+    out["per_run"] = {k: {f: (None if v[0][f] is None else statistics.median(m[f] for m in v))
                              for f in v[0]} for k, v in mems.items()}
+    steady = {k: [m["p50_step_ms"] for m in v] for k, v in mems.items()}
+    out["p50_step_ratio"] = {k: statistics.median(a / b for a, b in zip(v, steady["unmonitored"], strict=True))
+                             for k, v in steady.items()}
     return out
 
 
@@ -223,14 +233,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--steps", type=int, default=60, help="training steps per timed run")
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--steps", type=int, default=200, help="training steps per timed run")
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sync-steps", type=int, default=10)
     p.add_argument("--long-steps", type=int, default=2000)
     p.add_argument("--dry-run", action="store_true", help="tiny sizes, to check the script itself (CPU)")
     args = p.parse_args(argv)
     if args.dry_run:
-        args.batch, args.steps, args.repeats, args.sync_steps, args.long_steps = 2, 3, 3, 2, 40
+        args.batch, args.steps, args.repeats, args.sync_steps, args.long_steps = 2, 4, 3, 2, 40
     return args
 
 

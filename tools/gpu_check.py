@@ -60,7 +60,7 @@ def fmt(v: Any, spec: str = ".3f", unit: str = "") -> str:
 def table(info: dict[str, Any]) -> str:
     b = info.get("bench") or {}
     c, s, lg = b.get("compare", {}), b.get("syncs", {}), b.get("long", {})
-    ratio, ms, mem = c.get("ratio", {}), c.get("ms_per_step", {}), c.get("gpu_memory", {})
+    ratio, ms, mem = c.get("ratio", {}), c.get("ms_per_step", {}), c.get("per_run", {})
     rng = c.get("ratio_min_max", {})
     pool = lg.get("pool", {})
     rows = [
@@ -73,6 +73,8 @@ def table(info: dict[str, Any]) -> str:
         ("spikestore / unmonitored (target <= 1.02)",
          (f"{fmt(ratio.get('spikestore'))}  (min {fmt((rng.get('spikestore') or [None])[0])}, "
          f"max {fmt((rng.get('spikestore') or [None, None])[1])})")),
+        ("steady-state step ratio, spikestore / in-memory", (f"{fmt(c.get('p50_step_ratio', {}).get('spikestore'))} / "
+                                                             f"{fmt(c.get('p50_step_ratio', {}).get('memory'))}")),
         ("SpikingJelly in-memory / unmonitored", f"{fmt(ratio.get('memory'))}"),
         ("GPU memory growth per step: unmonitored",
          fmt((mem.get("unmonitored") or {}).get("growth_mb_per_step"), ".2f", " MB")),
