@@ -329,6 +329,25 @@ def test_a_reader_that_loses_the_object_store_gets_a_storage_error_not_damage() 
     assert "verify stopped, the storage failed" in str(info.value)
 
 
+def test_a_bucket_removed_under_an_open_run_is_not_found_not_damage(s3: S3Server, url: StoreURL) -> None:
+    import boto3
+
+    with spikestore.Store(url, mode="w", lock=False, chunk_bytes=256) as store:
+        for step in range(4):
+            store.set_step(step)
+            store.append("output/a", record(step))
+    s = spikestore.open(url)["output/a"]
+    bucket = url.split("/")[2]
+    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    for key in s3.keys(bucket):
+        client.delete_object(Bucket=bucket, Key=key)
+    client.delete_bucket(Bucket=bucket)
+    with pytest.raises(StoreNotFoundError, match="deleted \\(or its bucket removed\\)") as info:
+        s[3]
+    assert not isinstance(info.value, DamagedStoreError)
+
+
 def test_verify_of_a_store_out_of_reach_says_so_and_lists_no_damage(url: StoreURL) -> None:
     import json
 
