@@ -18,6 +18,9 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
+from helpers import record_as_ranks  # noqa: E402
+from s3_server import S3Server, moto_s3  # noqa: E402
+
 import spikestore  # noqa: E402
 from spikestore import (  # noqa: E402
     DamagedStoreError,
@@ -30,9 +33,6 @@ from spikestore import (  # noqa: E402
 from spikestore._read.verify import verify  # noqa: E402
 from spikestore.backends import StoreURL, location  # noqa: E402
 from spikestore.errors import SpikestoreError  # noqa: E402
-
-from helpers import record_as_ranks  # noqa: E402
-from s3_server import S3Server, moto_s3  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -448,7 +448,7 @@ def test_the_command_line_reads_a_store_by_url(s3: S3Server, url: StoreURL, tmp_
     def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
         import os
 
-        return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120,
+        return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120, check=False,
                               env=None if env is None else {**os.environ, **env})
 
     r = cli("info", str(url), *flags)
