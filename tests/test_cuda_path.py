@@ -402,3 +402,22 @@ def test_the_capture_code_writes_the_cpu_paths_store_byte_for_byte(tmp_path, fak
     cpu, fake = data_files(tmp_path / "cpu.zarr"), data_files(tmp_path / "fake.zarr")
     assert sorted(cpu) == sorted(fake)
     assert [k for k in cpu if cpu[k] != fake[k]] == []
+
+
+def test_the_recorded_tensor_and_the_snapshot_live_until_the_writer_has_waited(fake_cuda):
+    """No record_stream: the frame keeps the caller's tensor, so its memory goes to no
+    other allocation before the side stream's clone has read it."""
+    from spikestore._write.capture import _capture_cuda
+
+    device = CudaCapture(1 << 20, allocate=plain)
+    t = (torch.rand(6, 20) < 0.5).float()
+    want = np.packbits(t.numpy().astype(bool), axis=-1, bitorder="little")
+    frame = _capture_cuda("output/1", t, 0, 0, 0.0, "float32", (6, 20), "auto", device)
+    caller, snap = weakref.ref(t), weakref.ref(frame.inflight.device[0])
+    del t
+    gc.collect()
+    assert caller() is not None and snap() is not None  # the caller dropped it; the frame did not
+    prepared = prepare(frame, Packer())
+    gc.collect()
+    assert caller() is None and snap() is None
+    np.testing.assert_array_equal(prepared.stored, want)

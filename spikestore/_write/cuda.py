@@ -14,10 +14,10 @@ The training thread (inside a hook) only queues device work and returns:
    copies that buffer (or the raw values) into the pinned buffer with
    ``non_blocking=True`` and records an event.
 3. The frame holds an :class:`InFlight`: the event, the pinned lease and
-   the device tensors (snapshot, packed buffer). Nothing calls
-   ``record_stream``: the device tensors live until the writer has waited
-   on the event, then :meth:`InFlight.finish` drops them and gives the
-   pinned buffer back.
+   the device tensors (snapshot, packed buffer, and the recorded tensor
+   itself). Nothing calls ``record_stream``: the device tensors live until
+   the writer has waited on the event, then :meth:`InFlight.finish` drops
+   them and gives the pinned buffer back.
 
 The writer thread waits on the event (``cudaEventSynchronize``, which
 ``torch.cuda.set_sync_debug_mode`` does not flag, on the writer thread
@@ -31,8 +31,10 @@ records are copied raw at once, without a packing attempt. With
 
 Memory bounds (docs/cuda.md): pinned bytes allocated <= the queue budget
 (one larger record is let through alone, as the queue does), and the device
-bytes held by frames in flight are counted in the queue's budget, so they
-stay under ``max_pending_bytes`` too.
+bytes the frames in flight allocated (snapshots, packed buffers) are counted
+in the queue's budget, so they stay under ``max_pending_bytes`` too. The
+recorded tensors they keep referenced are the caller's (autograd usually
+keeps them for the backward pass anyway) and are not counted.
 """
 
 from __future__ import annotations
@@ -217,7 +219,8 @@ class InFlight:
         Whether the buffer holds packed bits plus the flag byte, or the raw values.
     device
         Device tensors that must live until the event completes: the
-        snapshot first (the values, fetched if the flag says "not binary").
+        snapshot first (the values, fetched if the flag says "not binary"),
+        then the packed buffer and the recorded tensor.
     on_not_binary
         Called with no argument when the flag says the record was not binary.
     """
@@ -345,13 +348,17 @@ class CudaCapture:
             if pack:
                 flat = pack_torch_flagged(snap)
                 lease.buffer[:host_bytes].copy_(flat, non_blocking=True)
-                device: tuple[Any, ...] = (snap, flat)
+                device: tuple[Any, ...] = (snap, flat, t)
             else:
                 lease.buffer[:nbytes].view(t.dtype).copy_(snap.view(-1), non_blocking=True)
-                device = (snap,)
+                device = (snap, t)
             done = torch.cuda.Event(blocking=True)  # (the writer sleeps on it instead of spinning)
             done.record(side)
-        current.wait_event(read)  # on the device: the host does not wait
+        # On the device (the host does not wait): what the caller queues next, an in-place
+        # op on t or a new tensor in its memory, runs after the clone has read t. t itself
+        # stays referenced by the frame until the writer has waited on `done`, so its memory
+        # cannot go to another stream's allocation before then either (no record_stream).
+        current.wait_event(read)
         on_not_binary = None if encoding == "bits" else (lambda: self.raw_streams.add(key))
         flight = InFlight(done, lease, tuple(t.shape), t.dtype, packed=pack, device=device,
                           on_not_binary=on_not_binary)
