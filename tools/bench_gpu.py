@@ -179,6 +179,52 @@ def count_syncs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return out
 
 
+def trace_syncs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The same count through PyTorch's GPU trace, which also sees C++ code (the backward pass).
+
+    Stream and device synchronisations are counted on every thread (the writer
+    makes none); event synchronisations are the writer's waits, for reference.
+    The trace cannot be switched off again, so this runs last.
+    """
+    if not cuda(args.device) or not hasattr(torch._C, "_activate_gpu_trace"):
+        return {"unmonitored_per_step": None, "spikestore_per_step": None, "writer_event_waits": None}
+    from torch.cuda import _gpu_trace
+
+    import spikestore
+
+    counts = {"sync": 0, "event": 0}
+
+    def on_sync(*_: Any) -> None:
+        counts["sync"] += 1
+
+    def on_event(*_: Any) -> None:
+        counts["event"] += 1
+
+    _gpu_trace.register_callback_for_stream_synchronization(on_sync)
+    _gpu_trace.register_callback_for_device_synchronization(on_sync)
+    _gpu_trace.register_callback_for_event_synchronization(on_event)
+    torch._C._activate_gpu_trace()
+    net, opt, batches = setup(argparse.Namespace(**{**vars(args), "batch": workload.BATCH}))
+    out: dict[str, Any] = {}
+    for label, monitored in (("unmonitored", False), ("spikestore", True)):
+        store = spikestore.Store(work / f"trace-{label}.zarr", mode="w") if monitored else None
+        mons = all_kinds(net, store) if store is not None else []
+        on_step = store.set_step if store is not None else None
+        workload.train_steps(net, opt, cycle(batches, 3), on_step=on_step, sync=False)  # warm-up
+        torch.cuda.synchronize()
+        counts.update(sync=0, event=0)
+        workload.train_steps(net, opt, cycle(batches, args.sync_steps), on_step=on_step, start=3, sync=False)
+        if store is not None:
+            store.flush()  # (the writer's event waits for these steps)
+        out[f"{label}_per_step"] = counts["sync"] / args.sync_steps
+        if store is not None:
+            out["writer_event_waits"] = counts["event"]
+            for m in mons:
+                m.remove_hooks()
+            store.close()
+    return out
+
+
 def slope(xs: list[float], ys: list[float]) -> float:
     """Least-squares slope of ``ys`` over ``xs``, over the second half (after the warm-up settles)."""
     h = len(xs) // 2
@@ -255,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     result["compare"] = compare(args, work)
     result["syncs"] = count_syncs(args, work)
     result["long"] = long_run(args, work)
+    result["trace_syncs"] = trace_syncs(args, work)  # (last: the trace stays on)
     result["seconds"] = time.perf_counter() - t0
     result["threads_left"] = threading.active_count()
     remove_path(work)
