@@ -281,14 +281,16 @@ def fetch(snap: Any) -> np.ndarray:
 
     if snap.device.type != "cuda":  # (tests: a CPU stand-in)
         return dtypes.from_tensor(snap).copy()
-    out = torch.empty(snap.shape, dtype=snap.dtype)
+    # Pinned (PyTorch's own pinned cache, not the pool: the writer must never wait on
+    # the pool it refills), so the copy is a true asynchronous one.
+    out = torch.empty(snap.shape, dtype=snap.dtype, pin_memory=True)
     stream = _stream(snap.device, "fetch")
     with torch.cuda.stream(stream):
         out.copy_(snap, non_blocking=True)
         done = torch.cuda.Event(blocking=True)
         done.record(stream)
     done.synchronize()
-    return dtypes.from_tensor(out)
+    return dtypes.from_tensor(out).copy()
 
 
 _STREAMS: dict[tuple[Any, str], Any] = {}
