@@ -141,7 +141,7 @@ def test_a_store_recorded_on_cuda_is_byte_identical_to_the_cpu_ones(tmp_path):
 def test_the_pinned_pool_is_reused_and_stays_within_the_queue_budget(tmp_path):
     budget = 4 << 20
     with spikestore.Store(tmp_path / "pool.zarr", max_pending_bytes=budget) as store:
-        pool = store._device.pool
+        pool = store.pinned_pool
         spikes = (torch.rand(8, 64, 4096, device="cuda") < 0.2).float()  # 8 MiB float32, 256 KiB packed
         for step in range(300):
             store.set_step(step)
@@ -166,7 +166,7 @@ def test_a_full_pool_drops_and_counts_with_on_full_drop(tmp_path, monkeypatch):
         with pytest.warns(Warning):
             kept = [store.append("output/x", x) for _ in range(5)]
         assert kept == [0, None, None, None, None]  # the writer holds the only buffer the budget allows
-        assert store.dropped == 4 and store._device.pool.allocated_bytes <= 1 << 20
+        assert store.dropped == 4 and store.pinned_pool.allocated_bytes <= 1 << 20
         gate.set()
         store.flush()
     assert len(spikestore.open(tmp_path / "drop.zarr")["output/x"]) == 1

@@ -137,21 +137,29 @@ def all_kinds(net: Any, store: Any) -> list[Any]:
             ss.GradOutputMonitor(net, neuron.LIFNode, store=store)]
 
 
+def warmed_up(net: Any, opt: Any, batches: Any, path: Path | None) -> tuple[Any, list[Any], Any]:
+    """A store at ``path`` with every monitor kind on ``net`` (``None``: unmonitored), after 3 warm-up
+    steps and a device synchronisation: ``(store, monitors, on_step)``."""
+    import spikestore
+
+    store = spikestore.Store(path, mode="w") if path is not None else None
+    mons = all_kinds(net, store) if store is not None else []
+    on_step = store.set_step if store is not None else None
+    workload.train_steps(net, opt, cycle(batches, 3), on_step=on_step, sync=False)
+    torch.cuda.synchronize()
+    return store, mons, on_step
+
+
 def count_syncs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Synchronising CUDA calls per training step, bare and with every monitor kind streaming."""
     if not cuda(args.device):
         return {"unmonitored_per_step": None, "spikestore_per_step": None, "error_mode_steps": None}
-    import spikestore
 
     # DESIGN §6's batch of 32: every kind streams ~50 MB of raw floats a step (inputs, gradients, v).
     net, opt, batches = setup(argparse.Namespace(**{**vars(args), "batch": workload.BATCH}))
     out: dict[str, Any] = {"batch": workload.BATCH}
     for label, monitored in (("unmonitored", False), ("spikestore", True)):
-        store = spikestore.Store(work / f"sync-{label}.zarr", mode="w") if monitored else None
-        mons = all_kinds(net, store) if store is not None else []
-        on_step = store.set_step if store is not None else None
-        workload.train_steps(net, opt, cycle(batches, 3), on_step=on_step, sync=False)  # warm-up
-        torch.cuda.synchronize()
+        store, mons, on_step = warmed_up(net, opt, batches, work / f"sync-{label}.zarr" if monitored else None)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
@@ -190,7 +198,6 @@ def trace_syncs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         return {"unmonitored_per_step": None, "spikestore_per_step": None, "writer_event_waits": None}
     from torch.cuda import _gpu_trace
 
-    import spikestore
 
     counts = {"sync": 0, "event": 0}
 
@@ -207,11 +214,7 @@ def trace_syncs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     net, opt, batches = setup(argparse.Namespace(**{**vars(args), "batch": workload.BATCH}))
     out: dict[str, Any] = {}
     for label, monitored in (("unmonitored", False), ("spikestore", True)):
-        store = spikestore.Store(work / f"trace-{label}.zarr", mode="w") if monitored else None
-        mons = all_kinds(net, store) if store is not None else []
-        on_step = store.set_step if store is not None else None
-        workload.train_steps(net, opt, cycle(batches, 3), on_step=on_step, sync=False)  # warm-up
-        torch.cuda.synchronize()
+        store, mons, on_step = warmed_up(net, opt, batches, work / f"trace-{label}.zarr" if monitored else None)
         counts.update(sync=0, event=0)
         workload.train_steps(net, opt, cycle(batches, args.sync_steps), on_step=on_step, start=3, sync=False)
         if store is not None:
@@ -247,7 +250,7 @@ def long_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     path = work / "long.zarr"
     store = spikestore.Store(path, mode="w")
     mon = ss.OutputMonitor(net, neuron.LIFNode, store=store)
-    pool = store._device.pool  # (the store's pinned pool: a benchmark reads its counters)
+    pool = store.pinned_pool
     every = max(1, args.long_steps // 40)
     samples: dict[str, list[float]] = {"step": [], "rss": [], "pinned": [], "gpu": []}
     t0 = time.perf_counter()

@@ -383,6 +383,12 @@ class Store:
         return None
 
     @property
+    def pinned_pool(self) -> Any:
+        """The pool of pinned host buffers that CUDA records are copied into (its counters, for
+        benchmarks and checks: ``docs/cuda.md``); empty until a CUDA tensor is recorded."""
+        return self._device.pool
+
+    @property
     def closed(self) -> bool:
         """Whether the store is closed (or failed to open)."""
         return self._writer is None or self._closed
