@@ -164,6 +164,37 @@ def _positions(merged):
     return out
 
 
+def test_the_xarray_engine_reads_on_the_workers_through_one_open_run_each(tmp_path, client):
+    xr = pytest.importorskip("xarray")
+    path = tmp_path / "xr.zarr"
+    data = _write(path, range(4))
+    with xr.open_dataset(path, engine="spikestore", chunks={}) as ds, distributed.get_task_stream(client) as ts:
+        total = float(ds["output/a"].sum().compute())
+    assert total == sum(float(v.sum()) for _, v in data["output/a"])
+    ran = {t["worker"] for t in ts.data if "open_dataset" in str(t["key"]) or "sum" in str(t["key"])}
+    assert ran and ran <= set(client.scheduler_info()["workers"])
+    opened = client.run(open_runs)  # the pickled streams reopened the run once, and kept it for later tasks
+    assert all(str(path) in opened[w] for w in ran)
+
+
+def test_a_pickled_stream_reopens_once_and_sees_records_committed_since(tmp_path):
+    path = tmp_path / "grow.zarr"
+    data = _write(path, range(3))
+    with spikestore.open(path) as run:
+        first = pickle.loads(pickle.dumps(run["output/s"]))  # as a worker would: this process's copy
+        assert first is not run["output/s"] and len(first) == len(run["output/s"])
+        assert pickle.loads(pickle.dumps(run["output/s"])) is first  # the copy is kept, not reopened
+        more = _write(path, range(3, 5), mode="a")
+        run.refresh()
+        again = pickle.loads(pickle.dumps(run["output/s"]))  # carries more records than the copy holds
+        assert again is first and len(again) == len(run["output/s"]) > 3 * T
+        np.testing.assert_array_equal(again[-1], more["output/s"][-1][1])
+        seg = pickle.loads(pickle.dumps(run["output/s"].segments[0]))
+        assert seg.stream is first
+        np.testing.assert_array_equal(seg.read(0, 2), run["output/s"][:2])
+    assert len(data["output/s"]) == 3 * T
+
+
 def test_a_task_carries_a_reference_not_the_chunk(stores):
     path, _, _ = stores["zarr"]
     with spikestore.open(path) as run:

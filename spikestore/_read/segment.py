@@ -107,6 +107,11 @@ def iter_blocks(segments: Iterable[Segment], start: int = 0, stop: int | None = 
             yield Block(seg, a, b, c)
 
 
+def _segment_of(stream: Stream, doc: dict[str, Any]) -> Segment:
+    """Segment ``doc`` of ``stream`` (a pickled segment, unpickled)."""
+    return stream.segment_for(doc)
+
+
 class Segment:
     """Records ``start .. start + count`` of a stream: one shape, one dtype.
 
@@ -138,9 +143,9 @@ class Segment:
         self._reader = reader
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # dask's process and distributed schedulers pickle tasks: the stream and
-        # the reader reopen the store by path.
-        return (Segment, (self.stream, self.doc, self._reader))
+        # dask's process and distributed schedulers pickle tasks: the stream reopens the store (once per
+        # process), and the segment reads through it.
+        return (_segment_of, (self.stream, self.doc))
 
     @property
     def stop(self) -> int:

@@ -40,8 +40,17 @@ class Chunk(NamedTuple):
     segment: Segment
 
 
-def _reopen_stream(run: Run, key: str) -> Stream:
-    return run[key]
+def _reopen_stream(recipe: tuple[Any, ...], created: str, key: str, count: int) -> Stream:
+    """Stream ``key`` of the run ``recipe`` reopens, in this process's copy of it (opened once per process
+    and kept, :func:`~spikestore._read.distributed.worker_run`), refreshed once if it has fewer than
+    ``count`` records: what a pickled stream becomes in a dask worker."""
+    from spikestore._read.distributed import worker_run
+
+    run = worker_run(recipe, created)
+    stream = run[key]
+    if len(stream) < count:  # records committed after this process opened the run
+        run.refresh()
+    return stream
 
 
 class Stream(IndexArrays):
@@ -68,12 +77,18 @@ class Stream(IndexArrays):
         self._committed = doc is not None
         # Listed in the root, not committed yet: no records, nothing on disk to read.
         self.doc = doc if doc is not None else new_stream_doc(self.key, 1, {})
-        self.segments = [Segment(self, d, self._reader) for d in self.doc["segments"] if d["count"] > 0]
+        self.segments = [self.segment_for(d) for d in self.doc["segments"] if d["count"] > 0]
         self._starts = [s.start for s in self.segments]
         self._index: dict[str, np.ndarray] = {}
 
+    def segment_for(self, doc: dict[str, Any]) -> Segment:
+        """The segment ``doc`` (one entry of the stream document's ``segments``), read through this stream's run."""
+        return Segment(self, doc, self._reader)
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_reopen_stream, (self._run, self.key))
+        # Pickled into a dask task (the xarray engine's lazy arrays, a process pool): the worker reads
+        # through one copy of the run per process instead of opening the store again for every task.
+        return (_reopen_stream, (self._run.__reduce__(), self._run.doc["created"], self.key, len(self)))
 
     def __len__(self) -> int:
         return int(self.doc["count"])
