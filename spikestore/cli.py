@@ -20,6 +20,7 @@ from typing import Any
 
 try:
     import click
+    from click.core import ParameterSource
 except ImportError:  # pragma: no cover - exercised by the console script only
     sys.stderr.write("the spikestore command needs click: pip install 'spikestore[cli]'\n")
     raise SystemExit(2) from None
@@ -133,6 +134,10 @@ def _location(path: Path | str, pairs: tuple[str, ...], text: str | None) -> Any
     """Where the store is (a ``Path``, or a ``StoreURL`` carrying its options); options for a local path are a usage error."""
     from spikestore.backends import location
 
+    if text is not None and not isinstance(path, str) and not pairs:
+        ctx = click.get_current_context(silent=True)
+        if ctx is not None and ctx.get_parameter_source("storage_options_json") is ParameterSource.ENVIRONMENT:
+            text = None  # $SPIKESTORE_STORAGE_OPTIONS is for URLs: a local path simply does not use it
     options = _storage_options(pairs, text)
     return _usage(lambda p: location(p, options), path)
 
