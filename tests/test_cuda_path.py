@@ -223,13 +223,18 @@ def test_forced_bits_on_a_record_that_is_not_binary_names_stream_and_step():
     assert device.raw_streams == set() and device.pool.in_use_bytes == 0
 
 
-def test_a_binary_cuda_record_in_an_open_raw_segment_stays_raw_as_on_the_cpu():
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+def test_a_binary_cuda_record_in_an_open_raw_segment_stays_raw_as_on_the_cpu(dtype):
+    """Packed on the device, then stored raw: the values the CPU path would store raw, in the same
+    dtype (bfloat16 as its uint16 bit patterns, 0x3F80 for 1)."""
     device = CudaCapture(1 << 20, allocate=plain)
-    spikes = (torch.rand(3, 8) < 0.5).float()
+    spikes = (torch.rand(3, 8) < 0.5).to(dtype)
     frame, _ = flight(device, "v/1", spikes, pack=True)
     prepared = prepare(frame, Packer(), keep_raw=True)
     assert prepared.encoding == "raw"
-    np.testing.assert_array_equal(prepared.stored, spikes.numpy())
+    want = dtypes.from_tensor(spikes)
+    assert prepared.stored.dtype == want.dtype
+    np.testing.assert_array_equal(prepared.stored, want)
 
 
 def test_stand_in_cuda_frames_through_a_store_read_back_like_cpu_records(tmp_path):
@@ -372,6 +377,23 @@ def test_the_capture_code_runs_end_to_end_with_fake_streams(tmp_path, fake_cuda)
         np.testing.assert_array_equal(got.view(np.uint16) if t.dtype == torch.bfloat16 else got, want)
     assert run["output/f32"].segments[0].encoding == "bits"
     assert run["v/f32"].segments[0].encoding == "raw"
+
+
+def test_the_callers_stream_waits_for_the_clone_alone(fake_cuda):
+    """The clone runs on one side stream; packing and the copy to the host on another, which waits for
+    the clone too: the caller's stream never queues behind earlier records' copies."""
+    from spikestore._write import cuda
+    from spikestore._write.capture import _capture_cuda
+
+    device = CudaCapture(1 << 20, allocate=plain)
+    t = (torch.rand(4, 40) < 0.5).float()
+    frame = _capture_cuda("output/1", t, 0, 0, 0.0, "float32", (4, 40), "auto", device)
+    streams = {role: s for (_, role), s in cuda._STREAMS.items()}
+    assert set(streams) == {"capture", "copy"}
+    (read,) = fake_cuda.waited  # the caller's stream: one event, on the device
+    assert streams["capture"].waited == [fake_cuda] and streams["copy"].waited == [read]
+    assert frame.inflight.event is not read  # the writer waits for the copy, the caller for the clone only
+    frame.inflight.close()
 
 
 def test_a_full_pool_gives_a_dropped_frame_before_any_device_work(fake_cuda):

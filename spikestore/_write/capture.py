@@ -282,7 +282,7 @@ def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared
     if frame.packed:
         if want != "raw":
             return Prepared("bits", data, frame.dtype, frame.shape)
-        data = unpack_bits(data, frame.shape[-1], frame.dtype)  # exact: every value was 0 or 1
+        data = _raw_from_bits(data, frame.shape[-1], frame.dtype)  # exact: every value was 0 or 1
     if isinstance(data, np.ndarray):
         arr = data
     else:
@@ -308,6 +308,14 @@ def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared
     if not stored.flags.c_contiguous or (frame.version >= 0 and np.may_share_memory(stored, arr)):
         stored = stored.copy()  # (np.ascontiguousarray would turn 0-d into 1-d)
     return Prepared("raw", stored, frame.dtype, frame.shape, precision)
+
+
+def _raw_from_bits(packed: np.ndarray, n: int, name: str) -> np.ndarray:
+    """Packed 0/1 values as the raw values a segment of logical dtype ``name`` stores (bfloat16 as its
+    ``uint16`` bit patterns: numpy has no bfloat16, so unpack to float32 and take its top half)."""
+    if name == dtypes.BFLOAT16:
+        return dtypes.float32_to_bfloat16_bits(unpack_bits(packed, n, np.float32))
+    return unpack_bits(packed, n, name)
 
 
 def check_intact(frame: Frame) -> None:

@@ -8,11 +8,14 @@ The training thread (inside a hook) only queues device work and returns:
 2. On a side stream that first waits for the caller's stream, it clones the
    record (the snapshot; the caller's stream then waits for the clone only,
    so what it queues next, an in-place op or a reuse of the tensor's memory,
-   cannot reach the record), packs it with
+   cannot reach the record). On a second side stream, which waits for the
+   clone, it packs the snapshot with
    :func:`~spikestore.codecs._packing.pack_torch_flagged` (the bits and a
    device-side "binary" flag in one buffer, the bit order of the CPU path),
    copies that buffer (or the raw values) into the pinned buffer with
-   ``non_blocking=True`` and records an event.
+   ``non_blocking=True`` and records an event. Two streams, so that the
+   caller's stream never waits behind earlier records' packing and copies
+   to the host.
 3. The frame holds an :class:`InFlight`: the event, the pinned lease and
    the device tensors (snapshot, packed buffer, and the recorded tensor
    itself). Nothing calls ``record_stream``: the device tensors live until
@@ -298,7 +301,7 @@ _STREAMS_LOCK = threading.Lock()
 
 
 def _stream(device: Any, role: str) -> Any:
-    """This process's side stream for ``role`` (``"capture"``, ``"fetch"``) on ``device``."""
+    """This process's side stream for ``role`` (``"capture"``, ``"copy"``, ``"fetch"``) on ``device``."""
     s = _STREAMS.get((device, role))
     if s is None:
         import torch
@@ -341,12 +344,16 @@ class CudaCapture:
         if lease is None:
             return None
         current = torch.cuda.current_stream(t.device)
-        side = _stream(t.device, "capture")
-        side.wait_stream(current)
-        with torch.cuda.stream(side):
+        # Two side streams: the caller's stream waits for the clone alone (microseconds), never
+        # behind earlier records' packing and copies to the host, which run on the second.
+        clone_on, copy_on = _stream(t.device, "capture"), _stream(t.device, "copy")
+        clone_on.wait_stream(current)
+        with torch.cuda.stream(clone_on):
             snap = t.clone(memory_format=torch.contiguous_format)
             read = torch.cuda.Event()
-            read.record(side)
+            read.record(clone_on)
+        copy_on.wait_event(read)
+        with torch.cuda.stream(copy_on):
             if pack:
                 flat = pack_torch_flagged(snap)
                 lease.buffer[:host_bytes].copy_(flat, non_blocking=True)
@@ -355,7 +362,7 @@ class CudaCapture:
                 lease.buffer[:nbytes].view(t.dtype).copy_(snap.view(-1), non_blocking=True)
                 device = (snap, t)
             done = torch.cuda.Event(blocking=True)  # (the writer sleeps on it instead of spinning)
-            done.record(side)
+            done.record(copy_on)
         # On the device (the host does not wait): what the caller queues next, an in-place
         # op on t or a new tensor in its memory, runs after the clone has read t. t itself
         # stays referenced by the frame until the writer has waited on `done`, so its memory
