@@ -90,9 +90,9 @@ def timed(kind: str, args: argparse.Namespace, net: Any, opt: Any, batches: list
     steps = [b - a for a, b in itertools.pairwise(marks)]
     mem: dict[str, float | None] = {"growth_mb_per_step": None, "peak_over_start_mb": None,
                                     "p50_step_ms": 1e3 * statistics.median(steps[len(steps) // 2:])}
-    if mem0 is not None:
-        mem = {"growth_mb_per_step": (torch.cuda.memory_allocated() - mem0) / MB / args.steps,
-               "peak_over_start_mb": (torch.cuda.max_memory_allocated() - mem0) / MB}
+    if mem0 is not None:  # (update: p50_step_ms stays)
+        mem.update(growth_mb_per_step=(torch.cuda.memory_allocated() - mem0) / MB / args.steps,
+                   peak_over_start_mb=(torch.cuda.max_memory_allocated() - mem0) / MB)
     del monitor
     remove_path(path)
     return seconds, mem

@@ -34,7 +34,11 @@ has_cuda_build() { .venv/bin/python -W ignore -c 'import sys, torch; sys.exit(0 
 if [ ! -x .venv/bin/python ]; then
     if gpu_torch "$PY"; then
         say "using $PY's own torch ($("$PY" -W ignore -c 'import torch; print(torch.__version__)')) through a venv that sees its packages"
-        "$PY" -m venv --system-site-packages .venv
+        "$PY" -m venv .venv
+        # A .pth file, not --system-site-packages: that would show the base interpreter's
+        # packages, and an image's python3 is often a venv of its own (its torch lives there).
+        "$PY" -c 'import site, sys; print("\n".join(site.getsitepackages()))' \
+            > "$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_gpu_image.pth"
     else
         say "creating .venv with $("$PY" --version 2>&1)"
         "$PY" -m venv .venv

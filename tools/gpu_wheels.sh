@@ -21,7 +21,7 @@ say() { printf '[gpu_wheels] %s\n' "$*" >&2; }
 # What spikestore's core and the CUDA tests import that a GPU image may lack, with
 # their own requirements (pip download --no-deps fetches none of those by itself).
 NEEDED=(zarr numcodecs donfig google-crc32c pcodec jsonschema jsonschema-specifications referencing
-        rpds-py typing-extensions ml-dtypes loguru "spikingjelly==2.0.0" hypothesis sortedcontainers)
+        rpds-py typing-extensions attrs packaging ml-dtypes loguru "spikingjelly==2.0.0" hypothesis sortedcontainers)
 
 # The versions the tests ran with here (.venv, made by tools/setup.sh), where there is one.
 if [ -x .venv/bin/python ]; then
