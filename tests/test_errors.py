@@ -96,3 +96,19 @@ def test_a_store_deleted_while_a_run_reads_it_is_not_found_not_damage(tmp_path):
     shutil.rmtree(path)
     with pytest.raises(errors.StoreNotFoundError, match="deleted"):
         s[3]
+
+
+def test_a_lost_root_with_its_groups_still_there_is_damage_not_a_deleted_store(tmp_path):
+    path = tmp_path / "s.zarr"
+    with spikestore.Store(path, mode="w", chunk_bytes=64) as store:
+        for step in range(6):
+            store.set_step(step)
+            store.append("output/a", np.full(16, step, np.float32))
+    run = spikestore.open(path)
+    s = run["output/a"]
+    (path / "zarr.json").rename(path / "zarr.json.moved")
+    chunk = next(p for p in (path / "output").rglob("c*") if p.is_file() and "seg" in str(p))
+    chunk.unlink()
+    with pytest.raises(errors.DamagedStoreError, match="zarr.json"):
+        s[:]
+    run.close()

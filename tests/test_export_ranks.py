@@ -263,3 +263,28 @@ def test_each_rank_s_chunks_are_read_once(ranked, tmp_path, monkeypatch, fmt):
     export(ranked, tmp_path / "x", fmt)
     assert reads and max(Counter(reads).values()) == 1
     assert {p for p, _, _ in reads} == {str(ranked), str(ranked / "__rank1")}
+
+
+def test_records_of_a_merged_stream_of_one_rank_keep_their_steps(tmp_path, monkeypatch):
+    """A key only rank 1 recorded, with steps going back (set_step allows it): the records and their
+    steps stay paired when a pass is limited to some segments."""
+    from spikestore.export._common import iter_records
+
+    def record(store, rank):
+        for step in (5, 6, 1, 2):
+            store.set_step(step)
+            store.append("output/a", np.float32(step))
+            if rank == 1:
+                store.append("only1/x", np.float32(step))
+
+    path = tmp_path / "run.zarr"
+    record_as_ranks(path, monkeypatch, record)
+    with spikestore.open(path) as run:
+        merged = run["only1/x"]
+        (part,) = merged.parts.values()
+        for segments in (None, part.segments):
+            got = list(iter_records(merged, (None, None), segments))
+            steps = np.concatenate([r.steps for r in got])
+            values = np.concatenate([r.values for r in got])
+            np.testing.assert_array_equal(values, steps.astype(np.float32))
+            assert sorted(steps.tolist()) == [1, 2, 5, 6]

@@ -24,6 +24,7 @@ from spikestore.errors import (
     ReadOnlyError,
     SpikestoreError,
     StorageError,
+    StoreNotFoundError,
 )
 
 __all__ = [
@@ -295,12 +296,9 @@ def has_root(backend: Any) -> bool:
     """
     try:
         return bool(backend.exists())
-    except SpikestoreError as exc:
-        if storage_failed(exc):
+    except (SpikestoreError, *_READ_ERRORS) as exc:
+        if storage_failed(exc) or isinstance(exc, StoreNotFoundError):  # (a bucket that is not there)
             raise
-        raise damaged(backend.path, doc_location(backend.path, ""),
-                      f"the root group cannot be read ({type(exc).__name__}: {exc})") from None
-    except _READ_ERRORS as exc:
         raise damaged(backend.path, doc_location(backend.path, ""),
                       f"the root group cannot be read ({type(exc).__name__}: {exc})") from None
 

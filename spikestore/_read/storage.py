@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from spikestore._format import INDEX_ARRAYS, load_doc, load_stream_doc
+from spikestore._format import INDEX_ARRAYS, check_no_root, load_doc, load_stream_doc
 from spikestore.backends import Backend, open_backend
 from spikestore.codecs._chunk import ChecksumError, ChunkCodec, codec_from_config
 from spikestore.codecs._identity import ChunkIdentity, IdentityError
@@ -126,7 +126,9 @@ def _unless_gone(backend: Backend, node: str, chunk: int, where: str, exc: BaseE
     """
     try:
         present = backend.exists()
-    except (StorageError, ReadOnlyError):
+        if not present:
+            check_no_root(backend)  # groups still there without the root: damage, named by the root it lost
+    except (StorageError, ReadOnlyError, StoreNotFoundError, DamagedStoreError):
         raise
     except Exception:  # noqa: BLE001 - the root cannot be read either: report what was asked about
         return

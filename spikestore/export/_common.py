@@ -187,7 +187,8 @@ def iter_records(stream: Stream | RankedStream, steps: tuple[int | None, int | N
         for part in stream.parts.values():
             yield from _part_records(part, steps, part.segments)
     else:
-        yield from _part_records(stream, steps, segments)
+        (part,) = stream.parts.values()  # (a merged stream of one rank: positions are that part's)
+        yield from _part_records(part, steps, segments)
 
 
 def _part_records(stream: Stream, steps: tuple[int | None, int | None],
