@@ -44,7 +44,7 @@ import numpy as np
 
 from spikestore._read import block_stats as bs
 from spikestore._read.distributed import map_blocks
-from spikestore._read.segment import Block, Segment, iter_blocks
+from spikestore._read.segment import Block, iter_blocks
 from spikestore.errors import InvalidArgumentError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -87,11 +87,6 @@ def _blocks(stream: Stream, max_elements: int) -> list[tuple[Stream, Block]]:
         raise InvalidArgumentError(f"max_elements must be >= 1, not {max_elements!r}")
     return [(part, b) for part in stream.parts.values()
             for b in iter_blocks(part.segments, max_values=max_elements)]
-
-
-def _segments(stream: Stream) -> list[Segment]:
-    """The stored segments of every rank's part of ``stream``."""
-    return [seg for part in stream.parts.values() for seg in part.segments]
 
 
 def _run(fn: Callable[..., Any], blocks: list[tuple[Stream, Block]], args: list[tuple[Any, ...]] | None = None,
@@ -237,11 +232,12 @@ def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.D
     Multi-step records ``(time, batch, neuron...)`` give a DataArray
     ``record x time`` (averaged over batch and neurons). Records without a
     ``time`` axis (single-step mode: each record is one time step) give one
-    value per record; ``call`` and ``step`` coordinates place it in time.
+    value per record; ``call`` and ``step`` coordinates place it in time
+    (and ``rank``, for a stream merged over several ranks).
     """
     xr = _xr()
     n = len(stream)
-    segments = _segments(stream)
+    segments = stream.all_segments
     with_time = [seg for seg in segments if "time" in seg.dims]
     if with_time and len(with_time) == len(segments):
         sizes = {seg.shape[seg.dims.index("time")] for seg in with_time}
@@ -255,9 +251,10 @@ def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.D
     else:
         counts, sizes = _per_record(stream, max_elements)
         out, dims = counts / np.maximum(sizes, 1), ("record",)
-    return xr.DataArray(out, dims=dims, name="population_rate", attrs={"stream": stream.key},
-                        coords={"record": np.arange(n), "step": ("record", stream.steps),
-                                "call": ("record", stream.calls)})
+    coords = {"record": np.arange(n), "step": ("record", stream.steps), "call": ("record", stream.calls)}
+    if len(stream.parts) > 1:  # (records of one step and call from several ranks: which is which)
+        coords["rank"] = ("record", stream.ranks)
+    return xr.DataArray(out, dims=dims, name="population_rate", attrs={"stream": stream.key}, coords=coords)
 
 
 def inter_spike_intervals(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.DataArray:

@@ -129,6 +129,10 @@ def test_population_rate(run_and_data):
     ref = np.stack([v.mean(axis=(1, 2)) for _, _, v, _ in data["output/a"]])
     np.testing.assert_allclose(pop.values, ref)
     np.testing.assert_array_equal(pop.step.values, [r.step for r in data["output/a"]])
+    if len(run.ranks) > 1:
+        np.testing.assert_array_equal(pop["rank"].values, [r.rank for r in data["output/a"]])
+    else:
+        assert "rank" not in pop.coords
     single = analysis.population_rate(run["output.1/s"])
     assert single.dims == ("record",)
     np.testing.assert_allclose(single.values, [v.mean() for _, _, v, _ in data["output.1/s"]])

@@ -77,8 +77,10 @@ def test_a_chunk_this_user_may_not_read_is_access_denied_not_damage(tmp_path, mo
         run["output/1"][2]
     assert isinstance(info.value, PermissionError) and info.value.errno == 13
     assert not isinstance(info.value, errors.DamagedStoreError)
-    with pytest.raises(errors.ReadOnlyError, match="verify stopped, the storage failed"):
+    with pytest.raises(errors.ReadOnlyError, match="verify stopped, the storage failed") as stopped:
         verify(path)
+    assert stopped.value.errno == 13 and "/seg0" in stopped.value.filename  # errno and file kept
+    assert str(stopped.value).count("[Errno 13]") == 1
     monkeypatch.undo()
     np.testing.assert_array_equal(run["output/1"][2], np.full(16, 2, np.float32))
     assert verify(path) == []

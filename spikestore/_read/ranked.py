@@ -35,6 +35,7 @@ from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from spikestore._read.run import Run
+    from spikestore._read.segment import Segment
     from spikestore._read.stream import Stream
 
 __all__ = ["RankedStream", "part_location"]
@@ -93,6 +94,11 @@ class RankedStream(IndexArrays):
     def parts(self) -> dict[int, Stream]:
         """Each rank's own stream (only ranks that recorded this key), by rank."""
         return dict(self._parts)
+
+    @property
+    def all_segments(self) -> list[Segment]:
+        """Every stored segment of the stream, rank by rank (each part's :attr:`segments <spikestore.Stream.segments>`)."""
+        return [seg for part in self._parts.values() for seg in part.segments]
 
     def merge(self, per_part: list[np.ndarray]) -> np.ndarray:
         """Per-record arrays computed for each of :attr:`parts` (one per rank, in its order), as one

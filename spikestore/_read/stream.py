@@ -245,9 +245,23 @@ class Stream(IndexArrays):
 
     def merge(self, per_part: list[np.ndarray]) -> np.ndarray:
         """Per-record arrays computed for each of :attr:`parts`, in its order, as one array in record
-        order: for one rank, the one array itself."""
-        (only,) = per_part
-        return only
+        order: for one rank, the one array itself.
+
+        Raises
+        ------
+        InvalidArgumentError
+            Unless given one array with one entry per record.
+        """
+        if len(per_part) != 1 or len(per_part[0]) != len(self):
+            raise InvalidArgumentError(
+                f"stream {self.key!r}: merge() takes one array per rank [{self._run.ranks[0]}] with that rank's "
+                f"record count [{len(self)}], not lengths {[len(a) for a in per_part]}")
+        return per_part[0]
+
+    @property
+    def all_segments(self) -> list[Segment]:
+        """Every stored segment of the stream over the ranks that recorded it: here :attr:`segments`."""
+        return list(self.segments)
 
     def tensor(self, i: int) -> Any:
         """Record ``i`` as a torch tensor (dtype restored, bfloat16 included)."""

@@ -107,16 +107,28 @@ def verify(path: str | os.PathLike[str], progress: Progress | None = None, *,
         try:
             problems.extend(f"rank {r}: {line}" for line in verify(part, progress))
         except (StorageError, ReadOnlyError) as exc:
-            raise type(exc)(f"{exc} ({len(problems)} problem(s) found in the other ranks' parts before that)"
-                            ) from exc
+            raise _again(exc, f"{_text(exc)} ({len(problems)} problem(s) found in the other ranks' parts before "
+                              "that)") from exc
     return problems
 
 
 def _stopped(p: Path | StoreURL, exc: Exception, found: int) -> Exception:
     """The error verify raises when the storage fails: what failed, what was found before, what to do."""
     before = f"; {found} problem(s) found before that" if found else ""
-    return type(exc)(f"{p}: verify stopped, the storage failed (not damage: nothing it could not read is "
-                     f"reported){before}: {exc}")
+    return _again(exc, f"{p}: verify stopped, the storage failed (not damage: nothing it could not read is "
+                       f"reported){before}: {_text(exc)}")
+
+
+def _text(exc: Exception) -> str:
+    """An error's own message (an ``OSError`` with an errno shows it as ``[Errno n] ...: file``)."""
+    return exc.strerror if isinstance(exc, OSError) and exc.errno is not None and exc.strerror else str(exc)
+
+
+def _again(exc: Exception, message: str) -> Exception:
+    """An error of ``exc``'s class saying ``message``, keeping its errno and file name (``EACCES``...)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return type(exc)(exc.errno, message, exc.filename)
+    return type(exc)(message)
 
 
 def _plain(exc: Exception) -> str:

@@ -173,8 +173,7 @@ def _ranked_variables(stream: Any, name: str, *, prefix: bool,
               for c in ("step", "call", "rank", "batch_size") if c in da.coords}
     for dim, values in original_indices(stream, da.shape[1:], stream.dims).items():
         coords[label(dim)] = xr.Variable((label(dim),), values)
-    segments = [seg for part in stream.parts.values() for seg in part.segments]
-    attrs = plain_attrs(stream, segments) | {"ranks": da.attrs["ranks"]}
+    attrs = plain_attrs(stream, stream.all_segments) | {"ranks": da.attrs["ranks"]}
     return {name: xr.Variable(dims, da.data, attrs=attrs)}, coords
 
 

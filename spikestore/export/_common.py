@@ -291,7 +291,7 @@ def spike_events(block: Records, kind: str) -> dict[str, np.ndarray]:
 
 def is_spike_stream(stream: Stream | RankedStream) -> bool:
     """A stream whose records are all bit-packed (0/1), on every rank, is exported as spike events."""
-    segments = [seg for part in stream.parts.values() for seg in part.segments]
+    segments = stream.all_segments
     return bool(segments) and all(seg.encoding == "bits" for seg in segments)
 
 
