@@ -114,3 +114,14 @@ def test_a_lost_root_with_its_groups_still_there_is_damage_not_a_deleted_store(t
     with pytest.raises(errors.DamagedStoreError, match="zarr.json"):
         s[:]
     run.close()
+
+
+def test_an_hdf5_store_deleted_while_a_run_reads_it_is_not_found_not_damage(tmp_path):
+    path = tmp_path / "s.h5"
+    with spikestore.Store(path) as store:
+        store.append("output/1", np.ones(16, np.float32))
+    run = spikestore.open(path)
+    path.unlink()
+    with pytest.raises(errors.StoreNotFoundError, match="deleted"):
+        run.refresh()
+    run.close()

@@ -226,6 +226,11 @@ def open(path: str | os.PathLike[str], *, backend: str | None = None,  # noqa: A
     DamagedStoreError
         If the root document cannot be read, or is missing from a store that
         holds groups (``spikestore verify`` lists every problem).
+    StorageError
+        If the storage behind a URL cannot be reached or fails a request
+        (not damage: try again once it answers; ``docs/object-storage.md`` §4).
+    ReadOnlyError
+        If access to the store is refused (a ``PermissionError``).
     """
     return _open_run(location(path, storage_options), backend)
 

@@ -49,7 +49,7 @@ from spikestore.backends._base import ArraySpec
 from spikestore.backends.hdf5._faults import WINDOW_RESERVE, opening_error
 from spikestore.backends.hdf5._handles import acquire, release
 from spikestore.backends.hdf5._headers import create_node, put_document
-from spikestore.errors import ArrayNameTakenError, FormatError, ReadOnlyError, StoreInUseError
+from spikestore.errors import ArrayNameTakenError, FormatError, ReadOnlyError, StoreInUseError, StoreNotFoundError
 
 __all__ = ["HDF5Backend"]
 
@@ -124,6 +124,8 @@ class HDF5Backend:
     def _file(self) -> h5py.File:
         f = self._handle.file
         if f is None:
+            if not self.path.exists():  # deleted while open: nothing to call damaged
+                raise StoreNotFoundError(f"{self.path} is gone: the store was deleted while this run was open")
             raise FormatError(f"{self.path} could not be opened as an HDF5 file ({self._handle.error}); "
                               "check that it is a spikestore store and that no program other than "
                               "spikestore has it open for writing")
