@@ -202,6 +202,28 @@ def test_raw_records_come_out_of_the_pinned_buffer_exactly(dtype):
     assert device.pool.in_use_bytes == 0
 
 
+def test_a_dropped_frames_buffer_is_lent_again_only_once_its_copy_has_ended():
+    """A frame dropped before the writer waited on it (its stream had failed, the queue refused it):
+    the copy into its pinned buffer may still be running, so the buffer is not lent to the next record,
+    nor the snapshot freed, until the event says the copy is done; nobody waits for that."""
+    device = CudaCapture(1 << 20, allocate=plain)
+    frame, event = flight(device, "output/1", (torch.rand(4, 40) < 0.5).float(), pack=True)
+    lease = frame.inflight.lease
+    buffer, size, snap = lease.buffer, lease.size, weakref.ref(frame.inflight.device[0])
+    del frame, lease
+    gc.collect()
+    assert device.pool.stats()["in_use_bytes"] == size and snap() is not None  # (the copy may still run)
+    second = device.pool.acquire(size)
+    assert second.buffer is not buffer and device.pool.in_use_bytes == 2 * size
+    event.synchronize()  # the copy ends (a stand-in: it lands now)
+    assert device.pool.stats()["in_use_bytes"] == size and snap() is None
+    third = device.pool.acquire(size)
+    assert third.buffer is buffer and device.pool.reuses == 1
+    second.release()
+    third.release()
+    assert device.pool.in_use_bytes == 0
+
+
 def test_a_record_that_is_not_binary_is_fetched_from_the_snapshot_and_stored_raw():
     device = CudaCapture(1 << 20, allocate=plain)
     v = (torch.rand(4, 2, 9) < 0.5).float()

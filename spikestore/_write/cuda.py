@@ -49,162 +49,10 @@ from typing import Any
 import numpy as np
 
 from spikestore._format import dtypes
+from spikestore._write.pinned import PinnedLease, PinnedPool, size_class
 from spikestore.codecs._packing import packed_length, packed_nbytes
 
 __all__ = ["CudaCapture", "InFlight", "PinnedLease", "PinnedPool", "size_class"]
-
-#: The smallest pinned buffer the pool hands out.
-MIN_BUFFER = 512
-
-
-def size_class(nbytes: int) -> int:
-    """Bytes of the pooled buffer that holds ``nbytes``: the next power of two (at least 512).
-
-    Classes let records of nearby shapes (the last, smaller batch of an
-    epoch) share buffers; PyTorch's own pinned-memory cache rounds the same way.
-    """
-    return max(MIN_BUFFER, 1 << max(0, nbytes - 1).bit_length())
-
-
-def _pinned(nbytes: int) -> Any:
-    import torch
-
-    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
-
-
-class PinnedLease:
-    """One pinned buffer lent by a :class:`PinnedPool`; give it back with :meth:`release`.
-
-    A lease dropped without :meth:`release` (a frame refused by a full queue,
-    a record refused by a later check) gives its buffer back when it is
-    garbage, so the pool never shrinks for good.
-    """
-
-    __slots__ = ("__weakref__", "buffer", "pool", "size")
-
-    def __init__(self, pool: PinnedPool, buffer: Any, size: int) -> None:
-        self.pool: PinnedPool | None = pool
-        self.buffer = buffer
-        self.size = size
-
-    def release(self) -> None:
-        """Give the buffer back to the pool (idempotent)."""
-        pool, self.pool = self.pool, None
-        if pool is not None:
-            pool.release(self)
-
-    def __del__(self) -> None:
-        try:
-            self.release()
-        except Exception:  # noqa: BLE001, S110 - interpreter shutdown: nothing left to give back to
-            pass
-
-
-class PinnedPool:
-    """Pinned host buffers, reused, bounded in bytes.
-
-    Parameters
-    ----------
-    max_bytes
-        Bound on the bytes of all buffers the pool holds (lent or free): the
-        store's ``max_pending_bytes``. One request larger than the bound is
-        served alone (nothing else lent), and its buffer is freed on return.
-    block
-        When lending would pass the bound: wait for buffers to come back
-        (``True``, the store's ``on_full="block"``), or refuse at once
-        (``False``, ``on_full="drop"``: :meth:`acquire` returns ``None``).
-    allocate
-        ``allocate(nbytes)`` returns a new buffer (a 1-D ``uint8`` tensor);
-        pinned memory by default. Tests pass plain tensors.
-    stopped
-        Called while waiting; when it returns ``True`` (the writer died, so
-        nothing will come back) :meth:`acquire` returns ``None`` instead of
-        waiting forever.
-    """
-
-    def __init__(self, max_bytes: int, *, block: bool = True,
-                 allocate: Callable[[int], Any] | None = None,
-                 stopped: Callable[[], bool] | None = None) -> None:
-        self.max_bytes = max_bytes
-        self.block = block
-        self._allocate = allocate or _pinned
-        self._stopped = stopped or (lambda: False)
-        self._free: dict[int, list[Any]] = {}
-        self._cond = threading.Condition()
-        #: Bytes of all buffers the pool holds, lent or free.
-        self.allocated_bytes = 0
-        #: Bytes of the buffers lent out now.
-        self.in_use_bytes = 0
-        #: Buffers allocated (``cudaHostAlloc`` through PyTorch's pinned cache).
-        self.allocations = 0
-        #: Requests served with a buffer that came back.
-        self.reuses = 0
-        #: Free buffers dropped to make room for another size class.
-        self.evictions = 0
-        #: Requests refused (``block=False`` and full, or the writer died).
-        self.refused = 0
-
-    def acquire(self, nbytes: int) -> PinnedLease | None:
-        """Lend a buffer of at least ``nbytes`` bytes, or ``None`` (see ``block``)."""
-        size = size_class(nbytes)
-        with self._cond:
-            while True:
-                if self._stopped():
-                    self.refused += 1
-                    return None
-                free = self._free.get(size)
-                if free:
-                    self.in_use_bytes += size
-                    self.reuses += 1
-                    return PinnedLease(self, free.pop(), size)
-                if self.in_use_bytes == 0 or self.in_use_bytes + size <= self.max_bytes:
-                    self._evict(size)
-                    if self.allocated_bytes + size <= self.max_bytes or self.in_use_bytes == 0:
-                        break
-                if not self.block:
-                    self.refused += 1
-                    return None
-                self._cond.wait(0.25)
-            self.allocated_bytes += size
-            self.in_use_bytes += size
-            self.allocations += 1
-        try:
-            buffer = self._allocate(size)  # (outside the lock: the writer keeps returning buffers)
-        except BaseException:
-            with self._cond:
-                self.allocated_bytes -= size
-                self.in_use_bytes -= size
-                self._cond.notify_all()
-            raise
-        return PinnedLease(self, buffer, size)
-
-    def _evict(self, size: int) -> None:
-        """Drop free buffers of other sizes, largest first, until ``size`` more bytes fit."""
-        for other in sorted(self._free, reverse=True):
-            bufs = self._free[other]
-            while bufs and self.allocated_bytes + size > self.max_bytes:
-                bufs.pop()
-                self.allocated_bytes -= other
-                self.evictions += 1
-
-    def release(self, lease: PinnedLease) -> None:
-        """Take a lent buffer back (call :meth:`PinnedLease.release` instead)."""
-        with self._cond:
-            self.in_use_bytes -= lease.size
-            if self.allocated_bytes > self.max_bytes:  # the one oversized buffer: not kept
-                self.allocated_bytes -= lease.size
-            else:
-                self._free.setdefault(lease.size, []).append(lease.buffer)
-            lease.buffer = None
-            self._cond.notify_all()
-
-    def stats(self) -> dict[str, int]:
-        """The counters, as one dict (for benchmarks and logs)."""
-        with self._cond:
-            return {"allocated_bytes": self.allocated_bytes, "in_use_bytes": self.in_use_bytes,
-                    "allocations": self.allocations, "reuses": self.reuses,
-                    "evictions": self.evictions, "refused": self.refused}
-
 
 class InFlight:
     """The device side of one CUDA frame, until the writer has its bytes.
@@ -228,7 +76,7 @@ class InFlight:
         Called with no argument when the flag says the record was not binary.
     """
 
-    __slots__ = ("device", "dtype", "event", "lease", "on_not_binary", "packed", "shape")
+    __slots__ = ("device", "dtype", "event", "lease", "on_not_binary", "packed", "shape", "waited")
 
     def __init__(self, event: Any, lease: PinnedLease, shape: tuple[int, ...], dtype: Any, *,
                  packed: bool, device: tuple[Any, ...],
@@ -240,6 +88,7 @@ class InFlight:
         self.packed = packed
         self.device = device
         self.on_not_binary = on_not_binary
+        self.waited = False
 
     def finish(self) -> tuple[np.ndarray, bool, bool]:
         """Wait for the copy, take the record out of the pinned buffer, release everything.
@@ -251,6 +100,7 @@ class InFlight:
         """
         try:
             self.event.synchronize()  # before any byte of the buffer is read
+            self.waited = True
             host = self.lease.buffer
             if not self.packed:
                 nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
@@ -268,9 +118,25 @@ class InFlight:
             self.close()
 
     def close(self) -> None:
-        """Drop the device tensors and give the pinned buffer back (idempotent)."""
-        self.device = ()
-        self.lease.release()
+        """Drop the device tensors and give the pinned buffer back (idempotent).
+
+        A frame dropped before the writer waited on its event (its stream had
+        failed, the queue refused it, a check after capture raised) hands its
+        event and device tensors to the pool with the buffer: the buffer is
+        lent again, and the tensors freed, only once the copy has ended, and
+        nobody waits for that (:meth:`PinnedPool.release`).
+        """
+        device, self.device = self.device, ()
+        if self.waited:
+            self.lease.release()
+        else:
+            self.lease.release(after=self.event, keep=device)
+
+    def __del__(self) -> None:  # a dropped frame: see close()
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown: nothing left to give back to
+            pass
 
 
 def fetch(snap: Any) -> np.ndarray:
