@@ -23,7 +23,8 @@ import spikestore
 from spikestore import InvalidValueError
 from spikestore._format import dtypes
 from spikestore._write.capture import Frame, prepare
-from spikestore._write.cuda import CudaCapture, InFlight, PinnedPool, size_class
+from spikestore._write.cuda import CudaCapture, InFlight
+from spikestore._write.pinned import PinnedPool, size_class
 from spikestore.codecs._packing import Packer, pack_float32, pack_torch_flagged, packed_nbytes
 
 ALL_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.bool, torch.uint8,

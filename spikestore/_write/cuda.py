@@ -49,10 +49,11 @@ from typing import Any
 import numpy as np
 
 from spikestore._format import dtypes
-from spikestore._write.pinned import PinnedLease, PinnedPool, size_class
+from spikestore._write.pinned import PinnedLease, PinnedPool
 from spikestore.codecs._packing import packed_length, packed_nbytes
 
-__all__ = ["CudaCapture", "InFlight", "PinnedLease", "PinnedPool", "size_class"]
+__all__ = ["CudaCapture", "InFlight"]
+
 
 class InFlight:
     """The device side of one CUDA frame, until the writer has its bytes.
