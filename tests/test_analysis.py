@@ -216,3 +216,26 @@ def test_intervals_never_join_the_records_of_two_ranks(tmp_path, monkeypatch):
     assert s.ranks.tolist() == [0] * 4 + [1] * 4 and analysis.spike_counts(s).tolist() == [6, 0, 0, 0, 0, 0, 0, 6]
     assert analysis.inter_spike_intervals(s).size == 0
     assert analysis.inter_spike_intervals(run.rank(0)["output/s"]).size == 0
+
+
+def test_merge_takes_one_array_per_rank_of_that_ranks_length(run_and_data):
+    run, data = run_and_data
+    s = run["output/a"]
+    per_part = [np.arange(len(part)) + 100 * r for r, part in s.parts.items()]
+    merged = s.merge(per_part)
+    assert merged.tolist() == [100 * r.rank + i for r, i in zip(data["output/a"], _positions(data["output/a"]),
+                                                                  strict=True)]
+    with pytest.raises(InvalidArgumentError, match="one array per rank"):
+        s.merge([*per_part, per_part[0]])
+    with pytest.raises(InvalidArgumentError, match="one array per rank"):
+        s.merge([a[:-1] for a in per_part])
+
+
+def _positions(recs):
+    """Position of each record in its own rank's stream."""
+    seen: dict[int, int] = {}
+    out = []
+    for r in recs:
+        out.append(seen.get(r.rank, 0))
+        seen[r.rank] = out[-1] + 1
+    return out

@@ -466,3 +466,11 @@ def test_the_recorded_tensor_and_the_snapshot_live_until_the_writer_has_waited(f
     gc.collect()
     assert caller() is None and snap() is None
     np.testing.assert_array_equal(prepared.stored, want)
+
+
+@pytest.mark.parametrize("on_full", ["block", "drop"])
+def test_a_stores_pinned_pool_has_the_queue_budget_and_policy(tmp_path, on_full):
+    with spikestore.Store(tmp_path / "s.zarr", max_pending_bytes=3 << 20, on_full=on_full) as store:
+        pool = store.pinned_pool
+        assert isinstance(pool, PinnedPool) and pool.max_bytes == 3 << 20 and pool.block == (on_full == "block")
+        assert pool.stats()["allocated_bytes"] == 0  # nothing pinned until a CUDA record comes
