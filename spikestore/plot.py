@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from spikestore._read.run import Run
     from spikestore._read.stream import Stream
 
-__all__ = ["check_voltage_stream", "grad_norms", "firing_rate_heatmap", "raster", "voltage_traces"]
+__all__ = ["check_voltage_stream", "firing_rate_heatmap", "grad_norms", "raster", "voltage_traces"]
 
 
 def _axes(ax: Axes | None, **fig_kw: Any) -> Axes:

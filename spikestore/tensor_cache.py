@@ -20,7 +20,7 @@ except ImportError:
     raise MissingDependencyError("spikestore.tensor_cache packs torch tensors and needs torch: "
                                  "pip install 'spikestore[record]'") from None
 
-from spikestore.codecs._packing import pack_torch  # noqa: E402
+from spikestore.codecs._packing import pack_torch
 
 __all__ = ["bool_spike_to_float", "float_spike_to_bool"]
 

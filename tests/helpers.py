@@ -393,7 +393,7 @@ def check_fault_outcome(path: Path, report: dict) -> int:
 
 
 @contextmanager
-def writer_held(store: "spikestore.Store"):
+def writer_held(store: spikestore.Store):
     """Keep the writer thread from reading any record until the block ends."""
     gate = threading.Event()
     writer = store._writer

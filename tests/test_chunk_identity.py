@@ -202,7 +202,6 @@ def _plain_values(path: Path, node: str) -> np.ndarray:
         import zarr
 
         return zarr.open_array(path / node, mode="r")[:]
-    import hdf5plugin  # noqa: F401 - registers the Zstd and Blosc filters
 
     with h5py.File(path, "r") as f:
         return f[node][:]

@@ -152,7 +152,7 @@ def run_python(example: Example) -> None:
     code = compile(source, example.path, "exec", dont_inherit=True)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(code, example.namespace)  # noqa: S102 - our own docs
+        exec(code, example.namespace)  # our own docs
     example.namespace[_PENDING] = (example.end, example.line, out.getvalue())
 
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import h5py
-import hdf5plugin  # noqa: F401 - registers the Zstd and Blosc filters for plain h5py reads
 import numpy as np
 import pytest
 import torch

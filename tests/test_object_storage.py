@@ -18,11 +18,11 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
-from helpers import record_as_ranks  # noqa: E402
-from s3_server import S3Server, moto_s3  # noqa: E402
+from helpers import record_as_ranks
+from s3_server import S3Server, moto_s3
 
-import spikestore  # noqa: E402
-from spikestore import (  # noqa: E402
+import spikestore
+from spikestore import (
     DamagedStoreError,
     InvalidArgumentError,
     ReadOnlyError,
@@ -30,9 +30,9 @@ from spikestore import (  # noqa: E402
     StoreExistsError,
     StoreNotFoundError,
 )
-from spikestore._read.verify import verify  # noqa: E402
-from spikestore.backends import StoreURL, location  # noqa: E402
-from spikestore.errors import SpikestoreError  # noqa: E402
+from spikestore._read.verify import verify
+from spikestore.backends import StoreURL, location
+from spikestore.errors import SpikestoreError
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +207,7 @@ def test_a_reader_sees_only_committed_records_while_the_writer_runs(url: StoreUR
                 store.append("output/a", record(step))
                 if step % 5 == 4:
                     store.flush()
-        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+        except BaseException as exc:  # reported by the test below
             failure.append(exc)
         finally:
             done.set()

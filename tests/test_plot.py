@@ -8,14 +8,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from helpers import M_SEL, S_SEL  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from helpers import M_SEL, S_SEL
+from matplotlib.axes import Axes
 
-import spikestore  # noqa: E402
-from spikestore import InvalidArgumentError, plot  # noqa: E402
+import spikestore
+from spikestore import InvalidArgumentError, plot
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

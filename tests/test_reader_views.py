@@ -200,7 +200,7 @@ def test_live_reading_while_a_writer_thread_appends(store_path):
                     flushed.put(i + 1)
                     seen.get(timeout=wait_s)  # queue.Empty (a failure) if the reader never catches up
             store.close()
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:  # reported by the main thread
             failure.append(exc)
         finally:
             done.set()

@@ -203,7 +203,7 @@ def _traced(fn: Callable[[], object]) -> tuple[BaseException | None, int, float]
     try:
         fn()
         exc = None
-    except Exception as e:  # noqa: BLE001 - the caller asserts the type
+    except Exception as e:  # the caller asserts the type
         exc = e
     finally:
         seconds = time.perf_counter() - t

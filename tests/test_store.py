@@ -178,9 +178,8 @@ def test_closed_store_refuses_records(tmp_path):
 
 @pytest.mark.parametrize("value", ["text", object(), np.array(["a"]), torch.zeros(2).to_sparse(), None])
 def test_unrecordable_values_raise_a_clear_error(tmp_path, value):
-    with spikestore.Store(tmp_path / "s.zarr") as store:
-        with pytest.raises(InvalidValueError, match="output/1"):
-            store.append("output/1", value)
+    with spikestore.Store(tmp_path / "s.zarr") as store, pytest.raises(InvalidValueError, match="output/1"):
+        store.append("output/1", value)
 
 
 def test_bad_arguments(tmp_path):
@@ -341,9 +340,8 @@ def test_lossy_precision_is_opt_in_and_recorded(tmp_path):
 
 
 def test_lossy_precision_on_integers_is_refused(tmp_path):
-    with spikestore.Store(tmp_path / "i.zarr") as store:
-        with pytest.raises(InvalidValueError, match="v/int"):
-            store.append("v/int", np.arange(10) * 3, precision="bf16")
+    with spikestore.Store(tmp_path / "i.zarr") as store, pytest.raises(InvalidValueError, match="v/int"):
+        store.append("v/int", np.arange(10) * 3, precision="bf16")
 
 
 def test_a_segment_name_left_unusable_by_a_crash_is_skipped(tmp_path, monkeypatch):

@@ -29,7 +29,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 from numcodecs import Zstd
 
 import spikestore

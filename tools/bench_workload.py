@@ -81,7 +81,7 @@ MONITORED = ("memory", "zlib", "spikestore")
 BASELINE = "spikestore@baseline"
 
 sys.path.insert(0, str(HERE))
-import workload_report as report  # noqa: E402 - a sibling module of this script
+import workload_report as report  # a sibling module of this script
 
 
 def spawn(cfg: dict[str, Any], out_dir: Path, stream_stdout: bool = False,

@@ -119,8 +119,8 @@ class _Collector(ast.NodeVisitor):
 
     def visit_If(self, node: ast.If) -> None:
         test = node.test
-        typing = isinstance(test, ast.Name) and test.id == "TYPE_CHECKING" or \
-            isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+        typing = (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+            (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
         self._typing += typing
         for child in node.body:
             self.visit(child)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ _READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 def now_iso() -> str:
     """Current UTC time as an ISO 8601 string (what every timestamp uses)."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def library_versions() -> dict[str, str]:

@@ -130,7 +130,7 @@ def _unless_gone(backend: Backend, node: str, chunk: int, where: str, exc: BaseE
             check_no_root(backend)  # groups still there without the root: damage, named by the root it lost
     except (StorageError, ReadOnlyError, StoreNotFoundError, DamagedStoreError):
         raise
-    except Exception:  # noqa: BLE001 - the root cannot be read either: report what was asked about
+    except Exception:  # the root cannot be read either: report what was asked about
         return
     if not present:
         raise StoreNotFoundError(

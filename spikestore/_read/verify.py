@@ -88,7 +88,7 @@ def verify(path: str | os.PathLike[str], progress: Progress | None = None, *,
         return [f"{p}: no such file or directory"]
     try:
         be, problems = _open(p)
-    except Exception as exc:  # noqa: BLE001 - report, never trace back
+    except Exception as exc:  # report, never trace back
         if storage_failed(exc):
             raise _stopped(p, exc, 0) from exc
         return [f"{p}: cannot be opened: {type(exc).__name__}: {exc}"]
@@ -97,7 +97,7 @@ def verify(path: str | os.PathLike[str], progress: Progress | None = None, *,
     parts: list[Path | StoreURL] = []
     try:
         parts = _check(be, p, problems, progress)
-    except Exception as exc:  # noqa: BLE001 - whatever was left unchecked, say so
+    except Exception as exc:  # whatever was left unchecked, say so
         if storage_failed(exc):
             raise _stopped(p, exc, len(problems)) from exc
         problems.append(f"{p}: verify stopped: {type(exc).__name__}: {exc}")
@@ -221,7 +221,7 @@ class _Array:
             except DamagedStoreError as exc:
                 problems.append(f"{self.key}: {_plain(exc)}")
                 found += 1
-            except Exception as exc:  # noqa: BLE001 - the file's structure, not a chunk, failed
+            except Exception as exc:  # the file's structure, not a chunk, failed
                 _unless_storage(exc)
                 problems.append(f"{self.key}: chunk {c} of {self.node} cannot be read "
                                 f"({type(exc).__name__}: {exc}); its other {self.nchunks - c - 1} chunks "
@@ -263,7 +263,7 @@ def _array_ok(be: Any, key: str, node: str, spec: ArraySpec, length: int, proble
     """
     try:
         info = be.inspect(node, spec, length)
-    except Exception as exc:  # noqa: BLE001 - metadata the storage cannot read
+    except Exception as exc:  # metadata the storage cannot read
         _unless_storage(exc)
         problems.append(f"{key}: array {node}: its metadata cannot be read ({type(exc).__name__}: {exc})")
         return False

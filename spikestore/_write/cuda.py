@@ -136,7 +136,7 @@ class InFlight:
     def __del__(self) -> None:  # a dropped frame: see close()
         try:
             self.close()
-        except Exception:  # noqa: BLE001, S110 - interpreter shutdown: nothing left to give back to
+        except Exception:  # interpreter shutdown: nothing left to give back to
             pass
 
 

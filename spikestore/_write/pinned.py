@@ -66,7 +66,7 @@ class PinnedLease:
     def __del__(self) -> None:
         try:
             self.release()
-        except Exception:  # noqa: BLE001, S110 - interpreter shutdown: nothing left to give back to
+        except Exception:  # interpreter shutdown: nothing left to give back to
             pass
 
 

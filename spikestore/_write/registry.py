@@ -37,7 +37,7 @@ def _close_all() -> None:
     for store in list(_OPEN):
         try:
             store.close()
-        except Exception:  # noqa: BLE001 - nothing useful to do at exit
+        except Exception:  # nothing useful to do at exit
             pass
 
 

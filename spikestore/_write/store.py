@@ -375,7 +375,7 @@ class Store:
         try:
             self._root.finish(error, failed_streams)
             self._backend.sync()
-        except Exception as exc:  # noqa: BLE001 - handed to close()
+        except Exception as exc:  # handed to close()
             _log.debug("could not record the final writer status of %s", self.path, exc_info=True)
             return exc
         finally:

@@ -21,9 +21,10 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
-from typing import Any, Callable
+from typing import Any
 
 from spikestore._write import threads
 from spikestore._write.assembly import StreamWriter
@@ -256,7 +257,7 @@ class Writer:
                 if time.monotonic() - last_commit >= self.flush_interval:
                     self._commit_all()
                     last_commit = time.monotonic()
-        except BaseException as exc:  # noqa: BLE001 - everything must reach the caller
+        except BaseException as exc:  # everything must reach the caller
             self._error = exc
             _log.debug("spikestore writer failed", exc_info=exc)
             self._queue.kill()
@@ -277,7 +278,7 @@ class Writer:
             if not self.failures.failed(key):
                 try:
                     self._stream(key)
-                except Exception as exc:  # noqa: BLE001 - its first record fails the stream below
+                except Exception as exc:  # its first record fails the stream below
                     if is_store_wide(exc):
                         raise
         biggest_first = sorted(groups.values(), key=lambda g: -sum(getattr(i, "nbytes", 0) for i in g))
@@ -375,7 +376,7 @@ class Writer:
         if sw is not None and committable:
             try:
                 sw.commit()
-            except Exception as commit_exc:  # noqa: BLE001 - the stream's own failure is what is reported
+            except Exception as commit_exc:  # the stream's own failure is what is reported
                 if is_store_wide(commit_exc):
                     raise
         self._streams.pop(frame.key, None)

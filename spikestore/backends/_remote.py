@@ -176,7 +176,7 @@ class ZarrStoreKeys:
             raise MissingDependencyError(
                 f"{url}: {exc}; install the object-storage extra: pip install 'spikestore[s3]' "
                 "(s3fs for s3://, gcsfs for gs://, adlfs for az://)") from exc
-        except Exception as exc:  # noqa: BLE001 - fsspec raises many kinds for a URL it refuses
+        except Exception as exc:  # fsspec raises many kinds for a URL it refuses
             raise storage_error(exc, str(url), "opening the store", writable=writable) from exc
         keys = cls(store, str(url))
         if not writable:
@@ -192,7 +192,7 @@ class ZarrStoreKeys:
             return sync(make())
         except SpikestoreError:
             raise
-        except Exception as exc:  # noqa: BLE001 - translated: the caller gets a SpikestoreError
+        except Exception as exc:  # translated: the caller gets a SpikestoreError
             raise storage_error(exc, self._where, doing, writable=self._writable) from exc
 
     def where(self, key: str) -> str:

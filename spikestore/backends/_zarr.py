@@ -84,7 +84,7 @@ def _checked_array_meta(be: ZarrBackend, node: str, *, report: bool = False
             if not isinstance(parsed.chunk_key_encoding, DefaultChunkKeyEncoding):
                 raise ValueError(f"chunk key encoding {parsed.chunk_key_encoding} is not 'default'")
             return json.loads(raw), []
-        except Exception as exc:  # noqa: BLE001 - zarr raises many kinds for metadata it refuses
+        except Exception as exc:  # zarr raises many kinds for metadata it refuses
             what = f"zarr cannot open it as an array ({type(exc).__name__}: {exc})"
     if report:
         return None, [f"{_META}: {what}"]

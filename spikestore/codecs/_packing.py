@@ -79,7 +79,7 @@ def load_kernels() -> bool:
 
                 warm_up()
                 _kernel_state = "ready"
-            except Exception as exc:  # noqa: BLE001 - any failure leaves the numpy path, which is correct
+            except Exception as exc:  # any failure leaves the numpy path, which is correct
                 _kernel_state = "failed"
                 fix = ("pip install 'spikestore[record]' installs it" if isinstance(exc, ModuleNotFoundError)
                        else "if numba is broken, reinstalling it fixes this")

@@ -46,7 +46,7 @@ except ImportError:
     raise MissingDependencyError(
         "spikestore.monitor records torch networks and needs torch: pip install 'spikestore[record]'") from None
 
-from spikestore.monitor._base import BaseMonitor  # noqa: E402
+from spikestore.monitor._base import BaseMonitor
 from spikestore.monitor._monitors import (
     AttributeMonitor,
     GradInputMonitor,

@@ -206,7 +206,7 @@ class BaseMonitor:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: BLE001 - never raise from a finaliser
+        except Exception:  # never raise from a finaliser
             pass
 
     # -- spikestore additions ------------------------------------------------------
