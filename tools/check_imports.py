@@ -1,29 +1,26 @@
 #!/usr/bin/env python
-"""Check spikestore's import graph: no cycles, no edge against the data flow.
+"""Check spikestore's import graph: no import cycle, no edge against the data flow.
 
-The package is layered along the flow of DESIGN.md §2, lowest first::
+``LAYERS`` gives each package of spikestore its layer along the flow of data,
+lowest first: errors and file helpers, the format, codecs, backends, the read
+side, the write side, analysis/plot/export, monitors, the CLI, and the
+package's ``__init__`` (its lazy public names).
 
-    0  errors, _files              what everything may raise and use
-    1  _format                     names, documents, record layouts, dtypes
-    2  codecs                      bit packing, spike/float codecs, checksums
-    3  backends                    Zarr and HDF5 storage
-    4  _read                       open, Run, Stream, Segment, views, verify
-    5  _write                      Store, capture, writer, assembly
-    6  analysis, plot, export, tensor_cache
-    7  monitor                     SpikingJelly-compatible monitors (write + read)
-    8  cli
-    9  spikestore (the package's __init__: lazy public names)
+Layers. A module may import from its own layer and the layers below it, never
+from a layer above ("upward"). Every import counts: at module level, inside
+functions (they run sooner or later) and under ``if TYPE_CHECKING:``.
 
-A module may import from its own layer and the layers below it, never from a
-layer above ("upward"). Every import counts, also those inside functions
-(they run sooner or later); imports under ``if TYPE_CHECKING:`` count for
-the layers, not for cycles. Cycles are checked among the imports that run
-when a module is imported (module level), where they break imports; imports
-inside functions are reported as cycles too when they close one, since each
-still means two modules depend on each other.
+Cycles. Every module is a node, inside a package as well as across packages.
+A *runtime cycle* is a cycle among imports that run: at module level (where a
+cycle breaks imports) or inside functions (where it still means two modules
+depend on each other). A *typing cycle* exists only through imports under
+``if TYPE_CHECKING:``: it never runs, but it is reported separately, since it
+still means the modules know each other. Each cycle is reported as its
+strongly connected component with the imports inside it.
 
-Run ``python tools/check_imports.py`` (exit 1 on a violation); the tests run
-it too. ``--graph`` prints every edge.
+Run ``python tools/check_imports.py`` (exit 1 on an upward edge or a runtime
+cycle; ``--strict-typing`` fails on typing cycles too); tests/test_architecture.py
+runs it. ``--graph`` prints every edge.
 """
 
 from __future__ import annotations
@@ -31,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +48,9 @@ LAYERS: dict[str, int] = {
     "spikestore": 9,
 }
 
+RUNTIME = frozenset({"module", "function"})
+EVERY = frozenset({"module", "function", "typing"})
+
 
 @dataclass(frozen=True)
 class Edge:
@@ -59,20 +60,33 @@ class Edge:
     kind: str  # "module" (runs at import), "function" (runs when called), "typing" (never runs)
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+@dataclass(frozen=True)
+class Cycle:
+    """A strongly connected component of the import graph: every module in it reaches every other."""
+
+    modules: tuple[str, ...]
+    edges: tuple[Edge, ...]  # the imports between its modules
+    runtime: bool  # formed by imports that run; False: only through "if TYPE_CHECKING:" imports
+
+    def describe(self) -> str:
+        kind = "cycle" if self.runtime else "typing-only cycle"
+        inner = "; ".join(f"{e.source} -> {e.target} (line {e.line}, {e.kind})" for e in self.edges)
+        return f"{kind}: {' <-> '.join(self.modules)} [{inner}]"
+
+
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = list(path.relative_to(package.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
-def layer_of(module: str) -> int:
-    """The layer of ``module``: the longest entry of :data:`LAYERS` that is a prefix of it."""
-    best = None
-    for prefix, rank in LAYERS.items():
-        if module == prefix or module.startswith(prefix + "."):
-            if best is None or len(prefix) > len(best[0]):
-                best = (prefix, rank)
+def layer_of(module: str, layers: Mapping[str, int] = LAYERS) -> int:
+    """The layer of ``module``: the longest entry of ``layers`` that is a prefix of it."""
+    best: tuple[str, int] | None = None
+    for prefix, rank in layers.items():
+        if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > len(best[0])):
+            best = (prefix, rank)
     if best is None:
         raise SystemExit(f"{module} belongs to no layer: add it to LAYERS in {Path(__file__).name}")
     return best[1]
@@ -87,7 +101,7 @@ def _resolve(source: str, is_package: bool, node: ast.ImportFrom) -> str:
 
 
 def _existing(name: str, modules: set[str]) -> str | None:
-    """``name`` or its longest prefix that is a spikestore module."""
+    """``name`` or its longest prefix that is a module of the package."""
     while name:
         if name in modules:
             return name
@@ -95,12 +109,21 @@ def _existing(name: str, modules: set[str]) -> str | None:
     return None
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
 class _Collector(ast.NodeVisitor):
-    def __init__(self, source: str, is_package: bool, modules: set[str]) -> None:
-        self.source, self.is_package, self.modules = source, is_package, modules
+    def __init__(self, source: str, is_package: bool, modules: set[str], top: str) -> None:
+        self.source, self.is_package, self.modules, self.top = source, is_package, modules, top
         self.edges: list[Edge] = []
         self._depth = 0  # inside a function
         self._typing = 0  # inside "if TYPE_CHECKING:"
+
+    def _ours(self, name: str) -> bool:
+        return name == self.top or name.startswith(self.top + ".")
 
     def _kind(self) -> str:
         return "typing" if self._typing else "function" if self._depth else "module"
@@ -110,17 +133,15 @@ class _Collector(ast.NodeVisitor):
         if target is not None and target != self.source:
             self.edges.append(Edge(self.source, target, line, self._kind()))
 
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         self._depth += 1
         self.generic_visit(node)
         self._depth -= 1
 
-    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+    visit_AsyncFunctionDef = visit_FunctionDef
 
     def visit_If(self, node: ast.If) -> None:
-        test = node.test
-        typing = (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-            (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        typing = _is_type_checking(node.test)
         self._typing += typing
         for child in node.body:
             self.visit(child)
@@ -130,33 +151,32 @@ class _Collector(ast.NodeVisitor):
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
-            if alias.name.startswith("spikestore"):
+            if self._ours(alias.name):
                 self._add(alias.name, node.lineno)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         base = _resolve(self.source, self.is_package, node)
-        if not base.startswith("spikestore"):
+        if not self._ours(base):
             return
         for alias in node.names:  # "from pkg import module" imports the module
             full = f"{base}.{alias.name}"
             self._add(full if full in self.modules else base, node.lineno)
 
 
-def collect() -> tuple[set[str], list[Edge]]:
-    files = sorted(PACKAGE.rglob("*.py"))
-    modules = {module_name(f) for f in files}
-    edges: list[Edge] = []
+def collect(package: Path = PACKAGE) -> tuple[set[str], list[Edge]]:
+    """Every module of ``package`` and every import between two of them (one edge per import statement and target)."""
+    files = sorted(package.rglob("*.py"))
+    modules = {module_name(f, package) for f in files}
+    edges: set[Edge] = set()
     for f in files:
-        source = module_name(f)
-        c = _Collector(source, f.name == "__init__.py", modules)
+        c = _Collector(module_name(f, package), f.name == "__init__.py", modules, package.name)
         c.visit(ast.parse(f.read_text(encoding="utf-8"), str(f)))
-        edges += c.edges
-    # Importing a module imports its packages' __init__ first; those run too.
-    return modules, edges
+        edges.update(c.edges)
+    return modules, sorted(edges, key=lambda e: (e.source, e.target, e.line, e.kind))
 
 
-def cycles(modules: set[str], edges: list[Edge], kinds: set[str]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan)."""
+def components(modules: set[str], edges: list[Edge], kinds: frozenset[str]) -> list[list[str]]:
+    """Strongly connected components of more than one module, over the edges of ``kinds`` (Tarjan)."""
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for e in edges:
         if e.kind in kinds:
@@ -166,11 +186,9 @@ def cycles(modules: set[str], edges: list[Edge], kinds: set[str]) -> list[list[s
     stack: list[str] = []
     on: set[str] = set()
     out: list[list[str]] = []
-    counter = [0]
 
     def visit(v: str) -> None:
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
+        index[v] = low[v] = len(index)
         stack.append(v)
         on.add(v)
         for w in sorted(graph[v]):
@@ -190,40 +208,69 @@ def cycles(modules: set[str], edges: list[Edge], kinds: set[str]) -> list[list[s
             if len(comp) > 1:
                 out.append(sorted(comp))
 
-    sys.setrecursionlimit(10_000)
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
     for v in sorted(graph):
         if v not in index:
             visit(v)
-    return out
+    return sorted(out)
 
 
-def problems() -> list[str]:
-    """Every violation, one line each (empty when the graph is clean)."""
-    modules, edges = collect()
+def cycles(modules: set[str], edges: list[Edge]) -> list[Cycle]:
+    """Every cycle among ``modules``: runtime cycles first, then those that exist only through typing imports.
+
+    A component of the whole graph (typing imports included) that is not also a
+    component of the runtime graph is a typing cycle; it is reported even when
+    a runtime cycle lies inside it, since its typing imports widen that cycle.
+    """
+    runtime = components(modules, edges, RUNTIME)
+    every = [c for c in components(modules, edges, EVERY) if c not in runtime]
     found = []
-    for e in edges:
-        if layer_of(e.target) > layer_of(e.source):
-            found.append(f"upward: {e.source} (layer {layer_of(e.source)}) imports {e.target} "
-                         f"(layer {layer_of(e.target)}) at line {e.line} ({e.kind} level)")
-    for comp in cycles(modules, edges, {"module", "function"}):
-        found.append("cycle: " + " <-> ".join(comp))
+    for comps, is_runtime, kinds in ((runtime, True, RUNTIME), (every, False, EVERY)):
+        for comp in comps:
+            members = set(comp)
+            inner = tuple(e for e in edges if e.kind in kinds and e.source in members and e.target in members)
+            found.append(Cycle(tuple(comp), inner, is_runtime))
     return found
 
 
+def upward(edges: list[Edge], layers: Mapping[str, int] = LAYERS) -> list[str]:
+    """Every import from a lower layer into a higher one, one line each."""
+    return [
+        f"upward: {e.source} (layer {layer_of(e.source, layers)}) imports {e.target} "
+        f"(layer {layer_of(e.target, layers)}) at line {e.line} ({e.kind} level)"
+        for e in edges
+        if layer_of(e.target, layers) > layer_of(e.source, layers)
+    ]
+
+
+def problems(package: Path = PACKAGE, layers: Mapping[str, int] = LAYERS) -> list[str]:
+    """Every upward edge and every runtime cycle, one line each (empty when the graph is clean)."""
+    modules, edges = collect(package)
+    return upward(edges, layers) + [c.describe() for c in cycles(modules, edges) if c.runtime]
+
+
+def typing_cycles(package: Path = PACKAGE) -> list[str]:
+    """Every cycle that exists only through ``if TYPE_CHECKING:`` imports, one line each."""
+    modules, edges = collect(package)
+    return [c.describe() for c in cycles(modules, edges) if not c.runtime]
+
+
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--graph", action="store_true", help="print every edge")
+    p.add_argument("--strict-typing", action="store_true", help="fail on typing-only cycles too")
     args = p.parse_args()
     modules, edges = collect()
     if args.graph:
-        for e in sorted(edges, key=lambda e: (e.source, e.target)):
+        for e in edges:
             print(f"{e.source} -> {e.target} ({e.kind}, line {e.line})")
     found = problems()
-    for line in found:
+    typing = typing_cycles()
+    for line in found + typing:
         print(line)
-    print(f"{len(modules)} modules, {len(edges)} imports between them: "
-          f"{'no cycles, no upward edges' if not found else f'{len(found)} problem(s)'}")
-    return 1 if found else 0
+    print(f"{len(modules)} modules, {len(edges)} imports between them: {len(found)} problem(s) "
+          f"(upward edges, runtime cycles), {len(typing)} typing-only cycle(s)")
+    return 1 if found or (args.strict_typing and typing) else 0
 
 
 if __name__ == "__main__":
