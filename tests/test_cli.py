@@ -30,6 +30,7 @@ def store(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_info(store):
     r = cli("info", str(store))
     assert r.returncode == 0, r.stderr
@@ -50,6 +51,7 @@ def test_storage_options_from_the_environment_leave_local_paths_alone(store):
     assert r.exit_code == 2 and "storage_options apply to stores behind a URL" in r.output, r.output
 
 
+@pytest.mark.slow
 def test_verify_intact_and_damaged(store):
     r = cli("verify", str(store))
     assert r.returncode == 0 and "intact" in r.stdout
@@ -66,12 +68,14 @@ def test_verify_intact_and_damaged(store):
     assert any("corrupt" in line and "v/fc" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_verify_on_something_that_is_not_a_store(tmp_path):
     (tmp_path / "junk").mkdir()
     r = cli("verify", str(tmp_path / "junk"))
     assert r.returncode == 1 and "Traceback" not in r.stderr + r.stdout
 
 
+@pytest.mark.slow
 def test_export_and_errors(store, tmp_path):
     out = tmp_path / "o.npz"
     r = cli("export", str(store), str(out), "--format", "npz", "--streams", "output/*", "--steps", "1:3")
@@ -92,6 +96,7 @@ def test_export_and_errors(store, tmp_path):
         assert r.stderr.count("\n") == 1 and f"folder {out.parent} does not exist" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_plot_writes_images(tmp_path):
     from PIL import Image
 
@@ -120,6 +125,7 @@ def test_plot_writes_images(tmp_path):
     assert r.returncode == 1 and "output/nope" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_export_format_comes_from_the_suffix(store, tmp_path):
     r = cli("export", str(store), str(tmp_path / "o.npz"))
     assert r.returncode == 0, r.stderr

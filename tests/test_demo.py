@@ -13,6 +13,7 @@ import pytest
 import spikestore
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # runs tools/demo.py and the commands it prints in subprocesses
 
 
 @pytest.fixture(scope="module")

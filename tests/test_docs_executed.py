@@ -210,6 +210,7 @@ def _rewrite(path: Path, text: str, fixes: list[tuple[Example, str]]) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+@pytest.mark.slow  # the tutorial's crash section runs a script in a subprocess
 def test_tutorial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from spikestore._write import registry
 
@@ -233,6 +234,7 @@ def test_tutorial_has_the_sections_of_the_seed() -> None:
         assert any(t.startswith(f"{number}. ") and word in t for t in titles), (number, word, titles)
 
 
+@pytest.mark.slow  # the demo store comes from a subprocess; cli.md runs the console script
 @pytest.mark.parametrize("page", ["reading.md", "cli.md"])
 def test_page_on_the_demo_store(page: str, demo_store_dir: Path, tmp_path: Path,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
@@ -249,6 +251,7 @@ def test_page_on_the_demo_store(page: str, demo_store_dir: Path, tmp_path: Path,
         plt.close("all")
 
 
+@pytest.mark.slow  # its console block runs in bash
 def test_a_changed_output_line_fails(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("```python\nprint('a')\nprint(1 + 1)\n```\n\n```text\na\n3\n```\n\n"

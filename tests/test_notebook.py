@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 
 import nbformat
+import pytest
 from test_docs_executed import normalise, tolerate_sizes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,7 @@ def _outputs(cell) -> list[tuple[str, str | None]]:
     return found
 
 
+@pytest.mark.slow  # the demo and a Jupyter kernel run in subprocesses
 def test_the_notebook_runs_and_shows_what_it_prints(demo_store_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "runs").symlink_to(demo_store_dir / "runs")
     executed = _generator().build_notebook(None, execute_in=tmp_path)
