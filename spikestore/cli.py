@@ -67,7 +67,7 @@ def _usage(check: Callable[[Any], Any], value: Any) -> Any:
         raise click.UsageError(str(exc)) from None
 
 
-class _StorePath(click.ParamType):
+class _StorePath(click.ParamType[Path | str]):
     """A store's local path (a ``Path``, checked to exist when asked) or its URL (a ``str``, untouched)."""
 
     name = "path"
@@ -87,7 +87,8 @@ class _StorePath(click.ParamType):
 
 
 def _option_value(text: str) -> Any:
-    """A ``--storage-option`` value: JSON when it parses as JSON (``true``, ``3``, ``{"region_name": ...}``), else the text."""
+    """A ``--storage-option`` value: JSON when it parses as JSON (``true``, ``3``, ``{"region_name": ...}``),
+    else the text."""
     try:
         return json.loads(text)
     except ValueError:
@@ -131,7 +132,10 @@ def _storage_flags(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _location(path: Path | str, pairs: tuple[str, ...], text: str | None) -> Any:
-    """Where the store is (a ``Path``, or a ``StoreURL`` carrying its options); options for a local path are a usage error."""
+    """Where the store is (a ``Path``, or a ``StoreURL`` carrying its options).
+
+    Options given for a local path are a usage error.
+    """
     from spikestore.backends import location
 
     if text is not None and not isinstance(path, str) and not pairs:
@@ -277,7 +281,9 @@ def plot(path: Path | str, kind: str, stream: str | None, record: int, sample: i
                 ax = plots.firing_rate_heatmap(run, quantity=stream or "output")
             else:
                 ax = plots.grad_norms(run, quantity=stream or "grad_input")
-            ax.figure.savefig(out, dpi=120, bbox_inches="tight")
+            figure = ax.get_figure(root=True)
+            assert figure is not None  # the plot functions draw on a figure of their own
+            figure.savefig(out, dpi=120, bbox_inches="tight")
     except (SpikestoreError, IndexError) as exc:
         _fail(exc)
     click.echo(f"wrote {out}")

@@ -84,7 +84,7 @@ def tolerate_sizes(want: str, got: str) -> str:
     if len(wanted) != len(found):
         return got
     parts, last = [], 0
-    for (value, unit), m in zip(wanted, found):
+    for (value, unit), m in zip(wanted, found, strict=True):
         last_digit = 10.0 ** -len(value.partition(".")[2])  # or one in the last digit shown
         if m.group(2) == unit and abs(float(m.group(1)) - float(value)) <= max(0.02 * float(value), last_digit) + 1e-9:
             parts += [got[last:m.start()], f"{value} {unit}"]
@@ -114,11 +114,11 @@ def tolerate_decimals(want: str, got: str) -> str:
     if len(want_lines) != len(got_lines):
         return got
     out = []
-    for w, g in zip(want_lines, got_lines):
+    for w, g in zip(want_lines, got_lines, strict=True):
         wanted, found = _DECIMAL.findall(w), list(_DECIMAL.finditer(g))
-        if len(wanted) == len(found) and all(_close(v, m.group()) for v, m in zip(wanted, found)):
+        if len(wanted) == len(found) and all(_close(v, m.group()) for v, m in zip(wanted, found, strict=True)):
             parts, last = [], 0
-            for v, m in zip(wanted, found):
+            for v, m in zip(wanted, found, strict=True):
                 parts += [g[last:m.start()], v]
                 last = m.end()
             g = "".join(parts) + g[last:]

@@ -83,7 +83,7 @@ def test_the_notebook_runs_and_shows_what_it_prints(demo_store_dir: Path, tmp_pa
     assert [(c.cell_type, c.source) for c in committed.cells] == \
         [(c.cell_type, c.source) for c in executed.cells], f"docs/notebook.ipynb is not the generator's; {regenerate}"
     checker, problems = doctest.OutputChecker(), []
-    for i, (old, new) in enumerate(zip(committed.cells, executed.cells)):
+    for i, (old, new) in enumerate(zip(committed.cells, executed.cells, strict=True)):
         if new.cell_type != "code":
             continue
         want, got = _outputs(old), _outputs(new)
@@ -91,7 +91,7 @@ def test_the_notebook_runs_and_shows_what_it_prints(demo_store_dir: Path, tmp_pa
             problems.append(f"cell {i}: outputs {[k for k, _ in got]}, the committed notebook shows "
                             f"{[k for k, _ in want]}")
             continue
-        for (_, w), (_, g) in zip(want, got):
+        for (_, w), (_, g) in zip(want, got, strict=True):
             if w is None:
                 continue
             w, g = normalise(w), normalise(g)

@@ -171,7 +171,7 @@ def check_same_bytes(impls: dict[str, Any], frames: list[np.ndarray]) -> None:
         K.pack_f32 = fn
         got = [packer.pack(f).copy() for f in frames[:4]]  # type: ignore[union-attr]
         ref = ref or got
-        assert all(np.array_equal(a, b) for a, b in zip(got, ref)), f"{name} packs differently"
+        assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True)), f"{name} packs differently"
         bad = frames[0].copy()
         bad.reshape(-1)[bad.size // 2] = 0.5
         assert packer.pack(bad) is None, f"{name} took a non-binary frame"
@@ -195,7 +195,7 @@ def summary(vals: dict[str, list[float]], base: str, other: str) -> dict[str, An
     medians, and the median and range of the per-round ratios (round ``i`` of ``base`` over round ``i``
     of ``other``, run next to each other)."""
     med = {n: statistics.median(v) for n, v in vals.items()}
-    pairs = [b / a for a, b in zip(vals[other], vals[base])]
+    pairs = [b / a for a, b in zip(vals[other], vals[base], strict=True)]
     return {"values_ms": vals, "median_ms": med, "range_ms": {n: [min(v), max(v)] for n, v in vals.items()},
             "ratio_of_medians": med[base] / med[other], "median_of_round_ratios": statistics.median(pairs),
             "round_ratios": [min(pairs), max(pairs)]}

@@ -27,6 +27,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numcodecs import Zstd
@@ -81,6 +82,28 @@ def stream_bytes(path: Path, key: str) -> int:
     return sum(seg.nbytes() for seg in spikestore.open(path)[key].segments)
 
 
+def _codec_row(chunk: np.ndarray, packed_all: list[np.ndarray], bound: float, repeats: int) -> dict[str, Any]:
+    """Ratios and speeds of spikestore's codec, zstd and zlib on one packed chunk (a row of the table)."""
+    chunk_spikes = chunk.size * 8
+    enc = encode_spikes(chunk)
+    zstd = Zstd(level=1)
+    z_enc = zstd.encode(chunk)
+    zl_enc = zlib.compress(chunk.tobytes())
+    return {
+        "mode": MODES[enc[1]],
+        "zstd_ratio": sum(len(zstd.encode(c)) for c in packed_all) / bound,
+        "zlib_ratio": sum(len(zlib.compress(c.tobytes())) for c in packed_all) / bound,
+        "ours_enc": chunk_spikes / median_time(lambda: encode_spikes(chunk), repeats),
+        "ours_dec": chunk_spikes / median_time(lambda: decode_spikes(enc), repeats),
+        "zstd_enc": chunk_spikes / median_time(lambda: zstd.encode(chunk), repeats),
+        "zstd_dec": chunk_spikes / median_time(lambda: zstd.decode(z_enc), repeats),
+        "zlib_enc": chunk_spikes / median_time(lambda: zlib.compress(chunk.tobytes()), repeats),
+        "zlib_dec": chunk_spikes / median_time(lambda: zlib.decompress(zl_enc), repeats),
+        "gil_ours": gil_ratio(lambda: encode_spikes(chunk)),
+        "gil_zstd": gil_ratio(lambda: zstd.encode(chunk)),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spikes", type=int, default=1 << 25, help="spikes per rate (default 33.5 M)")
@@ -107,33 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         ours = stream_bytes(path, "output/x")
         seg = spikestore.open(path)["output/x"].segments[0]
         chunk = np.packbits(np.stack(recs[: seg.chunk_records]).astype(bool), axis=-1, bitorder="little")
-        chunk_spikes = chunk.size * 8
-        enc = encode_spikes(chunk)
-        zstd = Zstd(level=1)
-        z_enc = zstd.encode(chunk)
-        zl_enc = zlib.compress(chunk.tobytes())
         packed_all = [np.packbits(r.astype(bool), axis=-1, bitorder="little") for r in recs]
-        rows.append({
-            "p": p,
-            "ours_ratio": ours / bound,
-            "mode": MODES[enc[1]],
-            "zstd_ratio": sum(len(zstd.encode(c)) for c in packed_all) / bound,
-            "zlib_ratio": sum(len(zlib.compress(c.tobytes())) for c in packed_all) / bound,
-            "ours_enc": chunk_spikes / median_time(lambda: encode_spikes(chunk), args.repeats),
-            "ours_dec": chunk_spikes / median_time(lambda: decode_spikes(enc), args.repeats),
-            "zstd_enc": chunk_spikes / median_time(lambda: zstd.encode(chunk), args.repeats),
-            "zstd_dec": chunk_spikes / median_time(lambda: zstd.decode(z_enc), args.repeats),
-            "zlib_enc": chunk_spikes / median_time(lambda: zlib.compress(chunk.tobytes()), args.repeats),
-            "zlib_dec": chunk_spikes / median_time(lambda: zlib.decompress(zl_enc), args.repeats),
-            "gil_ours": gil_ratio(lambda: encode_spikes(chunk)),
-            "gil_zstd": gil_ratio(lambda: zstd.encode(chunk)),
-        })
+        rows.append({"p": p, "ours_ratio": ours / bound, **_codec_row(chunk, packed_all, bound, args.repeats)})
     print("i.i.d. Bernoulli spikes, bytes on disk over the Shannon bound n*H(p)/8, and speed per core")
     print(f"{'p':>6} {'spikestore':>10} {'mode':>12} {'packbits+zstd':>14} {'zlib':>7}   "
           f"{'enc G/s':>8} {'dec G/s':>8} {'zstd enc':>9} {'zstd dec':>9} {'zlib enc':>9}  "
           f"{'GIL ours':>8} {'GIL zstd':>8}")
     for r in rows:
-        print(f"{r['p']:>6} {r['ours_ratio']:>10.3f} {r['mode']:>12} {r['zstd_ratio']:>14.3f} {r['zlib_ratio']:>7.3f}   "
+        print(f"{r['p']:>6} {r['ours_ratio']:>10.3f} {r['mode']:>12} {r['zstd_ratio']:>14.3f} "
+              f"{r['zlib_ratio']:>7.3f}   "
               f"{r['ours_enc'] / 1e9:>8.2f} {r['ours_dec'] / 1e9:>8.2f} {r['zstd_enc'] / 1e9:>9.2f} "
               f"{r['zstd_dec'] / 1e9:>9.2f} {r['zlib_enc'] / 1e9:>9.2f}  {r['gil_ours']:>8.2f} {r['gil_zstd']:>8.2f}")
     result = {"iid": rows}

@@ -29,6 +29,7 @@ table.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -39,13 +40,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-TOOLS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TOOLS))
-
-import itertools
-
 import torch
-import workload
+import workload  # siblings in tools/: the script's folder is on sys.path
 import workload_worker
 from measure import remove_path, rss_bytes
 

@@ -74,14 +74,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import workload_report as report  # a sibling in tools/: the script's folder is on sys.path
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORKER = HERE / "workload_worker.py"
 MONITORED = ("memory", "zlib", "spikestore")
 BASELINE = "spikestore@baseline"
-
-sys.path.insert(0, str(HERE))
-import workload_report as report  # a sibling module of this script
 
 
 def spawn(cfg: dict[str, Any], out_dir: Path, stream_stdout: bool = False,

@@ -146,8 +146,10 @@ def _json_edits(doc: dict[str, Any], rng: random.Random) -> list[tuple[str, Any]
     edit("shape+1", lambda d: on(d)["segments"][0].update(shape=[x + 1 for x in on(d)["segments"][0]["shape"]]))
     edit("stored_shape*2", lambda d: on(d)["segments"][0].update(
         stored_shape=[x * 2 for x in on(d)["segments"][0]["stored_shape"]]))
-    edit("chunk_records+1", lambda d: on(d)["segments"][0].update(chunk_records=on(d)["segments"][0]["chunk_records"] + 1))
-    edit("chunk_records*2", lambda d: on(d)["segments"][0].update(chunk_records=on(d)["segments"][0]["chunk_records"] * 2))
+    edit("chunk_records+1", lambda d: on(d)["segments"][0].update(
+        chunk_records=on(d)["segments"][0]["chunk_records"] + 1))
+    edit("chunk_records*2", lambda d: on(d)["segments"][0].update(
+        chunk_records=on(d)["segments"][0]["chunk_records"] * 2))
     edit("encoding-swapped", lambda d: on(d)["segments"][0].update(
         encoding={"bits": "raw", "raw": "bits"}[on(d)["segments"][0]["encoding"]]))
     edit("index-chunk_records*2", lambda d: on(d)["index"].update(chunk_records=on(d)["index"]["chunk_records"] * 2))
@@ -184,7 +186,8 @@ def zarr_cases(root: Path, rng: random.Random, quick: bool) -> list[dict[str, An
         for rel in rng.sample(rels, min(per_kind, len(rels))):
             size = (root / rel).stat().st_size
             cases.append({"kind": kind, "what": f"flip {rel}", "op": ["flip", rel, rng.randrange(max(1, size * 8))]})
-            cases.append({"kind": kind, "what": f"truncate {rel}", "op": ["truncate", rel, rng.randrange(max(1, size))]})
+            cases.append({"kind": kind, "what": f"truncate {rel}",
+                          "op": ["truncate", rel, rng.randrange(max(1, size))]})
             cases.append({"kind": kind, "what": f"delete {rel}", "op": ["delete", rel]})
     for rel in by_kind["stream-doc"]:
         doc = json.loads((root / rel).read_text())
@@ -234,7 +237,8 @@ def hdf5_cases(path: Path, rng: random.Random, quick: bool) -> list[dict[str, An
     for kind, ranges in sorted(hdf5_regions(path).items()):
         for start, end in rng.sample(ranges, min(2 if quick else 8, len(ranges))):
             pos = rng.randrange(start, max(start + 1, end))
-            cases.append({"kind": kind, "what": f"flip byte {pos} ({kind} at {start})", "op": ["flip", "", pos * 8 + rng.randrange(8)]})
+            cases.append({"kind": kind, "what": f"flip byte {pos} ({kind} at {start})",
+                          "op": ["flip", "", pos * 8 + rng.randrange(8)]})
             cases.append({"kind": kind, "what": f"flip 8 bytes at {pos}", "op": ["flip8", "", pos]})
             if not quick or kind in ("superblock", "object-header"):
                 cases.append({"kind": kind, "what": f"truncate at {pos}", "op": ["truncate", "", pos]})
@@ -243,9 +247,11 @@ def hdf5_cases(path: Path, rng: random.Random, quick: bool) -> list[dict[str, An
         for node in nodes:
             doc = json.loads(f[node].attrs["spikestore"])
             for what, new in _json_edits(doc, rng)[: 3 if quick else None]:
-                cases.append({"kind": "document-edit", "what": f"edit {node}: {what}", "op": ["attr", node, json.dumps(new)]})
+                cases.append({"kind": "document-edit", "what": f"edit {node}: {what}",
+                              "op": ["attr", node, json.dumps(new)]})
         arrays = []
-        f.visititems(lambda n, o: arrays.append(n) if isinstance(o, h5py.Dataset) and o.id.get_num_chunks() > 1 else None)
+        f.visititems(lambda n, o: arrays.append(n)
+                     if isinstance(o, h5py.Dataset) and o.id.get_num_chunks() > 1 else None)
     for _ in range(3 if quick else 10):
         a = rng.choice(arrays)
         cases.append({"kind": "chunk-swap", "what": f"swap chunks 0 and 1 of {a}", "op": ["hswap", a, a]})
@@ -343,7 +349,7 @@ def _check_case(conn: Any, spec: dict[str, Any]) -> None:
         out["prefix"] = set(got) == set(want) and all(got[k] == want[k][:len(got[k])] for k in got)
     except MemoryError as exc:
         out["read"] = {"type": "MemoryError", "spikestore": False, "message": str(exc)[:200], "oom": True}
-    except Exception as exc:  # classified by the parent
+    except Exception as exc:  # noqa: BLE001 (any failure is data here: the parent classifies it)
         out["read"] = _describe(exc)
     try:
         out["verify"] = verify(spec["path"])
@@ -429,7 +435,7 @@ def run_backend(ctx: Any, backend: str, seed: int, quick: bool, show: int, log: 
             try:
                 apply(copy, case["op"])
                 outcome, result = run_case(ctx, copy, want)
-            except Exception as exc:  # a tampering that could not be made
+            except Exception as exc:  # noqa: BLE001 (a tampering that could not be made, whatever the cause)
                 outcome, result = "not-applied", {"read": _describe(exc)}
             outcomes[case["kind"]][outcome] += 1
             if outcome in FAILURES and len(examples[outcome]) < show:

@@ -96,9 +96,10 @@ def table(info: dict[str, Any]) -> str:
         ("host RSS first / last; slope", (f"{fmt((lg.get('rss_mb') or [None])[0], '.0f')} / "
                                           f"{fmt((lg.get('rss_mb') or [None, None])[1], '.0f')} MB; "
                                           f"{fmt(lg.get('rss_slope_kb_per_1000_steps'), '.0f', ' KB/1000 steps')}")),
-        ("pinned pool first / max / last; slope", (f"{'/'.join(fmt(v, '.1f') for v in lg.get('pinned_mb', []))} MB; "
-                                                  f"{fmt(lg.get('pinned_slope_kb_per_1000_steps'), '.0f', ' KB/1000 steps')}"
-                                                  f" (bound {fmt(lg.get('queue_budget_mb'), '.0f', ' MB')})")),
+        ("pinned pool first / max / last; slope", (
+            f"{'/'.join(fmt(v, '.1f') for v in lg.get('pinned_mb', []))} MB; "
+            f"{fmt(lg.get('pinned_slope_kb_per_1000_steps'), '.0f', ' KB/1000 steps')}"
+            f" (bound {fmt(lg.get('queue_budget_mb'), '.0f', ' MB')})")),
         ("pinned allocations / reuses", f"{pool.get('allocations')} / {pool.get('reuses')}"),
         ("GPU allocated slope (long run)", fmt(lg.get("gpu_slope_kb_per_1000_steps"), ".0f", " KB/1000 steps")),
         ("wall time: setup excluded / whole check", (f"{fmt(b.get('seconds'), '.0f', ' s')} bench / "

@@ -143,7 +143,8 @@ each record's real batch size is the coordinate `"<stream>:batch_size"`. Nothing
 asked for."""),
     ("code", """ds = xr.open_dataset(path, engine="spikestore", chunks={})
 ds"""),
-    ("code", """v = run["v_seq/2"].to_xarray()   # one array: record, time, batch, neuron; step, batch_size are coordinates
+    ("code", """\
+v = run["v_seq/2"].to_xarray()   # one array: record, time, batch, neuron; step, batch_size are coordinates
 print(dict(v.sizes), v.batch_size.values[-3:])
 mean_v = v.mean(("batch", "neuron")).compute()   # skips the NaN padding of the last record
 mean_v.swap_dims(record="step").plot(x="time", hue="step", add_legend=False);"""),

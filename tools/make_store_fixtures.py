@@ -42,7 +42,7 @@ def records() -> list[tuple[int, str, object, dict]]:
         out.append((step, "grad_input/", torch.rand((), generator=g).item(), {}))
         out.append((step, "output/a/b ü", np.arange(n, dtype=np.int16) * step, {}))
         out.append((step, "output/complex", torch.randn(3, generator=g, dtype=torch.complex64), {}))
-        for t in range(3):  # single-step mode: several records (calls) per step
+        for _ in range(3):  # single-step mode: several records (calls) per step
             out.append((step, "output/sn", (torch.rand(n, 10, generator=g) < 0.1).float(), {}))
     return out
 

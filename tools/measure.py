@@ -9,6 +9,7 @@ holds on disk. They live apart from the worker so that what is measured
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -97,10 +98,8 @@ def disk_bytes(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):  # removed while walking
                 total += os.stat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
     return total
 
 

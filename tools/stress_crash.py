@@ -53,6 +53,7 @@ not be resumed. ``tests/test_stress.py`` runs a few trials of each backend.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -227,10 +228,8 @@ def _arm(n: int) -> None:
     """SIGKILL this process right before its ``n``-th write to a file from now on (0: never)."""
     import ctypes
 
-    try:
+    with contextlib.suppress(AttributeError):  # the shim is not loaded
         ctypes.CDLL(None).stress_arm(ctypes.c_long(n))
-    except AttributeError:  # (the shim is not loaded)
-        pass
 
 
 def _install_window_hooks(events: _Events, self_kill: str | None, at: int, writes: int = 0) -> None:
@@ -330,7 +329,7 @@ def _check(conn: Any, spec: dict[str, Any]) -> None:
     expected, must = expected_records(spec["history"])
     try:
         run = spikestore.open(spec["path"])
-    except Exception as exc:  # judged below
+    except Exception as exc:  # noqa: BLE001 (any failure to open is judged below)
         # Only a store killed while it was first being created may be missing.
         out["absent"] = True
         if (any(h["opened"] for h in spec["history"]) or any(must.values())
@@ -362,7 +361,7 @@ def _check(conn: Any, spec: dict[str, Any]) -> None:
                 out["compared"] += 1
         run.close()
         out["verify"] = verify(spec["path"])
-    except Exception as exc:  # reported as a failure of the trial
+    except Exception as exc:  # noqa: BLE001 (any failure is reported as a failure of the trial)
         out["error"] = f"{type(exc).__name__}: {exc}"
     conn.send(out)
 
@@ -541,7 +540,7 @@ def run_trial(ctx: Any, backend: str, seed: int, work: Path, stats: dict[str, An
     history: list[dict[str, Any]] = []
     lens: dict[str, int] = {}
     base = 0
-    for s, kill in enumerate(kills + ["none"]):
+    for s, kill in enumerate([*kills, "none"]):
         mode = "a" if history else "w"
         spec = {"path": str(path), "mode": mode, "seed": seed, "session": s, "n_ops": n_ops, "reshape": reshape,
                 "chunk_bytes": rng.choice([200, 700, 4096]), "flush_interval": rng.choice([0.02, 0.2, 5.0])}

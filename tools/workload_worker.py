@@ -35,6 +35,7 @@ The variants (``CONFIG["variant"]``; the kind is the part before any ``@``):
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import os
 import statistics
@@ -244,7 +245,7 @@ def worker_main(cfg: dict[str, Any]) -> dict[str, Any]:
     with torch.no_grad():  # the hooks must not change training: compared across runs
         param_sum = float(sum(p.double().abs().sum() for p in net.parameters()))
 
-    step_ms = [(b - a) * 1e3 for a, b in zip(marks, marks[1:])]
+    step_ms = [(b - a) * 1e3 for a, b in itertools.pairwise(marks)]
     res: dict[str, Any] = {
         "variant": variant, "tag": cfg["tag"], "steps": steps, "warmup": warmup,
         "wall_s": wall, "ms_per_step": wall / steps * 1e3,
@@ -356,7 +357,7 @@ def long_main(cfg: dict[str, Any]) -> dict[str, Any]:
             mx, my = statistics.fmean(xs), statistics.fmean(r)
             sxx = sum((x - mx) ** 2 for x in xs)
             res["slope_mb_per_1000_steps"] = (
-                sum((x - mx) * (y - my) for x, y in zip(xs, r)) / sxx * 1000 if sxx else 0.0)
+                sum((x - mx) * (y - my) for x, y in zip(xs, r, strict=True)) / sxx * 1000 if sxx else 0.0)
     if not cfg["keep_stores"]:
         remove_path(path)
     return res
