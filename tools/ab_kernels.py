@@ -1,16 +1,15 @@
-"""A/B of the packing kernel: plain numba against the former hand-written LLVM IR.
+"""A/B of the packing kernel: the library's plain numba against hand-written LLVM IR.
 
-Up to commit ``6873e07``, :func:`spikestore.codecs._kernels.pack_f32` compared
-32 values with a hand-written LLVM IR intrinsic (``_mask32``: four 8-lane
-vector compares, each bit-cast to a byte of the mask, ``vmovmskps`` on x86)
-and asked for the cache lines 4 KiB ahead with ``llvm.prefetch``. The
-library now uses plain numba code for both (a 32-value loop that LLVM
-vectorizes, and no prefetch). The IR variant lives on here, so the choice
-can be measured again on any machine:
+:func:`spikestore.codecs._kernels.pack_f32` compares 32 values in plain numba
+code (a 32-value loop that LLVM vectorizes) and does not prefetch. This tool
+holds the alternative, so the choice can be measured on any machine: a
+hand-written LLVM IR intrinsic (``_mask32``: four 8-lane vector compares,
+each bit-cast to a byte of the mask, ``vmovmskps`` on x86) and a stream loop
+that asks for the cache lines 4 KiB ahead with ``llvm.prefetch``:
 
 * ``plain``: the library's ``pack_f32`` as it is;
 * ``ir``: the same ``pack_f32`` source compiled against the IR ``_mask32``
-  and a stream loop that prefetches (the code of commit ``6873e07``).
+  and the prefetching stream loop.
 
 Both run in one process, alternated: ``A B`` in one round, ``B A`` in the
 next (this machine is shared and noisy: only medians of interleaved runs
@@ -65,7 +64,7 @@ from bench_write import make_pool, write_frames  # a sibling module of this scri
 from spikestore.codecs import _kernels as K
 from spikestore.codecs._packing import Packer, load_kernels
 
-# --- the IR variant (spikestore/codecs/_kernels.py at commit 6873e07) -----------------------------------------
+# --- the IR variant ---------------------------------------------------------------------------------------------
 
 _PREFETCH_AHEAD = 1024  # float32 values: 4 KiB
 
@@ -115,7 +114,7 @@ def _prefetch_ir(typingctx, arr, i):  # type: ignore[no-untyped-def]
 
 
 def _stream_kernel(mask32: Any, prefetch: bool) -> Any:
-    """commit 6873e07's ``_pack_stream`` with the given 32-value compare, prefetching or not."""
+    """The IR variant's ``_pack_stream`` with the given 32-value compare, prefetching or not."""
 
     @njit(nogil=True, boundscheck=False)
     def stream(u, out):  # type: ignore[no-untyped-def]
@@ -165,7 +164,7 @@ def check_same_bytes(impls: dict[str, Any], frames: list[np.ndarray]) -> None:
     seen = []
     K.pack_f32 = lambda *args: seen.append(1) or impls["plain"](*args)
     packer.pack(frames[0])
-    assert seen, "Packer.pack no longer looks up _kernels.pack_f32 at each call: the A/B would not switch"
+    assert seen, "Packer.pack does not look up _kernels.pack_f32 at each call: the A/B would not switch"
     ref = None
     for name, fn in impls.items():
         K.pack_f32 = fn

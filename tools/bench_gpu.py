@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The reference workload on CUDA (DESIGN §6 with batch 128): what recording costs on a GPU.
+"""The reference workload on CUDA (docs/performance.md, with batch 128): what recording costs on a GPU.
 
 Reuses ``tools/workload.py`` (the net, the batches, the training loop) and
 ``tools/workload_worker.run_variant`` (the variants) in one process, with no
@@ -151,7 +151,7 @@ def count_syncs(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     if not cuda(args.device):
         return {"unmonitored_per_step": None, "spikestore_per_step": None, "error_mode_steps": None}
 
-    # DESIGN §6's batch of 32: every kind streams ~50 MB of raw floats a step (inputs, gradients, v).
+    # The reference batch of 32: every kind streams ~50 MB of raw floats a step (inputs, gradients, v).
     net, opt, batches = setup(argparse.Namespace(**{**vars(args), "batch": workload.BATCH}))
     out: dict[str, Any] = {"batch": workload.BATCH}
     for label, monitored in (("unmonitored", False), ("spikestore", True)):

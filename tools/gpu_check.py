@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The one GPU proof of issue #18: CUDA tests, the sync count, the GPU benchmark, one table.
+"""The one GPU proof of the CUDA path: CUDA tests, the sync count, the GPU benchmark, one table.
 
 ``bash tools/gpu_check.sh`` sets up ``.venv`` with a CUDA build of torch and
 runs this. It runs, each as a subprocess with a time limit:
@@ -109,7 +109,7 @@ def table(info: dict[str, Any]) -> str:
         rows.append(("benchmark error", info["bench_error"]))
     w = max(len(k) for k, _ in rows)
     line = "-" * (w + 60)
-    return "\n".join(["spikestore GPU check (issue #18)", line] + [f"{k:<{w}}  {v}" for k, v in rows] + [line])
+    return "\n".join(["spikestore GPU check", line] + [f"{k:<{w}}  {v}" for k, v in rows] + [line])
 
 
 def main(argv: list[str] | None = None) -> int:

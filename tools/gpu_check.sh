@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one command that proves the CUDA path (issue #18, docs/cuda.md):
+# The one command that proves the CUDA path (docs/cuda.md):
 #
 #     bash tools/gpu_check.sh            # on a GPU machine, from a clean checkout
 #     bash tools/gpu_check.sh --dry-run  # anywhere: the same steps on the CPU, tiny sizes

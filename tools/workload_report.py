@@ -210,7 +210,7 @@ def print_comparison(cmp: dict[str, Any], baseline_commit: str | None) -> None:
     print(f"\n{cmp['variant']} / {cmp['baseline']}{at}: {cmp['ratio_median']:.3f}x "
           f"[{cmp['ratio_min']:.3f}-{cmp['ratio_max']:.3f}] (median of {cmp['repeats']} "
           f"per-repeat ratios of ms/step; of their ratios to unmonitored: "
-          f"{cmp['ratio_of_pair_ratios_median']:.3f}x); below 1 means faster now")
+          f"{cmp['ratio_of_pair_ratios_median']:.3f}x); below 1 means this checkout is faster")
 
 
 def print_long(r: dict[str, Any]) -> None:
