@@ -226,7 +226,7 @@ def test_tutorial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not leaked, f"the tutorial leaves stores open: {leaked}"
 
 
-def test_tutorial_has_the_sections_of_the_seed() -> None:
+def test_tutorial_keeps_the_sections_of_spikingjellys_monitor_tutorial() -> None:
     titles = [line[3:] for line in (DOCS / "tutorial.md").read_text().splitlines() if line.startswith("## ")]
     for number, word in [(1, "OutputMonitor"), (2, "firing"), (3, "AttributeMonitor"),
                          (4, "InputMonitor"), (5, "GradOutputMonitor"), (6, "GradInputMonitor"),
