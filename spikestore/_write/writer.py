@@ -11,8 +11,8 @@ Failure handling follows tensorboard's ``EventFileWriter``: the thread saves
 its exception, drains the queue so blocked producers wake up, and the next
 call from the training thread (``submit``, ``flush``, ``close``) raises a
 :class:`~spikestore.errors.WriterError` chained to the original exception.
-A record that changed in place before it was stored is dropped and counted;
-the next call warns (:mod:`spikestore._write.failures`).
+A record that cannot be stored, a record changed in place before it was
+stored included, stops its own stream only (:mod:`spikestore._write.failures`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 from spikestore._write import threads
 from spikestore._write.assembly import StreamWriter
 from spikestore._write.capture import Frame, check_intact, prepare
-from spikestore._write.failures import ModifiedRecords, QueueDrops, StreamFailures, is_store_wide
+from spikestore._write.failures import QueueDrops, StreamFailures, is_store_wide
 from spikestore._write.queue import ByteQueue, Flush, Meta, Stop
 from spikestore._write.root import RootDocument
 from spikestore.backends import Backend
@@ -57,7 +57,7 @@ class Writer:
         through it and never closes it.
     root
         The store's root document; the writer only reports new streams and
-        dropped records (queue full, or changed in place) to it.
+        records dropped by a full queue to it.
     streams
         Committed stream documents of a store opened for append.
     max_pending_bytes
@@ -99,8 +99,6 @@ class Writer:
         self._error: BaseException | None = None
         #: Streams whose records can no longer be stored (each costs only itself).
         self.failures = StreamFailures(str(backend.path))
-        #: Records dropped because they changed in place before they were stored.
-        self.modified = ModifiedRecords(str(backend.path), root.modified)
         self._stop: Stop | None = None
         self._closed = False
         #: Records dropped because the queue was full (``on_full="drop"``).
@@ -121,9 +119,7 @@ class Writer:
 
     def check(self, *, report_streams: bool = True) -> None:
         """Raise :class:`WriterError` if the writer thread has failed (and, with
-        ``report_streams``, a stream failure not reported yet); warn of records
-        dropped for a change in place since the last call."""
-        self.modified.warn()
+        ``report_streams``, a stream failure not reported yet)."""
         err = self._error
         if err is not None:
             raise WriterError(
@@ -213,7 +209,6 @@ class Writer:
                 self.check()
             finally:
                 self._closed = True
-        self.modified.warn()
         self.failures.raise_pending()  # a stream that failed since the last call
 
     # -- writer-thread side --------------------------------------------------------
@@ -345,7 +340,7 @@ class Writer:
         return sw
 
     def _write_frame(self, frame: Frame) -> None:
-        """Store one record: one changed in place is dropped and counted, another failure stops its stream."""
+        """Store one record; a record that cannot be stored stops its stream (never the others)."""
         sw: StreamWriter | None = None
         adding = False
         try:
@@ -363,10 +358,10 @@ class Writer:
         except Exception as exc:
             if is_store_wide(exc):
                 raise
-            if isinstance(exc, InPlaceModificationError) and (not adding or _add_undone(sw)):
-                self.modified.drop(frame.key, frame.step, exc)  # the stream goes on without it
-            else:
-                self._fail_stream(frame, exc, sw, committable=not adding)
+            # A change in place found while the record was added left the stream's state whole
+            # (the record was taken back out), so its earlier records can still be committed.
+            undone = isinstance(exc, InPlaceModificationError) and _add_undone(sw)
+            self._fail_stream(frame, exc, sw, committable=not adding or undone)
         finally:
             self._queue.release(frame.nbytes)
 
@@ -394,7 +389,7 @@ class Writer:
         else:
             for sw in streams:
                 sw.commit(final=final)
-        self._root.set_counts(dropped=self.drops.count, modified=self.modified.count)
+        self._root.set_counts(dropped=self.drops.count)
 
 
 def _add_undone(sw: StreamWriter | None) -> bool:

@@ -21,12 +21,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from spikestore._format import join_key
+from spikestore._format.layout import RecordLayout
 from spikestore._write.store import Store
 from spikestore.codecs._precision import check_precision
 from spikestore.errors import InvalidArgumentError
-from spikestore.monitor import _autostep as autostep
+from spikestore.monitor._autostep import AutoStep
 from spikestore.monitor._records import detach
-from spikestore.monitor._selection import Index, Selection, batch_axis
+from spikestore.monitor._selection import Index, Selection
 from spikestore.monitor._stored import StoredRecords
 from spikestore.monitor._views import RecordsView
 
@@ -152,8 +154,8 @@ class BaseMonitor:
             self._step_modes[name] = getattr(module, "step_mode", "s")
         if self._store is not None:
             for name, _ in modules:
-                self._store.stream_key(self.quantity, name)  # validates the quantity early
-            autostep.for_store(self._store).add(self, net)  # the step follows net's forward passes
+                join_key(self.quantity, name)  # validates the quantity early
+            AutoStep.of(self._store).add(self, net)  # the step follows net's forward passes
         return modules
 
     def clear_recorded_data(self) -> None:
@@ -183,7 +185,7 @@ class BaseMonitor:
         self.hooks.clear()
         if self._stored is not None:
             self._stored.release()
-            autostep.release(self._stored.store, self)
+            AutoStep.of(self._stored.store).remove(self)
 
     def close(self) -> None:
         """Stop recording and remove the hooks; records stay readable.
@@ -222,7 +224,7 @@ class BaseMonitor:
     # -- what the hooks call -------------------------------------------------------
     def _select(self, name: str, x: Any) -> Any:
         """``x`` (a record of layer ``name``) with the ``batch``/``neurons`` selection applied."""
-        axis = batch_axis(self._step_modes.get(name, "s"))
+        axis = RecordLayout(self._step_modes.get(name, "s")).batch_axis or 0
         try:
             return self._selection.apply(x, axis)
         except (IndexError, RuntimeError) as exc:
