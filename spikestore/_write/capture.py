@@ -10,7 +10,7 @@ frame then holds 1/32 of the bytes and no tensor, so the allocator gets the
 memory back at once even when the writer is behind. Any other CPU tensor is
 copied into a contiguous numpy buffer that only the frame holds.
 
-A CUDA tensor goes to :mod:`spikestore._write.cuda` (DESIGN §5, docs/cuda.md):
+A CUDA tensor goes to :mod:`spikestore._write.cuda` (docs/cuda.md):
 nothing there synchronises. On a side stream it is cloned (the caller's
 stream waits for the clone only), packed on the device with a device-side
 binary flag, and copied into a pinned buffer of the store's bounded pool

@@ -96,7 +96,7 @@ class InFlight:
 
         Runs on the writer thread. Returns ``(values, packed, not_binary)``:
         the packed bits (``packed``), or the raw values, as numpy arrays the
-        pool no longer owns; ``not_binary`` when a packing attempt found a
+        pool does not own; ``not_binary`` when a packing attempt found a
         value other than 0 and 1 (the values then come from the snapshot).
         """
         try:

@@ -97,7 +97,7 @@ class Writer:
         self._threads = threads.drain_threads() if getattr(backend, "concurrent_writes", False) else 1
         self._pool: ThreadPoolExecutor | None = None
         self._error: BaseException | None = None
-        #: Streams whose records can no longer be stored (each costs only itself).
+        #: Streams that stopped because one of their records could not be stored (each costs only itself).
         self.failures = StreamFailures(str(backend.path))
         self._stop: Stop | None = None
         self._closed = False

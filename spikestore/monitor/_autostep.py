@@ -98,7 +98,7 @@ class AutoStep:
         self._monitors[net].add(monitor)
 
     def remove(self, monitor: Any) -> None:
-        """Forget ``monitor``; a network left without monitors no longer counts."""
+        """Forget ``monitor``; a network left without monitors stops counting."""
         for net in list(self._monitors.keys()):
             monitors = self._monitors[net]
             monitors.discard(monitor)
