@@ -263,7 +263,8 @@ class StreamWriter:
 
     @property
     def count(self) -> int:
-        return self.index.count
+        """Records appended to the stream (committed or not)."""
+        return int(self.index.count)
 
     def raw_segment_fits(self, shape: tuple[int, ...], dtype: str, precision: str | None) -> bool:
         """Whether the open segment is raw and holds records like this one."""

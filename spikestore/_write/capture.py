@@ -29,6 +29,7 @@ avoid (``Store.append`` documents which).
 from __future__ import annotations
 
 import operator
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,10 +166,7 @@ def capture(key: str, value: Any, step: int, call: int, *, copy: bool = True,
         :data:`MAX_RECORD_DIMS` dimensions. Nothing is ever pickled.
     """
     now = time.time()
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch = None
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
     if torch is not None and isinstance(value, torch.Tensor):
         return _capture_tensor(key, value, step, call, now, copy, encoding, device)
     if isinstance(value, (bool, int, float, complex, np.generic, np.ndarray)):
@@ -302,10 +300,7 @@ def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared
         if want != "raw":
             return Prepared("bits", data, frame.dtype, frame.shape)
         data = _raw_from_bits(data, frame.shape[-1], frame.dtype)  # exact: every value was 0 or 1
-    if isinstance(data, np.ndarray):
-        arr = data
-    else:
-        arr = dtypes.from_tensor(data)
+    arr = data if isinstance(data, np.ndarray) else dtypes.from_tensor(data)
     packed = None
     if want != "raw":
         if frame.dtype == dtypes.BFLOAT16:  # travels as its uint16 bit patterns
@@ -333,7 +328,7 @@ def _raw_from_bits(packed: np.ndarray, n: int, name: str) -> np.ndarray:
     """Packed 0/1 values as the raw values a segment of logical dtype ``name`` stores (bfloat16 as its
     ``uint16`` bit patterns: numpy has no bfloat16, so unpack to float32 and take its top half)."""
     if name == dtypes.BFLOAT16:
-        return dtypes.float32_to_bfloat16_bits(unpack_bits(packed, n, np.float32))
+        return dtypes.float32_to_bfloat16_bits(unpack_bits(packed, n, "float32"))
     return unpack_bits(packed, n, name)
 
 

@@ -144,8 +144,9 @@ class Store:
         self._recorder = Recorder(self._clock, self._streams)
         # CUDA records: a pinned pool with the queue's budget and policy (docs/cuda.md); a
         # producer waiting for a buffer stops waiting when the writer failed.
+        writer = opened.writer
         self._device = CudaCapture(max_pending_bytes, block=on_full == "block",
-                                   stopped=lambda w=self._writer: w.error is not None)
+                                   stopped=lambda: writer.error is not None)
         registry.track(self)
 
     # -- recording ------------------------------------------------------------
@@ -341,7 +342,7 @@ class Store:
         try:
             self._root.finish(error, failed_streams)
             self._backend.sync()
-        except Exception as exc:  # handed to close()
+        except Exception as exc:  # noqa: BLE001 - any failure here is handed to close(), which raises it
             _log.debug("could not record the final writer status of %s", self.path, exc_info=True)
             return exc
         finally:

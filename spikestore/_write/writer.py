@@ -17,6 +17,7 @@ stored included, stops its own stream only (:mod:`spikestore._write.failures`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -173,8 +174,8 @@ class Writer:
             if not self._thread.is_alive() and not event.is_set():
                 raise WriterError(f"the spikestore writer for {self.backend.path} stopped")
             if deadline is not None and time.monotonic() > deadline:
-                raise FlushTimeoutError(f"flush of {self.backend.path} did not finish in {timeout} s; the writer goes on, "
-                                        "call flush() again to wait longer")
+                raise FlushTimeoutError(f"flush of {self.backend.path} did not finish in {timeout} s; "
+                                        "the writer goes on, call flush() again to wait longer")
         self.check(report_streams=False)
 
     def close(self) -> None:
@@ -252,7 +253,7 @@ class Writer:
                 if time.monotonic() - last_commit >= self.flush_interval:
                     self._commit_all()
                     last_commit = time.monotonic()
-        except BaseException as exc:  # everything must reach the caller
+        except BaseException as exc:  # noqa: BLE001 - everything must reach the training thread
             self._error = exc
             _log.debug("spikestore writer failed", exc_info=exc)
             self._queue.kill()
@@ -277,7 +278,7 @@ class Writer:
                     if is_store_wide(exc):
                         raise
         biggest_first = sorted(groups.values(), key=lambda g: -sum(getattr(i, "nbytes", 0) for i in g))
-        self._run_jobs([lambda g=g: self._write_items(g) for g in biggest_first])
+        self._run_jobs([functools.partial(self._write_items, g) for g in biggest_first])
 
     def _write_items(self, items: list[Any]) -> None:
         for item in items:
@@ -385,7 +386,7 @@ class Writer:
         """
         streams = list(self._streams.values())
         if parallel and not getattr(self.backend, "durable", False):
-            self._run_jobs([lambda sw=sw: sw.commit(final=final) for sw in streams])
+            self._run_jobs([functools.partial(sw.commit, final=final) for sw in streams])
         else:
             for sw in streams:
                 sw.commit(final=final)
@@ -394,5 +395,6 @@ class Writer:
 
 def _add_undone(sw: StreamWriter | None) -> bool:
     """Whether a failed ``sw.add`` left the stream whole: its open segment and index hold the same records."""
-    seg = None if sw is None else sw.segment
-    return seg is not None and seg.start + seg.count == sw.count
+    if sw is None or sw.segment is None:
+        return False
+    return sw.segment.start + sw.segment.count == sw.count

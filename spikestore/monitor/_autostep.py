@@ -54,7 +54,7 @@ def single_step(net: nn.Module) -> bool:
     for module in net.modules():
         mode = getattr(module, "step_mode", None)
         if mode is not None:
-            return mode == "s"
+            return bool(mode == "s")
     return False
 
 

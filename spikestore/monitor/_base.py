@@ -13,6 +13,7 @@ arguments is each monitor's own business (:mod:`spikestore.monitor._monitors`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from types import TracebackType
@@ -201,15 +202,12 @@ class BaseMonitor:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc_value: BaseException | None,
-                 traceback: TracebackType | None) -> bool:
+                 traceback: TracebackType | None) -> None:
         self.close()
-        return False
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # never raise from a finaliser
             self.close()
-        except Exception:  # never raise from a finaliser
-            pass
 
     # -- spikestore additions ------------------------------------------------------
     @property

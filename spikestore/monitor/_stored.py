@@ -130,7 +130,7 @@ class StoredRecords:
         """
         log = self._logs[layer]
         run = self._reader()
-        values = []
+        values: list[Any] = []
         for key, kinds, indices in zip(log.keys, log.kinds, log.indices, strict=True):
             kind = KINDS[kinds[k]]
             if kind == "none":
@@ -197,14 +197,14 @@ class StoredRecords:
                 f"layer {layer!r}, step {store.step}: function_on_* returned a value of a different "
                 f"structure than before ({template} vs {log.template}); return the same structure every call")
         kinds = [leaf_kind(leaf) for _, leaf in leaves]
-        for (_, leaf), kind in zip(leaves, kinds):
+        for (_, leaf), kind in zip(leaves, kinds, strict=True):
             if kind == "":
                 raise InvalidValueError(
                     f"layer {layer!r}, step {store.step}: cannot record a value of type "
                     f"{type(leaf).__module__}.{type(leaf).__qualname__}; function_on_* must return "
                     "tensors, numpy arrays, numbers, or tuples/lists/dicts of them")
         indices = []
-        for j, ((path, leaf), kind) in enumerate(zip(leaves, kinds)):
+        for j, ((path, leaf), kind) in enumerate(zip(leaves, kinds, strict=True)):
             if kind == "none":
                 indices.append(-1)
                 continue
@@ -214,7 +214,7 @@ class StoredRecords:
             if idx is None:  # dropped (on_full="drop"): the view skips this record
                 return
             indices.append(idx)
-        for j, (idx, kind) in enumerate(zip(indices, kinds)):
+        for j, (idx, kind) in enumerate(zip(indices, kinds, strict=True)):
             log.indices[j].append(idx)
             log.kinds[j].append(_CODES[kind])
         self._order.append(self._layer_ids[layer])
