@@ -22,6 +22,7 @@ def ctx():
     return stress_crash._context()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["zarr", "hdf5"])
 def test_sigkill_trials_lose_no_flushed_record(ctx, backend):
     report = stress_crash.run_backend(backend, 4, seed=3, n_ops=60, ctx=ctx)
