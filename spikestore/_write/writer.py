@@ -22,9 +22,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as wait_all
 from typing import Any
 
 from spikestore._write import threads
@@ -95,8 +92,8 @@ class Writer:
         self._packers = threading.local()  # one scratch Packer per thread that writes frames
         # Only backends that take writes from several threads at once drain a
         # backlog in parallel.
-        self._threads = threads.drain_threads() if getattr(backend, "concurrent_writes", False) else 1
-        self._pool: ThreadPoolExecutor | None = None
+        self._helpers = threads.HelperThreads(
+            threads.drain_threads() if getattr(backend, "concurrent_writes", False) else 1)
         self._error: BaseException | None = None
         #: Streams that stopped because one of their records could not be stored (each costs only itself).
         self.failures = StreamFailures(str(backend.path))
@@ -222,7 +219,7 @@ class Writer:
                 if not backlog:
                     wait = self.flush_interval - (time.monotonic() - last_commit)
                     backlog.extend(self._queue.take_all(timeout=max(0.01, wait)))
-                if self._queue.waiting and self._threads > 1:
+                if self._queue.waiting and self._helpers.count > 1:
                     # The training thread waits for a flush or close behind this
                     # backlog, so its cores are free: write streams side by side.
                     backlog.extend(self._queue.take_all(timeout=0))
@@ -235,7 +232,7 @@ class Writer:
                         if time.monotonic() - last_commit >= self.flush_interval:
                             self._commit_all()
                             last_commit = time.monotonic()
-                        if self._queue.waiting and self._threads > 1:
+                        if self._queue.waiting and self._helpers.count > 1:
                             break
                     elif isinstance(item, Flush):
                         self._commit_all(parallel=True)
@@ -258,8 +255,7 @@ class Writer:
             _log.debug("spikestore writer failed", exc_info=exc)
             self._queue.kill()
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
+            self._helpers.shutdown()
 
     def _write_parallel(self, backlog: deque[Any]) -> None:
         """Write the records ahead of the first flush/close in ``backlog``, one stream per thread.
@@ -278,7 +274,7 @@ class Writer:
                     if is_store_wide(exc):
                         raise
         biggest_first = sorted(groups.values(), key=lambda g: -sum(getattr(i, "nbytes", 0) for i in g))
-        self._run_jobs([functools.partial(self._write_items, g) for g in biggest_first])
+        self._helpers.run([functools.partial(self._write_items, g) for g in biggest_first])
 
     def _write_items(self, items: list[Any]) -> None:
         for item in items:
@@ -286,42 +282,6 @@ class Writer:
                 self._write_frame(item)
             else:
                 self._apply_meta(item)
-
-    def _run_jobs(self, jobs: list[Callable[[], None]]) -> None:
-        """Run ``jobs`` on this thread and helper threads; raise the first failure."""
-        if len(jobs) < 2 or self._threads < 2:
-            for job in jobs:
-                job()
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._threads - 1, thread_name_prefix="spikestore-writer-helper",
-                                            initializer=threads.lower_priority)
-        todo = deque(jobs)
-
-        def work() -> None:
-            while True:
-                try:
-                    job = todo.popleft()
-                except IndexError:
-                    return
-                try:
-                    job()
-                except BaseException:
-                    todo.clear()  # the writer stops: no point starting more
-                    raise
-
-        helpers = []
-        try:
-            for _ in range(min(self._threads - 1, len(jobs) - 1)):
-                helpers.append(self._pool.submit(work))
-            work()
-        except BaseException:
-            todo.clear()  # (also when a helper could not start: none may outlive this call)
-            raise
-        finally:
-            wait_all(helpers)
-        for h in helpers:
-            h.result()
 
     def _apply_meta(self, item: Meta) -> None:
         if self.failures.failed(item.key):
@@ -386,7 +346,7 @@ class Writer:
         """
         streams = list(self._streams.values())
         if parallel and not getattr(self.backend, "durable", False):
-            self._run_jobs([functools.partial(sw.commit, final=final) for sw in streams])
+            self._helpers.run([functools.partial(sw.commit, final=final) for sw in streams])
         else:
             for sw in streams:
                 sw.commit(final=final)
