@@ -112,9 +112,9 @@ class Store:
                  flush_interval: float = 5.0, chunk_bytes: int = 256 << 10,
                  durable: bool = False, compression_level: int | None = None,
                  storage_options: dict[str, Any] | None = None, lock: bool = True, ranked: bool = True) -> None:
-        self.path: Path | StoreURL = location(path, storage_options)
-        backend_name = backend_name_for(self.path, backend)  # (a bad one is refused before anything changes)
-        self.mode = mode
+        self._path: Path | StoreURL = location(path, storage_options)
+        backend_name = backend_name_for(self._path, backend)  # (a bad one is refused before anything changes)
+        self._mode = mode
         self._writer: Writer | None = None
         self._closed = False
         self._pid = os.getpid()
@@ -128,7 +128,7 @@ class Store:
         packing.load_kernels()  # here, not in the first record's hook inside the training loop
         doc = new_root_doc(metadata) if mode == "w" else None  # (checks the metadata before anything changes)
         # In a process group, this rank's part of one run (spikestore._write.group); else path itself.
-        self.path, opened = open_part(self.path, backend_name, ranked, lambda part, **group: open_for_writing(
+        self._path, opened = open_part(self._path, backend_name, ranked, lambda part, **group: open_for_writing(
             part, mode, overwrite=overwrite, backend=backend, root_doc=doc, metadata=metadata,
             lock=lock, durable=durable, **group,
             writer_options={"max_pending_bytes": max_pending_bytes, "on_full": on_full,
@@ -148,6 +148,16 @@ class Store:
         self._device = CudaCapture(max_pending_bytes, block=on_full == "block",
                                    stopped=lambda: writer.error is not None)
         registry.track(self)
+
+    @property
+    def path(self) -> Path | StoreURL:
+        """Where this process records: the store, or in a process group this rank's part of the run."""
+        return self._path
+
+    @property
+    def mode(self) -> str:
+        """``"w"`` (created) or ``"a"`` (opened for append)."""
+        return self._mode
 
     # -- recording ------------------------------------------------------------
     @property
