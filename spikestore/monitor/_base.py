@@ -66,8 +66,8 @@ class BaseMonitor:
         bit-packed, any other CPU tensor copied, a CUDA tensor cloned on the
         device), so what the store holds is what the hook saw, whatever the
         network or your code does to the tensors afterwards. ``copy=False``
-        is refused: a record dropped later for a change in place would shift
-        every later record of the monitor's views. To hand over tensors
+        is refused: a network that changes a recorded tensor in place before
+        the writer reads it would stop the stream. To hand over tensors
         without a copy, call :meth:`Store.append` with ``copy=False`` from
         your own hook. In-memory monitors (no store) keep references, as
         SpikingJelly's do.

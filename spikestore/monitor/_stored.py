@@ -74,7 +74,7 @@ class StoredRecords:
     precision
         Passed to :meth:`Store.append <spikestore.Store.append>` for
         float32/float64 leaves. Every leaf is appended with ``copy=True``: a
-        snapshot, so no record is dropped after its index was taken.
+        snapshot, which nothing the network does afterwards can change.
     """
 
     def __init__(self, store: Store, *, quantity: str, producer: str, selection: Selection,
