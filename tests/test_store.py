@@ -233,6 +233,7 @@ def test_drop_policy_counts_and_warns(tmp_path):
     assert store.dropped == 4
     assert sum("dropped" in str(w.message) for w in caught) == 1
     store.close()
+    assert store.dropped == 4  # a property, readable after close
     run = spikestore.open(path)
     assert run.writer["dropped"] == 4 and len(run["v/1"]) == 1
 
@@ -387,3 +388,32 @@ def test_a_packed_record_counts_its_float_size_against_the_queue_bound(tmp_path)
         assert store.append("output/1", x) is None  # 672 > 500: counted at the float size
     assert store.dropped == 1
     store.close()
+
+
+def test_the_public_surface_is_what_a_user_calls(tmp_path):
+    """Monitor plumbing (claiming streams, automatic steps) is not part of Store; its
+    properties cannot be set."""
+    public = {name for name in dir(spikestore.Store) if not name.startswith("_")}
+    assert public == {"append", "set_step", "set_stream_info", "step", "flush", "close", "path", "mode",
+                      "closed", "dropped", "pinned_pool"}
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        for name in ("path", "mode", "closed", "dropped", "step"):
+            with pytest.raises(AttributeError):
+                setattr(store, name, None)
+
+
+def test_calls_count_within_a_step_and_restart_at_a_new_one(tmp_path):
+    """``call`` numbers the records of one stream within one step, whatever order the steps come in;
+    a record the full queue refused keeps its call (a gap), and takes no index."""
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        got = []
+        for step in (0, 0, 0, 1, 1, 0):
+            store.set_step(step)
+            got.append(store.append("v/1", np.float32(step)))
+        got.append(store.append("v/1", np.float32(9), step=0))  # same step as the last: call 1
+        store.append("v/2", np.float32(1), step=5)
+    assert got == list(range(7))
+    with spikestore.open(tmp_path / "s.zarr") as run:
+        assert run["v/1"].steps.tolist() == [0, 0, 0, 1, 1, 0, 0]
+        assert run["v/1"].calls.tolist() == [0, 1, 2, 0, 1, 0, 1]
+        assert run["v/2"].calls.tolist() == [0]

@@ -167,8 +167,9 @@ class Store:
 
     @property
     def dropped(self) -> int:
-        """Records dropped because the queue was full (``on_full="drop"``)."""
-        return self._live().drops.count
+        """Records dropped because the queue was full (``on_full="drop"``) in this session; readable
+        after :meth:`close` too (the store's root document sums them over sessions: ``writer.dropped``)."""
+        return 0 if self._writer is None else self._writer.drops.count
 
     def _live(self, *, report_streams: bool = True) -> Writer:
         if self._writer is None:
