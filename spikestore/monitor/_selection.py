@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spikestore._format.layout import RecordLayout
+from spikestore._format.layout import IndexDoc, RecordLayout
 from spikestore.errors import InvalidArgumentError
 
 __all__ = ["Index", "Selection", "index_doc"]
@@ -25,7 +25,7 @@ __all__ = ["Index", "Selection", "index_doc"]
 Index = int | slice | Sequence[int] | np.ndarray | torch.Tensor | None
 
 
-def index_doc(ix: Index) -> Any:
+def index_doc(ix: Index) -> IndexDoc:
     """A ``batch``/``neurons`` selection as a stream document stores it.
 
     Returns
