@@ -1,5 +1,5 @@
 """Monitors advance the store's step at each forward pass until ``set_step`` is called, and say
-when a ``function_on_*`` records nothing (issue #17, item 7)."""
+when a ``function_on_*`` records nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The CUDA capture path on a real device (issue #18); every test is skipped without CUDA.
+"""The CUDA capture path on a real device; every test is skipped without CUDA.
 
 ``bash tools/gpu_check.sh`` runs them on a GPU machine, with the sync count and
 the benchmark. The logic that needs no device is tested in tests/test_cuda_path.py.

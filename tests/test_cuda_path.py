@@ -1,4 +1,4 @@
-"""The CUDA capture path's logic that needs no device (issue #18): the pinned pool's
+"""The CUDA capture path's logic that needs no device: the pinned pool's
 accounting and bound, block and drop when it is full, the event hand-off to the
 writer (a stand-in event), the non-binary fallback, and on-device packing's bytes.
 

@@ -1,4 +1,4 @@
-"""Write path: round trips, modes, metadata, policies (DESIGN §3, §4, §7)."""
+"""Write path: round trips, modes, metadata, policies (docs/format.md, docs/reliability.md)."""
 
 from __future__ import annotations
 

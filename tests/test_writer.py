@@ -1,4 +1,4 @@
-"""Writer failures surface in the training thread; nothing hangs (DESIGN §7)."""
+"""Writer failures surface in the training thread; nothing hangs (docs/reliability.md)."""
 
 from __future__ import annotations
 
