@@ -11,7 +11,7 @@ from typing import Any
 from spikestore._format import new_root_doc, split_key
 from spikestore._format.checks import MAX_CHUNK_BYTES
 from spikestore._format.names import MAX_NAME_BYTES
-from spikestore._write import registry
+from spikestore._write import open_stores
 from spikestore._write.capture import capture, check_step, lossy_precision
 from spikestore._write.clock import StepClock
 from spikestore._write.cuda import CudaCapture
@@ -147,7 +147,7 @@ class Store:
         writer = opened.writer
         self._device = CudaCapture(max_pending_bytes, block=on_full == "block",
                                    stopped=lambda: writer.error is not None)
-        registry.track(self)
+        open_stores.track(self)
 
     @property
     def path(self) -> Path | StoreURL:
@@ -323,13 +323,13 @@ class Store:
         writer = self._writer
         if writer is None or self._closed or os.getpid() != self._pid:
             return  # (a forked child never closes its parent's store)
-        registry.untrack(self)
+        open_stores.untrack(self)
         unfinished = None
         try:
             writer.close()
         finally:
             if not writer.closed:  # interrupted while the writer still drains: it stays this store's
-                registry.track(self)
+                open_stores.track(self)
             else:
                 self._closed = True
                 try:
