@@ -13,7 +13,7 @@ Public names::
 
 Importing spikestore does not import torch.
 
-The package follows the data flow (DESIGN.md §2); each layer imports only
+The package follows the data flow; each layer imports only
 from the layers above it in this list (``tools/check_imports.py`` checks)::
 
     errors, _files    the error tree; write-then-replace for every published file

@@ -1,13 +1,14 @@
-"""Compact in-memory spikes, as in the SpikingJelly monitor tutorial (section 7).
+"""Compact in-memory spikes, with the names and signatures of SpikingJelly's ``tensor_cache``.
 
 ``float_spike_to_bool`` packs a binary tensor eight spikes per byte and
 ``bool_spike_to_float`` restores it exactly. The bit order is the one used
-everywhere in spikestore (first value in the least significant bit, as
-``np.packbits(..., bitorder="little")``), and the work happens on the
-tensor's own device.
+everywhere in spikestore (:data:`spikestore.codecs._packing.BIT_ORDER`: first
+value in the least significant bit, as ``np.packbits(..., bitorder="little")``),
+and the work happens on the tensor's own device.
 
 With a :class:`spikestore.Store` you do not need these: the writer packs
-binary records itself. They remain for code written against the tutorial.
+binary records itself. They serve code written against SpikingJelly's
+``tensor_cache`` module.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def float_spike_to_bool(spike: torch.Tensor) -> tuple[torch.Tensor, torch.dtype,
 def bool_spike_to_float(spike_b: torch.Tensor, s_dtype: torch.dtype, s_shape: torch.Size,
                         s_padding: int = 0) -> torch.Tensor:
     """Invert :func:`float_spike_to_bool` exactly."""
+    # Bit k of each byte is value k of its group of eight (BIT_ORDER "little").
     bits = torch.arange(8, device=spike_b.device, dtype=torch.uint8)
     flat = (spike_b.reshape(-1, 1).to(torch.uint8) >> bits) & 1
     flat = flat.reshape(-1)

@@ -446,7 +446,7 @@ def record_as_ranks(path: Path, monkeypatch: pytest.MonkeyPatch, record: Callabl
     rank would, in a fraction of a second. ``record(store, r)`` writes
     rank ``r``'s records.
     """
-    from spikestore._write import ranks
+    from spikestore._write import group as ranks
 
     with monkeypatch.context() as m:
         m.setattr(ranks, "_broadcast_failure", lambda failure: failure)

@@ -59,7 +59,7 @@ def same_record(a: object, b: object) -> bool:
         return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and \
             torch.equal(a.detach().cpu(), b)
     if isinstance(a, tuple):
-        return isinstance(b, tuple) and len(a) == len(b) and all(same_record(x, y) for x, y in zip(a, b))
+        return isinstance(b, tuple) and len(a) == len(b) and all(same_record(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
 
 

@@ -1,4 +1,4 @@
-"""Inputs that ``append`` used to accept and the writer thread then died on (issue 15).
+"""Inputs that the writer thread could not store, caught by ``append``.
 
 Each case is either refused on the calling thread, before anything is queued,
 with a :class:`~spikestore.SpikestoreError` that names the stream, the step and

@@ -1,5 +1,5 @@
 """Monitors advance the store's step at each forward pass until ``set_step`` is called, and say
-when a ``function_on_*`` records nothing (issue #17, item 7)."""
+when a ``function_on_*`` records nothing."""
 
 from __future__ import annotations
 
@@ -41,9 +41,8 @@ def test_multi_step_forward_passes_are_steps_until_set_step(tmp_path):
         monitor.GradInputMonitor(net, neuron.LIFNode, function_on_grad_input=torch.norm, store=store)
         for _ in range(3):
             train_step(net)
-        assert store.step == 2 and store.auto_step
+        assert store.step == 2
         store.set_step(100)  # from now on, only set_step moves the step
-        assert not store.auto_step
         train_step(net)
         train_step(net)
         assert store.step == 100

@@ -1,4 +1,4 @@
-"""SIGKILL at random moments leaves a readable store (DESIGN §4, §7)."""
+"""SIGKILL at random moments leaves a readable store (docs/reliability.md). Every test kills a child process."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 from helpers import check_flushed_prefix, crash_record, kill_writer_after
 
 import spikestore
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("trial", range(6))

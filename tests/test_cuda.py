@@ -1,4 +1,4 @@
-"""The CUDA capture path on a real device (issue #18); every test is skipped without CUDA.
+"""The CUDA capture path on a real device; every test is skipped without CUDA.
 
 ``bash tools/gpu_check.sh`` runs them on a GPU machine, with the sync count and
 the benchmark. The logic that needs no device is tested in tests/test_cuda_path.py.
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import writer_held
 from parity import MONITORS, data_files, make_monitor, mixed_records, same_record, tutorial_net, write_records
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from spikingjelly.activation_based import monitor as sj
@@ -161,17 +162,14 @@ def test_the_pinned_pool_is_reused_and_stays_within_the_queue_budget(tmp_path):
     np.testing.assert_array_equal(s[299], spikes.cpu().numpy())
 
 
-def test_a_full_pool_drops_and_counts_with_on_full_drop(tmp_path, monkeypatch):
+def test_a_full_pool_drops_and_counts_with_on_full_drop(tmp_path):
     with spikestore.Store(tmp_path / "drop.zarr", max_pending_bytes=1 << 20, on_full="drop") as store:
-        gate = __import__("threading").Event()
-        write_frame = store._writer._write_frame
-        monkeypatch.setattr(store._writer, "_write_frame", lambda f: (gate.wait(30), write_frame(f)))
-        x = (torch.rand(64, 1 << 16, device="cuda") < 0.5).float()  # 512 KiB packed: a 1 MiB buffer
-        with pytest.warns(Warning):
-            kept = [store.append("output/x", x) for _ in range(5)]
-        assert kept == [0, None, None, None, None]  # the writer holds the only buffer the budget allows
-        assert store.dropped == 4 and store.pinned_pool.allocated_bytes <= 1 << 20
-        gate.set()
+        with writer_held(store):
+            x = (torch.rand(64, 1 << 16, device="cuda") < 0.5).float()  # 512 KiB packed: a 1 MiB buffer
+            with pytest.warns(Warning):
+                kept = [store.append("output/x", x) for _ in range(5)]
+            assert kept == [0, None, None, None, None]  # the writer holds the only buffer the budget allows
+            assert store.dropped == 4 and store.pinned_pool.allocated_bytes <= 1 << 20
         store.flush()
     assert len(spikestore.open(tmp_path / "drop.zarr")["output/x"]) == 1
 

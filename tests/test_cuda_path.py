@@ -1,4 +1,4 @@
-"""The CUDA capture path's logic that needs no device (issue #18): the pinned pool's
+"""The CUDA capture path's logic that needs no device: the pinned pool's
 accounting and bound, block and drop when it is full, the event hand-off to the
 writer (a stand-in event), the non-binary fallback, and on-device packing's bytes.
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -88,13 +88,29 @@ def test_one_oversized_request_is_served_alone_and_not_kept():
     assert pool.allocated_bytes == 0 and pool.in_use_bytes == 0
 
 
+def waiting_probe(at: int) -> tuple[threading.Event, Callable[[], bool]]:
+    """A pool's ``stopped`` callback that never stops it, and an event set at its ``at``-th call
+    (the pool calls it once per turn of an acquire's wait loop)."""
+    calls = []
+    reached = threading.Event()
+
+    def stopped() -> bool:
+        calls.append(1)
+        if len(calls) >= at:
+            reached.set()
+        return False
+
+    return reached, stopped
+
+
 def test_a_full_pool_blocks_until_the_writer_gives_a_buffer_back():
-    pool = PinnedPool(8192, block=True, allocate=plain)
+    waited, stopped = waiting_probe(4)
+    pool = PinnedPool(8192, block=True, allocate=plain, stopped=stopped)
     held = [pool.acquire(4096), pool.acquire(4096)]
     got: list = []
     t = threading.Thread(target=lambda: got.append(pool.acquire(2048)))
     t.start()
-    time.sleep(0.3)
+    assert waited.wait(10)  # calls 1-2: the acquires above; 3-4: this one's first two turns (it waited)
     assert got == [] and t.is_alive()  # waiting: allocating would pass the bound
     held.pop().release()
     t.join(5)
@@ -105,21 +121,29 @@ def test_a_full_pool_blocks_until_the_writer_gives_a_buffer_back():
 def test_a_full_pool_refuses_at_once_when_the_store_drops():
     pool = PinnedPool(8192, block=False, allocate=plain)
     held = [pool.acquire(4096), pool.acquire(4096)]
-    t0 = time.monotonic()
-    assert pool.acquire(4096) is None
-    assert time.monotonic() - t0 < 0.2 and pool.refused == 1 and pool.allocations == 2
+    assert pool.acquire(4096) is None  # (a blocking acquire would never return: nothing gives back)
+    assert pool.refused == 1 and pool.allocations == 2
     held[0].release()
     assert pool.acquire(4096) is not None  # room again: reused
 
 
 def test_a_waiting_producer_is_released_when_the_writer_dies():
     dead = threading.Event()
-    pool = PinnedPool(4096, block=True, allocate=plain, stopped=dead.is_set)
+    asked = threading.Event()
+    calls = []
+
+    def stopped() -> bool:
+        calls.append(1)
+        if len(calls) == 2:  # the second acquire's first turn: it waits next
+            asked.set()
+        return dead.is_set()
+
+    pool = PinnedPool(4096, block=True, allocate=plain, stopped=stopped)
     held = pool.acquire(4096)
     got: list = []
     t = threading.Thread(target=lambda: got.append(pool.acquire(4096)))
     t.start()
-    time.sleep(0.1)
+    assert asked.wait(10)
     dead.set()
     t.join(5)
     assert got == [None] and not t.is_alive()

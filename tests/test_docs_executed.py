@@ -212,15 +212,15 @@ def _rewrite(path: Path, text: str, fixes: list[tuple[Example, str]]) -> None:
 
 @pytest.mark.slow  # the tutorial's crash section runs a script in a subprocess
 def test_tutorial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from spikestore._write import registry
+    from spikestore._write.open_stores import open_stores
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    before = set(registry.open_stores())
+    before = set(open_stores())
     try:
         run_page(DOCS / "tutorial.md")
     finally:
-        leaked = [s for s in registry.open_stores() if s not in before]
+        leaked = [s for s in open_stores() if s not in before]
         for s in leaked:
             s.close()
     assert not leaked, f"the tutorial leaves stores open: {leaked}"

@@ -1,17 +1,16 @@
-"""An in-place modification drops and counts that record; recording goes on.
+"""A record changed in place before the writer stored it stops its stream, as any record that cannot be stored.
 
 ``Store.append(t, copy=False)`` hands the writer the tensor itself. If the
 tensor's version counter moved before the writer read it, or the spike codec
-saw a chunk change while encoding it, that one record is not stored, the
-root document counts it (``writer.modified``), the training thread gets an
-:class:`~spikestore.errors.InPlaceModificationWarning` naming stream and step
-at its next call, and the stream keeps recording.
+saw a chunk change while encoding it, the stream fails at that record: its
+earlier records stay stored, the training thread gets a
+:class:`~spikestore.errors.StreamFailedError` naming stream and step at its
+next call, later records of the stream are refused, and the other streams go
+on. So every index ``append`` returned is exact: a record is stored at its
+index or its stream reports it missing.
 """
 
 from __future__ import annotations
-
-import time
-import warnings
 
 import numpy as np
 import pytest
@@ -20,74 +19,74 @@ from helpers import writer_held
 
 import spikestore
 from spikestore.codecs import _spikes
-from spikestore.errors import InPlaceModificationError, InPlaceModificationWarning
+from spikestore.errors import InPlaceModificationError, StreamFailedError
 
 
-def test_a_record_changed_in_place_is_dropped_counted_and_warned(store_path):
+def test_a_record_changed_in_place_fails_its_stream_at_that_step(store_path):
     store = spikestore.Store(store_path)
     a = torch.rand(1000)
     store.set_step(0)
     assert store.append("v/1", a.clone(), copy=False) == 0
+    store.flush()
     with writer_held(store):
         store.set_step(1)
         t = torch.rand(1000)
         assert store.append("v/1", t, copy=False) == 1
         t.add_(1.0)  # bumps the version counter before the writer reads t
-        store.append("v/2", torch.ones(3), copy=False)  # another stream, untouched
-    with pytest.warns(InPlaceModificationWarning, match=r"'v/1'.*step 1") as caught:
+        store.set_step(2)
+        assert store.append("v/1", torch.rand(1000), copy=False) == 2  # queued behind it: never stored
+        other = torch.ones(3)
+        assert store.append("v/2", other, copy=False) == 0  # another stream, untouched
+    with pytest.raises(StreamFailedError, match=r"'v/1'.*step 1.*InPlaceModificationError") as caught:
         store.flush()
-    assert [(w.message.stream, w.message.step) for w in caught] == [("v/1", 1)]
-    store.set_step(2)
-    c = torch.rand(1000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # reported once only
-        assert store.append("v/1", c, copy=False) == 1  # the dropped record took no index
-        store.close()
-    run = spikestore.open(store_path)
-    s = run["v/1"]
-    assert s.steps.tolist() == [0, 2]
-    np.testing.assert_array_equal(s[0], a.numpy())
-    np.testing.assert_array_equal(s[1], c.numpy())
-    assert len(run["v/2"]) == 1
-    assert run.writer["modified"] == 1 and run.writer["status"] == "closed"
-    assert "failed_streams" not in run.writer
-    run.close()
-    with spikestore.Store(store_path, mode="a") as again:  # the count adds up over sessions, like dropped
-        again.append("v/1", torch.rand(1000))
-    assert spikestore.open(store_path).writer["modified"] == 1
+    assert (caught.value.stream, caught.value.step) == ("v/1", 1)
+    with pytest.raises(StreamFailedError, match="'v/1'"):  # later records are refused, not lost silently
+        store.append("v/1", torch.rand(1000))
+    assert store.append("v/2", torch.ones(3)) == 1
+    store.close()
+    with spikestore.open(store_path) as run:
+        s = run["v/1"]
+        assert s.steps.tolist() == [0]
+        np.testing.assert_array_equal(s[0], a.numpy())
+        np.testing.assert_array_equal(run["v/2"][:], np.ones((2, 3), np.float32))
+        assert run.writer["status"] == "closed"
+        assert "InPlaceModificationError" in run.writer["failed_streams"]["v/1"]
 
 
-def test_the_warning_comes_at_the_next_call_of_any_kind(tmp_path):
+def test_the_failure_comes_at_the_next_call_of_any_kind(tmp_path):
     store = spikestore.Store(tmp_path / "s.zarr")
     with writer_held(store):
         t = torch.rand(64, dtype=torch.float64)
-        store.append("grad/1", t, copy=False)
+        assert store.append("grad/1", t, copy=False) == 0
         t.mul_(2)
-    while store._writer._queue.pending:  # the writer has seen it; nothing was said yet
-        time.sleep(0.01)
-    with pytest.warns(InPlaceModificationWarning, match=r"stream 'grad/1', step 0"):
-        store.set_step(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        store.close()
-    assert spikestore.open(tmp_path / "s.zarr").writer["modified"] == 1
+    with pytest.raises(StreamFailedError, match=r"stream 'grad/1'.*step 0"):
+        store.flush()
+    store.close()  # reported once: closing raises nothing more
+    with spikestore.open(tmp_path / "s.zarr") as run:
+        assert len(run["grad/1"]) == 0 and "grad/1" in run.writer["failed_streams"]
 
 
-def test_many_drops_make_one_warning_per_call_and_all_are_counted(tmp_path):
+def test_returned_indices_match_the_stored_records(tmp_path):
+    """Every index append returned for a stored record is that record's position."""
+    rng = np.random.default_rng(1)
+    values = [rng.random(16) for _ in range(6)]
     store = spikestore.Store(tmp_path / "s.zarr")
+    indices = []
     with writer_held(store):
-        for step in range(5):
+        for step, v in enumerate(values):
             store.set_step(step)
-            t = torch.rand(32)
-            store.append("v/1", t, copy=False)
-            t.sub_(1)
-        store.set_step(5)
-        store.append("v/1", torch.rand(32), copy=False)
-    with pytest.warns(InPlaceModificationWarning, match="5 records") as caught:
+            t = torch.from_numpy(v.copy())
+            indices.append(store.append("v/1", t, copy=False))
+            if step == 3:
+                t.sub_(1)
+    assert indices == list(range(6))
+    with pytest.raises(StreamFailedError, match="step 3"):
         store.close()
-    assert len(caught) == 1 and len(caught[0].message.records) == 5
-    run = spikestore.open(tmp_path / "s.zarr")
-    assert run.writer["modified"] == 5 and run["v/1"].steps.tolist() == [5]
+    with spikestore.open(tmp_path / "s.zarr") as run:
+        s = run["v/1"]
+        assert s.steps.tolist() == [0, 1, 2]
+        for i in range(3):
+            np.testing.assert_array_equal(s[indices[i]], values[i])
 
 
 def test_copy_true_is_the_default_and_a_snapshot(tmp_path):
@@ -99,7 +98,7 @@ def test_copy_true_is_the_default_and_a_snapshot(tmp_path):
     np.testing.assert_array_equal(spikestore.open(tmp_path / "s.zarr")["v/1"][0], ref.numpy())
 
 
-def test_a_chunk_changed_while_the_spike_codec_encodes_it_drops_that_record(tmp_path, monkeypatch):
+def test_a_chunk_changed_while_the_spike_codec_encodes_it_fails_its_stream(tmp_path, monkeypatch):
     """The spike codec's own check, simulated: its buffer is the writer's private chunk
     buffer, which nothing else writes, so the check cannot fire for real on this path."""
     calls = []
@@ -116,14 +115,15 @@ def test_a_chunk_changed_while_the_spike_codec_encodes_it_drops_that_record(tmp_
     records = [(rng.random(64) < 0.1).astype(np.float32) for _ in range(5)]
     # 64 spikes pack into 8 bytes: two records a chunk, so the chunk is encoded at the second one.
     store = spikestore.Store(tmp_path / "s.zarr", chunk_bytes=16)
-    for step, r in enumerate(records):
+    for step, r in enumerate(records[:2]):
         store.set_step(step)
         store.append("output/1", torch.from_numpy(r))
-    with pytest.warns(InPlaceModificationWarning, match=r"'output/1'.*step 1"):
+        store.append("v/2", torch.full((4,), 0.5))  # raw values: the spike codec never sees them
+    with pytest.raises(StreamFailedError, match=r"'output/1'.*step 1"):
         store.close()
-    run = spikestore.open(tmp_path / "s.zarr")
-    s = run["output/1"]
-    assert s.steps.tolist() == [0, 2, 3, 4] and run.writer["modified"] == 1
-    for i, step in enumerate([0, 2, 3, 4]):
-        np.testing.assert_array_equal(s[i], records[step])
-    assert calls and "failed_streams" not in run.writer
+    with spikestore.open(tmp_path / "s.zarr") as run:
+        s = run["output/1"]
+        assert s.steps.tolist() == [0]  # the record before it, committed as the stream stopped
+        np.testing.assert_array_equal(s[0], records[0])
+        assert run["v/2"].steps.tolist() == [0, 1]
+        assert calls and list(run.writer["failed_streams"]) == ["output/1"]

@@ -163,7 +163,7 @@ def test_selection_every_start_stop_batch_neurons(tmp_path):
         assert kept == [1, 3, 5]
         want = [ref["1"][s][:, [1]].flatten(2)[..., 0:3] for s in kept]
         got = list(mon["1"])
-        assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(want, got))
+        assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
     s = spikestore.open(tmp_path / "s.zarr")["output/1"]
     assert s.steps.tolist() == [1, 3, 5]
     assert s.selection == {"every": 2, "start": 1, "stop": 6, "batch": [1],
@@ -210,7 +210,7 @@ def test_unstorable_function_results_raise_at_the_hook(tmp_path):
     net = tutorial_net(neuron.IFNode, "m")
     with spikestore.Store(tmp_path / "u.zarr") as store:
         ss.OutputMonitor(net, neuron.IFNode, function_on_output=lambda s: "a string", store=store)
-        with pytest.raises(InvalidValueError, match="layer '1'.*str"):
+        with pytest.raises(InvalidValueError, match=r"layer '1'.*str"):
             run_steps(net, "m", 1, store)
 
 
@@ -299,7 +299,7 @@ def test_records_view_indexes_like_the_in_memory_list(tmp_path):
         for got, want in [(disk.records[3:11:3], mem.records[3:11:3]), (disk["3"][-2:], mem["3"][-2:]),
                           (disk["1"][::-1], mem["1"][::-1])]:
             assert isinstance(got, list) and len(got) == len(want) > 1
-            assert all(torch.equal(a, b) for a, b in zip(got, want))
+            assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
         for bad in (n, -n - 1):
             with pytest.raises(IndexError):
                 disk.records[bad]

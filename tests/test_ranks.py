@@ -164,7 +164,7 @@ def test_a_one_process_store_is_rank_zero_and_unchanged(tmp_path):
 
 
 def test_hdf5_inside_a_process_group_names_zarr(tmp_path, monkeypatch):
-    from spikestore._write import ranks
+    from spikestore._write import group as ranks
 
     monkeypatch.setattr(ranks, "group_rank", lambda: (0, 2))
     with pytest.raises(spikestore.SpikestoreError, match="Zarr"):
@@ -220,7 +220,7 @@ def test_a_ranked_run_reads_as_one_and_resumes(tmp_path, monkeypatch):
 
 
 def test_ranked_false_records_a_store_of_its_own(tmp_path, monkeypatch):
-    from spikestore._write import ranks
+    from spikestore._write import group as ranks
 
     def no_meeting(failure):
         raise AssertionError("ranked=False must not meet the other ranks")
@@ -279,7 +279,7 @@ def test_verify_reports_a_damaged_part_by_rank(tmp_path, monkeypatch):
 
 
 def test_a_rank_that_has_not_opened_yet_is_left_out_until_refresh(tmp_path, monkeypatch):
-    from spikestore._write import ranks
+    from spikestore._write import group as ranks
 
     path = tmp_path / "run.zarr"
     monkeypatch.setattr(ranks, "_broadcast_failure", lambda failure: failure)

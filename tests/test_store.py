@@ -1,4 +1,4 @@
-"""Write path: round trips, modes, metadata, policies (DESIGN §3, §4, §7)."""
+"""Write path: round trips, modes, metadata, policies (docs/format.md, docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from helpers import record_streams
+from helpers import record_streams, writer_held
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -104,7 +104,7 @@ def test_plain_zarr_reads_the_same_bits(tmp_path):
             store.append("output/conv", r)
     z = zarr.open_group(path, mode="r")
     doc = z.attrs["spikestore"]
-    assert doc["format_version"] == spikestore._format.FORMAT_VERSION == 2 and doc["streams"] == ["output/conv"]
+    assert doc["format_version"] == 2 and doc["streams"] == ["output/conv"]
     arr = z["output/conv/seg000000"][:]
     np.testing.assert_array_equal(np.unpackbits(arr, axis=-1, count=21, bitorder="little"), x.numpy())
     np.testing.assert_array_equal(z["output/conv/step"][:], np.zeros(5))
@@ -226,17 +226,14 @@ def test_forced_encodings(tmp_path):
 def test_drop_policy_counts_and_warns(tmp_path):
     path = tmp_path / "s.zarr"
     store = spikestore.Store(path, max_pending_bytes=1000, on_full="drop")
-    gate = __import__("threading").Event()
-    orig = store._writer._write_frame
-    store._writer._write_frame = lambda f: (gate.wait(5), orig(f))
-    with warnings.catch_warnings(record=True) as caught:
+    with writer_held(store), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = [store.append("v/1", np.zeros(100)) for _ in range(5)]
-    gate.set()
     assert results[0] == 0 and results[1:] == [None] * 4
     assert store.dropped == 4
     assert sum("dropped" in str(w.message) for w in caught) == 1
     store.close()
+    assert store.dropped == 4  # a property, readable after close
     run = spikestore.open(path)
     assert run.writer["dropped"] == 4 and len(run["v/1"]) == 1
 
@@ -274,6 +271,7 @@ def test_auto_flush_interval_commits_without_flush(tmp_path):
     store.close()
 
 
+@pytest.mark.slow
 def test_a_store_left_open_is_closed_at_exit(tmp_path):
     import subprocess
     import sys
@@ -368,21 +366,54 @@ def test_a_segment_name_left_unusable_by_a_crash_is_skipped(tmp_path, monkeypatc
 
 
 def test_binary_float32_is_packed_in_the_hook(tmp_path):
-    """What is stored is what append saw, even if the tensor changes right after;
-    the frame holds packed bits but counts its float size against the queue bound."""
-    from spikestore._write.capture import capture
-
+    """What is stored is what append saw, even if the tensor changes right after."""
     x = (torch.rand(3, 28) < 0.3).float()
-    frame = capture("output/1", x, 0, 0)
-    assert frame.packed and frame.source is None
-    assert frame.data.nbytes == 3 * 4 and frame.nbytes == x.numel() * 4
     store = spikestore.Store(tmp_path / "s.zarr")
-    gate = __import__("threading").Event()
-    orig = store._writer._write_frame
-    store._writer._write_frame = lambda f: (gate.wait(5), orig(f))
     want = x.clone()
-    store.append("output/1", x)
-    x.fill_(1.0)  # in place, before the writer has looked at it
-    gate.set()
+    with writer_held(store):
+        store.append("output/1", x)
+        x.fill_(1.0)  # in place, before the writer has looked at it
     store.close()
     np.testing.assert_array_equal(spikestore.open(tmp_path / "s.zarr")["output/1"][0], want.numpy())
+
+
+def test_a_packed_record_counts_its_float_size_against_the_queue_bound(tmp_path):
+    """Packed in the hook to 1/32 of its bytes, a spike record still counts 4 bytes a value while it
+    waits, so the bound also bounds how far the writer falls behind."""
+    x = (torch.rand(3, 28) < 0.3).float()  # 336 bytes as float32, 12 packed
+    store = spikestore.Store(tmp_path / "s.zarr", max_pending_bytes=500, on_full="drop")
+    with writer_held(store), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the queue-full warning
+        assert store.append("output/1", x) == 0
+        assert store.append("output/1", x) is None  # 672 > 500: counted at the float size
+    assert store.dropped == 1
+    store.close()
+
+
+def test_the_public_surface_is_what_a_user_calls(tmp_path):
+    """Monitor plumbing (claiming streams, automatic steps) is not part of Store; its
+    properties cannot be set."""
+    public = {name for name in dir(spikestore.Store) if not name.startswith("_")}
+    assert public == {"append", "set_step", "set_stream_info", "step", "flush", "close", "path", "mode",
+                      "closed", "dropped", "pinned_pool"}
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        for name in ("path", "mode", "closed", "dropped", "step"):
+            with pytest.raises(AttributeError):
+                setattr(store, name, None)
+
+
+def test_calls_count_within_a_step_and_restart_at_a_new_one(tmp_path):
+    """``call`` numbers the records of one stream within one step, whatever order the steps come in;
+    a record the full queue refused keeps its call (a gap), and takes no index."""
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        got = []
+        for step in (0, 0, 0, 1, 1, 0):
+            store.set_step(step)
+            got.append(store.append("v/1", np.float32(step)))
+        got.append(store.append("v/1", np.float32(9), step=0))  # same step as the last: call 1
+        store.append("v/2", np.float32(1), step=5)
+    assert got == list(range(7))
+    with spikestore.open(tmp_path / "s.zarr") as run:
+        assert run["v/1"].steps.tolist() == [0, 0, 0, 1, 1, 0, 0]
+        assert run["v/1"].calls.tolist() == [0, 1, 2, 0, 1, 0, 1]
+        assert run["v/2"].calls.tolist() == [0]

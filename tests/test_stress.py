@@ -1,4 +1,4 @@
-"""The CI slice of tools/stress_crash.py and tools/fuzz_store.py (issue 15): a few SIGKILL trials per
+"""The CI slice of tools/stress_crash.py and tools/fuzz_store.py: a few SIGKILL trials per
 backend lose no flushed record, and a few tampered stores per backend are never read wrong, never raise
 a foreign exception, crash or hang. The tools themselves run hundreds of cases (docs/reliability.md)."""
 
@@ -12,8 +12,8 @@ import pytest
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 sys.path.insert(0, str(TOOLS))
 
-import fuzz_store  # (the tools folder is on sys.path above: it is not a package)
-import stress_crash
+import fuzz_store  # noqa: E402 - the tools folder, on sys.path above, is not a package
+import stress_crash  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +22,7 @@ def ctx():
     return stress_crash._context()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["zarr", "hdf5"])
 def test_sigkill_trials_lose_no_flushed_record(ctx, backend):
     report = stress_crash.run_backend(backend, 4, seed=3, n_ops=60, ctx=ctx)

@@ -1,4 +1,4 @@
-"""Writer failures surface in the training thread; nothing hangs (DESIGN §7)."""
+"""Writer failures surface in the training thread; nothing hangs (docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -209,7 +209,7 @@ def _backlog(store, steps=12):
 
 @pytest.mark.parametrize(("suffix", "wait"), [(".zarr", "close"), (".zarr", "flush"), (".h5", "close")])
 def test_a_backlog_drains_on_several_threads_when_close_waits(tmp_path, stalled_writer, suffix, wait):
-    gate, threads, _ = stalled_writer
+    _, threads, _ = stalled_writer
     path = tmp_path / f"s{suffix}"
     store = spikestore.Store(path, chunk_bytes=64)  # one 64-byte record a chunk
     _backlog(store)
@@ -250,7 +250,7 @@ def test_no_helper_writes_after_close_when_a_helper_cannot_start(tmp_path, stall
     """A helper that fails to start stops the writer, and close() returns only once the others are done."""
     from concurrent.futures import ThreadPoolExecutor
 
-    gate, threads, _ = stalled_writer
+    _, threads, _ = stalled_writer
     real_submit = ThreadPoolExecutor.submit
     submits = {"n": 0}
     second_refused = threading.Event()
@@ -287,7 +287,7 @@ def test_durable_stores_commit_one_stream_at_a_time(tmp_path, stalled_writer, mo
     """A durable commit's fsyncs must not cover another stream's half-done commit: no parallel commits."""
     from spikestore._write import assembly
 
-    gate, _, _ = stalled_writer
+    assert stalled_writer  # (the fixture stalls the writer; nothing of it is needed here)
     committers: list[threading.Thread] = []
     real_commit = assembly.StreamWriter.commit
 

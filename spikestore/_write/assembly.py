@@ -44,11 +44,12 @@ _MAX_CHUNK_RECORDS = 1 << 16
 #: Every chunk is a file, and creating one costs ~0.2-0.5 ms on a typical
 #: Linux file system, as much as encoding ~0.3 MB of spikes. Records of at
 #: least ``_BIG_RECORD`` bytes therefore go ``_MIN_BIG_RECORDS`` to a chunk
-#: (as long as the chunk stays within ``_MAX_CHUNK_BYTES``), even when that
-#: is more than ``chunk_bytes``.
+#: (as long as the chunk stays within ``_BIG_RECORD_CHUNK_CAP``), even when
+#: that is more than ``chunk_bytes``. This is the writer's policy; the
+#: format's own limit on a chunk is :data:`~spikestore._format.checks.MAX_CHUNK_BYTES`.
 _BIG_RECORD = 64 << 10
 _MIN_BIG_RECORDS = 4
-_MAX_CHUNK_BYTES = 4 << 20
+_BIG_RECORD_CHUNK_CAP = 4 << 20
 #: Segment names a resumed writer may skip because a crash left them damaged.
 _MAX_SKIPPED_NAMES = 16
 
@@ -68,7 +69,7 @@ def chunk_records_for(record_bytes: int, chunk_bytes: int) -> int:
             f"({MAX_CHUNK_BYTES} bytes); record a selection of it (monitor neurons=/batch=) or split it")
     n = min(chunk_bytes, MAX_CHUNK_BYTES) // record_bytes
     if record_bytes >= _BIG_RECORD:
-        n = max(n, min(_MIN_BIG_RECORDS, _MAX_CHUNK_BYTES // record_bytes))
+        n = max(n, min(_MIN_BIG_RECORDS, _BIG_RECORD_CHUNK_CAP // record_bytes))
     return int(min(_MAX_CHUNK_RECORDS, max(1, n)))
 
 
@@ -262,7 +263,8 @@ class StreamWriter:
 
     @property
     def count(self) -> int:
-        return self.index.count
+        """Records appended to the stream (committed or not)."""
+        return int(self.index.count)
 
     def raw_segment_fits(self, shape: tuple[int, ...], dtype: str, precision: str | None) -> bool:
         """Whether the open segment is raw and holds records like this one."""

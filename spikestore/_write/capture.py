@@ -10,7 +10,7 @@ frame then holds 1/32 of the bytes and no tensor, so the allocator gets the
 memory back at once even when the writer is behind. Any other CPU tensor is
 copied into a contiguous numpy buffer that only the frame holds.
 
-A CUDA tensor goes to :mod:`spikestore._write.cuda` (DESIGN §5, docs/cuda.md):
+A CUDA tensor goes to :mod:`spikestore._write.cuda` (docs/cuda.md):
 nothing there synchronises. On a side stream it is cloned (the caller's
 stream waits for the clone only), packed on the device with a device-side
 binary flag, and copied into a pinned buffer of the store's bounded pool
@@ -29,6 +29,7 @@ avoid (``Store.append`` documents which).
 from __future__ import annotations
 
 import operator
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,15 +41,17 @@ from spikestore._format.checks import MAX_RECORD_DIMS
 from spikestore._write.cuda import CudaCapture
 from spikestore.codecs import _packing as packing
 from spikestore.codecs._packing import Packer, unpack_bits
-from spikestore.codecs._precision import apply_precision
+from spikestore.codecs._precision import apply_precision, check_precision
 from spikestore.errors import InPlaceModificationError, InvalidArgumentError, InvalidValueError
 
-__all__ = ["MAX_STEP", "Frame", "Prepared", "capture", "check_intact", "check_step",
-           "prepare"]
+__all__ = ["LOSSY_DTYPES", "MAX_STEP", "Frame", "Prepared", "capture", "check_intact", "check_step",
+           "lossy_precision", "prepare"]
 
 _NUMERIC_KINDS = "biufc"
 #: Largest step the int64 step index holds.
 MAX_STEP = 2**63 - 1
+#: Logical dtypes that lossy ``precision`` applies to; every other record is stored exactly.
+LOSSY_DTYPES = frozenset({"float32", "float64"})
 
 
 @dataclass(slots=True)
@@ -115,6 +118,23 @@ def check_step(step: Any, key: str | None = None) -> int:
     return value
 
 
+def lossy_precision(key: str, dtype: str, precision: str) -> str:
+    """``precision`` checked for a record of logical dtype ``dtype`` of stream ``key``.
+
+    Raises
+    ------
+    InvalidValueError
+        For a record that is not float32/float64 (:data:`LOSSY_DTYPES`).
+    InvalidArgumentError
+        For an unknown precision.
+    """
+    if dtype not in LOSSY_DTYPES:
+        raise InvalidValueError(
+            f"stream {key!r}: precision={precision!r} applies to float32/float64 records, "
+            f"not {dtype}; drop the precision argument for this stream")
+    return str(check_precision(precision))
+
+
 def _check_dims(key: str, step: int, shape: tuple[int, ...]) -> None:
     if len(shape) > MAX_RECORD_DIMS:
         raise InvalidValueError(
@@ -146,10 +166,7 @@ def capture(key: str, value: Any, step: int, call: int, *, copy: bool = True,
         :data:`MAX_RECORD_DIMS` dimensions. Nothing is ever pickled.
     """
     now = time.time()
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        torch = None
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
     if torch is not None and isinstance(value, torch.Tensor):
         return _capture_tensor(key, value, step, call, now, copy, encoding, device)
     if isinstance(value, (bool, int, float, complex, np.generic, np.ndarray)):
@@ -283,10 +300,7 @@ def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared
         if want != "raw":
             return Prepared("bits", data, frame.dtype, frame.shape)
         data = _raw_from_bits(data, frame.shape[-1], frame.dtype)  # exact: every value was 0 or 1
-    if isinstance(data, np.ndarray):
-        arr = data
-    else:
-        arr = dtypes.from_tensor(data)
+    arr = data if isinstance(data, np.ndarray) else dtypes.from_tensor(data)
     packed = None
     if want != "raw":
         if frame.dtype == dtypes.BFLOAT16:  # travels as its uint16 bit patterns
@@ -314,7 +328,7 @@ def _raw_from_bits(packed: np.ndarray, n: int, name: str) -> np.ndarray:
     """Packed 0/1 values as the raw values a segment of logical dtype ``name`` stores (bfloat16 as its
     ``uint16`` bit patterns: numpy has no bfloat16, so unpack to float32 and take its top half)."""
     if name == dtypes.BFLOAT16:
-        return dtypes.float32_to_bfloat16_bits(unpack_bits(packed, n, np.float32))
+        return dtypes.float32_to_bfloat16_bits(unpack_bits(packed, n, "float32"))
     return unpack_bits(packed, n, name)
 
 

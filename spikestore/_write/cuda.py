@@ -42,6 +42,7 @@ keeps them for the backward pass anyway) and are not counted.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -96,7 +97,7 @@ class InFlight:
 
         Runs on the writer thread. Returns ``(values, packed, not_binary)``:
         the packed bits (``packed``), or the raw values, as numpy arrays the
-        pool no longer owns; ``not_binary`` when a packing attempt found a
+        pool does not own; ``not_binary`` when a packing attempt found a
         value other than 0 and 1 (the values then come from the snapshot).
         """
         try:
@@ -110,7 +111,7 @@ class InFlight:
             k = packed_nbytes(self.shape)
             raw = host.numpy()
             if raw[k]:
-                bits = raw[:k].copy().reshape(self.shape[:-1] + (packed_length(self.shape[-1]),))
+                bits = raw[:k].copy().reshape((*self.shape[:-1], packed_length(self.shape[-1])))
                 return bits, True, False
             if self.on_not_binary is not None:
                 self.on_not_binary()
@@ -134,10 +135,24 @@ class InFlight:
             self.lease.release(after=self.event, keep=device)
 
     def __del__(self) -> None:  # a dropped frame: see close()
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to give back to
             self.close()
-        except Exception:  # interpreter shutdown: nothing left to give back to
-            pass
+
+
+def _event(blocking: bool = False) -> Any:
+    """A CUDA event (torch's constructor carries no type hints)."""
+    import torch
+
+    new: Callable[..., Any] = torch.cuda.Event
+    return new(blocking=blocking)
+
+
+def _side_stream(device: Any) -> Any:
+    """A new CUDA stream on ``device`` (torch's constructor carries no type hints)."""
+    import torch
+
+    new: Callable[..., Any] = torch.cuda.Stream
+    return new(device)
 
 
 def fetch(snap: Any) -> np.ndarray:
@@ -157,7 +172,7 @@ def fetch(snap: Any) -> np.ndarray:
     stream = _stream(snap.device, "fetch")
     with torch.cuda.stream(stream):
         out.copy_(snap, non_blocking=True)
-        done = torch.cuda.Event(blocking=True)
+        done = _event(blocking=True)
         done.record(stream)
     done.synchronize()
     return dtypes.from_tensor(out).copy()
@@ -171,10 +186,8 @@ def _stream(device: Any, role: str) -> Any:
     """This process's side stream for ``role`` (``"capture"``, ``"copy"``, ``"fetch"``) on ``device``."""
     s = _STREAMS.get((device, role))
     if s is None:
-        import torch
-
         with _STREAMS_LOCK:
-            s = _STREAMS.setdefault((device, role), torch.cuda.Stream(device))
+            s = _STREAMS.setdefault((device, role), _side_stream(device))
     return s
 
 
@@ -217,7 +230,7 @@ class CudaCapture:
         clone_on.wait_stream(current)
         with torch.cuda.stream(clone_on):
             snap = t.clone(memory_format=torch.contiguous_format)
-            read = torch.cuda.Event()
+            read = _event()
             read.record(clone_on)
         copy_on.wait_event(read)
         with torch.cuda.stream(copy_on):
@@ -228,7 +241,7 @@ class CudaCapture:
             else:
                 lease.buffer[:nbytes].view(t.dtype).copy_(snap.view(-1), non_blocking=True)
                 device = (snap, t)
-            done = torch.cuda.Event(blocking=True)  # (the writer sleeps on it instead of spinning)
+            done = _event(blocking=True)  # (the writer sleeps on it instead of spinning)
             done.record(copy_on)
         # On the device (the host does not wait): what the caller queues next, an in-place
         # op on t or a new tensor in its memory, runs after the clone has read t. t itself

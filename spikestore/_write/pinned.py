@@ -11,6 +11,7 @@ writer waited on it) is kept aside until its event says the copy is done.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -64,10 +65,8 @@ class PinnedLease:
             pool.release(self, after, keep)
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to give back to
             self.release()
-        except Exception:  # interpreter shutdown: nothing left to give back to
-            pass
 
 
 class PinnedPool:

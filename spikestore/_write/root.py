@@ -37,11 +37,6 @@ class RootDocument:
         """Records dropped so far (``on_full="drop"``), as counted in the document."""
         return int(self._doc["writer"]["dropped"])
 
-    @property
-    def modified(self) -> int:
-        """Records dropped so far because they changed in place (0 when the document has no count)."""
-        return int(self._doc["writer"].get("modified", 0))
-
     def write(self) -> None:
         """Validate and write the document as it is (a new store, or one resumed for append)."""
         with self._lock:
@@ -74,13 +69,12 @@ class RootDocument:
                 self._known.add(key)
                 self._write()
 
-    def set_counts(self, *, dropped: int, modified: int) -> None:
-        """Record how many records were dropped so far: by ``on_full="drop"``, and for a change in place."""
+    def set_counts(self, *, dropped: int) -> None:
+        """Record how many records ``on_full="drop"`` dropped so far."""
         with self._lock:
             w = self._doc["writer"]
-            if w["dropped"] != dropped or w.get("modified", 0) != modified:
+            if w["dropped"] != dropped:
                 w["dropped"] = dropped
-                w["modified"] = modified
                 self._write()
 
     def finish(self, error: BaseException | None, failed_streams: dict[str, str] | None = None) -> None:

@@ -4,29 +4,28 @@ from __future__ import annotations
 
 import logging
 import os
-import weakref
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from spikestore._format import join_key, new_root_doc, split_key
+from spikestore._format import new_root_doc, split_key
 from spikestore._format.checks import MAX_CHUNK_BYTES
 from spikestore._format.names import MAX_NAME_BYTES
-from spikestore._write import registry
-from spikestore._write.capture import capture, check_step
+from spikestore._write import open_stores
+from spikestore._write.capture import capture, check_step, lossy_precision
+from spikestore._write.clock import StepClock
 from spikestore._write.cuda import CudaCapture
+from spikestore._write.group import open_part
 from spikestore._write.opening import open_for_writing
-from spikestore._write.ranks import open_part
+from spikestore._write.pinned import PinnedPool
+from spikestore._write.recorder import Recorder
+from spikestore._write.streams import StreamTable
 from spikestore._write.writer import Writer
 from spikestore.backends import StoreURL, backend_name_for, location
 from spikestore.codecs import _packing as packing
-from spikestore.codecs._precision import check_precision
-from spikestore.errors import (
-    InvalidArgumentError,
-    InvalidValueError,
-    WriterError,
-)
+from spikestore.errors import InvalidArgumentError, WriterError
 
-__all__ = ["Store"]
+__all__ = ["Store", "recorder"]
 
 _log = logging.getLogger("spikestore")
 
@@ -113,9 +112,9 @@ class Store:
                  flush_interval: float = 5.0, chunk_bytes: int = 256 << 10,
                  durable: bool = False, compression_level: int | None = None,
                  storage_options: dict[str, Any] | None = None, lock: bool = True, ranked: bool = True) -> None:
-        self.path: Path | StoreURL = location(path, storage_options)
-        backend_name = backend_name_for(self.path, backend)  # (a bad one is refused before anything changes)
-        self.mode = mode
+        self._path: Path | StoreURL = location(path, storage_options)
+        backend_name = backend_name_for(self._path, backend)  # (a bad one is refused before anything changes)
+        self._mode = mode
         self._writer: Writer | None = None
         self._closed = False
         self._pid = os.getpid()
@@ -126,12 +125,10 @@ class Store:
             raise InvalidArgumentError(
                 f"chunk_bytes must be between 1 and {MAX_CHUNK_BYTES} (2 GiB, the most one stored chunk "
                 f"may decode to), not {chunk_bytes}")
-        packing.load_kernels()  # now, not in the first record's hook inside the training loop
-        self._step = 0
-        self._auto_step = True  # until set_step is called (monitors advance it meanwhile)
+        packing.load_kernels()  # here, not in the first record's hook inside the training loop
         doc = new_root_doc(metadata) if mode == "w" else None  # (checks the metadata before anything changes)
-        # In a process group, this rank's part of one run (spikestore._write.ranks); else path itself.
-        self.path, opened = open_part(self.path, backend_name, ranked, lambda part, **group: open_for_writing(
+        # In a process group, this rank's part of one run (spikestore._write.group); else path itself.
+        self._path, opened = open_part(self._path, backend_name, ranked, lambda part, **group: open_for_writing(
             part, mode, overwrite=overwrite, backend=backend, root_doc=doc, metadata=metadata,
             lock=lock, durable=durable, **group,
             writer_options={"max_pending_bytes": max_pending_bytes, "on_full": on_full,
@@ -139,27 +136,40 @@ class Store:
                             "level": compression_level}))
         # The store owns the lock, the backend and the root document for its whole life.
         self._lock, self._backend, self._root = opened.lock, opened.backend, opened.root
-        self._writer, self._step = opened.writer, opened.step
+        self._writer = opened.writer
+        # The step (advanced by monitors until set_step is called) and each stream's
+        # index and call: the training thread's whole state of the recording.
+        self._clock = StepClock(opened.step)
+        self._streams = StreamTable(str(self.path), {k: d["count"] for k, d in opened.streams.items()})
+        self._recorder = Recorder(self._clock, self._streams)
         # CUDA records: a pinned pool with the queue's budget and policy (docs/cuda.md); a
         # producer waiting for a buffer stops waiting when the writer failed.
+        writer = opened.writer
         self._device = CudaCapture(max_pending_bytes, block=on_full == "block",
-                                   stopped=lambda w=self._writer: w.error is not None)
-        streams = opened.streams
-        self._calls: dict[str, tuple[int, int]] = {}
-        self._owners: dict[str, tuple[weakref.ref[object], str]] = {}
-        self._counts: dict[str, int] = {k: d["count"] for k, d in streams.items()}
-        registry.track(self)
+                                   stopped=lambda: writer.error is not None)
+        open_stores.track(self)
+
+    @property
+    def path(self) -> Path | StoreURL:
+        """Where this process records: the store, or in a process group this rank's part of the run."""
+        return self._path
+
+    @property
+    def mode(self) -> str:
+        """``"w"`` (created) or ``"a"`` (opened for append)."""
+        return self._mode
 
     # -- recording ------------------------------------------------------------
     @property
     def step(self) -> int:
         """The step that new records are keyed by."""
-        return self._step
+        return self._clock.step
 
     @property
     def dropped(self) -> int:
-        """Records dropped because the queue was full (``on_full="drop"``)."""
-        return self._live().drops.count
+        """Records dropped because the queue was full (``on_full="drop"``) in this session; readable
+        after :meth:`close` too (the store's root document sums them over sessions: ``writer.dropped``)."""
+        return 0 if self._writer is None else self._writer.drops.count
 
     def _live(self, *, report_streams: bool = True) -> Writer:
         if self._writer is None:
@@ -167,14 +177,12 @@ class Store:
         self._writer.check(report_streams=report_streams)
         return self._writer
 
-    @property
-    def auto_step(self) -> bool:
-        """``True`` until :meth:`set_step` is first called (without ``auto``): until then,
-        monitors advance the step at each forward pass of their network (:mod:`spikestore.monitor`)."""
-        return self._auto_step
-
-    def set_step(self, step: int, *, auto: bool = False) -> None:
+    def set_step(self, step: int) -> None:
         """Key the records made from now on by ``step``.
+
+        Until this is first called, monitors advance the step by one at each
+        forward pass of their network (:mod:`spikestore.monitor`); from then
+        on the step changes only here.
 
         Parameters
         ----------
@@ -182,9 +190,6 @@ class Store:
             An integer (``int``, numpy integer, or anything with
             ``__index__``) in ``0 <= step <= 2**63 - 1``, the range of the
             int64 step index. Floats are refused, never rounded; so is ``bool``.
-        auto
-            ``True`` when a monitor advances the step at a forward pass;
-            ignored once you have called ``set_step`` yourself (:attr:`auto_step`).
 
         Raises
         ------
@@ -192,11 +197,7 @@ class Store:
             For any other step; the current step is left as it was.
         """
         self._live()
-        if auto and not self._auto_step:
-            return
-        self._step = check_step(step)
-        if not auto:
-            self._auto_step = False
+        self._clock.set(step)
 
     def append(self, stream: str, value: Any, *, step: int | None = None, copy: bool = True,
                encoding: str = "auto", precision: str | None = None) -> int | None:
@@ -224,13 +225,15 @@ class Store:
             the writer has read it: it may do so any time until a
             :meth:`flush` (or :meth:`close`) called after this ``append``
             returns, which is the only signal. A broken promise is caught
-            only when an in-place op has ended by the time the writer reads
-            the tensor (its version counter moved): that record is then
-            dropped and counted (``writer.modified``), the next call warns
-            (:class:`~spikestore.errors.InPlaceModificationWarning`), and
-            recording goes on. Writes through ``.numpy()``, ``.data`` or
-            numpy views, and an op still running while the writer reads,
-            are not seen: the store holds whatever the writer read.
+            when an in-place op has ended by the time the writer reads the
+            tensor (its version counter moved): the stream then fails at
+            that record, as for any record that cannot be stored
+            (:class:`~spikestore.errors.StreamFailedError` at the next call,
+            naming the stream and the step; its records before that one
+            stay stored, the other streams go on). Writes through
+            ``.numpy()``, ``.data`` or numpy views, and an op still running
+            while the writer reads, are not seen: the store holds whatever
+            the writer read.
         encoding
             ``"auto"`` (bits when every value is 0 or 1, raw otherwise),
             ``"bits"`` or ``"raw"``.
@@ -242,10 +245,10 @@ class Store:
         -------
         int or None
             The record's index within its stream, or ``None`` if it was
-            dropped (only with ``on_full="drop"``). When a ``copy=False`` record
-            is dropped later for a change in place, the indices returned for
-            the records of its stream appended after it and before the
-            warning are one too high.
+            dropped (only with ``on_full="drop"``). The index is exact: the
+            record is stored at it, or its stream fails and reports the step
+            from which its records are missing; a stream that goes on
+            recording never leaves a record out.
 
         Raises
         ------
@@ -261,58 +264,33 @@ class Store:
         # Another stream's failure is reported by set_step, flush or close, never by
         # refusing this record (which would be lost to a caller that carries on).
         writer = self._live(report_streams=False)
-        if stream not in self._calls:
-            quantity, _ = split_key(stream)  # validated once per stream
-            if len(quantity) > MAX_NAME_BYTES and stream not in self._counts:
+        streams = self._streams
+        if not streams.recorded(stream):
+            quantity, _ = split_key(stream)  # validated once per stream and session
+            if len(quantity) > MAX_NAME_BYTES and not streams.resumed(stream):
                 raise InvalidArgumentError(
                     f"stream {stream!r}: the quantity name is {len(quantity)} bytes long; group names "
                     f"are limited to {MAX_NAME_BYTES} bytes, use a shorter quantity name")
         if encoding not in ("auto", "bits", "raw"):
             raise InvalidArgumentError(f"encoding must be 'auto', 'bits' or 'raw', not {encoding!r}")
-        s = self._step if step is None else check_step(step, stream)
-        last = self._calls.get(stream)
-        call = last[1] + 1 if last is not None and last[0] == s else 0
+        s = self._clock.step if step is None else check_step(step, stream)
+        call = streams.call(stream, s)
         frame = capture(stream, value, s, call, copy=copy, encoding=encoding, device=self._device)
         if precision is not None:
-            if frame.dtype not in ("float32", "float64"):
-                raise InvalidValueError(
-                    f"stream {stream!r}: precision={precision!r} applies to float32/float64 records, "
-                    f"not {frame.dtype}; drop the precision argument for this stream")
-            frame.extra["precision"] = check_precision(precision)
-        self._calls[stream] = (s, call)  # a dropped record leaves a gap in `call`
-        if not writer.submit(frame):
-            return None
-        appended = self._counts.get(stream, 0)
-        self._counts[stream] = appended + 1
-        return appended - writer.modified.of(stream)
+            frame.extra["precision"] = lossy_precision(stream, frame.dtype, precision)
+        return streams.handed_over(stream, s, call, queued=writer.submit(frame))
 
     def set_stream_info(self, stream: str, *, selection: dict[str, Any] | None = None,
                         attrs: dict[str, Any] | None = None) -> None:
-        """Store what a stream's records cover (selection) and free-form attrs."""
-        self._live().update_stream(stream, selection, dict(attrs or {}))
+        """Describe ``stream`` in its document: what its records cover, and free-form attrs.
 
-    def stream_key(self, quantity: str, layer: str) -> str:
-        """Key of ``quantity`` recorded from ``layer`` (validates the quantity)."""
-        return join_key(quantity, layer)
-
-    def claim(self, stream: str, owner: object, what: str) -> None:
-        """Reserve ``stream`` for one producer (a monitor), or raise.
-
-        Two monitors writing one stream would interleave their records (and
-        the stream's selection would describe only one of them).
+        Readers show them as ``Stream.selection`` and ``Stream.attrs``; a
+        ``selection`` with ``step_mode`` and ``batch_axis`` names the
+        record axes (``docs/format.md`` §3). Monitors describe their streams
+        themselves; call this for streams you append to by hand. Applied in
+        order with the records: both fields are replaced (``None``: cleared).
         """
-        holder = self._owners.get(stream)
-        if holder is not None and holder[0]() is not None and holder[0]() is not owner:
-            raise InvalidArgumentError(
-                f"stream {stream!r} of {self.path} is already recorded by {holder[1]}; give this "
-                f"{what} another quantity name (quantity='...') or record to another store")
-        self._owners[stream] = (weakref.ref(owner), what)
-
-    def release(self, stream: str, owner: object) -> None:
-        """Undo :meth:`claim` (a monitor whose hooks were removed)."""
-        holder = self._owners.get(stream)
-        if holder is not None and holder[0]() is owner:
-            del self._owners[stream]
+        self._live().update_stream(stream, selection, dict(attrs or {}))
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every record handed over so far is committed to disk.
@@ -345,13 +323,13 @@ class Store:
         writer = self._writer
         if writer is None or self._closed or os.getpid() != self._pid:
             return  # (a forked child never closes its parent's store)
-        registry.untrack(self)
+        open_stores.untrack(self)
         unfinished = None
         try:
             writer.close()
         finally:
             if not writer.closed:  # interrupted while the writer still drains: it stays this store's
-                registry.track(self)
+                open_stores.track(self)
             else:
                 self._closed = True
                 try:
@@ -375,7 +353,7 @@ class Store:
         try:
             self._root.finish(error, failed_streams)
             self._backend.sync()
-        except Exception as exc:  # handed to close()
+        except Exception as exc:  # noqa: BLE001 - any failure here is handed to close(), which raises it
             _log.debug("could not record the final writer status of %s", self.path, exc_info=True)
             return exc
         finally:
@@ -383,7 +361,7 @@ class Store:
         return None
 
     @property
-    def pinned_pool(self) -> Any:
+    def pinned_pool(self) -> PinnedPool:
         """The pool of pinned host buffers that CUDA records are copied into (its counters, for
         benchmarks and checks: ``docs/cuda.md``); empty until a CUDA tensor is recorded."""
         return self._device.pool
@@ -396,9 +374,16 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc_value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"open, step {self._step}"
+        state = "closed" if self.closed else f"open, step {self._clock.step}"
         return f"<spikestore.Store {str(self.path)!r} ({state})>"
+
+
+def recorder(store: Store) -> Recorder:
+    """The :class:`~spikestore._write.recorder.Recorder` of ``store``: what monitors use of it
+    beyond its public API (claiming streams, advancing the step). Internal to spikestore."""
+    return store._recorder

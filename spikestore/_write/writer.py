@@ -11,25 +11,23 @@ Failure handling follows tensorboard's ``EventFileWriter``: the thread saves
 its exception, drains the queue so blocked producers wake up, and the next
 call from the training thread (``submit``, ``flush``, ``close``) raises a
 :class:`~spikestore.errors.WriterError` chained to the original exception.
-A record that changed in place before it was stored is dropped and counted;
-the next call warns (:mod:`spikestore._write.failures`).
+A record that cannot be stored, a record changed in place before it was
+stored included, stops its own stream only (:mod:`spikestore._write.failures`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as wait_all
 from typing import Any
 
 from spikestore._write import threads
 from spikestore._write.assembly import StreamWriter
 from spikestore._write.capture import Frame, check_intact, prepare
-from spikestore._write.failures import ModifiedRecords, QueueDrops, StreamFailures, is_store_wide
+from spikestore._write.failures import QueueDrops, StreamFailures, is_store_wide
 from spikestore._write.queue import ByteQueue, Flush, Meta, Stop
 from spikestore._write.root import RootDocument
 from spikestore.backends import Backend
@@ -57,7 +55,7 @@ class Writer:
         through it and never closes it.
     root
         The store's root document; the writer only reports new streams and
-        dropped records (queue full, or changed in place) to it.
+        records dropped by a full queue to it.
     streams
         Committed stream documents of a store opened for append.
     max_pending_bytes
@@ -94,13 +92,11 @@ class Writer:
         self._packers = threading.local()  # one scratch Packer per thread that writes frames
         # Only backends that take writes from several threads at once drain a
         # backlog in parallel.
-        self._threads = threads.drain_threads() if getattr(backend, "concurrent_writes", False) else 1
-        self._pool: ThreadPoolExecutor | None = None
+        self._helpers = threads.HelperThreads(
+            threads.drain_threads() if getattr(backend, "concurrent_writes", False) else 1)
         self._error: BaseException | None = None
-        #: Streams whose records can no longer be stored (each costs only itself).
+        #: Streams that stopped because one of their records could not be stored (each costs only itself).
         self.failures = StreamFailures(str(backend.path))
-        #: Records dropped because they changed in place before they were stored.
-        self.modified = ModifiedRecords(str(backend.path), root.modified)
         self._stop: Stop | None = None
         self._closed = False
         #: Records dropped because the queue was full (``on_full="drop"``).
@@ -121,9 +117,7 @@ class Writer:
 
     def check(self, *, report_streams: bool = True) -> None:
         """Raise :class:`WriterError` if the writer thread has failed (and, with
-        ``report_streams``, a stream failure not reported yet); warn of records
-        dropped for a change in place since the last call."""
-        self.modified.warn()
+        ``report_streams``, a stream failure not reported yet)."""
         err = self._error
         if err is not None:
             raise WriterError(
@@ -177,8 +171,8 @@ class Writer:
             if not self._thread.is_alive() and not event.is_set():
                 raise WriterError(f"the spikestore writer for {self.backend.path} stopped")
             if deadline is not None and time.monotonic() > deadline:
-                raise FlushTimeoutError(f"flush of {self.backend.path} did not finish in {timeout} s; the writer goes on, "
-                                        "call flush() again to wait longer")
+                raise FlushTimeoutError(f"flush of {self.backend.path} did not finish in {timeout} s; "
+                                        "the writer goes on, call flush() again to wait longer")
         self.check(report_streams=False)
 
     def close(self) -> None:
@@ -213,7 +207,6 @@ class Writer:
                 self.check()
             finally:
                 self._closed = True
-        self.modified.warn()
         self.failures.raise_pending()  # a stream that failed since the last call
 
     # -- writer-thread side --------------------------------------------------------
@@ -226,7 +219,7 @@ class Writer:
                 if not backlog:
                     wait = self.flush_interval - (time.monotonic() - last_commit)
                     backlog.extend(self._queue.take_all(timeout=max(0.01, wait)))
-                if self._queue.waiting and self._threads > 1:
+                if self._queue.waiting and self._helpers.count > 1:
                     # The training thread waits for a flush or close behind this
                     # backlog, so its cores are free: write streams side by side.
                     backlog.extend(self._queue.take_all(timeout=0))
@@ -239,7 +232,7 @@ class Writer:
                         if time.monotonic() - last_commit >= self.flush_interval:
                             self._commit_all()
                             last_commit = time.monotonic()
-                        if self._queue.waiting and self._threads > 1:
+                        if self._queue.waiting and self._helpers.count > 1:
                             break
                     elif isinstance(item, Flush):
                         self._commit_all(parallel=True)
@@ -257,13 +250,12 @@ class Writer:
                 if time.monotonic() - last_commit >= self.flush_interval:
                     self._commit_all()
                     last_commit = time.monotonic()
-        except BaseException as exc:  # everything must reach the caller
+        except BaseException as exc:  # noqa: BLE001 - everything must reach the training thread
             self._error = exc
             _log.debug("spikestore writer failed", exc_info=exc)
             self._queue.kill()
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
+            self._helpers.shutdown()
 
     def _write_parallel(self, backlog: deque[Any]) -> None:
         """Write the records ahead of the first flush/close in ``backlog``, one stream per thread.
@@ -282,7 +274,7 @@ class Writer:
                     if is_store_wide(exc):
                         raise
         biggest_first = sorted(groups.values(), key=lambda g: -sum(getattr(i, "nbytes", 0) for i in g))
-        self._run_jobs([lambda g=g: self._write_items(g) for g in biggest_first])
+        self._helpers.run([functools.partial(self._write_items, g) for g in biggest_first])
 
     def _write_items(self, items: list[Any]) -> None:
         for item in items:
@@ -290,42 +282,6 @@ class Writer:
                 self._write_frame(item)
             else:
                 self._apply_meta(item)
-
-    def _run_jobs(self, jobs: list[Callable[[], None]]) -> None:
-        """Run ``jobs`` on this thread and helper threads; raise the first failure."""
-        if len(jobs) < 2 or self._threads < 2:
-            for job in jobs:
-                job()
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._threads - 1, thread_name_prefix="spikestore-writer-helper",
-                                            initializer=threads.lower_priority)
-        todo = deque(jobs)
-
-        def work() -> None:
-            while True:
-                try:
-                    job = todo.popleft()
-                except IndexError:
-                    return
-                try:
-                    job()
-                except BaseException:
-                    todo.clear()  # the writer stops: no point starting more
-                    raise
-
-        helpers = []
-        try:
-            for _ in range(min(self._threads - 1, len(jobs) - 1)):
-                helpers.append(self._pool.submit(work))
-            work()
-        except BaseException:
-            todo.clear()  # (also when a helper could not start: none may outlive this call)
-            raise
-        finally:
-            wait_all(helpers)
-        for h in helpers:
-            h.result()
 
     def _apply_meta(self, item: Meta) -> None:
         if self.failures.failed(item.key):
@@ -345,7 +301,7 @@ class Writer:
         return sw
 
     def _write_frame(self, frame: Frame) -> None:
-        """Store one record: one changed in place is dropped and counted, another failure stops its stream."""
+        """Store one record; a record that cannot be stored stops its stream (never the others)."""
         sw: StreamWriter | None = None
         adding = False
         try:
@@ -363,10 +319,10 @@ class Writer:
         except Exception as exc:
             if is_store_wide(exc):
                 raise
-            if isinstance(exc, InPlaceModificationError) and (not adding or _add_undone(sw)):
-                self.modified.drop(frame.key, frame.step, exc)  # the stream goes on without it
-            else:
-                self._fail_stream(frame, exc, sw, committable=not adding)
+            # A change in place found while the record was added left the stream's state whole
+            # (the record was taken back out), so its earlier records can still be committed.
+            undone = isinstance(exc, InPlaceModificationError) and _add_undone(sw)
+            self._fail_stream(frame, exc, sw, committable=not adding or undone)
         finally:
             self._queue.release(frame.nbytes)
 
@@ -390,14 +346,15 @@ class Writer:
         """
         streams = list(self._streams.values())
         if parallel and not getattr(self.backend, "durable", False):
-            self._run_jobs([lambda sw=sw: sw.commit(final=final) for sw in streams])
+            self._helpers.run([functools.partial(sw.commit, final=final) for sw in streams])
         else:
             for sw in streams:
                 sw.commit(final=final)
-        self._root.set_counts(dropped=self.drops.count, modified=self.modified.count)
+        self._root.set_counts(dropped=self.drops.count)
 
 
 def _add_undone(sw: StreamWriter | None) -> bool:
     """Whether a failed ``sw.add`` left the stream whole: its open segment and index hold the same records."""
-    seg = None if sw is None else sw.segment
-    return seg is not None and seg.start + seg.count == sw.count
+    if sw is None or sw.segment is None:
+        return False
+    return sw.segment.start + sw.segment.count == sw.count

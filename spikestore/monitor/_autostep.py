@@ -2,11 +2,13 @@
 
 A store whose :meth:`~spikestore.Store.set_step` was never called would key
 every record at one step. Instead, each store-backed monitor puts the
-network it was given (its root module) in the store's :class:`AutoStep`,
-which advances the step by one at each forward pass of that network, the
-training step of a SpikingJelly multi-step network (``step_mode="m"``: one
-forward per batch) or of a plain PyTorch one. Once ``set_step`` is called,
-the store ignores these steps for good (``Store.set_step(..., auto=True)``).
+network it was given (its root module) in the store's one :class:`AutoStep`
+(:meth:`AutoStep.of`), which advances the step by one at each forward pass
+of that network, the training step of a SpikingJelly multi-step network
+(``step_mode="m"``: one forward per batch) or of a plain PyTorch one. The
+step itself belongs to the store's clock
+(:class:`~spikestore._write.clock.StepClock`), which stops taking these
+steps for good once ``set_step`` is called.
 
 What counts as one forward pass:
 
@@ -34,27 +36,10 @@ from typing import Any
 
 from torch import nn
 
-from spikestore._write.store import Store
+from spikestore._write.store import Store, recorder
 from spikestore.errors import MonitorWarning
 
-__all__ = ["AutoStep", "for_store", "release", "single_step"]
-
-_STEPPERS: weakref.WeakKeyDictionary[Store, AutoStep] = weakref.WeakKeyDictionary()
-
-
-def for_store(store: Store) -> AutoStep:
-    """The one :class:`AutoStep` of ``store`` (created on first use)."""
-    stepper = _STEPPERS.get(store)
-    if stepper is None:
-        stepper = _STEPPERS[store] = AutoStep(store)
-    return stepper
-
-
-def release(store: Store, monitor: Any) -> None:
-    """``monitor``'s hooks are gone: its network no longer advances ``store``'s step on its behalf."""
-    stepper = _STEPPERS.get(store)
-    if stepper is not None:
-        stepper.remove(monitor)
+__all__ = ["AutoStep", "single_step"]
 
 
 def single_step(net: nn.Module) -> bool:
@@ -69,12 +54,15 @@ def single_step(net: nn.Module) -> bool:
     for module in net.modules():
         mode = getattr(module, "step_mode", None)
         if mode is not None:
-            return mode == "s"
+            return bool(mode == "s")
     return False
 
 
 class AutoStep:
     """Advances one store's step at each forward pass of its monitored networks.
+
+    Use :meth:`of`: a store has one, kept by its
+    :class:`~spikestore._write.recorder.Recorder`.
 
     Parameters
     ----------
@@ -83,8 +71,18 @@ class AutoStep:
         uses any more closes and goes.
     """
 
+    @classmethod
+    def of(cls, store: Store) -> AutoStep:
+        """The one ``AutoStep`` of ``store`` (created on first use)."""
+        rec = recorder(store)
+        stepper = rec.stepper
+        if not isinstance(stepper, AutoStep):
+            stepper = rec.stepper = cls(store)
+        return stepper
+
     def __init__(self, store: Store) -> None:
         self._store = weakref.ref(store)
+        self._clock = recorder(store).clock
         self._monitors: weakref.WeakKeyDictionary[nn.Module, weakref.WeakSet[Any]] = \
             weakref.WeakKeyDictionary()
         self._handles: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
@@ -100,7 +98,7 @@ class AutoStep:
         self._monitors[net].add(monitor)
 
     def remove(self, monitor: Any) -> None:
-        """Forget ``monitor``; a network left without monitors no longer counts."""
+        """Forget ``monitor``; a network left without monitors stops counting."""
         for net in list(self._monitors.keys()):
             monitors = self._monitors[net]
             monitors.discard(monitor)
@@ -111,7 +109,7 @@ class AutoStep:
 
     def _before_forward(self, net: nn.Module, args: Any) -> None:
         store = self._store()
-        if store is None or store.closed or not store.auto_step:
+        if store is None or store.closed or not self._clock.automatic:
             return
         if not any(m.is_enable() for m in self._monitors.get(net, ())):
             return
@@ -121,7 +119,7 @@ class AutoStep:
         if single_step(net):
             self._warn_single_step(store, net)
             return
-        store.set_step(store.step + 1, auto=True)
+        self._clock.advance()
         self._ran = weakref.WeakSet([net])
 
     def _warn_single_step(self, store: Store, net: nn.Module) -> None:

@@ -13,6 +13,7 @@ arguments is each monitor's own business (:mod:`spikestore.monitor._monitors`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from types import TracebackType
@@ -21,12 +22,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from spikestore._format import join_key
+from spikestore._format.layout import RecordLayout
 from spikestore._write.store import Store
 from spikestore.codecs._precision import check_precision
 from spikestore.errors import InvalidArgumentError
-from spikestore.monitor import _autostep as autostep
+from spikestore.monitor._autostep import AutoStep
 from spikestore.monitor._records import detach
-from spikestore.monitor._selection import Index, Selection, batch_axis
+from spikestore.monitor._selection import Index, Selection
 from spikestore.monitor._stored import StoredRecords
 from spikestore.monitor._views import RecordsView
 
@@ -63,8 +66,8 @@ class BaseMonitor:
         bit-packed, any other CPU tensor copied, a CUDA tensor cloned on the
         device), so what the store holds is what the hook saw, whatever the
         network or your code does to the tensors afterwards. ``copy=False``
-        is refused: a record dropped later for a change in place would shift
-        every later record of the monitor's views. To hand over tensors
+        is refused: a network that changes a recorded tensor in place before
+        the writer reads it would stop the stream. To hand over tensors
         without a copy, call :meth:`Store.append` with ``copy=False`` from
         your own hook. In-memory monitors (no store) keep references, as
         SpikingJelly's do.
@@ -152,8 +155,8 @@ class BaseMonitor:
             self._step_modes[name] = getattr(module, "step_mode", "s")
         if self._store is not None:
             for name, _ in modules:
-                self._store.stream_key(self.quantity, name)  # validates the quantity early
-            autostep.for_store(self._store).add(self, net)  # the step follows net's forward passes
+                join_key(self.quantity, name)  # validates the quantity early
+            AutoStep.of(self._store).add(self, net)  # the step follows net's forward passes
         return modules
 
     def clear_recorded_data(self) -> None:
@@ -183,7 +186,7 @@ class BaseMonitor:
         self.hooks.clear()
         if self._stored is not None:
             self._stored.release()
-            autostep.release(self._stored.store, self)
+            AutoStep.of(self._stored.store).remove(self)
 
     def close(self) -> None:
         """Stop recording and remove the hooks; records stay readable.
@@ -199,15 +202,12 @@ class BaseMonitor:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc_value: BaseException | None,
-                 traceback: TracebackType | None) -> bool:
+                 traceback: TracebackType | None) -> None:
         self.close()
-        return False
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # never raise from a finaliser
             self.close()
-        except Exception:  # never raise from a finaliser
-            pass
 
     # -- spikestore additions ------------------------------------------------------
     @property
@@ -222,7 +222,7 @@ class BaseMonitor:
     # -- what the hooks call -------------------------------------------------------
     def _select(self, name: str, x: Any) -> Any:
         """``x`` (a record of layer ``name``) with the ``batch``/``neurons`` selection applied."""
-        axis = batch_axis(self._step_modes.get(name, "s"))
+        axis = RecordLayout(self._step_modes.get(name, "s")).batch_axis or 0
         try:
             return self._selection.apply(x, axis)
         except (IndexError, RuntimeError) as exc:

@@ -16,22 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from spikestore._format.layout import RecordLayout
+from spikestore._format.layout import IndexDoc, RecordLayout
 from spikestore.errors import InvalidArgumentError
 
-__all__ = ["Index", "Selection", "batch_axis", "index_doc"]
+__all__ = ["Index", "Selection", "index_doc"]
 
 #: A ``batch``/``neurons`` selection as the user gives it.
 Index = int | slice | Sequence[int] | np.ndarray | torch.Tensor | None
 
 
-def batch_axis(step_mode: str) -> int:
-    """The batch axis of a layer's records: 1 in multi-step mode ``[T, N, ...]``, else 0 (``[N, ...]``)."""
-    axis = RecordLayout(step_mode).batch_axis
-    return 0 if axis is None else axis
-
-
-def index_doc(ix: Index) -> Any:
+def index_doc(ix: Index) -> IndexDoc:
     """A ``batch``/``neurons`` selection as a stream document stores it.
 
     Returns

@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from spikestore._write.store import Store
+from spikestore._format import join_key
+from spikestore._write.capture import LOSSY_DTYPES
+from spikestore._write.store import Store, recorder
 from spikestore.errors import InvalidValueError, RecordIndexError
 from spikestore.monitor._records import KINDS, Path, Template, flatten, leaf_kind, leaf_quantity, rebuild
 from spikestore.monitor._selection import Selection
@@ -72,7 +74,7 @@ class StoredRecords:
     precision
         Passed to :meth:`Store.append <spikestore.Store.append>` for
         float32/float64 leaves. Every leaf is appended with ``copy=True``: a
-        snapshot, so no record is dropped after its index was taken.
+        snapshot, which nothing the network does afterwards can change.
     """
 
     def __init__(self, store: Store, *, quantity: str, producer: str, selection: Selection,
@@ -128,7 +130,7 @@ class StoredRecords:
         """
         log = self._logs[layer]
         run = self._reader()
-        values = []
+        values: list[Any] = []
         for key, kinds, indices in zip(log.keys, log.kinds, log.indices, strict=True):
             kind = KINDS[kinds[k]]
             if kind == "none":
@@ -195,14 +197,14 @@ class StoredRecords:
                 f"layer {layer!r}, step {store.step}: function_on_* returned a value of a different "
                 f"structure than before ({template} vs {log.template}); return the same structure every call")
         kinds = [leaf_kind(leaf) for _, leaf in leaves]
-        for (_, leaf), kind in zip(leaves, kinds):
+        for (_, leaf), kind in zip(leaves, kinds, strict=True):
             if kind == "":
                 raise InvalidValueError(
                     f"layer {layer!r}, step {store.step}: cannot record a value of type "
                     f"{type(leaf).__module__}.{type(leaf).__qualname__}; function_on_* must return "
                     "tensors, numpy arrays, numbers, or tuples/lists/dicts of them")
         indices = []
-        for j, ((path, leaf), kind) in enumerate(zip(leaves, kinds)):
+        for j, ((path, leaf), kind) in enumerate(zip(leaves, kinds, strict=True)):
             if kind == "none":
                 indices.append(-1)
                 continue
@@ -212,7 +214,7 @@ class StoredRecords:
             if idx is None:  # dropped (on_full="drop"): the view skips this record
                 return
             indices.append(idx)
-        for j, (idx, kind) in enumerate(zip(indices, kinds)):
+        for j, (idx, kind) in enumerate(zip(indices, kinds, strict=True)):
             log.indices[j].append(idx)
             log.kinds[j].append(_CODES[kind])
         self._order.append(self._layer_ids[layer])
@@ -220,26 +222,28 @@ class StoredRecords:
 
     def release(self) -> None:
         """Give up this monitor's streams, so that another monitor may record to them."""
+        rec = recorder(self._store)
         for log in self._logs.values():
             for key in log.keys:
-                self._store.release(key, self)
+                rec.release(key, self)
 
     def _lossy(self, leaf: Any) -> str | None:
-        # Lossy precision applies to float32/float64 values only; other
-        # leaves of the same record (ints, spikes) stay exact.
-        if self._precision is None:
+        # Lossy precision applies to some float dtypes only; other leaves
+        # of the same record (ints, spikes) stay exact.
+        if self._precision is None or not isinstance(leaf, (torch.Tensor, np.ndarray)):
             return None
-        dtype = leaf.dtype if isinstance(leaf, (torch.Tensor, np.ndarray)) else None
-        return self._precision if dtype in (torch.float32, torch.float64, np.float32, np.float64) else None
+        dtype = str(leaf.dtype).removeprefix("torch.")
+        return self._precision if dtype in LOSSY_DTYPES else None
 
     def _new_log(self, layer: str, template: Template, leaves: list[tuple[Path, Any]]) -> _LayerLog:
         """Claim the streams of a layer's first record and start its log."""
         single = len(leaves) == 1 and leaves[0][0] == ()
         quantities = [self._quantity if single else leaf_quantity(self._quantity, path) for path, _ in leaves]
-        keys = [self._store.stream_key(quantity, layer) for quantity in quantities]
+        keys = [join_key(quantity, layer) for quantity in quantities]
         what = f"a {self._producer} (quantity {self._quantity!r})"
+        rec = recorder(self._store)
         for key in keys:
-            self._store.claim(key, self, what)
+            rec.claim(key, self, what)
         log = self._logs[layer] = _LayerLog(template, keys)
         if layer not in self._layer_ids:
             self._layer_ids[layer] = len(self._layer_names)

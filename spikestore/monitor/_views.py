@@ -79,6 +79,6 @@ class RecordsView(Sequence[Any]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, (list, tuple, RecordsView)) or len(other) != len(self):
             return False
-        return all(same(a, b) for a, b in zip(self, other))
+        return all(same(a, b) for a, b in zip(self, other, strict=True))
 
     __hash__ = None  # type: ignore[assignment]

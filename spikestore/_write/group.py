@@ -56,7 +56,8 @@ def _broadcast_failure(failure: str | None) -> str | None:
 
     box: list[Any] = [failure]
     dist.broadcast_object_list(box, src=0)
-    return box[0]
+    got = box[0]
+    return None if got is None else str(got)
 
 
 def open_part(path: Path | StoreURL, backend_name: str, ranked: bool,

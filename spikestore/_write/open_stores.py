@@ -10,6 +10,7 @@ must never close.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import threading
 from typing import Protocol
@@ -35,10 +36,8 @@ os.register_at_fork(after_in_child=_forget_all)
 
 def _close_all() -> None:
     for store in list(_OPEN):
-        try:
+        with contextlib.suppress(Exception):  # nothing useful to do at exit
             store.close()
-        except Exception:  # nothing useful to do at exit
-            pass
 
 
 def track(store: _Closable) -> None:
