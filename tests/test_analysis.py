@@ -129,10 +129,7 @@ def test_population_rate(run_and_data):
     ref = np.stack([v.mean(axis=(1, 2)) for _, _, v, _ in data["output/a"]])
     np.testing.assert_allclose(pop.values, ref)
     np.testing.assert_array_equal(pop.step.values, [r.step for r in data["output/a"]])
-    if len(run.ranks) > 1:
-        np.testing.assert_array_equal(pop["rank"].values, [r.rank for r in data["output/a"]])
-    else:
-        assert "rank" not in pop.coords
+    np.testing.assert_array_equal(pop["rank"].values, [r.rank for r in data["output/a"]])
     single = analysis.population_rate(run["output.1/s"])
     assert single.dims == ("record",)
     np.testing.assert_allclose(single.values, [v.mean() for _, _, v, _ in data["output.1/s"]])
@@ -218,17 +215,18 @@ def test_intervals_never_join_the_records_of_two_ranks(tmp_path, monkeypatch):
     assert analysis.inter_spike_intervals(run.rank(0)["output/s"]).size == 0
 
 
-def test_merge_takes_one_array_per_rank_of_that_ranks_length(run_and_data):
+def test_record_positions_place_every_segment_of_every_rank_in_the_stream(run_and_data):
     run, data = run_and_data
-    s = run["output/a"]
-    per_part = [np.arange(len(part)) + 100 * r for r, part in s.parts.items()]
-    merged = s.merge(per_part)
-    assert merged.tolist() == [100 * r.rank + i for r, i in zip(data["output/a"], _positions(data["output/a"]),
-                                                                  strict=True)]
-    with pytest.raises(InvalidArgumentError, match="one array per rank"):
-        s.merge([*per_part, per_part[0]])
-    with pytest.raises(InvalidArgumentError, match="one array per rank"):
-        s.merge([a[:-1] for a in per_part])
+    s, recs = run["output/a"], data["output/a"]
+    local = _positions(recs)
+    seen: list[int] = []
+    for seg in s.segments:
+        pos = s.record_positions(seg)
+        assert [recs[p].rank for p in pos] == [seg.rank] * seg.count
+        assert [local[p] for p in pos] == list(range(seg.start, seg.stop))
+        np.testing.assert_array_equal(s[pos], np.stack([recs[p].value for p in pos]))
+        seen.extend(pos.tolist())
+    assert sorted(seen) == list(range(len(s)))
 
 
 def _positions(recs):

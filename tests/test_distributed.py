@@ -17,7 +17,7 @@ from helpers import M_SEL, S_SEL, record_as_ranks
 
 import spikestore
 from spikestore import analysis
-from spikestore._read.distributed import BlockRef, active_client, open_runs
+from spikestore._integrations.distributed import BlockRef, active_client, open_runs
 from spikestore._read.segment import iter_blocks
 
 distributed = pytest.importorskip("distributed")

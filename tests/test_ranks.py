@@ -200,7 +200,7 @@ def test_a_ranked_run_reads_as_one_and_resumes(tmp_path, monkeypatch):
     np.testing.assert_array_equal(s[[-1, 0]][:, 0, 0], [14, 0])
     assert run["only/1"].ranks.tolist() == [1] * 5 and run.rank(1)["only/1"].ranks.tolist() == [1] * 5
     assert "only/1" not in run.rank(0)
-    assert [r["stream"] for r in run.summary()] == ["output/a (rank 0)", "output/a (rank 1)", "only/1 (rank 1)"]
+    assert [(r["stream"], r["records"]) for r in run.summary()] == [("output/a", 10), ("only/1", 5)]
     from spikestore import analysis
 
     rates = analysis.firing_rate(s, "record")  # every rank's chunks, in the merged order

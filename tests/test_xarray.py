@@ -165,7 +165,7 @@ def test_a_run_of_two_ranks_keeps_the_neuron_labels_and_attributes(tmp_path, mon
 
 
 def test_importing_the_engine_is_fast_and_does_not_import_torch():
-    code = ("import sys, time; import xarray; t = time.perf_counter(); import spikestore._read.xarray_engine; "
+    code = ("import sys, time; import xarray; t = time.perf_counter(); import spikestore._integrations.xarray_engine; "
             "dt = time.perf_counter() - t; "
             "print(dt, sorted(m for m in ('torch', 'zarr', 'h5py', 'spikestore._read.run', "
             "'spikestore._read.stream', 'spikestore._read.segment', 'spikestore._read.storage') "
@@ -180,7 +180,7 @@ def test_importing_the_engine_is_fast_and_does_not_import_torch():
 
 def test_guess_can_open_recognises_zarr_stores_only(tmp_path):
     """Zarr stores are folders with a spikestore root document; other engines keep HDF5 files."""
-    from spikestore._read.xarray_engine import SpikestoreBackendEntrypoint
+    from spikestore._integrations.xarray_engine import SpikestoreBackendEntrypoint
 
     entry = SpikestoreBackendEntrypoint()
     write_mixed(tmp_path / "run.zarr")

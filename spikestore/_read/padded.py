@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from spikestore._read.segment import Block, Segment
     from spikestore._read.stream import Stream
 
-__all__ = ["PaddedLayout", "PaddedRecords", "batch_sizes", "padded_layout", "why_not_one_array"]
+__all__ = ["PaddedLayout", "PaddedRecords", "batch_axis", "batch_sizes", "pad_block", "padded_layout", "read_padded",
+           "why_not_one_array"]
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,8 @@ def _fill(segments: list[Segment], dtype: np.dtype) -> Any:
     return np.full((), np.nan, dtype)[()]
 
 
-def _batch_axis(stream: Stream) -> int | None:
-    dims = stream.dims
+def batch_axis(dims: tuple[str, ...]) -> int | None:
+    """The batch axis of records whose axes are ``dims``: the one named ``"batch"`` (``None``: none)."""
     return dims.index("batch") if "batch" in dims else None
 
 
@@ -102,7 +103,7 @@ def padded_layout(stream: Stream) -> PaddedLayout | None:
     segs = list(stream.segments)
     if not segs or len({(s.dtype, len(s.shape)) for s in segs}) > 1:
         return None
-    axis = _batch_axis(stream)
+    axis = batch_axis(stream.dims)
     others = {tuple(d for k, d in enumerate(s.shape) if k != axis) for s in segs}
     if len(others) > 1:
         return None
@@ -115,7 +116,7 @@ def padded_layout(stream: Stream) -> PaddedLayout | None:
 def why_not_one_array(stream: Stream, what: str) -> InvalidArgumentError:
     """The error for ``what`` (a view) asked of a stream whose records do not fit one array."""
     shapes = ", ".join(f"{k}: {s.shape} {s.doc['dtype']}" for k, s in enumerate(stream.segments))
-    if _batch_axis(stream) is None:
+    if batch_axis(stream.dims) is None:
         why = (f"its records differ in shape or dtype and its dims {stream.dims} name no 'batch' axis "
                "(name it: assign s.dims, or give the writer Store.set_stream_info(key, "
                "selection={'step_mode': 's', 'batch_axis': 0}))")
@@ -128,11 +129,14 @@ def why_not_one_array(stream: Stream, what: str) -> InvalidArgumentError:
 
 def batch_sizes(stream: Stream) -> np.ndarray | None:
     """The batch size of each record (``int64``), or ``None`` when the records have no batch axis."""
-    axis = _batch_axis(stream)
+    axis = batch_axis(stream.dims)
     if axis is None:
         return None
-    parts = [np.full(s.count, s.shape[axis], np.int64) for s in stream.segments if len(s.shape) > axis]
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    out = np.zeros(len(stream), np.int64)
+    for seg in stream.segments:
+        if len(seg.shape) > axis:
+            out[stream.record_positions(seg)] = seg.shape[axis]
+    return out
 
 
 def pad_block(block: Block, layout: PaddedLayout) -> np.ndarray:
@@ -143,12 +147,7 @@ def pad_block(block: Block, layout: PaddedLayout) -> np.ndarray:
 def read_padded(stream: Stream, layout: PaddedLayout, idx: np.ndarray) -> np.ndarray:
     """Records at positions ``idx`` (any order) as ``[len(idx), *layout.shape]``, padded."""
     out = np.full((len(idx), *layout.shape), layout.fill, layout.dtype)
-    starts = [s.start for s in stream.segments]
-    which = np.searchsorted(starts, idx, side="right") - 1
-    for k in np.unique(which):
-        seg = stream.segments[int(k)]
-        at = np.flatnonzero(which == k)
-        rows = idx[at] - seg.start
+    for seg, at, rows in stream.segment_rows(idx):
         if len(rows) and np.all(np.diff(rows) == 1):  # a contiguous run: read chunk by chunk
             recs = seg.read(int(rows[0]), int(rows[-1]) + 1)
         else:

@@ -78,7 +78,7 @@ def _write_file(job: Job, f: Any, opts: dict[str, Any]) -> None:
         g.attrs.update({"stream": key, "quantity": s.quantity, "layer": s.layer,
                         "selection": json.dumps(s.selection)})
         if job.ranked:
-            g.attrs["ranks"] = np.asarray(list(s.parts), np.int64)
+            g.attrs["ranks"] = np.unique(np.asarray(s.ranks, np.int64))
         sel = select_records(s, rng, job.ranked)
         datasets, filled = {}, {}
         for number, piece in enumerate(sel.pieces):
@@ -89,7 +89,7 @@ def _write_file(job: Job, f: Any, opts: dict[str, Any]) -> None:
                                   **(opts if all(shape) else {}))
             ds.attrs["dtype"] = piece.dtype
             filled[number] = 0
-            for _, seg in piece.segments:
+            for seg in piece.segments:
                 datasets[id(seg)] = (ds, number)
         for block in iter_records(s, rng):  # every rank in turn: each piece fills in its own order
             ds, number = datasets[id(block.segment)]

@@ -82,7 +82,7 @@ def _write_stream(job: Job, zf: zipfile.ZipFile, key: str) -> None:
     for number, piece in enumerate(sel.pieces):
         name = f"{key}@{number}" if len(sel.pieces) > 1 else key
         with _member(zf, name, dtypes.export_dtype(piece.dtype), (piece.count, *piece.shape)) as f:
-            for block in piece.records(job.steps):
+            for block in piece.records(job.run[key], job.steps):
                 f.write(np.ascontiguousarray(block.values).tobytes())
                 job.advance(len(block.values))
     _write_array(zf, key + ".steps", sel.steps)

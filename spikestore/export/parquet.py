@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 
 from spikestore._files import replacing
-from spikestore._read.ranked import RankedStream
 from spikestore._read.run import Run
 from spikestore._read.stream import Stream
 from spikestore.errors import MissingDependencyError
@@ -118,7 +117,7 @@ def _write_tables(job: Job, tmp: Path, spike_schema: Any, closing: contextlib.Ex
             job.advance(len(block.values))
 
 
-def _values_table(s: Stream | RankedStream, block: Records, ranked: bool) -> tuple[Any, str]:
+def _values_table(s: Stream, block: Records, ranked: bool) -> tuple[Any, str]:
     """Records of a stream that is not spikes, as rows of the table of their dtype, and its file name.
 
     One table per value dtype (``values-float32.parquet``, ``values-float64.parquet``,

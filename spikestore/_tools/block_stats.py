@@ -4,7 +4,7 @@ Each ``block_*`` function is one task of a :mod:`spikestore.analysis` pass:
 it takes one :class:`~spikestore._read.segment.Block` (the records of one
 stored chunk, or a part of one) and returns a small result the caller
 combines. They are module-level functions so that a ``dask.distributed``
-worker can run them by name (:func:`spikestore._read.distributed.map_blocks`),
+worker can run them by name (:func:`spikestore._integrations.distributed.map_blocks`),
 and they read only their block, so the same code gives the same answer in
 the caller's process and on a worker.
 

@@ -1,6 +1,6 @@
 """``xarray.open_datatree(path, engine="spikestore")``: a store as a tree of groups.
 
-The flat dataset (:mod:`spikestore._read.xarray_engine`) puts every stream in
+The flat dataset (:mod:`spikestore._integrations.xarray_engine`) puts every stream in
 one namespace, so its names carry the stream key (``"output/2:record"``).
 The tree mirrors the store's own groups instead: the root node holds the
 store's attributes, one node per quantity (``/output``), and under it one
@@ -59,7 +59,7 @@ def open_groups_as_dict(path: str | os.PathLike[str], *, streams: Iterable[str] 
 
     from spikestore._format import stream_node
     from spikestore._read.run import open as open_run
-    from spikestore._read.xr_variables import root_attrs, stream_variables
+    from spikestore._integrations.xr_variables import root_attrs, stream_variables
 
     run = open_run(path, backend=backend, storage_options=storage_options)
     drop = set(drop_variables or ())

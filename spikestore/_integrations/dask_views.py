@@ -2,15 +2,17 @@
 
 A stream becomes one dask array with one task per stored chunk, cut by the
 read side's one chunk iterator (:func:`~spikestore._read.segment.iter_blocks`),
-so building a graph reads nothing and computing it reads each chunk once;
-its tasks carry references to their blocks, not chunks or opened runs, so
-a ``dask.distributed`` worker (or a process pool) opens the store itself
-(:mod:`spikestore._read.distributed`);
-records with a smaller batch are padded by the rule of
-:mod:`spikestore._read.padded`. The ``engine="spikestore"``
-backend (:mod:`spikestore._read.xarray_engine`) labels its variables with the
-same attributes and coordinates. dask and xarray are imported when a view is
-built, not with this module.
+so building a graph reads nothing and computing it reads each chunk once.
+Its tasks carry their blocks, which pickle as references (the stream's
+reopening recipe, the segment's document, the records), so a
+``dask.distributed`` worker (or a process pool) opens the store itself
+(:mod:`spikestore._integrations.distributed`). Records with a smaller batch
+are padded by the rule of :mod:`spikestore._read.padded`. The blocks of a
+stream of several parts come part by part; the array puts them in the
+stream's record order. The ``engine="spikestore"`` backend
+(:mod:`spikestore._integrations.xarray_engine`) labels its variables with
+the same attributes and coordinates (:func:`record_coords`,
+:func:`plain_attrs`). dask and xarray are imported when a view is built.
 """
 
 from __future__ import annotations
@@ -20,46 +22,48 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spikestore._read.distributed import BlockRef, pad_ref
+from spikestore._integrations.distributed import BlockRef, pad_ref
 from spikestore._read.padded import PaddedLayout, padded_layout, why_not_one_array
 from spikestore._read.segment import iter_blocks
 from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
+    import dask.array
     import xarray as xr
 
     from spikestore._read.segment import Segment
     from spikestore._read.stream import Stream
 
-__all__ = ["original_indices", "plain_attrs", "segment_to_dask", "stream_to_dask", "stream_to_xarray"]
+__all__ = ["original_indices", "plain_attrs", "record_coords", "segment_to_dask", "stream_to_dask",
+           "stream_to_xarray"]
 
 
 # -- dask ---------------------------------------------------------------------------
-def _to_dask(stream: Stream, segs: list[Segment], layout: PaddedLayout) -> Any:
-    """Segments ``segs`` of ``stream`` as one dask array: one task per stored chunk, padded by ``layout``."""
+def _to_dask(stream: Stream, segs: list[Segment], layout: PaddedLayout) -> dask.array.Array:
+    """Segments ``segs`` of ``stream`` as one dask array: one task per stored chunk, padded by ``layout``,
+    in the order of ``segs``."""
     import dask.array as da
     from dask.base import tokenize
 
-    run = stream.run
-    name = "spikestore-" + tokenize(str(run.path), run.doc["created"], stream.key,
-                                    [(s.doc["array"], s.count) for s in segs], layout)
+    name = "spikestore-" + tokenize(stream.__reduce__(), stream.key,
+                                    [(s.rank, s.doc["array"], s.count) for s in segs], layout)
     blocks = list(iter_blocks(segs))  # one per stored chunk: a task never reads two
     tail = (0,) * len(layout.shape)
-    # A BlockRef reads through this run here, and pickles as a reference that a
-    # worker process reopens (spikestore._read.distributed): no chunk bytes travel.
+    # A BlockRef reads through this run here, and pickles as a reference that a worker process
+    # reopens (spikestore._integrations.distributed): no chunk bytes travel.
     graph = {(name, k, *tail): (pad_ref, BlockRef(b), layout) for k, b in enumerate(blocks)}
     meta = np.empty((0,) * (1 + len(layout.shape)), layout.dtype)
     return da.Array(graph, name, (tuple(len(b) for b in blocks), *((d,) for d in layout.shape)), meta=meta)
 
 
-def segment_to_dask(seg: Segment) -> Any:
-    """A segment as a dask array whose chunks are exactly the stored chunks.
+def segment_to_dask(seg: Segment, stream: Stream) -> dask.array.Array:
+    """Segment ``seg`` of ``stream`` as a dask array whose chunks are exactly the stored chunks.
 
     The graph holds one task per stored chunk and nothing is read to build
     it. The task name depends on the store, the stream, the segment and its
     committed count, so a refreshed, longer segment is a different array.
     """
-    return _to_dask(seg.stream, [seg], PaddedLayout(seg.shape, seg.dtype, None, None))
+    return _to_dask(stream, [seg], PaddedLayout(seg.shape, seg.dtype, None, None))
 
 
 def _segment(stream: Stream, segment: int) -> Segment:
@@ -70,18 +74,28 @@ def _segment(stream: Stream, segment: int) -> Segment:
     return segs[segment]
 
 
-def stream_to_dask(stream: Stream, segment: int | None = None) -> Any:
-    """Implementation of :meth:`spikestore.Stream.to_dask`: the whole stream, padded (or one segment)."""
-    if segment is not None:
-        return segment_to_dask(_segment(stream, segment))
-    if not stream.segments:
-        import dask.array as da
+def _stored_order(stream: Stream) -> np.ndarray:
+    """Stream positions of the records in stored order (segment by segment, part by part)."""
+    segs = stream.segments
+    return np.concatenate([stream.record_positions(s) for s in segs]) if segs else np.zeros(0, np.int64)
 
+
+def stream_to_dask(stream: Stream, segment: int | None = None) -> dask.array.Array:
+    """Implementation of :meth:`spikestore.Stream.to_dask`: the whole stream, padded (or one segment)."""
+    import dask.array as da
+
+    if segment is not None:
+        return segment_to_dask(_segment(stream, segment), stream)
+    if not stream.segments:
         return da.zeros((0,), np.float32)
     layout = padded_layout(stream)
     if layout is None:
         raise why_not_one_array(stream, "to_dask()")
-    return _to_dask(stream, list(stream.segments), layout)
+    arr = _to_dask(stream, list(stream.segments), layout)
+    stored = _stored_order(stream)
+    if np.array_equal(stored, np.arange(len(stored))):
+        return arr
+    return arr[np.argsort(stored, kind="stable")]  # (records of several parts, into the stream's order)
 
 
 # -- labels ---------------------------------------------------------------------------
@@ -98,6 +112,7 @@ def plain_attrs(stream: Stream, segs: list[Segment]) -> dict[str, Any]:
         "dtype": ",".join(sorted({s.doc["dtype"] for s in segs})),
         "encoding": ",".join(sorted({s.encoding for s in segs})),
         "segments": ",".join(s.doc["array"] for s in segs),
+        "ranks": ",".join(str(r) for r in dict.fromkeys(s.rank for s in segs)),
         "selection": json.dumps(stream.selection),
     }
     if "monitor" in stream.attrs:
@@ -105,13 +120,13 @@ def plain_attrs(stream: Stream, segs: list[Segment]) -> dict[str, Any]:
     return attrs
 
 
-def record_coords(stream: Stream, start: int, stop: int) -> dict[str, np.ndarray]:
-    """Per-record coordinates of records ``start:stop``: ``step``, ``call``, ``rank`` and, with a batch axis,
-    ``batch_size`` (DESIGN §9's coordinates along the record dimension)."""
-    out = {"step": stream.steps[start:stop], "call": stream.calls[start:stop], "rank": stream.ranks[start:stop]}
+def record_coords(stream: Stream, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """The coordinates along the record dimension of the records at ``positions``: ``step``, ``call``,
+    ``rank`` and, when records have a batch axis, ``batch_size``."""
+    out = {"step": stream.steps[positions], "call": stream.calls[positions], "rank": stream.ranks[positions]}
     sizes = stream.batch_sizes
     if sizes is not None:
-        out["batch_size"] = sizes[start:stop]
+        out["batch_size"] = sizes[positions]
     return out
 
 
@@ -125,16 +140,17 @@ def stream_to_xarray(stream: Stream, segment: int | None = None) -> xr.DataArray
     if segment is not None:
         seg = _segment(stream, segment)
         segs, shape, dims = [seg], seg.shape, seg.dims
+        positions = stream.record_positions(seg)
     else:
         segs, dims = list(stream.segments), stream.dims
         layout = padded_layout(stream)
         if layout is None:
             raise why_not_one_array(stream, "to_xarray()")
         shape = layout.shape
+        positions = np.arange(len(stream), dtype=np.int64)
     data = stream_to_dask(stream, segment)
-    lo, hi = segs[0].start, segs[-1].stop
-    coords: dict[str, Any] = {"record": np.arange(lo, hi)}
-    coords.update({k: ("record", v) for k, v in record_coords(stream, lo, hi).items()})
+    coords: dict[str, Any] = {"record": positions}
+    coords.update({k: ("record", v) for k, v in record_coords(stream, positions).items()})
     coords.update({dim: (dim, ix) for dim, ix in original_indices(stream, shape, dims).items()})
     return xr.DataArray(data, dims=("record", *dims), coords=coords, name=stream.key,
                         attrs=plain_attrs(stream, segs))

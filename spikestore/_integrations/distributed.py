@@ -2,12 +2,13 @@
 
 A dask task that reads a stored chunk must not carry the chunk's bytes from
 the client, nor a whole opened run: it carries a :class:`BlockRef`, a few
-hundred bytes saying how to reopen the run (the run's own pickling recipe,
-its path and backend), which stream, which segment and which records. In the
-process that built it, a ref holds its live :class:`~spikestore._read.segment.Block`
-and reads through the caller's run as before; unpickled in another process
-(a worker), it reopens the run once per process (:func:`worker_run`, kept
-for later tasks) and reads the chunk there.
+hundred bytes: its segment (which pickles as its stream's reopening recipe,
+its rank and its document, :class:`~spikestore._read.segment.Segment`) and
+which records. In the process that built it, a ref holds its live
+:class:`~spikestore._read.segment.Block` and reads through the caller's run;
+unpickled in another process (a worker), its stream reopens the run once per
+process (:func:`spikestore._read.run.worker_run`, kept for later tasks) and
+the block reads the chunk there.
 
 :func:`active_client` says whether a ``distributed.Client`` is active;
 :func:`map_blocks` runs one function per block, on that client's workers
@@ -20,26 +21,17 @@ from __future__ import annotations
 
 import pickle
 import sys
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from spikestore._read.padded import PaddedLayout, pad_block
-from spikestore._read.segment import Block
+from spikestore._read.segment import Block, Segment
 from spikestore.errors import StoreNotFoundError
 
-if TYPE_CHECKING:
-    from spikestore._read.run import Run
+__all__ = ["BlockRef", "active_client", "map_blocks", "pad_ref"]
 
-__all__ = ["WORKER_RUNS", "BlockRef", "active_client", "map_blocks", "open_runs", "pad_ref", "worker_run"]
-
-#: Runs a worker process keeps open for later tasks (least recently used first out).
-WORKER_RUNS = 8
-_runs: OrderedDict[bytes, Run] = OrderedDict()
-_runs_lock = threading.Lock()  # a worker runs several tasks at once, in threads
 R = TypeVar("R")
 
 
@@ -60,46 +52,8 @@ def active_client() -> Any | None:
     return client if getattr(client, "status", "running") == "running" else None
 
 
-def _reopen_recipe(run: Run) -> tuple[Callable[..., Run], tuple[Any, ...]]:
-    """How ``run`` reopens in another process: its own pickling recipe (path and backend)."""
-    return run.__reduce__()
-
-
-def worker_run(recipe: tuple[Callable[..., Run], tuple[Any, ...]], created: str) -> Run:
-    """The run ``recipe`` opens, opened once per process and kept (:data:`WORKER_RUNS` at most).
-
-    ``created`` is the store's creation time from the client's root
-    document: a copy kept here of a store that was replaced since (same
-    path, another ``created``) is refreshed, and a store that is not the
-    one the graph was built on is an error rather than a read of other data.
-    """
-    key = pickle.dumps(recipe)
-    with _runs_lock:
-        run = _runs.get(key)
-        if run is not None and run.doc["created"] != created:
-            run.refresh()
-        if run is None or run.doc["created"] != created:
-            func, args = recipe
-            run = func(*args)
-            _runs[key] = run
-        _runs.move_to_end(key)
-        while len(_runs) > WORKER_RUNS:
-            _runs.popitem(last=False)
-    if run.doc["created"] != created:
-        raise StoreNotFoundError(
-            f"{run.path} was replaced by another store (created {run.doc['created']}, not {created}) "
-            "since this dask graph was built; open it again and build the graph again")
-    return run
-
-
-def open_runs() -> list[str]:
-    """Where the runs this process opened for tasks are (what a worker holds open; for checks and debugging)."""
-    with _runs_lock:
-        return [str(run.path) for run in _runs.values()]
-
-
 class BlockRef:
-    """A :class:`Block` that pickles as a reference: run recipe, stream, segment and records.
+    """A :class:`Block` that pickles as a reference: its segment (a reference itself) and records.
 
     Parameters
     ----------
@@ -109,14 +63,11 @@ class BlockRef:
     """
 
     def __init__(self, block: Block) -> None:
-        seg = block.segment
-        run = seg.stream.run
         self._block: Block | None = block
-        self.spec = (_reopen_recipe(run), run.doc["created"], seg.stream.key, seg.doc["array"], seg.start,
-                     block.start, block.stop, block.chunk)
+        self.spec: tuple[Segment, int, int, int] = (block.segment, block.start, block.stop, block.chunk)
 
     @classmethod
-    def _from_spec(cls, spec: tuple[Any, ...]) -> BlockRef:
+    def _from_spec(cls, spec: tuple[Segment, int, int, int]) -> BlockRef:
         ref = cls.__new__(cls)
         ref._block, ref.spec = None, spec
         return ref
@@ -125,7 +76,7 @@ class BlockRef:
         return (BlockRef._from_spec, (self.spec,))
 
     def __len__(self) -> int:
-        return self.spec[6] - self.spec[5]
+        return self.spec[2] - self.spec[1]
 
     def block(self) -> Block:
         """The live block: the caller's own, or one read through this process's copy of the run."""
@@ -134,23 +85,21 @@ class BlockRef:
         return self._block
 
     def __repr__(self) -> str:
-        return f"<BlockRef {self.spec[2]!r} {self.spec[3]} records {self.spec[5]}:{self.spec[6]}>"
+        seg = self.spec[0]
+        return f"<BlockRef {seg.stream.key!r} rank {seg.rank} {seg.doc['array']} records {self.spec[1]}:{self.spec[2]}>"
 
 
-def _resolve(spec: tuple[Any, ...]) -> Block:
-    """The block ``spec`` names, in this process's copy of the run (refreshed once if it is older)."""
-    recipe, created, key, array, seg_start, start, stop, chunk = spec
-    run = worker_run(recipe, created)
-    for attempt in range(2):
-        seg = next((s for s in run[key].segments if s.doc["array"] == array), None)
-        if seg is not None and seg.start == seg_start and seg.stop >= stop:
-            return Block(seg, start, stop, chunk)
-        if attempt == 0:  # records committed after this process opened the run
-            with _runs_lock:
-                run.refresh()
-    raise StoreNotFoundError(
-        f"{run.path}: stream {key!r} has no committed records {start}:{stop} in segment {array} here; "
-        "the store changed since the dask graph was built (open it again and rebuild the graph)")
+def _resolve(spec: tuple[Segment, int, int, int]) -> Block:
+    """The block ``spec`` names, checked against the segment this process's copy of the run holds."""
+    seg, start, stop, chunk = spec
+    here = next((s for s in seg.stream.segments if s.rank == seg.rank and s.doc["array"] == seg.doc["array"]),
+                None)
+    if here is None or here.start != seg.start or here.stop < stop:
+        raise StoreNotFoundError(
+            f"stream {seg.stream.key!r} has no committed records {start}:{stop} in segment {seg.doc['array']} "
+            f"of rank {seg.rank} here; the store changed since the dask graph was built (open it again and "
+            "rebuild the graph)")
+    return Block(seg, start, stop, chunk)
 
 
 def _call(fn: Callable[..., R], ref: BlockRef, args: tuple[Any, ...]) -> R:
@@ -185,7 +134,7 @@ def map_blocks(fn: Callable[..., R], blocks: Sequence[Block], args: Sequence[tup
 
     refs = [BlockRef(b) for b in blocks]
     # Whole specs: the parts of a run of several ranks hold blocks with equal stream keys, arrays and
-    # positions, which only the reopening recipe (the part's path and rank) tells apart.
+    # positions, which only the segment's rank tells apart.
     token = tokenize(name, fn.__name__, [pickle.dumps(r.spec) for r in refs], extra)
     keys = [f"{name}-{token}-{i}" for i in range(len(refs))]
     futures = client.map(_call, [fn] * len(refs), refs, extra, key=keys)
