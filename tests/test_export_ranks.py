@@ -281,8 +281,7 @@ def test_records_of_a_merged_stream_of_one_rank_keep_their_steps(tmp_path, monke
     record_as_ranks(path, monkeypatch, record)
     with spikestore.open(path) as run:
         merged = run["only1/x"]
-        (part,) = merged.parts.values()
-        for segments in (None, part.segments):
+        for segments in (None, merged.segments):
             got = list(iter_records(merged, (None, None), segments))
             steps = np.concatenate([r.steps for r in got])
             values = np.concatenate([r.values for r in got])

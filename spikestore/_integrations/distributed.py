@@ -2,9 +2,8 @@
 
 A dask task that reads a stored chunk must not carry the chunk's bytes from
 the client, nor a whole opened run: it carries a :class:`BlockRef`, a few
-hundred bytes: its segment (which pickles as its stream's reopening recipe,
-its rank and its document, :class:`~spikestore._read.segment.Segment`) and
-which records. In the process that built it, a ref holds its live
+hundred bytes: its stream (which pickles as the run's reopening recipe and
+the stream key), the segment's rank and name, and which records. In the process that built it, a ref holds its live
 :class:`~spikestore._read.segment.Block` and reads through the caller's run;
 unpickled in another process (a worker), its stream reopens the run once per
 process (:func:`spikestore._read.run.worker_run`, kept for later tasks) and
@@ -53,7 +52,7 @@ def active_client() -> Any | None:
 
 
 class BlockRef:
-    """A :class:`Block` that pickles as a reference: its segment (a reference itself) and records.
+    """A :class:`Block` that pickles as a reference: its stream (a reference itself), segment and records.
 
     Parameters
     ----------
@@ -63,11 +62,13 @@ class BlockRef:
     """
 
     def __init__(self, block: Block) -> None:
+        seg = block.segment
         self._block: Block | None = block
-        self.spec: tuple[Segment, int, int, int] = (block.segment, block.start, block.stop, block.chunk)
+        self.spec: tuple[Any, ...] = (seg.stream, seg.rank, seg.doc["array"], seg.start, block.start, block.stop,
+                                      block.chunk)
 
     @classmethod
-    def _from_spec(cls, spec: tuple[Segment, int, int, int]) -> BlockRef:
+    def _from_spec(cls, spec: tuple[Any, ...]) -> BlockRef:
         ref = cls.__new__(cls)
         ref._block, ref.spec = None, spec
         return ref
@@ -76,7 +77,7 @@ class BlockRef:
         return (BlockRef._from_spec, (self.spec,))
 
     def __len__(self) -> int:
-        return self.spec[2] - self.spec[1]
+        return int(self.spec[5] - self.spec[4])
 
     def block(self) -> Block:
         """The live block: the caller's own, or one read through this process's copy of the run."""
@@ -85,20 +86,18 @@ class BlockRef:
         return self._block
 
     def __repr__(self) -> str:
-        seg = self.spec[0]
-        return f"<BlockRef {seg.stream.key!r} rank {seg.rank} {seg.doc['array']} records {self.spec[1]}:{self.spec[2]}>"
+        stream, rank, array, _, start, stop, _ = self.spec
+        return f"<BlockRef {stream.key!r} rank {rank} {array} records {start}:{stop}>"
 
 
-def _resolve(spec: tuple[Segment, int, int, int]) -> Block:
-    """The block ``spec`` names, checked against the segment this process's copy of the run holds."""
-    seg, start, stop, chunk = spec
-    here = next((s for s in seg.stream.segments if s.rank == seg.rank and s.doc["array"] == seg.doc["array"]),
-                None)
-    if here is None or here.start != seg.start or here.stop < stop:
+def _resolve(spec: tuple[Any, ...]) -> Block:
+    """The block ``spec`` names, in this process's copy of its stream (which reopened the run)."""
+    stream, rank, array, seg_start, start, stop, chunk = spec
+    seg: Segment | None = next((s for s in stream.segments if s.rank == rank and s.doc["array"] == array), None)
+    if seg is None or seg.start != seg_start or seg.stop < stop:
         raise StoreNotFoundError(
-            f"stream {seg.stream.key!r} has no committed records {start}:{stop} in segment {seg.doc['array']} "
-            f"of rank {seg.rank} here; the store changed since the dask graph was built (open it again and "
-            "rebuild the graph)")
+            f"stream {stream.key!r} has no committed records {start}:{stop} in segment {array} of rank {rank} "
+            "here; the store changed since the dask graph was built (open it again and rebuild the graph)")
     return Block(seg, start, stop, chunk)
 
 

@@ -160,7 +160,7 @@ class Run:
                 raise StreamNotFoundError(
                     f"{self.path} has no stream {key!r}; streams are: {', '.join(self.streams) or 'none'}")
             recipe = (_stream_in_process, (self.__reduce__(), self.doc["created"], key))
-            s = self._streams[key] = Stream(self, key, self._stream_parts(key), recipe)
+            s = self._streams[key] = Stream(self, key, self._stream_parts(key), recipe, ordered=len(self.ranks) > 1)
         return s
 
     def _stream_parts(self, key: str) -> list[tuple[int, StoreReader]]:

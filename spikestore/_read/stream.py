@@ -128,9 +128,10 @@ class Stream:
     """
 
     def __init__(self, run: Run, key: str, parts: Sequence[tuple[int, StoreReader]],
-                 reduce: tuple[Callable[..., Stream], tuple[Any, ...]]) -> None:
+                 reduce: tuple[Callable[..., Stream], tuple[Any, ...]], *, ordered: bool) -> None:
         self._run = run
         self._reduce = reduce
+        self._ordered = ordered  # records in record_order (a run of several parts), else as stored
         self.key = key
         self.quantity, self.layer = split_key(key)
         self.node = stream_node(key)
@@ -150,7 +151,7 @@ class Stream:
         self._index: dict[str, np.ndarray] = {}
         lengths = [len(p) for p in self._parts]
         self._length = sum(lengths)
-        if len(self._parts) <= 1:  # one part: its own order
+        if not self._ordered or not self._parts:  # a run of one part: its stored order
             self._part_of: np.ndarray | None = None
             self._local: np.ndarray | None = None
             self._order: np.ndarray | None = None
@@ -393,7 +394,7 @@ class Stream:
                     yield Chunk(block.start, block.stop, values, steps[where], seg, where)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        if len(self._parts) <= 1:
+        if self._positions is None:
             for chunk in self.iter_chunks():
                 yield from chunk.values
         else:
