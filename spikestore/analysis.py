@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spikestore._tools import block_stats as bs
 from spikestore._integrations.dask_views import record_coords
 from spikestore._integrations.distributed import map_blocks
 from spikestore._read.segment import Block
+from spikestore._tools import block_stats as bs
 from spikestore.errors import InvalidArgumentError, MissingDependencyError
 
 if TYPE_CHECKING:

@@ -58,8 +58,8 @@ def open_groups_as_dict(path: str | os.PathLike[str], *, streams: Iterable[str] 
     import xarray as xr
 
     from spikestore._format import stream_node
-    from spikestore._read.run import open as open_run
     from spikestore._integrations.xr_variables import root_attrs, stream_variables
+    from spikestore._read.run import open as open_run
 
     run = open_run(path, backend=backend, storage_options=storage_options)
     drop = set(drop_variables or ())

@@ -148,10 +148,8 @@ def read_padded(stream: Stream, layout: PaddedLayout, idx: np.ndarray) -> np.nda
     """Records at positions ``idx`` (any order) as ``[len(idx), *layout.shape]``, padded."""
     out = np.full((len(idx), *layout.shape), layout.fill, layout.dtype)
     for seg, at, rows in stream.segment_rows(idx):
-        if len(rows) and np.all(np.diff(rows) == 1):  # a contiguous run: read chunk by chunk
-            recs = seg.read(int(rows[0]), int(rows[-1]) + 1)
-        else:
-            recs = seg.take(rows)
+        contiguous = len(rows) and np.all(np.diff(rows) == 1)  # a contiguous run: read chunk by chunk
+        recs = seg.read(int(rows[0]), int(rows[-1]) + 1) if contiguous else seg.take(rows)
         size = 0 if layout.batch_axis is None else seg.shape[layout.batch_axis]
         out[layout.real(size, at)] = recs
     return out

@@ -16,6 +16,7 @@ is :func:`spikestore._read.segment.iter_blocks`'s.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -165,7 +166,7 @@ class Stream:
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order), dtype=np.int64)
         edges = np.cumsum([0, *lengths])
-        self._positions = [inverse[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        self._positions = [inverse[a:b] for a, b in itertools.pairwise(edges)]
 
     def _joined(self, name: str) -> np.ndarray:
         arrays = [p.index(name) for p in self._parts]

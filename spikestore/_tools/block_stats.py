@@ -63,10 +63,8 @@ def block_neuron_counts(block: Block, sample: tuple[int, ...]) -> np.ndarray:
 def block_population(block: Block, t: int) -> np.ndarray:
     """One task: the fraction of values spiking at each time step (axis ``t``) of each record of ``block``."""
     seg, rows = block.segment, block.rows()
-    if seg.encoding == "bits" and t != len(seg.shape):  # popcount, neurons stay packed
-        counts = np.bitwise_count(rows)
-    else:
-        counts = spike_mask(seg, rows)
+    packed = seg.encoding == "bits" and t != len(seg.shape)  # popcount, neurons stay packed
+    counts = np.bitwise_count(rows) if packed else spike_mask(seg, rows)
     other = tuple(i for i in range(1, counts.ndim) if i != t)
     return counts.sum(axis=other, dtype=np.int64) / (np.prod(seg.shape) / seg.shape[t - 1])
 

@@ -94,7 +94,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     right = {1, 6, 7}
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in pairs)
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(head), rule, *(line(b) for b in body[:-1]), rule, line(body[-1])])

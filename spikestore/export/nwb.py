@@ -24,9 +24,10 @@ Mapping (decided once, used everywhere):
   ``TimeSeries`` per rank, named ``<quantity>.<escaped layer> rank <r>``
   (``<quantity>.<escaped layer>@k rank <r>`` per segment), its description
   saying the rank: one series for all ranks would not do, as a series'
-  timestamps must increase and the ranks record the same steps. ``T`` of single-step records is the largest over the ranks, so all
-  ranks' spike times share one clock. A one-process store's file has no
-  ``rank`` column and the series names above, as before.
+  timestamps must increase and the ranks record the same steps. ``T`` of
+  single-step records is the largest over the ranks, so all ranks' spike
+  times share one clock. A one-process store's file has no ``rank`` column
+  and the series names above.
 * The network is the NWB ``Subject`` (``species`` "in silico", ``sex`` "U",
   ``date_of_birth`` = the store's creation time).
 * **Run metadata** goes to ``notes`` (JSON) and the store's creation time to
@@ -270,7 +271,7 @@ def _add_series(module: Any, s: Stream, key: str, group: list[Segment], number: 
     ``rank``: the rank that recorded them, in a run of several ranks (named
     and described in the series), else ``None``.
     """
-    shape = tuple(int(max(dims)) for dims in zip(*(seg.shape for seg in group))) if group[0].shape else ()
+    shape = tuple(int(max(dims)) for dims in zip(*(seg.shape for seg in group), strict=True)) if group[0].shape else ()
     padded = any(seg.shape != shape for seg in group)
     kind = s.layout.kind(shape) if shape else "n"
     bins = kind == "m"  # a multi-step record is T rows of the series
