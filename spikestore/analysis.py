@@ -38,7 +38,7 @@ by hand.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -67,12 +67,12 @@ __all__ = [
 MAX_ELEMENTS = 1 << 24
 
 
-def _xr() -> Any:
+def _need_xarray() -> None:
+    """Raise ``MissingDependencyError`` unless xarray can be imported (results are DataArrays)."""
     try:
-        import xarray
+        import xarray  # noqa: F401  (imported to check that it is installed)
     except ImportError:  # pragma: no cover - depends on the installed extras
         raise MissingDependencyError("this result is an xarray.DataArray: pip install 'spikestore[xarray]'") from None
-    return xarray
 
 
 def _blocks(stream: Stream, max_elements: int) -> list[Block]:
@@ -145,9 +145,11 @@ def _per_neuron(stream: Stream, max_elements: int) -> tuple[np.ndarray, int]:
     return total, samples
 
 
-def _step_array(stream: Stream, values: np.ndarray, name: str) -> xr.DataArray:
-    return _xr().DataArray(values[1], dims=("step",), coords={"step": values[0]}, name=name,
-                           attrs={"stream": stream.key})
+def _step_array(stream: Stream, steps: np.ndarray, values: np.ndarray, name: str) -> xr.DataArray:
+    _need_xarray()
+    import xarray as xr
+
+    return xr.DataArray(values, dims=("step",), coords={"step": steps}, name=name, attrs={"stream": stream.key})
 
 
 def spike_counts(stream: Stream, per: str = "record", *,
@@ -168,7 +170,7 @@ def spike_counts(stream: Stream, per: str = "record", *,
         return counts
     if per == "step":
         steps, sums = _by_step(stream.steps, counts.astype(np.float64))
-        return _step_array(stream, (steps, sums.round().astype(np.int64)), "spike_count")
+        return _step_array(stream, steps, sums.round().astype(np.int64), "spike_count")
     raise InvalidArgumentError(f"per must be 'record', 'step' or 'neuron', not {per!r}")
 
 
@@ -178,6 +180,15 @@ def _layer_streams(run: Run, quantity: str) -> list[Stream]:
         raise InvalidArgumentError(
             f"{run.path} has no {quantity!r} streams; its quantities are {', '.join(run.quantities) or 'none'}")
     return streams
+
+
+@overload
+def firing_rate(obj: Run, per: str = ..., *, quantity: str = ..., max_elements: int = ...) -> xr.DataArray: ...
+
+
+@overload
+def firing_rate(obj: Stream, per: str = ..., *, quantity: str = ...,
+                max_elements: int = ...) -> np.ndarray | float | xr.DataArray: ...
 
 
 def firing_rate(obj: Run | Stream, per: str = "neuron", *, quantity: str = "output",
@@ -200,15 +211,17 @@ def firing_rate(obj: Run | Stream, per: str = "neuron", *, quantity: str = "outp
     from spikestore._read.run import Run
 
     if isinstance(obj, Run):
-        xr = _xr()
+        _need_xarray()
+        import xarray as xr
+
         streams = _layer_streams(obj, quantity)
         layers = [s.layer for s in streams]
         if per == "layer":
-            rates = [firing_rate(s, "all", max_elements=max_elements) for s in streams]
+            rates = [_rate_all(s, max_elements) for s in streams]
             return xr.DataArray(np.array(rates, dtype=np.float64), dims=("layer",),
                                 coords={"layer": layers}, name="firing_rate", attrs={"quantity": quantity})
         if per == "step":
-            series = [firing_rate(s, "step", max_elements=max_elements) for s in streams]
+            series = [_rate_by_step(s, max_elements) for s in streams]
             out = xr.concat(series, dim=xr.DataArray(layers, dims="layer", name="layer"), join="outer",
                             coords="minimal", compat="override", combine_attrs="drop")
             return out.rename("firing_rate").assign_attrs(quantity=quantity)
@@ -216,17 +229,29 @@ def firing_rate(obj: Run | Stream, per: str = "neuron", *, quantity: str = "outp
                                    "use run[key] for per-neuron or per-record rates")
     if per == "neuron":
         counts, samples = _per_neuron(obj, max_elements)
-        return counts / samples
-    counts, sizes = _per_record(obj, max_elements)
+        return np.asarray(counts / samples)
     if per == "record":
-        return counts / np.maximum(sizes, 1)
+        counts, sizes = _per_record(obj, max_elements)
+        return np.asarray(counts / np.maximum(sizes, 1))
     if per == "all":
-        return float(counts.sum() / sizes.sum()) if sizes.sum() else float("nan")
+        return _rate_all(obj, max_elements)
     if per == "step":
-        steps, spikes = _by_step(obj.steps, counts.astype(np.float64))
-        _, values = _by_step(obj.steps, sizes.astype(np.float64))
-        return _step_array(obj, (steps, spikes / np.maximum(values, 1)), "firing_rate")
+        return _rate_by_step(obj, max_elements)
     raise InvalidArgumentError(f"per must be 'neuron', 'record', 'step' or 'all', not {per!r}")
+
+
+def _rate_all(stream: Stream, max_elements: int) -> float:
+    """The firing rate of every value of ``stream``."""
+    counts, sizes = _per_record(stream, max_elements)
+    return float(counts.sum() / sizes.sum()) if sizes.sum() else float("nan")
+
+
+def _rate_by_step(stream: Stream, max_elements: int) -> xr.DataArray:
+    """The firing rate of the values of each step of ``stream``."""
+    counts, sizes = _per_record(stream, max_elements)
+    steps, spikes = _by_step(stream.steps, counts.astype(np.float64))
+    _, values = _by_step(stream.steps, sizes.astype(np.float64))
+    return _step_array(stream, steps, spikes / np.maximum(values, 1), "firing_rate")
 
 
 def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.DataArray:
@@ -238,19 +263,22 @@ def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.D
     value per record; ``call`` and ``step`` coordinates place it in time
     (and ``rank`` says which rank recorded it).
     """
-    xr = _xr()
+    _need_xarray()
+    import xarray as xr
+
     n = len(stream)
     segments = stream.segments
     with_time = [seg for seg in segments if "time" in seg.dims]
     if with_time and len(with_time) == len(segments):
-        sizes = {seg.shape[seg.dims.index("time")] for seg in with_time}
-        if len(sizes) > 1:
-            raise InvalidArgumentError(f"stream {stream.key!r}: segments have different time lengths {sizes}")
-        width = sizes.pop()
+        lengths = {seg.shape[seg.dims.index("time")] for seg in with_time}
+        if len(lengths) > 1:
+            raise InvalidArgumentError(f"stream {stream.key!r}: segments have different time lengths {lengths}")
+        width = lengths.pop()
         blocks = _blocks(stream, max_elements)
         axes = [(1 + b.segment.dims.index("time"),) for b in blocks]
         rates = _run(bs.block_population, blocks, axes, name="spikestore-population")
-        out, dims = _per_record_array(stream, blocks, rates, (width,)), ("record", "time")
+        dims: tuple[str, ...] = ("record", "time")
+        out = _per_record_array(stream, blocks, rates, (width,))
     else:
         counts, sizes = _per_record(stream, max_elements)
         out, dims = counts / np.maximum(sizes, 1), ("record",)
@@ -271,7 +299,9 @@ def inter_spike_intervals(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -
     counts over ``interval`` (1, 2, ...); a histogram rather than the list of
     intervals keeps memory bounded however many spikes there are.
     """
-    xr = _xr()
+    _need_xarray()
+    import xarray as xr
+
     blocks = _blocks(stream, max_elements)
     steps, calls = stream.steps, stream.calls
     args = [(1 + b.segment.dims.index("time"),) if "time" in b.segment.dims else
@@ -324,7 +354,9 @@ def grad_norms(obj: Run | Mapping[Any, Run], *, quantity: str = "grad_input", na
     gives ``name x layer`` instead: each run's per-step norms averaged over
     its steps.
     """
-    xr = _xr()
+    _need_xarray()
+    import xarray as xr
+
     if isinstance(obj, Mapping):
         per_run = [grad_norms(r, quantity=quantity, max_elements=max_elements).mean("step") for r in obj.values()]
         out = xr.concat(per_run, dim=xr.DataArray(list(obj.keys()), dims=name, name=name), join="outer")

@@ -53,7 +53,9 @@ def _to_dask(stream: Stream, segs: list[Segment], layout: PaddedLayout) -> dask.
     # reopens (spikestore._integrations.distributed): no chunk bytes travel.
     graph = {(name, k, *tail): (pad_ref, BlockRef(b), layout) for k, b in enumerate(blocks)}
     meta = np.empty((0,) * (1 + len(layout.shape)), layout.dtype)
-    return da.Array(graph, name, (tuple(len(b) for b in blocks), *((d,) for d in layout.shape)), meta=meta)
+    chunks = (tuple(len(b) for b in blocks), *((d,) for d in layout.shape))
+    arr: dask.array.Array = da.Array(graph, name, chunks, meta=meta)  # type: ignore[no-untyped-call]
+    return arr
 
 
 def segment_to_dask(seg: Segment, stream: Stream) -> dask.array.Array:
@@ -87,7 +89,8 @@ def stream_to_dask(stream: Stream, segment: int | None = None) -> dask.array.Arr
     if segment is not None:
         return segment_to_dask(_segment(stream, segment), stream)
     if not stream.segments:
-        return da.zeros((0,), np.float32)
+        empty: dask.array.Array = da.zeros((0,), np.float32)
+        return empty
     layout = padded_layout(stream)
     if layout is None:
         raise why_not_one_array(stream, "to_dask()")
@@ -95,7 +98,8 @@ def stream_to_dask(stream: Stream, segment: int | None = None) -> dask.array.Arr
     stored = _stored_order(stream)
     if np.array_equal(stored, np.arange(len(stored))):
         return arr
-    return arr[np.argsort(stored, kind="stable")]  # (records of several parts, into the stream's order)
+    ordered: dask.array.Array = arr[np.argsort(stored, kind="stable")]  # several parts: into the stream's order
+    return ordered
 
 
 # -- labels ---------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def active_client() -> Any | None:
     from distributed import default_client
 
     try:
-        client = default_client()
+        client = default_client()  # type: ignore[no-untyped-call]
     except ValueError:  # "No clients found"
         return None
     return client if getattr(client, "status", "running") == "running" else None
@@ -137,4 +137,5 @@ def map_blocks(fn: Callable[..., R], blocks: Sequence[Block], args: Sequence[tup
     token = tokenize(name, fn.__name__, [pickle.dumps(r.spec) for r in refs], extra)
     keys = [f"{name}-{token}-{i}" for i in range(len(refs))]
     futures = client.map(_call, [fn] * len(refs), refs, extra, key=keys)
-    return client.gather(futures)
+    results: list[R] = client.gather(futures)
+    return results

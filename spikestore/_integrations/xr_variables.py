@@ -14,7 +14,7 @@ Like the engine, this module imports only numpy and xarray at the top.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +28,13 @@ if TYPE_CHECKING:
     from spikestore._read.stream import Stream
 
 __all__ = ["IndexArray", "SegmentArray", "StreamArray", "root_attrs", "stream_variables"]
+
+
+def _outer_indexed(key: indexing.ExplicitIndexer, shape: tuple[int, ...],
+                   getitem: Callable[[tuple[Any, ...]], np.ndarray]) -> np.ndarray:
+    """xarray's key turned into one outer-indexing key per axis, and ``getitem`` of it."""
+    out: np.ndarray = indexing.explicit_indexing_adapter(key, shape, indexing.IndexingSupport.OUTER, getitem)
+    return out
 
 
 def _outer(recs: np.ndarray, rest: tuple[Any, ...], offset: int) -> np.ndarray:
@@ -48,8 +55,7 @@ class SegmentArray(BackendArray):
         self.dtype = segment.dtype
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
+        return _outer_indexed(key, self.shape, self._getitem)
 
     def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
         seg, n = self.segment, self.shape[0]
@@ -74,8 +80,7 @@ class StreamArray(BackendArray):
         self.dtype = layout.dtype
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
+        return _outer_indexed(key, self.shape, self._getitem)
 
     def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
         from spikestore._read.padded import read_padded
@@ -96,8 +101,7 @@ class IndexArray(BackendArray):
         self.dtype = np.dtype({"step": "int64", "call": "int32"}[name])
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
+        return _outer_indexed(key, self.shape, self._getitem)
 
     def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
         return np.asarray(self.stream.index(self.name)[self.positions][key])

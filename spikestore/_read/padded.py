@@ -181,7 +181,8 @@ class PaddedRecords:
         if isinstance(item, tuple):  # records first, then inside them
             return indexing.inside(self.__getitem__, item)
         if indexing.is_position(item):
-            return read_padded(s, self.layout, np.array([indexing.position(item, len(s), s.key)]))[0]
+            one: np.ndarray = read_padded(s, self.layout, np.array([indexing.position(item, len(s), s.key)]))[0]
+            return one
         return read_padded(s, self.layout, indexing.positions(item, len(s), s.key))
 
     def __repr__(self) -> str:

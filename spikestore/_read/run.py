@@ -145,12 +145,14 @@ class Run:
     @property
     def metadata(self) -> dict[str, Any]:
         """The run metadata given to ``Store(metadata=...)``."""
-        return self.doc["metadata"]
+        metadata: dict[str, Any] = self.doc["metadata"]
+        return metadata
 
     @property
     def writer(self) -> dict[str, Any]:
         """The writer's status document (``status`` is open, closed or failed)."""
-        return self.doc["writer"]
+        writer: dict[str, Any] = self.doc["writer"]
+        return writer
 
     def __getitem__(self, key: str) -> Stream:
         self._reader.check()

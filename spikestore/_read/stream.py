@@ -209,12 +209,14 @@ class Stream:
     @property
     def selection(self) -> dict[str, Any] | None:
         """What part of the layer each record covers (set by monitors)."""
-        return self.doc["selection"]
+        selection: dict[str, Any] | None = self.doc["selection"]
+        return selection
 
     @property
     def attrs(self) -> dict[str, Any]:
         """Attributes the monitor (or ``Store.set_stream_info``) gave the stream."""
-        return self.doc["attrs"]
+        attrs: dict[str, Any] = self.doc["attrs"]
+        return attrs
 
     @property
     def layout(self) -> RecordLayout:
@@ -449,7 +451,8 @@ class Stream:
     # -- views -----------------------------------------------------------------------------
     def tensor(self, i: int) -> torch.Tensor:
         """Record ``i`` as a torch tensor (dtype restored, bfloat16 included)."""
-        return dtypes.to_tensor(self[i], self.segment_of(i).doc["dtype"])
+        tensor: torch.Tensor = dtypes.to_tensor(self[i], self.segment_of(i).doc["dtype"])
+        return tensor
 
     @property
     def batch_sizes(self) -> np.ndarray | None:

@@ -55,7 +55,7 @@ def to_hdf5(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
         raise MissingDependencyError("HDF5 export needs h5py: pip install 'spikestore[hdf5]'") from None
     if compression not in (None, "gzip", "lzf"):
         raise InvalidArgumentError(f"compression must be None, 'gzip' or 'lzf', not {compression!r}")
-    opts = {"compression": compression, "shuffle": compression is not None}
+    opts: dict[str, Any] = {"compression": compression, "shuffle": compression is not None}
     if compression == "gzip":
         opts["compression_opts"] = 1
     with export_job(store, out, streams=streams, steps=steps, progress=progress, overwrite=overwrite) as job:
