@@ -18,12 +18,12 @@ the same attributes and coordinates (:func:`record_coords`,
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from spikestore._integrations.distributed import BlockRef, pad_ref
-from spikestore._read.padded import PaddedLayout, padded_layout, why_not_one_array
+from spikestore._read.padded import PaddedLayout, Records, padded_layout, why_not_one_array
 from spikestore._read.segment import iter_blocks
 from spikestore.errors import InvalidArgumentError
 
@@ -31,15 +31,48 @@ if TYPE_CHECKING:
     import dask.array
     import xarray as xr
 
+    from spikestore._format.layout import RecordLayout
     from spikestore._read.segment import Segment
-    from spikestore._read.stream import Stream
 
-__all__ = ["original_indices", "plain_attrs", "record_coords", "segment_to_dask", "stream_to_dask",
+__all__ = ["ViewedStream", "original_indices", "plain_attrs", "record_coords", "segment_to_dask", "stream_to_dask",
            "stream_to_xarray"]
 
 
+class ViewedStream(Records, Protocol):
+    """What the views read from a stream (:class:`spikestore.Stream` is one)."""
+
+    @property
+    def quantity(self) -> str: ...
+
+    @property
+    def layer(self) -> str: ...
+
+    @property
+    def layout(self) -> RecordLayout: ...
+
+    @property
+    def selection(self) -> dict[str, Any] | None: ...
+
+    @property
+    def attrs(self) -> dict[str, Any]: ...
+
+    @property
+    def steps(self) -> np.ndarray: ...
+
+    @property
+    def calls(self) -> np.ndarray: ...
+
+    @property
+    def ranks(self) -> np.ndarray: ...
+
+    @property
+    def batch_sizes(self) -> np.ndarray | None: ...
+
+    def __reduce__(self) -> str | tuple[Any, ...]: ...
+
+
 # -- dask ---------------------------------------------------------------------------
-def _to_dask(stream: Stream, segs: list[Segment], layout: PaddedLayout) -> dask.array.Array:
+def _to_dask(stream: ViewedStream, segs: list[Segment], layout: PaddedLayout) -> dask.array.Array:
     """Segments ``segs`` of ``stream`` as one dask array: one task per stored chunk, padded by ``layout``,
     in the order of ``segs``."""
     import dask.array as da
@@ -58,7 +91,7 @@ def _to_dask(stream: Stream, segs: list[Segment], layout: PaddedLayout) -> dask.
     return arr
 
 
-def segment_to_dask(seg: Segment, stream: Stream) -> dask.array.Array:
+def segment_to_dask(seg: Segment, stream: ViewedStream) -> dask.array.Array:
     """Segment ``seg`` of ``stream`` as a dask array whose chunks are exactly the stored chunks.
 
     The graph holds one task per stored chunk and nothing is read to build
@@ -68,7 +101,7 @@ def segment_to_dask(seg: Segment, stream: Stream) -> dask.array.Array:
     return _to_dask(stream, [seg], PaddedLayout(seg.shape, seg.dtype, None, None))
 
 
-def _segment(stream: Stream, segment: int) -> Segment:
+def _segment(stream: ViewedStream, segment: int) -> Segment:
     segs = stream.segments
     if not -len(segs) <= segment < len(segs):
         raise InvalidArgumentError(
@@ -76,13 +109,13 @@ def _segment(stream: Stream, segment: int) -> Segment:
     return segs[segment]
 
 
-def _stored_order(stream: Stream) -> np.ndarray:
+def _stored_order(stream: ViewedStream) -> np.ndarray:
     """Stream positions of the records in stored order (segment by segment, part by part)."""
     segs = stream.segments
     return np.concatenate([stream.record_positions(s) for s in segs]) if segs else np.zeros(0, np.int64)
 
 
-def stream_to_dask(stream: Stream, segment: int | None = None) -> dask.array.Array:
+def stream_to_dask(stream: ViewedStream, segment: int | None = None) -> dask.array.Array:
     """Implementation of :meth:`spikestore.Stream.to_dask`: the whole stream, padded (or one segment)."""
     import dask.array as da
 
@@ -103,13 +136,13 @@ def stream_to_dask(stream: Stream, segment: int | None = None) -> dask.array.Arr
 
 
 # -- labels ---------------------------------------------------------------------------
-def original_indices(stream: Stream, shape: tuple[int, ...], dims: tuple[str, ...]) -> dict[str, np.ndarray]:
+def original_indices(stream: ViewedStream, shape: tuple[int, ...], dims: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The layer's own batch/neuron indices along the axes of records of ``shape``, where a monitor
     recorded a subset (the padded shape labels the rows of every record)."""
     return stream.layout.original_indices(shape, dims)
 
 
-def plain_attrs(stream: Stream, segs: list[Segment]) -> dict[str, Any]:
+def plain_attrs(stream: ViewedStream, segs: list[Segment]) -> dict[str, Any]:
     """Plain attributes (strings and numbers, so the result can be written to netCDF)."""
     attrs: dict[str, Any] = {
         "stream": stream.key, "quantity": stream.quantity, "layer": stream.layer,
@@ -124,7 +157,7 @@ def plain_attrs(stream: Stream, segs: list[Segment]) -> dict[str, Any]:
     return attrs
 
 
-def record_coords(stream: Stream, positions: np.ndarray) -> dict[str, np.ndarray]:
+def record_coords(stream: ViewedStream, positions: np.ndarray) -> dict[str, np.ndarray]:
     """The coordinates along the record dimension of the records at ``positions``: ``step``, ``call``,
     ``rank`` and, when records have a batch axis, ``batch_size``."""
     out = {"step": stream.steps[positions], "call": stream.calls[positions], "rank": stream.ranks[positions]}
@@ -134,7 +167,7 @@ def record_coords(stream: Stream, positions: np.ndarray) -> dict[str, np.ndarray
     return out
 
 
-def stream_to_xarray(stream: Stream, segment: int | None = None) -> xr.DataArray:
+def stream_to_xarray(stream: ViewedStream, segment: int | None = None) -> xr.DataArray:
     """Implementation of :meth:`spikestore.Stream.to_xarray`."""
     import xarray as xr
 

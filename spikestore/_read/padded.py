@@ -31,7 +31,7 @@ segments are read one by one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -40,10 +40,28 @@ from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from spikestore._read.segment import Block, Segment
-    from spikestore._read.stream import Stream
 
-__all__ = ["PaddedLayout", "PaddedRecords", "batch_axis", "batch_sizes", "pad_block", "padded_layout", "read_padded",
-           "why_not_one_array"]
+__all__ = ["PaddedLayout", "PaddedRecords", "Records", "batch_axis", "batch_sizes", "pad_block", "padded_layout",
+           "read_padded", "why_not_one_array"]
+
+
+class Records(Protocol):
+    """What this module reads from a stream (:class:`spikestore.Stream` is one)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def dims(self) -> tuple[str, ...]: ...
+
+    @property
+    def segments(self) -> list[Segment]: ...
+
+    def __len__(self) -> int: ...
+
+    def record_positions(self, segment: Segment, start: int | None = None, stop: int | None = None) -> np.ndarray: ...
+
+    def segment_rows(self, idx: np.ndarray) -> list[tuple[Segment, np.ndarray, np.ndarray]]: ...
 
 
 @dataclass(frozen=True)
@@ -95,7 +113,7 @@ def batch_axis(dims: tuple[str, ...]) -> int | None:
     return dims.index("batch") if "batch" in dims else None
 
 
-def padded_layout(stream: Stream) -> PaddedLayout | None:
+def padded_layout(stream: Records) -> PaddedLayout | None:
     """The one-array layout of ``stream``, or ``None`` when its records do not fit one array (see the module).
 
     A stream without records has none either.
@@ -113,7 +131,7 @@ def padded_layout(stream: Stream) -> PaddedLayout | None:
     return PaddedLayout(tuple(shape), segs[0].dtype, axis, _fill(segs, segs[0].dtype))
 
 
-def why_not_one_array(stream: Stream, what: str) -> InvalidArgumentError:
+def why_not_one_array(stream: Records, what: str) -> InvalidArgumentError:
     """The error for ``what`` (a view) asked of a stream whose records do not fit one array."""
     shapes = ", ".join(f"{k}: {s.shape} {s.doc['dtype']}" for k, s in enumerate(stream.segments))
     if batch_axis(stream.dims) is None:
@@ -127,7 +145,7 @@ def why_not_one_array(stream: Stream, what: str) -> InvalidArgumentError:
         "layout: pick one segment with segment=k, or read records one by one with s[i]")
 
 
-def batch_sizes(stream: Stream) -> np.ndarray | None:
+def batch_sizes(stream: Records) -> np.ndarray | None:
     """The batch size of each record (``int64``), or ``None`` when the records have no batch axis."""
     axis = batch_axis(stream.dims)
     if axis is None:
@@ -144,7 +162,7 @@ def pad_block(block: Block, layout: PaddedLayout) -> np.ndarray:
     return layout.pad(block.values())
 
 
-def read_padded(stream: Stream, layout: PaddedLayout, idx: np.ndarray) -> np.ndarray:
+def read_padded(stream: Records, layout: PaddedLayout, idx: np.ndarray) -> np.ndarray:
     """Records at positions ``idx`` (any order) as ``[len(idx), *layout.shape]``, padded."""
     out = np.full((len(idx), *layout.shape), layout.fill, layout.dtype)
     for seg, at, rows in stream.segment_rows(idx):
@@ -163,7 +181,7 @@ class PaddedRecords:
     whose batch sizes differ, where ``s[...]`` would refuse.
     """
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Records) -> None:
         self.stream = stream
 
     @property

@@ -186,7 +186,7 @@ class Run:
         """One row per stream, over every part (see :func:`spikestore._tools.summary.summarize`)."""
         from spikestore._tools.summary import summarize
 
-        return summarize(self)
+        return summarize(self[key] for key in self.streams)
 
     def summary_table(self) -> str:
         """The summary as a fixed-width text table."""
@@ -198,7 +198,14 @@ class Run:
         """The summary as an HTML table (Jupyter shows this for a bare ``run``)."""
         from spikestore._tools.summary import format_html
 
-        return format_html(self, self.summary())
+        from html import escape
+
+        w = self.writer
+        title = (f"<b>spikestore run</b> <code>{escape(str(self.path))}</code>: {len(self)} streams, "
+                 f"created {escape(self.doc['created'])}, writer {escape(w['status'])}"
+                 f"{', ' + str(w['dropped']) + ' records dropped' if w.get('dropped') else ''}"
+                 f"{', ' + str(w['modified']) + ' changed in place (dropped)' if w.get('modified') else ''}")
+        return format_html(title, self.summary())
 
     def close(self) -> None:
         """Close the store; reading from the run or its streams afterwards raises ``StoreClosedError``."""

@@ -18,26 +18,40 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
 from spikestore._format import INDEX_ARRAYS, dtypes, new_stream_doc, split_key, stream_node
 from spikestore._format.layout import RecordLayout
 from spikestore._read import indexing
+from spikestore._read.padded import PaddedRecords, batch_sizes
 from spikestore._read.segment import Segment, iter_blocks
 from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import dask.array
     import torch
     import xarray as xr
 
-    from spikestore._read.padded import PaddedRecords
-    from spikestore._read.run import Run
     from spikestore._read.storage import StoreReader
+    from spikestore.backends import StoreURL
 
-__all__ = ["Chunk", "Stream", "StreamPart", "record_order"]
+__all__ = ["Chunk", "Stream", "StreamOwner", "StreamPart", "record_order"]
+
+
+class StreamOwner(Protocol):
+    """What a stream knows of the run it was read from (:class:`spikestore.Run` is one)."""
+
+    @property
+    def path(self) -> Path | StoreURL: ...
+
+    @property
+    def streams(self) -> list[str]: ...
+
+    def __getitem__(self, key: str) -> Stream: ...
 
 
 def record_order(steps: np.ndarray, calls: np.ndarray, ranks: np.ndarray, local: np.ndarray) -> np.ndarray:
@@ -128,7 +142,7 @@ class Stream:
     ``run[key]``.
     """
 
-    def __init__(self, run: Run, key: str, parts: Sequence[tuple[int, StoreReader]],
+    def __init__(self, run: StreamOwner, key: str, parts: Sequence[tuple[int, StoreReader]],
                  reduce: tuple[Callable[..., Stream], tuple[Any, ...]], *, ordered: bool) -> None:
         self._run = run
         self._reduce = reduce
@@ -193,7 +207,7 @@ class Stream:
         return self._length
 
     @property
-    def run(self) -> Run:
+    def run(self) -> StreamOwner:
         """The run this stream was read from."""
         return self._run
 
@@ -463,8 +477,6 @@ class Stream:
         the one-array views (:meth:`to_dask`, :attr:`padded`) pad those
         records and carry these sizes as their ``batch_size`` coordinate.
         """
-        from spikestore._read.padded import batch_sizes
-
         return batch_sizes(self)
 
     @property
@@ -477,8 +489,6 @@ class Stream:
         Raises ``InvalidArgumentError`` when records differ on another axis
         (see :mod:`spikestore._read.padded` for the rule).
         """
-        from spikestore._read.padded import PaddedRecords
-
         return PaddedRecords(self)
 
     def to_dask(self, segment: int | None = None) -> dask.array.Array:
