@@ -112,7 +112,8 @@ def test_firing_rate_per_layer_and_layer_by_step(run_and_data):
     assert per_layer.layer.values.tolist() == ["a", "b"]
     for layer in ("a", "b"):
         recs = [v for _, _, v, _ in data[f"output/{layer}"]]
-        assert per_layer.sel(layer=layer).item() == pytest.approx(sum(v.sum() for v in recs) / sum(v.size for v in recs))
+        want = sum(v.sum() for v in recs) / sum(v.size for v in recs)
+        assert per_layer.sel(layer=layer).item() == pytest.approx(want)
     heat = analysis.firing_rate(run, "step")
     assert heat.dims == ("layer", "step") and heat.shape == (2, STEPS)
     at4 = [r.value for r in data["output/b"] if r.step == 4]
@@ -175,7 +176,8 @@ def test_grad_norms(run_and_data, tmp_path):
     full = analysis.grad_norms(run, quantity="grad_output", max_elements=4)
     for step in range(STEPS):
         vs = [v for s, _, v, _ in data["grad_output/a"] if s == step]
-        assert full.sel(layer="a", step=step).item() == pytest.approx(np.sqrt(sum((v.astype(np.float64) ** 2).sum() for v in vs)))
+        want = np.sqrt(sum((v.astype(np.float64) ** 2).sum() for v in vs))
+        assert full.sel(layer="a", step=step).item() == pytest.approx(want)
     sweep = analysis.grad_norms({0.5: run, 2.0: run}, name="alpha")
     assert sweep.dims == ("alpha", "layer") and sweep.alpha.values.tolist() == [0.5, 2.0]
     np.testing.assert_allclose(sweep.sel(alpha=2.0).values, norms.mean("step").values)

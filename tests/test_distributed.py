@@ -200,7 +200,7 @@ def test_a_task_carries_a_reference_not_the_chunk(stores):
     with spikestore.open(path) as run:
         s = run["output/a"]
         block = next(s.segments[0].blocks())
-        block.values()  # the chunk is in the run's cache now
+        block.values()  # the chunk is in the run's cache
         ref = BlockRef(block)
         raw = pickle.dumps(ref)
         assert len(raw) < 1000 and len(raw) < block.rows().nbytes

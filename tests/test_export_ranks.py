@@ -177,7 +177,7 @@ def test_nwb_units_and_series_per_rank(ranked, tmp_path):
                 for b in range(4):  # every rank's units: the largest batch of its records
                     for n in range(n_neuron):
                         want[(layer, r, b, n)] = []
-            for r, step, call, t, b, n in _events(expected(ranked, key), key):
+            for r, step, _call, t, b, n in _events(expected(ranked, key), key):
                 want[(layer, r, b, n)].append((step * bins + t) * dt)
         got = {(row.layer, int(row.rank), int(row.batch), int(row.neuron)): list(row.spike_times)
                for row in units.itertuples()}

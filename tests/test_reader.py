@@ -137,7 +137,7 @@ def test_a_missing_chunk_inside_the_committed_range_is_damage(tmp_path):
     (path / "output/x/seg000000/c.1.0").unlink()
     s = spikestore.open(path)["output/x"]
     s[0]
-    with pytest.raises(DamagedStoreError, match="chunk 1 .*missing"):
+    with pytest.raises(DamagedStoreError, match=r"chunk 1 .*missing"):
         s[s.segments[0].chunk_records]
 
 

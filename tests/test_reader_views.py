@@ -89,7 +89,7 @@ def test_iteration_and_bounded_chunks(mixed):
     s = run["output/s"]
     part = list(s.iter_chunks(5, 11))
     assert part[0].start == 5 and part[-1].stop == 11
-    assert [c.start for c in s.iter_chunks(-4)][0] == len(s) - 4
+    assert next(c.start for c in s.iter_chunks(-4)) == len(s) - 4
     with pytest.raises(InvalidArgumentError, match="max_records must be >= 1"):
         list(s.iter_chunks(max_records=0))
 
@@ -113,7 +113,7 @@ def test_sel_by_step_and_call(mixed):
     same(single.sel(step=5, call=2), written["output/s"][5 * 3 + 2][1])
     same(single.sel(step=[5]), np.stack([v for _, v in written["output/s"][15:18]]))
     same(single.sel(step=[5, 6], call=0), np.stack([written["output/s"][15][1], written["output/s"][18][1]]))
-    with pytest.raises(InvalidArgumentError, match="3 records at step 5.*call="):
+    with pytest.raises(InvalidArgumentError, match=r"3 records at step 5.*call="):
         single.sel(step=5)
     with pytest.raises(InvalidArgumentError, match="no record at step 99"):
         s.sel(step=99)
@@ -200,7 +200,7 @@ def test_live_reading_while_a_writer_thread_appends(store_path):
                     flushed.put(i + 1)
                     seen.get(timeout=wait_s)  # queue.Empty (a failure) if the reader never catches up
             store.close()
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001  (any failure of the writer thread is reported by the main thread)
             failure.append(exc)
         finally:
             done.set()
@@ -215,7 +215,7 @@ def test_live_reading_while_a_writer_thread_appends(store_path):
         finished = done.is_set()
         run.refresh()
         if "output/live" in run:
-            s, v = run["output/live"], run["v_seq/live"] if "v_seq/live" in run else None
+            s, v = run["output/live"], (run["v_seq/live"] if "v_seq/live" in run else None)  # noqa: SIM401 (Run has no get)
             k = len(s)
             assert k >= last  # committed counts only grow
             last = k

@@ -119,8 +119,7 @@ def map_blocks(fn: Callable[..., R], blocks: Sequence[Block], args: Sequence[tup
     something small: its results come back to the caller. ``args`` holds
     one tuple of extra arguments per block (small: they travel with each
     task); ``None`` passes none. Without a client this is the plain loop, in
-    this process, reading through the caller's run: the single-process path
-    is unchanged. With one, each block is one task (its key starts with
+    this process, reading through the caller's run. With one, each block is one task (its key starts with
     ``name``), and a worker reads its chunk itself.
     """
     extra: Sequence[tuple[Any, ...]] = [()] * len(blocks) if args is None else args

@@ -196,9 +196,9 @@ class Run:
 
     def _repr_html_(self) -> str:
         """The summary as an HTML table (Jupyter shows this for a bare ``run``)."""
-        from spikestore._tools.summary import format_html
-
         from html import escape
+
+        from spikestore._tools.summary import format_html
 
         w = self.writer
         title = (f"<b>spikestore run</b> <code>{escape(str(self.path))}</code>: {len(self)} streams, "

@@ -19,7 +19,8 @@ and the attributes ``ranks`` (the stream's group: the ranks that recorded
 it; the root: ``spikestore_ranks``, the run's ranks). Its ranks' records of
 one shape and dtype share one ``seg...`` dataset (``segment`` says which
 holds each record), so ranks that recorded the same shapes give one
-dataset. A one-process store's file is what it always was.
+dataset. A one-process store's file has no ``rank`` dataset and no
+``ranks`` attributes.
 
 Datasets are chunked and gzip-compressed (the filter every HDF5 build has).
 The file is written under a temporary name and replaces ``out`` only once

@@ -20,7 +20,7 @@ Its ranks' records of one shape and dtype share one member (``<stream>``,
 or ``<stream>@k`` when the shape or dtype changed, ``k`` in order of first
 appearance, with ``<stream>.segment`` saying which member holds each
 record), so ranks that recorded the same shapes give one array. A
-one-process store's members are what they always were.
+one-process store's file has no ``.ranks`` member.
 
 The file is written under a temporary name and replaces ``out`` only once
 complete (:func:`spikestore._files.replacing`).

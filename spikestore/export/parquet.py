@@ -23,7 +23,7 @@ rank's records, and both tables then have a ``rank`` column (int32, after
 ``layer``) saying which rank recorded each row; rows come rank by rank, each
 rank's in its record order (sort by ``step``, ``rank``, ``call`` for the
 merged order of ``run[key]``). A one-process store's tables have no ``rank``
-column, as before.
+column.
 
 Both are written in row groups of one decoded chunk each, so memory stays
 bounded by a chunk whatever the store's size. The directory is written under
