@@ -14,7 +14,6 @@ from helpers import M_SEL, count_chunk_reads, same, write_mixed
 
 import spikestore
 from spikestore import InvalidArgumentError
-from spikestore._read.segment import iter_blocks
 
 
 @pytest.fixture
@@ -142,7 +141,7 @@ def test_to_dask_equals_written_and_reads_nothing_until_computed(mixed, monkeypa
     seg = s.segments[0]
     first = tuple(min(seg.chunk_records, seg.count - k) for k in range(0, seg.count, seg.chunk_records))
     assert arr.chunks[0][:len(first)] == first
-    assert arr.chunks[0] == tuple(len(b) for b in iter_blocks(s.segments))  # one task per stored chunk
+    assert arr.chunks[0] == tuple(len(c.values) for c in s.iter_chunks())  # one task per stored chunk
     values = arr.compute()
     same(values[:20], np.stack([v for _, v in written["output/fc"][:20]]))
     same(values[20:, :, :2], np.stack([v for _, v in written["output/fc"][20:]]))

@@ -13,7 +13,6 @@ from helpers import M_SEL, count_chunk_reads, same, write_mixed
 
 import spikestore
 from spikestore import InvalidArgumentError
-from spikestore._read.segment import iter_blocks
 
 #: Streams of write_mixed whose records have a batch axis (monitor selections).
 BATCHED = {"output/fc", "v_seq/fc", "output/s"}
@@ -54,7 +53,7 @@ def test_open_dataset_with_dask_chunks_is_lazy_and_follows_the_stored_chunks(sto
     run = spikestore.open(store_path)
     s = run["v_seq/fc"]
     var = ds["v_seq/fc"]  # two segments (batch 3, then 2), one variable
-    assert var.chunks[0] == tuple(len(b) for b in iter_blocks(s.segments))
+    assert var.chunks[0] == tuple(len(b) for seg in s.segments for b in seg.blocks())  # (reads nothing)
     assert var.chunks[0][0] == s.segments[0].chunk_records and sum(var.chunks[0]) == len(s)
     assert chunk_reads == []
     float(var.sum())
