@@ -1,14 +1,15 @@
 """``xarray.open_datatree(path, engine="spikestore")``: a store as a tree of groups.
 
-The flat dataset (:mod:`spikestore._integrations.xarray_engine`) puts every stream in
-one namespace, so its names carry the stream key (``"output/2:record"``).
-The tree mirrors the store's own groups instead: the root node holds the
-store's attributes, one node per quantity (``/output``), and under it one
-node per layer (``/output/2``, the layer name escaped as in the store,
-``docs/format.md`` §1.1) holding that stream's variable, named after the
-quantity (``"<quantity>_values"`` where the quantity is also the name of a
-dimension or coordinate, e.g. ``time``), with plain dimension names (``record``, ``time``, ``batch``,
-``neuron``) and the coordinates ``step``, ``call`` and ``batch_size`` along
+The flat dataset (:mod:`spikestore._integrations.xarray_engine`) puts every
+stream in one namespace, so its names carry the stream key
+(``"output/2:record"``). The tree mirrors the store's own groups instead:
+the root node holds the store's attributes, one node per quantity
+(``/output``), and under it one node per layer (``/output/2``, the layer
+name escaped as in the store, ``docs/format.md`` §1.1) holding that stream's
+variable, named after the quantity (``"<quantity>_values"`` where the
+quantity is also the name of a dimension or coordinate, e.g. ``time``), with
+plain dimension names (``record``, ``time``, ``batch``, ``neuron``) and the
+coordinates ``step``, ``call``, ``rank`` and ``batch_size`` along
 ``record``. A stream whose records do not fit one array holds one variable
 per segment (``output#0``, ``output#1``), with prefixed dimensions, as in
 the flat dataset. Values are read lazily through the same arrays.

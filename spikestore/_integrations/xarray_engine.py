@@ -20,8 +20,11 @@ Naming in the dataset: a stream is the variable ``"<quantity>/<layer>"``.
 Each variable has its own dimensions, prefixed with its name
 (``"output/2:record"``, ``"output/2:time"``, ``"output/2:batch"``,
 ``"output/2:neuron"``), because sizes differ between variables (record
-counts, batch sizes, layer widths); ``"<name>:step"``, ``"<name>:call"`` and
-``"<name>:batch_size"`` are coordinates along the record dimension. A
+counts, batch sizes, layer widths); ``"<name>:step"``, ``"<name>:call"``,
+``"<name>:rank"`` and ``"<name>:batch_size"`` are coordinates along the
+record dimension (:func:`~spikestore._integrations.dask_views.record_coords`).
+A run recorded by several ranks gives the same variables, over every rank's
+records in the stream's record order. A
 stream whose records differ on an axis other than the batch axis (see
 :mod:`spikestore._read.padded`) gives one variable per segment instead,
 ``"<key>#0"``, ``"<key>#1"``, ... in record order. ``Stream.to_xarray()``

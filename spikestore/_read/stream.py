@@ -309,6 +309,15 @@ class Stream:
                 out.append((seg, at[mask], local[mask] - seg.start))
         return out
 
+    def _where(self, j: int) -> tuple[Segment, int]:
+        """The segment holding record ``j`` (a checked position) and the record's row in it."""
+        if self._part_of is None or self._local is None:
+            part, local = self._parts[0], j
+        else:
+            part, local = self._parts[int(self._part_of[j])], int(self._local[j])
+        seg = part.segment_of(local)
+        return seg, local - seg.start
+
     def segment_of(self, i: int) -> Segment:
         """The segment holding record ``i`` (``-1``: the last record).
 
@@ -317,18 +326,15 @@ class Stream:
         IndexError
             If there is no record ``i``.
         """
-        j = indexing.position(i, len(self), self.key)
-        ((part, _, local),) = self._locate(np.array([j]))
-        return part.segment_of(int(local[0]))
+        return self._where(indexing.position(i, len(self), self.key))[0]
 
     # -- records ---------------------------------------------------------------------------
     def __getitem__(self, item: Any) -> np.ndarray:
         if isinstance(item, tuple):  # records first, then inside them
             return indexing.inside(self.__getitem__, item)
         if indexing.is_position(item):
-            j = indexing.position(item, len(self), self.key)
-            ((seg, _, rows),) = self.segment_rows(np.array([j]))
-            return seg.read(int(rows[0]), int(rows[0]) + 1)[0, ...]
+            seg, row = self._where(indexing.position(item, len(self), self.key))
+            return seg.read(row, row + 1)[0, ...]
         return self._gather(indexing.positions(item, len(self), self.key))
 
     def _gather(self, idx: np.ndarray) -> np.ndarray:
@@ -456,10 +462,13 @@ class Stream:
 
         ``0`` throughout for a one-process store, ``r`` in ``run.rank(r)``'s streams.
         """
-        out = np.zeros(len(self), np.int64)
-        for seg in self.segments:
-            out[self.record_positions(seg)] = seg.rank
-        out.setflags(write=False)
+        out = self._index.get("rank")
+        if out is None:
+            out = np.zeros(len(self), np.int64)
+            for seg in self.segments:
+                out[self.record_positions(seg)] = seg.rank
+            out.setflags(write=False)
+            self._index["rank"] = out
         return out
 
     # -- views -----------------------------------------------------------------------------
