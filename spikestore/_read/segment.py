@@ -263,5 +263,6 @@ class Segment:
         return self.decode_rows(out)
 
     def __repr__(self) -> str:
-        return (f"<Segment {self.doc['array']} of rank {self.rank} records {self.start}:{self.stop} "
+        rank = f" of rank {self.rank}" if self.rank else ""
+        return (f"<Segment {self.doc['array']}{rank} records {self.start}:{self.stop} "
                 f"shape {self.shape} {self.doc['dtype']} {self.encoding}>")
