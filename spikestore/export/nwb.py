@@ -53,6 +53,7 @@ import numpy as np
 
 from spikestore._files import replacing
 from spikestore._format import dtypes, escape_layer
+from spikestore._format.layout import RecordLayout
 from spikestore._read.run import Run
 from spikestore._read.segment import Segment
 from spikestore._read.stream import Stream
@@ -157,9 +158,9 @@ def _write_nwb(job: Job, scratch: Path, dt: float, session_description: str | No
             for rank, segs in parts.items():
                 shapes = {seg.shape for seg in segs}
                 kind = s.layout.kind(segs[0].shape)
-                n_batch = max((shp[1] if kind == "m" else shp[0]) if kind != "n" else 1 for shp in shapes)
-                n_neuron = max(int(np.prod(shp[2:] if kind == "m" else shp[1:] if kind == "s" else shp))
-                               for shp in shapes)
+                axis = RecordLayout(kind).batch_axis  # (the batch axis of the kind's layout)
+                n_batch = 1 if axis is None else max(shp[axis] for shp in shapes)
+                n_neuron = max(int(np.prod(shp[0 if axis is None else axis + 1:])) for shp in shapes)
                 spike_streams.append(_SpikeUnits(s, rank, segs, T, n_units, n_batch, n_neuron))
                 n_units += n_batch * n_neuron
             continue
