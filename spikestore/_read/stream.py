@@ -1,22 +1,16 @@
 """``run[key]``: one stream's records along axis 0, over every part of the run, read lazily.
 
-A run is a set of parts (``docs/format.md`` §1.2): a one-process store is a
-run of one part, a run recorded by several ranks has one part per rank. A
-:class:`Stream` shows the records of one stream key over every part that has
-it, in one order, :func:`record_order`: a part's own order for one part; for
-several, **by step, then rank, then call, then the rank's own order**, a
-stable order that does not depend on when each rank's writer committed.
-
-Each part's records are a :class:`StreamPart` (its document, segments and
-index arrays); a record is read from its part's segments. Which positions a
-key picks is :mod:`spikestore._read.indexing`'s job; walking stored chunks
-is :func:`spikestore._read.segment.iter_blocks`'s.
+A :class:`Stream` shows the records of one stream key over every part of
+the run that has it (:mod:`spikestore._read.parts`: a one-process store is a
+run of one part, a run recorded by several ranks has one part per rank), in
+one order (:func:`~spikestore._read.parts.record_order`); a record is read
+from its part's segments. Which positions a key picks is
+:mod:`spikestore._read.indexing`'s job; walking stored chunks is
+:func:`spikestore._read.segment.iter_blocks`'s.
 """
 
 from __future__ import annotations
 
-import bisect
-import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -26,6 +20,7 @@ from spikestore._format import INDEX_ARRAYS, dtypes, new_stream_doc, split_key, 
 from spikestore._format.layout import RecordLayout
 from spikestore._read import indexing
 from spikestore._read.padded import PaddedRecords, batch_sizes
+from spikestore._read.parts import Parts, StreamPart
 from spikestore._read.segment import Segment, iter_blocks
 from spikestore.errors import InvalidArgumentError
 
@@ -39,7 +34,7 @@ if TYPE_CHECKING:
     from spikestore._read.storage import StoreReader
     from spikestore.backends import StoreURL
 
-__all__ = ["Chunk", "Stream", "StreamOwner", "StreamPart", "record_order"]
+__all__ = ["Chunk", "Stream", "StreamOwner"]
 
 
 class StreamOwner(Protocol):
@@ -52,12 +47,6 @@ class StreamOwner(Protocol):
     def streams(self) -> list[str]: ...
 
     def __getitem__(self, key: str) -> Stream: ...
-
-
-def record_order(steps: np.ndarray, calls: np.ndarray, ranks: np.ndarray, local: np.ndarray) -> np.ndarray:
-    """The order of the records of several parts (concatenated part by part): the positions, in that
-    concatenation, of the stream's records 0, 1, ...: by step, then rank, then call, then the part's order."""
-    return np.lexsort((local, calls, ranks, steps))
 
 
 class Chunk(NamedTuple):
@@ -74,63 +63,6 @@ class Chunk(NamedTuple):
     steps: np.ndarray
     segment: Segment
     positions: np.ndarray
-
-
-class StreamPart:
-    """The records of one stream key stored in one part of a run (one rank's), in that part's order.
-
-    Parameters
-    ----------
-    owner
-        The stream the part belongs to (its segments name it).
-    rank
-        The rank whose part this is.
-    reader
-        The part's :class:`~spikestore._read.storage.StoreReader`.
-    """
-
-    def __init__(self, owner: Stream, rank: int, reader: StoreReader) -> None:
-        self.owner, self.rank, self.reader = owner, rank, reader
-        self.doc: dict[str, Any] = {}
-        self.segments: list[Segment] = []
-
-    def reload(self) -> None:
-        """Re-read the part's stream document."""
-        key = self.owner.key
-        self.node, doc = self.reader.stream_doc(key)
-        self.committed = doc is not None
-        # Listed in the root, not committed yet: no records, nothing on disk to read.
-        self.doc = doc if doc is not None else new_stream_doc(key, 1, {})
-        self.segments = [self.segment_for(d) for d in self.doc["segments"] if d["count"] > 0]
-        self._starts = [s.start for s in self.segments]
-        self._index: dict[str, np.ndarray] = {}
-
-    def segment_for(self, doc: dict[str, Any]) -> Segment:
-        """The segment ``doc`` (one entry of the part's stream document)."""
-        return Segment(self.owner, self.rank, doc, self.reader, self.node)
-
-    def __len__(self) -> int:
-        return int(self.doc["count"])
-
-    def index(self, name: str) -> np.ndarray:
-        """The part's index array ``name``, in the part's order (read once, kept until :meth:`reload`)."""
-        arr = self._index.get(name)
-        if arr is None:
-            arr = self.reader.index(self.node, self.doc, name, f"stream {self.owner.key!r} index")
-            self._index[name] = arr
-        return arr
-
-    def segment_at(self, rows: np.ndarray) -> np.ndarray:
-        """The number of the segment (in :attr:`segments`) holding each of the part's positions ``rows``."""
-        return np.searchsorted(self._starts, rows, side="right") - 1
-
-    def segment_of(self, j: int) -> Segment:
-        """The segment holding the part's record ``j``."""
-        return self.segments[bisect.bisect_right(self._starts, j) - 1]
-
-    def nbytes(self) -> int:
-        """Bytes of the part's stream on disk."""
-        return self.reader.nbytes(self.node) if self.committed else 0
 
 
 class Stream:
@@ -151,51 +83,25 @@ class Stream:
         self.quantity, self.layer = split_key(key)
         self.node = stream_node(key)
         self._dims: tuple[str, ...] | None = None
-        self._parts: list[StreamPart] = []
+        self._parts = Parts([], ordered)
         self.reload(parts)
 
     def reload(self, parts: Sequence[tuple[int, StoreReader]] | None = None) -> None:
         """Re-read the parts' documents; ``parts`` (``(rank, reader)`` of every part that has the
         stream) when parts came since. :meth:`Run.refresh <spikestore.Run.refresh>` calls this."""
+        current = self._parts.parts
         if parts is not None:
-            known = {p.rank: p for p in self._parts}
-            self._parts = [known[r] if r in known and known[r].reader is reader else StreamPart(self, r, reader)
-                           for r, reader in parts]
-        for p in self._parts:
+            known = {p.rank: p for p in current}
+            current = [known[r] if r in known and known[r].reader is reader else StreamPart(self, r, reader)
+                       for r, reader in parts]
+        for p in current:
             p.reload()
+        self._parts = Parts(current, self._ordered)
         self._index: dict[str, np.ndarray] = {}
-        lengths = [len(p) for p in self._parts]
-        self._length = sum(lengths)
-        if not self._ordered or not self._parts:  # a run of one part: its stored order
-            self._part_of: np.ndarray | None = None
-            self._local: np.ndarray | None = None
-            self._order: np.ndarray | None = None
-            self._positions: list[np.ndarray] | None = None
-            return
-        part_of = np.concatenate([np.full(n, k, np.int64) for k, n in enumerate(lengths)])
-        local = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])
-        ranks = np.array([p.rank for p in self._parts], np.int64)[part_of]
-        order = record_order(self._joined("step"), self._joined("call"), ranks, local)
-        self._part_of, self._local, self._order = part_of[order], local[order], order
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order), dtype=np.int64)
-        edges = np.cumsum([0, *lengths])
-        self._positions = [inverse[a:b] for a, b in itertools.pairwise(edges)]
-
-    def _joined(self, name: str) -> np.ndarray:
-        arrays = [p.index(name) for p in self._parts]
-        return np.concatenate(arrays) if arrays else np.zeros(0, INDEX_ARRAYS[name])
 
     def segment_for(self, rank: int, doc: dict[str, Any]) -> Segment:
         """The segment ``doc`` of rank ``rank``'s part (what a pickled segment becomes)."""
-        return self._part(rank).segment_for(doc)
-
-    def _part(self, rank: int) -> StreamPart:
-        for p in self._parts:
-            if p.rank == rank:
-                return p
-        raise InvalidArgumentError(
-            f"stream {self.key!r} has no records of rank {rank}; its ranks are {[p.rank for p in self._parts]}")
+        return self._parts.part(rank).segment_for(doc)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled into a dask task (the xarray engine's lazy arrays, a process pool): the worker reads
@@ -204,21 +110,17 @@ class Stream:
         return (func, (*args, len(self)))
 
     def __len__(self) -> int:
-        return self._length
+        return self._parts.length
 
     @property
     def run(self) -> StreamOwner:
         """The run this stream was read from."""
         return self._run
 
-    def _first(self) -> StreamPart | None:
-        return self._parts[0] if self._parts else None
-
     @property
     def doc(self) -> dict[str, Any]:
         """The stream document of the first part that has the stream (``docs/format.md`` §3)."""
-        first = self._first()
-        return first.doc if first is not None else new_stream_doc(self.key, 1, {})
+        return self._parts.parts[0].doc if self._parts.parts else new_stream_doc(self.key, 1, {})
 
     @property
     def selection(self) -> dict[str, Any] | None:
@@ -244,7 +146,7 @@ class Stream:
         A segment's ``start``/``stop`` are positions in its part;
         :meth:`record_positions` gives their stream positions.
         """
-        return [seg for p in self._parts for seg in p.segments]
+        return [seg for p in self._parts.parts for seg in p.segments]
 
     @property
     def dims(self) -> tuple[str, ...]:
@@ -274,7 +176,7 @@ class Stream:
 
     def nbytes(self) -> int:
         """Bytes the stream occupies on disk over every part (records, index arrays and documents)."""
-        return sum(p.nbytes() for p in self._parts)
+        return sum(p.nbytes() for p in self._parts.parts)
 
     # -- positions ------------------------------------------------------------------------
     def record_positions(self, segment: Segment, start: int | None = None, stop: int | None = None) -> np.ndarray:
@@ -282,26 +184,14 @@ class Stream:
         that part, as ``segment.start``; default: the segment's own records)."""
         lo = segment.start if start is None else start
         hi = segment.stop if stop is None else stop
-        if self._positions is None:
-            return np.arange(lo, hi, dtype=np.int64)
-        k = next(k for k, p in enumerate(self._parts) if p.rank == segment.rank)
-        return self._positions[k][lo:hi]
-
-    def _locate(self, idx: np.ndarray) -> list[tuple[StreamPart, np.ndarray, np.ndarray]]:
-        """``(part, at, local)`` for the parts holding positions ``idx``: ``idx[at]`` are the part's
-        records ``local``."""
-        if self._part_of is None or self._local is None:
-            return [(self._parts[0], np.arange(len(idx)), idx)] if self._parts and len(idx) else []
-        which = self._part_of[idx]
-        return [(self._parts[int(k)], at, self._local[idx[at]])
-                for k in np.unique(which) for at in (np.flatnonzero(which == k),)]
+        return self._parts.positions(segment.rank, lo, hi)
 
     def segment_rows(self, idx: np.ndarray) -> list[tuple[Segment, np.ndarray, np.ndarray]]:
         """Where the records at stream positions ``idx`` are stored: ``(segment, at, rows)`` for each
         segment holding some, where ``idx[at]`` are the segment's rows ``rows`` (segment-local, in the
         order of ``idx``)."""
         out = []
-        for part, at, local in self._locate(np.asarray(idx, np.int64)):
+        for part, at, local in self._parts.locate_all(np.asarray(idx, np.int64)):
             which = part.segment_at(local)
             for k in np.unique(which):
                 mask = which == k
@@ -311,10 +201,7 @@ class Stream:
 
     def _where(self, j: int) -> tuple[Segment, int]:
         """The segment holding record ``j`` (a checked position) and the record's row in it."""
-        if self._part_of is None or self._local is None:
-            part, local = self._parts[0], j
-        else:
-            part, local = self._parts[int(self._part_of[j])], int(self._local[j])
+        part, local = self._parts.locate(j)
         seg = part.segment_of(local)
         return seg, local - seg.start
 
@@ -376,15 +263,9 @@ class Stream:
         rank
             Keep only records of this rank.
         """
-        if rank is None:
-            picked = indexing.step_positions(self.steps, self.calls, step, call, self.key)
-        else:
-            mine = np.flatnonzero(self.ranks == rank)
-            if not len(mine):
-                raise InvalidArgumentError(
-                    f"stream {self.key!r} has no records of rank {rank}; ranks: {[p.rank for p in self._parts]}")
-            got = indexing.step_positions(self.steps[mine], self.calls[mine], step, call, self.key)
-            picked = int(mine[got]) if isinstance(got, int) else mine[got]
+        mine = None if rank is None else self.ranks == rank
+        picked = indexing.step_positions(self.steps, self.calls, step, call, self.key, where=mine,
+                                         what=f"rank {rank} (its ranks: {self._parts.ranks})")
         return self[picked] if isinstance(picked, int) else self._gather(picked)
 
     def iter_chunks(self, start: int = 0, stop: int | None = None, *,
@@ -417,7 +298,7 @@ class Stream:
                     yield Chunk(block.start, block.stop, values, steps[where], seg, where)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        if self._positions is None:
+        if not self._ordered:  # stored order: chunk by chunk
             for chunk in self.iter_chunks():
                 yield from chunk.values
         else:
@@ -434,9 +315,7 @@ class Stream:
             raise InvalidArgumentError(f"index must be one of {', '.join(INDEX_ARRAYS)}, not {name!r}")
         arr = self._index.get(name)
         if arr is None:
-            arr = self._joined(name)
-            if self._order is not None:
-                arr = arr[self._order]
+            arr = self._parts.in_order(name)
             arr.setflags(write=False)
             self._index[name] = arr
         return arr
@@ -530,5 +409,5 @@ class Stream:
         return stream_to_xarray(self, segment)
 
     def __repr__(self) -> str:
-        ranks = "" if len(self._parts) <= 1 else f" from ranks {[p.rank for p in self._parts]}"
+        ranks = "" if len(self._parts.ranks) <= 1 else f" from ranks {self._parts.ranks}"
         return f"<spikestore.Stream {self.key!r}: {len(self)} records, {len(self.segments)} segment(s){ranks}>"
