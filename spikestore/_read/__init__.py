@@ -2,6 +2,7 @@
 
 ``run`` (:func:`~spikestore.open`, :class:`~spikestore.Run`: a set of parts,
 one per rank) → ``stream`` (records along axis 0 over every part) →
+``parts`` (each part's records of a stream, and the one order over them) →
 ``segment`` (one shape and dtype; the one chunk iterator, ``iter_blocks``),
 with ``indexing`` (which records a key picks), ``padded`` (the one-array
 rule along the batch axis) and ``storage`` (the one door to the backend:

@@ -11,7 +11,7 @@ unescaped ``stream``, ``quantity``, ``layer``, ``dtype`` and the monitor's
 
 A run recorded by several ranks (``docs/format.md`` §1.2) exports every
 rank's records, rank by rank, each rank's in its record order (sort by
-``step``, ``rank``, ``call`` for the merged order of ``run[key]``), and adds
+``step``, ``rank``, ``call`` for the record order of ``run[key]``), and adds
 
 ``rank``           the rank that recorded each exported record, beside ``step``
 

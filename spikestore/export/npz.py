@@ -12,7 +12,7 @@ Members (load with ``np.load(path, allow_pickle=False)``):
 
 A run recorded by several ranks (``docs/format.md`` §1.2) exports every
 rank's records, rank by rank, each rank's in its record order (sort by
-steps, ranks, calls for the merged order of ``run[key]``), and adds
+steps, ranks, calls for the record order of ``run[key]``), and adds
 
 ``<stream>.ranks``      the rank that recorded each exported record (int64)
 

@@ -22,7 +22,7 @@ A run recorded by several ranks (``docs/format.md`` §1.2) exports every
 rank's records, and both tables then have a ``rank`` column (int32, after
 ``layer``) saying which rank recorded each row; rows come rank by rank, each
 rank's in its record order (sort by ``step``, ``rank``, ``call`` for the
-merged order of ``run[key]``). A one-process store's tables have no ``rank``
+record order of ``run[key]``). A one-process store's tables have no ``rank``
 column.
 
 Both are written in row groups of one decoded chunk each, so memory stays
