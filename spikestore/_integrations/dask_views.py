@@ -18,6 +18,7 @@ the same attributes and coordinates (:func:`record_coords`,
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -56,11 +57,7 @@ class ViewedStream(Records, Protocol):
     @property
     def attrs(self) -> dict[str, Any]: ...
 
-    @property
-    def steps(self) -> np.ndarray: ...
-
-    @property
-    def calls(self) -> np.ndarray: ...
+    def index(self, name: str) -> np.ndarray: ...
 
     @property
     def ranks(self) -> np.ndarray: ...
@@ -157,10 +154,18 @@ def plain_attrs(stream: ViewedStream, segs: list[Segment]) -> dict[str, Any]:
     return attrs
 
 
-def record_coords(stream: ViewedStream, positions: np.ndarray) -> dict[str, np.ndarray]:
-    """The coordinates along the record dimension of the records at ``positions``: ``step``, ``call``,
-    ``rank`` and, when records have a batch axis, ``batch_size``."""
-    out = {"step": stream.steps[positions], "call": stream.calls[positions], "rank": stream.ranks[positions]}
+def record_coords(stream: ViewedStream, positions: np.ndarray,
+                  stored: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """The coordinates along the record dimension of the records at ``positions``, the same in every
+    view of a stream: ``step`` and ``call`` (the stored index arrays), ``rank`` and, when records have a
+    batch axis, ``batch_size``.
+
+    ``stored(name)`` gives the values of a stored index array (the xarray
+    engine's lazy arrays); by default they are read.
+    """
+    out: dict[str, Any] = {name: stream.index(name)[positions] if stored is None else stored(name)
+                           for name in ("step", "call")}
+    out["rank"] = stream.ranks[positions]
     sizes = stream.batch_sizes
     if sizes is not None:
         out["batch_size"] = sizes[positions]

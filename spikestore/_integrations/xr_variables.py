@@ -119,7 +119,7 @@ def stream_variables(stream: Stream, name: str, *, prefix: bool = True,
     """
     import xarray as xr
 
-    from spikestore._integrations.dask_views import original_indices, plain_attrs
+    from spikestore._integrations.dask_views import original_indices, plain_attrs, record_coords
     from spikestore._read.padded import padded_layout
     from spikestore._read.segment import iter_blocks
 
@@ -141,20 +141,18 @@ def stream_variables(stream: Stream, name: str, *, prefix: bool = True,
             continue
         label = (lambda d, v=var: f"{v}:{d}") if prefix else (lambda d: d)
         dims = tuple(label(d) for d in ("record", *names))
-        stored = np.concatenate([stream.record_positions(s) for s in segs])
+        in_store = np.concatenate([stream.record_positions(s) for s in segs])
         encoding = {}
-        if np.array_equal(stored, positions):  # stored chunks follow the variable's records
+        if np.array_equal(in_store, positions):  # stored chunks follow the variable's records
             encoding["preferred_chunks"] = {dims[0]: tuple(len(b) for b in iter_blocks(segs)),
                                             **dict(zip(dims[1:], shape, strict=True))}
         attrs = plain_attrs(stream, segs) | {"first_record": int(positions[0])}
         data_vars[var] = xr.Variable(dims, indexing.LazilyIndexedArray(array), attrs=attrs, encoding=encoding)
-        for index in ("step", "call"):
-            coords[label(index)] = xr.Variable(
-                dims[:1], indexing.LazilyIndexedArray(IndexArray(stream, index, positions)))
-        coords[label("rank")] = xr.Variable(dims[:1], stream.ranks[positions])
-        sizes = stream.batch_sizes
-        if sizes is not None:
-            coords[label("batch_size")] = xr.Variable(dims[:1], sizes[positions])
+        def lazy(name: str, at: np.ndarray = positions) -> Any:  # read when the values are asked for
+            return indexing.LazilyIndexedArray(IndexArray(stream, name, at))
+
+        for name, values in record_coords(stream, positions, lazy).items():
+            coords[label(name)] = xr.Variable(dims[:1], values)
         for dim, values in original_indices(stream, shape, names).items():
             coords[label(dim)] = xr.Variable((label(dim),), values)
     return data_vars, coords
