@@ -26,7 +26,17 @@ from spikestore._read.segment import Segment, SegmentOwner
 if TYPE_CHECKING:
     from spikestore._read.storage import StoreReader
 
-__all__ = ["Parts", "StreamPart", "record_order"]
+__all__ = ["Parts", "StreamPart", "groups", "record_order"]
+
+
+def groups(which: np.ndarray) -> list[tuple[int, Any]]:
+    """``(k, where)`` for each distinct value ``k`` of ``which``, ``where`` picking its entries (a slice
+    when all entries are ``k``, the common case of records read from one segment)."""
+    if not len(which):
+        return []
+    if which[0] == which[-1] and (which == which[0]).all():
+        return [(int(which[0]), slice(None))]
+    return [(int(k), np.flatnonzero(which == k)) for k in np.unique(which)]
 
 
 def record_order(steps: np.ndarray, calls: np.ndarray, ranks: np.ndarray, local: np.ndarray) -> np.ndarray:
@@ -159,6 +169,5 @@ class Parts:
         part's records ``local``."""
         if self._order is None:
             return [(self.parts[0], np.arange(len(idx)), idx)] if self.parts and len(idx) else []
-        which = self._part_of[idx]
-        return [(self.parts[int(k)], at, self._local[idx[at]])
-                for k in np.unique(which) for at in (np.flatnonzero(which == k),)]
+        at_all = np.arange(len(idx))
+        return [(self.parts[k], at_all[at], self._local[idx[at]]) for k, at in groups(self._part_of[idx])]

@@ -20,7 +20,7 @@ from spikestore._format import INDEX_ARRAYS, dtypes, new_stream_doc, split_key, 
 from spikestore._format.layout import RecordLayout
 from spikestore._read import indexing
 from spikestore._read.padded import PaddedRecords, batch_sizes
-from spikestore._read.parts import Parts, StreamPart
+from spikestore._read.parts import Parts, StreamPart, groups
 from spikestore._read.segment import Segment, iter_blocks
 from spikestore.errors import InvalidArgumentError
 
@@ -192,11 +192,9 @@ class Stream:
         order of ``idx``)."""
         out = []
         for part, at, local in self._parts.locate_all(np.asarray(idx, np.int64)):
-            which = part.segment_at(local)
-            for k in np.unique(which):
-                mask = which == k
-                seg = part.segments[int(k)]
-                out.append((seg, at[mask], local[mask] - seg.start))
+            for k, where in groups(part.segment_at(local)):
+                seg = part.segments[k]
+                out.append((seg, at[where], local[where] - seg.start))
         return out
 
     def _where(self, j: int) -> tuple[Segment, int]:
