@@ -1,4 +1,4 @@
-"""spikestore.analysis and Stream.to_dask() on a dask.distributed cluster (issue #16 item 3).
+"""spikestore.analysis and Stream.to_dask() on a dask.distributed cluster.
 
 A LocalCluster of two worker processes on loopback: the answers equal
 numpy's and the single-process ones (computed before the client starts),
@@ -116,6 +116,7 @@ def _same(got, want):
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)  # exact, floats included
 
 
+@pytest.mark.slow  # spawns processes
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_answers_equal_numpy_and_the_single_process_ones(stores, client, suffix):
     path, data, single = stores[suffix]
@@ -140,6 +141,7 @@ def test_answers_equal_numpy_and_the_single_process_ones(stores, client, suffix)
     assert all(str(path) in paths for paths in client.run(open_runs).values())
 
 
+@pytest.mark.slow  # spawns processes
 def test_a_run_of_two_ranks_is_analysed_on_the_workers(ranked, client):
     path, single = ranked
     with spikestore.open(path) as run, distributed.get_task_stream(client) as ts:
@@ -164,6 +166,7 @@ def _positions(merged):
     return out
 
 
+@pytest.mark.slow  # spawns processes
 def test_the_xarray_engine_reads_on_the_workers_through_one_open_run_each(tmp_path, client):
     xr = pytest.importorskip("xarray")
     path = tmp_path / "xr.zarr"
@@ -208,6 +211,7 @@ def test_a_task_carries_a_reference_not_the_chunk(stores):
         np.testing.assert_array_equal(back.block().values(), block.values())  # reopened in this process
 
 
+@pytest.mark.slow  # spawns processes
 def test_records_committed_after_a_worker_opened_the_store(tmp_path, client):
     path = tmp_path / "grow.zarr"
     data = _write(path, range(6))

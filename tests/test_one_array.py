@@ -1,4 +1,4 @@
-"""A stream is one array (issue #17): records padded along the batch axis, with a batch_size coordinate."""
+"""A stream is one array: records padded along the batch axis, with a batch_size coordinate."""
 
 from __future__ import annotations
 

@@ -153,6 +153,7 @@ def test_to_dask_equals_written_and_reads_nothing_until_computed(mixed, monkeypa
     assert one.sum().compute() == sum(int(v.sum()) for _, v in written["x/int16"])
 
 
+@pytest.mark.slow  # spawns processes
 def test_to_dask_under_the_process_scheduler(mixed):
     run, written = mixed
     arr = run["x/int16"].to_dask()

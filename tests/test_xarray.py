@@ -163,6 +163,7 @@ def test_a_run_of_two_ranks_keeps_the_neuron_labels_and_attributes(tmp_path, mon
             np.testing.assert_array_equal(var.values, run["output/l"][:])
 
 
+@pytest.mark.slow  # spawns processes
 def test_importing_the_engine_imports_neither_torch_nor_the_storage_libraries():
     code = ("import sys; import xarray; import spikestore._integrations.xarray_engine; "
             "print(sorted(m for m in ('torch', 'zarr', 'h5py', 'spikestore._read.run', "
