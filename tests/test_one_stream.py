@@ -285,3 +285,32 @@ def test_verify_and_summary(run_and_data):
     for key, recs in data.items():
         assert rows[key]["records"] == len(recs)
         assert rows[key]["bytes"] == run[key].nbytes()
+
+
+def test_refresh_and_pickling(tmp_path, monkeypatch):
+    """A stream handed out before ``run.refresh()`` shows the records committed since, on every rank, in
+    the record order; a pickled stream (what a dask task carries) reads the same records."""
+    import pickle
+
+    path = tmp_path / "run.zarr"
+
+    def record(steps):
+        def write(store, rank):
+            for step in steps:
+                store.set_step(step)
+                store.append("x/a", np.full(2, 10 * step + rank, np.float32))
+        return write
+
+    record_as_ranks(path, monkeypatch, record(range(2)))
+    with spikestore.open(path) as run:
+        s = run["x/a"]
+        assert s[:, 0].tolist() == [0, 1, 10, 11]
+        record_as_ranks(path, monkeypatch, record(range(2, 4)), mode="a")
+        assert len(s) == 4
+        run.refresh()
+        assert s[:, 0].tolist() == [0, 1, 10, 11, 20, 21, 30, 31] and s.ranks.tolist() == [0, 1] * 4
+        back = pickle.loads(pickle.dumps(s))
+        np.testing.assert_array_equal(back[:], s[:])
+        np.testing.assert_array_equal(back.ranks, s.ranks)
+        seg = pickle.loads(pickle.dumps(s.segments[-1]))
+        assert seg.rank == 1 and np.array_equal(seg.read(0, seg.count), run.rank(1)["x/a"][seg.start:seg.stop])
