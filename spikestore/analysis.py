@@ -12,21 +12,21 @@ popcount, without unpacking to float32, which is where the speed of a full
 scan comes from.
 
 Passes walk a stream with the read side's one chunk iterator
-(:func:`spikestore._read.segment.iter_blocks`), bounded by ``max_elements``.
-Each pass is one function per block (:mod:`spikestore._read.block_stats`),
+(:meth:`Segment.blocks <spikestore._read.segment.Segment.blocks>`), bounded by ``max_elements``.
+Each pass is one function per block (:mod:`spikestore._tools.block_stats`),
 with small results combined by the caller
-(:func:`spikestore._read.distributed.map_blocks`): with a
+(:func:`spikestore._integrations.distributed.map_blocks`): with a
 ``dask.distributed`` client active, the blocks are tasks on its workers,
 each opening the store itself; without one, they run here, one after the
 other. The answers are the same either way (counts are integers; rates
 divide the same integers; per-block floats are computed by the same code).
 
-A stream of a run recorded by several ranks (``run[key]`` merging every
-rank's records) is analysed the same way: each rank's part stores its own
-chunks, so a pass walks the blocks of every part (:attr:`Stream.parts
-<spikestore.Stream.parts>`), and per-record results come back in the
-merged stream's order (:meth:`Stream.merge <spikestore.Stream.merge>`).
-Sequences never cross ranks: each rank's records are its own samples.
+A stream of a run recorded by several ranks is analysed the same way: a
+pass walks the blocks of every segment of every part (:attr:`Stream.segments
+<spikestore.Stream.segments>`), and per-record results land at the stream
+positions of their records (:meth:`Stream.record_positions
+<spikestore.Stream.record_positions>`). Sequences never cross ranks: each
+rank's records are its own samples.
 
 Axis names come from :attr:`spikestore.Stream.dims`: records of a
 multi-step SpikingJelly layer are ``(time, batch, neuron...)`` and of a
@@ -38,13 +38,14 @@ by hand.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from spikestore._read import block_stats as bs
-from spikestore._read.distributed import map_blocks
-from spikestore._read.segment import Block, iter_blocks
+from spikestore._integrations.dask_views import record_coords
+from spikestore._integrations.distributed import map_blocks
+from spikestore._read.segment import Block
+from spikestore._tools import block_stats as bs
 from spikestore.errors import InvalidArgumentError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -66,42 +67,44 @@ __all__ = [
 MAX_ELEMENTS = 1 << 24
 
 
-def _xr() -> Any:
+def _need_xarray() -> None:
+    """Raise ``MissingDependencyError`` unless xarray can be imported (results are DataArrays)."""
     try:
-        import xarray
+        import xarray  # noqa: F401  (imported to check that it is installed)
     except ImportError:  # pragma: no cover - depends on the installed extras
         raise MissingDependencyError("this result is an xarray.DataArray: pip install 'spikestore[xarray]'") from None
-    return xarray
 
 
-def _blocks(stream: Stream, max_elements: int) -> list[tuple[Stream, Block]]:
-    """Every record of ``stream``, rank part by rank part, in blocks of at most ``max_elements`` values.
+def _blocks(stream: Stream, max_elements: int) -> list[Block]:
+    """Every record of ``stream``, segment by segment, part by part, in blocks of at most ``max_elements`` values.
 
-    Each entry is ``(part, block)``: the part is the plain stream of one
-    rank (``stream`` itself for a one-process store) whose positions the
-    block's ``start:stop`` are. A block never crosses a stored chunk; its
-    stored rows (``block.rows()``) are still packed for bits segments.
-    Nothing is read to list them.
+    A block never crosses a stored chunk; its ``start:stop`` are positions in
+    its segment's part, and its stored rows (``block.rows()``) are still
+    packed for bits segments. Nothing is read to list them.
     """
     if max_elements < 1:
         raise InvalidArgumentError(f"max_elements must be >= 1, not {max_elements!r}")
-    return [(part, b) for part in stream.parts.values()
-            for b in iter_blocks(part.segments, max_values=max_elements)]
+    return [b for seg in stream.segments for b in seg.blocks(max_values=max_elements)]
 
 
-def _run(fn: Callable[..., Any], blocks: list[tuple[Stream, Block]], args: list[tuple[Any, ...]] | None = None,
+def _run(fn: Callable[..., Any], blocks: list[Block], args: list[tuple[Any, ...]] | None = None,
          *, name: str) -> list[Any]:
     """``fn(block, *args[i])`` for every block, in one :func:`map_blocks` call (one round on a cluster)."""
-    return map_blocks(fn, [b for _, b in blocks], args, name=name)
+    return map_blocks(fn, blocks, args, name=name)
 
 
-def _per_record_array(stream: Stream, blocks: list[tuple[Stream, Block]], values: list[Any],
+def _positions(stream: Stream, block: Block) -> np.ndarray:
+    """The stream positions of the records of ``block``."""
+    return stream.record_positions(block.segment, block.start, block.stop)
+
+
+def _per_record_array(stream: Stream, blocks: list[Block], values: list[Any],
                       width: tuple[int, ...] = (), dtype: Any = np.float64) -> np.ndarray:
     """``values[i]`` (one row per record of block ``i``) as one array in ``stream``'s record order."""
-    out = {id(part): np.zeros((len(part), *width), dtype) for part in stream.parts.values()}
-    for (part, block), got in zip(blocks, values, strict=True):
-        out[id(part)][block.start:block.stop] = got
-    return stream.merge([out[id(part)] for part in stream.parts.values()])
+    out = np.zeros((len(stream), *width), dtype)
+    for block, got in zip(blocks, values, strict=True):
+        out[_positions(stream, block)] = got
+    return out
 
 
 def _by_step(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +118,7 @@ def _per_record(stream: Stream, max_elements: int) -> tuple[np.ndarray, np.ndarr
     blocks = _blocks(stream, max_elements)
     counts = _per_record_array(stream, blocks, _run(bs.block_counts, blocks, name="spikestore-counts"),
                                dtype=np.int64)
-    sizes = _per_record_array(stream, blocks, [b.segment.values_per_record for _, b in blocks], dtype=np.int64)
+    sizes = _per_record_array(stream, blocks, [b.segment.values_per_record for b in blocks], dtype=np.int64)
     return counts, sizes
 
 
@@ -124,9 +127,9 @@ def _per_neuron(stream: Stream, max_elements: int) -> tuple[np.ndarray, int]:
     total: np.ndarray | None = None
     samples = 0
     blocks = _blocks(stream, max_elements)
-    axes = [bs.neuron_axes(b.segment)[0] for _, b in blocks]  # here: they follow the caller's stream.dims
+    axes = [bs.neuron_axes(b.segment)[0] for b in blocks]  # here: they follow the caller's stream.dims
     per_block = _run(bs.block_neuron_counts, blocks, [(a,) for a in axes], name="spikestore-neuron-counts")
-    for (_, block), sample, counts in zip(blocks, axes, per_block, strict=True):
+    for block, sample, counts in zip(blocks, axes, per_block, strict=True):
         seg = block.segment
         if total is None:
             total = counts
@@ -142,9 +145,11 @@ def _per_neuron(stream: Stream, max_elements: int) -> tuple[np.ndarray, int]:
     return total, samples
 
 
-def _step_array(stream: Stream, values: np.ndarray, name: str) -> xr.DataArray:
-    return _xr().DataArray(values[1], dims=("step",), coords={"step": values[0]}, name=name,
-                           attrs={"stream": stream.key})
+def _step_array(stream: Stream, steps: np.ndarray, values: np.ndarray, name: str) -> xr.DataArray:
+    _need_xarray()
+    import xarray as xr
+
+    return xr.DataArray(values, dims=("step",), coords={"step": steps}, name=name, attrs={"stream": stream.key})
 
 
 def spike_counts(stream: Stream, per: str = "record", *,
@@ -165,7 +170,7 @@ def spike_counts(stream: Stream, per: str = "record", *,
         return counts
     if per == "step":
         steps, sums = _by_step(stream.steps, counts.astype(np.float64))
-        return _step_array(stream, (steps, sums.round().astype(np.int64)), "spike_count")
+        return _step_array(stream, steps, sums.round().astype(np.int64), "spike_count")
     raise InvalidArgumentError(f"per must be 'record', 'step' or 'neuron', not {per!r}")
 
 
@@ -175,6 +180,15 @@ def _layer_streams(run: Run, quantity: str) -> list[Stream]:
         raise InvalidArgumentError(
             f"{run.path} has no {quantity!r} streams; its quantities are {', '.join(run.quantities) or 'none'}")
     return streams
+
+
+@overload
+def firing_rate(obj: Run, per: str = ..., *, quantity: str = ..., max_elements: int = ...) -> xr.DataArray: ...
+
+
+@overload
+def firing_rate(obj: Stream, per: str = ..., *, quantity: str = ...,
+                max_elements: int = ...) -> np.ndarray | float | xr.DataArray: ...
 
 
 def firing_rate(obj: Run | Stream, per: str = "neuron", *, quantity: str = "output",
@@ -197,15 +211,17 @@ def firing_rate(obj: Run | Stream, per: str = "neuron", *, quantity: str = "outp
     from spikestore._read.run import Run
 
     if isinstance(obj, Run):
-        xr = _xr()
+        _need_xarray()
+        import xarray as xr
+
         streams = _layer_streams(obj, quantity)
         layers = [s.layer for s in streams]
         if per == "layer":
-            rates = [firing_rate(s, "all", max_elements=max_elements) for s in streams]
+            rates = [_rate_all(s, max_elements) for s in streams]
             return xr.DataArray(np.array(rates, dtype=np.float64), dims=("layer",),
                                 coords={"layer": layers}, name="firing_rate", attrs={"quantity": quantity})
         if per == "step":
-            series = [firing_rate(s, "step", max_elements=max_elements) for s in streams]
+            series = [_rate_by_step(s, max_elements) for s in streams]
             out = xr.concat(series, dim=xr.DataArray(layers, dims="layer", name="layer"), join="outer",
                             coords="minimal", compat="override", combine_attrs="drop")
             return out.rename("firing_rate").assign_attrs(quantity=quantity)
@@ -213,17 +229,29 @@ def firing_rate(obj: Run | Stream, per: str = "neuron", *, quantity: str = "outp
                                    "use run[key] for per-neuron or per-record rates")
     if per == "neuron":
         counts, samples = _per_neuron(obj, max_elements)
-        return counts / samples
-    counts, sizes = _per_record(obj, max_elements)
+        return np.asarray(counts / samples)
     if per == "record":
-        return counts / np.maximum(sizes, 1)
+        counts, sizes = _per_record(obj, max_elements)
+        return np.asarray(counts / np.maximum(sizes, 1))
     if per == "all":
-        return float(counts.sum() / sizes.sum()) if sizes.sum() else float("nan")
+        return _rate_all(obj, max_elements)
     if per == "step":
-        steps, spikes = _by_step(obj.steps, counts.astype(np.float64))
-        _, values = _by_step(obj.steps, sizes.astype(np.float64))
-        return _step_array(obj, (steps, spikes / np.maximum(values, 1)), "firing_rate")
+        return _rate_by_step(obj, max_elements)
     raise InvalidArgumentError(f"per must be 'neuron', 'record', 'step' or 'all', not {per!r}")
+
+
+def _rate_all(stream: Stream, max_elements: int) -> float:
+    """The firing rate of every value of ``stream``."""
+    counts, sizes = _per_record(stream, max_elements)
+    return float(counts.sum() / sizes.sum()) if sizes.sum() else float("nan")
+
+
+def _rate_by_step(stream: Stream, max_elements: int) -> xr.DataArray:
+    """The firing rate of the values of each step of ``stream``."""
+    counts, sizes = _per_record(stream, max_elements)
+    steps, spikes = _by_step(stream.steps, counts.astype(np.float64))
+    _, values = _by_step(stream.steps, sizes.astype(np.float64))
+    return _step_array(stream, steps, spikes / np.maximum(values, 1), "firing_rate")
 
 
 def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.DataArray:
@@ -233,27 +261,30 @@ def population_rate(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -> xr.D
     ``record x time`` (averaged over batch and neurons). Records without a
     ``time`` axis (single-step mode: each record is one time step) give one
     value per record; ``call`` and ``step`` coordinates place it in time
-    (and ``rank``, for a stream merged over several ranks).
+    (and ``rank`` says which rank recorded it).
     """
-    xr = _xr()
+    _need_xarray()
+    import xarray as xr
+
     n = len(stream)
-    segments = stream.all_segments
+    segments = stream.segments
     with_time = [seg for seg in segments if "time" in seg.dims]
     if with_time and len(with_time) == len(segments):
-        sizes = {seg.shape[seg.dims.index("time")] for seg in with_time}
-        if len(sizes) > 1:
-            raise InvalidArgumentError(f"stream {stream.key!r}: segments have different time lengths {sizes}")
-        width = sizes.pop()
+        lengths = {seg.shape[seg.dims.index("time")] for seg in with_time}
+        if len(lengths) > 1:
+            raise InvalidArgumentError(f"stream {stream.key!r}: segments have different time lengths {lengths}")
+        width = lengths.pop()
         blocks = _blocks(stream, max_elements)
-        axes = [(1 + b.segment.dims.index("time"),) for _, b in blocks]
+        axes = [(1 + b.segment.dims.index("time"),) for b in blocks]
         rates = _run(bs.block_population, blocks, axes, name="spikestore-population")
-        out, dims = _per_record_array(stream, blocks, rates, (width,)), ("record", "time")
+        dims: tuple[str, ...] = ("record", "time")
+        out = _per_record_array(stream, blocks, rates, (width,))
     else:
         counts, sizes = _per_record(stream, max_elements)
         out, dims = counts / np.maximum(sizes, 1), ("record",)
-    coords = {"record": np.arange(n), "step": ("record", stream.steps), "call": ("record", stream.calls)}
-    if len(stream.parts) > 1:  # (records of one step and call from several ranks: which is which)
-        coords["rank"] = ("record", stream.ranks)
+    every = np.arange(n)
+    coords: dict[str, Any] = {"record": every}
+    coords.update({k: ("record", v) for k, v in record_coords(stream, every).items() if k != "batch_size"})
     return xr.DataArray(out, dims=dims, name="population_rate", attrs={"stream": stream.key}, coords=coords)
 
 
@@ -268,16 +299,19 @@ def inter_spike_intervals(stream: Stream, *, max_elements: int = MAX_ELEMENTS) -
     counts over ``interval`` (1, 2, ...); a histogram rather than the list of
     intervals keeps memory bounded however many spikes there are.
     """
-    xr = _xr()
+    _need_xarray()
+    import xarray as xr
+
     blocks = _blocks(stream, max_elements)
+    steps, calls = stream.steps, stream.calls
     args = [(1 + b.segment.dims.index("time"),) if "time" in b.segment.dims else
-            (None, part.steps[b.start:b.stop], part.calls[b.start:b.stop]) for part, b in blocks]
+            (None, steps[_positions(stream, b)], calls[_positions(stream, b)]) for b in blocks]
     hist = np.zeros(0, np.int64)
     carry_step, carry = None, None  # the last spike of each neuron in the step the last block ended in
     previous = None
-    for (part, _), got in zip(blocks, _run(bs.block_isi, blocks, args, name="spikestore-isi"), strict=True):
-        if part is not previous:  # another rank: its records are other samples, no sequence crosses
-            carry_step, carry, previous = None, None, part
+    for block, got in zip(blocks, _run(bs.block_isi, blocks, args, name="spikestore-isi"), strict=True):
+        if block.segment.rank != previous:  # another rank: its records are other samples, no sequence crosses
+            carry_step, carry, previous = None, None, block.segment.rank
         hist = bs.add_hist(hist, got.hist)
         if got.first is None:  # (intervals inside records of T steps: nothing crosses blocks)
             continue
@@ -320,7 +354,9 @@ def grad_norms(obj: Run | Mapping[Any, Run], *, quantity: str = "grad_input", na
     gives ``name x layer`` instead: each run's per-step norms averaged over
     its steps.
     """
-    xr = _xr()
+    _need_xarray()
+    import xarray as xr
+
     if isinstance(obj, Mapping):
         per_run = [grad_norms(r, quantity=quantity, max_elements=max_elements).mean("step") for r in obj.values()]
         out = xr.concat(per_run, dim=xr.DataArray(list(obj.keys()), dims=name, name=name), join="outer")

@@ -33,7 +33,8 @@ def _axes(ax: Axes | None, **fig_kw: Any) -> Axes:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - depends on the installed extras
         raise MissingDependencyError("spikestore.plot needs matplotlib: pip install 'spikestore[plot]'") from None
-    return plt.subplots(layout="constrained", **fig_kw)[1]
+    axes: Axes = plt.subplots(layout="constrained", **fig_kw)[1]
+    return axes
 
 
 def _sequence(stream: Stream, record: int, sample: int) -> tuple[np.ndarray, int, str]:
@@ -73,7 +74,7 @@ def raster(stream: Stream, record: int = -1, *, sample: int = 0, ax: Axes | None
     x, step, time_label = _sequence(stream, record, sample)
     ax = _axes(ax, figsize=(6, 4))
     t, neuron = np.nonzero(x)
-    kw = {"marker": "|", "s": 30, "color": "black", "linewidths": 1} | scatter_kw
+    kw: dict[str, Any] = {"marker": "|", "s": 30, "color": "black", "linewidths": 1} | scatter_kw
     ax.scatter(t, neuron, **kw)
     ax.set_xlim(-0.5, x.shape[0] - 0.5)
     ax.set_ylim(-0.5, x.shape[1] - 0.5)
@@ -136,7 +137,7 @@ def voltage_traces(stream: Stream, record: int = -1, *, sample: int = 0,
     """
     check_voltage_stream(stream)
     x, step, time_label = _sequence(stream, record, sample)
-    picked = list(range(min(int(neurons), x.shape[1]))) if np.ndim(neurons) == 0 else list(neurons)
+    picked = list(range(min(neurons, x.shape[1]))) if isinstance(neurons, (int, np.integer)) else list(neurons)
     ax = _axes(ax, figsize=(6, 3.5))
     for k in picked:
         ax.plot(np.arange(x.shape[0]), x[:, k].astype(np.float64), marker=".", label=f"neuron {k}")
@@ -193,8 +194,9 @@ def grad_norms(runs: Run | Mapping[Any, Run], *, quantity: str = "grad_input",
     ax = _axes(ax, figsize=(6, 4))
     if isinstance(runs, Mapping):
         norms = analysis.grad_norms(runs, quantity=quantity, name=name or "value")
-        values, label = list(runs.keys()), name or "value"
-        lines = [(f"{label}={v}", norms.isel({norms.dims[0]: k}).values) for k, v in enumerate(values)]
+        keys, label = list(runs.keys()), name or "value"
+        lines: list[tuple[str, np.ndarray]] = [(f"{label}={v}", norms.isel({norms.dims[0]: k}).values)
+                                               for k, v in enumerate(keys)]
         layers = [str(v) for v in norms["layer"].values]
     else:
         norms = analysis.grad_norms(runs, quantity=quantity)
@@ -218,8 +220,8 @@ def grad_norms(runs: Run | Mapping[Any, Run], *, quantity: str = "grad_input",
                 f"sweep has {len(sweep)} values but the run has {norms.sizes['step']} steps; "
                 "give one value per step")
         lines = [(f"{name or 'value'}={v}", norms.values[:, k]) for k, v in enumerate(sweep)]
-    for label, values in lines:
-        ax.plot(range(len(layers)), values, marker="o", label=label)
+    for label, line in lines:
+        ax.plot(range(len(layers)), line, marker="o", label=label)
     ax.set_xticks(range(len(layers)), layers)
     ax.set_xlabel("layer (network order)")
     return _finish_grad(ax, quantity, logy)

@@ -112,7 +112,8 @@ def test_firing_rate_per_layer_and_layer_by_step(run_and_data):
     assert per_layer.layer.values.tolist() == ["a", "b"]
     for layer in ("a", "b"):
         recs = [v for _, _, v, _ in data[f"output/{layer}"]]
-        assert per_layer.sel(layer=layer).item() == pytest.approx(sum(v.sum() for v in recs) / sum(v.size for v in recs))
+        want = sum(v.sum() for v in recs) / sum(v.size for v in recs)
+        assert per_layer.sel(layer=layer).item() == pytest.approx(want)
     heat = analysis.firing_rate(run, "step")
     assert heat.dims == ("layer", "step") and heat.shape == (2, STEPS)
     at4 = [r.value for r in data["output/b"] if r.step == 4]
@@ -129,10 +130,7 @@ def test_population_rate(run_and_data):
     ref = np.stack([v.mean(axis=(1, 2)) for _, _, v, _ in data["output/a"]])
     np.testing.assert_allclose(pop.values, ref)
     np.testing.assert_array_equal(pop.step.values, [r.step for r in data["output/a"]])
-    if len(run.ranks) > 1:
-        np.testing.assert_array_equal(pop["rank"].values, [r.rank for r in data["output/a"]])
-    else:
-        assert "rank" not in pop.coords
+    np.testing.assert_array_equal(pop["rank"].values, [r.rank for r in data["output/a"]])
     single = analysis.population_rate(run["output.1/s"])
     assert single.dims == ("record",)
     np.testing.assert_allclose(single.values, [v.mean() for _, _, v, _ in data["output.1/s"]])
@@ -178,7 +176,8 @@ def test_grad_norms(run_and_data, tmp_path):
     full = analysis.grad_norms(run, quantity="grad_output", max_elements=4)
     for step in range(STEPS):
         vs = [v for s, _, v, _ in data["grad_output/a"] if s == step]
-        assert full.sel(layer="a", step=step).item() == pytest.approx(np.sqrt(sum((v.astype(np.float64) ** 2).sum() for v in vs)))
+        want = np.sqrt(sum((v.astype(np.float64) ** 2).sum() for v in vs))
+        assert full.sel(layer="a", step=step).item() == pytest.approx(want)
     sweep = analysis.grad_norms({0.5: run, 2.0: run}, name="alpha")
     assert sweep.dims == ("alpha", "layer") and sweep.alpha.values.tolist() == [0.5, 2.0]
     np.testing.assert_allclose(sweep.sel(alpha=2.0).values, norms.mean("step").values)
@@ -218,17 +217,18 @@ def test_intervals_never_join_the_records_of_two_ranks(tmp_path, monkeypatch):
     assert analysis.inter_spike_intervals(run.rank(0)["output/s"]).size == 0
 
 
-def test_merge_takes_one_array_per_rank_of_that_ranks_length(run_and_data):
+def test_record_positions_place_every_segment_of_every_rank_in_the_stream(run_and_data):
     run, data = run_and_data
-    s = run["output/a"]
-    per_part = [np.arange(len(part)) + 100 * r for r, part in s.parts.items()]
-    merged = s.merge(per_part)
-    assert merged.tolist() == [100 * r.rank + i for r, i in zip(data["output/a"], _positions(data["output/a"]),
-                                                                  strict=True)]
-    with pytest.raises(InvalidArgumentError, match="one array per rank"):
-        s.merge([*per_part, per_part[0]])
-    with pytest.raises(InvalidArgumentError, match="one array per rank"):
-        s.merge([a[:-1] for a in per_part])
+    s, recs = run["output/a"], data["output/a"]
+    local = _positions(recs)
+    seen: list[int] = []
+    for seg in s.segments:
+        pos = s.record_positions(seg)
+        assert [recs[p].rank for p in pos] == [seg.rank] * seg.count
+        assert [local[p] for p in pos] == list(range(seg.start, seg.stop))
+        np.testing.assert_array_equal(s[pos], np.stack([recs[p].value for p in pos]))
+        seen.extend(pos.tolist())
+    assert sorted(seen) == list(range(len(s)))
 
 
 def _positions(recs):

@@ -24,7 +24,7 @@ def store(request, tmp_path_factory):
             st.append("output/lif", (torch.rand(5, n, 2, 3, generator=g) < 0.3).float())
             st.append("v_seq/lif", torch.randn(5, n, 6, generator=g))
             st.append("grad_input/lif", torch.rand((), generator=g))
-            for t in range(2):  # single-step layer: two calls a step
+            for _ in range(2):  # single-step layer: two calls a step
                 st.append("output/s", (torch.rand(4, 7, generator=g) < 0.5).float())
         st.set_stream_info("output/lif", selection={"step_mode": "m", "batch_axis": 1})
         st.set_stream_info("output/s", selection={"step_mode": "s", "batch_axis": 0})

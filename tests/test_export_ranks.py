@@ -177,7 +177,7 @@ def test_nwb_units_and_series_per_rank(ranked, tmp_path):
                 for b in range(4):  # every rank's units: the largest batch of its records
                     for n in range(n_neuron):
                         want[(layer, r, b, n)] = []
-            for r, step, call, t, b, n in _events(expected(ranked, key), key):
+            for r, step, _call, t, b, n in _events(expected(ranked, key), key):
                 want[(layer, r, b, n)].append((step * bins + t) * dt)
         got = {(row.layer, int(row.rank), int(row.batch), int(row.neuron)): list(row.spike_times)
                for row in units.itertuples()}
@@ -281,8 +281,7 @@ def test_records_of_a_merged_stream_of_one_rank_keep_their_steps(tmp_path, monke
     record_as_ranks(path, monkeypatch, record)
     with spikestore.open(path) as run:
         merged = run["only1/x"]
-        (part,) = merged.parts.values()
-        for segments in (None, part.segments):
+        for segments in (None, merged.segments):
             got = list(iter_records(merged, (None, None), segments))
             steps = np.concatenate([r.steps for r in got])
             values = np.concatenate([r.values for r in got])

@@ -1,4 +1,4 @@
-"""``spikestore.export.export`` picks the format from the output's suffix (issue #17, item 7)."""
+"""``spikestore.export.export`` picks the format from the output's suffix."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A stream is one array (issue #17): records padded along the batch axis, with a batch_size coordinate."""
+"""A stream is one array: records padded along the batch axis, with a batch_size coordinate."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_to_dask_is_one_padded_array_per_stream(epoch):
     path, written = epoch
     with spikestore.open(path) as run:
         spikes, volts, counts = run["output/fc1"], run["v/fc1"], run["count/fc1"]
-        assert len(spikes.segments) == 2  # stored as before: a new segment for the smaller batch
+        assert len(spikes.segments) == 2  # stored as written: a new segment for the smaller batch
         for s in (spikes, volts, counts):
             a = s.to_dask()
             assert a.shape == (3, 8, N) and a.dtype == written[s.key][0].dtype

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import spikestore
 from spikestore import DamagedStoreError, FormatError, StoreClosedError
-from spikestore._read.segment import chunk_bounds, iter_blocks
+from spikestore._read.segment import chunk_bounds, iter_blocks  # (the chunk arithmetic itself: no public path)
 
 
 def _write(path, n=20):
@@ -58,7 +58,7 @@ def test_blocks_obey_their_bounds_and_read_what_they_cover(store_path):
     ref = _reference()
     rpc = s.segments[0].chunk_records
     assert 1 < rpc < 20  # several chunks, so the bounds matter
-    whole = list(iter_blocks(s.segments))
+    whole = list(s.segments[0].blocks())
     assert [len(b) for b in whole] == [min(rpc, 20 - k) for k in range(0, 20, rpc)]
     for bounds in ({"max_records": 2}, {"max_values": 100}, {"max_values": 1}):
         blocks = list(iter_blocks(s.segments, 3, 17, **bounds))
@@ -76,7 +76,7 @@ def test_a_block_reads_its_chunk_only_when_asked(store_path, monkeypatch):
     path = _write(store_path)
     reads = count_chunk_reads(monkeypatch, path)
     s = spikestore.open(path)["output/x"]
-    blocks = list(iter_blocks(s.segments))
+    blocks = list(s.segments[0].blocks())
     assert reads == []
     blocks[1].values()
     assert [c for node, c in reads if node.endswith("seg000000")] == [1]
@@ -137,7 +137,7 @@ def test_a_missing_chunk_inside_the_committed_range_is_damage(tmp_path):
     (path / "output/x/seg000000/c.1.0").unlink()
     s = spikestore.open(path)["output/x"]
     s[0]
-    with pytest.raises(DamagedStoreError, match="chunk 1 .*missing"):
+    with pytest.raises(DamagedStoreError, match=r"chunk 1 .*missing"):
         s[s.segments[0].chunk_records]
 
 

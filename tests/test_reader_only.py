@@ -1,4 +1,4 @@
-"""A reader-only install (issue #16 item 4): reading, analysis, export, the CLI's read commands and the
+"""A reader-only install: reading, analysis, export, the CLI's read commands and the
 xarray engine work in a virtual environment that has neither torch nor numba.
 
 ``pip install 'spikestore[xarray,hdf5,cli,...]'`` installs no torch and no numba (they are the
@@ -110,6 +110,7 @@ def test_the_core_dependencies_leave_out_torch_and_numba():
     assert "record" in extras["all"][0]
 
 
+@pytest.mark.slow  # spawns processes
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinked site-packages")
 def test_reading_analysis_export_cli_and_xarray_without_torch_or_numba(tmp_path):
     started = time.perf_counter()

@@ -14,7 +14,6 @@ from helpers import M_SEL, count_chunk_reads, same, write_mixed
 
 import spikestore
 from spikestore import InvalidArgumentError
-from spikestore._read.segment import iter_blocks
 
 
 @pytest.fixture
@@ -89,7 +88,7 @@ def test_iteration_and_bounded_chunks(mixed):
     s = run["output/s"]
     part = list(s.iter_chunks(5, 11))
     assert part[0].start == 5 and part[-1].stop == 11
-    assert [c.start for c in s.iter_chunks(-4)][0] == len(s) - 4
+    assert next(c.start for c in s.iter_chunks(-4)) == len(s) - 4
     with pytest.raises(InvalidArgumentError, match="max_records must be >= 1"):
         list(s.iter_chunks(max_records=0))
 
@@ -113,7 +112,7 @@ def test_sel_by_step_and_call(mixed):
     same(single.sel(step=5, call=2), written["output/s"][5 * 3 + 2][1])
     same(single.sel(step=[5]), np.stack([v for _, v in written["output/s"][15:18]]))
     same(single.sel(step=[5, 6], call=0), np.stack([written["output/s"][15][1], written["output/s"][18][1]]))
-    with pytest.raises(InvalidArgumentError, match="3 records at step 5.*call="):
+    with pytest.raises(InvalidArgumentError, match=r"3 records at step 5.*call="):
         single.sel(step=5)
     with pytest.raises(InvalidArgumentError, match="no record at step 99"):
         s.sel(step=99)
@@ -142,7 +141,7 @@ def test_to_dask_equals_written_and_reads_nothing_until_computed(mixed, monkeypa
     seg = s.segments[0]
     first = tuple(min(seg.chunk_records, seg.count - k) for k in range(0, seg.count, seg.chunk_records))
     assert arr.chunks[0][:len(first)] == first
-    assert arr.chunks[0] == tuple(len(b) for b in iter_blocks(s.segments))  # one task per stored chunk
+    assert arr.chunks[0] == tuple(len(c.values) for c in s.iter_chunks())  # one task per stored chunk
     values = arr.compute()
     same(values[:20], np.stack([v for _, v in written["output/fc"][:20]]))
     same(values[20:, :, :2], np.stack([v for _, v in written["output/fc"][20:]]))
@@ -154,6 +153,7 @@ def test_to_dask_equals_written_and_reads_nothing_until_computed(mixed, monkeypa
     assert one.sum().compute() == sum(int(v.sum()) for _, v in written["x/int16"])
 
 
+@pytest.mark.slow  # spawns processes
 def test_to_dask_under_the_process_scheduler(mixed):
     run, written = mixed
     arr = run["x/int16"].to_dask()
@@ -200,7 +200,7 @@ def test_live_reading_while_a_writer_thread_appends(store_path):
                     flushed.put(i + 1)
                     seen.get(timeout=wait_s)  # queue.Empty (a failure) if the reader never catches up
             store.close()
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001  (any failure of the writer thread is reported by the main thread)
             failure.append(exc)
         finally:
             done.set()
@@ -215,7 +215,7 @@ def test_live_reading_while_a_writer_thread_appends(store_path):
         finished = done.is_set()
         run.refresh()
         if "output/live" in run:
-            s, v = run["output/live"], run["v_seq/live"] if "v_seq/live" in run else None
+            s, v = run["output/live"], (run["v_seq/live"] if "v_seq/live" in run else None)  # noqa: SIM401 (Run has no get)
             k = len(s)
             assert k >= last  # committed counts only grow
             last = k

@@ -73,10 +73,7 @@ def run(cls: str, step_mode: str, store: spikestore.Store, changes: list[str]):
         store.set_step(step)
         with writer_held(store):
             x = torch.rand(4, 2, 8, generator=g)
-            if step_mode == "m":
-                out = net(x)
-            else:
-                out = torch.stack([net(xt) for xt in x])
+            out = net(x) if step_mode == "m" else torch.stack([net(xt) for xt in x])
             (out * torch.rand(out.shape, generator=g)).sum().backward()  # (no expanded gradients)
             for r in handles.records:
                 mutate(r, how)

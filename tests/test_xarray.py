@@ -13,7 +13,6 @@ from helpers import M_SEL, count_chunk_reads, same, write_mixed
 
 import spikestore
 from spikestore import InvalidArgumentError
-from spikestore._read.segment import iter_blocks
 
 #: Streams of write_mixed whose records have a batch axis (monitor selections).
 BATCHED = {"output/fc", "v_seq/fc", "output/s"}
@@ -26,7 +25,7 @@ def mixed(store_path):
 
 @pytest.fixture
 def chunk_reads(store_path, monkeypatch):
-    """Every backend.read_chunk call made from now on, as (node, chunk)."""
+    """Every backend.read_chunk call made during the test, as (node, chunk)."""
     write_mixed(store_path)
     return count_chunk_reads(monkeypatch, store_path)
 
@@ -40,10 +39,10 @@ def test_open_dataset_reads_no_chunk_until_values_are_asked_for(store_path, chun
     assert chunk_reads == []
     repr(ds)  # printing shows no values either
     assert chunk_reads == []
-    ds["v_seq/fc"][3, 1].values
+    _ = ds["v_seq/fc"][3, 1].values
     assert chunk_reads and all("v_seq/fc" in node for node, _ in chunk_reads)
     n = len(chunk_reads)
-    ds["output/fc:step"].values
+    _ = ds["output/fc:step"].values
     assert any(node.endswith("/step") for node, _ in chunk_reads[n:])
     ds.close()
 
@@ -54,7 +53,7 @@ def test_open_dataset_with_dask_chunks_is_lazy_and_follows_the_stored_chunks(sto
     run = spikestore.open(store_path)
     s = run["v_seq/fc"]
     var = ds["v_seq/fc"]  # two segments (batch 3, then 2), one variable
-    assert var.chunks[0] == tuple(len(b) for b in iter_blocks(s.segments))
+    assert var.chunks[0] == tuple(len(b) for seg in s.segments for b in seg.blocks())  # (reads nothing)
     assert var.chunks[0][0] == s.segments[0].chunk_records and sum(var.chunks[0]) == len(s)
     assert chunk_reads == []
     float(var.sum())
@@ -164,15 +163,14 @@ def test_a_run_of_two_ranks_keeps_the_neuron_labels_and_attributes(tmp_path, mon
             np.testing.assert_array_equal(var.values, run["output/l"][:])
 
 
-def test_importing_the_engine_is_fast_and_does_not_import_torch():
-    code = ("import sys, time; import xarray; t = time.perf_counter(); import spikestore._read.xarray_engine; "
-            "dt = time.perf_counter() - t; "
-            "print(dt, sorted(m for m in ('torch', 'zarr', 'h5py', 'spikestore._read.run', "
+@pytest.mark.slow  # spawns processes
+def test_importing_the_engine_imports_neither_torch_nor_the_storage_libraries():
+    code = ("import sys; import xarray; import spikestore._integrations.xarray_engine; "
+            "print(sorted(m for m in ('torch', 'zarr', 'h5py', 'spikestore._read.run', "
             "'spikestore._read.stream', 'spikestore._read.segment', 'spikestore._read.storage') "
             "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
-    assert out[1].strip() == "[]", out
-    assert float(out[0]) < 0.5, out  # measured at a few ms; generous for loaded machines
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
     listing = subprocess.run([sys.executable, "-c", "import sys, xarray; xarray.backends.list_engines(); "
                               "print('torch' in sys.modules)"], capture_output=True, text=True, check=True)
     assert listing.stdout.strip() == "False"
@@ -180,7 +178,7 @@ def test_importing_the_engine_is_fast_and_does_not_import_torch():
 
 def test_guess_can_open_recognises_zarr_stores_only(tmp_path):
     """Zarr stores are folders with a spikestore root document; other engines keep HDF5 files."""
-    from spikestore._read.xarray_engine import SpikestoreBackendEntrypoint
+    from spikestore._integrations.xarray_engine import SpikestoreBackendEntrypoint
 
     entry = SpikestoreBackendEntrypoint()
     write_mixed(tmp_path / "run.zarr")

@@ -43,7 +43,7 @@ import numpy as np
 
 import spikestore
 from spikestore import analysis
-from spikestore._read.distributed import active_client
+from spikestore._integrations.distributed import active_client
 
 T, BATCH = 8, 32
 

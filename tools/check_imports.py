@@ -40,7 +40,7 @@ LAYERS: dict[str, int] = {
     "spikestore._format": 1,
     "spikestore.codecs": 2,
     "spikestore.backends": 3,
-    "spikestore._read": 4,
+    "spikestore._read": 4, "spikestore._integrations": 4, "spikestore._tools": 4,
     "spikestore._write": 5,
     "spikestore.analysis": 6, "spikestore.plot": 6, "spikestore.export": 6, "spikestore.tensor_cache": 6,
     "spikestore.monitor": 7,

@@ -58,15 +58,22 @@ def positions(item: Any, n: int, key: str) -> np.ndarray:
     return np.where(idx < 0, idx + n, idx)
 
 
-def step_positions(steps: np.ndarray, calls: np.ndarray, step: Any, call: int | None,
-                   key: str) -> int | np.ndarray:
+def step_positions(steps: np.ndarray, calls: np.ndarray, step: Any, call: int | None, key: str, *,
+                   where: np.ndarray | None = None, what: str = "") -> int | np.ndarray:
     """Positions of the records :meth:`Stream.sel <spikestore.Stream.sel>` picks.
 
     An int ``step`` gives the position of its one record (an int); a list or
     array of steps, or a slice of steps with both ends included, gives every
     matching position (an array, in record order). ``call`` keeps only
-    records with that order within their step.
+    records with that order within their step; ``where`` (a mask over the
+    records, named ``what`` in errors) only the records it marks.
     """
+    if where is not None:
+        mine = np.flatnonzero(where)
+        if not len(mine):
+            raise InvalidArgumentError(f"stream {key!r} has no records of {what}")
+        got = step_positions(steps[mine], calls[mine], step, call, key)
+        return int(mine[got]) if isinstance(got, int) else mine[got]
     if isinstance(step, slice):
         if step.step not in (None, 1):
             raise InvalidArgumentError("sel(step=slice(a, b)) takes no stride; index the result instead")

@@ -31,7 +31,7 @@ segments are read one by one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -40,9 +40,28 @@ from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from spikestore._read.segment import Block, Segment
-    from spikestore._read.stream import Stream
 
-__all__ = ["PaddedLayout", "PaddedRecords", "batch_sizes", "padded_layout", "why_not_one_array"]
+__all__ = ["PaddedLayout", "PaddedRecords", "Records", "batch_axis", "batch_sizes", "pad_block", "padded_layout",
+           "read_padded", "why_not_one_array"]
+
+
+class Records(Protocol):
+    """What this module reads from a stream (:class:`spikestore.Stream` is one)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def dims(self) -> tuple[str, ...]: ...
+
+    @property
+    def segments(self) -> list[Segment]: ...
+
+    def __len__(self) -> int: ...
+
+    def record_positions(self, segment: Segment, start: int | None = None, stop: int | None = None) -> np.ndarray: ...
+
+    def segment_rows(self, idx: np.ndarray) -> list[tuple[Segment, np.ndarray, np.ndarray]]: ...
 
 
 @dataclass(frozen=True)
@@ -89,12 +108,12 @@ def _fill(segments: list[Segment], dtype: np.dtype) -> Any:
     return np.full((), np.nan, dtype)[()]
 
 
-def _batch_axis(stream: Stream) -> int | None:
-    dims = stream.dims
+def batch_axis(dims: tuple[str, ...]) -> int | None:
+    """The batch axis of records whose axes are ``dims``: the one named ``"batch"`` (``None``: none)."""
     return dims.index("batch") if "batch" in dims else None
 
 
-def padded_layout(stream: Stream) -> PaddedLayout | None:
+def padded_layout(stream: Records) -> PaddedLayout | None:
     """The one-array layout of ``stream``, or ``None`` when its records do not fit one array (see the module).
 
     A stream without records has none either.
@@ -102,7 +121,7 @@ def padded_layout(stream: Stream) -> PaddedLayout | None:
     segs = list(stream.segments)
     if not segs or len({(s.dtype, len(s.shape)) for s in segs}) > 1:
         return None
-    axis = _batch_axis(stream)
+    axis = batch_axis(stream.dims)
     others = {tuple(d for k, d in enumerate(s.shape) if k != axis) for s in segs}
     if len(others) > 1:
         return None
@@ -112,10 +131,10 @@ def padded_layout(stream: Stream) -> PaddedLayout | None:
     return PaddedLayout(tuple(shape), segs[0].dtype, axis, _fill(segs, segs[0].dtype))
 
 
-def why_not_one_array(stream: Stream, what: str) -> InvalidArgumentError:
+def why_not_one_array(stream: Records, what: str) -> InvalidArgumentError:
     """The error for ``what`` (a view) asked of a stream whose records do not fit one array."""
     shapes = ", ".join(f"{k}: {s.shape} {s.doc['dtype']}" for k, s in enumerate(stream.segments))
-    if _batch_axis(stream) is None:
+    if batch_axis(stream.dims) is None:
         why = (f"its records differ in shape or dtype and its dims {stream.dims} name no 'batch' axis "
                "(name it: assign s.dims, or give the writer Store.set_stream_info(key, "
                "selection={'step_mode': 's', 'batch_axis': 0}))")
@@ -126,13 +145,16 @@ def why_not_one_array(stream: Stream, what: str) -> InvalidArgumentError:
         "layout: pick one segment with segment=k, or read records one by one with s[i]")
 
 
-def batch_sizes(stream: Stream) -> np.ndarray | None:
+def batch_sizes(stream: Records) -> np.ndarray | None:
     """The batch size of each record (``int64``), or ``None`` when the records have no batch axis."""
-    axis = _batch_axis(stream)
+    axis = batch_axis(stream.dims)
     if axis is None:
         return None
-    parts = [np.full(s.count, s.shape[axis], np.int64) for s in stream.segments if len(s.shape) > axis]
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    out = np.zeros(len(stream), np.int64)
+    for seg in stream.segments:
+        if len(seg.shape) > axis:
+            out[stream.record_positions(seg)] = seg.shape[axis]
+    return out
 
 
 def pad_block(block: Block, layout: PaddedLayout) -> np.ndarray:
@@ -140,19 +162,12 @@ def pad_block(block: Block, layout: PaddedLayout) -> np.ndarray:
     return layout.pad(block.values())
 
 
-def read_padded(stream: Stream, layout: PaddedLayout, idx: np.ndarray) -> np.ndarray:
+def read_padded(stream: Records, layout: PaddedLayout, idx: np.ndarray) -> np.ndarray:
     """Records at positions ``idx`` (any order) as ``[len(idx), *layout.shape]``, padded."""
     out = np.full((len(idx), *layout.shape), layout.fill, layout.dtype)
-    starts = [s.start for s in stream.segments]
-    which = np.searchsorted(starts, idx, side="right") - 1
-    for k in np.unique(which):
-        seg = stream.segments[int(k)]
-        at = np.flatnonzero(which == k)
-        rows = idx[at] - seg.start
-        if len(rows) and np.all(np.diff(rows) == 1):  # a contiguous run: read chunk by chunk
-            recs = seg.read(int(rows[0]), int(rows[-1]) + 1)
-        else:
-            recs = seg.take(rows)
+    for seg, at, rows in stream.segment_rows(idx):
+        contiguous = len(rows) and np.all(np.diff(rows) == 1)  # a contiguous run: read chunk by chunk
+        recs = seg.read(int(rows[0]), int(rows[-1]) + 1) if contiguous else seg.take(rows)
         size = 0 if layout.batch_axis is None else seg.shape[layout.batch_axis]
         out[layout.real(size, at)] = recs
     return out
@@ -166,7 +181,7 @@ class PaddedRecords:
     whose batch sizes differ, where ``s[...]`` would refuse.
     """
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Records) -> None:
         self.stream = stream
 
     @property
@@ -184,7 +199,8 @@ class PaddedRecords:
         if isinstance(item, tuple):  # records first, then inside them
             return indexing.inside(self.__getitem__, item)
         if indexing.is_position(item):
-            return read_padded(s, self.layout, np.array([indexing.position(item, len(s), s.key)]))[0]
+            one: np.ndarray = read_padded(s, self.layout, np.array([indexing.position(item, len(s), s.key)]))[0]
+            return one
         return read_padded(s, self.layout, indexing.positions(item, len(s), s.key))
 
     def __repr__(self) -> str:

@@ -5,44 +5,65 @@ stream is first used, and chunks when records are asked for. A reader
 believes only the committed ``count`` of each stream, so it can open a store
 that a live writer is still appending to (``Run.refresh()`` shows more).
 
-Everything goes through the :class:`~spikestore.backends.Backend` protocol,
-behind the run's one :class:`~spikestore._read.storage.StoreReader`, so Zarr
-and HDF5 stores read the same. The streams live in
-:mod:`spikestore._read.stream`, their segments and the chunk iterator in
-:mod:`spikestore._read.segment`; this module re-exports :class:`Stream`,
-which the package's public names point at.
+A run is a set of parts (``docs/format.md`` §1.2): a one-process store is a
+run of one part; a run recorded by several ranks has one part per rank, rank
+``r``'s at :func:`part_location`. Each part is read through its own
+:class:`~spikestore._read.storage.StoreReader`, behind the
+:class:`~spikestore.backends.Backend` protocol, so Zarr and HDF5 stores read
+the same; ``run[key]`` is one :class:`~spikestore._read.stream.Stream` over
+every part that has the key.
+
+A run or stream pickled into another process (dask's process and
+distributed schedulers) reopens there by path, once per process
+(:func:`worker_run`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import pickle
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from spikestore._format import check_no_root, has_root, split_key
+from spikestore._format import check_no_root, has_root, rank_part, split_key
 from spikestore._read.storage import StoreReader
 from spikestore._read.stream import Stream
 from spikestore.backends import Backend, StoreURL, backend_name_for, location, open_backend
 from spikestore.errors import InvalidArgumentError, StoreNotFoundError, StreamNotFoundError
 
-__all__ = ["Run", "Stream", "open"]
+__all__ = ["WORKER_RUNS", "Run", "Stream", "open", "open_runs", "part_location", "worker_run"]
+
+#: Runs a worker process keeps open for later tasks (least recently used first out).
+WORKER_RUNS = 8
+_runs: OrderedDict[bytes, Run] = OrderedDict()
+_runs_lock = threading.Lock()  # a worker runs several tasks at once, in threads
+
+
+def part_location(path: Path | StoreURL, rank: int) -> Path | StoreURL:
+    """Where rank ``rank``'s part of the run at ``path`` is: the root itself for rank 0, else its
+    ``__rank<r>`` folder (a key prefix, for a run on object storage)."""
+    if rank == 0:
+        return path
+    return path / rank_part(rank)
 
 
 class Run:
     """A store opened for reading. Use :func:`open`.
 
     A run recorded by several ranks of a process group (``docs/format.md``
-    §1.2) shows every rank's records: ``run[key]`` merges them
-    (:class:`~spikestore._read.ranked.RankedStream`), and :meth:`rank` is
-    one rank's part alone. ``rank`` (internal) opens such a part.
+    §1.2) shows every rank's records: ``run[key]`` is the stream over every
+    part, and :meth:`rank` is one rank's part alone. ``rank`` (internal)
+    opens such a part.
     """
 
     def __init__(self, path: Path | StoreURL, backend: Backend, backend_name: str | None = None,
                  rank: int | None = None) -> None:
         self.path = path
         self._reader = StoreReader(backend, path, backend_name)
-        self._streams: dict[str, Any] = {}
+        self._streams: dict[str, Stream] = {}
         self._part_of = rank  # None: the whole run; r: rank r's part alone
         self._parts: dict[int, Run] = {}
         self.refresh()
@@ -58,9 +79,6 @@ class Run:
         if self._part_of is not None:
             return [self._part_of]
         return list(self.doc.get("ranks", [self.doc.get("rank", 0)]))
-
-    def _merged(self) -> bool:
-        return len(self.ranks) > 1
 
     def _present(self) -> dict[int, Run]:
         """The parts that exist now, by rank (a rank still opening, or that died first, has none yet)."""
@@ -85,12 +103,10 @@ class Run:
         """
         if r not in self.ranks:
             raise InvalidArgumentError(f"{self.path} has no rank {r!r}; its ranks are {self.ranks}")
-        if not self._merged():
+        if self.ranks == [r]:  # a run of one part is that part
             return self
         part = self._parts.get(r)
         if part is None:
-            from spikestore._read.ranked import part_location
-
             part = self._parts[r] = _open_run(part_location(self.path, r), self._reader.backend_name, r)
         return part
 
@@ -108,15 +124,13 @@ class Run:
         for part in self._parts.values():
             part.refresh()
         for key, s in self._streams.items():
-            s.reload(*((self._stream_parts(key),) if self._merged() else ()))
+            s.reload(self._stream_parts(key))
         self._reader.clear()  # chunks rewritten since (a partly filled one grows) are read again
 
     @property
     def streams(self) -> list[str]:
-        """Stream keys ``quantity/layer`` in the order they were created (rank by rank, for several ranks)."""
-        if self._merged():
-            return list(dict.fromkeys(k for part in self._present().values() for k in part.streams))
-        return list(self.doc["streams"])
+        """Stream keys ``quantity/layer`` in the order they were created (part by part, for several ranks)."""
+        return list(dict.fromkeys(k for part in self._present().values() for k in part.doc["streams"]))
 
     @property
     def quantities(self) -> list[str]:
@@ -131,12 +145,14 @@ class Run:
     @property
     def metadata(self) -> dict[str, Any]:
         """The run metadata given to ``Store(metadata=...)``."""
-        return self.doc["metadata"]
+        metadata: dict[str, Any] = self.doc["metadata"]
+        return metadata
 
     @property
     def writer(self) -> dict[str, Any]:
         """The writer's status document (``status`` is open, closed or failed)."""
-        return self.doc["writer"]
+        writer: dict[str, Any] = self.doc["writer"]
+        return writer
 
     def __getitem__(self, key: str) -> Stream:
         self._reader.check()
@@ -145,20 +161,16 @@ class Run:
             if key not in self:
                 raise StreamNotFoundError(
                     f"{self.path} has no stream {key!r}; streams are: {', '.join(self.streams) or 'none'}")
-            if self._merged():
-                from spikestore._read.ranked import RankedStream
-
-                s = self._streams[key] = RankedStream(self, key, self._stream_parts(key))
-            else:
-                s = self._streams[key] = Stream(self, key, self._reader)
+            recipe = (_stream_in_process, (self.__reduce__(), self.doc["created"], key))
+            s = self._streams[key] = Stream(self, key, self._stream_parts(key), recipe, ordered=len(self.ranks) > 1)
         return s
 
-    def _stream_parts(self, key: str) -> dict[int, Stream]:
-        """Stream ``key`` of every part that has it, by rank (a merged stream's parts)."""
-        return {r: part[key] for r, part in self._present().items() if key in part}
+    def _stream_parts(self, key: str) -> list[tuple[int, StoreReader]]:
+        """``(rank, reader)`` of every part that has stream ``key``, by rank."""
+        return [(r, part._reader) for r, part in self._present().items() if key in part.doc["streams"]]
 
     def __contains__(self, key: object) -> bool:
-        return key in (self.streams if self._merged() else self.doc["streams"])
+        return key in self.streams
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.streams)
@@ -171,26 +183,29 @@ class Run:
         return self._reader.nbytes("") if key is None else self[key].nbytes()
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per stream (see :func:`spikestore._read.summary.summarize`); per rank and stream,
-        ``"<key> (rank r)"``, for a run of several ranks."""
-        from spikestore._read.summary import summarize
+        """One row per stream, over every part (see :func:`spikestore._tools.summary.summarize`)."""
+        from spikestore._tools.summary import summarize
 
-        if not self._merged():
-            return summarize(self)
-        return [row | {"stream": f"{row['stream']} (rank {r})"}
-                for r, part in self._present().items() for row in summarize(part)]
+        return summarize(self[key] for key in self.streams)
 
     def summary_table(self) -> str:
         """The summary as a fixed-width text table."""
-        from spikestore._read.summary import format_table
+        from spikestore._tools.summary import format_table
 
         return format_table(self.summary())
 
     def _repr_html_(self) -> str:
         """The summary as an HTML table (Jupyter shows this for a bare ``run``)."""
-        from spikestore._read.summary import format_html
+        from html import escape
 
-        return format_html(self, self.summary())
+        from spikestore._tools.summary import format_html
+
+        w = self.writer
+        title = (f"<b>spikestore run</b> <code>{escape(str(self.path))}</code>: {len(self)} streams, "
+                 f"created {escape(self.doc['created'])}, writer {escape(w['status'])}"
+                 f"{', ' + str(w['dropped']) + ' records dropped' if w.get('dropped') else ''}"
+                 f"{', ' + str(w['modified']) + ' changed in place (dropped)' if w.get('modified') else ''}")
+        return format_html(title, self.summary())
 
     def close(self) -> None:
         """Close the store; reading from the run or its streams afterwards raises ``StoreClosedError``."""
@@ -208,7 +223,8 @@ class Run:
         return f"<spikestore.Run {str(self.path)!r}: {len(self)} streams, writer {self.writer['status']}>"
 
 
-def open(path: str | os.PathLike[str], *, backend: str | None = None,storage_options: dict[str, Any] | None = None) -> Run:
+def open(path: str | os.PathLike[str], *, backend: str | None = None,
+         storage_options: dict[str, Any] | None = None) -> Run:
     """Open a store read-only and lazily.
 
     Works while a writer is still appending: only committed records are
@@ -253,3 +269,48 @@ def _open_run(p: Path | StoreURL, backend: str | None, rank: int | None = None) 
 
 def _reopen(path: Path | StoreURL, backend: str | None, rank: int | None = None) -> Run:
     return _open_run(path, backend, rank)
+
+
+def worker_run(recipe: tuple[Callable[..., Run], tuple[Any, ...]], created: str) -> Run:
+    """The run ``recipe`` opens, opened once per process and kept (:data:`WORKER_RUNS` at most).
+
+    ``created`` is the store's creation time from the client's root
+    document: a copy kept here of a store that was replaced since (same
+    path, another ``created``) is refreshed, and a store that is not the
+    one the graph was built on is an error rather than a read of other data.
+    """
+    key = pickle.dumps(recipe)
+    with _runs_lock:
+        run = _runs.get(key)
+        if run is not None and run.doc["created"] != created:
+            run.refresh()
+        if run is None or run.doc["created"] != created:
+            func, args = recipe
+            run = func(*args)
+            _runs[key] = run
+        _runs.move_to_end(key)
+        while len(_runs) > WORKER_RUNS:
+            _runs.popitem(last=False)
+    if run.doc["created"] != created:
+        raise StoreNotFoundError(
+            f"{run.path} was replaced by another store (created {run.doc['created']}, not {created}) "
+            "since this dask graph was built; open it again and build the graph again")
+    return run
+
+
+def open_runs() -> list[str]:
+    """Where the runs this process opened for tasks are (what a worker holds open; for checks and debugging)."""
+    with _runs_lock:
+        return [str(run.path) for run in _runs.values()]
+
+
+def _stream_in_process(recipe: tuple[Callable[..., Run], tuple[Any, ...]], created: str, key: str,
+                       count: int) -> Stream:
+    """Stream ``key`` of the run ``recipe`` reopens, in this process's copy of it (:func:`worker_run`),
+    refreshed once if it has fewer than ``count`` records: what a pickled stream becomes in a dask worker."""
+    run = worker_run(recipe, created)
+    stream = run[key]
+    if len(stream) < count:  # records committed after this process opened the run
+        with _runs_lock:
+            run.refresh()
+    return stream

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -26,17 +26,33 @@ from spikestore.codecs._precision import restore_precision
 from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
+    from spikestore._format.layout import RecordLayout
     from spikestore._read.storage import StoreReader
-    from spikestore._read.stream import Stream
 
-__all__ = ["Block", "Segment", "chunk_bounds", "iter_blocks"]
+__all__ = ["Block", "Segment", "SegmentOwner", "chunk_bounds", "iter_blocks"]
+
+
+class SegmentOwner(Protocol):
+    """What a segment needs from the stream it belongs to: its key, axis names and layout, and a way
+    back to the segment after pickling (:meth:`segment_for`)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def dims(self) -> tuple[str, ...]: ...
+
+    @property
+    def layout(self) -> RecordLayout: ...
+
+    def segment_for(self, rank: int, doc: dict[str, Any]) -> Segment: ...
 
 
 def chunk_bounds(first: int, count: int, chunk_records: int, start: int, stop: int,
                  step: int) -> Iterator[tuple[int, int, int]]:
     """``(start, stop, chunk)`` pieces of records ``start:stop`` of a segment holding ``first:first + count``.
 
-    Positions are the stream's. Pieces are clipped to the segment, never
+    Positions are the part's. Pieces are clipped to the segment, never
     cross a stored chunk of ``chunk_records`` rows, and hold at most ``step``
     records; a chunk is split into pieces counted from its first row.
     """
@@ -50,7 +66,7 @@ def chunk_bounds(first: int, count: int, chunk_records: int, start: int, stop: i
 
 @dataclass(frozen=True)
 class Block:
-    """Records ``start:stop`` of a stream (its positions), inside one segment and one stored chunk.
+    """Records ``start:stop`` of one part of a stream (its positions), inside one segment and one stored chunk.
 
     Nothing is read until :meth:`rows` or :meth:`values` is called, so a
     pass can skip blocks it does not need without reading them.
@@ -77,14 +93,14 @@ class Block:
 
 def iter_blocks(segments: Iterable[Segment], start: int = 0, stop: int | None = None, *,
                 max_records: int | None = None, max_values: int | None = None) -> Iterator[Block]:
-    """Records ``start:stop`` of a stream as :class:`Block` objects, in record order.
+    """Records ``start:stop`` of one part of a stream as :class:`Block` objects, in record order.
 
     Parameters
     ----------
     segments
-        The stream's segments (``stream.segments``).
+        Segments of one part of a stream, in order (a one-part stream: ``stream.segments``).
     start, stop
-        Stream positions, ``0 <= start``; ``stop=None`` runs to the end.
+        Positions in that part, ``0 <= start``; ``stop=None`` runs to the end.
     max_records
         At most this many records a block.
     max_values
@@ -107,29 +123,41 @@ def iter_blocks(segments: Iterable[Segment], start: int = 0, stop: int | None = 
             yield Block(seg, a, b, c)
 
 
-def _segment_of(stream: Stream, doc: dict[str, Any]) -> Segment:
-    """Segment ``doc`` of ``stream`` (a pickled segment, unpickled)."""
-    return stream.segment_for(doc)
+def _segment_of(stream: SegmentOwner, rank: int, doc: dict[str, Any]) -> Segment:
+    """Segment ``doc`` of rank ``rank``'s part of ``stream`` (a pickled segment, unpickled)."""
+    return stream.segment_for(rank, doc)
 
 
 class Segment:
-    """Records ``start .. start + count`` of a stream: one shape, one dtype.
+    """Records ``start .. start + count`` of one part of a stream: one shape, one dtype.
+
+    ``start`` and ``stop`` are positions in the records of the part that
+    stores the segment (rank :attr:`rank`'s, in its own order); for a stream
+    of one part they are stream positions.
+    :meth:`Stream.record_positions <spikestore.Stream.record_positions>`
+    gives the stream positions of its records for any number of parts.
 
     Parameters
     ----------
     stream
         The stream it belongs to (names its axes and its errors).
+    rank
+        The rank whose part stores it.
     doc
         The segment's entry in the stream document.
     reader
-        The run's :class:`~spikestore._read.storage.StoreReader`, which reads
+        The part's :class:`~spikestore._read.storage.StoreReader`, which reads
         and caches its chunks.
+    node
+        The stream's node in the part (the segment's array is under it).
     """
 
-    def __init__(self, stream: Stream, doc: dict[str, Any], reader: StoreReader) -> None:
+    def __init__(self, stream: SegmentOwner, rank: int, doc: dict[str, Any], reader: StoreReader,
+                 node: str) -> None:
         self.stream = stream
+        self.rank = rank
         self.doc = doc
-        self.node = f"{stream.node}/{doc['array']}"
+        self.node = f"{node}/{doc['array']}"
         self.start: int = doc["start"]
         self.count: int = doc["count"]
         self.shape: tuple[int, ...] = tuple(doc["shape"])
@@ -145,11 +173,11 @@ class Segment:
     def __reduce__(self) -> tuple[Any, ...]:
         # dask's process and distributed schedulers pickle tasks: the stream reopens the store (once per
         # process), and the segment reads through it.
-        return (_segment_of, (self.stream, self.doc))
+        return (_segment_of, (self.stream, self.rank, self.doc))
 
     @property
     def stop(self) -> int:
-        """One past the last record (a stream position)."""
+        """One past the last record (a position in its part)."""
         return self.start + self.count
 
     @property
@@ -235,5 +263,6 @@ class Segment:
         return self.decode_rows(out)
 
     def __repr__(self) -> str:
-        return (f"<Segment {self.doc['array']} records {self.start}:{self.stop} "
+        rank = f" of rank {self.rank}" if self.rank else ""
+        return (f"<Segment {self.doc['array']}{rank} records {self.start}:{self.stop} "
                 f"shape {self.shape} {self.doc['dtype']} {self.encoding}>")

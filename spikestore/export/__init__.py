@@ -6,8 +6,8 @@ exclusive), and calls ``progress(done_records, total_records)`` as it goes;
 the command line supplies a progress bar. A run recorded by several ranks
 exports every rank's records, each labelled with the rank that recorded it
 (a ``rank`` column, array or dataset; see each exporter), and progress
-counts every rank's records; a one-process store exports as it always
-did. Each writes to a temporary name and renames it at the end (:func:`spikestore._files.replacing`), so a
+counts every rank's records; a one-process store's export has no rank
+label. Each writes to a temporary name and renames it at the end (:func:`spikestore._files.replacing`), so a
 failed export leaves no half file under the final name and no temporary
 behind, and an older output it was to replace stays as it was.
 
@@ -18,10 +18,18 @@ behind, and an older output it was to replace stays as it was.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spikestore.errors import InvalidArgumentError
+from spikestore.export.hdf5 import to_hdf5
+from spikestore.export.npz import to_npz
+from spikestore.export.nwb import to_nwb
+from spikestore.export.parquet import to_parquet
+
+if TYPE_CHECKING:
+    from spikestore._read.run import Run
 
 __all__ = ["FORMATS", "SUFFIXES", "export", "format_for", "to_hdf5", "to_npz", "to_nwb", "to_parquet"]
 
@@ -52,35 +60,7 @@ def format_for(out: str | os.PathLike[str]) -> str:
         f"one of {', '.join(FORMATS)})")
 
 
-def to_nwb(*args: Any, **kwargs: Any) -> Path:
-    """See :func:`spikestore.export.nwb.to_nwb`."""
-    from spikestore.export.nwb import to_nwb as f
-
-    return f(*args, **kwargs)
-
-
-def to_hdf5(*args: Any, **kwargs: Any) -> Path:
-    """See :func:`spikestore.export.hdf5.to_hdf5`."""
-    from spikestore.export.hdf5 import to_hdf5 as f
-
-    return f(*args, **kwargs)
-
-
-def to_parquet(*args: Any, **kwargs: Any) -> Path:
-    """See :func:`spikestore.export.parquet.to_parquet`."""
-    from spikestore.export.parquet import to_parquet as f
-
-    return f(*args, **kwargs)
-
-
-def to_npz(*args: Any, **kwargs: Any) -> Path:
-    """See :func:`spikestore.export.npz.to_npz`."""
-    from spikestore.export.npz import to_npz as f
-
-    return f(*args, **kwargs)
-
-
-def export(store: Any, out: str | os.PathLike[str], format: str | None = None,
+def export(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], format: str | None = None,
            **kwargs: Any) -> Path:
     """Export ``store`` (a path or an open run) to ``out`` in ``format``.
 
@@ -90,7 +70,7 @@ def export(store: Any, out: str | os.PathLike[str], format: str | None = None,
     """
     if format is None:
         format = format_for(out)
-    funcs = {"nwb": to_nwb, "hdf5": to_hdf5, "parquet": to_parquet, "npz": to_npz}
+    funcs: dict[str, Callable[..., Path]] = {"nwb": to_nwb, "hdf5": to_hdf5, "parquet": to_parquet, "npz": to_npz}
     if format not in funcs:
         raise InvalidArgumentError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
     return funcs[format](store, out, **kwargs)

@@ -9,14 +9,13 @@ selected steps; what a record's axes mean comes from
 behind and an older output stays as it was.
 
 A run recorded by several ranks (``docs/format.md`` §1.2) keeps each rank's
-records in that rank's own part, with segments of its own: ``run[key]``
-merges them for reading record by record, and :attr:`Stream.parts
-<spikestore.Stream.parts>` gives each rank's stream. Exporters walk the parts
-one after the other (**rank by rank, each in its record order**), so memory
-stays at one decoded chunk; every exported record carries its rank
-(:attr:`Records.rank`, :attr:`Selection.ranks`), and :attr:`Job.ranked` says
-whether to write that label (only for a run of several ranks, so a
-one-process export is what it always was).
+records in that rank's own part, with segments of its own. Exporters walk a
+stream's :attr:`~spikestore.Stream.segments` in order (**rank by rank, each
+in its part's record order**), so memory stays at one decoded chunk; every
+exported record carries its rank (:attr:`Records.rank`,
+:attr:`SelectedRecords.ranks`), and :attr:`Job.ranked` says whether to write
+that label (only for a run of several ranks: a one-process export has no
+rank column).
 """
 
 from __future__ import annotations
@@ -33,14 +32,13 @@ import numpy as np
 
 from spikestore._files import check_folder
 from spikestore._format import dtypes
-from spikestore._read.ranked import RankedStream
 from spikestore._read.run import Run
 from spikestore._read.run import open as open_run
-from spikestore._read.segment import Segment, iter_blocks
+from spikestore._read.segment import Segment
 from spikestore._read.stream import Stream
 from spikestore.errors import InvalidArgumentError, StreamNotFoundError
 
-__all__ = ["Job", "Piece", "Progress", "Records", "Selection", "as_run", "export_job", "is_spike_stream",
+__all__ = ["Job", "Piece", "Progress", "Records", "SelectedRecords", "as_run", "export_job", "is_spike_stream",
            "iter_records", "parse_steps", "select_records", "select_streams", "selected_counts",
            "selected_total", "spike_events", "step_mask"]
 
@@ -52,8 +50,8 @@ Progress = Callable[[int, int], None]
 class Records:
     """Selected records of one stored chunk of one segment, decoded as exporters write them."""
 
-    stream: Stream  # the plain stream of the rank that recorded them (its segments hold ``segment``)
-    rank: int  # that rank (a plain stream's one rank: 0 in a one-process store)
+    stream: Stream
+    rank: int  # the rank that recorded them (0 in a one-process store)
     segment: Segment
     values: np.ndarray  # [k, *shape], dtypes.export_dtype of the logical dtype (bfloat16 as float32)
     steps: np.ndarray
@@ -152,84 +150,62 @@ def step_mask(steps: np.ndarray, rng: tuple[int | None, int | None]) -> np.ndarr
     return keep
 
 
-def selected_counts(stream: Stream, steps: tuple[int | None, int | None]) -> list[int]:
-    """Selected records in each segment of ``stream`` (a plain stream: one rank's part)."""
-    keep = step_mask(stream.steps, steps)
-    return [int(keep[seg.start:seg.stop].sum()) for seg in stream.segments]
+def selected_counts(stream: Stream, steps: tuple[int | None, int | None],
+                    segments: list[Segment] | None = None) -> list[int]:
+    """Selected records in each of ``segments`` of ``stream`` (default: all its segments)."""
+    all_steps = stream.steps
+    return [int(step_mask(all_steps[stream.record_positions(seg)], steps).sum())
+            for seg in (stream.segments if segments is None else segments)]
 
 
-def selected_total(stream: Stream | RankedStream, steps: tuple[int | None, int | None]) -> int:
+def selected_total(stream: Stream, steps: tuple[int | None, int | None]) -> int:
     """Selected records of ``stream`` over every rank that recorded it (what progress counts)."""
-    return sum(int(step_mask(part.steps, steps).sum()) for part in stream.parts.values())
+    return int(step_mask(stream.steps, steps).sum())
 
 
-def iter_records(stream: Stream | RankedStream, steps: tuple[int | None, int | None] = (None, None),
+def iter_records(stream: Stream, steps: tuple[int | None, int | None] = (None, None),
                  segments: list[Segment] | None = None) -> Iterator[Records]:
     """Decode a stream one stored chunk at a time, keeping only records in the step range.
 
     Memory is bounded by one decoded chunk, whatever the store's size; a
-    chunk without a selected record is not read at all. A stream merged over
-    ranks is walked rank by rank (:attr:`Stream.parts <spikestore.Stream.parts>`,
-    each part's own segments). ``segments`` limits the pass to some segments
-    of a plain stream (default: all).
-
-    Raises
-    ------
-    InvalidArgumentError
-        For ``segments`` of a stream merged over ranks: segments are each
-        rank's, so pass that rank's stream (``stream.parts[r]``).
+    chunk without a selected record is not read at all. ``segments`` limits
+    the pass to some of the stream's segments (default: all, in the order
+    of :attr:`Stream.segments <spikestore.Stream.segments>`: rank by rank).
     """
-    if segments is not None and len(stream.parts) > 1:
-        raise InvalidArgumentError(
-            f"stream {stream.key!r} merges ranks {sorted(stream.parts)}: pass segments with the stream of "
-            "the rank that stored them (stream.parts[r])")
-    if segments is None:
-        for part in stream.parts.values():
-            yield from _part_records(part, steps, part.segments)
-    else:
-        (part,) = stream.parts.values()  # (a merged stream of one rank: positions are that part's)
-        yield from _part_records(part, steps, segments)
-
-
-def _part_records(stream: Stream, steps: tuple[int | None, int | None],
-                  segments: list[Segment]) -> Iterator[Records]:
-    """:func:`iter_records` over ``segments`` of one plain stream."""
-    keep = step_mask(stream.steps, steps)
-    (rank,) = stream.parts  # a plain stream is its one rank's part
     all_steps, all_calls, all_times = stream.steps, stream.calls, stream.times
-    for block in iter_blocks(segments):
-        g = slice(block.start, block.stop)
-        sel = keep[g]
-        if not sel.any():
-            continue
-        values = dtypes.export_values(block.values(), block.segment.doc["dtype"])
-        yield Records(stream, rank, block.segment, values[sel], all_steps[g][sel], all_calls[g][sel],
-                      all_times[g][sel])
+    for seg in stream.segments if segments is None else segments:
+        for block in seg.blocks():
+            g = stream.record_positions(seg, block.start, block.stop)
+            sel = step_mask(all_steps[g], steps)
+            if not sel.any():
+                continue
+            values = dtypes.export_values(block.values(), seg.doc["dtype"])
+            g = g[sel]
+            yield Records(stream, seg.rank, seg, values[sel], all_steps[g], all_calls[g], all_times[g])
 
 
 @dataclass
 class Piece:
     """Exported records that share one array of the output (an NPZ member, an HDF5 dataset).
 
-    In a one-process run, one segment (as exporters always wrote them); in a
-    run of several ranks, every rank's segments of one shape and dtype, so
-    that ranks that recorded the same shapes give one array, not one per rank.
+    In a one-process run, one segment; in a run of several ranks, every
+    rank's segments of one shape and dtype, so that ranks that recorded the
+    same shapes give one array, not one per rank.
     """
 
     shape: tuple[int, ...]
     dtype: str  # the stored (logical) dtype, e.g. "bfloat16"
-    segments: list[tuple[Stream, Segment]] = field(default_factory=list)  # (rank's part, its segment)
+    segments: list[Segment] = field(default_factory=list)
     count: int = 0  # selected records
 
-    def records(self, steps: tuple[int | None, int | None]) -> Iterator[Records]:
-        """The piece's selected records, in its order (rank by rank, then record order)."""
-        for part, seg in self.segments:
-            yield from iter_records(part, steps, [seg])
+    def records(self, stream: Stream, steps: tuple[int | None, int | None]) -> Iterator[Records]:
+        """The piece's selected records of ``stream``, in its order (rank by rank, then record order)."""
+        return iter_records(stream, steps, self.segments)
 
 
 @dataclass
-class Selection:
-    """The selected records of one stream key over every rank that recorded it, in export order
+class SelectedRecords:
+    """The selected records of one stream over every rank that recorded it, in export order
     (rank by rank, each in its record order): the arrays it is cut into and one entry per record."""
 
     pieces: list[Piece]
@@ -240,31 +216,29 @@ class Selection:
     piece: np.ndarray  # the number of the piece that holds each record (int32)
 
 
-def select_records(stream: Stream | RankedStream, steps: tuple[int | None, int | None], ranked: bool) -> Selection:
+def select_records(stream: Stream, steps: tuple[int | None, int | None], ranked: bool) -> SelectedRecords:
     """Cut the selected records of ``stream`` into :class:`Piece` s (by shape and dtype when ``ranked``)."""
     pieces: list[Piece] = []
     numbers: dict[tuple[tuple[int, ...], str], int] = {}
-    index: dict[str, list[np.ndarray]] = {"steps": [], "calls": [], "times": [], "ranks": [], "piece": []}
-    for part in stream.parts.values():
-        keep = step_mask(part.steps, steps)
-        number = np.full(len(part), -1, np.int32)
-        for seg, n in zip(part.segments, selected_counts(part, steps), strict=True):
-            if not n:
-                continue
-            kind = (tuple(seg.shape), seg.doc["dtype"])
-            k = numbers.get(kind) if ranked else None
-            if k is None:
-                k = len(pieces)
-                pieces.append(Piece(*kind))
-                numbers[kind] = k
-            pieces[k].segments.append((part, seg))
+    segs = stream.segments
+    positions = [stream.record_positions(seg) for seg in segs]
+    number = []
+    for seg, n in zip(segs, selected_counts(stream, steps), strict=True):
+        kind = (tuple(seg.shape), seg.doc["dtype"])
+        k = numbers.get(kind) if ranked else None
+        if n and k is None:
+            k = len(pieces)
+            pieces.append(Piece(*kind))
+            numbers[kind] = k
+        if n and k is not None:
+            pieces[k].segments.append(seg)
             pieces[k].count += n
-            number[seg.start:seg.stop] = k
-        for name, arr in (("steps", part.steps), ("calls", part.calls), ("times", part.times),
-                          ("ranks", part.ranks), ("piece", number)):
-            index[name].append(arr[keep])
-    return Selection(pieces, **{name: np.concatenate(arrs) if arrs else np.zeros(0, np.int64)
-                                for name, arrs in index.items()})
+        number.append(np.full(seg.count, -1 if k is None else k, np.int32))
+    order = np.concatenate(positions) if positions else np.zeros(0, np.int64)
+    keep = step_mask(stream.steps[order], steps)
+    at = order[keep]
+    return SelectedRecords(pieces, stream.steps[at], stream.calls[at], stream.times[at], stream.ranks[at],
+                           np.concatenate(number)[keep] if number else np.zeros(0, np.int32))
 
 
 def spike_events(block: Records, kind: str) -> dict[str, np.ndarray]:
@@ -289,9 +263,9 @@ def spike_events(block: Records, kind: str) -> dict[str, np.ndarray]:
     return {"record": rec, "t": t, "batch": batch, "neuron": neuron}
 
 
-def is_spike_stream(stream: Stream | RankedStream) -> bool:
+def is_spike_stream(stream: Stream) -> bool:
     """A stream whose records are all bit-packed (0/1), on every rank, is exported as spike events."""
-    segments = stream.all_segments
+    segments = stream.segments
     return bool(segments) and all(seg.encoding == "bits" for seg in segments)
 
 

@@ -11,7 +11,7 @@ unescaped ``stream``, ``quantity``, ``layer``, ``dtype`` and the monitor's
 
 A run recorded by several ranks (``docs/format.md`` §1.2) exports every
 rank's records, rank by rank, each rank's in its record order (sort by
-``step``, ``rank``, ``call`` for the merged order of ``run[key]``), and adds
+``step``, ``rank``, ``call`` for the record order of ``run[key]``), and adds
 
 ``rank``           the rank that recorded each exported record, beside ``step``
 
@@ -19,7 +19,8 @@ and the attributes ``ranks`` (the stream's group: the ranks that recorded
 it; the root: ``spikestore_ranks``, the run's ranks). Its ranks' records of
 one shape and dtype share one ``seg...`` dataset (``segment`` says which
 holds each record), so ranks that recorded the same shapes give one
-dataset. A one-process store's file is what it always was.
+dataset. A one-process store's file has no ``rank`` dataset and no
+``ranks`` attributes.
 
 Datasets are chunked and gzip-compressed (the filter every HDF5 build has).
 The file is written under a temporary name and replaces ``out`` only once
@@ -55,7 +56,7 @@ def to_hdf5(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
         raise MissingDependencyError("HDF5 export needs h5py: pip install 'spikestore[hdf5]'") from None
     if compression not in (None, "gzip", "lzf"):
         raise InvalidArgumentError(f"compression must be None, 'gzip' or 'lzf', not {compression!r}")
-    opts = {"compression": compression, "shuffle": compression is not None}
+    opts: dict[str, Any] = {"compression": compression, "shuffle": compression is not None}
     if compression == "gzip":
         opts["compression_opts"] = 1
     with export_job(store, out, streams=streams, steps=steps, progress=progress, overwrite=overwrite) as job:
@@ -78,7 +79,7 @@ def _write_file(job: Job, f: Any, opts: dict[str, Any]) -> None:
         g.attrs.update({"stream": key, "quantity": s.quantity, "layer": s.layer,
                         "selection": json.dumps(s.selection)})
         if job.ranked:
-            g.attrs["ranks"] = np.asarray(list(s.parts), np.int64)
+            g.attrs["ranks"] = np.unique(np.asarray(s.ranks, np.int64))
         sel = select_records(s, rng, job.ranked)
         datasets, filled = {}, {}
         for number, piece in enumerate(sel.pieces):
@@ -89,7 +90,7 @@ def _write_file(job: Job, f: Any, opts: dict[str, Any]) -> None:
                                   **(opts if all(shape) else {}))
             ds.attrs["dtype"] = piece.dtype
             filled[number] = 0
-            for _, seg in piece.segments:
+            for seg in piece.segments:
                 datasets[id(seg)] = (ds, number)
         for block in iter_records(s, rng):  # every rank in turn: each piece fills in its own order
             ds, number = datasets[id(block.segment)]

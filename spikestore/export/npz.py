@@ -12,7 +12,7 @@ Members (load with ``np.load(path, allow_pickle=False)``):
 
 A run recorded by several ranks (``docs/format.md`` §1.2) exports every
 rank's records, rank by rank, each rank's in its record order (sort by
-steps, ranks, calls for the merged order of ``run[key]``), and adds
+steps, ranks, calls for the record order of ``run[key]``), and adds
 
 ``<stream>.ranks``      the rank that recorded each exported record (int64)
 
@@ -20,7 +20,7 @@ Its ranks' records of one shape and dtype share one member (``<stream>``,
 or ``<stream>@k`` when the shape or dtype changed, ``k`` in order of first
 appearance, with ``<stream>.segment`` saying which member holds each
 record), so ranks that recorded the same shapes give one array. A
-one-process store's members are what they always were.
+one-process store's file has no ``.ranks`` member.
 
 The file is written under a temporary name and replaces ``out`` only once
 complete (:func:`spikestore._files.replacing`).
@@ -82,7 +82,7 @@ def _write_stream(job: Job, zf: zipfile.ZipFile, key: str) -> None:
     for number, piece in enumerate(sel.pieces):
         name = f"{key}@{number}" if len(sel.pieces) > 1 else key
         with _member(zf, name, dtypes.export_dtype(piece.dtype), (piece.count, *piece.shape)) as f:
-            for block in piece.records(job.steps):
+            for block in piece.records(job.run[key], job.steps):
                 f.write(np.ascontiguousarray(block.values).tobytes())
                 job.advance(len(block.values))
     _write_array(zf, key + ".steps", sel.steps)

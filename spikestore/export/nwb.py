@@ -24,9 +24,10 @@ Mapping (decided once, used everywhere):
   ``TimeSeries`` per rank, named ``<quantity>.<escaped layer> rank <r>``
   (``<quantity>.<escaped layer>@k rank <r>`` per segment), its description
   saying the rank: one series for all ranks would not do, as a series'
-  timestamps must increase and the ranks record the same steps. ``T`` of single-step records is the largest over the ranks, so all
-  ranks' spike times share one clock. A one-process store's file has no
-  ``rank`` column and the series names above, as before.
+  timestamps must increase and the ranks record the same steps. ``T`` of
+  single-step records is the largest over the ranks, so all ranks' spike
+  times share one clock. A one-process store's file has no ``rank`` column
+  and the series names above.
 * The network is the NWB ``Subject`` (``species`` "in silico", ``sex`` "U",
   ``date_of_birth`` = the store's creation time).
 * **Run metadata** goes to ``notes`` (JSON) and the store's creation time to
@@ -52,7 +53,7 @@ import numpy as np
 
 from spikestore._files import replacing
 from spikestore._format import dtypes, escape_layer
-from spikestore._read.ranked import RankedStream
+from spikestore._format.layout import RecordLayout
 from spikestore._read.run import Run
 from spikestore._read.segment import Segment
 from spikestore._read.stream import Stream
@@ -74,23 +75,33 @@ __all__ = ["to_nwb"]
 class _SpikeUnits(NamedTuple):
     """The units of one rank's spike stream: ``n_batch * n_neuron`` of them from unit ``base`` on."""
 
-    stream: Stream  # the rank's own (plain) stream
+    stream: Stream
     rank: int
+    segments: list[Segment]  # the rank's segments of the stream
     T: int
     base: int
     n_batch: int
     n_neuron: int
 
 
-def _bins_per_step(stream: Stream | RankedStream) -> int:
+def _by_rank(stream: Stream) -> dict[int, list[Segment]]:
+    """The stream's segments by the rank that stored them, rank by rank."""
+    out: dict[int, list[Segment]] = {}
+    for seg in stream.segments:
+        out.setdefault(seg.rank, []).append(seg)
+    return out
+
+
+def _bins_per_step(stream: Stream) -> int:
     """Time bins per step: the largest over the ranks, so every rank's records share one clock."""
     bins = []
-    for part in stream.parts.values():
-        if not len(part):
-            continue
-        shape = part.segments[0].shape
-        calls = part.calls
-        bins.append(int(shape[0]) if part.layout.kind(shape) == "m" else int(calls.max()) + 1)
+    calls = stream.calls
+    for segs in _by_rank(stream).values():
+        shape = segs[0].shape
+        if stream.layout.kind(shape) == "m":
+            bins.append(int(shape[0]))
+        else:
+            bins.append(int(max(calls[stream.record_positions(seg)].max() for seg in segs)) + 1)
     return max(bins, default=1)
 
 
@@ -142,26 +153,26 @@ def _write_nwb(job: Job, scratch: Path, dt: float, session_description: str | No
         if not len(s):
             continue
         T = _bins_per_step(s)
-        parts = [(rank, part) for rank, part in s.parts.items() if len(part)]  # (rank by rank)
+        parts = _by_rank(s)  # (rank by rank)
         if is_spike_stream(s):
-            for rank, part in parts:
-                shapes = {seg.shape for seg in part.segments}
-                kind = part.layout.kind(part.segments[0].shape)
-                n_batch = max((shp[1] if kind == "m" else shp[0]) if kind != "n" else 1 for shp in shapes)
-                n_neuron = max(int(np.prod(shp[2:] if kind == "m" else shp[1:] if kind == "s" else shp))
-                               for shp in shapes)
-                spike_streams.append(_SpikeUnits(part, rank, T, n_units, n_batch, n_neuron))
+            for rank, segs in parts.items():
+                shapes = {seg.shape for seg in segs}
+                kind = s.layout.kind(segs[0].shape)
+                axis = RecordLayout(kind).batch_axis  # (the batch axis of the kind's layout)
+                n_batch = 1 if axis is None else max(shp[axis] for shp in shapes)
+                n_neuron = max(int(np.prod(shp[0 if axis is None else axis + 1:])) for shp in shapes)
+                spike_streams.append(_SpikeUnits(s, rank, segs, T, n_units, n_batch, n_neuron))
                 n_units += n_batch * n_neuron
             continue
         if module is None:
             module = nwb.create_processing_module(
                 "spikestore", "Non-spike streams recorded by spikestore monitors (voltages, inputs, gradients)")
-        for rank, part in parts:
-            counts = selected_counts(part, rng)
-            live = [seg for seg, n in zip(part.segments, counts) if n]
+        for rank, segs in parts.items():
+            counts = selected_counts(s, rng, segs)
+            live = [seg for seg, n in zip(segs, counts, strict=True) if n]
             groups = _series_groups(live)
             for number, group in enumerate(groups):
-                _add_series(module, part, key, group, number if len(groups) > 1 else None,
+                _add_series(module, s, key, group, number if len(groups) > 1 else None,
                             T, dt, rng, DataChunkIterator, TimeSeries, on_rows, rank if job.ranked else None)
     if n_units:
         nwb.units = _units_table(spike_streams, n_units, rng, dt, scratch, on_rows, job.ranked)
@@ -170,10 +181,10 @@ def _write_nwb(job: Job, scratch: Path, dt: float, session_description: str | No
     return out
 
 
-def _unit_events(s: Stream, T: int, base: int, n_neuron: int, rng: tuple[int | None, int | None],
-                 ) -> Any:
-    """(unit ids, spike times in bins) of each block of a spike stream, in time order."""
-    for block in iter_records(s, rng):
+def _unit_events(s: Stream, segments: list[Segment], T: int, base: int, n_neuron: int,
+                 rng: tuple[int | None, int | None]) -> Any:
+    """(unit ids, spike times in bins) of each block of ``segments`` of a spike stream, in time order."""
+    for block in iter_records(s, rng, segments):
         ev = spike_events(block, s.layout.kind(block.segment.shape))
         yield block, base + ev["batch"] * n_neuron + ev["neuron"], block.steps[ev["record"]] * T + ev["t"]
 
@@ -192,15 +203,15 @@ def _units_table(spike_streams: list[_SpikeUnits], n_units: int, rng: tuple[int 
     from pynwb.misc import Units
 
     counts = np.zeros(n_units, dtype=np.int64)
-    for s, _, T, base, _, n_neuron in spike_streams:
-        for _, ids, _ in _unit_events(s, T, base, n_neuron, rng):
+    for s, _, segs, T, base, _, n_neuron in spike_streams:
+        for _, ids, _ in _unit_events(s, segs, T, base, n_neuron, rng):
             counts += np.bincount(ids, minlength=n_units)
     ends = np.cumsum(counts)
     total = int(ends[-1]) if n_units else 0
     times = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float64, shape=(max(total, 1),))
     cursor = ends - counts
-    for s, _, T, base, _, n_neuron in spike_streams:
-        for block, ids, bins in _unit_events(s, T, base, n_neuron, rng):
+    for s, _, segs, T, base, _, n_neuron in spike_streams:
+        for block, ids, bins in _unit_events(s, segs, T, base, n_neuron, rng):
             order = np.argsort(ids, kind="stable")  # per unit, events stay in time order
             ids, bins = ids[order], bins[order]
             uniq, first, cnt = np.unique(ids, return_index=True, return_counts=True)
@@ -210,7 +221,7 @@ def _units_table(spike_streams: list[_SpikeUnits], n_units: int, rng: tuple[int 
             on_rows(len(block.values))
     times.flush()
     layer, quantity, rank, batch, neuron = [], [], [], [], []
-    for s, r, _, _, n_batch, n_neuron in spike_streams:
+    for s, r, _, _, _, n_batch, n_neuron in spike_streams:
         b, n = np.divmod(np.arange(n_batch * n_neuron), n_neuron)
         layer += [s.layer] * len(b)
         quantity += [s.quantity] * len(b)
@@ -261,7 +272,7 @@ def _add_series(module: Any, s: Stream, key: str, group: list[Segment], number: 
     ``rank``: the rank that recorded them, in a run of several ranks (named
     and described in the series), else ``None``.
     """
-    shape = tuple(int(max(dims)) for dims in zip(*(seg.shape for seg in group))) if group[0].shape else ()
+    shape = tuple(int(max(dims)) for dims in zip(*(seg.shape for seg in group), strict=True)) if group[0].shape else ()
     padded = any(seg.shape != shape for seg in group)
     kind = s.layout.kind(shape) if shape else "n"
     bins = kind == "m"  # a multi-step record is T rows of the series
@@ -280,7 +291,7 @@ def _add_series(module: Any, s: Stream, key: str, group: list[Segment], number: 
 
     steps_sel = np.concatenate([_segment_index(s, seg, rng)[0] for seg in group])
     calls_sel = np.concatenate([_segment_index(s, seg, rng)[1] for seg in group])
-    order = np.argsort(np.concatenate([np.arange(seg.start, seg.stop)[step_mask(s.steps[seg.start:seg.stop], rng)]
+    order = np.argsort(np.concatenate([np.arange(seg.start, seg.stop)[step_mask(s.steps[s.record_positions(seg)], rng)]
                                        for seg in group]), kind="stable")
     if bins:
         stamps = ((steps_sel[:, None] * T + np.arange(shape[0])) * dt).reshape(-1)
@@ -308,6 +319,7 @@ def _add_series(module: Any, s: Stream, key: str, group: list[Segment], number: 
 
 def _segment_index(stream: Stream, seg: Segment, rng: tuple[int | None, int | None]) -> tuple[np.ndarray, np.ndarray]:
     """Steps and calls of the selected records of one segment (for timestamps)."""
-    steps = stream.steps[seg.start:seg.stop]
+    at = stream.record_positions(seg)
+    steps = stream.steps[at]
     keep = step_mask(steps, rng)
-    return steps[keep].astype(np.float64), stream.calls[seg.start:seg.stop][keep].astype(np.float64)
+    return steps[keep].astype(np.float64), stream.calls[at][keep].astype(np.float64)

@@ -22,8 +22,8 @@ A run recorded by several ranks (``docs/format.md`` §1.2) exports every
 rank's records, and both tables then have a ``rank`` column (int32, after
 ``layer``) saying which rank recorded each row; rows come rank by rank, each
 rank's in its record order (sort by ``step``, ``rank``, ``call`` for the
-merged order of ``run[key]``). A one-process store's tables have no ``rank``
-column, as before.
+record order of ``run[key]``). A one-process store's tables have no ``rank``
+column.
 
 Both are written in row groups of one decoded chunk each, so memory stays
 bounded by a chunk whatever the store's size. The directory is written under
@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 
 from spikestore._files import replacing
-from spikestore._read.ranked import RankedStream
 from spikestore._read.run import Run
 from spikestore._read.stream import Stream
 from spikestore.errors import MissingDependencyError
@@ -118,7 +117,7 @@ def _write_tables(job: Job, tmp: Path, spike_schema: Any, closing: contextlib.Ex
             job.advance(len(block.values))
 
 
-def _values_table(s: Stream | RankedStream, block: Records, ranked: bool) -> tuple[Any, str]:
+def _values_table(s: Stream, block: Records, ranked: bool) -> tuple[Any, str]:
     """Records of a stream that is not spikes, as rows of the table of their dtype, and its file name.
 
     One table per value dtype (``values-float32.parquet``, ``values-float64.parquet``,

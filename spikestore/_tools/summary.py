@@ -1,17 +1,18 @@
 """What a store holds, as rows, as a text table and as HTML (demo, CLI, notebooks).
 
-The numbers come from the run's public views (streams, segments, their
+The numbers come from the streams' public views (segments, index arrays,
 ``nbytes()``), so this module only counts and formats.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from spikestore._read.run import Run
+    from spikestore._read.stream import Stream
 
 __all__ = ["HEAD", "format_bytes", "format_html", "format_table", "row_cells", "summarize", "total_cells"]
 
@@ -25,7 +26,7 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def summarize(run: Run) -> list[dict[str, Any]]:
+def summarize(streams: Iterable[Stream]) -> list[dict[str, Any]]:
     """One row per stream: records, steps, shapes, encodings, bytes, ratio.
 
     ``ratio_to_float32`` compares the bytes of the record data on disk
@@ -35,8 +36,7 @@ def summarize(run: Run) -> list[dict[str, Any]]:
     ``bytes`` is everything the stream occupies.
     """
     rows = []
-    for key in run.streams:
-        s = run[key]
+    for s in streams:
         n = len(s)
         steps = s.steps if n else np.zeros(0, np.int64)
         shapes = sorted({seg.shape for seg in s.segments}, key=lambda t: (-np.prod(t), t))
@@ -44,7 +44,7 @@ def summarize(run: Run) -> list[dict[str, Any]]:
         on_disk = s.nbytes()
         data = sum(seg.nbytes() for seg in s.segments)
         rows.append({
-            "stream": key,
+            "stream": s.key,
             "records": n,
             "segments": len(s.segments),
             "first_step": int(steps[0]) if n else None,
@@ -94,14 +94,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     right = {1, 6, 7}
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in pairs)
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(head), rule, *(line(b) for b in body[:-1]), rule, line(body[-1])])
 
 
-def format_html(run: Run, rows: list[dict[str, Any]]) -> str:
-    """An HTML table of :func:`summarize` rows under a line about ``run`` (``Run._repr_html_``)."""
+def format_html(title: str, rows: list[dict[str, Any]]) -> str:
+    """An HTML table of :func:`summarize` rows under ``title`` (HTML, given escaped)."""
     from html import escape
 
     cells = []
@@ -112,10 +113,5 @@ def format_html(run: Run, rows: list[dict[str, Any]]) -> str:
         cells.append(row)
     cells.append(total_cells(rows, label="<b>total</b>"))
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells)
-    w = run.writer
-    return (f"<div><b>spikestore run</b> <code>{escape(str(run.path))}</code>: {len(run)} streams, "
-            f"created {escape(run.doc['created'])}, writer {escape(w['status'])}"
-            f"{', ' + str(w['dropped']) + ' records dropped' if w.get('dropped') else ''}"
-            f"{', ' + str(w['modified']) + ' changed in place (dropped)' if w.get('modified') else ''}"
-            f"<table><thead><tr>{''.join(f'<th>{h}</th>' for h in HEAD)}</tr></thead>"
+    return (f"<div>{title}<table><thead><tr>{''.join(f'<th>{h}</th>' for h in HEAD)}</tr></thead>"
             f"<tbody>{body}</tbody></table></div>")

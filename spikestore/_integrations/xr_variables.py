@@ -3,9 +3,10 @@
 :func:`stream_variables` turns one stream into xarray variables whose values
 are read only when asked for: one padded variable when the stream's records
 fit one array (:mod:`spikestore._read.padded`), else one per segment, with
-``step``, ``call`` and ``batch_size`` coordinates along the record
-dimension. :mod:`spikestore._read.xarray_engine` (the flat dataset) and
-:mod:`spikestore._read.datatree` (the tree) name and group them.
+the coordinates of :func:`~spikestore._integrations.dask_views.record_coords`
+(``step``, ``call``, ``rank``, ``batch_size``) along the record dimension.
+:mod:`spikestore._integrations.xarray_engine` (the flat dataset) and
+:mod:`spikestore._integrations.datatree` (the tree) name and group them.
 
 Like the engine, this module imports only numpy and xarray at the top.
 """
@@ -13,7 +14,7 @@ Like the engine, this module imports only numpy and xarray at the top.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +28,13 @@ if TYPE_CHECKING:
     from spikestore._read.stream import Stream
 
 __all__ = ["IndexArray", "SegmentArray", "StreamArray", "root_attrs", "stream_variables"]
+
+
+def _outer_indexed(key: indexing.ExplicitIndexer, shape: tuple[int, ...],
+                   getitem: Callable[[tuple[Any, ...]], np.ndarray]) -> np.ndarray:
+    """xarray's key turned into one outer-indexing key per axis, and ``getitem`` of it."""
+    out: np.ndarray = indexing.explicit_indexing_adapter(key, shape, indexing.IndexingSupport.OUTER, getitem)
+    return out
 
 
 def _outer(recs: np.ndarray, rest: tuple[Any, ...], offset: int) -> np.ndarray:
@@ -47,8 +55,7 @@ class SegmentArray(BackendArray):
         self.dtype = segment.dtype
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
+        return _outer_indexed(key, self.shape, self._getitem)
 
     def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
         seg, n = self.segment, self.shape[0]
@@ -73,8 +80,7 @@ class StreamArray(BackendArray):
         self.dtype = layout.dtype
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
+        return _outer_indexed(key, self.shape, self._getitem)
 
     def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
         from spikestore._read.padded import read_padded
@@ -87,19 +93,18 @@ class StreamArray(BackendArray):
 
 
 class IndexArray(BackendArray):
-    """Records ``start:stop`` of a stream's ``step`` or ``call`` index, read on first use."""
+    """The records at ``positions`` of a stream's ``step`` or ``call`` index, read on first use."""
 
-    def __init__(self, stream: Stream, name: str, start: int, stop: int) -> None:
-        self.stream, self.name, self.start, self.stop = stream, name, start, stop
-        self.shape = (stop - start,)
+    def __init__(self, stream: Stream, name: str, positions: np.ndarray) -> None:
+        self.stream, self.name, self.positions = stream, name, positions
+        self.shape = (len(positions),)
         self.dtype = np.dtype({"step": "int64", "call": "int32"}[name])
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._getitem)
+        return _outer_indexed(key, self.shape, self._getitem)
 
     def _getitem(self, key: tuple[Any, ...]) -> np.ndarray:
-        return np.asarray(self.stream.index(self.name)[self.start:self.stop][key])
+        return np.asarray(self.stream.index(self.name)[self.positions][key])
 
 
 def stream_variables(stream: Stream, name: str, *, prefix: bool = True,
@@ -114,67 +119,43 @@ def stream_variables(stream: Stream, name: str, *, prefix: bool = True,
     """
     import xarray as xr
 
+    from spikestore._integrations.dask_views import original_indices, plain_attrs, record_coords
     from spikestore._read.padded import padded_layout
     from spikestore._read.segment import iter_blocks
-    from spikestore._read.views import original_indices, plain_attrs
 
     drop = set(drop)
-    from spikestore._read.ranked import RankedStream
-
-    if isinstance(stream, RankedStream):
-        return _ranked_variables(stream, name, prefix=prefix, drop=drop)
     layout = padded_layout(stream)
+    parts: list[tuple[str, list[Segment], np.ndarray, tuple[int, ...], tuple[str, ...], BackendArray]]
     if layout is not None:
-        parts = [(name, list(stream.segments), layout.shape, stream.dims, StreamArray(stream, layout))]
+        segs = list(stream.segments)
+        every = np.arange(len(stream), dtype=np.int64)
+        parts = [(name, segs, every, layout.shape, stream.dims, StreamArray(stream, layout))]
     else:
-        parts = [(f"{name}#{k}", [seg], seg.shape, seg.dims, SegmentArray(seg))
+        parts = [(f"{name}#{k}", [seg], stream.record_positions(seg), seg.shape, seg.dims, SegmentArray(seg))
                  for k, seg in enumerate(stream.segments)]
         prefix = prefix or len(parts) > 1
-    sizes = stream.batch_sizes
     data_vars: dict[str, Any] = {}
     coords: dict[str, Any] = {}
-    for var, segs, shape, names, array in parts:
+    for var, segs, positions, shape, names, array in parts:
         if var in drop:
             continue
         label = (lambda d, v=var: f"{v}:{d}") if prefix else (lambda d: d)
         dims = tuple(label(d) for d in ("record", *names))
-        lo, hi = segs[0].start, segs[-1].stop
-        preferred = {dims[0]: tuple(len(b) for b in iter_blocks(segs)), **dict(zip(dims[1:], shape, strict=True))}
-        attrs = plain_attrs(stream, segs) | {"first_record": lo}
-        data_vars[var] = xr.Variable(dims, indexing.LazilyIndexedArray(array), attrs=attrs,
-                                     encoding={"preferred_chunks": preferred})
-        for index in ("step", "call"):
-            coords[label(index)] = xr.Variable(
-                dims[:1], indexing.LazilyIndexedArray(IndexArray(stream, index, lo, hi)))
-        coords[label("rank")] = xr.Variable(dims[:1], stream.ranks[lo:hi])
-        if sizes is not None:
-            coords[label("batch_size")] = xr.Variable(dims[:1], sizes[lo:hi])
+        in_store = np.concatenate([stream.record_positions(s) for s in segs])
+        encoding = {}
+        if np.array_equal(in_store, positions):  # stored chunks follow the variable's records
+            encoding["preferred_chunks"] = {dims[0]: tuple(len(b) for b in iter_blocks(segs)),
+                                            **dict(zip(dims[1:], shape, strict=True))}
+        attrs = plain_attrs(stream, segs) | {"first_record": int(positions[0])}
+        data_vars[var] = xr.Variable(dims, indexing.LazilyIndexedArray(array), attrs=attrs, encoding=encoding)
+        def lazy(name: str, at: np.ndarray = positions) -> Any:  # read when the values are asked for
+            return indexing.LazilyIndexedArray(IndexArray(stream, name, at))
+
+        for name, values in record_coords(stream, positions, lazy).items():
+            coords[label(name)] = xr.Variable(dims[:1], values)
         for dim, values in original_indices(stream, shape, names).items():
             coords[label(dim)] = xr.Variable((label(dim),), values)
     return data_vars, coords
-
-
-def _ranked_variables(stream: Any, name: str, *, prefix: bool,
-                      drop: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The variable of a stream merged over ranks (:mod:`spikestore._read.ranked`): its dask-backed
-    ``to_xarray()`` data, with ``step``, ``call``, ``rank`` and ``batch_size`` along the record dimension,
-    the layer's own batch/neuron indices along the record axes, and the attributes of a plain stream's
-    variable (over every rank's segments) plus ``ranks``."""
-    import xarray as xr
-
-    from spikestore._read.views import original_indices, plain_attrs
-
-    if name in drop:
-        return {}, {}
-    da = stream.to_xarray()
-    label = (lambda d: f"{name}:{d}") if prefix else (lambda d: d)
-    dims = tuple(label(d) for d in da.dims)
-    coords = {label(c): xr.Variable(dims[:1], da.coords[c].values)
-              for c in ("step", "call", "rank", "batch_size") if c in da.coords}
-    for dim, values in original_indices(stream, da.shape[1:], stream.dims).items():
-        coords[label(dim)] = xr.Variable((label(dim),), values)
-    attrs = plain_attrs(stream, stream.all_segments) | {"ranks": da.attrs["ranks"]}
-    return {name: xr.Variable(dims, da.data, attrs=attrs)}, coords
 
 
 def root_attrs(run: Run) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Each ``block_*`` function is one task of a :mod:`spikestore.analysis` pass:
 it takes one :class:`~spikestore._read.segment.Block` (the records of one
 stored chunk, or a part of one) and returns a small result the caller
 combines. They are module-level functions so that a ``dask.distributed``
-worker can run them by name (:func:`spikestore._read.distributed.map_blocks`),
+worker can run them by name (:func:`spikestore._integrations.distributed.map_blocks`),
 and they read only their block, so the same code gives the same answer in
 the caller's process and on a worker.
 
@@ -31,15 +31,15 @@ def spike_mask(seg: Segment, rows: np.ndarray) -> np.ndarray:
     """Stored rows as a bool array ``[k, *shape]`` (True where a spike is)."""
     if seg.encoding == "bits":
         return np.unpackbits(rows, axis=-1, count=seg.shape[-1], bitorder="little").view(np.bool_)
-    return seg.decode_rows(rows) != 0
+    return np.asarray(seg.decode_rows(rows) != 0)
 
 
 def record_counts(seg: Segment, rows: np.ndarray) -> np.ndarray:
     """Spikes in each record (int64 ``[k]``)."""
     k = len(rows)
     if seg.encoding == "bits":  # padding bits are 0, so a popcount of the packed bytes is exact
-        return np.bitwise_count(rows.reshape(k, -1)).sum(axis=1, dtype=np.int64)
-    return np.count_nonzero(seg.decode_rows(rows).reshape(k, -1), axis=1).astype(np.int64)
+        return np.asarray(np.bitwise_count(rows.reshape(k, -1)).sum(axis=1, dtype=np.int64))
+    return np.asarray(np.count_nonzero(seg.decode_rows(rows).reshape(k, -1), axis=1), np.int64)
 
 
 def neuron_axes(seg: Segment) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -57,18 +57,16 @@ def block_counts(block: Block) -> np.ndarray:
 
 def block_neuron_counts(block: Block, sample: tuple[int, ...]) -> np.ndarray:
     """One task: spikes of ``block`` summed over its records and the ``sample`` axes."""
-    return spike_mask(block.segment, block.rows()).sum(axis=(0, *sample), dtype=np.int64)
+    return np.asarray(spike_mask(block.segment, block.rows()).sum(axis=(0, *sample), dtype=np.int64))
 
 
 def block_population(block: Block, t: int) -> np.ndarray:
     """One task: the fraction of values spiking at each time step (axis ``t``) of each record of ``block``."""
     seg, rows = block.segment, block.rows()
-    if seg.encoding == "bits" and t != len(seg.shape):  # popcount, neurons stay packed
-        counts = np.bitwise_count(rows)
-    else:
-        counts = spike_mask(seg, rows)
+    packed = seg.encoding == "bits" and t != len(seg.shape)  # popcount, neurons stay packed
+    counts = np.bitwise_count(rows) if packed else spike_mask(seg, rows)
     other = tuple(i for i in range(1, counts.ndim) if i != t)
-    return counts.sum(axis=other, dtype=np.int64) / (np.prod(seg.shape) / seg.shape[t - 1])
+    return np.asarray(counts.sum(axis=other, dtype=np.int64) / (np.prod(seg.shape) / seg.shape[t - 1]))
 
 
 def add_hist(hist: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -126,6 +124,6 @@ def block_norms(block: Block) -> np.ndarray:
     """One task: the L2 norm of each record of ``block``."""
     seg, rows = block.segment, block.rows()
     if seg.encoding == "bits":
-        return np.sqrt(record_counts(seg, rows))  # values are 0/1
+        return np.asarray(np.sqrt(record_counts(seg, rows)))  # values are 0/1
     x = seg.decode_rows(rows).astype(np.float64).reshape(len(block), -1)
-    return np.sqrt(np.einsum("ij,ij->i", x, x))
+    return np.asarray(np.sqrt(np.einsum("ij,ij->i", x, x)))

@@ -9,8 +9,8 @@ stored chunk is read when values inside it are asked for, through the same
 :class:`~spikestore._read.segment.Segment` code as ``run[key][i]``, so Zarr
 and HDF5 stores behave the same. With ``chunks={}`` the dask chunks are the
 stored chunks. ``Stream.to_xarray()`` and ``Stream.to_dask()`` live in
-:mod:`spikestore._read.views`, which labels variables the same way;
-``open_datatree`` lives in :mod:`spikestore._read.datatree`.
+:mod:`spikestore._integrations.dask_views`, which labels variables the same way;
+``open_datatree`` lives in :mod:`spikestore._integrations.datatree`.
 
 xarray imports every installed engine whenever it opens any file, so this
 module imports only numpy and xarray at the top (not torch, zarr or the rest
@@ -20,8 +20,11 @@ Naming in the dataset: a stream is the variable ``"<quantity>/<layer>"``.
 Each variable has its own dimensions, prefixed with its name
 (``"output/2:record"``, ``"output/2:time"``, ``"output/2:batch"``,
 ``"output/2:neuron"``), because sizes differ between variables (record
-counts, batch sizes, layer widths); ``"<name>:step"``, ``"<name>:call"`` and
-``"<name>:batch_size"`` are coordinates along the record dimension. A
+counts, batch sizes, layer widths); ``"<name>:step"``, ``"<name>:call"``,
+``"<name>:rank"`` and ``"<name>:batch_size"`` are coordinates along the
+record dimension (:func:`~spikestore._integrations.dask_views.record_coords`).
+A run recorded by several ranks gives the same variables, over every rank's
+records in the stream's record order. A
 stream whose records differ on an axis other than the batch axis (see
 :mod:`spikestore._read.padded`) gives one variable per segment instead,
 ``"<key>#0"``, ``"<key>#1"``, ... in record order. ``Stream.to_xarray()``
@@ -49,7 +52,7 @@ __all__ = ["SpikestoreBackendEntrypoint", "open_dataset"]
 # -- the xarray backend ---------------------------------------------------------------
 def _variables(run: Run, streams: Iterable[str] | None,
                drop: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    from spikestore._read.xr_variables import stream_variables
+    from spikestore._integrations.xr_variables import stream_variables
 
     data_vars: dict[str, Any] = {}
     coords: dict[str, Any] = {}
@@ -89,7 +92,7 @@ def open_dataset(path: str | os.PathLike[str], *, streams: Iterable[str] | None 
     except BaseException:
         run.close()
         raise
-    from spikestore._read.xr_variables import root_attrs
+    from spikestore._integrations.xr_variables import root_attrs
 
     ds = xr.Dataset(data_vars, coords=coords, attrs=root_attrs(run))
     ds.set_close(run.close)
@@ -100,7 +103,7 @@ class SpikestoreBackendEntrypoint(BackendEntrypoint):
     """``xarray.open_dataset(path, engine="spikestore")``: a store as lazy variables.
 
     ``xarray.open_datatree`` and ``xarray.open_groups`` give the store's
-    groups as a tree (:mod:`spikestore._read.datatree`).
+    groups as a tree (:mod:`spikestore._integrations.datatree`).
     """
 
     description = "Open spikestore stores (Zarr or HDF5) lazily: one variable per stream"
@@ -126,7 +129,7 @@ class SpikestoreBackendEntrypoint(BackendEntrypoint):
     def open_datatree(self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None,
                       streams: Iterable[str] | None = None, backend: str | None = None,
                       storage_options: dict[str, Any] | None = None) -> xr.DataTree:
-        from spikestore._read.datatree import open_datatree
+        from spikestore._integrations.datatree import open_datatree
 
         return open_datatree(self._path(filename_or_obj), streams=streams, drop_variables=drop_variables,
                              backend=backend, storage_options=storage_options)
@@ -134,7 +137,7 @@ class SpikestoreBackendEntrypoint(BackendEntrypoint):
     def open_groups_as_dict(self, filename_or_obj: Any, *, drop_variables: Iterable[str] | None = None,
                             streams: Iterable[str] | None = None, backend: str | None = None,
                             storage_options: dict[str, Any] | None = None) -> dict[str, xr.Dataset]:
-        from spikestore._read.datatree import open_groups_as_dict
+        from spikestore._integrations.datatree import open_groups_as_dict
 
         return open_groups_as_dict(self._path(filename_or_obj), streams=streams,
                                    drop_variables=drop_variables, backend=backend,

@@ -1,14 +1,15 @@
 """``xarray.open_datatree(path, engine="spikestore")``: a store as a tree of groups.
 
-The flat dataset (:mod:`spikestore._read.xarray_engine`) puts every stream in
-one namespace, so its names carry the stream key (``"output/2:record"``).
-The tree mirrors the store's own groups instead: the root node holds the
-store's attributes, one node per quantity (``/output``), and under it one
-node per layer (``/output/2``, the layer name escaped as in the store,
-``docs/format.md`` §1.1) holding that stream's variable, named after the
-quantity (``"<quantity>_values"`` where the quantity is also the name of a
-dimension or coordinate, e.g. ``time``), with plain dimension names (``record``, ``time``, ``batch``,
-``neuron``) and the coordinates ``step``, ``call`` and ``batch_size`` along
+The flat dataset (:mod:`spikestore._integrations.xarray_engine`) puts every
+stream in one namespace, so its names carry the stream key
+(``"output/2:record"``). The tree mirrors the store's own groups instead:
+the root node holds the store's attributes, one node per quantity
+(``/output``), and under it one node per layer (``/output/2``, the layer
+name escaped as in the store, ``docs/format.md`` §1.1) holding that stream's
+variable, named after the quantity (``"<quantity>_values"`` where the
+quantity is also the name of a dimension or coordinate, e.g. ``time``), with
+plain dimension names (``record``, ``time``, ``batch``, ``neuron``) and the
+coordinates ``step``, ``call``, ``rank`` and ``batch_size`` along
 ``record``. A stream whose records do not fit one array holds one variable
 per segment (``output#0``, ``output#1``), with prefixed dimensions, as in
 the flat dataset. Values are read lazily through the same arrays.
@@ -58,8 +59,8 @@ def open_groups_as_dict(path: str | os.PathLike[str], *, streams: Iterable[str] 
     import xarray as xr
 
     from spikestore._format import stream_node
+    from spikestore._integrations.xr_variables import root_attrs, stream_variables
     from spikestore._read.run import open as open_run
-    from spikestore._read.xr_variables import root_attrs, stream_variables
 
     run = open_run(path, backend=backend, storage_options=storage_options)
     drop = set(drop_variables or ())
