@@ -1,4 +1,4 @@
-"""Names of the on-disk format (version 1): stream keys, group paths, segment names.
+"""Names of the on-disk format: stream keys, group paths, segment names.
 
 The single place that knows how a stream key such as ``"output/features.0"``
 maps to a group path. ``docs/format.md`` §1 is the prose version of the same

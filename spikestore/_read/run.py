@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from spikestore._format import check_no_root, has_root, split_key
+from spikestore._format import split_key
+from spikestore._read.documents import check_no_root, has_root
 from spikestore._read.storage import StoreReader
 from spikestore._read.stream import Stream
 from spikestore.backends import Backend, StoreURL, backend_name_for, location, open_backend

@@ -3,7 +3,7 @@
 Checks, in order, and reports every failure as a line instead of raising:
 
 1. the root and every listed stream's document, read and checked the one way
-   every reader reads them (:func:`~spikestore._format.load_doc`: schema,
+   every reader reads them (:func:`~spikestore._read.documents.load_doc`: schema,
    consistency, size limits, a group that lost its document);
 2. the metadata of every segment and index array against its document
    (shape at least the committed count, record shape, chunk grid, dtype,
@@ -29,16 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from spikestore._format import (
-    DAMAGE_ADVICE,
-    INDEX_ARRAYS,
-    legacy_stream_node,
-    load_doc,
-    load_stream_doc,
-    rank_part,
-    stream_node,
-)
-from spikestore._format.documents import storage_failed
+from spikestore._failures import is_storage
+from spikestore._format import INDEX_ARRAYS, legacy_stream_node, rank_part, stream_node
+from spikestore._read.documents import load_doc, load_stream_doc
 from spikestore._read.storage import index_identity, read_chunk, segment_identity
 from spikestore.backends import ArraySpec, StoreURL, backend_name_for, location, open_backend
 from spikestore.codecs._chunk import ChunkCodec, codec_from_config
@@ -89,7 +82,7 @@ def verify(path: str | os.PathLike[str], progress: Progress | None = None, *,
     try:
         be, problems = _open(p)
     except Exception as exc:  # report, never trace back
-        if storage_failed(exc):
+        if is_storage(exc):
             raise _stopped(p, exc, 0) from exc
         return [f"{p}: cannot be opened: {type(exc).__name__}: {exc}"]
     if be is None:
@@ -98,7 +91,7 @@ def verify(path: str | os.PathLike[str], progress: Progress | None = None, *,
     try:
         parts = _check(be, p, problems, progress)
     except Exception as exc:  # whatever was left unchecked, say so
-        if storage_failed(exc):
+        if is_storage(exc):
             raise _stopped(p, exc, len(problems)) from exc
         problems.append(f"{p}: verify stopped: {type(exc).__name__}: {exc}")
     finally:
@@ -133,9 +126,7 @@ def _again(exc: Exception, message: str) -> Exception:
 
 def _plain(exc: Exception) -> str:
     """An error's message without the advice to run verify (this is verify)."""
-    text = str(exc)
-    cut = text.find(DAMAGE_ADVICE.split("{", 1)[0])
-    return text[:cut].rstrip() if cut > 0 else text
+    return exc.problem if isinstance(exc, DamagedStoreError) and exc.problem else str(exc)
 
 
 def _open(p: Path | StoreURL) -> tuple[Any, list[str]]:
@@ -153,7 +144,7 @@ def _check(be: Any, p: Path | StoreURL, problems: list[str],
            progress: Progress | None) -> list[tuple[int, Path | StoreURL]]:
     """Check the store behind ``be``; the parts of other ranks its root lists and that exist, by rank.
 
-    Storage that fails (:func:`~spikestore._format.documents.storage_failed`)
+    Storage that fails (:func:`~spikestore._failures.is_storage`)
     is raised, never written down as a problem.
     """
     try:
@@ -196,7 +187,7 @@ def _check(be: Any, p: Path | StoreURL, problems: list[str],
 
 def _unless_storage(exc: Exception) -> None:
     """Raise ``exc`` again when it says the storage failed: verify reports damage only."""
-    if storage_failed(exc):
+    if is_storage(exc):
         raise exc
 
 

@@ -318,7 +318,7 @@ class StreamWriter:
         # Index chunks must cover every visible record before the count moves.
         if self.index.written < visible:
             self.index.write_partial(self.backend)
-        sync = getattr(self.backend, "durable", False)
+        sync = self.backend.durable
         if sync:
             self.backend.sync()
         self._size_closed()

@@ -24,7 +24,8 @@ import os
 import socket
 from pathlib import Path
 
-from spikestore.errors import ReadOnlyError, SpikestoreError, StoreInUseError, StoreNotFoundError, WriterError
+from spikestore._failures import FIXES, storage_error
+from spikestore.errors import SpikestoreError, StoreInUseError
 
 __all__ = ["LOCK_SUFFIX", "WriterLock", "cannot_write"]
 
@@ -117,32 +118,19 @@ class WriterLock:
             os.close(fd)
 
 
-_FIXES = {
-    errno.EROFS: "the file system is read-only: record to a writable folder",
-    errno.EACCES: "no permission to write there: record to a folder you may write",
-    errno.EPERM: "no permission to write there: record to a folder you may write",
-    errno.ENOSPC: "the disk is full: free space, or record to another file system",
-    errno.EDQUOT: "the disk quota is used up: free space, or record elsewhere",
-}
-
-
-def cannot_write(exc: OSError, store: Path, doing: str) -> SpikestoreError:
+def cannot_write(exc: OSError, store: Path | str, doing: str) -> SpikestoreError:
     """Why a writer cannot open ``store``, as a :class:`~spikestore.errors.SpikestoreError`.
 
     The lock file is the first thing a writer creates, beside the store, so
     this is where a read-only file system or a missing permission usually
     shows; ``Store`` uses it too for what fails while it creates or resumes
-    the store's own files. ``doing`` says what was being written.
+    the store's own files. ``doing`` says what was being written. The class
+    and the fix follow :func:`spikestore._failures.storage_error`.
     """
     reason = exc.strerror or str(exc)
-    msg = (f"cannot write the store {store}: {reason} ({doing}); "
-           f"{_FIXES.get(exc.errno or 0, 'check the folder can be written')}")
     where = exc.filename if exc.filename is not None else str(store)
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ReadOnlyError(exc.errno, msg, where)
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return StoreNotFoundError(exc.errno, msg, where)
-    return WriterError(msg)
+    return storage_error(exc, f"cannot write the store {store}: {reason} ({doing})", writing=True, where=where,
+                         fix=FIXES.get(exc.errno or 0, "check the folder can be written"))
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -14,16 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spikestore._format import (
-    FORMAT_VERSION,
-    RANKED_FORMAT_VERSION,
-    check_no_root,
-    has_root,
-    load_doc,
-    load_stream_doc,
-    new_root_doc,
-    stream_node,
-)
+from spikestore._format import FORMAT_VERSION, RANKED_FORMAT_VERSION, new_root_doc, stream_node
+from spikestore._read.documents import check_no_root, has_root, load_doc, load_stream_doc
 from spikestore._read.storage import read_index_tail
 from spikestore._write.lock import WriterLock, cannot_write, writer_lock
 from spikestore._write.root import RootDocument
@@ -118,7 +110,7 @@ def resume(be: Backend, path: Path | StoreURL, metadata: dict[str, Any] | None
 
     A writer that died left ``status: "open"``; it holds no lock any more
     (ours is taken), so its store is resumed as it is. Documents are read
-    as every reader reads them (:func:`~spikestore._format.load_doc`): a
+    as every reader reads them (:func:`~spikestore._read.documents.load_doc`): a
     damaged one raises ``DamagedStoreError`` before anything is written.
     """
     root = load_doc(be, "", "root") if has_root(be) else None

@@ -29,7 +29,8 @@ from typing import Any
 from spikestore._write import threads
 from spikestore._write.assembly import StreamWriter
 from spikestore._write.capture import Frame, check_intact, prepare
-from spikestore._write.failures import ModifiedRecords, QueueDrops, StreamFailures, is_store_wide
+from spikestore._failures import stops_writer
+from spikestore._write.failures import ModifiedRecords, QueueDrops, StreamFailures
 from spikestore._write.queue import ByteQueue, Flush, Meta, Stop
 from spikestore._write.root import RootDocument
 from spikestore.backends import Backend
@@ -94,7 +95,7 @@ class Writer:
         self._packers = threading.local()  # one scratch Packer per thread that writes frames
         # Only backends that take writes from several threads at once drain a
         # backlog in parallel.
-        self._threads = threads.drain_threads() if getattr(backend, "concurrent_writes", False) else 1
+        self._threads = threads.drain_threads() if backend.concurrent_writes else 1
         self._pool: ThreadPoolExecutor | None = None
         self._error: BaseException | None = None
         #: Streams whose records can no longer be stored (each costs only itself).
@@ -279,7 +280,7 @@ class Writer:
                 try:
                     self._stream(key)
                 except Exception as exc:  # its first record fails the stream below
-                    if is_store_wide(exc):
+                    if stops_writer(exc):
                         raise
         biggest_first = sorted(groups.values(), key=lambda g: -sum(getattr(i, "nbytes", 0) for i in g))
         self._run_jobs([lambda g=g: self._write_items(g) for g in biggest_first])
@@ -361,7 +362,7 @@ class Writer:
             adding = True  # from here on the stream's chunk buffers change
             sw.add(prepared, frame.step, frame.call, frame.time)
         except Exception as exc:
-            if is_store_wide(exc):
+            if stops_writer(exc):
                 raise
             if isinstance(exc, InPlaceModificationError) and (not adding or _add_undone(sw)):
                 self.modified.drop(frame.key, frame.step, exc)  # the stream goes on without it
@@ -377,7 +378,7 @@ class Writer:
             try:
                 sw.commit()
             except Exception as commit_exc:  # the stream's own failure is what is reported
-                if is_store_wide(commit_exc):
+                if stops_writer(commit_exc):
                     raise
         self._streams.pop(frame.key, None)
         self.failures.fail(frame.key, frame.step, exc)
@@ -389,7 +390,7 @@ class Writer:
         otherwise cover another stream's files half-way through a commit.
         """
         streams = list(self._streams.values())
-        if parallel and not getattr(self.backend, "durable", False):
+        if parallel and not self.backend.durable:
             self._run_jobs([lambda sw=sw: sw.commit(final=final) for sw in streams])
         else:
             for sw in streams:

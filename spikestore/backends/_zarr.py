@@ -167,6 +167,9 @@ class ZarrBackend:
         self.keys.put(key, data, in_place=in_place)
 
     # -- protocol ------------------------------------------------------------
+    def refresh(self) -> None:
+        """Nothing to do: every read goes to the store's keys, never to a cache of them."""
+
     def exists(self) -> bool:
         return self.keys.has(_META)
 
