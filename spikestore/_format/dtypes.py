@@ -11,7 +11,7 @@ here, so no other module tests for the name.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from spikestore.errors import MissingDependencyError
 
 __all__ = [
     "BFLOAT16",
+    "BIT_ORDER",
     "bfloat16_binary_mask",
     "bfloat16_bits_to_float",
     "export_dtype",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 BFLOAT16 = "bfloat16"
+#: Bit order of a ``"bits"`` segment (docs/format.md §5): eight values of the last axis per byte, the
+#: first in the least significant bit, as ``np.packbits(mask, axis=-1, bitorder=BIT_ORDER)`` packs them.
+BIT_ORDER: Final = "little"
 #: Bit pattern of bfloat16 1.0 (the top half of float32 1.0, 0x3F800000).
 _BF16_ONE = np.uint16(0x3F80)
 

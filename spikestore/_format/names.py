@@ -22,11 +22,14 @@ __all__ = [
     "legacy_stream_node",
     "rank_part",
     "segment_array_name",
+    "segment_array_number",
     "split_key",
     "stream_node",
     "unescape_layer",
 ]
 
+_SEGMENT_PREFIX = "seg"
+_SEGMENT_RE = re.compile(rf"^{_SEGMENT_PREFIX}(\d{{6}})$")
 _QUANTITY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 # Characters left as they are in a layer's group name; everything else,
 # including "%", "/", spaces and non-ASCII, becomes %XX of its UTF-8 bytes.
@@ -162,8 +165,22 @@ def legacy_stream_node(key: str) -> str | None:
 
 
 def segment_array_name(number: int) -> str:
-    """Name of the ``number``-th segment array inside a stream group."""
-    return f"seg{number:06d}"
+    """Name of the ``number``-th segment array inside a stream group (:func:`segment_array_number` reads it)."""
+    return f"{_SEGMENT_PREFIX}{number:06d}"
+
+
+def segment_array_number(name: str) -> int:
+    """The number of the segment array called ``name`` (the inverse of :func:`segment_array_name`).
+
+    Raises
+    ------
+    FormatError
+        For a name :func:`segment_array_name` does not give.
+    """
+    found = _SEGMENT_RE.match(name)
+    if found is None:
+        raise FormatError(f"{name!r} is not a segment array's name (seg000000, seg000001, ...)")
+    return int(found.group(1))
 
 
 def rank_part(rank: int) -> str:

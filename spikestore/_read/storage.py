@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from spikestore._failures import Failure, classify, storage_error
-from spikestore._format import INDEX_ARRAYS
+from spikestore._format import INDEX_ARRAYS, join_key
 from spikestore._read.documents import check_no_root, load_doc, load_stream_doc
 from spikestore.backends import Backend, open_backend
 from spikestore.codecs._chunk import ChecksumError, ChunkCodec, codec_from_config
@@ -55,7 +55,7 @@ def segment_identity(key: str, seg: dict[str, Any]) -> ChunkIdentity:
 
 def index_identity(doc: dict[str, Any], name: str) -> ChunkIdentity:
     """What the chunks of index array ``name`` of the stream with document ``doc`` must carry."""
-    return ChunkIdentity.for_index(f"{doc['quantity']}/{doc['layer']}", doc, name, INDEX_ARRAYS[name])
+    return ChunkIdentity.for_index(join_key(doc["quantity"], doc["layer"]), doc, name, INDEX_ARRAYS[name])
 
 
 def read_chunk(backend: Backend, node: str, chunk: int, codec: ChunkCodec,

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from spikestore._failures import is_storage
-from spikestore._format import INDEX_ARRAYS, legacy_stream_node, rank_part, stream_node
+from spikestore._format import INDEX_ARRAYS, join_key, legacy_stream_node, rank_part, stream_node
 from spikestore._read.documents import load_doc, load_stream_doc
 from spikestore._read.storage import index_identity, read_chunk, segment_identity
 from spikestore.backends import ArraySpec, StoreURL, backend_name_for, location, open_backend
@@ -301,7 +301,7 @@ def _unlisted(be: Any, p: Path | StoreURL, listed: set[str]) -> list[str]:
                 problems.append(f"{node}: a stream group the root does not list: {_plain(exc)}")
                 continue
             if doc is not None and doc["count"] > 0:
-                key = f"{doc['quantity']}/{doc['layer']}"
+                key = join_key(doc["quantity"], doc["layer"])
                 problems.append(f"{key}: group {node} holds {doc['count']} committed records, but the root "
                                 "document does not list the stream (a damaged root lost it)")
     return problems

@@ -54,8 +54,8 @@ class IdentityError(ChecksumError):
 
 
 @dataclass(frozen=True)
-class Frame:
-    """A parsed identity frame."""
+class IdentityFrame:
+    """The identity frame at the end of a chunk, parsed (:func:`split_frame`)."""
 
     version: int
     rows: int
@@ -63,13 +63,13 @@ class Frame:
     digest: bytes
 
 
-def split_frame(data: Any) -> tuple[memoryview, Frame | None]:
+def split_frame(data: Any) -> tuple[memoryview, IdentityFrame | None]:
     """``data`` without a trailing identity frame, and the frame (``None`` when there is none)."""
     b = memoryview(data).cast("B")
     if len(b) >= FRAME.size:
         magic, size, tag, version, rows, chunk, digest = FRAME.unpack_from(b, len(b) - FRAME.size)
         if magic == MAGIC and size == _PAYLOAD and tag == TAG:
-            return b[:len(b) - FRAME.size], Frame(version, rows, chunk, digest)
+            return b[:len(b) - FRAME.size], IdentityFrame(version, rows, chunk, digest)
     return b, None
 
 
@@ -137,7 +137,7 @@ class ChunkIdentity:
             return b""
         return FRAME.pack(MAGIC, _PAYLOAD, TAG, VERSION, rows, chunk, self.digest)
 
-    def check(self, frame: Frame | None, chunk: int) -> None:
+    def check(self, frame: IdentityFrame | None, chunk: int) -> None:
         """Raise :class:`IdentityError` unless ``frame`` is what chunk ``chunk`` must carry.
 
         Raises

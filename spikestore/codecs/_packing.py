@@ -1,7 +1,8 @@
 """Bit packing of binary records, for numpy (writer thread) and torch (capture).
 
-One bit order everywhere: records are packed along their **last axis**, eight
-values per byte, first value in the least significant bit. This is
+One bit order everywhere (:data:`~spikestore._format.dtypes.BIT_ORDER`):
+records are packed along their **last axis**, eight values per byte, first
+value in the least significant bit. This is
 ``np.packbits(mask, axis=-1, bitorder="little")``, so any numpy user can undo
 it with ``np.unpackbits(packed, axis=-1, count=n, bitorder="little")``.
 
@@ -19,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spikestore._format.dtypes import BIT_ORDER
+
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BIT_ORDER", "KERNELS", "Packer", "kernels_ready", "load_kernels", "pack_float32", "pack_if_binary",
+__all__ = ["KERNELS", "Packer", "kernels_ready", "load_kernels", "pack_float32", "pack_if_binary",
            "pack_torch", "pack_torch_flagged", "packed_length", "packed_nbytes", "unpack_bits"]
-
-BIT_ORDER = "little"
 
 # Multiplying a uint64 that holds eight 0/1 bytes by this constant gathers the
 # eight bits, little bit order, into the top byte of the product.

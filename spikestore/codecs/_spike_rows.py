@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from spikestore._format.dtypes import BIT_ORDER
 from spikestore.codecs._spikes_decode import _RowMap, decode_spikes, gap_values, parse_header
 from spikestore.errors import InvalidArgumentError
 
@@ -100,4 +101,4 @@ def _expand(gaps: np.ndarray, rows: _RowMap | None, lo: int, hi: int, row_bytes:
             else:
                 pos = pos - b0
             out_bits[pos] = True
-    return np.packbits(out_bits, bitorder="little")
+    return np.packbits(out_bits, bitorder=BIT_ORDER)

@@ -50,6 +50,7 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray
 from numcodecs.zstd import Zstd
 
+from spikestore._format.dtypes import BIT_ORDER
 from spikestore.codecs import _packing as packing
 from spikestore.codecs._spikes_decode import (
     _GAPS8,
@@ -86,7 +87,7 @@ def spike_positions(packed: np.ndarray) -> np.ndarray:
     packed = np.ascontiguousarray(packed, dtype=np.uint8).reshape(-1)
     # nonzero() has a fast path for bool; unpacking first is cheaper than
     # expanding the non-zero bytes through a lookup table.
-    return np.flatnonzero(np.unpackbits(packed, bitorder="little").view(np.bool_))
+    return np.flatnonzero(np.unpackbits(packed, bitorder=BIT_ORDER).view(np.bool_))
 
 
 def _gaps(positions: np.ndarray) -> np.ndarray:
