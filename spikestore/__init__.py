@@ -16,7 +16,8 @@ Importing spikestore does not import torch.
 The package follows the data flow (DESIGN.md §2); each layer imports only
 from the layers above it in this list (``tools/check_imports.py`` checks)::
 
-    errors, _files    the error tree; write-then-replace for every published file
+    errors, _failures the error tree; what each failure means for a store
+    _atomic_files     write-then-replace for every published file
     _format/          names and paths, JSON documents, record layouts, dtypes
     codecs/           bit packing and its kernels, the codec table, chunk and spike codecs
     backends/         Zarr and HDF5 storage behind one protocol

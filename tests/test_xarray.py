@@ -168,7 +168,7 @@ def test_importing_the_engine_is_fast_and_does_not_import_torch():
     code = ("import sys, time; import xarray; t = time.perf_counter(); import spikestore._read.xarray_engine; "
             "dt = time.perf_counter() - t; "
             "print(dt, sorted(m for m in ('torch', 'zarr', 'h5py', 'spikestore._read.run', "
-            "'spikestore._read.stream', 'spikestore._read.segment', 'spikestore._read.storage') "
+            "'spikestore._read.stream', 'spikestore._read.segment', 'spikestore._read.reader') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
     assert out[1].strip() == "[]", out

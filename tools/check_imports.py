@@ -3,7 +3,8 @@
 
 The package is layered along the flow of DESIGN.md §2, lowest first::
 
-    0  errors, _failures, _files   what everything may raise, how failures are classified, atomic files
+    0  errors, _failures,          what everything may raise, how failures are classified,
+       _atomic_files               write-then-replace of files
     1  _format                     names, documents, record layouts, dtypes
     2  codecs                      bit packing, spike/float codecs, checksums
     3  backends                    Zarr and HDF5 storage
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "spikestore"
 
 LAYERS: dict[str, int] = {
-    "spikestore.errors": 0, "spikestore._failures": 0, "spikestore._files": 0,
+    "spikestore.errors": 0, "spikestore._failures": 0, "spikestore._atomic_files": 0,
     "spikestore._format": 1,
     "spikestore.codecs": 2,
     "spikestore.backends": 3,

@@ -6,7 +6,7 @@ believes only the committed ``count`` of each stream, so it can open a store
 that a live writer is still appending to (``Run.refresh()`` shows more).
 
 Everything goes through the :class:`~spikestore.backends.Backend` protocol,
-behind the run's one :class:`~spikestore._read.storage.StoreReader`, so Zarr
+behind the run's one :class:`~spikestore._read.reader.StoreReader`, so Zarr
 and HDF5 stores read the same. The streams live in
 :mod:`spikestore._read.stream`, their segments and the chunk iterator in
 :mod:`spikestore._read.segment`; this module re-exports :class:`Stream`,
@@ -22,7 +22,7 @@ from typing import Any
 
 from spikestore._format import split_key
 from spikestore._read.documents import check_no_root, has_root
-from spikestore._read.storage import StoreReader
+from spikestore._read.reader import StoreReader
 from spikestore._read.stream import Stream
 from spikestore.backends import Backend, StoreURL, backend_name_for, location, open_backend
 from spikestore.errors import InvalidArgumentError, StoreNotFoundError, StreamNotFoundError

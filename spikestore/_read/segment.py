@@ -26,7 +26,7 @@ from spikestore.codecs._precision import restore_precision
 from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from spikestore._read.storage import StoreReader
+    from spikestore._read.reader import StoreReader
     from spikestore._read.stream import Stream
 
 __all__ = ["Block", "Segment", "chunk_bounds", "iter_blocks"]
@@ -122,7 +122,7 @@ class Segment:
     doc
         The segment's entry in the stream document.
     reader
-        The run's :class:`~spikestore._read.storage.StoreReader`, which reads
+        The run's :class:`~spikestore._read.reader.StoreReader`, which reads
         and caches its chunks.
     """
 

@@ -25,7 +25,7 @@ from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from spikestore._read.run import Run
-    from spikestore._read.storage import StoreReader
+    from spikestore._read.reader import StoreReader
 
 __all__ = ["Chunk", "Stream"]
 

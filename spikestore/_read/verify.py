@@ -9,7 +9,7 @@ Checks, in order, and reports every failure as a line instead of raising:
    (shape at least the committed count, record shape, chunk grid, dtype,
    codecs: the backend's :meth:`~spikestore.backends.Backend.inspect`);
 3. every chunk inside the committed range, decoded through the reader's own
-   :func:`~spikestore._read.storage.read_chunk` (each carries a checksum:
+   :func:`~spikestore._read.reader.read_chunk` (each carries a checksum:
    CRC-32C in Zarr stores, Fletcher-32 in HDF5 files; a chunk missing there
    is damage, never a fill value);
 4. stream groups the root does not list that hold committed records (a
@@ -32,7 +32,7 @@ import numpy as np
 from spikestore._failures import is_storage
 from spikestore._format import INDEX_ARRAYS, join_key, legacy_stream_node, rank_part, stream_node
 from spikestore._read.documents import load_doc, load_stream_doc
-from spikestore._read.storage import index_identity, read_chunk, segment_identity
+from spikestore._read.reader import index_identity, read_chunk, segment_identity
 from spikestore.backends import ArraySpec, StoreURL, backend_name_for, location, open_backend
 from spikestore.codecs._chunk import ChunkCodec, codec_from_config
 from spikestore.codecs._identity import ChunkIdentity

@@ -16,7 +16,7 @@ from typing import Any
 
 from spikestore._format import FORMAT_VERSION, RANKED_FORMAT_VERSION, new_root_doc, stream_node
 from spikestore._read.documents import check_no_root, has_root, load_doc, load_stream_doc
-from spikestore._read.storage import read_index_tail
+from spikestore._read.reader import read_index_tail
 from spikestore._write.lock import WriterLock, cannot_write, writer_lock
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
-from spikestore._files import write_replacing
+from spikestore._atomic_files import write_replacing
 from spikestore.errors import ReadOnlyError
 
 __all__ = ["Keys", "LocalKeys"]

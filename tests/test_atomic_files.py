@@ -1,10 +1,10 @@
-"""Publishing files by write-then-replace (spikestore._files)."""
+"""Publishing files by write-then-replace (spikestore._atomic_files)."""
 
 from __future__ import annotations
 
 import pytest
 
-from spikestore._files import replacing, write_replacing
+from spikestore._atomic_files import replacing, write_replacing
 from spikestore.errors import InvalidArgumentError
 
 
