@@ -29,7 +29,6 @@ import enum
 import errno
 
 from spikestore.errors import (
-    DamagedStoreError,
     FormatError,
     ReadOnlyError,
     SpikestoreError,

@@ -99,7 +99,7 @@ def test_a_spikingjelly_run_recorded_to_s3_reads_back_as_the_local_one(s3: S3Ser
 
     mine, theirs = views[str(tmp_path / "local.zarr")], views[str(url)]
     assert len(mine) == len(theirs) == 12
-    for a, b in zip(mine, theirs):
+    for a, b in zip(mine, theirs, strict=True):
         np.testing.assert_array_equal(a, b)
     local = spikestore.open(tmp_path / "local.zarr")
     remote = spikestore.open(str(url), storage_options=url.storage_options)
@@ -207,7 +207,7 @@ def test_a_reader_sees_only_committed_records_while_the_writer_runs(url: StoreUR
                 store.append("output/a", record(step))
                 if step % 5 == 4:
                     store.flush()
-        except BaseException as exc:  # reported by the test below
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread, which raises it
             failure.append(exc)
         finally:
             done.set()
@@ -396,7 +396,7 @@ def test_a_run_of_two_ranks_records_to_s3_and_reads_back_as_one(s3: S3Server, ur
     assert run.streams == ["output/a", "only/1"]
     s = run["output/a"]
     assert s.steps.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4] and s.ranks.tolist() == [0, 1] * 5
-    for i, (step, r) in enumerate(zip(s.steps, s.ranks)):
+    for i, (step, r) in enumerate(zip(s.steps, s.ranks, strict=True)):
         np.testing.assert_array_equal(s[i], _rank_record(int(step), int(r)))
     for r in (0, 1):
         part = run.rank(r)

@@ -146,9 +146,11 @@ def _schema(name: str) -> dict[str, Any]:
     # keeps them in the top-level schemas/ folder.
     packaged = resources.files("spikestore").joinpath("schemas", f"{name}.schema.json")
     if packaged.is_file():
-        return json.loads(packaged.read_text(encoding="utf-8"))
-    source = Path(__file__).resolve().parents[2] / "schemas" / f"{name}.schema.json"
-    return json.loads(source.read_text(encoding="utf-8"))
+        text = packaged.read_text(encoding="utf-8")
+    else:
+        text = (Path(__file__).resolve().parents[2] / "schemas" / f"{name}.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def _schema_problem(doc: Any, kind: str, where: str) -> str | None:
@@ -190,7 +192,8 @@ def validate_doc(doc: Any, kind: str, where: str) -> dict[str, Any]:
     problem = _schema_problem(doc, kind, where)
     if problem is not None:
         raise FormatError(f"{where}: {problem}")
-    return doc
+    checked: dict[str, Any] = doc  # (a schema that passed says: an object)
+    return checked
 
 
 def damaged(store: object, where: str, what: str) -> DamagedStoreError:

@@ -44,7 +44,8 @@ def numpy_dtype(name: str) -> np.dtype:
     if name == BFLOAT16:
         import ml_dtypes
 
-        return np.dtype(ml_dtypes.bfloat16)
+        bf16: np.dtype = np.dtype(ml_dtypes.bfloat16)
+        return bf16
     return np.dtype(name)
 
 
@@ -68,10 +69,12 @@ def from_tensor(t: Any) -> np.ndarray:
     import torch
 
     if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np.uint16)
+        bits: np.ndarray = t.view(torch.int16).numpy().view(np.uint16)
+        return bits
     if t.is_complex() and t.is_conj():
         t = t.resolve_conj()
-    return t.numpy()
+    values: np.ndarray = t.numpy()
+    return values
 
 
 def to_tensor(values: np.ndarray, name: str) -> Any:
@@ -99,7 +102,8 @@ def bfloat16_binary_mask(values: np.ndarray) -> np.ndarray | None:
     ones = values == _BF16_ONE
     if np.count_nonzero(values) != np.count_nonzero(ones):
         return None
-    return ones
+    mask: np.ndarray = ones
+    return mask
 
 
 def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:

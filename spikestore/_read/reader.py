@@ -26,21 +26,19 @@ import numpy as np
 from spikestore._failures import Failure, classify, storage_error
 from spikestore._format import INDEX_ARRAYS, join_key
 from spikestore._read.documents import check_no_root, load_doc, load_stream_doc
-from spikestore.backends import Backend, open_backend
+from spikestore.backends import Backend, StoreURL, open_backend
 from spikestore.codecs._chunk import ChecksumError, ChunkCodec, codec_from_config
 from spikestore.codecs._identity import ChunkIdentity, IdentityError
 from spikestore.errors import (
     DamagedStoreError,
     FormatError,
-    ReadOnlyError,
     SpikestoreError,
-    StorageError,
     StoreClosedError,
     StoreNotFoundError,
 )
 
-__all__ = ["CACHE_CHUNKS", "SEEN_CHUNKS", "ChunkIdentity", "StoreReader", "index_identity", "read_chunk", "read_index_tail",
-           "segment_identity"]
+__all__ = ["CACHE_CHUNKS", "SEEN_CHUNKS", "ChunkIdentity", "StoreReader", "index_identity", "read_chunk",
+           "read_index_tail", "segment_identity"]
 
 #: Decoded chunks a run keeps (least recently used first out).
 CACHE_CHUNKS = 8
@@ -132,9 +130,9 @@ def _unless_gone(backend: Backend, node: str, chunk: int, where: str, exc: BaseE
         present = backend.exists()
         if not present:
             check_no_root(backend)  # groups still there without the root: damage, named by the root it lost
-    except Exception as exc:
-        failure = classify(exc)
-        if isinstance(exc, DamagedStoreError) or failure.storage_failed or failure in (
+    except Exception as err:
+        failure = classify(err)
+        if isinstance(err, DamagedStoreError) or failure.storage_failed or failure in (
                 Failure.MISSING, Failure.INTERRUPT):
             raise
         return  # the root cannot be read either: report what was asked about
@@ -193,7 +191,7 @@ def read_index_tail(backend: Backend, node: str, doc: dict[str, Any]) -> int:
     return int(_index_chunks(backend, node, doc, "step", range(last, last + 1), "index")[0][(n - 1) % rpc])
 
 
-def _reopen(path: Path, backend_name: str | None) -> StoreReader:
+def _reopen(path: Path | StoreURL, backend_name: str | None) -> StoreReader:
     return StoreReader(open_backend(path, backend=backend_name, writable=False), path, backend_name)
 
 
@@ -212,7 +210,7 @@ class StoreReader:
         Decoded chunks kept.
     """
 
-    def __init__(self, backend: Backend, path: Path, backend_name: str | None = None,
+    def __init__(self, backend: Backend, path: Path | StoreURL, backend_name: str | None = None,
                  cache_chunks: int = CACHE_CHUNKS) -> None:
         self.path = path
         self.backend_name = backend_name

@@ -87,7 +87,7 @@ def verify(path: str | os.PathLike[str], progress: Progress | None = None, *,
         return [f"{p}: cannot be opened: {type(exc).__name__}: {exc}"]
     if be is None:
         return problems
-    parts: list[Path | StoreURL] = []
+    parts: list[tuple[int, Path | StoreURL]] = []
     try:
         parts = _check(be, p, problems, progress)
     except Exception as exc:  # whatever was left unchecked, say so
@@ -131,7 +131,7 @@ def _plain(exc: Exception) -> str:
 
 def _open(p: Path | StoreURL) -> tuple[Any, list[str]]:
     """The backend (or read-only view) verify reads ``p`` through, and problems found on the way."""
-    if backend_name_for(p, None) == "hdf5":
+    if isinstance(p, Path) and backend_name_for(p, None) == "hdf5":
         from spikestore.backends.hdf5._inspect import open_for_verify
 
         view, problems = open_for_verify(p)
@@ -157,7 +157,7 @@ def _check(be: Any, p: Path | StoreURL, problems: list[str],
         problems.append(f"{p}: no spikestore root document: not a spikestore store")
         return []
     arrays: list[_Array] = []
-    nodes = set()
+    nodes: set[str] = set()
     for key in root["streams"]:
         nodes.update(n for n in (stream_node(key), legacy_stream_node(key)) if n is not None)
         try:
@@ -212,7 +212,7 @@ class _Array:
             except DamagedStoreError as exc:
                 problems.append(f"{self.key}: {_plain(exc)}")
                 found += 1
-            except Exception as exc:  # the file's structure, not a chunk, failed
+            except Exception as exc:  # noqa: BLE001 - storage raised again; the file's structure failed
                 _unless_storage(exc)
                 problems.append(f"{self.key}: chunk {c} of {self.node} cannot be read "
                                 f"({type(exc).__name__}: {exc}); its other {self.nchunks - c - 1} chunks "
@@ -254,7 +254,7 @@ def _array_ok(be: Any, key: str, node: str, spec: ArraySpec, length: int, proble
     """
     try:
         info = be.inspect(node, spec, length)
-    except Exception as exc:  # metadata the storage cannot read
+    except Exception as exc:  # noqa: BLE001 - storage raised again; metadata that cannot be read
         _unless_storage(exc)
         problems.append(f"{key}: array {node}: its metadata cannot be read ({type(exc).__name__}: {exc})")
         return False

@@ -29,6 +29,7 @@ import sys
 import threading
 import warnings
 from collections import deque
+from types import FrameType
 
 from spikestore.errors import InPlaceModificationWarning, StreamFailedError
 
@@ -169,7 +170,8 @@ class QueueDrops:
 
 def _warn(w: Warning) -> None:
     """Issue ``w`` at the first caller outside spikestore (a training loop, torch's hook call)."""
-    frame, level = sys._getframe(1), 2
+    frame: FrameType | None = sys._getframe(1)
+    level = 2
     while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "spikestore":
         frame, level = frame.f_back, level + 1
     warnings.warn(w, stacklevel=level)

@@ -17,7 +17,7 @@ from typing import Any
 from spikestore._format import FORMAT_VERSION, RANKED_FORMAT_VERSION, new_root_doc, stream_node
 from spikestore._read.documents import check_no_root, has_root, load_doc, load_stream_doc
 from spikestore._read.reader import read_index_tail
-from spikestore._write.lock import WriterLock, cannot_write, writer_lock
+from spikestore._write.lock import NoWriterLock, WriterLock, cannot_write, writer_lock
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
 from spikestore.backends import Backend, StoreURL, clear_for_new_url, open_backend
@@ -30,7 +30,7 @@ __all__ = ["Opened", "clear_for_new", "open_for_writing", "resume"]
 class Opened:
     """What a :class:`~spikestore.Store` owns once open: the lock, backend, root document and writer."""
 
-    lock: WriterLock
+    lock: WriterLock | NoWriterLock
     backend: Backend
     root: RootDocument
     writer: Writer

@@ -71,19 +71,18 @@ def open_backend(path: Path | StoreURL, *, backend: str | None, writable: bool, 
     ``durable`` asks local files to be fsynced at each commit; behind a URL
     every acknowledged write is durable already, so it changes nothing there.
     """
-    name = backend_name_for(path, backend)
-    remote = isinstance(path, StoreURL)
-    if name == "hdf5":
-        from spikestore.backends.hdf5 import HDF5Backend
-
-        return HDF5Backend(path, writable=writable, durable=durable)
+    name = backend_name_for(path, backend)  # (never HDF5 behind a URL)
     from spikestore.backends._zarr import ZarrBackend
 
-    if remote:
+    if isinstance(path, StoreURL):
         from spikestore.backends._remote import ZarrStoreKeys
 
         return ZarrBackend(path, writable=writable, durable=durable,
                            keys=ZarrStoreKeys.from_url(path, writable=writable))
+    if name == "hdf5":
+        from spikestore.backends.hdf5 import HDF5Backend
+
+        return HDF5Backend(path, writable=writable, durable=durable)
     return ZarrBackend(path, writable=writable, durable=durable)
 
 

@@ -71,7 +71,10 @@ class Backend(Protocol):
     them, and never probe for methods.
     """
 
-    path: Path | StoreURL
+    @property
+    def path(self) -> Path | StoreURL:
+        """Where the store is."""
+
     writable: bool
     #: Whether each commit is made durable (``fsync`` through :meth:`sync`):
     #: the writer then commits one stream at a time, so that a sync never

@@ -17,6 +17,7 @@ Two implementations exist:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -128,10 +129,8 @@ class LocalKeys:
                 continue
             current = os.path.join(current, part)
             if current not in self._dirs:
-                try:
+                with contextlib.suppress(FileExistsError):
                     os.mkdir(current)
-                except FileExistsError:
-                    pass
                 self._dirs.add(current)
 
     def put(self, key: str, data: bytes, *, in_place: bool = False) -> None:

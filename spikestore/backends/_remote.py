@@ -16,11 +16,10 @@ that says what to do (:func:`object_store_error`).
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from spikestore._failures import Failure, classify, storage_error
-
 from spikestore.errors import MissingDependencyError, SpikestoreError, StoreExistsError
 
 __all__ = ["StoreURL", "ZarrStoreKeys", "clear_url", "is_url", "object_store_error"]
@@ -164,7 +163,7 @@ class ZarrStoreKeys:
             keys.has("zarr.json")
         return keys
 
-    def _run(self, make: Callable[[], Awaitable[_T]], doing: str) -> _T:
+    def _run(self, make: Callable[[], Coroutine[Any, Any, _T]], doing: str) -> _T:
         from zarr.core.sync import sync
 
         try:
@@ -182,7 +181,7 @@ class ZarrStoreKeys:
         return None if buf is None else buf.to_bytes()
 
     def has(self, key: str) -> bool:
-        return self._run(lambda: self.store.exists(key), f"looking for {key}")
+        return bool(self._run(lambda: self.store.exists(key), f"looking for {key}"))
 
     def put(self, key: str, data: bytes, *, in_place: bool = False) -> None:
         # One PUT per key: an object store publishes it whole or not at
@@ -201,9 +200,10 @@ class ZarrStoreKeys:
 
             async def ls() -> list[dict[str, Any]]:
                 try:
-                    return await fs._ls(base, detail=True, refresh=True)
+                    found: list[dict[str, Any]] = await fs._ls(base, detail=True, refresh=True)
                 except FileNotFoundError:
                     return []
+                return found
 
             entries = self._run(ls, f"listing {node or 'the store'}")
             keys = [posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") != "directory"]
@@ -228,7 +228,7 @@ class ZarrStoreKeys:
         self._run(lambda: self.store.delete_dir(node), f"deleting {node or 'the store'}")
 
     def nbytes(self, node: str) -> int:
-        return self._run(lambda: self.store.getsize_prefix(node), f"measuring {node or 'the store'}")
+        return int(self._run(lambda: self.store.getsize_prefix(node), f"measuring {node or 'the store'}"))
 
     def sync(self) -> None:
         """Nothing to do: every put was acknowledged, so it is durable."""

@@ -26,6 +26,7 @@ import numpy as np
 from spikestore._format import ATTRS_KEY, damaged
 from spikestore.backends._base import ArraySpec, NodeInfo
 from spikestore.backends._keys import Keys, LocalKeys
+from spikestore.backends._remote import StoreURL
 from spikestore.codecs._chunk import codec_from_config
 from spikestore.errors import DamagedStoreError, ReadOnlyError
 
@@ -84,7 +85,7 @@ def _checked_array_meta(be: ZarrBackend, node: str, *, report: bool = False
             if not isinstance(parsed.chunk_key_encoding, DefaultChunkKeyEncoding):
                 raise ValueError(f"chunk key encoding {parsed.chunk_key_encoding} is not 'default'")
             return json.loads(raw), []
-        except Exception as exc:  # zarr raises many kinds for metadata it refuses
+        except Exception as exc:  # noqa: BLE001 - zarr raises many kinds for metadata it refuses
             what = f"zarr cannot open it as an array ({type(exc).__name__}: {exc})"
     if report:
         return None, [f"{_META}: {what}"]
@@ -144,9 +145,9 @@ class ZarrBackend:
     concurrent_writes = True
     codec_target = "zarr"
 
-    def __init__(self, path: Path | str, *, writable: bool, durable: bool = False,
+    def __init__(self, path: Path | StoreURL, *, writable: bool, durable: bool = False,
                  keys: Keys | None = None) -> None:
-        self.path = path if keys is not None else Path(path)
+        self.path: Path | StoreURL = path if isinstance(path, StoreURL) else Path(path)
         self.writable = writable
         self.keys: Keys = keys if keys is not None else LocalKeys(Path(path), durable=durable)
         # Whether commits must sync (the writer then commits one stream at a time): never
@@ -246,7 +247,9 @@ class ZarrBackend:
     def _meta_of(self, node: str) -> dict[str, Any]:
         meta = self._array_meta.get(node)
         if meta is None:
-            meta = self._array_meta[node] = _checked_array_meta(self, node)[0]
+            checked = _checked_array_meta(self, node)[0]
+            assert checked is not None  # (without report=True it raises instead)
+            meta = self._array_meta[node] = checked
         return meta
 
     def inspect(self, node: str, expect: ArraySpec | None = None, length: int = 0) -> NodeInfo | None:

@@ -96,9 +96,6 @@ def _expand(gaps: np.ndarray, rows: _RowMap | None, lo: int, hi: int, row_bytes:
             base = int(last[first_block - 1]) if first_block else -1
             pos = base + np.cumsum(gaps[first_block * BLOCK:end_block * BLOCK] + 1)
             pos = pos[(pos >= b0) & (pos < b1)]
-            if rows is not None:
-                pos = rows.to_physical(pos) - 8 * row_bytes * lo
-            else:
-                pos = pos - b0
+            pos = rows.to_physical(pos) - 8 * row_bytes * lo if rows is not None else pos - b0
             out_bits[pos] = True
     return np.packbits(out_bits, bitorder=BIT_ORDER)
