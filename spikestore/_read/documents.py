@@ -21,8 +21,7 @@ from spikestore._format import (
     legacy_stream_node,
     stream_node,
 )
-from spikestore.backends import Backend
-from spikestore.backends._remote import StoreURL
+from spikestore.backends import Backend, StoreURL
 from spikestore.errors import DamagedStoreError, SpikestoreError
 
 __all__ = ["check_no_root", "doc_location", "has_root", "load_doc", "load_stream_doc"]
@@ -30,7 +29,8 @@ __all__ = ["check_no_root", "doc_location", "has_root", "load_doc", "load_stream
 
 def doc_location(store: Path | StoreURL, node: str) -> str:
     """Where the document of group ``node`` lives, for messages: a ``zarr.json`` or an HDF5 attribute."""
-    if store.is_dir():  # a Zarr store is a folder, an HDF5 store a file (format.md §1, §10)
+    # A Zarr store is a folder or a prefix of keys, an HDF5 store a file (format.md §1, §10).
+    if isinstance(store, StoreURL) or store.is_dir():
         return str(store / node / "zarr.json") if node else str(store / "zarr.json")
     return f"{store}, group /{node}, attribute {ATTRS_KEY!r}"
 

@@ -209,7 +209,8 @@ class Run:
         return f"<spikestore.Run {str(self.path)!r}: {len(self)} streams, writer {self.writer['status']}>"
 
 
-def open(path: str | os.PathLike[str], *, backend: str | None = None,storage_options: dict[str, Any] | None = None) -> Run:
+def open(path: str | os.PathLike[str] | StoreURL, *, backend: str | None = None,
+         storage_options: dict[str, Any] | None = None) -> Run:
     """Open a store read-only and lazily.
 
     Works while a writer is still appending: only committed records are

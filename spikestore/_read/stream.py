@@ -24,8 +24,8 @@ from spikestore._read.segment import Segment, iter_blocks
 from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from spikestore._read.run import Run
     from spikestore._read.reader import StoreReader
+    from spikestore._read.run import Run
 
 __all__ = ["Chunk", "Stream"]
 

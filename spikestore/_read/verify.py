@@ -46,7 +46,7 @@ MAX_ARRAY_PROBLEMS = 20
 Progress = Callable[[int, int], None]
 
 
-def verify(path: str | os.PathLike[str], progress: Progress | None = None, *,
+def verify(path: str | os.PathLike[str] | StoreURL, progress: Progress | None = None, *,
            storage_options: dict[str, Any] | None = None) -> list[str]:
     """Return the problems found in the store at ``path`` (empty when intact).
 

@@ -25,6 +25,7 @@ import socket
 from pathlib import Path
 
 from spikestore._failures import FIXES, storage_error
+from spikestore.backends import Location
 from spikestore.errors import SpikestoreError, StoreInUseError
 
 __all__ = ["LOCK_SUFFIX", "WriterLock", "cannot_write"]
@@ -118,7 +119,7 @@ class WriterLock:
             os.close(fd)
 
 
-def cannot_write(exc: OSError, store: Path | str, doing: str) -> SpikestoreError:
+def cannot_write(exc: OSError, store: Location, doing: str) -> SpikestoreError:
     """Why a writer cannot open ``store``, as a :class:`~spikestore.errors.SpikestoreError`.
 
     The lock file is the first thing a writer creates, beside the store, so

@@ -9,42 +9,17 @@ zarr's own store classes; ``docs/object-storage.md``).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
 from spikestore.backends._base import ArraySpec, Backend
-from spikestore.backends._remote import StoreURL, is_url
+from spikestore.backends._location import Location, StoreURL, is_url, location
 from spikestore.errors import InvalidArgumentError
 
-__all__ = ["ArraySpec", "Backend", "StoreURL", "backend_name_for", "clear_for_new_url", "is_url",
+__all__ = ["ArraySpec", "Backend", "Location", "StoreURL", "backend_name_for", "clear_for_new_url", "is_url",
            "location", "open_backend"]
 
 _HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
-def location(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Path | StoreURL:
-    """Where a store is: a :class:`StoreURL` for ``scheme://...``, else a ``Path``.
-
-    ``storage_options`` (passed to zarr as ``FsspecStore.from_url`` takes
-    them) apply to URLs only; a :class:`StoreURL` given without them keeps
-    its own.
-    """
-    if is_url(path):
-        if isinstance(path, StoreURL) and storage_options is None:
-            return path
-        return StoreURL(str(path), storage_options)
-    if storage_options is not None:
-        raise InvalidArgumentError(
-            f"storage_options apply to stores behind a URL (s3://bucket/run.zarr), not to the local path "
-            f"{os.fspath(path)!r}; drop storage_options")
-    text = os.fspath(path)
-    if isinstance(text, str) and text.startswith("file://"):
-        text = text[len("file://"):]
-    return Path(text)
-
-
-def backend_name_for(path: Path | StoreURL, backend: str | None) -> str:
+def backend_name_for(path: Location, backend: str | None) -> str:
     """Pick the backend from an explicit name or the path's suffix.
 
     Raises
@@ -65,7 +40,7 @@ def backend_name_for(path: Path | StoreURL, backend: str | None) -> str:
     return name
 
 
-def open_backend(path: Path | StoreURL, *, backend: str | None, writable: bool, durable: bool = False) -> Backend:
+def open_backend(path: Location, *, backend: str | None, writable: bool, durable: bool = False) -> Backend:
     """Open the backend for ``path`` (which must already exist when reading).
 
     ``durable`` asks local files to be fsynced at each commit; behind a URL

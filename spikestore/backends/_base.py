@@ -11,7 +11,7 @@ import numpy as np
 from spikestore.codecs._chunk import ChunkCodec
 
 if TYPE_CHECKING:
-    from spikestore.backends._remote import StoreURL
+    from spikestore.backends._location import StoreURL
 
 __all__ = ["ArraySpec", "Backend", "NodeInfo"]
 

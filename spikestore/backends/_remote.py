@@ -1,9 +1,5 @@
-"""Stores behind a URL (``s3://bucket/run.zarr``), through zarr's own store classes.
-
-:class:`StoreURL` is where such a store is: a ``str`` (never a
-``pathlib.Path``, which would fold ``s3://`` into ``s3:/``) that carries the
-``storage_options`` zarr and fsspec take, so that a run pickled into a dask
-worker, or reopened by a monitor, reaches the store the same way.
+"""Stores behind a URL (``s3://bucket/run.zarr``, a :class:`~spikestore.backends._location.StoreURL`),
+through zarr's own store classes.
 
 :class:`ZarrStoreKeys` implements :class:`~spikestore.backends._keys.Keys`
 over any ``zarr.abc.store.Store``; for a URL it is
@@ -20,63 +16,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from spikestore._failures import Failure, classify, storage_error
+from spikestore.backends._location import StoreURL
 from spikestore.errors import MissingDependencyError, SpikestoreError, StoreExistsError
 
-__all__ = ["StoreURL", "ZarrStoreKeys", "clear_url", "is_url", "object_store_error"]
+__all__ = ["ZarrStoreKeys", "clear_url", "object_store_error"]
 
 _T = TypeVar("_T")
-
-
-def is_url(path: object) -> bool:
-    """Whether ``path`` names a store behind a URL (``scheme://...``, other than ``file://``)."""
-    if isinstance(path, StoreURL):
-        return True
-    if not isinstance(path, str) or "://" not in path:
-        return False
-    scheme = path.split("://", 1)[0]
-    return scheme.isidentifier() and scheme.lower() != "file"
-
-
-class StoreURL(str):
-    """A store's URL, with the ``storage_options`` that reach it.
-
-    Behaves as the URL string everywhere (messages, ``str()``, equality);
-    :attr:`name`, :attr:`stem` and :attr:`suffix` read like ``Path``'s.
-    The options travel with it (pickling included) but never into its text.
-    """
-
-    storage_options: dict[str, Any]
-
-    def __new__(cls, url: str, storage_options: dict[str, Any] | None = None) -> StoreURL:
-        self = super().__new__(cls, url.rstrip("/"))
-        self.storage_options = dict(storage_options or {})
-        return self
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (StoreURL, (str(self), self.storage_options))
-
-    def __truediv__(self, key: str) -> StoreURL:
-        """The URL of ``key`` inside the store (for messages that name a key, as ``Path / key`` does)."""
-        return StoreURL(f"{self}/{key}", self.storage_options)
-
-    def is_dir(self) -> bool:
-        """``True``: a store behind a URL is a Zarr store, a prefix of keys, which messages treat as a folder."""
-        return True
-
-    @property
-    def name(self) -> str:
-        """The last part of the URL's path (``run.zarr``)."""
-        return posixpath.basename(self.split("://", 1)[1])
-
-    @property
-    def suffix(self) -> str:
-        """The name's extension (``.zarr``), as ``Path.suffix`` gives it."""
-        return posixpath.splitext(self.name)[1]
-
-    @property
-    def stem(self) -> str:
-        """The name without its extension."""
-        return posixpath.splitext(self.name)[0]
 
 
 def object_store_error(exc: BaseException, url: str, doing: str, *, writable: bool = True) -> SpikestoreError:

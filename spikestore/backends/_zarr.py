@@ -26,9 +26,9 @@ import numpy as np
 from spikestore._format import ATTRS_KEY, damaged
 from spikestore.backends._base import ArraySpec, NodeInfo
 from spikestore.backends._keys import Keys, LocalKeys
-from spikestore.backends._remote import StoreURL
+from spikestore.backends._location import StoreURL
 from spikestore.codecs._chunk import codec_from_config
-from spikestore.errors import DamagedStoreError, ReadOnlyError
+from spikestore.errors import DamagedStoreError, InvalidArgumentError, ReadOnlyError
 
 __all__ = ["ZarrBackend"]
 
@@ -134,7 +134,7 @@ class ZarrBackend:
     Parameters
     ----------
     path
-        The store's folder, or its :class:`~spikestore.backends._remote.StoreURL`.
+        The store's folder, or its :class:`~spikestore.backends.StoreURL`.
     writable, durable
         As in :func:`~spikestore.backends.open_backend`.
     keys
@@ -149,7 +149,12 @@ class ZarrBackend:
                  keys: Keys | None = None) -> None:
         self.path: Path | StoreURL = path if isinstance(path, StoreURL) else Path(path)
         self.writable = writable
-        self.keys: Keys = keys if keys is not None else LocalKeys(Path(path), durable=durable)
+        if keys is None:
+            if isinstance(path, StoreURL):
+                raise InvalidArgumentError(f"{path}: a store behind a URL is opened through open_backend, "
+                                           "which gives it the object store's keys")
+            keys = LocalKeys(Path(path), durable=durable)
+        self.keys: Keys = keys
         # Whether commits must sync (the writer then commits one stream at a time): never
         # behind a URL, where every acknowledged put is durable already.
         self.durable = durable and self.keys.durable
