@@ -4,6 +4,7 @@ Public names::
 
     spikestore.Store          write side (background writer thread)
     spikestore.open           read side (lazy, read-only)
+    spikestore.verify         the problems of a store, one per line (``spikestore verify``)
     spikestore.monitor        SpikingJelly-compatible monitors
     spikestore.tensor_cache   float_spike_to_bool / bool_spike_to_float
     spikestore.analysis       firing rates, counts, ISIs, gradient norms (chunked)
@@ -62,6 +63,7 @@ from spikestore.errors import (
 if TYPE_CHECKING:
     from spikestore import analysis, export, monitor, plot, tensor_cache
     from spikestore._read.run import Run, Stream, open
+    from spikestore._read.verify import verify
     from spikestore._write.store import Store
 
 try:
@@ -102,12 +104,14 @@ __all__ = [
     "open",
     "plot",
     "tensor_cache",
+    "verify",
 ]
 
 # Heavy modules load on first use, so `import spikestore` stays fast.
 _LAZY = {
     "Store": ("_write.store", "Store"),
     "open": ("_read.run", "open"),
+    "verify": ("_read.verify", "verify"),
     "Run": ("_read.run", "Run"),
     "Stream": ("_read.run", "Stream"),
     "monitor": ("monitor", None),

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import spikestore
-from spikestore._read.verify import verify
+from spikestore import verify
 from spikestore.errors import DamagedStoreError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stores"

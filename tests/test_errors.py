@@ -56,7 +56,7 @@ def test_a_chunk_this_user_may_not_read_is_access_denied_not_damage(tmp_path, mo
     # (root reads every file whatever its mode, so the refusal is injected where the file is opened)
     import builtins
 
-    from spikestore._read.verify import verify
+    from spikestore import verify
     from spikestore.backends import _keys
 
     path = tmp_path / "s.zarr"

@@ -24,8 +24,7 @@ import pytest
 from helpers import check_fault_outcome, fault_record, run_fault_writer
 
 import spikestore
-from spikestore import ReadOnlyError, SpikestoreError, WriterError
-from spikestore._read.verify import verify
+from spikestore import ReadOnlyError, SpikestoreError, WriterError, verify
 from spikestore._write import lock as lock_module
 from spikestore.backends import _keys
 from spikestore.backends.hdf5 import _faults, _handles

@@ -29,8 +29,8 @@ from spikestore import (
     StorageError,
     StoreExistsError,
     StoreNotFoundError,
+    verify,
 )
-from spikestore._read.verify import verify
 from spikestore.backends import StoreURL, location
 from spikestore.errors import SpikestoreError
 

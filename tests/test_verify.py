@@ -24,7 +24,7 @@ from helpers import SMALL_STORE_ZARR_JSON as ZARR_JSON
 from helpers import write_small_store
 
 import spikestore
-from spikestore._read.verify import verify
+from spikestore import verify
 from spikestore.cli import main
 from spikestore.errors import SpikestoreError
 
