@@ -17,7 +17,7 @@ from spikestore._format import (
     stream_node,
     unescape_layer,
 )
-from spikestore._format.names import MAX_NAME_BYTES, is_hashed_layer, legacy_stream_node
+from spikestore._format.names import MAX_NAME_BYTES, is_hashed_layer, unbounded_stream_node
 
 
 @given(st.text())
@@ -116,7 +116,7 @@ def test_layer_names_are_bounded_safe_and_round_trip_unless_hashed(layer):
 def test_names_within_the_bound_are_escaped_exactly_as_before(layer):
     old = _old_rule(layer)
     assert (escape_layer(layer) == old) == (len(old) <= MAX_NAME_BYTES)
-    assert legacy_stream_node(f"output/{layer}") == (None if len(old) <= MAX_NAME_BYTES else f"output/{old}")
+    assert unbounded_stream_node(f"output/{layer}") == (None if len(old) <= MAX_NAME_BYTES else f"output/{old}")
 
 
 @given(_ANY_TEXT, _ANY_TEXT)

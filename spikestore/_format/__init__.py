@@ -24,12 +24,12 @@ from spikestore._format.names import (
     check_quantity,
     escape_layer,
     join_key,
-    legacy_stream_node,
     rank_part,
     segment_array_name,
     segment_array_number,
     split_key,
     stream_node,
+    unbounded_stream_node,
     unescape_layer,
 )
 
@@ -44,7 +44,6 @@ __all__ = [
     "document_problems",
     "escape_layer",
     "join_key",
-    "legacy_stream_node",
     "library_versions",
     "new_root_doc",
     "new_stream_doc",
@@ -54,6 +53,7 @@ __all__ = [
     "segment_array_number",
     "split_key",
     "stream_node",
+    "unbounded_stream_node",
     "unescape_layer",
     "validate_doc",
 ]

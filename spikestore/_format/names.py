@@ -19,12 +19,12 @@ __all__ = [
     "escape_layer",
     "is_hashed_layer",
     "join_key",
-    "legacy_stream_node",
     "rank_part",
     "segment_array_name",
     "segment_array_number",
     "split_key",
     "stream_node",
+    "unbounded_stream_node",
     "unescape_layer",
 ]
 
@@ -71,7 +71,7 @@ def escape_layer(layer: str) -> str:
        and the 64 hex digits of the SHA-256 of the name's bytes from step 2.
 
     Names of at most 255 bytes after step 3 are reversible
-    (:func:`unescape_layer`) and are exactly what earlier versions wrote.
+    (:func:`unescape_layer`).
     ``%~`` appears in no name from steps 1-3 (there every ``%`` is followed
     by two uppercase hex digits), so a bounded name collides with none of
     them, and two bounded names collide only if SHA-256 does.
@@ -148,12 +148,13 @@ def stream_node(key: str) -> str:
     return f"{quantity}/{escape_layer(layer)}"
 
 
-def legacy_stream_node(key: str) -> str | None:
-    """The group path versions before the 255-byte bound wrote for ``key``, if it differs.
+def unbounded_stream_node(key: str) -> str | None:
+    """The group path of ``key`` without the 255-byte bound (steps 1-3 of :func:`escape_layer`), if it differs.
 
-    Only HDF5 could hold such paths (file systems refuse names over 255
-    bytes): a reader that finds no stream document at :func:`stream_node`
-    may look here. ``None`` when the path is the same, or could not be written.
+    Only an HDF5 file can hold such a path (file systems refuse names over
+    255 bytes; docs/format.md §1.1): a reader that finds no stream document at
+    :func:`stream_node` looks here. ``None`` when the path is the same, or
+    cannot be written.
     """
     quantity, layer = split_key(key)
     try:

@@ -18,8 +18,8 @@ from spikestore._format import (
     ATTRS_KEY,
     damaged,
     document_problems,
-    legacy_stream_node,
     stream_node,
+    unbounded_stream_node,
 )
 from spikestore.backends import Backend, StoreURL
 from spikestore.errors import DamagedStoreError, SpikestoreError
@@ -172,18 +172,18 @@ def _has_meta(backend: Backend, node: str) -> bool:
 def load_stream_doc(backend: Backend, key: str) -> tuple[str, dict[str, Any] | None]:
     """Where stream ``key``'s group is, and its checked document: ``(node, doc)``.
 
-    Looks at :func:`~spikestore._format.names.stream_node`, then at a
-    :func:`~spikestore._format.names.legacy_stream_node` (HDF5 stores whose
-    layer names were hashed differently); gives ``(stream_node(key), None)``
+    Looks at :func:`~spikestore._format.names.stream_node`, then at
+    :func:`~spikestore._format.names.unbounded_stream_node` (an HDF5 store may
+    hold a layer name over 255 bytes unbounded); gives ``(stream_node(key), None)``
     for a stream listed but not committed yet. Raises as :func:`load_doc`.
     """
     node = stream_node(key)
     doc = load_doc(backend, node, "stream", key)
-    legacy = legacy_stream_node(key)
-    if doc is None and legacy is not None:
-        found = load_doc(backend, legacy, "stream", key)
+    unbounded = unbounded_stream_node(key)
+    if doc is None and unbounded is not None:
+        found = load_doc(backend, unbounded, "stream", key)
         if found is not None:
-            return legacy, found
+            return unbounded, found
     return node, doc
 
 

@@ -300,8 +300,8 @@ class StoreReader:
         spike chunks, ~10x cheaper for one record), and remembered. A chunk
         read before, or a request for more than a quarter of one, is decoded
         whole and cached as by :meth:`chunk`, so reading on in the same chunk
-        (a loop over records, a second look) costs one whole decode per chunk,
-        as it always did. Checksums and identities are checked either way.
+        (a loop over records, a second look) costs one whole decode per chunk.
+        Checksums and identities are checked either way.
         """
         self.check()
         key = (node, number)

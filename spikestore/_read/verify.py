@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from spikestore._failures import is_storage
-from spikestore._format import INDEX_ARRAYS, join_key, legacy_stream_node, rank_part, stream_node
+from spikestore._format import INDEX_ARRAYS, join_key, rank_part, stream_node, unbounded_stream_node
 from spikestore._read.documents import load_doc, load_stream_doc
 from spikestore._read.reader import index_identity, read_chunk, segment_identity
 from spikestore.backends import ArraySpec, StoreURL, backend_name_for, location, open_backend
@@ -159,7 +159,7 @@ def _check(be: Any, p: Path | StoreURL, problems: list[str],
     arrays: list[_Array] = []
     nodes: set[str] = set()
     for key in root["streams"]:
-        nodes.update(n for n in (stream_node(key), legacy_stream_node(key)) if n is not None)
+        nodes.update(n for n in (stream_node(key), unbounded_stream_node(key)) if n is not None)
         try:
             node, doc = load_stream_doc(be, key)
         except SpikestoreError as exc:

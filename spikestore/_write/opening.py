@@ -125,8 +125,8 @@ def resume(be: Backend, path: Path | StoreURL, metadata: dict[str, Any] | None
             continue
         if node != stream_node(key):
             raise FormatError(
-                f"{path}: stream {key!r} was written by an earlier spikestore under a group "
-                "name longer than 255 bytes; spikestore.open reads it, but appending to it is not "
+                f"{path}: stream {key!r} is stored under a group name longer than 255 bytes (not "
+                "bounded, docs/format.md §1.1); spikestore.open reads it, but appending to it is not "
                 "supported: record into a new store")
         streams[key] = doc
         last_step = max(last_step, read_index_tail(be, node, doc))

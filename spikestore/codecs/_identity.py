@@ -19,7 +19,7 @@ The frame is a zstd *skippable frame* (little endian)::
     16    BLAKE2b-128 of the array's canonical identity (:meth:`ChunkIdentity.of`)
 
 numcodecs' and HDF5's zstd and Blosc decoders skip it, so plain zarr and
-h5py + hdf5plugin read the chunks as before; the spike codec skips it too
+h5py + hdf5plugin decode the chunks as if it were not there; the spike codec skips it too
 (:func:`split_frame`). A document entry that says ``"identity": 1`` (a
 segment entry, or a stream's ``index`` object) requires the frame in every
 chunk of that array; entries written before it (no field) require its
