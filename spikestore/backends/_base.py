@@ -98,7 +98,11 @@ class Backend(Protocol):
         """Whether a store (any root document) exists at :attr:`path`."""
 
     def read_doc(self, node: str) -> Any | None:
-        """The spikestore document of a group, or ``None`` if there is none."""
+        """The spikestore document of a group, or ``None`` if there is none.
+
+        Metadata that cannot be parsed raises :class:`~spikestore.errors.FormatError`
+        saying what is wrong with it; the reader names the file and calls it damage.
+        """
 
     def write_doc(self, node: str, doc: Any) -> None:
         """Create the group if needed and atomically replace its document."""

@@ -28,7 +28,7 @@ from spikestore.backends._base import ArraySpec, NodeInfo
 from spikestore.backends._keys import Keys, LocalKeys
 from spikestore.backends._location import StoreURL
 from spikestore.codecs._chunk import codec_from_config
-from spikestore.errors import DamagedStoreError, InvalidArgumentError, ReadOnlyError
+from spikestore.errors import DamagedStoreError, FormatError, InvalidArgumentError, ReadOnlyError
 
 __all__ = ["ZarrBackend"]
 
@@ -185,11 +185,11 @@ class ZarrBackend:
             return None
         attrs = meta.get("attributes", {})
         if not isinstance(attrs, dict):
-            raise self.damage_error(node, "its attributes are not a JSON object")
+            raise FormatError("its attributes are not a JSON object")
         if ATTRS_KEY not in attrs:
             if not node:
                 return None  # a Zarr group, not a spikestore store
-            raise self.damage_error(node, "it holds no spikestore document")
+            raise FormatError("it holds no spikestore document")
         self._check_parents(node)
         return attrs[ATTRS_KEY]
 
@@ -201,9 +201,9 @@ class ZarrBackend:
         try:
             meta = json.loads(raw)
         except ValueError as exc:  # UnicodeDecodeError included
-            raise self.damage_error(node, f"it is not valid JSON ({exc})") from None
+            raise FormatError(f"it is not valid JSON ({exc})") from None
         if not isinstance(meta, dict):
-            raise self.damage_error(node, "it is not a JSON object")
+            raise FormatError("it is not a JSON object")
         return meta
 
     def damage_error(self, node: str, what: str) -> DamagedStoreError:
@@ -215,7 +215,8 @@ class ZarrBackend:
         parent = node.rsplit("/", 1)[0] if "/" in node else ""
         while parent and parent not in self._groups:
             if self.get(_key(parent, _META)) is None:
-                raise self.damage_error(parent, f"it is missing, but its group holds {node!r}")
+                raise FormatError(f"the metadata of the group above it, {self.keys.where(_key(parent, _META))}, "
+                                  f"is missing, but that group holds {node!r}")
             self._groups.add(parent)
             parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
 
@@ -270,7 +271,7 @@ class ZarrBackend:
         members = self.keys.children(node)
         try:
             meta = self._group_meta(node)
-        except DamagedStoreError:
+        except FormatError:
             return NodeInfo("group", True, False, members)
         if meta is None:
             return NodeInfo("group", False, False, members)
