@@ -6,8 +6,9 @@ backend meeting its storage) asks :func:`classify` what it means, and acts
 on the answer:
 
 - the storage failed or refused (:attr:`Failure.ACCESS`,
-  :attr:`Failure.UNREACHABLE`, :attr:`Failure.STORAGE`): the store behind it
-  may be intact, so this is never damage. Readers raise
+  :attr:`Failure.CREDENTIALS`, :attr:`Failure.UNREACHABLE`,
+  :attr:`Failure.STORAGE`; :func:`is_storage`): the store behind it may be
+  intact, so this is never damage. Readers raise
   :class:`~spikestore.errors.ReadOnlyError` or
   :class:`~spikestore.errors.StorageError`, with the ``errno`` kept; a writer
   stops as a whole (:func:`stops_writer`), since no other stream could be
@@ -15,6 +16,9 @@ on the answer:
 - the store is damaged (:attr:`Failure.DAMAGE`, :attr:`Failure.UNREADABLE` on
   the read side): :class:`~spikestore.errors.DamagedStoreError`, which
   ``spikestore verify`` lists;
+- something missing (:attr:`Failure.MISSING`): on the read side a store that
+  is gone (:class:`~spikestore.errors.StoreNotFoundError`) or a file of it
+  that is (damage); a writer stops;
 - a failure of what one stream's record went through (everything else on the
   write side): that stream stops, the others go on
   (:class:`~spikestore.errors.StreamFailedError`).
@@ -38,7 +42,7 @@ from spikestore.errors import (
     WriterError,
 )
 
-__all__ = ["FIXES", "Failure", "classify", "is_damage", "is_storage", "stops_writer", "storage_error"]
+__all__ = ["FIXES", "Failure", "classify", "is_storage", "stops_writer", "storage_error"]
 
 
 class Failure(enum.Enum):
@@ -175,11 +179,6 @@ def is_storage(exc: BaseException) -> bool:
     intact (``docs/object-storage.md`` §4).
     """
     return classify(exc).storage_failed
-
-
-def is_damage(exc: BaseException) -> bool:
-    """Whether ``exc``, raised while reading a store, means the store is damaged."""
-    return classify(exc) in (Failure.DAMAGE, Failure.UNREADABLE)
 
 
 def stops_writer(exc: BaseException) -> bool:
