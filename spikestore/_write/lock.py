@@ -25,7 +25,7 @@ import socket
 from pathlib import Path
 
 from spikestore._failures import FIXES, storage_error
-from spikestore.backends import Location
+from spikestore.backends import Location, StoreURL
 from spikestore.errors import SpikestoreError, StoreInUseError
 
 __all__ = ["LOCK_SUFFIX", "WriterLock", "cannot_write"]
@@ -166,7 +166,7 @@ class NoWriterLock:
     ``docs/object-storage.md`` §4).
     """
 
-    def __init__(self, store: object) -> None:
+    def __init__(self, store: StoreURL) -> None:
         self.store = store
 
     def acquire(self) -> None:
@@ -176,7 +176,7 @@ class NoWriterLock:
         """Nothing to release."""
 
 
-def writer_lock(store: object, lock: bool, *, remote: bool) -> WriterLock | NoWriterLock:
+def writer_lock(store: Location, lock: bool) -> WriterLock | NoWriterLock:
     """The writer lock of ``store``: :class:`WriterLock` for a local path, :class:`NoWriterLock` for a URL.
 
     Raises
@@ -187,12 +187,12 @@ def writer_lock(store: object, lock: bool, *, remote: bool) -> WriterLock | NoWr
     """
     from spikestore.errors import InvalidArgumentError
 
-    if not remote:
+    if not isinstance(store, StoreURL):
         if not lock:
             raise InvalidArgumentError(
                 f"lock=False applies to stores behind a URL only; {store} is local, where the writer lock "
                 "always works: drop lock=False")
-        return WriterLock(Path(store))  # type: ignore[arg-type]
+        return WriterLock(store)
     if lock:
         raise InvalidArgumentError(
             f"{store}: object storage has no writer lock, so spikestore cannot stop a second writer from "

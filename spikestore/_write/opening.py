@@ -55,7 +55,7 @@ def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backe
     (rank 0 of a process group of two or more) are listed in the root;
     ``part_of`` marks the store as that rank's part.
     """
-    held = writer_lock(path, lock, remote=isinstance(path, StoreURL))
+    held = writer_lock(path, lock)
     held.acquire()
     try:
         if mode == "w":
