@@ -4,6 +4,7 @@ Public names::
 
     spikestore.Store          write side (background writer thread)
     spikestore.open           read side (lazy, read-only)
+    spikestore.verify         the problems of a store, one per line (``spikestore verify``)
     spikestore.monitor        SpikingJelly-compatible monitors
     spikestore.tensor_cache   float_spike_to_bool / bool_spike_to_float
     spikestore.analysis       firing rates, counts, ISIs, gradient norms (chunked)
@@ -16,7 +17,8 @@ Importing spikestore does not import torch.
 The package follows the data flow; each layer imports only
 from the layers above it in this list (``tools/check_imports.py`` checks)::
 
-    errors, _files    the error tree; write-then-replace for every published file
+    errors, _failures the error tree; what each failure means for a store
+    _atomic_files     write-then-replace for every published file
     _format/          names and paths, JSON documents, record layouts, dtypes
     codecs/           bit packing and its kernels, the codec table, chunk and spike codecs
     backends/         Zarr and HDF5 storage behind one protocol
@@ -61,6 +63,7 @@ from spikestore.errors import (
 if TYPE_CHECKING:
     from spikestore import analysis, export, monitor, plot, tensor_cache
     from spikestore._read.run import Run, Stream, open
+    from spikestore._tools.verify import verify
     from spikestore._write.store import Store
 
 try:
@@ -101,12 +104,14 @@ __all__ = [
     "open",
     "plot",
     "tensor_cache",
+    "verify",
 ]
 
 # Heavy modules load on first use, so `import spikestore` stays fast.
 _LAZY = {
     "Store": ("_write.store", "Store"),
     "open": ("_read.run", "open"),
+    "verify": ("_tools.verify", "verify"),
     "Run": ("_read.run", "Run"),
     "Stream": ("_read.run", "Stream"),
     "monitor": ("monitor", None),

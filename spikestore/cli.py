@@ -192,7 +192,7 @@ def verify(path: Path | str, storage_option: tuple[str, ...], storage_options_js
     When the storage fails (a URL that cannot be reached, access denied), says so and exits 1 without
     calling anything damaged.
     """
-    from spikestore._read.verify import verify as run_verify
+    from spikestore._tools.verify import verify as run_verify
 
     where = _location(path, storage_option, storage_options_json)
     try:

@@ -134,7 +134,14 @@ class FormatError(SpikestoreError, ValueError):
 class DamagedStoreError(FormatError):
     """The store is damaged: a document that cannot be read, fails its schema or contradicts
     itself or the arrays, or data inside the committed range that is missing, fails its
-    checksum or is not the chunk the document names. ``spikestore verify`` lists every case."""
+    checksum or is not the chunk the document names. ``spikestore verify`` lists every case.
+
+    ``problem`` says what is damaged and where, without the advice to run
+    ``spikestore verify`` that the message ends with (empty when the message
+    is the problem alone).
+    """
+
+    problem: str = ""
 
 
 class ChecksumError(DamagedStoreError):

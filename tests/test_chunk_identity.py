@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import spikestore
-from spikestore._read.verify import verify
+from spikestore import verify
 from spikestore.errors import DamagedStoreError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stores"
@@ -150,10 +150,10 @@ def test_a_count_edited_upwards_is_damage(store_path, key):
         s = run[key]
         assert len(s) == 12
         s[0]  # an earlier chunk is intact
-        with pytest.raises(DamagedStoreError, match="held .* rows .* commits .* rows") as info:
+        with pytest.raises(DamagedStoreError, match=r"held .* rows .* commits .* rows") as info:
             s[11]  # the last chunk held one row less than the document now commits
         assert f"{key}/seg000000" in str(info.value)
-        with pytest.raises(DamagedStoreError, match="held .* rows"):
+        with pytest.raises(DamagedStoreError, match=r"held .* rows"):
             _ = s.steps  # so did the last index chunk
 
 

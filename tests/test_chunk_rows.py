@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 import spikestore
-from spikestore._read.storage import StoreReader
-from spikestore._read.verify import verify
+from spikestore import verify
+from spikestore._read.reader import StoreReader
 from spikestore.backends import open_backend
 from spikestore.codecs import _spike_rows
 from spikestore.codecs._chunk import codec_for

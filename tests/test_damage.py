@@ -22,7 +22,7 @@ from helpers import SMALL_STORE_STREAM as STREAM
 from helpers import SMALL_STORE_ZARR_JSON as ZARR_JSON
 
 import spikestore
-from spikestore._read.verify import verify
+from spikestore import verify
 from spikestore.errors import DamagedStoreError, FormatError
 
 
@@ -232,7 +232,7 @@ MEMORY_BOUND = textwrap.dedent("""
     import resource, sys
     resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
     import spikestore
-    from spikestore._read.verify import verify
+    from spikestore import verify
     from spikestore.errors import DamagedStoreError
     try:
         with spikestore.open(sys.argv[1]) as run:

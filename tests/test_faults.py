@@ -24,8 +24,7 @@ import pytest
 from helpers import check_fault_outcome, fault_record, run_fault_writer
 
 import spikestore
-from spikestore import ReadOnlyError, SpikestoreError, WriterError
-from spikestore._read.verify import verify
+from spikestore import ReadOnlyError, SpikestoreError, WriterError, verify
 from spikestore._write import lock as lock_module
 from spikestore.backends import _keys
 from spikestore.backends.hdf5 import _faults, _handles
@@ -169,7 +168,7 @@ def test_hdf5_lack_of_space_for_a_structure_window_changes_nothing(tmp_path, mon
 
     monkeypatch.setattr(_handles, "reserve", no_space)
     store.append("output/new", np.ones(8, np.float32))  # a new stream: a structure window
-    with pytest.raises(WriterError, match="No space left on device.*free disk space") as info:
+    with pytest.raises(WriterError, match=r"No space left on device.*free disk space") as info:
         store.flush()
     assert info.value.__cause__.errno == errno.ENOSPC
     with pytest.raises(WriterError):
@@ -222,7 +221,7 @@ def test_a_permission_lost_mid_run_stops_the_writer_and_keeps_every_flushed_reco
     try:
         report = run_fault_writer(path, 60, "chmod@12", prefix=prefix)
     finally:
-        for root, dirs, files in os.walk(tmp_path):
+        for root, _dirs, files in os.walk(tmp_path):
             os.chmod(root, 0o755)
             for f in files:
                 os.chmod(os.path.join(root, f), 0o644)
@@ -342,7 +341,7 @@ def test_a_final_status_that_cannot_be_written_is_reported_by_close(tmp_path, mo
         raise OSError(errno.ENOSPC, "No space left on device (injected)")
 
     monkeypatch.setattr(RootDocument, "finish", full)
-    with pytest.raises(WriterError, match="every record is committed.*No space left") as info:
+    with pytest.raises(WriterError, match=r"every record is committed.*No space left") as info:
         store.close()
     assert info.value.__cause__.errno == errno.ENOSPC
     assert store.closed

@@ -8,8 +8,16 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from spikestore import FormatError, InvalidArgumentError
-from spikestore._format import escape_layer, split_key, stream_node, unescape_layer
-from spikestore._format.names import MAX_NAME_BYTES, is_hashed_layer, legacy_stream_node
+from spikestore._format import (
+    escape_layer,
+    join_key,
+    segment_array_name,
+    segment_array_number,
+    split_key,
+    stream_node,
+    unescape_layer,
+)
+from spikestore._format.names import MAX_NAME_BYTES, is_hashed_layer, unbounded_stream_node
 
 
 @given(st.text())
@@ -26,6 +34,24 @@ def test_layer_escaping_round_trips_and_gives_safe_node_names(layer):
                                         ("__x", "%5F_x"), ("层", "%E5%B1%82")])
 def test_documented_escaping_examples(layer, name):
     assert escape_layer(layer) == name
+
+
+@given(st.integers(min_value=0, max_value=999_999))
+def test_segment_names_parse_back_to_their_number(number):
+    name = segment_array_name(number)
+    assert name == f"seg{number:06d}"  # docs/format.md: "seg" and six digits
+    assert segment_array_number(name) == number
+
+
+@pytest.mark.parametrize("name", ["seg", "seg12", "seg0000001", "Seg000001", "seg00000x", "step", " seg000001"])
+def test_names_that_are_no_segment_name_are_refused(name):
+    with pytest.raises(FormatError, match="not a segment array's name"):
+        segment_array_number(name)
+
+
+@pytest.mark.parametrize(("quantity", "layer"), [("output", "1"), ("v_seq", "a/b"), ("output", "")])
+def test_join_key_is_the_inverse_of_split_key(quantity, layer):
+    assert split_key(join_key(quantity, layer)) == (quantity, layer)
 
 
 def test_keys_split_at_the_first_slash_only():
@@ -90,7 +116,7 @@ def test_layer_names_are_bounded_safe_and_round_trip_unless_hashed(layer):
 def test_names_within_the_bound_are_escaped_exactly_as_before(layer):
     old = _old_rule(layer)
     assert (escape_layer(layer) == old) == (len(old) <= MAX_NAME_BYTES)
-    assert legacy_stream_node(f"output/{layer}") == (None if len(old) <= MAX_NAME_BYTES else f"output/{old}")
+    assert unbounded_stream_node(f"output/{layer}") == (None if len(old) <= MAX_NAME_BYTES else f"output/{old}")
 
 
 @given(_ANY_TEXT, _ANY_TEXT)

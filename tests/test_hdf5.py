@@ -443,15 +443,15 @@ def test_a_writer_killed_inside_a_structure_window_leaves_a_readable_file(tmp_pa
 def test_an_hdf5_stream_written_under_a_long_group_name_by_earlier_versions_still_reads(tmp_path):
     """Before names were bounded, HDF5 (which takes long names) stored a 100-character CJK layer under
     its 900-byte escaped name; moving the group there reproduces such a file."""
-    from spikestore._format.names import legacy_stream_node, stream_node
-    from spikestore._read.verify import verify
+    from spikestore import verify
+    from spikestore._format.names import stream_node, unbounded_stream_node
 
     key = "output/" + "層" * 100
     path = tmp_path / "old.h5"
     with spikestore.Store(path) as store:
         store.append(key, np.arange(6.0))
         store.append("output/short", np.ones(2))
-    old = legacy_stream_node(key)
+    old = unbounded_stream_node(key)
     assert old is not None and old != stream_node(key)
     with h5py.File(path, "r+") as f:
         f.move(stream_node(key), old)

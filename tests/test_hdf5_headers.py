@@ -20,7 +20,7 @@ import pytest
 from h5py import h5o
 
 import spikestore
-from spikestore._read.verify import verify
+from spikestore import verify
 from spikestore.backends.hdf5 import _headers
 
 

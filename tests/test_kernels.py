@@ -106,7 +106,7 @@ def test_gaps_of_tiled_rows_check_padding_up_to_the_last_partial_word(row_bits: 
     span = 8 * ((row_bits + 7) // 8)
     ones = int(real.sum())
     small, esc = np.empty(ones + 1, np.uint8), np.empty(ones + 1, np.int64)
-    k, e = K.gaps8(b, span, row_bits, small, esc)
+    k, _e = K.gaps8(b, span, row_bits, small, esc)
     gaps = np.diff(np.flatnonzero(real.reshape(-1)), prepend=-1) - 1
     assert k == ones
     np.testing.assert_array_equal(small[:k], np.minimum(gaps, 255))

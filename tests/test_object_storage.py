@@ -29,8 +29,8 @@ from spikestore import (
     StorageError,
     StoreExistsError,
     StoreNotFoundError,
+    verify,
 )
-from spikestore._read.verify import verify
 from spikestore.backends import StoreURL, location
 from spikestore.errors import SpikestoreError
 
@@ -62,6 +62,19 @@ def test_a_url_stays_a_url_and_carries_its_options(s3: S3Server) -> None:
     assert "anon" not in repr(u)  # options (credentials) never enter the text
     with pytest.raises(InvalidArgumentError, match="storage_options apply to stores behind a URL"):
         location("run.zarr", {"anon": True})
+
+
+def test_a_url_is_no_path_and_no_string() -> None:
+    u = location("s3://bucket/run.zarr/", {"anon": True})
+    assert not isinstance(u, str) and not hasattr(u, "is_dir")  # no folder to ask about
+    assert str(u) == f"{u}" == "s3://bucket/run.zarr"
+    part = u / "__rank1"
+    assert isinstance(part, StoreURL) and str(part) == "s3://bucket/run.zarr/__rank1"
+    assert part.storage_options == {"anon": True} and part.name == "__rank1"
+    assert location(u) is u and location(u, {"anon": False}).storage_options == {"anon": False}
+    assert u == StoreURL("s3://bucket/run.zarr", {"anon": True}) != StoreURL("s3://bucket/run.zarr")
+    assert len({u, StoreURL("s3://bucket/run.zarr", {"anon": True})}) == 1
+    assert location("file:///tmp/run.zarr") == Path("/tmp/run.zarr")
 
 
 def test_a_spikingjelly_run_recorded_to_s3_reads_back_as_the_local_one(s3: S3Server, url: StoreURL,
@@ -99,7 +112,7 @@ def test_a_spikingjelly_run_recorded_to_s3_reads_back_as_the_local_one(s3: S3Ser
 
     mine, theirs = views[str(tmp_path / "local.zarr")], views[str(url)]
     assert len(mine) == len(theirs) == 12
-    for a, b in zip(mine, theirs):
+    for a, b in zip(mine, theirs, strict=True):
         np.testing.assert_array_equal(a, b)
     local = spikestore.open(tmp_path / "local.zarr")
     remote = spikestore.open(str(url), storage_options=url.storage_options)
@@ -116,7 +129,7 @@ def test_a_spikingjelly_run_recorded_to_s3_reads_back_as_the_local_one(s3: S3Ser
     # pickled run (dask's process schedulers) reopens the same URL with its options
     again = pickle.loads(pickle.dumps(remote))
     np.testing.assert_array_equal(again[local.streams[0]][5], local[local.streams[0]][5])
-    keys = s3.keys(url.split("/")[2])
+    keys = s3.keys(str(url).split("/")[2])
     assert any(k.endswith("/zarr.json") for k in keys)
     assert not [k for k in keys if ".partial" in k or k.endswith(".lock")]  # no temporaries, no lock object
 
@@ -207,7 +220,7 @@ def test_a_reader_sees_only_committed_records_while_the_writer_runs(url: StoreUR
                 store.append("output/a", record(step))
                 if step % 5 == 4:
                     store.flush()
-        except BaseException as exc:  # reported by the test below
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread, which raises it
             failure.append(exc)
         finally:
             done.set()
@@ -337,7 +350,7 @@ def test_a_bucket_removed_under_an_open_run_is_not_found_not_damage(s3: S3Server
             store.set_step(step)
             store.append("output/a", record(step))
     s = spikestore.open(url)["output/a"]
-    bucket = url.split("/")[2]
+    bucket = str(url).split("/")[2]
     client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     for key in s3.keys(bucket):
@@ -388,7 +401,7 @@ def test_a_run_of_two_ranks_records_to_s3_and_reads_back_as_one(s3: S3Server, ur
     record_as_ranks(url, monkeypatch, write(range(3)), storage_options=opts, lock=False, chunk_bytes=512)
     record_as_ranks(url, monkeypatch, write(range(3, 5)), mode="a", storage_options=opts, lock=False,
                     chunk_bytes=512)
-    keys = s3.keys(url.split("/")[2])
+    keys = s3.keys(str(url).split("/")[2])
     assert "run.zarr/__rank1/zarr.json" in keys and not [k for k in keys if k.endswith(".lock")]
 
     run = spikestore.open(str(url), storage_options=opts)
@@ -396,7 +409,7 @@ def test_a_run_of_two_ranks_records_to_s3_and_reads_back_as_one(s3: S3Server, ur
     assert run.streams == ["output/a", "only/1"]
     s = run["output/a"]
     assert s.steps.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4] and s.ranks.tolist() == [0, 1] * 5
-    for i, (step, r) in enumerate(zip(s.steps, s.ranks)):
+    for i, (step, r) in enumerate(zip(s.steps, s.ranks, strict=True)):
         np.testing.assert_array_equal(s[i], _rank_record(int(step), int(r)))
     for r in (0, 1):
         part = run.rank(r)
@@ -416,7 +429,7 @@ def test_a_run_of_two_ranks_records_to_s3_and_reads_back_as_one(s3: S3Server, ur
     # damage in rank 1's part is found there, and only there
     import boto3
 
-    bucket, prefix = url.split("/", 3)[2:]
+    bucket, prefix = str(url).split("/", 3)[2:]
     client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
     chunk = next(k for k in keys if k.startswith(f"{prefix}/__rank1/output/a/seg") and "/c." in k)

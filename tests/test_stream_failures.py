@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 import spikestore
-from spikestore import StreamFailedError, WriterError
-from spikestore._read.verify import verify
+from spikestore import StreamFailedError, WriterError, verify
 from spikestore._write import writer as writer_module
 from spikestore._write.assembly import StreamWriter
 

@@ -167,7 +167,7 @@ def test_a_run_of_two_ranks_keeps_the_neuron_labels_and_attributes(tmp_path, mon
 def test_importing_the_engine_imports_neither_torch_nor_the_storage_libraries():
     code = ("import sys; import xarray; import spikestore._integrations.xarray_engine; "
             "print(sorted(m for m in ('torch', 'zarr', 'h5py', 'spikestore._read.run', "
-            "'spikestore._read.stream', 'spikestore._read.segment', 'spikestore._read.storage') "
+            "'spikestore._read.stream', 'spikestore._read.segment', 'spikestore._read.reader') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "spikestore"
 
 LAYERS: dict[str, int] = {
-    "spikestore.errors": 0, "spikestore._files": 0,
+    "spikestore.errors": 0, "spikestore._failures": 0, "spikestore._atomic_files": 0,
     "spikestore._format": 1,
     "spikestore.codecs": 2,
     "spikestore.backends": 3,

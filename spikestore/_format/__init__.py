@@ -1,4 +1,4 @@
-"""The on-disk format, version 1: names and paths, JSON documents, record layouts.
+"""The on-disk format (the version written: :data:`FORMAT_VERSION`): names, JSON documents, record layouts.
 
 Everything that decides what a store looks like on disk, and nothing that
 reads or writes one. ``docs/format.md`` is the prose version.
@@ -12,13 +12,9 @@ from spikestore._format.documents import (
     FORMAT_VERSION,
     INDEX_ARRAYS,
     RANKED_FORMAT_VERSION,
-    check_no_root,
     damaged,
-    doc_location,
-    has_root,
+    document_problems,
     library_versions,
-    load_doc,
-    load_stream_doc,
     new_root_doc,
     new_stream_doc,
     now_iso,
@@ -28,11 +24,12 @@ from spikestore._format.names import (
     check_quantity,
     escape_layer,
     join_key,
-    legacy_stream_node,
     rank_part,
     segment_array_name,
+    segment_array_number,
     split_key,
     stream_node,
+    unbounded_stream_node,
     unescape_layer,
 )
 
@@ -42,24 +39,21 @@ __all__ = [
     "FORMAT_VERSION",
     "INDEX_ARRAYS",
     "RANKED_FORMAT_VERSION",
-    "check_no_root",
     "check_quantity",
     "damaged",
-    "doc_location",
+    "document_problems",
     "escape_layer",
-    "has_root",
     "join_key",
-    "legacy_stream_node",
     "library_versions",
-    "load_doc",
-    "load_stream_doc",
     "new_root_doc",
     "new_stream_doc",
     "now_iso",
     "rank_part",
     "segment_array_name",
+    "segment_array_number",
     "split_key",
     "stream_node",
+    "unbounded_stream_node",
     "unescape_layer",
     "validate_doc",
 ]

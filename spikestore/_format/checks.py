@@ -22,8 +22,9 @@ from spikestore.errors import InvalidArgumentError
 __all__ = ["MAX_CHUNK_BYTES", "MAX_RECORD_DIMS", "root_problems", "stream_problems"]
 
 #: Most bytes one decoded chunk may take (``chunk_records`` times the bytes of one stored
-#: record). Blosc's own buffers stop at 2**31 bytes; the writer's chunks stay far below
-#: (at most 4 MiB, or one record, with the default ``chunk_bytes``).
+#: record): the format's limit, which readers enforce. Blosc's own buffers stop at 2**31
+#: bytes. How big the writer makes its chunks below this is the writer's choice
+#: (``Store(chunk_bytes=...)``), not the format's.
 MAX_CHUNK_BYTES = 1 << 31
 #: Most dimensions a record may have: its array adds the record axis, and HDF5 and numpy's
 #: bit unpacking stop at 32 dimensions (the writer refuses more at ``append``).

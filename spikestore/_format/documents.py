@@ -1,8 +1,12 @@
-"""The JSON documents of the on-disk format (version 1): what they hold, and their validation.
+"""The JSON documents of the on-disk format: what they hold, and their validation.
 
 Root and stream documents live in the group attributes under
 :data:`ATTRS_KEY`; they are created here and validated against the JSON
 Schemas shipped in ``schemas/``. ``docs/format.md`` §2-§3 is the prose version.
+Nothing here reads or writes a store: the read side loads documents
+(:mod:`spikestore._read.documents`) and checks them with
+:func:`document_problems`; the writer validates what it writes with
+:func:`validate_doc`.
 """
 
 from __future__ import annotations
@@ -16,16 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from spikestore._format.checks import root_problems, stream_problems
-from spikestore._format.names import legacy_stream_node, split_key, stream_node
-from spikestore.errors import (
-    DamagedStoreError,
-    FormatError,
-    InvalidArgumentError,
-    ReadOnlyError,
-    SpikestoreError,
-    StorageError,
-    StoreNotFoundError,
-)
+from spikestore._format.names import split_key
+from spikestore.errors import DamagedStoreError, FormatError, InvalidArgumentError
 
 __all__ = [
     "ATTRS_KEY",
@@ -33,17 +29,12 @@ __all__ = [
     "FORMAT_VERSION",
     "INDEX_ARRAYS",
     "RANKED_FORMAT_VERSION",
-    "check_no_root",
     "damaged",
-    "doc_location",
-    "has_root",
+    "document_problems",
     "library_versions",
-    "load_doc",
-    "load_stream_doc",
     "new_root_doc",
     "new_stream_doc",
     "now_iso",
-    "storage_failed",
     "validate_doc",
 ]
 
@@ -64,9 +55,6 @@ INDEX_ARRAYS: dict[str, str] = {"step": "int64", "call": "int32", "time": "float
 #: What every damage message ends with.
 DAMAGE_ADVICE = ("The store is damaged: run `spikestore verify {store}` to list every problem, "
                  "and restore the store from a copy if it has one")
-#: What h5py and the JSON parser raise for metadata they cannot read (UnicodeDecodeError
-#: and json's JSONDecodeError are ValueErrors; h5py maps HDF5's errors to the others).
-_READ_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 
 
 def now_iso() -> str:
@@ -158,9 +146,11 @@ def _schema(name: str) -> dict[str, Any]:
     # keeps them in the top-level schemas/ folder.
     packaged = resources.files("spikestore").joinpath("schemas", f"{name}.schema.json")
     if packaged.is_file():
-        return json.loads(packaged.read_text(encoding="utf-8"))
-    source = Path(__file__).resolve().parents[2] / "schemas" / f"{name}.schema.json"
-    return json.loads(source.read_text(encoding="utf-8"))
+        text = packaged.read_text(encoding="utf-8")
+    else:
+        text = (Path(__file__).resolve().parents[2] / "schemas" / f"{name}.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def _schema_problem(doc: Any, kind: str, where: str) -> str | None:
@@ -182,8 +172,8 @@ def _schema_problem(doc: Any, kind: str, where: str) -> str | None:
 def validate_doc(doc: Any, kind: str, where: str) -> dict[str, Any]:
     """Check a root or stream document against its JSON Schema (what a writer is about to write).
 
-    Documents read from a store go through :func:`load_doc`, which also
-    checks their consistency and calls every failure damage.
+    Documents read from a store are checked by :func:`document_problems`,
+    which also checks their consistency, and whose every finding is damage.
 
     Parameters
     ----------
@@ -202,160 +192,47 @@ def validate_doc(doc: Any, kind: str, where: str) -> dict[str, Any]:
     problem = _schema_problem(doc, kind, where)
     if problem is not None:
         raise FormatError(f"{where}: {problem}")
-    return doc
+    checked: dict[str, Any] = doc  # (a schema that passed says: an object)
+    return checked
 
 
-def doc_location(store: Path, node: str) -> str:
-    """Where the document of group ``node`` lives, for messages: a ``zarr.json`` or an HDF5 attribute."""
-    if store.is_dir():  # a Zarr store is a folder, an HDF5 store a file (format.md §1, §10)
-        return str(store / node / "zarr.json") if node else str(store / "zarr.json")
-    return f"{store}, group /{node}, attribute {ATTRS_KEY!r}"
+def damaged(store: object, where: str, what: str) -> DamagedStoreError:
+    """The error for damaged metadata: which file, what is wrong in it, what to do.
+
+    ``problem`` of the error holds ``where`` and ``what`` alone, without the
+    advice to run ``spikestore verify`` (what ``verify`` itself reports).
+    """
+    problem = f"{where}: {what}"
+    err = DamagedStoreError(f"{problem}. {DAMAGE_ADVICE.format(store=store)}")
+    err.problem = problem
+    return err
 
 
-def damaged(store: Path, where: str, what: str) -> DamagedStoreError:
-    """The error for damaged metadata: which file, what is wrong in it, what to do."""
-    return DamagedStoreError(f"{where}: {what}. {DAMAGE_ADVICE.format(store=store)}")
-
-
-def load_doc(backend: Any, node: str, kind: str, key: str | None = None) -> dict[str, Any] | None:
-    """The document of group ``node`` of an opened store, read and checked.
-
-    The one way spikestore reads a document (the reader, ``verify`` and
-    ``Store(mode="a")``): schema, consistency (:mod:`spikestore._format.checks`)
-    and the rules of ``docs/format.md`` §3 for a group without a document.
+def document_problems(doc: Any, kind: str, where: str, key: str | None = None) -> list[str]:
+    """What is wrong with a document read from a store: its schema, then its consistency.
 
     Parameters
     ----------
-    backend
-        The store's :class:`~spikestore.backends.Backend` (``read_doc`` and ``inspect`` are used).
-    node
-        The group (``""``: the root).
+    doc
+        The parsed JSON document.
     kind
         ``"root"`` or ``"stream"``.
+    where
+        Names the document in the error message.
     key
         For a stream, the key the root lists it under (the document must name it).
 
     Returns
     -------
-    dict or None
-        The document; ``None`` when the group holds none and nothing shows it ever did:
-        the root of something that is not a spikestore store, or a stream listed but
-        not committed yet (its group absent, or empty).
+    list of str
+        One phrase per problem; empty when the document is sound.
 
     Raises
     ------
-    DamagedStoreError
-        For a document that cannot be read or parsed, breaks its schema or contradicts
-        itself, and for a group that lost its document. The message names the file.
     FormatError
-        For a root document of a newer format version.
+        For a root document of a newer format version than this spikestore reads.
     """
-    where = doc_location(backend.path, node)
-    try:
-        doc = backend.read_doc(node)
-        if doc is None:
-            _check_absent(backend, node, kind, where)
-            return None
-    except DamagedStoreError:
-        raise
-    except SpikestoreError as exc:
-        if type(exc) is not FormatError:  # a closed store, say: not about the file
-            raise
-        raise damaged(backend.path, where, str(exc)) from None
-    except _READ_ERRORS as exc:
-        raise damaged(backend.path, where, f"it cannot be read ({type(exc).__name__}: {exc})") from None
     problem = _schema_problem(doc, kind, where)
     if problem is not None:
-        raise damaged(backend.path, where, problem)
-    problems = root_problems(doc) if kind == "root" else stream_problems(doc, key)
-    if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise damaged(backend.path, where, "; ".join(problems[:3]) + more)
-    return doc
-
-
-def _check_absent(backend: Any, node: str, kind: str, where: str) -> None:
-    """Raise when group ``node`` has no document but shows that it had one (format.md §2, §3)."""
-    if kind == "root":
-        check_no_root(backend)
-        return
-    info = backend.inspect(node)
-    if info is None:
-        return
-    if info.doc:
-        raise damaged(backend.path, where, "the document is there but cannot be read")
-    if info.members:
-        raise damaged(backend.path, where, f"it is missing, but the group holds {', '.join(info.members)}: "
-                      "the stream was committed (its document is written before any of its arrays)")
-
-
-def has_root(backend: Any) -> bool:
-    """Whether the store has a root document (``backend.exists()``); damage when its root cannot be read.
-
-    Storage that fails (:func:`storage_failed`) is raised as it is: it says nothing about the store.
-    """
-    try:
-        return bool(backend.exists())
-    except (SpikestoreError, *_READ_ERRORS) as exc:
-        if storage_failed(exc) or isinstance(exc, StoreNotFoundError):  # (a bucket that is not there)
-            raise
-        raise damaged(backend.path, doc_location(backend.path, ""),
-                      f"the root group cannot be read ({type(exc).__name__}: {exc})") from None
-
-
-def storage_failed(exc: BaseException) -> bool:
-    """Whether ``exc`` says the storage failed (unreachable, access denied) rather than anything about the store.
-
-    Such an error is never turned into damage: the store behind it may be
-    intact (``docs/object-storage.md`` §4).
-    """
-    return isinstance(exc, (StorageError, ReadOnlyError))
-
-
-def check_no_root(backend: Any) -> None:
-    """For a store without a root document: raise when it lost one, return when it never had one.
-
-    A root whose metadata is missing altogether (no ``zarr.json``) while it holds
-    Zarr groups lost it; a root with metadata but no document, or a file that
-    cannot be read at all, is not a spikestore store (``StoreNotFoundError``).
-
-    Raises
-    ------
-    DamagedStoreError
-        Naming the missing file.
-    """
-    where = doc_location(backend.path, "")
-    try:
-        info = backend.inspect("")
-        if info is not None and info.doc:
-            raise damaged(backend.path, where, "the root document is there but cannot be read")
-        groups = [] if info is None or info.meta else [
-            m for m in info.members if getattr(backend.inspect(m), "meta", False)]
-    except DamagedStoreError:
-        raise
-    except SpikestoreError as exc:
-        if storage_failed(exc):  # the storage did not answer: no answer about the store either
-            raise
-        return  # nothing readable there: not a store
-    except _READ_ERRORS:
-        return
-    if groups:
-        raise damaged(backend.path, where, f"it is missing, but the store holds groups {', '.join(groups)}")
-
-
-def load_stream_doc(backend: Any, key: str) -> tuple[str, dict[str, Any] | None]:
-    """Where stream ``key``'s group is, and its checked document: ``(node, doc)``.
-
-    Looks at :func:`~spikestore._format.names.stream_node`, then at a
-    :func:`~spikestore._format.names.legacy_stream_node` (HDF5 stores of
-    earlier versions); gives ``(stream_node(key), None)`` for a stream
-    listed but not committed yet. Raises as :func:`load_doc`.
-    """
-    node = stream_node(key)
-    doc = load_doc(backend, node, "stream", key)
-    legacy = legacy_stream_node(key)
-    if doc is None and legacy is not None:
-        old = load_doc(backend, legacy, "stream", key)
-        if old is not None:
-            return legacy, old
-    return node, doc
+        return [problem]
+    return root_problems(doc) if kind == "root" else stream_problems(doc, key)

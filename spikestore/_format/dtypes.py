@@ -11,7 +11,7 @@ here, so no other module tests for the name.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from spikestore.errors import MissingDependencyError
 
 __all__ = [
     "BFLOAT16",
+    "BIT_ORDER",
     "bfloat16_binary_mask",
     "bfloat16_bits_to_float",
     "export_dtype",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 BFLOAT16 = "bfloat16"
+#: Bit order of a ``"bits"`` segment (docs/format.md §5): eight values of the last axis per byte, the
+#: first in the least significant bit, as ``np.packbits(mask, axis=-1, bitorder=BIT_ORDER)`` packs them.
+BIT_ORDER: Final = "little"
 #: Bit pattern of bfloat16 1.0 (the top half of float32 1.0, 0x3F800000).
 _BF16_ONE = np.uint16(0x3F80)
 
@@ -40,7 +44,8 @@ def numpy_dtype(name: str) -> np.dtype:
     if name == BFLOAT16:
         import ml_dtypes
 
-        return np.dtype(ml_dtypes.bfloat16)
+        bf16: np.dtype = np.dtype(ml_dtypes.bfloat16)
+        return bf16
     return np.dtype(name)
 
 
@@ -64,10 +69,12 @@ def from_tensor(t: Any) -> np.ndarray:
     import torch
 
     if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(np.uint16)
+        bits: np.ndarray = t.view(torch.int16).numpy().view(np.uint16)
+        return bits
     if t.is_complex() and t.is_conj():
         t = t.resolve_conj()
-    return t.numpy()
+    values: np.ndarray = t.numpy()
+    return values
 
 
 def to_tensor(values: np.ndarray, name: str) -> Any:
@@ -95,7 +102,8 @@ def bfloat16_binary_mask(values: np.ndarray) -> np.ndarray | None:
     ones = values == _BF16_ONE
     if np.count_nonzero(values) != np.count_nonzero(ones):
         return None
-    return ones
+    mask: np.ndarray = ones
+    return mask
 
 
 def float32_to_bfloat16_bits(values: np.ndarray) -> np.ndarray:

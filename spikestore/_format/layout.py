@@ -86,7 +86,8 @@ class RecordLayout:
             mode = None
         # The selection is informative (format.md §3): a field of the wrong kind means "unknown".
         every = doc.get("every")
-        return cls(mode, every if _is_int(every) and every >= 1 else 1, _int_or_none(doc.get("start")),
+        every = every if isinstance(every, int) and not isinstance(every, bool) and every >= 1 else 1
+        return cls(mode, every, _int_or_none(doc.get("start")),
                    _int_or_none(doc.get("stop")), _index_doc(doc.get("batch")),
                    _index_doc(doc.get("neurons")))
 

@@ -1,4 +1,4 @@
-"""Names of the on-disk format (version 1): stream keys, group paths, segment names.
+"""Names of the on-disk format: stream keys, group paths, segment names.
 
 The single place that knows how a stream key such as ``"output/features.0"``
 maps to a group path. ``docs/format.md`` §1 is the prose version of the same
@@ -19,14 +19,17 @@ __all__ = [
     "escape_layer",
     "is_hashed_layer",
     "join_key",
-    "legacy_stream_node",
     "rank_part",
     "segment_array_name",
+    "segment_array_number",
     "split_key",
     "stream_node",
+    "unbounded_stream_node",
     "unescape_layer",
 ]
 
+_SEGMENT_PREFIX = "seg"
+_SEGMENT_RE = re.compile(rf"^{_SEGMENT_PREFIX}(\d{{6}})$")
 _QUANTITY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 # Characters left as they are in a layer's group name; everything else,
 # including "%", "/", spaces and non-ASCII, becomes %XX of its UTF-8 bytes.
@@ -68,7 +71,7 @@ def escape_layer(layer: str) -> str:
        and the 64 hex digits of the SHA-256 of the name's bytes from step 2.
 
     Names of at most 255 bytes after step 3 are reversible
-    (:func:`unescape_layer`) and are exactly what earlier versions wrote.
+    (:func:`unescape_layer`).
     ``%~`` appears in no name from steps 1-3 (there every ``%`` is followed
     by two uppercase hex digits), so a bounded name collides with none of
     them, and two bounded names collide only if SHA-256 does.
@@ -145,12 +148,13 @@ def stream_node(key: str) -> str:
     return f"{quantity}/{escape_layer(layer)}"
 
 
-def legacy_stream_node(key: str) -> str | None:
-    """The group path versions before the 255-byte bound wrote for ``key``, if it differs.
+def unbounded_stream_node(key: str) -> str | None:
+    """The group path of ``key`` without the 255-byte bound (steps 1-3 of :func:`escape_layer`), if it differs.
 
-    Only HDF5 could hold such paths (file systems refuse names over 255
-    bytes): a reader that finds no stream document at :func:`stream_node`
-    may look here. ``None`` when the path is the same, or could not be written.
+    Only an HDF5 file can hold such a path (file systems refuse names over
+    255 bytes; docs/format.md §1.1): a reader that finds no stream document at
+    :func:`stream_node` looks here. ``None`` when the path is the same, or
+    cannot be written.
     """
     quantity, layer = split_key(key)
     try:
@@ -162,8 +166,22 @@ def legacy_stream_node(key: str) -> str | None:
 
 
 def segment_array_name(number: int) -> str:
-    """Name of the ``number``-th segment array inside a stream group."""
-    return f"seg{number:06d}"
+    """Name of the ``number``-th segment array inside a stream group (:func:`segment_array_number` reads it)."""
+    return f"{_SEGMENT_PREFIX}{number:06d}"
+
+
+def segment_array_number(name: str) -> int:
+    """The number of the segment array called ``name`` (the inverse of :func:`segment_array_name`).
+
+    Raises
+    ------
+    FormatError
+        For a name :func:`segment_array_name` does not give.
+    """
+    found = _SEGMENT_RE.match(name)
+    if found is None:
+        raise FormatError(f"{name!r} is not a segment array's name (seg000000, seg000001, ...)")
+    return int(found.group(1))
 
 
 def rank_part(rank: int) -> str:

@@ -24,7 +24,7 @@ from spikestore._format import INDEX_ARRAYS, new_stream_doc
 from spikestore._read.segment import Segment, SegmentOwner
 
 if TYPE_CHECKING:
-    from spikestore._read.storage import StoreReader
+    from spikestore._read.reader import StoreReader
 
 __all__ = ["Parts", "StreamPart", "groups", "record_order"]
 
@@ -55,7 +55,7 @@ class StreamPart:
     rank
         The rank whose part this is.
     reader
-        The part's :class:`~spikestore._read.storage.StoreReader`.
+        The part's :class:`~spikestore._read.reader.StoreReader`.
     """
 
     def __init__(self, owner: SegmentOwner, rank: int, reader: StoreReader) -> None:

@@ -8,7 +8,7 @@ that a live writer is still appending to (``Run.refresh()`` shows more).
 A run is a set of parts (``docs/format.md`` §1.2): a one-process store is a
 run of one part; a run recorded by several ranks has one part per rank, rank
 ``r``'s at :func:`part_location`. Each part is read through its own
-:class:`~spikestore._read.storage.StoreReader`, behind the
+:class:`~spikestore._read.reader.StoreReader`, behind the
 :class:`~spikestore.backends.Backend` protocol, so Zarr and HDF5 stores read
 the same; ``run[key]`` is one :class:`~spikestore._read.stream.Stream` over
 every part that has the key.
@@ -28,26 +28,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from spikestore._format import check_no_root, has_root, rank_part, split_key
-from spikestore._read.storage import StoreReader
+from spikestore._format import split_key
+from spikestore._read.documents import check_no_root, has_root
+from spikestore._read.reader import StoreReader
 from spikestore._read.stream import Stream
-from spikestore.backends import Backend, StoreURL, backend_name_for, location, open_backend
+from spikestore.backends import Backend, StoreURL, backend_name_for, location, open_backend, part_location
 from spikestore.errors import InvalidArgumentError, StoreNotFoundError, StreamNotFoundError
 
-__all__ = ["WORKER_RUNS", "Run", "Stream", "open", "open_runs", "part_location", "worker_run"]
+__all__ = ["WORKER_RUNS", "Run", "Stream", "open", "open_runs", "worker_run"]
 
 #: Runs a worker process keeps open for later tasks (least recently used first out).
 WORKER_RUNS = 8
 _runs: OrderedDict[bytes, Run] = OrderedDict()
 _runs_lock = threading.Lock()  # a worker runs several tasks at once, in threads
-
-
-def part_location(path: Path | StoreURL, rank: int) -> Path | StoreURL:
-    """Where rank ``rank``'s part of the run at ``path`` is: the root itself for rank 0, else its
-    ``__rank<r>`` folder (a key prefix, for a run on object storage)."""
-    if rank == 0:
-        return path
-    return path / rank_part(rank)
 
 
 class Run:
@@ -223,7 +216,7 @@ class Run:
         return f"<spikestore.Run {str(self.path)!r}: {len(self)} streams, writer {self.writer['status']}>"
 
 
-def open(path: str | os.PathLike[str], *, backend: str | None = None,
+def open(path: str | os.PathLike[str] | StoreURL, *, backend: str | None = None,
          storage_options: dict[str, Any] | None = None) -> Run:
     """Open a store read-only and lazily.
 

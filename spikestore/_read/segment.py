@@ -27,7 +27,7 @@ from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from spikestore._format.layout import RecordLayout
-    from spikestore._read.storage import StoreReader
+    from spikestore._read.reader import StoreReader
 
 __all__ = ["Block", "Segment", "SegmentOwner", "chunk_bounds", "iter_blocks"]
 
@@ -146,7 +146,7 @@ class Segment:
     doc
         The segment's entry in the stream document.
     reader
-        The part's :class:`~spikestore._read.storage.StoreReader`, which reads
+        The part's :class:`~spikestore._read.reader.StoreReader`, which reads
         and caches its chunks.
     node
         The stream's node in the part (the segment's array is under it).

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
     import xarray as xr
 
-    from spikestore._read.storage import StoreReader
+    from spikestore._read.reader import StoreReader
     from spikestore.backends import StoreURL
 
 __all__ = ["Chunk", "Stream", "StreamOwner"]

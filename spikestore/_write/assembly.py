@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from spikestore._format import INDEX_ARRAYS, new_stream_doc, segment_array_name, stream_node
+from spikestore._format import INDEX_ARRAYS, new_stream_doc, segment_array_name, segment_array_number, stream_node
 from spikestore._format.checks import MAX_CHUNK_BYTES
 from spikestore._write.capture import Prepared
 from spikestore.backends import ArraySpec, Backend
@@ -288,7 +288,7 @@ class StreamWriter:
         # Numbers follow the last segment's; one whose name a crash left
         # unusable is skipped (readers go by each segment's "array" name).
         last = self.closed_segments[-1]["array"] if self.closed_segments else None
-        first = int(last[3:]) + 1 if last else 0
+        first = segment_array_number(last) + 1 if last else 0
         number = first
         while True:
             seg = _Segment(self.backend, self.key, self.node, number, self.count, p, self.chunk_bytes, self.level)
@@ -320,7 +320,7 @@ class StreamWriter:
         # Index chunks must cover every visible record before the count moves.
         if self.index.written < visible:
             self.index.write_partial(self.backend)
-        sync = getattr(self.backend, "durable", False)
+        sync = self.backend.durable
         if sync:
             self.backend.sync()
         self._size_closed()

@@ -5,15 +5,15 @@ changed in place only itself (:class:`ModifiedRecords`); records refused by
 a full queue with ``on_full="drop"`` are counted too (:class:`QueueDrops`).
 
 A record that cannot be stored (a name the file system refuses, a value the
-writer cannot encode, a bug in one stream's path) used to stop the writer
-thread, and with it every stream. Now the writer contains such a failure to
-its stream: that stream keeps what it had committed and stops, the others go
-on, and the error reaches the training thread at its next call into the store
+writer cannot encode, a bug in one stream's path) fails its stream only:
+that stream keeps what it had committed and stops, the others go on, and the
+error reaches the training thread at its next call into the store
 (:class:`~spikestore.errors.StreamFailedError`, naming stream, step and
 cause). Later records of a failed stream are refused on the training thread
 with the same error, so nothing is dropped silently. Failures of the store
 itself (a full disk, lost permissions, a read-only file system, no memory)
-still stop the writer: no other stream could be written either.
+stop the writer: no other stream could be written either. Which is which is
+decided by :func:`spikestore._failures.stops_writer`.
 
 A record that changed in place before the writer stored it (a tensor handed
 over with ``copy=False`` whose version counter moved, or a chunk the spike
@@ -25,36 +25,18 @@ training thread hears of it at its next call through an
 
 from __future__ import annotations
 
-import errno
 import sys
 import threading
 import warnings
 from collections import deque
+from types import FrameType
 
 from spikestore.errors import InPlaceModificationWarning, StreamFailedError
 
-__all__ = ["ModifiedRecords", "QueueDrops", "StreamFailures", "is_store_wide"]
+__all__ = ["ModifiedRecords", "QueueDrops", "StreamFailures"]
 
 #: Records named one by one in a warning; the rest are counted.
 _NAMED = 5
-
-#: OS errors that concern the whole store, not one stream.
-_STORE_WIDE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM,
-                                errno.ENOENT, errno.ESTALE, errno.EMFILE, errno.ENFILE, errno.EFBIG})
-
-
-def is_store_wide(exc: BaseException) -> bool:
-    """Whether ``exc`` stops the whole writer rather than one stream.
-
-    Anything that is not an :class:`Exception` (``KeyboardInterrupt``...),
-    memory exhaustion, and the I/O errors of the store's file system (full,
-    read-only, permission lost, removed) are store-wide; other errors raised
-    while one stream's record is prepared or stored concern that stream.
-    """
-    if not isinstance(exc, Exception) or isinstance(exc, MemoryError):
-        return True
-    return isinstance(exc, OSError) and exc.errno in _STORE_WIDE_ERRNOS
-
 
 class StreamFailures:
     """The streams whose records can no longer be stored, and the failures not yet reported.
@@ -188,7 +170,8 @@ class QueueDrops:
 
 def _warn(w: Warning) -> None:
     """Issue ``w`` at the first caller outside spikestore (a training loop, torch's hook call)."""
-    frame, level = sys._getframe(1), 2
+    frame: FrameType | None = sys._getframe(1)
+    level = 2
     while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "spikestore":
         frame, level = frame.f_back, level + 1
     warnings.warn(w, stacklevel=level)

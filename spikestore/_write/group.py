@@ -23,8 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from spikestore._format import rank_part
-from spikestore.backends import StoreURL
+from spikestore.backends import StoreURL, part_location
 from spikestore.errors import InvalidArgumentError, WriterError
 
 __all__ = ["group_rank", "open_part"]
@@ -107,5 +106,5 @@ def open_part(path: Path | StoreURL, backend_name: str, ranked: bool,
             f"{path}: rank 0 could not open the run's root ({failure}); rank {rank} opened nothing. "
             "Fix what rank 0 reports (its own traceback says more) and start the job again")
     # (a URL's part is the key prefix URL/__rank<r>, with the URL's storage_options)
-    part = path / rank_part(rank)
+    part = part_location(path, rank)
     return part, opener(part, part_of=rank)

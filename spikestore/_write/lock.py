@@ -24,7 +24,9 @@ import os
 import socket
 from pathlib import Path
 
-from spikestore.errors import ReadOnlyError, SpikestoreError, StoreInUseError, StoreNotFoundError, WriterError
+from spikestore._failures import FIXES, storage_error
+from spikestore.backends import Location, StoreURL
+from spikestore.errors import SpikestoreError, StoreInUseError
 
 __all__ = ["LOCK_SUFFIX", "WriterLock", "cannot_write"]
 
@@ -117,32 +119,19 @@ class WriterLock:
             os.close(fd)
 
 
-_FIXES = {
-    errno.EROFS: "the file system is read-only: record to a writable folder",
-    errno.EACCES: "no permission to write there: record to a folder you may write",
-    errno.EPERM: "no permission to write there: record to a folder you may write",
-    errno.ENOSPC: "the disk is full: free space, or record to another file system",
-    errno.EDQUOT: "the disk quota is used up: free space, or record elsewhere",
-}
-
-
-def cannot_write(exc: OSError, store: Path, doing: str) -> SpikestoreError:
+def cannot_write(exc: OSError, store: Location, doing: str) -> SpikestoreError:
     """Why a writer cannot open ``store``, as a :class:`~spikestore.errors.SpikestoreError`.
 
     The lock file is the first thing a writer creates, beside the store, so
     this is where a read-only file system or a missing permission usually
     shows; ``Store`` uses it too for what fails while it creates or resumes
-    the store's own files. ``doing`` says what was being written.
+    the store's own files. ``doing`` says what was being written. The class
+    and the fix follow :func:`spikestore._failures.storage_error`.
     """
     reason = exc.strerror or str(exc)
-    msg = (f"cannot write the store {store}: {reason} ({doing}); "
-           f"{_FIXES.get(exc.errno or 0, 'check the folder can be written')}")
     where = exc.filename if exc.filename is not None else str(store)
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return ReadOnlyError(exc.errno, msg, where)
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-        return StoreNotFoundError(exc.errno, msg, where)
-    return WriterError(msg)
+    return storage_error(exc, f"cannot write the store {store}: {reason} ({doing})", writing=True, where=where,
+                         fix=FIXES.get(exc.errno or 0, "check the folder can be written"))
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -177,7 +166,7 @@ class NoWriterLock:
     ``docs/object-storage.md`` §4).
     """
 
-    def __init__(self, store: object) -> None:
+    def __init__(self, store: StoreURL) -> None:
         self.store = store
 
     def acquire(self) -> None:
@@ -187,7 +176,7 @@ class NoWriterLock:
         """Nothing to release."""
 
 
-def writer_lock(store: object, lock: bool, *, remote: bool) -> WriterLock | NoWriterLock:
+def writer_lock(store: Location, lock: bool) -> WriterLock | NoWriterLock:
     """The writer lock of ``store``: :class:`WriterLock` for a local path, :class:`NoWriterLock` for a URL.
 
     Raises
@@ -198,12 +187,12 @@ def writer_lock(store: object, lock: bool, *, remote: bool) -> WriterLock | NoWr
     """
     from spikestore.errors import InvalidArgumentError
 
-    if not remote:
+    if not isinstance(store, StoreURL):
         if not lock:
             raise InvalidArgumentError(
                 f"lock=False applies to stores behind a URL only; {store} is local, where the writer lock "
                 "always works: drop lock=False")
-        return WriterLock(Path(store))  # type: ignore[arg-type]
+        return WriterLock(store)
     if lock:
         raise InvalidArgumentError(
             f"{store}: object storage has no writer lock, so spikestore cannot stop a second writer from "

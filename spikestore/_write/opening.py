@@ -14,18 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spikestore._format import (
-    FORMAT_VERSION,
-    RANKED_FORMAT_VERSION,
-    check_no_root,
-    has_root,
-    load_doc,
-    load_stream_doc,
-    new_root_doc,
-    stream_node,
-)
-from spikestore._read.storage import read_index_tail
-from spikestore._write.lock import WriterLock, cannot_write, writer_lock
+from spikestore._format import FORMAT_VERSION, RANKED_FORMAT_VERSION, new_root_doc, stream_node
+from spikestore._read.documents import check_no_root, has_root, load_doc, load_stream_doc
+from spikestore._read.reader import read_index_tail
+from spikestore._write.lock import NoWriterLock, WriterLock, cannot_write, writer_lock
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
 from spikestore.backends import Backend, StoreURL, clear_for_new_url, open_backend
@@ -38,7 +30,7 @@ __all__ = ["Opened", "clear_for_new", "open_for_writing", "resume"]
 class Opened:
     """What a :class:`~spikestore.Store` owns once open: the lock, backend, root document and writer."""
 
-    lock: WriterLock
+    lock: WriterLock | NoWriterLock
     backend: Backend
     root: RootDocument
     writer: Writer
@@ -63,7 +55,7 @@ def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backe
     (rank 0 of a process group of two or more) are listed in the root;
     ``part_of`` marks the store as that rank's part.
     """
-    held = writer_lock(path, lock, remote=isinstance(path, StoreURL))
+    held = writer_lock(path, lock)
     held.acquire()
     try:
         if mode == "w":
@@ -118,7 +110,7 @@ def resume(be: Backend, path: Path | StoreURL, metadata: dict[str, Any] | None
 
     A writer that died left ``status: "open"``; it holds no lock any more
     (ours is taken), so its store is resumed as it is. Documents are read
-    as every reader reads them (:func:`~spikestore._format.load_doc`): a
+    as every reader reads them (:func:`~spikestore._read.documents.load_doc`): a
     damaged one raises ``DamagedStoreError`` before anything is written.
     """
     root = load_doc(be, "", "root") if has_root(be) else None
@@ -133,8 +125,8 @@ def resume(be: Backend, path: Path | StoreURL, metadata: dict[str, Any] | None
             continue
         if node != stream_node(key):
             raise FormatError(
-                f"{path}: stream {key!r} was written by an earlier spikestore under a group "
-                "name longer than 255 bytes; spikestore.open reads it, but appending to it is not "
+                f"{path}: stream {key!r} is stored under a group name longer than 255 bytes (not "
+                "bounded, docs/format.md §1.1); spikestore.open reads it, but appending to it is not "
                 "supported: record into a new store")
         streams[key] = doc
         last_step = max(last_step, read_index_tail(be, node, doc))

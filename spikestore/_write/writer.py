@@ -24,10 +24,11 @@ import time
 from collections import deque
 from typing import Any
 
+from spikestore._failures import stops_writer
 from spikestore._write import threads
 from spikestore._write.assembly import StreamWriter
 from spikestore._write.capture import Frame, check_intact, prepare
-from spikestore._write.failures import QueueDrops, StreamFailures, is_store_wide
+from spikestore._write.failures import QueueDrops, StreamFailures
 from spikestore._write.queue import ByteQueue, Flush, Meta, Stop
 from spikestore._write.root import RootDocument
 from spikestore.backends import Backend
@@ -92,8 +93,7 @@ class Writer:
         self._packers = threading.local()  # one scratch Packer per thread that writes frames
         # Only backends that take writes from several threads at once drain a
         # backlog in parallel.
-        self._helpers = threads.HelperThreads(
-            threads.drain_threads() if getattr(backend, "concurrent_writes", False) else 1)
+        self._helpers = threads.HelperThreads(threads.drain_threads() if backend.concurrent_writes else 1)
         self._error: BaseException | None = None
         #: Streams that stopped because one of their records could not be stored (each costs only itself).
         self.failures = StreamFailures(str(backend.path))
@@ -271,7 +271,7 @@ class Writer:
                 try:
                     self._stream(key)
                 except Exception as exc:  # its first record fails the stream below
-                    if is_store_wide(exc):
+                    if stops_writer(exc):
                         raise
         biggest_first = sorted(groups.values(), key=lambda g: -sum(getattr(i, "nbytes", 0) for i in g))
         self._helpers.run([functools.partial(self._write_items, g) for g in biggest_first])
@@ -317,7 +317,7 @@ class Writer:
             adding = True  # from here on the stream's chunk buffers change
             sw.add(prepared, frame.step, frame.call, frame.time)
         except Exception as exc:
-            if is_store_wide(exc):
+            if stops_writer(exc):
                 raise
             # A change in place found while the record was added left the stream's state whole
             # (the record was taken back out), so its earlier records can still be committed.
@@ -333,7 +333,7 @@ class Writer:
             try:
                 sw.commit()
             except Exception as commit_exc:  # the stream's own failure is what is reported
-                if is_store_wide(commit_exc):
+                if stops_writer(commit_exc):
                     raise
         self._streams.pop(frame.key, None)
         self.failures.fail(frame.key, frame.step, exc)
@@ -345,7 +345,7 @@ class Writer:
         otherwise cover another stream's files half-way through a commit.
         """
         streams = list(self._streams.values())
-        if parallel and not getattr(self.backend, "durable", False):
+        if parallel and not self.backend.durable:
             self._helpers.run([functools.partial(sw.commit, final=final) for sw in streams])
         else:
             for sw in streams:

@@ -9,42 +9,27 @@ zarr's own store classes; ``docs/object-storage.md``).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
 from spikestore.backends._base import ArraySpec, Backend
-from spikestore.backends._remote import StoreURL, is_url
+from spikestore.backends._location import Location, StoreURL, is_url, location, part_location
 from spikestore.errors import InvalidArgumentError
 
-__all__ = ["ArraySpec", "Backend", "StoreURL", "backend_name_for", "clear_for_new_url", "is_url",
-           "location", "open_backend"]
+__all__ = [
+    "ArraySpec",
+    "Backend",
+    "Location",
+    "StoreURL",
+    "backend_name_for",
+    "clear_for_new_url",
+    "is_url",
+    "location",
+    "open_backend",
+    "part_location",
+]
 
 _HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
-def location(path: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Path | StoreURL:
-    """Where a store is: a :class:`StoreURL` for ``scheme://...``, else a ``Path``.
-
-    ``storage_options`` (passed to zarr as ``FsspecStore.from_url`` takes
-    them) apply to URLs only; a :class:`StoreURL` given without them keeps
-    its own.
-    """
-    if is_url(path):
-        if isinstance(path, StoreURL) and storage_options is None:
-            return path
-        return StoreURL(str(path), storage_options)
-    if storage_options is not None:
-        raise InvalidArgumentError(
-            f"storage_options apply to stores behind a URL (s3://bucket/run.zarr), not to the local path "
-            f"{os.fspath(path)!r}; drop storage_options")
-    text = os.fspath(path)
-    if isinstance(text, str) and text.startswith("file://"):
-        text = text[len("file://"):]
-    return Path(text)
-
-
-def backend_name_for(path: Path | StoreURL, backend: str | None) -> str:
+def backend_name_for(path: Location, backend: str | None) -> str:
     """Pick the backend from an explicit name or the path's suffix.
 
     Raises
@@ -65,25 +50,24 @@ def backend_name_for(path: Path | StoreURL, backend: str | None) -> str:
     return name
 
 
-def open_backend(path: Path | StoreURL, *, backend: str | None, writable: bool, durable: bool = False) -> Backend:
+def open_backend(path: Location, *, backend: str | None, writable: bool, durable: bool = False) -> Backend:
     """Open the backend for ``path`` (which must already exist when reading).
 
     ``durable`` asks local files to be fsynced at each commit; behind a URL
     every acknowledged write is durable already, so it changes nothing there.
     """
-    name = backend_name_for(path, backend)
-    remote = isinstance(path, StoreURL)
-    if name == "hdf5":
-        from spikestore.backends.hdf5 import HDF5Backend
-
-        return HDF5Backend(path, writable=writable, durable=durable)
+    name = backend_name_for(path, backend)  # (never HDF5 behind a URL)
     from spikestore.backends._zarr import ZarrBackend
 
-    if remote:
+    if isinstance(path, StoreURL):
         from spikestore.backends._remote import ZarrStoreKeys
 
         return ZarrBackend(path, writable=writable, durable=durable,
                            keys=ZarrStoreKeys.from_url(path, writable=writable))
+    if name == "hdf5":
+        from spikestore.backends.hdf5 import HDF5Backend
+
+        return HDF5Backend(path, writable=writable, durable=durable)
     return ZarrBackend(path, writable=writable, durable=durable)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from spikestore.codecs._chunk import ChunkCodec
+
+if TYPE_CHECKING:
+    from spikestore.backends._location import StoreURL
 
 __all__ = ["ArraySpec", "Backend", "NodeInfo"]
 
@@ -59,14 +62,28 @@ class Backend(Protocol):
     """Raw access to one store: JSON documents, arrays, pre-encoded chunks.
 
     Paths are ``/``-separated and relative to the root (``""`` is the root).
-    A backend never interprets documents; the writer and reader do.
+    A backend never interprets documents; the writer and reader do. What
+    the storage raises is raised as it is (or as a
+    :class:`~spikestore.errors.SpikestoreError` that names the storage's
+    failure); :func:`spikestore._failures.classify` tells callers what it means.
+
+    The capabilities below are attributes every backend sets; callers read
+    them, and never probe for methods.
     """
 
-    path: Path
+    @property
+    def path(self) -> Path | StoreURL:
+        """Where the store is."""
+
     writable: bool
+    #: Whether each commit is made durable (``fsync`` through :meth:`sync`):
+    #: the writer then commits one stream at a time, so that a sync never
+    #: covers another stream's files half-way through its commit. False where
+    #: every acknowledged write is durable already (object storage).
+    durable: bool
     #: Whether the writer may call the write methods of different arrays
     #: from several threads at once (it does so only while a flush or close
-    #: waits). Backends without the attribute are written from one thread.
+    #: waits).
     concurrent_writes: bool
     #: Which codecs the backend stores (a target of :mod:`spikestore.codecs._table`):
     #: ``"zarr"`` (any with a zarr v3 codec) or ``"hdf5"`` (HDF5 filters only), so
@@ -74,11 +91,18 @@ class Backend(Protocol):
     #: for it (:func:`~spikestore.codecs._chunk.codec_for`); backends never do.
     codec_target: str
 
+    def refresh(self) -> None:
+        """Let a reader see what was committed since it opened the store (nothing to do where reads are fresh)."""
+
     def exists(self) -> bool:
         """Whether a store (any root document) exists at :attr:`path`."""
 
     def read_doc(self, node: str) -> Any | None:
-        """The spikestore document of a group, or ``None`` if there is none."""
+        """The spikestore document of a group, or ``None`` if there is none.
+
+        Metadata that cannot be parsed raises :class:`~spikestore.errors.FormatError`
+        saying what is wrong with it; the reader names the file and calls it damage.
+        """
 
     def write_doc(self, node: str, doc: Any) -> None:
         """Create the group if needed and atomically replace its document."""

@@ -17,12 +17,13 @@ Two implementations exist:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
 from typing import Protocol
 
-from spikestore._files import write_replacing
+from spikestore._atomic_files import write_replacing
 from spikestore.errors import ReadOnlyError
 
 __all__ = ["Keys", "LocalKeys"]
@@ -128,10 +129,8 @@ class LocalKeys:
                 continue
             current = os.path.join(current, part)
             if current not in self._dirs:
-                try:
+                with contextlib.suppress(FileExistsError):
                     os.mkdir(current)
-                except FileExistsError:
-                    pass
                 self._dirs.add(current)
 
     def put(self, key: str, data: bytes, *, in_place: bool = False) -> None:

@@ -1,140 +1,63 @@
-"""Stores behind a URL (``s3://bucket/run.zarr``), through zarr's own store classes.
-
-:class:`StoreURL` is where such a store is: a ``str`` (never a
-``pathlib.Path``, which would fold ``s3://`` into ``s3:/``) that carries the
-``storage_options`` zarr and fsspec take, so that a run pickled into a dask
-worker, or reopened by a monitor, reaches the store the same way.
+"""Stores behind a URL (``s3://bucket/run.zarr``, a :class:`~spikestore.backends._location.StoreURL`),
+through zarr's own store classes.
 
 :class:`ZarrStoreKeys` implements :class:`~spikestore.backends._keys.Keys`
 over any ``zarr.abc.store.Store``; for a URL it is
 ``zarr.storage.FsspecStore.from_url(url, storage_options=..., read_only=...)``,
 run on zarr's own event loop (``zarr.core.sync.sync``). Everything the
 object store refuses becomes a :class:`~spikestore.errors.SpikestoreError`
-that says what to do (:func:`storage_error`).
+that says what to do (:func:`object_store_error`).
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from spikestore.errors import (
-    MissingDependencyError,
-    ReadOnlyError,
-    SpikestoreError,
-    StorageError,
-    StoreExistsError,
-    StoreNotFoundError,
-    WriterError,
-)
+from spikestore._failures import Failure, classify, storage_error
+from spikestore.backends._location import StoreURL
+from spikestore.errors import MissingDependencyError, SpikestoreError, StoreExistsError
 
-__all__ = ["StoreURL", "ZarrStoreKeys", "clear_url", "is_url", "storage_error"]
+__all__ = ["ZarrStoreKeys", "clear_url", "object_store_error"]
 
 _T = TypeVar("_T")
 
 
-def is_url(path: object) -> bool:
-    """Whether ``path`` names a store behind a URL (``scheme://...``, other than ``file://``)."""
-    if isinstance(path, StoreURL):
-        return True
-    if not isinstance(path, str) or "://" not in path:
-        return False
-    scheme = path.split("://", 1)[0]
-    return scheme.isidentifier() and scheme.lower() != "file"
-
-
-class StoreURL(str):
-    """A store's URL, with the ``storage_options`` that reach it.
-
-    Behaves as the URL string everywhere (messages, ``str()``, equality);
-    :attr:`name`, :attr:`stem` and :attr:`suffix` read like ``Path``'s.
-    The options travel with it (pickling included) but never into its text.
-    """
-
-    storage_options: dict[str, Any]
-
-    def __new__(cls, url: str, storage_options: dict[str, Any] | None = None) -> StoreURL:
-        self = super().__new__(cls, url.rstrip("/"))
-        self.storage_options = dict(storage_options or {})
-        return self
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (StoreURL, (str(self), self.storage_options))
-
-    def __truediv__(self, key: str) -> StoreURL:
-        """The URL of ``key`` inside the store (for messages that name a key, as ``Path / key`` does)."""
-        return StoreURL(f"{self}/{key}", self.storage_options)
-
-    def is_dir(self) -> bool:
-        """``True``: a store behind a URL is a Zarr store, a prefix of keys, which messages treat as a folder."""
-        return True
-
-    @property
-    def name(self) -> str:
-        """The last part of the URL's path (``run.zarr``)."""
-        return posixpath.basename(self.split("://", 1)[1])
-
-    @property
-    def suffix(self) -> str:
-        """The name's extension (``.zarr``), as ``Path.suffix`` gives it."""
-        return posixpath.splitext(self.name)[1]
-
-    @property
-    def stem(self) -> str:
-        """The name without its extension."""
-        return posixpath.splitext(self.name)[0]
-
-
-def storage_error(exc: BaseException, url: str, doing: str, *, writable: bool = True) -> SpikestoreError:
+def object_store_error(exc: BaseException, url: str, doing: str, *, writable: bool = True) -> SpikestoreError:
     """What the object store refused while ``doing`` something, as a :class:`SpikestoreError` saying what to do.
 
-    Access refused is a :class:`ReadOnlyError`, a missing bucket or path a
-    :class:`StoreNotFoundError`. A store that cannot be reached, or refuses
-    for another reason, is a :class:`WriterError` for a writer (it reaches
-    the training thread as every writer failure does) and a
-    :class:`StorageError` for a reader: never damage, so that a network
+    :func:`spikestore._failures.classify` says what ``exc`` means: access
+    refused (or no credentials) is a :class:`ReadOnlyError`, a missing
+    bucket or path a :class:`StoreNotFoundError`. A store that cannot be
+    reached, or refuses for another reason, is a :class:`WriterError` for a
+    writer (it reaches the training thread as every writer failure does) and
+    a :class:`StorageError` for a reader: never damage, so that a network
     that fails while chunks are read says so instead of calling the store
     damaged (``docs/object-storage.md`` §4).
     """
     if isinstance(exc, SpikestoreError):
         return exc
-    kind = type(exc).__name__
-    text = f"{url}: {doing}: {kind}: {exc}"
-    if kind in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
-        return ReadOnlyError(f"{text}; no credentials for the object store: set them in the environment "
-                             "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or pass them in storage_options "
-                             "(key=..., secret=...), or storage_options={'anon': True} for a public bucket")
-    if isinstance(exc, PermissionError):
-        return ReadOnlyError(f"{text}; access denied: check the credentials in storage_options or the "
-                             "environment, and that they may read (and, to record, write) this bucket")
-    if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
-        return StoreNotFoundError(f"{text}; the bucket or path does not exist: create the bucket first, "
-                                  "or check the URL and the endpoint (storage_options={'endpoint_url': ...})")
+    failure = classify(exc)
+    text = f"{url}: {doing}: {type(exc).__name__}: {exc}"
     not_damage = "" if writable else "; this says nothing about the store's data, which may be intact"
-    if _unreachable(exc):
-        unreachable = (f"{text}; the object store cannot be reached: check the network and the endpoint "
-                       f"(storage_options={{'endpoint_url': ...}}), then try again{not_damage}")
-        return WriterError(unreachable) if writable else StorageError(unreachable)
-    refused = (f"{text}; the object store refused the request: check the URL, the credentials and "
-               f"storage_options, then try again{not_damage}")
-    return WriterError(refused) if writable else StorageError(refused)
-
-
-#: Names of the client exceptions (botocore, aiohttp) that mean the endpoint did not answer in time or at all.
-_UNREACHABLE = ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ConnectionError",
-                "ReadTimeoutError", "ServerDisconnectedError", "ClientOSError", "ConnectionClosedError",
-                "ServerTimeoutError")
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """Whether ``exc``, or an exception it was raised from, says the endpoint cannot be reached."""
-    seen = 0
-    while exc is not None and seen < 8:  # (s3fs wraps some client errors in an OSError)
-        if type(exc).__name__ in _UNREACHABLE or isinstance(exc, (ConnectionError, TimeoutError)):
-            return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
-    return False
+    if failure is Failure.CREDENTIALS:
+        fix = ("no credentials for the object store: set them in the environment (AWS_ACCESS_KEY_ID, "
+               "AWS_SECRET_ACCESS_KEY) or pass them in storage_options (key=..., secret=...), or "
+               "storage_options={'anon': True} for a public bucket")
+    elif failure is Failure.ACCESS:
+        fix = ("access denied: check the credentials in storage_options or the environment, and that they may "
+               "read (and, to record, write) this bucket")
+    elif failure is Failure.MISSING:
+        fix = ("the bucket or path does not exist: create the bucket first, or check the URL and the endpoint "
+               "(storage_options={'endpoint_url': ...})")
+    elif failure is Failure.UNREACHABLE:
+        fix = ("the object store cannot be reached: check the network and the endpoint "
+               f"(storage_options={{'endpoint_url': ...}}), then try again{not_damage}")
+    else:
+        fix = ("the object store refused the request: check the URL, the credentials and storage_options, "
+               f"then try again{not_damage}")
+    return storage_error(exc, text, writing=writable, fix=fix)
 
 
 class ZarrStoreKeys:
@@ -177,7 +100,7 @@ class ZarrStoreKeys:
                 f"{url}: {exc}; install the object-storage extra: pip install 'spikestore[s3]' "
                 "(s3fs for s3://, gcsfs for gs://, adlfs for az://)") from exc
         except Exception as exc:  # fsspec raises many kinds for a URL it refuses
-            raise storage_error(exc, str(url), "opening the store", writable=writable) from exc
+            raise object_store_error(exc, str(url), "opening the store", writable=writable) from exc
         keys = cls(store, str(url))
         if not writable:
             # Reach the store now: missing credentials or a network that is down
@@ -185,7 +108,7 @@ class ZarrStoreKeys:
             keys.has("zarr.json")
         return keys
 
-    def _run(self, make: Callable[[], Awaitable[_T]], doing: str) -> _T:
+    def _run(self, make: Callable[[], Coroutine[Any, Any, _T]], doing: str) -> _T:
         from zarr.core.sync import sync
 
         try:
@@ -193,7 +116,7 @@ class ZarrStoreKeys:
         except SpikestoreError:
             raise
         except Exception as exc:  # translated: the caller gets a SpikestoreError
-            raise storage_error(exc, self._where, doing, writable=self._writable) from exc
+            raise object_store_error(exc, self._where, doing, writable=self._writable) from exc
 
     def where(self, key: str) -> str:
         return f"{self._where}/{key}" if key else self._where
@@ -203,7 +126,7 @@ class ZarrStoreKeys:
         return None if buf is None else buf.to_bytes()
 
     def has(self, key: str) -> bool:
-        return self._run(lambda: self.store.exists(key), f"looking for {key}")
+        return bool(self._run(lambda: self.store.exists(key), f"looking for {key}"))
 
     def put(self, key: str, data: bytes, *, in_place: bool = False) -> None:
         # One PUT per key: an object store publishes it whole or not at
@@ -222,9 +145,10 @@ class ZarrStoreKeys:
 
             async def ls() -> list[dict[str, Any]]:
                 try:
-                    return await fs._ls(base, detail=True, refresh=True)
+                    found: list[dict[str, Any]] = await fs._ls(base, detail=True, refresh=True)
                 except FileNotFoundError:
                     return []
+                return found
 
             entries = self._run(ls, f"listing {node or 'the store'}")
             keys = [posixpath.basename(e["name"].rstrip("/")) for e in entries if e.get("type") != "directory"]
@@ -249,7 +173,7 @@ class ZarrStoreKeys:
         self._run(lambda: self.store.delete_dir(node), f"deleting {node or 'the store'}")
 
     def nbytes(self, node: str) -> int:
-        return self._run(lambda: self.store.getsize_prefix(node), f"measuring {node or 'the store'}")
+        return int(self._run(lambda: self.store.getsize_prefix(node), f"measuring {node or 'the store'}"))
 
     def sync(self) -> None:
         """Nothing to do: every put was acknowledged, so it is durable."""

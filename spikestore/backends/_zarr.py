@@ -26,8 +26,9 @@ import numpy as np
 from spikestore._format import ATTRS_KEY, damaged
 from spikestore.backends._base import ArraySpec, NodeInfo
 from spikestore.backends._keys import Keys, LocalKeys
+from spikestore.backends._location import StoreURL
 from spikestore.codecs._chunk import codec_from_config
-from spikestore.errors import DamagedStoreError, ReadOnlyError
+from spikestore.errors import DamagedStoreError, FormatError, InvalidArgumentError, ReadOnlyError
 
 __all__ = ["ZarrBackend"]
 
@@ -84,7 +85,7 @@ def _checked_array_meta(be: ZarrBackend, node: str, *, report: bool = False
             if not isinstance(parsed.chunk_key_encoding, DefaultChunkKeyEncoding):
                 raise ValueError(f"chunk key encoding {parsed.chunk_key_encoding} is not 'default'")
             return json.loads(raw), []
-        except Exception as exc:  # zarr raises many kinds for metadata it refuses
+        except Exception as exc:  # noqa: BLE001 - zarr raises many kinds for metadata it refuses
             what = f"zarr cannot open it as an array ({type(exc).__name__}: {exc})"
     if report:
         return None, [f"{_META}: {what}"]
@@ -133,7 +134,7 @@ class ZarrBackend:
     Parameters
     ----------
     path
-        The store's folder, or its :class:`~spikestore.backends._remote.StoreURL`.
+        The store's folder, or its :class:`~spikestore.backends.StoreURL`.
     writable, durable
         As in :func:`~spikestore.backends.open_backend`.
     keys
@@ -144,11 +145,16 @@ class ZarrBackend:
     concurrent_writes = True
     codec_target = "zarr"
 
-    def __init__(self, path: Path | str, *, writable: bool, durable: bool = False,
+    def __init__(self, path: Path | StoreURL, *, writable: bool, durable: bool = False,
                  keys: Keys | None = None) -> None:
-        self.path = path if keys is not None else Path(path)
+        self.path: Path | StoreURL = path if isinstance(path, StoreURL) else Path(path)
         self.writable = writable
-        self.keys: Keys = keys if keys is not None else LocalKeys(Path(path), durable=durable)
+        if keys is None:
+            if isinstance(path, StoreURL):
+                raise InvalidArgumentError(f"{path}: a store behind a URL is opened through open_backend, "
+                                           "which gives it the object store's keys")
+            keys = LocalKeys(Path(path), durable=durable)
+        self.keys: Keys = keys
         # Whether commits must sync (the writer then commits one stream at a time): never
         # behind a URL, where every acknowledged put is durable already.
         self.durable = durable and self.keys.durable
@@ -167,6 +173,9 @@ class ZarrBackend:
         self.keys.put(key, data, in_place=in_place)
 
     # -- protocol ------------------------------------------------------------
+    def refresh(self) -> None:
+        """Nothing to do: every read goes to the store's keys, never to a cache of them."""
+
     def exists(self) -> bool:
         return self.keys.has(_META)
 
@@ -176,11 +185,11 @@ class ZarrBackend:
             return None
         attrs = meta.get("attributes", {})
         if not isinstance(attrs, dict):
-            raise self.damage_error(node, "its attributes are not a JSON object")
+            raise FormatError("its attributes are not a JSON object")
         if ATTRS_KEY not in attrs:
             if not node:
                 return None  # a Zarr group, not a spikestore store
-            raise self.damage_error(node, "it holds no spikestore document")
+            raise FormatError("it holds no spikestore document")
         self._check_parents(node)
         return attrs[ATTRS_KEY]
 
@@ -192,9 +201,9 @@ class ZarrBackend:
         try:
             meta = json.loads(raw)
         except ValueError as exc:  # UnicodeDecodeError included
-            raise self.damage_error(node, f"it is not valid JSON ({exc})") from None
+            raise FormatError(f"it is not valid JSON ({exc})") from None
         if not isinstance(meta, dict):
-            raise self.damage_error(node, "it is not a JSON object")
+            raise FormatError("it is not a JSON object")
         return meta
 
     def damage_error(self, node: str, what: str) -> DamagedStoreError:
@@ -206,7 +215,8 @@ class ZarrBackend:
         parent = node.rsplit("/", 1)[0] if "/" in node else ""
         while parent and parent not in self._groups:
             if self.get(_key(parent, _META)) is None:
-                raise self.damage_error(parent, f"it is missing, but its group holds {node!r}")
+                raise FormatError(f"the metadata of the group above it, {self.keys.where(_key(parent, _META))}, "
+                                  f"is missing, but that group holds {node!r}")
             self._groups.add(parent)
             parent = parent.rsplit("/", 1)[0] if "/" in parent else ""
 
@@ -243,7 +253,9 @@ class ZarrBackend:
     def _meta_of(self, node: str) -> dict[str, Any]:
         meta = self._array_meta.get(node)
         if meta is None:
-            meta = self._array_meta[node] = _checked_array_meta(self, node)[0]
+            checked = _checked_array_meta(self, node)[0]
+            assert checked is not None  # (without report=True it raises instead)
+            meta = self._array_meta[node] = checked
         return meta
 
     def inspect(self, node: str, expect: ArraySpec | None = None, length: int = 0) -> NodeInfo | None:
@@ -259,7 +271,7 @@ class ZarrBackend:
         members = self.keys.children(node)
         try:
             meta = self._group_meta(node)
-        except DamagedStoreError:
+        except FormatError:
             return NodeInfo("group", True, False, members)
         if meta is None:
             return NodeInfo("group", False, False, members)

@@ -128,7 +128,7 @@ class ChunkCodec:
         refusing a ``shape`` over the decoded-chunk limit."""
         try:
             checked = self._sum.decode(data)
-        except Exception as exc:  # numcodecs raises RuntimeError or, on short input, others
+        except Exception as exc:  # noqa: BLE001 - numcodecs raises RuntimeError or, on short input, others
             raise ChecksumError(f"{self.checksum} checksum mismatch ({exc})") from None
         payload, frame = split_frame(checked)
         if identity is not None:

@@ -19,7 +19,7 @@ The frame is a zstd *skippable frame* (little endian)::
     16    BLAKE2b-128 of the array's canonical identity (:meth:`ChunkIdentity.of`)
 
 numcodecs' and HDF5's zstd and Blosc decoders skip it, so plain zarr and
-h5py + hdf5plugin read the chunks as before; the spike codec skips it too
+h5py + hdf5plugin decode the chunks as if it were not there; the spike codec skips it too
 (:func:`split_frame`). A document entry that says ``"identity": 1`` (a
 segment entry, or a stream's ``index`` object) requires the frame in every
 chunk of that array; entries written before it (no field) require its
@@ -54,8 +54,8 @@ class IdentityError(ChecksumError):
 
 
 @dataclass(frozen=True)
-class Frame:
-    """A parsed identity frame."""
+class IdentityFrame:
+    """The identity frame at the end of a chunk, parsed (:func:`split_frame`)."""
 
     version: int
     rows: int
@@ -63,13 +63,13 @@ class Frame:
     digest: bytes
 
 
-def split_frame(data: Any) -> tuple[memoryview, Frame | None]:
+def split_frame(data: Any) -> tuple[memoryview, IdentityFrame | None]:
     """``data`` without a trailing identity frame, and the frame (``None`` when there is none)."""
     b = memoryview(data).cast("B")
     if len(b) >= FRAME.size:
         magic, size, tag, version, rows, chunk, digest = FRAME.unpack_from(b, len(b) - FRAME.size)
         if magic == MAGIC and size == _PAYLOAD and tag == TAG:
-            return b[:len(b) - FRAME.size], Frame(version, rows, chunk, digest)
+            return b[:len(b) - FRAME.size], IdentityFrame(version, rows, chunk, digest)
     return b, None
 
 
@@ -137,7 +137,7 @@ class ChunkIdentity:
             return b""
         return FRAME.pack(MAGIC, _PAYLOAD, TAG, VERSION, rows, chunk, self.digest)
 
-    def check(self, frame: Frame | None, chunk: int) -> None:
+    def check(self, frame: IdentityFrame | None, chunk: int) -> None:
         """Raise :class:`IdentityError` unless ``frame`` is what chunk ``chunk`` must carry.
 
         Raises

@@ -29,10 +29,18 @@ The numpy implementations they replace stay the reference in the tests
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types, uint32, uint64
-from numba.extending import intrinsic
+
+if TYPE_CHECKING:
+    # numba types an intrinsic by its typing function (typingctx, *args), not by
+    # how compiled code calls it (*args): to mypy, an intrinsic is Any.
+    def intrinsic(func: Any) -> Any: ...
+else:
+    from numba.extending import intrinsic
 
 __all__ = ["gaps8", "pack_f32", "popcount"]
 
@@ -329,7 +337,7 @@ def gaps8(b, row_span, row_bits, small, escapes):  # type: ignore[no-untyped-def
     in a row's padding.
     """
     n = b.size
-    pad = np.int64(row_span - row_bits)
+    pad = int(row_span - row_bits)
     # Rows of 8, 16, 32 or 64 bits (most layers: 28 neurons -> 32 bits) tile
     # the 64-bit words: their padding is dropped a word at a time.
     tiled = pad > 0 and row_span <= 64 and 64 % row_span == 0

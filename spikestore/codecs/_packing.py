@@ -1,7 +1,8 @@
 """Bit packing of binary records, for numpy (writer thread) and torch (capture).
 
-One bit order everywhere: records are packed along their **last axis**, eight
-values per byte, first value in the least significant bit. This is
+One bit order everywhere (:data:`~spikestore._format.dtypes.BIT_ORDER`):
+records are packed along their **last axis**, eight values per byte, first
+value in the least significant bit. This is
 ``np.packbits(mask, axis=-1, bitorder="little")``, so any numpy user can undo
 it with ``np.unpackbits(packed, axis=-1, count=n, bitorder="little")``.
 
@@ -19,13 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spikestore._format.dtypes import BIT_ORDER
+
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BIT_ORDER", "KERNELS", "Packer", "kernels_ready", "load_kernels", "pack_float32", "pack_if_binary",
+__all__ = ["KERNELS", "Packer", "kernels_ready", "load_kernels", "pack_float32", "pack_if_binary",
            "pack_torch", "pack_torch_flagged", "packed_length", "packed_nbytes", "unpack_bits"]
-
-BIT_ORDER = "little"
 
 # Multiplying a uint64 that holds eight 0/1 bytes by this constant gathers the
 # eight bits, little bit order, into the top byte of the product.
@@ -79,7 +80,7 @@ def load_kernels() -> bool:
 
                 warm_up()
                 _kernel_state = "ready"
-            except Exception as exc:  # any failure leaves the numpy path, which is correct
+            except Exception as exc:  # noqa: BLE001 - any failure leaves the numpy path, which is correct
                 _kernel_state = "failed"
                 fix = ("pip install 'spikestore[record]' installs it" if isinstance(exc, ModuleNotFoundError)
                        else "if numba is broken, reinstalling it fixes this")
@@ -113,7 +114,7 @@ def pack_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray | N
     n = x.shape[-1]
     if not pack_f32(x.reshape(-1).view(np.uint32), n, out):
         return None
-    return out[: packed_nbytes(x.shape)].reshape(x.shape[:-1] + (packed_length(n),))
+    return out[: packed_nbytes(x.shape)].reshape((*x.shape[:-1], packed_length(n)))
 
 
 def _uint_view(x: np.ndarray) -> np.ndarray | None:
@@ -130,13 +131,13 @@ def _mask_into(x: np.ndarray, out: np.ndarray) -> bool:
         return True
     if x.dtype.kind in "iu":
         np.equal(x, 1, out=out)
-        return np.count_nonzero(x) == np.count_nonzero(out)
+        return bool(np.count_nonzero(x) == np.count_nonzero(out))
     u = _uint_view(x)
     if u is None:  # complex, structured, bfloat16 handled as uint16 upstream...
         return False
     one = np.array(1, dtype=x.dtype).view(u.dtype)
     np.equal(u, one, out=out)
-    return np.count_nonzero(u) == np.count_nonzero(out)
+    return bool(np.count_nonzero(u) == np.count_nonzero(out))
 
 
 class Packer:
@@ -157,7 +158,7 @@ class Packer:
             self._mask = np.empty(size, dtype=np.bool_)
             self._words = np.empty(size // 8, dtype=np.uint64)
         mask = self._mask[:size].reshape(shape)
-        words = self._words[: size // 8].reshape(shape[:-1] + (shape[-1] // 8,))
+        words = self._words[: size // 8].reshape((*shape[:-1], shape[-1] // 8))
         return mask, words
 
     def pack(self, x: np.ndarray) -> np.ndarray | None:
@@ -191,7 +192,7 @@ class Packer:
                 return None
         n = x.shape[-1]
         width = packed_length(n) * 8
-        mask, words = self._scratch(x.shape[:-1] + (width,))
+        mask, words = self._scratch((*x.shape[:-1], width))
         if width != n:
             mask[..., n:] = False
         if not _mask_into(x, mask[..., :n]):

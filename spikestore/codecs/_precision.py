@@ -56,7 +56,8 @@ def apply_precision(arr: np.ndarray, precision: str, key: str) -> np.ndarray:
     from numcodecs import BitRound
 
     # BitRound hands back an integer view of the rounded floats; store them as floats.
-    return BitRound(keepbits=keep).encode(np.ascontiguousarray(arr)).view(arr.dtype).reshape(arr.shape)
+    rounded: np.ndarray = BitRound(keepbits=keep).encode(np.ascontiguousarray(arr))
+    return rounded.view(arr.dtype).reshape(arr.shape)
 
 
 def restore_precision(rows: np.ndarray, precision: str | None, dtype: np.dtype) -> np.ndarray:

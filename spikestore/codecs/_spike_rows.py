@@ -1,21 +1,17 @@
 """Some rows of a spike chunk, without decoding the rest: the cold random read.
 
-A random read of one record from a chunk not yet decoded used to decode the
-whole chunk. Profiled on ``tools/bench_read.py``'s store (8,192 records of
-32 packed bytes a chunk, 10% firing, gap-coded: 210 k spikes in 2.1 M bits),
-that cost ~1.7 ms on a quiet machine, and almost none of it was reading or
-decompressing: reading the file ~0.01-0.06 ms, its CRC-32C ~0.02 ms, zstd of
-the 210 k gap bytes ~0.17 ms, then ~0.9 ms turning every gap into a bit
-position (an ``int64`` copy and a ``cumsum``, which numpy does not
-vectorize) and ~0.6 ms setting 2.1 M bits and packing them. Only those last
-two steps depend on how much of the chunk is wanted, so this module does
-them for the wanted rows alone, in the same chunk bytes: no format change,
-and stores of every version benefit.
+Decoding a whole gap-coded spike chunk to read one record spends most of
+its time not reading or decompressing but turning every gap into a bit
+position (a running sum, which numpy does not vectorize) and setting and
+packing every bit (``docs/performance.md`` has the figures). Only those two
+steps depend on how much of the chunk is wanted, so this module does them
+for the wanted rows alone, in the same chunk bytes: the format is the same,
+and stores of every version are read this way.
 
 How: the gaps are summed in blocks of :data:`BLOCK` (a vectorized
 reduction, ~10x cheaper than the running sum), which gives the position of
 the last spike of every block; the blocks that cover the wanted bits are
-then expanded as before. A chunk is still checked as a whole (its checksum
+then expanded. A chunk is still checked as a whole (its checksum
 and identity by the caller, its header, gap count, escapes and spike
 positions by :func:`~spikestore.codecs._spikes_decode.gap_values`), so a
 partial read refuses exactly the damage a whole decode refuses.
@@ -30,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from spikestore._format.dtypes import BIT_ORDER
 from spikestore.codecs._spikes_decode import _RowMap, decode_spikes, gap_values, parse_header
 from spikestore.errors import InvalidArgumentError
 
@@ -95,9 +92,6 @@ def _expand(gaps: np.ndarray, rows: _RowMap | None, lo: int, hi: int, row_bytes:
             base = int(last[first_block - 1]) if first_block else -1
             pos = base + np.cumsum(gaps[first_block * BLOCK:end_block * BLOCK] + 1)
             pos = pos[(pos >= b0) & (pos < b1)]
-            if rows is not None:
-                pos = rows.to_physical(pos) - 8 * row_bytes * lo
-            else:
-                pos = pos - b0
+            pos = rows.to_physical(pos) - 8 * row_bytes * lo if rows is not None else pos - b0
             out_bits[pos] = True
-    return np.packbits(out_bits, bitorder="little")
+    return np.packbits(out_bits, bitorder=BIT_ORDER)

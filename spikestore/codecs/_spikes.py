@@ -50,6 +50,7 @@ from numcodecs.abc import Codec
 from numcodecs.compat import ensure_contiguous_ndarray
 from numcodecs.zstd import Zstd
 
+from spikestore._format.dtypes import BIT_ORDER
 from spikestore.codecs import _packing as packing
 from spikestore.codecs._spikes_decode import (
     _GAPS8,
@@ -86,7 +87,7 @@ def spike_positions(packed: np.ndarray) -> np.ndarray:
     packed = np.ascontiguousarray(packed, dtype=np.uint8).reshape(-1)
     # nonzero() has a fast path for bool; unpacking first is cheaper than
     # expanding the non-zero bytes through a lookup table.
-    return np.flatnonzero(np.unpackbits(packed, bitorder="little").view(np.bool_))
+    return np.flatnonzero(np.unpackbits(packed, bitorder=BIT_ORDER).view(np.bool_))
 
 
 def _gaps(positions: np.ndarray) -> np.ndarray:
@@ -97,14 +98,16 @@ def _gaps(positions: np.ndarray) -> np.ndarray:
 
 def _encode_gaps8(small: np.ndarray, escapes: np.ndarray, n: int, zstd: Zstd) -> bytes:
     escapes = escapes.astype(_escape_dtype(n))
-    zg = zstd.encode(small)
-    return _GAPS8.pack(small.size, len(zg)) + zg + (zstd.encode(escapes) if escapes.size else b"")
+    zg: bytes = zstd.encode(small)
+    tail: bytes = zstd.encode(escapes) if escapes.size else b""
+    return _GAPS8.pack(small.size, len(zg)) + zg + tail
 
 
 def _encode_pcodec(gaps: np.ndarray, n: int) -> bytes:
     from pcodec import ChunkConfig, standalone
 
-    return standalone.simple_compress(gaps.astype(_pcodec_dtype(8 * n)), ChunkConfig())
+    encoded: bytes = standalone.simple_compress(gaps.astype(_pcodec_dtype(8 * n)), ChunkConfig())
+    return encoded
 
 
 def encode_spikes(packed: Any, level: int = 1, row_bits: int | None = None) -> bytes:
@@ -126,6 +129,7 @@ def encode_spikes(packed: Any, level: int = 1, row_bits: int | None = None) -> b
         return _HEADER.pack(_VERSION, 3, n)
     zstd = Zstd(level=level)
     rows = _RowMap.make(row_bits, n)
+    candidates: list[tuple[int, bytes]]
     if n <= _TRY_ALL_BELOW:  # small chunks: framing overheads rule, so try every mode
         candidates = [(0, zstd.encode(buf))]
         for numbering in {rows, None}:
@@ -205,7 +209,7 @@ def _gap_bytes(buf: np.ndarray, rows: _RowMap | None,
     return np.minimum(gaps, 255).astype(np.uint8), gaps[gaps >= 255] - 255
 
 
-class SpikeCodec(Codec):
+class SpikeCodec(Codec):  # type: ignore[misc]  # numcodecs ships no types: Codec is Any
     """numcodecs codec ``spikestore.spikes`` for packed spike chunks.
 
     Parameters
@@ -255,7 +259,8 @@ def _zarr_codec_class() -> type:
         @classmethod
         def from_dict(cls, data: dict[str, Any]) -> SpikeZarrCodec:
             _, config = parse_named_configuration(data, CODEC_ID, require_configuration=False)
-            return cls(**(config or {}))
+            options: dict[str, Any] = dict(config or {})
+            return cls(**options)
 
         def to_dict(self) -> dict[str, Any]:
             cfg: dict[str, Any] = {"level": self.level}

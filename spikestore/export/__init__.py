@@ -7,7 +7,7 @@ the command line supplies a progress bar. A run recorded by several ranks
 exports every rank's records, each labelled with the rank that recorded it
 (a ``rank`` column, array or dataset; see each exporter), and progress
 counts every rank's records; a one-process store's export has no rank
-label. Each writes to a temporary name and renames it at the end (:func:`spikestore._files.replacing`), so a
+label. Each writes to a temporary name and renames it at the end (:func:`spikestore._atomic_files.replacing`), so a
 failed export leaves no half file under the final name and no temporary
 behind, and an older output it was to replace stays as it was.
 

@@ -5,7 +5,7 @@ with the read side's one chunk iterator
 (:func:`spikestore._read.segment.iter_blocks`) and keeps the records of the
 selected steps; what a record's axes mean comes from
 :attr:`spikestore.Stream.layout`; and they publish their output with
-:func:`spikestore._files.replacing`, so a failed export leaves nothing
+:func:`spikestore._atomic_files.replacing`, so a failed export leaves nothing
 behind and an older output stays as it was.
 
 A run recorded by several ranks (``docs/format.md`` §1.2) keeps each rank's
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from spikestore._files import check_folder
+from spikestore._atomic_files import check_folder
 from spikestore._format import dtypes
 from spikestore._read.run import Run
 from spikestore._read.run import open as open_run

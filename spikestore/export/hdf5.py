@@ -24,7 +24,7 @@ dataset. A one-process store's file has no ``rank`` dataset and no
 
 Datasets are chunked and gzip-compressed (the filter every HDF5 build has).
 The file is written under a temporary name and replaces ``out`` only once
-complete (:func:`spikestore._files.replacing`).
+complete (:func:`spikestore._atomic_files.replacing`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from spikestore._files import replacing
+from spikestore._atomic_files import replacing
 from spikestore._format import dtypes, stream_node
 from spikestore._read.run import Run
 from spikestore.errors import InvalidArgumentError, MissingDependencyError

@@ -23,7 +23,7 @@ record), so ranks that recorded the same shapes give one array. A
 one-process store's file has no ``.ranks`` member.
 
 The file is written under a temporary name and replaces ``out`` only once
-complete (:func:`spikestore._files.replacing`).
+complete (:func:`spikestore._atomic_files.replacing`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import IO
 
 import numpy as np
 
-from spikestore._files import replacing
+from spikestore._atomic_files import replacing
 from spikestore._format import dtypes
 from spikestore._read.run import Run
 from spikestore.export._common import Job, Progress, export_job, select_records

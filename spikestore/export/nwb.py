@@ -37,7 +37,7 @@ Everything streams: float series record by record through hdmf's
 ``DataChunkIterator``; spike times in two passes through a temporary
 disk-backed array next to ``out`` (the Units table is ordered by unit,
 the store by time). The file is written under a temporary name and replaces
-``out`` only once complete (:func:`spikestore._files.replacing`).
+``out`` only once complete (:func:`spikestore._atomic_files.replacing`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from spikestore._files import replacing
+from spikestore._atomic_files import replacing
 from spikestore._format import dtypes, escape_layer
 from spikestore._format.layout import RecordLayout
 from spikestore._read.run import Run

@@ -28,7 +28,7 @@ column.
 Both are written in row groups of one decoded chunk each, so memory stays
 bounded by a chunk whatever the store's size. The directory is written under
 a temporary name and replaces ``out`` only once complete
-(:func:`spikestore._files.replacing`).
+(:func:`spikestore._atomic_files.replacing`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from spikestore._files import replacing
+from spikestore._atomic_files import replacing
 from spikestore._read.run import Run
 from spikestore._read.stream import Stream
 from spikestore.errors import MissingDependencyError

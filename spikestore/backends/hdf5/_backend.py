@@ -276,7 +276,8 @@ class HDF5Backend:
                 try:
                     del f[node]
                 except (KeyError, RuntimeError, OSError) as exc:  # its link was cut short by the kill
-                    raise ArrayNameTakenError(f"{self.path}: {node!r} was left by a killed writer and cannot be removed") from exc
+                    raise ArrayNameTakenError(
+                        f"{self.path}: {node!r} was left by a killed writer and cannot be removed") from exc
             create_node(f, node, lambda _depth: f.create_dataset(
                 None, shape=(0, *spec.record_shape), maxshape=maxshape, chunks=chunks, dtype=spec.dtype,
                 track_times=False, **spec.codec.hdf5_filters()))
@@ -328,7 +329,7 @@ class HDF5Backend:
     def read_chunk(self, node: str, chunk: int) -> bytes | None:
         h = self._handle
         with h.lock:
-            raw = self._reading(self._read_chunk, node, chunk, False)
+            raw: bytes | None = self._reading(self._read_chunk, node, chunk, False)
             if raw is None and not self.writable:
                 # An old view of a file another process writes: refresh the
                 # dataset, then reopen the file, before calling it missing.
@@ -365,7 +366,7 @@ class HDF5Backend:
             obj = self._file()[node]
             if isinstance(obj, h5py.Dataset):
                 return int(obj.id.get_storage_size())
-            total = [sum(obj.attrs.get_id(k).get_storage_size() for k in obj.attrs)]
+            total: list[int] = [sum(int(obj.attrs.get_id(k).get_storage_size()) for k in obj.attrs)]
 
             def visit(_name: str, item: Any) -> None:
                 if isinstance(item, h5py.Dataset):

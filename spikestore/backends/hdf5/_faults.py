@@ -18,10 +18,11 @@ harder than it looks:
   first, with nothing changed).
 - h5py reports HDF5's failures as ``OSError`` or ``RuntimeError`` and keeps
   the system's reason only inside the message. :func:`io_error` turns them
-  into an ``OSError`` with that ``errno``, which the writer reports as a
-  failure of the whole store (:mod:`spikestore._write.failures`), and
-  :func:`opening_error` into a :class:`~spikestore.errors.SpikestoreError`
-  for a store that cannot even be created.
+  into an ``OSError`` with that ``errno``, which
+  :func:`spikestore._failures.classify` then sorts like any other storage
+  failure (the writer stops as a whole), and :func:`opening_error` into a
+  :class:`~spikestore.errors.SpikestoreError` for a store that cannot even
+  be created.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import os
 import re
 from pathlib import Path
 
-from spikestore.errors import ReadOnlyError, SpikestoreError, StoreNotFoundError, WriterError
+from spikestore._failures import FIXES, storage_error
+from spikestore.errors import SpikestoreError
 
 __all__ = ["WINDOW_RESERVE", "SpaceError", "fence", "io_error", "opening_error", "reserve"]
 
@@ -44,15 +46,6 @@ __all__ = ["WINDOW_RESERVE", "SpaceError", "fence", "io_error", "opening_error",
 WINDOW_RESERVE = 64 << 10
 _ERRNO = re.compile(r"errno = (\d+)")
 _FALLOC_FL_KEEP_SIZE = 1
-_FIXES = {
-    errno.ENOSPC: "free disk space, or record to another file system",
-    errno.EDQUOT: "free space within your disk quota, or record elsewhere",
-    errno.EFBIG: "the file reached the largest size allowed (ulimit -f, or the file system's limit)",
-    errno.EROFS: "the file system is read-only: record to a writable folder",
-    errno.EACCES: "check the permissions of the file and its folder",
-    errno.EPERM: "check the permissions of the file and its folder",
-    errno.ENOENT: "the file or its folder was removed while recording",
-}
 
 
 class SpaceError(OSError):
@@ -71,7 +64,7 @@ def io_error(exc: BaseException, path: Path, what: str) -> OSError:
         found = _ERRNO.search(str(exc))
         no = int(found.group(1)) if found else errno.EIO
     detail = str(exc).split("\n")[0][:300]
-    fix = _FIXES.get(no, "the records committed before stay readable")
+    fix = FIXES.get(no, "the records committed before stay readable")
     err = OSError(no, f"{os.strerror(no)}: HDF5 could not {what} ({detail}); {fix}", str(path))
     err.__cause__ = exc
     return err
@@ -79,15 +72,8 @@ def io_error(exc: BaseException, path: Path, what: str) -> OSError:
 
 def opening_error(err: OSError, path: Path) -> SpikestoreError:
     """The error for a store that cannot be created or opened for writing."""
-    msg = f"cannot write the HDF5 store {path}: {err.strerror or err}"
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        new: SpikestoreError = ReadOnlyError(err.errno, msg, str(path))
-    elif err.errno in (errno.ENOENT, errno.ENOTDIR):
-        new = StoreNotFoundError(err.errno, msg, str(path))
-    else:
-        new = WriterError(msg)
-    new.__cause__ = err
-    return new
+    return storage_error(err, f"cannot write the HDF5 store {path}: {err.strerror or err}", writing=True,
+                         where=str(path))
 
 
 def fence(fd: int, path: Path, identity: tuple[int, int] | None) -> None:

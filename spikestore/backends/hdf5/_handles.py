@@ -135,7 +135,7 @@ class Handle:
         if self.file is not None and self.state != "read":
             try:
                 fd = self.file.id.get_vfd_handle()
-            except Exception:  # no descriptor: nothing to fence
+            except Exception:  # noqa: BLE001 - no descriptor, whatever h5py says: nothing to fence
                 return
             fence(fd, self.path, None)
 
@@ -201,11 +201,11 @@ class Handle:
                 fd = f.id.get_vfd_handle()
                 st = os.fstat(fd)
                 ident = (st.st_dev, st.st_ino)
-            except Exception:  # then nothing can be fenced below
+            except Exception:  # noqa: BLE001 - no descriptor: then nothing can be fenced below
                 fd = None
         try:
             f.close()
-        except Exception as exc:  # h5py raises whatever HDF5 reported
+        except Exception as exc:  # noqa: BLE001 - h5py raises whatever HDF5 reported
             LEAKED.add(self.key)  # HDF5 keeps the file: never share it again
             if fd is not None:
                 fence(fd, self.path, ident)

@@ -175,7 +175,7 @@ class RecoveredView(io.RawIOBase):
 
     def __init__(self, path: Path, sb: Superblock) -> None:
         super().__init__()
-        self._fh = open(path, "rb")  # closed in close()
+        self._fh = open(path, "rb")  # noqa: SIM115 - held for the view's lifetime, closed in close()
         size = os.fstat(self._fh.fileno()).st_size
         self._head = sb.cleared(size)
         self._size = max(size, sb.eoa)

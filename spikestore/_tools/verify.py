@@ -3,13 +3,13 @@
 Checks, in order, and reports every failure as a line instead of raising:
 
 1. the root and every listed stream's document, read and checked the one way
-   every reader reads them (:func:`~spikestore._format.load_doc`: schema,
+   every reader reads them (:func:`~spikestore._read.documents.load_doc`: schema,
    consistency, size limits, a group that lost its document);
 2. the metadata of every segment and index array against its document
    (shape at least the committed count, record shape, chunk grid, dtype,
    codecs: the backend's :meth:`~spikestore.backends.Backend.inspect`);
 3. every chunk inside the committed range, decoded through the reader's own
-   :func:`~spikestore._read.storage.read_chunk` (each carries a checksum:
+   :func:`~spikestore._read.reader.read_chunk` (each carries a checksum:
    CRC-32C in Zarr stores, Fletcher-32 in HDF5 files; a chunk missing there
    is damage, never a fill value);
 4. stream groups the root does not list that hold committed records (a
@@ -29,18 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from spikestore._format import (
-    DAMAGE_ADVICE,
-    INDEX_ARRAYS,
-    legacy_stream_node,
-    load_doc,
-    load_stream_doc,
-    rank_part,
-    stream_node,
-)
-from spikestore._format.documents import storage_failed
-from spikestore._read.storage import index_identity, read_chunk, segment_identity
-from spikestore.backends import ArraySpec, StoreURL, backend_name_for, location, open_backend
+from spikestore._failures import is_storage
+from spikestore._format import INDEX_ARRAYS, join_key, rank_part, stream_node, unbounded_stream_node
+from spikestore._read.documents import load_doc, load_stream_doc
+from spikestore._read.reader import index_identity, read_chunk, segment_identity
+from spikestore.backends import ArraySpec, StoreURL, backend_name_for, location, open_backend, part_location
 from spikestore.codecs._chunk import ChunkCodec, codec_from_config
 from spikestore.codecs._identity import ChunkIdentity
 from spikestore.errors import DamagedStoreError, ReadOnlyError, SpikestoreError, StorageError
@@ -53,7 +46,7 @@ MAX_ARRAY_PROBLEMS = 20
 Progress = Callable[[int, int], None]
 
 
-def verify(path: str | os.PathLike[str], progress: Progress | None = None, *,
+def verify(path: str | os.PathLike[str] | StoreURL, progress: Progress | None = None, *,
            storage_options: dict[str, Any] | None = None) -> list[str]:
     """Return the problems found in the store at ``path`` (empty when intact).
 
@@ -89,16 +82,16 @@ def verify(path: str | os.PathLike[str], progress: Progress | None = None, *,
     try:
         be, problems = _open(p)
     except Exception as exc:  # report, never trace back
-        if storage_failed(exc):
+        if is_storage(exc):
             raise _stopped(p, exc, 0) from exc
         return [f"{p}: cannot be opened: {type(exc).__name__}: {exc}"]
     if be is None:
         return problems
-    parts: list[Path | StoreURL] = []
+    parts: list[tuple[int, Path | StoreURL]] = []
     try:
         parts = _check(be, p, problems, progress)
     except Exception as exc:  # whatever was left unchecked, say so
-        if storage_failed(exc):
+        if is_storage(exc):
             raise _stopped(p, exc, len(problems)) from exc
         problems.append(f"{p}: verify stopped: {type(exc).__name__}: {exc}")
     finally:
@@ -133,14 +126,12 @@ def _again(exc: Exception, message: str) -> Exception:
 
 def _plain(exc: Exception) -> str:
     """An error's message without the advice to run verify (this is verify)."""
-    text = str(exc)
-    cut = text.find(DAMAGE_ADVICE.split("{", 1)[0])
-    return text[:cut].rstrip() if cut > 0 else text
+    return exc.problem if isinstance(exc, DamagedStoreError) and exc.problem else str(exc)
 
 
 def _open(p: Path | StoreURL) -> tuple[Any, list[str]]:
     """The backend (or read-only view) verify reads ``p`` through, and problems found on the way."""
-    if backend_name_for(p, None) == "hdf5":
+    if isinstance(p, Path) and backend_name_for(p, None) == "hdf5":
         from spikestore.backends.hdf5._inspect import open_for_verify
 
         view, problems = open_for_verify(p)
@@ -153,7 +144,7 @@ def _check(be: Any, p: Path | StoreURL, problems: list[str],
            progress: Progress | None) -> list[tuple[int, Path | StoreURL]]:
     """Check the store behind ``be``; the parts of other ranks its root lists and that exist, by rank.
 
-    Storage that fails (:func:`~spikestore._format.documents.storage_failed`)
+    Storage that fails (:func:`~spikestore._failures.is_storage`)
     is raised, never written down as a problem.
     """
     try:
@@ -166,9 +157,9 @@ def _check(be: Any, p: Path | StoreURL, problems: list[str],
         problems.append(f"{p}: no spikestore root document: not a spikestore store")
         return []
     arrays: list[_Array] = []
-    nodes = set()
+    nodes: set[str] = set()
     for key in root["streams"]:
-        nodes.update(n for n in (stream_node(key), legacy_stream_node(key)) if n is not None)
+        nodes.update(n for n in (stream_node(key), unbounded_stream_node(key)) if n is not None)
         try:
             node, doc = load_stream_doc(be, key)
         except SpikestoreError as exc:
@@ -191,12 +182,12 @@ def _check(be: Any, p: Path | StoreURL, problems: list[str],
     if progress is not None and total and arrays[-1].checked < arrays[-1].nchunks:
         progress(total, total)  # the last array stopped early
     # (a rank that never opened its part has none: nothing to check there)
-    return [(r, p / rank_part(r)) for r in root.get("ranks", []) if r > 0 and be.inspect(rank_part(r)) is not None]
+    return [(r, part_location(p, r)) for r in root.get("ranks", []) if r > 0 and be.inspect(rank_part(r)) is not None]
 
 
 def _unless_storage(exc: Exception) -> None:
     """Raise ``exc`` again when it says the storage failed: verify reports damage only."""
-    if storage_failed(exc):
+    if is_storage(exc):
         raise exc
 
 
@@ -221,7 +212,7 @@ class _Array:
             except DamagedStoreError as exc:
                 problems.append(f"{self.key}: {_plain(exc)}")
                 found += 1
-            except Exception as exc:  # the file's structure, not a chunk, failed
+            except Exception as exc:  # noqa: BLE001 - storage raised again; the file's structure failed
                 _unless_storage(exc)
                 problems.append(f"{self.key}: chunk {c} of {self.node} cannot be read "
                                 f"({type(exc).__name__}: {exc}); its other {self.nchunks - c - 1} chunks "
@@ -263,7 +254,7 @@ def _array_ok(be: Any, key: str, node: str, spec: ArraySpec, length: int, proble
     """
     try:
         info = be.inspect(node, spec, length)
-    except Exception as exc:  # metadata the storage cannot read
+    except Exception as exc:  # noqa: BLE001 - storage raised again; metadata that cannot be read
         _unless_storage(exc)
         problems.append(f"{key}: array {node}: its metadata cannot be read ({type(exc).__name__}: {exc})")
         return False
@@ -310,7 +301,7 @@ def _unlisted(be: Any, p: Path | StoreURL, listed: set[str]) -> list[str]:
                 problems.append(f"{node}: a stream group the root does not list: {_plain(exc)}")
                 continue
             if doc is not None and doc["count"] > 0:
-                key = f"{doc['quantity']}/{doc['layer']}"
+                key = join_key(doc["quantity"], doc["layer"])
                 problems.append(f"{key}: group {node} holds {doc['count']} committed records, but the root "
                                 "document does not list the stream (a damaged root lost it)")
     return problems

@@ -1,10 +1,10 @@
-"""Publishing files by write-then-replace (spikestore._files)."""
+"""Publishing files by write-then-replace (spikestore._atomic_files)."""
 
 from __future__ import annotations
 
 import pytest
 
-from spikestore._files import replacing, write_replacing
+from spikestore._atomic_files import replacing, write_replacing
 from spikestore.errors import InvalidArgumentError
 
 
@@ -61,7 +61,7 @@ def test_a_temporary_may_keep_the_suffix_that_writers_check(tmp_path):
 
 def test_a_missing_folder_is_a_clear_error_and_nothing_is_created(tmp_path):
     out = tmp_path / "no" / "such" / "run.nwb"
-    with pytest.raises(InvalidArgumentError, match="folder .*no/such does not exist; create it first"):
-        with replacing(out):
-            raise AssertionError("never reached")
+    with pytest.raises(InvalidArgumentError, match=r"folder .*no/such does not exist; create it first"), \
+            replacing(out):
+        raise AssertionError("never reached")
     assert not (tmp_path / "no").exists()

@@ -23,22 +23,22 @@ from typing import Any
 
 import numpy as np
 
-from spikestore._format import INDEX_ARRAYS, check_no_root, load_doc, load_stream_doc
-from spikestore.backends import Backend, open_backend
+from spikestore._failures import Failure, classify, storage_error
+from spikestore._format import INDEX_ARRAYS, join_key
+from spikestore._read.documents import check_no_root, load_doc, load_stream_doc
+from spikestore.backends import Backend, StoreURL, open_backend
 from spikestore.codecs._chunk import ChecksumError, ChunkCodec, codec_from_config
 from spikestore.codecs._identity import ChunkIdentity, IdentityError
 from spikestore.errors import (
     DamagedStoreError,
     FormatError,
-    ReadOnlyError,
     SpikestoreError,
-    StorageError,
     StoreClosedError,
     StoreNotFoundError,
 )
 
-__all__ = ["CACHE_CHUNKS", "SEEN_CHUNKS", "ChunkIdentity", "StoreReader", "index_identity", "read_chunk", "read_index_tail",
-           "segment_identity"]
+__all__ = ["CACHE_CHUNKS", "SEEN_CHUNKS", "ChunkIdentity", "StoreReader", "index_identity", "read_chunk",
+           "read_index_tail", "segment_identity"]
 
 #: Decoded chunks a run keeps (least recently used first out).
 CACHE_CHUNKS = 8
@@ -53,7 +53,7 @@ def segment_identity(key: str, seg: dict[str, Any]) -> ChunkIdentity:
 
 def index_identity(doc: dict[str, Any], name: str) -> ChunkIdentity:
     """What the chunks of index array ``name`` of the stream with document ``doc`` must carry."""
-    return ChunkIdentity.for_index(f"{doc['quantity']}/{doc['layer']}", doc, name, INDEX_ARRAYS[name])
+    return ChunkIdentity.for_index(join_key(doc["quantity"], doc["layer"]), doc, name, INDEX_ARRAYS[name])
 
 
 def read_chunk(backend: Backend, node: str, chunk: int, codec: ChunkCodec,
@@ -94,20 +94,22 @@ def _fetch(backend: Backend, node: str, chunk: int, where: str) -> bytes:
     """
     try:
         raw = backend.read_chunk(node, chunk)
-    except DamagedStoreError as exc:  # (the array's metadata, say, is not there)
-        _unless_gone(backend, node, chunk, where, exc)
-        raise
-    except SpikestoreError as exc:
-        if not isinstance(exc, FormatError):
+    except Exception as exc:
+        failure = classify(exc)
+        if isinstance(exc, SpikestoreError) and not isinstance(exc, FormatError):
             raise  # storage that failed, or a closed run: not damage, and the error says so already
-        raise _unreadable(backend, node, chunk, where, exc) from exc
-    except PermissionError as exc:
-        raise ReadOnlyError(exc.errno, f"{backend.path}: {where}: chunk {chunk} of {node} cannot be read: "
-                            "permission denied (not damage); give this user read access, then try again",
-                            exc.filename) from exc
-    except (OSError, RuntimeError, KeyError, ValueError) as exc:
-        # h5py reports an unreadable chunk index or object header as these;
-        # zarr stores a folder where a chunk should be.
+        if failure.storage_failed:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise storage_error(exc, f"{backend.path}: {where}: chunk {chunk} of {node} cannot be read ({reason}); "
+                                "this is not damage: the store may be intact", writing=False) from exc
+        if failure in (Failure.INTERRUPT, Failure.OTHER):
+            raise  # a bug, not the chunk
+        if isinstance(exc, DamagedStoreError) or failure is Failure.MISSING:
+            _unless_gone(backend, node, chunk, where, exc)  # (the array's metadata, say, is not there)
+            if isinstance(exc, DamagedStoreError):
+                raise
+        # h5py reports an unreadable chunk index or object header as OSError, RuntimeError,
+        # KeyError or ValueError; zarr stores a folder where a chunk should be.
         raise _unreadable(backend, node, chunk, where, exc) from exc
     if raw is None:
         _unless_gone(backend, node, chunk, where, None)
@@ -128,10 +130,12 @@ def _unless_gone(backend: Backend, node: str, chunk: int, where: str, exc: BaseE
         present = backend.exists()
         if not present:
             check_no_root(backend)  # groups still there without the root: damage, named by the root it lost
-    except (StorageError, ReadOnlyError, StoreNotFoundError, DamagedStoreError):
-        raise
-    except Exception:  # the root cannot be read either: report what was asked about
-        return
+    except Exception as err:
+        failure = classify(err)
+        if isinstance(err, DamagedStoreError) or failure.storage_failed or failure in (
+                Failure.MISSING, Failure.INTERRUPT):
+            raise
+        return  # the root cannot be read either: report what was asked about
     if not present:
         raise StoreNotFoundError(
             f"{backend.path}: {where}: chunk {chunk} of {node} cannot be read, and the store's root document "
@@ -187,7 +191,7 @@ def read_index_tail(backend: Backend, node: str, doc: dict[str, Any]) -> int:
     return int(_index_chunks(backend, node, doc, "step", range(last, last + 1), "index")[0][(n - 1) % rpc])
 
 
-def _reopen(path: Path, backend_name: str | None) -> StoreReader:
+def _reopen(path: Path | StoreURL, backend_name: str | None) -> StoreReader:
     return StoreReader(open_backend(path, backend=backend_name, writable=False), path, backend_name)
 
 
@@ -206,7 +210,7 @@ class StoreReader:
         Decoded chunks kept.
     """
 
-    def __init__(self, backend: Backend, path: Path, backend_name: str | None = None,
+    def __init__(self, backend: Backend, path: Path | StoreURL, backend_name: str | None = None,
                  cache_chunks: int = CACHE_CHUNKS) -> None:
         self.path = path
         self.backend_name = backend_name
@@ -237,9 +241,7 @@ class StoreReader:
         describe the new chunks have been read again.
         """
         self.check()
-        reopen = getattr(self._backend, "refresh", None)
-        if reopen is not None:
-            reopen()
+        self._backend.refresh()
 
     def clear(self) -> None:
         """Drop every cached chunk, and forget which chunks were read in part."""
@@ -248,7 +250,7 @@ class StoreReader:
             self._seen.clear()
 
     def root_doc(self) -> dict[str, Any] | None:
-        """The root document, read and checked (:func:`~spikestore._format.load_doc`), or ``None``."""
+        """The root document, read and checked (:func:`~spikestore._read.documents.load_doc`), or ``None``."""
         self.check()
         return load_doc(self._backend, "", "root")
 
@@ -298,8 +300,8 @@ class StoreReader:
         spike chunks, ~10x cheaper for one record), and remembered. A chunk
         read before, or a request for more than a quarter of one, is decoded
         whole and cached as by :meth:`chunk`, so reading on in the same chunk
-        (a loop over records, a second look) costs one whole decode per chunk,
-        as it always did. Checksums and identities are checked either way.
+        (a loop over records, a second look) costs one whole decode per chunk.
+        Checksums and identities are checked either way.
         """
         self.check()
         key = (node, number)

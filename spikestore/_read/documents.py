@@ -1,0 +1,189 @@
+"""Reading a store's JSON documents back, checked: :func:`load_doc` and its neighbours.
+
+The one way spikestore reads a document (the reader, ``verify`` and
+``Store(mode="a")``): through the store's backend, then its JSON Schema and
+consistency checks (:mod:`spikestore._format`), and the rules of
+``docs/format.md`` §2-§3 for a group without a document. What the backend
+raises is sorted by :func:`spikestore._failures.classify`: storage that
+fails is raised as it is, anything else about the document is damage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from spikestore._failures import Failure, classify, is_storage, storage_error
+from spikestore._format import (
+    ATTRS_KEY,
+    damaged,
+    document_problems,
+    stream_node,
+    unbounded_stream_node,
+)
+from spikestore.backends import Backend, StoreURL
+from spikestore.errors import DamagedStoreError, SpikestoreError
+
+__all__ = ["check_no_root", "doc_location", "has_root", "load_doc", "load_stream_doc"]
+
+
+def doc_location(store: Path | StoreURL, node: str) -> str:
+    """Where the document of group ``node`` lives, for messages: a ``zarr.json`` or an HDF5 attribute."""
+    # A Zarr store is a folder or a prefix of keys, an HDF5 store a file (format.md §1, §10).
+    if isinstance(store, StoreURL) or store.is_dir():
+        return str(store / node / "zarr.json") if node else str(store / "zarr.json")
+    return f"{store}, group /{node}, attribute {ATTRS_KEY!r}"
+
+
+def load_doc(backend: Backend, node: str, kind: str, key: str | None = None) -> dict[str, Any] | None:
+    """The document of group ``node`` of an opened store, read and checked.
+
+    Parameters
+    ----------
+    backend
+        The store's backend (``read_doc`` and ``inspect`` are used).
+    node
+        The group (``""``: the root).
+    kind
+        ``"root"`` or ``"stream"``.
+    key
+        For a stream, the key the root lists it under (the document must name it).
+
+    Returns
+    -------
+    dict or None
+        The document; ``None`` when the group holds none and nothing shows it ever did:
+        the root of something that is not a spikestore store, or a stream listed but
+        not committed yet (its group absent, or empty).
+
+    Raises
+    ------
+    DamagedStoreError
+        For a document that cannot be read or parsed, breaks its schema or contradicts
+        itself, and for a group that lost its document. The message names the file.
+    FormatError
+        For a root document of a newer format version.
+    StorageError, ReadOnlyError, StoreNotFoundError
+        When the storage fails rather than the document: raised as the backend raised them.
+    """
+    where = doc_location(backend.path, node)
+    try:
+        doc = backend.read_doc(node)
+        if doc is None:
+            _check_absent(backend, node, kind, where)
+            return None
+    except Exception as exc:  # noqa: BLE001 - classified: what is not damage is raised again
+        failure = _unless_damage(exc, where)
+        what = str(exc) if failure is Failure.DAMAGE else f"it cannot be read ({type(exc).__name__}: {exc})"
+        raise damaged(backend.path, where, what) from None
+    problems = document_problems(doc, kind, where, key)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise damaged(backend.path, where, "; ".join(problems[:3]) + more)
+    checked: dict[str, Any] = doc  # (its schema says: an object)
+    return checked
+
+
+def _unless_damage(exc: Exception, where: str) -> Failure:
+    """Raise ``exc`` unless it says the document at ``where`` is damaged; what it says otherwise.
+
+    Damage already named (:class:`DamagedStoreError`) and every error that is
+    not about the document (a closed run, storage that failed, a bug) are
+    raised as they are; a raw storage failure of the backend's library as a
+    :class:`~spikestore.errors.StorageError` or
+    :class:`~spikestore.errors.ReadOnlyError` with its ``errno``.
+    """
+    failure = classify(exc)
+    if isinstance(exc, DamagedStoreError):
+        raise exc
+    if is_storage(exc) and not isinstance(exc, SpikestoreError):
+        raise storage_error(exc, f"{where} cannot be read: {exc} (not damage: the store may be intact)",
+                            writing=False) from exc
+    if failure in (Failure.DAMAGE, Failure.UNREADABLE) or (failure is Failure.MISSING
+                                                            and not isinstance(exc, SpikestoreError)):
+        return failure
+    raise exc
+
+
+def _check_absent(backend: Backend, node: str, kind: str, where: str) -> None:
+    """Raise when group ``node`` has no document but shows that it had one (format.md §2, §3)."""
+    if kind == "root":
+        check_no_root(backend)
+        return
+    info = backend.inspect(node)
+    if info is None:
+        return
+    if info.doc:
+        raise damaged(backend.path, where, "the document is there but cannot be read")
+    if info.members:
+        raise damaged(backend.path, where, f"it is missing, but the group holds {', '.join(info.members)}: "
+                      "the stream was committed (its document is written before any of its arrays)")
+
+
+def has_root(backend: Backend) -> bool:
+    """Whether the store has a root document (``backend.exists()``); damage when its root cannot be read.
+
+    Storage that fails, and a store that is not there (a bucket that does
+    not exist), are raised as they are: they say nothing about the store.
+    """
+    try:
+        return bool(backend.exists())
+    except Exception as exc:  # noqa: BLE001 - classified: what is not damage is raised again
+        _unless_damage(exc, doc_location(backend.path, ""))
+        raise damaged(backend.path, doc_location(backend.path, ""),
+                      f"the root group cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def check_no_root(backend: Backend) -> None:
+    """For a store without a root document: raise when it lost one, return when it never had one.
+
+    A root whose metadata is missing altogether (no ``zarr.json``) while it holds
+    Zarr groups lost it; a root with metadata but no document, or a file that
+    cannot be read at all, is not a spikestore store.
+
+    Raises
+    ------
+    DamagedStoreError
+        Naming the missing file.
+    StorageError, ReadOnlyError
+        When the storage fails: no answer about the store either.
+    """
+    where = doc_location(backend.path, "")
+    try:
+        info = backend.inspect("")
+        if info is not None and info.doc:
+            raise damaged(backend.path, where, "the root document is there but cannot be read")
+        groups = [] if info is None or info.meta else [m for m in info.members if _has_meta(backend, m)]
+    except DamagedStoreError:
+        raise
+    except Exception as exc:
+        if is_storage(exc) or classify(exc) in (Failure.INTERRUPT, Failure.OTHER):
+            raise
+        return  # nothing readable there: not a store
+    if groups:
+        raise damaged(backend.path, where, f"it is missing, but the store holds groups {', '.join(groups)}")
+
+
+def _has_meta(backend: Backend, node: str) -> bool:
+    info = backend.inspect(node)
+    return info is not None and info.meta
+
+
+def load_stream_doc(backend: Backend, key: str) -> tuple[str, dict[str, Any] | None]:
+    """Where stream ``key``'s group is, and its checked document: ``(node, doc)``.
+
+    Looks at :func:`~spikestore._format.names.stream_node`, then at
+    :func:`~spikestore._format.names.unbounded_stream_node` (an HDF5 store may
+    hold a layer name over 255 bytes unbounded); gives ``(stream_node(key), None)``
+    for a stream listed but not committed yet. Raises as :func:`load_doc`.
+    """
+    node = stream_node(key)
+    doc = load_doc(backend, node, "stream", key)
+    unbounded = unbounded_stream_node(key)
+    if doc is None and unbounded is not None:
+        found = load_doc(backend, unbounded, "stream", key)
+        if found is not None:
+            return unbounded, found
+    return node, doc
+
+
