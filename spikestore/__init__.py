@@ -22,7 +22,9 @@ from the layers above it in this list (``tools/check_imports.py`` checks)::
     _format/          names and paths, JSON documents, record layouts, dtypes
     codecs/           bit packing and its kernels, the codec table, chunk and spike codecs
     backends/         Zarr and HDF5 storage behind one protocol
-    _read/            open, Run, Stream, Segment, summaries, verify, the xarray engine
+    _read/            open, Run (a set of parts), Stream, Segment, the chunk and document reader
+    _integrations/    dask views, the xarray engine and DataTree, dask.distributed workers
+    _tools/           verify and summaries, built on the reader
     _write/           Store, capture, the writer thread, chunk assembly
     analysis, plot, export/, tensor_cache
     monitor/          the SpikingJelly-compatible monitors
@@ -42,7 +44,6 @@ from spikestore.errors import (
     FlushTimeoutError,
     FormatError,
     InPlaceModificationError,
-    InPlaceModificationWarning,
     InvalidArgumentError,
     InvalidValueError,
     MissingDependencyError,
@@ -78,7 +79,6 @@ __all__ = [
     "FlushTimeoutError",
     "FormatError",
     "InPlaceModificationError",
-    "InPlaceModificationWarning",
     "InvalidArgumentError",
     "InvalidValueError",
     "MissingDependencyError",

@@ -22,8 +22,7 @@ derives from it, so code written against the built-in keeps working::
     │   └── DamagedStoreError                       missing or corrupt chunks
     │       ├── ChecksumError                       a chunk fails its checksum or does not decode
     │       └── ArrayNameTakenError                 a crash left an array that cannot be replaced
-    ├── InPlaceModificationError (RuntimeError)     a tensor changed before capture
-    ├── InPlaceModificationWarning (RuntimeWarning) such records were dropped and counted
+    ├── InPlaceModificationError (RuntimeError)     a tensor changed before the writer read it
     ├── MonitorWarning          (UserWarning)       a monitor records nothing, or cannot step by itself
     └── WriterError             (RuntimeError)      the writer thread failed
         └── StreamFailedError                       one stream stopped; the others go on
@@ -38,7 +37,6 @@ __all__ = [
     "FlushTimeoutError",
     "FormatError",
     "InPlaceModificationError",
-    "InPlaceModificationWarning",
     "InvalidArgumentError",
     "InvalidValueError",
     "MissingDependencyError",
@@ -158,20 +156,6 @@ class ArrayNameTakenError(DamagedStoreError):
 
 class InPlaceModificationError(SpikestoreError, RuntimeError):
     """A recorded tensor was modified in place before the writer read it."""
-
-
-class InPlaceModificationWarning(SpikestoreError, RuntimeWarning):
-    """Records were dropped because they changed in place before the writer stored them.
-
-    Issued at the training thread's next call into the store; recording goes
-    on. ``records`` lists the ``(stream, step)`` of each dropped record, and
-    ``stream``/``step`` name the first. The store counts them in its root
-    document (``writer.modified``).
-    """
-
-    records: tuple[tuple[str, int], ...] = ()
-    stream: str = ""
-    step: int = -1
 
 
 class MonitorWarning(SpikestoreError, UserWarning):

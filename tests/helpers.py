@@ -377,7 +377,7 @@ def check_fault_outcome(path: Path, report: dict) -> int:
 
     Returns how many records were checked.
     """
-    from spikestore._tools.verify import verify
+    from spikestore import verify
 
     run = spikestore.open(path)
     checked = 0

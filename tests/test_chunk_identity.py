@@ -254,7 +254,7 @@ def test_appending_to_a_store_written_before_identities(tmp_path, name):
     with spikestore.open(path) as run:
         assert run.doc["format_version"] == 2  # new chunks carry frames a version-1 reader does not expect
         s = run[key]
-        assert "identity" not in s.doc["index"]  # its index keeps being written as before
+        assert "identity" not in s.doc["index"]  # its index is written without an identity
         assert s.doc["segments"][-1]["identity"] == 1 and "identity" not in s.doc["segments"][0]
         got = [s[i] for i in range(len(s))]
         np.testing.assert_array_equal(np.stack(got[:len(before)]), np.stack(before))

@@ -3,8 +3,8 @@
 ``StoreReader.rows`` (through ``Segment.chunk_rows``, which ``s[i]`` uses)
 expands only the wanted rows of a gap-coded spike chunk the first time the
 chunk is read (``spikestore.codecs._spike_rows``); every other chunk, and a
-chunk read again, is decoded whole and cached. The chunk bytes are the same
-as before (no format change), so these tests compare the partial read with
+chunk read again, is decoded whole and cached. A partial decode reads the same
+chunk bytes as a whole one, so these tests compare the partial read with
 the whole decode for every record, across densities (every spike codec
 mode), record sizes, padded rows and dtypes, on both backends, and check
 that damage is refused the same way.

@@ -1,4 +1,4 @@
-"""One writer per store, enforced by an operating-system lock (DESIGN §7).
+"""One writer per store, enforced by an operating-system lock (docs/reliability.md).
 
 Each case was a way to lose data before the lock: a second writer in the same
 process or another one, ``overwrite=True`` on a store being written, and two
@@ -89,7 +89,7 @@ _RACER = textwrap.dedent("""
         print("refused", type(exc).__name__, flush=True)
         sys.exit(0)
     store.append("output/a", np.full(3, me))
-    time.sleep(0.3)  # still writing while the other one tries
+    time.sleep(0.3)  # hold it open a while (a later rival finds a live writer or, after close, a store: refused either way)
     store.close()
     print("wrote", flush=True)
 """)

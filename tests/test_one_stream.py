@@ -276,7 +276,7 @@ def test_xarray_engine_and_datatree(run_and_data):
 
 
 def test_verify_and_summary(run_and_data):
-    from spikestore._tools.verify import verify  # (no public Python path: the CLI's `spikestore verify`)
+    from spikestore import verify
 
     run, data = run_and_data
     assert verify(run.path) == []

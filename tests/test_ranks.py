@@ -208,7 +208,7 @@ def test_a_ranked_run_reads_as_one_and_resumes(tmp_path, monkeypatch):
     rates = analysis.firing_rate(s, "record")  # every rank's chunks, in the merged order
     np.testing.assert_array_equal(rates, [(10 * r + step != 0) for step in range(5) for r in (0, 1)])
     np.testing.assert_array_equal(rates[s.ranks == 1], analysis.firing_rate(run.rank(1)["output/a"], "record"))
-    from spikestore._tools.verify import verify
+    from spikestore import verify
 
     assert verify(path) == []
     ds = xr.open_dataset(path, engine="spikestore")
@@ -271,7 +271,7 @@ def test_torchrun_ranks_record_one_run(tmp_path):
 
 
 def test_verify_reports_a_damaged_part_by_rank(tmp_path, monkeypatch):
-    from spikestore._tools.verify import verify
+    from spikestore import verify
 
     path = tmp_path / "run.zarr"
     _record_ranks(path, monkeypatch, "w", range(3))

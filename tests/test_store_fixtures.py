@@ -17,7 +17,7 @@ import pytest
 from numcodecs import BitRound
 
 import spikestore
-from spikestore._tools.verify import verify
+from spikestore import verify
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stores"
 LOSSY = {"v_seq/fc.bf16": "bf16", "v_seq/fc.keep": "keepbits:7"}

@@ -336,7 +336,7 @@ def _check_case(conn: Any, spec: dict[str, Any]) -> None:
     import resource
 
     import spikestore
-    from spikestore._tools.verify import verify
+    from spikestore import verify
     from spikestore.backends.hdf5 import _handles
 
     _handles.WINDOW_WAIT_S = 0.1  # nobody writes these copies

@@ -320,7 +320,7 @@ def _session(conn: Any, spec: dict[str, Any]) -> None:
 def _check(conn: Any, spec: dict[str, Any]) -> None:
     """Compare the store with what the sessions appended; send a summary."""
     import spikestore
-    from spikestore._tools.verify import verify
+    from spikestore import verify
     from spikestore.backends.hdf5 import _handles
 
     _handles.WINDOW_WAIT_S = 0.2  # no live writer: a window left open means a killed one

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from spikestore._format.dtypes import LOSSY_DTYPES
 from spikestore._format.names import split_key
 from spikestore.errors import InvalidArgumentError
 
@@ -34,7 +35,6 @@ _INDEX_RECORD_BYTES = 8
 #: Records without values take no memory, but numpy still multiplies their non-zero
 #: dimensions (times the item size, at most 16 bytes) and refuses products over 2**63.
 _MAX_EMPTY = 1 << 58
-_FLOATS = ("float32", "float64")
 #: Earlier versions stored keepbits rows as BitRound's integer view of the floats.
 _KEEPBITS_VIEWS = {"float32": "int32", "float64": "int64"}
 
@@ -105,7 +105,7 @@ def segment_problems(seg: dict[str, Any]) -> list[str]:
         want_shape = list(shape)
         if precision is None:
             allowed = ["uint16" if dtype == "bfloat16" else dtype]
-        elif dtype not in _FLOATS:
+        elif dtype not in LOSSY_DTYPES:
             problems.append(f"precision {precision!r} applies to float32/float64 records, not {dtype}")
             allowed = [stored_dtype]
         elif precision == "bf16":

@@ -20,6 +20,7 @@ from spikestore.errors import MissingDependencyError
 __all__ = [
     "BFLOAT16",
     "BIT_ORDER",
+    "LOSSY_DTYPES",
     "bfloat16_binary_mask",
     "bfloat16_bits_to_float",
     "export_dtype",
@@ -35,6 +36,9 @@ BFLOAT16 = "bfloat16"
 #: Bit order of a ``"bits"`` segment (docs/format.md §5): eight values of the last axis per byte, the
 #: first in the least significant bit, as ``np.packbits(mask, axis=-1, bitorder=BIT_ORDER)`` packs them.
 BIT_ORDER: Final = "little"
+#: Logical dtypes a lossy ``precision`` (``bf16``, ``keepbits:N``) may apply to; every other
+#: record is stored exactly.
+LOSSY_DTYPES = frozenset({"float32", "float64"})
 #: Bit pattern of bfloat16 1.0 (the top half of float32 1.0, 0x3F800000).
 _BF16_ONE = np.uint16(0x3F80)
 

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from spikestore._format.dtypes import BIT_ORDER
 from spikestore._read.segment import Block, Segment
 
 __all__ = ["SAMPLE_DIMS", "Intervals", "add_hist", "block_counts", "block_isi", "block_neuron_counts",
@@ -30,7 +31,7 @@ SAMPLE_DIMS = ("time", "batch")
 def spike_mask(seg: Segment, rows: np.ndarray) -> np.ndarray:
     """Stored rows as a bool array ``[k, *shape]`` (True where a spike is)."""
     if seg.encoding == "bits":
-        return np.unpackbits(rows, axis=-1, count=seg.shape[-1], bitorder="little").view(np.bool_)
+        return np.unpackbits(rows, axis=-1, count=seg.shape[-1], bitorder=BIT_ORDER).view(np.bool_)
     return np.asarray(seg.decode_rows(rows) != 0)
 
 

@@ -41,17 +41,15 @@ from spikestore._format.checks import MAX_RECORD_DIMS
 from spikestore._write.cuda import CudaCapture
 from spikestore.codecs import _packing as packing
 from spikestore.codecs._packing import Packer, unpack_bits
-from spikestore.codecs._precision import apply_precision, check_precision
+from spikestore.codecs._precision import apply_precision
 from spikestore.errors import InPlaceModificationError, InvalidArgumentError, InvalidValueError
 
-__all__ = ["LOSSY_DTYPES", "MAX_STEP", "Frame", "Prepared", "capture", "check_intact", "check_step",
-           "lossy_precision", "prepare"]
+__all__ = ["MAX_STEP", "Frame", "Prepared", "capture", "check_intact", "check_step", "prepare"]
 
 _NUMERIC_KINDS = "biufc"
 #: Largest step the int64 step index holds.
 MAX_STEP = 2**63 - 1
-#: Logical dtypes that lossy ``precision`` applies to; every other record is stored exactly.
-LOSSY_DTYPES = frozenset({"float32", "float64"})
+
 
 
 @dataclass(slots=True)
@@ -116,23 +114,6 @@ def check_step(step: Any, key: str | None = None) -> int:
             f"{where}: step {value} is out of range; steps are stored as int64 and must be in "
             f"0 <= step <= 2**63 - 1 ({MAX_STEP})")
     return value
-
-
-def lossy_precision(key: str, dtype: str, precision: str) -> str:
-    """``precision`` checked for a record of logical dtype ``dtype`` of stream ``key``.
-
-    Raises
-    ------
-    InvalidValueError
-        For a record that is not float32/float64 (:data:`LOSSY_DTYPES`).
-    InvalidArgumentError
-        For an unknown precision.
-    """
-    if dtype not in LOSSY_DTYPES:
-        raise InvalidValueError(
-            f"stream {key!r}: precision={precision!r} applies to float32/float64 records, "
-            f"not {dtype}; drop the precision argument for this stream")
-    return str(check_precision(precision))
 
 
 def _check_dims(key: str, step: int, shape: tuple[int, ...]) -> None:

@@ -1,8 +1,7 @@
 """What the writer could not store, and how the training thread hears of it.
 
-One bad stream costs only itself (:class:`StreamFailures`), one record
-changed in place only itself (:class:`ModifiedRecords`); records refused by
-a full queue with ``on_full="drop"`` are counted too (:class:`QueueDrops`).
+One bad stream costs only itself (:class:`StreamFailures`); records refused
+by a full queue with ``on_full="drop"`` are counted (:class:`QueueDrops`).
 
 A record that cannot be stored (a name the file system refuses, a value the
 writer cannot encode, a bug in one stream's path) fails its stream only:
@@ -17,10 +16,9 @@ decided by :func:`spikestore._failures.stops_writer`.
 
 A record that changed in place before the writer stored it (a tensor handed
 over with ``copy=False`` whose version counter moved, or a chunk the spike
-codec saw change while encoding it) costs less still: that record is not
-stored, it is counted (``writer.modified`` in the root document), the
-training thread hears of it at its next call through an
-:class:`~spikestore.errors.InPlaceModificationWarning`, and its stream goes on.
+codec saw change while encoding it) is a record that cannot be stored: it
+fails its stream like any other, so the index ``Store.append`` returned for
+every stored record is its position in the stream.
 """
 
 from __future__ import annotations
@@ -31,9 +29,9 @@ import warnings
 from collections import deque
 from types import FrameType
 
-from spikestore.errors import InPlaceModificationWarning, StreamFailedError
+from spikestore.errors import StreamFailedError
 
-__all__ = ["ModifiedRecords", "QueueDrops", "StreamFailures"]
+__all__ = ["QueueDrops", "StreamFailures"]
 
 #: Records named one by one in a warning; the rest are counted.
 _NAMED = 5
@@ -90,60 +88,6 @@ class StreamFailures:
         """``{stream: message}`` of every failed stream, for the root document."""
         with self._lock:
             return {key: f"{type(e.__cause__).__name__}: {e.__cause__}"[:2000] for key, e in self._errors.items()}
-
-
-class ModifiedRecords:
-    """Records dropped because they changed in place, counted and reported.
-
-    Counted by the writer thread (and its helper threads); reported on the
-    training thread, one warning per call that finds records not reported yet.
-
-    Parameters
-    ----------
-    where
-        The store, for messages.
-    count
-        Records counted by earlier writer sessions of the store.
-    """
-
-    def __init__(self, where: str, count: int = 0) -> None:
-        self._where = where
-        self._lock = threading.Lock()
-        self.count = count
-        self._per_stream: dict[str, int] = {}
-        self._unreported: list[tuple[str, int, str]] = []
-
-    def drop(self, key: str, step: int, cause: BaseException) -> None:
-        """Count the record of ``key`` at ``step``, which is not stored."""
-        with self._lock:
-            self.count += 1
-            self._per_stream[key] = self._per_stream.get(key, 0) + 1
-            self._unreported.append((key, step, f"{type(cause).__name__}: {cause}"))
-
-    def of(self, key: str) -> int:
-        """Records of stream ``key`` dropped in this session."""
-        return self._per_stream.get(key, 0)
-
-    def warn(self) -> None:
-        """Issue an :class:`InPlaceModificationWarning` for the records not reported yet."""
-        if not self._unreported:
-            return
-        with self._lock:
-            dropped, self._unreported = self._unreported, []
-        if not dropped:
-            return
-        named = "; ".join(f"stream {key!r}, step {step}" for key, step, _ in dropped[:_NAMED])
-        more = f" and {len(dropped) - _NAMED} more" if len(dropped) > _NAMED else ""
-        one = len(dropped) == 1
-        what, it, were = ("the record of", "it", "it was") if one else (
-            f"{len(dropped)} records,", "them", "they were")
-        w = InPlaceModificationWarning(
-            f"spikestore: {what} {named}{more}, changed in place before the writer of {self._where} stored "
-            f"{it} ({dropped[0][2]}); {were} dropped and counted in the store's writer.modified, and "
-            "recording goes on. Record with copy=True (the default) to store a snapshot instead.")
-        w.records = tuple((key, step) for key, step, _ in dropped)
-        w.stream, w.step = w.records[0]
-        _warn(w)
 
 
 class QueueDrops:

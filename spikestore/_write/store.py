@@ -12,7 +12,7 @@ from spikestore._format import new_root_doc, split_key
 from spikestore._format.checks import MAX_CHUNK_BYTES
 from spikestore._format.names import MAX_NAME_BYTES
 from spikestore._write import open_stores
-from spikestore._write.capture import capture, check_step, lossy_precision
+from spikestore._write.capture import capture, check_step
 from spikestore._write.clock import StepClock
 from spikestore._write.cuda import CudaCapture
 from spikestore._write.group import open_part
@@ -23,6 +23,7 @@ from spikestore._write.streams import StreamTable
 from spikestore._write.writer import Writer
 from spikestore.backends import StoreURL, backend_name_for, location
 from spikestore.codecs import _packing as packing
+from spikestore.codecs._precision import check_lossy
 from spikestore.errors import InvalidArgumentError, WriterError
 
 __all__ = ["Store", "recorder"]
@@ -277,7 +278,7 @@ class Store:
         call = streams.call(stream, s)
         frame = capture(stream, value, s, call, copy=copy, encoding=encoding, device=self._device)
         if precision is not None:
-            frame.extra["precision"] = lossy_precision(stream, frame.dtype, precision)
+            frame.extra["precision"] = check_lossy(stream, frame.dtype, precision)
         return streams.handed_over(stream, s, call, queued=writer.submit(frame))
 
     def set_stream_info(self, stream: str, *, selection: dict[str, Any] | None = None,

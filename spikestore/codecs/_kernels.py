@@ -15,13 +15,11 @@ compile once per machine (``cache=True``).
 
 The kernels are plain numba. The only intrinsics left are single LLVM
 instructions numba does not offer: popcount, count-trailing-zeros, and
-unaligned 32/64-bit loads and stores into byte arrays. Up to commit
-``6873e07`` the packing compare was hand-written LLVM IR (8-lane compares
-bit-cast to mask bytes) and prefetched 4 KiB ahead with ``llvm.prefetch``; measured
-against this plain code in alternated runs (``tools/ab_kernels.py``, which
-keeps that IR), it was worth less than 10% of the write path, and at times
-slower, so it went (figures in ``docs/performance.md``, "Packing kernel: plain
-numba or LLVM IR").
+unaligned 32/64-bit loads and stores into byte arrays. A hand-written LLVM IR
+packing compare with explicit prefetching is kept in ``tools/ab_kernels.py``
+for comparison: in alternated runs it is worth less than 10% of the write
+path, at times slower (``docs/performance.md``, "Packing kernel: plain numba
+or LLVM IR"), so the plain code is what ships.
 
 The numpy implementations they replace stay the reference in the tests
 (``np.packbits``, ``np.unpackbits`` + ``np.flatnonzero``).

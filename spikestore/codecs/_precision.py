@@ -25,7 +25,7 @@ import numpy as np
 from spikestore._format import dtypes
 from spikestore.errors import InvalidArgumentError, InvalidValueError
 
-__all__ = ["apply_precision", "check_precision", "restore_precision"]
+__all__ = ["apply_precision", "check_lossy", "check_precision", "restore_precision"]
 
 _KEEPBITS = re.compile(r"^keepbits:(\d+)$")
 _MANTISSA = {"float32": 23, "float64": 52}
@@ -42,12 +42,26 @@ def check_precision(precision: str | None) -> str | None:
     return precision
 
 
-def apply_precision(arr: np.ndarray, precision: str, key: str) -> np.ndarray:
-    """The stored form of a raw float record under ``precision``."""
-    if arr.dtype.name not in _MANTISSA:
+def check_lossy(key: str, dtype: str, precision: str) -> str:
+    """``precision`` checked for records of logical dtype ``dtype`` of stream ``key``.
+
+    Raises
+    ------
+    InvalidValueError
+        For a dtype outside :data:`~spikestore._format.dtypes.LOSSY_DTYPES`.
+    InvalidArgumentError
+        For an unknown precision.
+    """
+    if dtype not in dtypes.LOSSY_DTYPES:
         raise InvalidValueError(
             f"stream {key!r}: precision={precision!r} applies to float32/float64 records, "
-            f"not {arr.dtype}; drop the precision argument for this stream")
+            f"not {dtype}; drop the precision argument for this stream")
+    return str(check_precision(precision))
+
+
+def apply_precision(arr: np.ndarray, precision: str, key: str) -> np.ndarray:
+    """The stored form of a raw float record under ``precision``."""
+    check_lossy(key, arr.dtype.name, precision)
     if precision == "bf16":
         return dtypes.float32_to_bfloat16_bits(arr)
     keep = int(_KEEPBITS.match(precision).group(1))  # type: ignore[union-attr]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from spikestore._format import join_key
-from spikestore._write.capture import LOSSY_DTYPES
+from spikestore._format.dtypes import LOSSY_DTYPES
 from spikestore._write.store import Store, recorder
 from spikestore.errors import InvalidValueError, RecordIndexError
 from spikestore.monitor._records import KINDS, Path, Template, flatten, leaf_kind, leaf_quantity, rebuild
