@@ -89,7 +89,7 @@ _RACER = textwrap.dedent("""
         print("refused", type(exc).__name__, flush=True)
         sys.exit(0)
     store.append("output/a", np.full(3, me))
-    time.sleep(0.3)  # hold it open a while (a later rival finds a live writer or, after close, a store: refused either way)
+    time.sleep(0.3)  # hold it open a while (a later rival meets a live writer, or a store: refused either way)
     store.close()
     print("wrote", flush=True)
 """)
