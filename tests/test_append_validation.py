@@ -227,3 +227,72 @@ def test_refusals_name_the_stream_and_step_in_spikestore_errors(tmp_path):
         store.set_step(12)
         with pytest.raises(spikestore.SpikestoreError, match=re.escape("stream 'output/y', step 12")):
             store.append("output/y", torch.zeros(2, dtype=torch.complex32))
+
+
+# -- byte order -------------------------------------------------------------------------------
+
+def _stored_arrays(path: Path, key: str) -> list[np.ndarray]:
+    """The segment arrays of stream ``key`` as plain h5py (with hdf5plugin) or zarr-python reads them."""
+    if path.suffix == ".zarr":
+        import zarr
+
+        group = zarr.open_group(path / key, mode="r")
+        return [group[name][...] for name in sorted(n for n in group.array_keys() if n.startswith("seg"))]
+    import h5py
+    import hdf5plugin  # noqa: F401  (registers the filters the chunks are encoded with)
+
+    with h5py.File(path, "r") as f:
+        return [f[key][name][...] for name in sorted(n for n in f[key] if n.startswith("seg"))]
+
+
+@pytest.mark.parametrize("dtype", [">i4", ">f8", ">c16", ">u2", "<i4"])
+def test_records_of_either_byte_order_are_stored_little_endian_and_read_right_everywhere(store_path, dtype):
+    values = [np.arange(4, dtype=dtype) * 3 + 7, np.array([-1, 0, 300, 2**15 - 1]).astype(dtype)]
+    with spikestore.Store(store_path) as store:
+        for step, value in enumerate(values):
+            store.append("v/x", value, step=step)
+    assert spikestore.verify(store_path) == []
+    run = spikestore.open(store_path)
+    stream = run["v/x"]
+    assert len(stream) == 2 and len(stream.segments) == 1  # one segment for one logical dtype
+    for i, value in enumerate(values):
+        np.testing.assert_array_equal(stream[i], value)
+        assert stream[i].dtype == value.dtype.newbyteorder("=")
+    (stored,) = _stored_arrays(store_path, "v/x")
+    assert stored.dtype.byteorder in "<|="  # what third-party readers see: little endian, the values right
+    np.testing.assert_array_equal(stored, np.stack(values))
+
+
+def test_byte_orders_mixed_in_one_stream_share_a_segment(store_path):
+    with spikestore.Store(store_path) as store:
+        store.append("v/x", np.arange(3, dtype=">i8"), step=0)
+        store.append("v/x", np.arange(3, dtype="<i8"), step=1)
+    stream = spikestore.open(store_path)["v/x"]
+    assert len(stream.segments) == 1
+    np.testing.assert_array_equal(stream[:], [[0, 1, 2], [0, 1, 2]])
+
+
+# -- tensors without values -------------------------------------------------------------------
+
+def test_a_meta_tensor_is_refused_with_what_to_do(store_path):
+    value = torch.empty(3, device="meta")
+    _refused(store_path, InvalidValueError,
+             r"stream 'output/m', step 0: .*meta device.*no values",
+             lambda store: store.append("output/m", value))
+
+
+def test_a_monitor_recording_a_meta_tensor_raises_at_the_hook(store_path):
+    from spikingjelly.activation_based import neuron
+
+    from spikestore import monitor as ss
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), neuron.IFNode())
+    with spikestore.Store(store_path) as store:
+        ss.OutputMonitor(net, neuron.IFNode, store=store,
+                         function_on_output=lambda s: torch.empty_like(s, device="meta"))
+        store.set_step(5)
+        with pytest.raises(InvalidValueError, match=r"stream 'output/1', step 5: .*meta device"):
+            net(torch.rand(2, 4))
+    run = spikestore.open(store_path)
+    assert run.writer["status"] == "closed"
+    assert all(len(run[key]) == 0 for key in run.streams)  # the monitor lists its stream; nothing reached it

@@ -151,7 +151,7 @@ def capture(key: str, value: Any, step: int, call: int, *, copy: bool = True,
     if torch is not None and isinstance(value, torch.Tensor):
         return _capture_tensor(key, value, step, call, now, copy, encoding, device)
     if isinstance(value, (bool, int, float, complex, np.generic, np.ndarray)):
-        arr = np.array(value, copy=True)  # callers may reuse their arrays
+        arr = _little_endian_copy(value)  # callers may reuse their arrays
         if arr.dtype.kind not in _NUMERIC_KINDS:
             raise InvalidValueError(
                 f"stream {key!r}, step {step}: cannot record a numpy array of dtype "
@@ -165,6 +165,16 @@ def capture(key: str, value: Any, step: int, call: int, *, copy: bool = True,
         f"{type(value).__module__}.{type(value).__qualname__}; record tensors, numpy arrays "
         "or numbers (return one of those, or a tuple/list/dict of them, from function_on_*)"
     )
+
+
+def _little_endian_copy(value: Any) -> np.ndarray:
+    """A copy of ``value`` in little-endian byte order, the order every stored array holds (docs/format.md).
+
+    Records of one logical dtype then share one segment whatever byte order they came in, and the
+    writer's buffers, its chunks and the arrays' declared types agree.
+    """
+    arr = np.asarray(value)
+    return np.array(arr, dtype=arr.dtype.newbyteorder("<"), copy=True)
 
 
 def _check_numpy_dtype(key: str, step: int, dtype: np.dtype) -> None:
@@ -215,6 +225,11 @@ def _capture_tensor(key: str, t: Any, step: int, call: int, now: float, copy: bo
     nbytes = t.numel() * t.element_size()
     if t.device.type == "cuda":
         return _capture_cuda(key, t, step, call, now, name, shape, encoding, device)
+    if t.device.type == "meta":
+        raise InvalidValueError(
+            f"stream {key!r}, step {step}: the tensor is on the meta device and has no values to "
+            "record; record a tensor that holds data (build or move the model onto a real device, "
+            "e.g. module.to_empty(device='cpu') and load its weights, before recording)")
     if t.device.type != "cpu":
         t, owned = t.to("cpu"), True
     if (t.dtype == torch.float32 and encoding != "raw" and t.dim() > 0 and t.numel() > 0

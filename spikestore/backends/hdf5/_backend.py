@@ -278,8 +278,10 @@ class HDF5Backend:
                 except (KeyError, RuntimeError, OSError) as exc:  # its link was cut short by the kill
                     raise ArrayNameTakenError(
                         f"{self.path}: {node!r} was left by a killed writer and cannot be removed") from exc
+            # Chunks hold little-endian bytes (docs/format.md): the dataset's type says so for every reader.
             create_node(f, node, lambda _depth: f.create_dataset(
-                None, shape=(0, *spec.record_shape), maxshape=maxshape, chunks=chunks, dtype=spec.dtype,
+                None, shape=(0, *spec.record_shape), maxshape=maxshape, chunks=chunks,
+                dtype=np.dtype(spec.dtype).newbyteorder("<"),
                 track_times=False, **spec.codec.hdf5_filters()))
 
     def _array(self, node: str) -> _Array | None:
