@@ -461,3 +461,49 @@ def test_an_hdf5_stream_written_under_a_long_group_name_by_earlier_versions_stil
     assert verify(path) == []
     with pytest.raises(spikestore.FormatError, match="record into a new store"):
         spikestore.Store(path, mode="a")
+
+
+# -- links that are not hard ------------------------------------------------------------------
+
+def _linked_store(tmp_path: Path, node: str, link: object) -> Path:
+    """A closed store of streams ``v/a`` and ``v/b`` whose ``node`` is replaced by ``link``.
+
+    The link's target holds a valid copy of what it replaces (another file written the same
+    way, or ``v/b``), so a reader that followed it would read wrong records without an error.
+    """
+    for name in ("run.h5", "other.h5"):
+        with spikestore.Store(tmp_path / name) as store:
+            for step in range(3):
+                store.append("v/a", np.full(4, step, np.float32) + 0.5, step=step)
+                store.append("v/b", np.full(4, -step, np.float32) - 0.5, step=step)
+    path = tmp_path / "run.h5"
+    with h5py.File(path, "r+") as f:
+        del f[node]
+        f[node] = link
+    return path
+
+
+@pytest.mark.parametrize("node,link,named", [
+    ("v/a", h5py.ExternalLink("other.h5", "/v/a"), r"/v/a: it is an external link to '/v/a' in the file 'other\.h5'"),
+    ("v/a", h5py.SoftLink("/v/b"), r"/v/a: it is a soft link to '/v/b'"),
+    ("v/a/seg000000", h5py.SoftLink("/v/b/seg000000"), r"/v/a/seg000000: it is a soft link"),
+    ("v/a/step", h5py.ExternalLink("other.h5", "/v/a/step"), r"/v/a/step: it is an external link"),
+])
+def test_a_link_that_is_not_hard_is_damage_never_followed(tmp_path, node, link, named):
+    path = _linked_store(tmp_path, node, link)
+    run = spikestore.open(path)
+    with pytest.raises(DamagedStoreError, match=named):
+        stream = run["v/a"]
+        stream[:]
+        stream.steps  # noqa: B018
+    np.testing.assert_array_equal(run["v/b"][:], -np.arange(3, dtype=np.float32)[:, None] - 0.5 + np.zeros(4))
+    run.close()
+    problems = spikestore.verify(path)
+    assert problems and any(re.search(named, p) for p in problems), problems
+
+
+def test_an_external_link_in_place_of_a_quantity_is_damage(tmp_path):
+    path = _linked_store(tmp_path, "v", h5py.ExternalLink("other.h5", "/v"))
+    with pytest.raises(DamagedStoreError, match=r"/v: it is an external link"):
+        spikestore.open(path)["v/a"][:]
+    assert any("external link" in p for p in spikestore.verify(path))

@@ -49,6 +49,7 @@ from spikestore.backends._base import ArraySpec
 from spikestore.backends.hdf5._faults import WINDOW_RESERVE, opening_error
 from spikestore.backends.hdf5._handles import acquire, release
 from spikestore.backends.hdf5._headers import create_node, put_document
+from spikestore.backends.hdf5._links import get_node
 from spikestore.errors import ArrayNameTakenError, FormatError, ReadOnlyError, StoreInUseError, StoreNotFoundError
 
 __all__ = ["HDF5Backend"]
@@ -173,7 +174,10 @@ class HDF5Backend:
     def _attr_bytes(self, node: str) -> bytes | None:
         f = self._file()
         try:
-            value = (f[node] if node else f).attrs[ATTRS_KEY]
+            obj = get_node(f, node, self.path)
+            if obj is None:
+                return None
+            value = obj.attrs[ATTRS_KEY]
         except KeyError:
             return None
         if isinstance(value, np.ndarray) and value.shape == ():
@@ -290,9 +294,8 @@ class HDF5Backend:
             self._generation = self._handle.generation
         arr = self._arrays.get(node)
         if arr is None:
-            try:
-                d = self._file()[node]
-            except KeyError:
+            d = get_node(self._file(), node, self.path)
+            if d is None:
                 return None
             if not isinstance(d, h5py.Dataset) or d.chunks is None:
                 raise FormatError(f"{self.path}: {node!r} is not a chunked dataset")
@@ -365,7 +368,9 @@ class HDF5Backend:
         if not node:
             return self.path.stat().st_size
         with self._handle.lock:
-            obj = self._file()[node]
+            obj = get_node(self._file(), node, self.path)
+            if obj is None:
+                raise KeyError(f"{self.path}: nothing is stored at {node!r}")
             if isinstance(obj, h5py.Dataset):
                 return int(obj.id.get_storage_size())
             total: list[int] = [sum(int(obj.attrs.get_id(k).get_storage_size()) for k in obj.attrs)]
@@ -399,4 +404,4 @@ class HDF5Backend:
         from spikestore.backends.hdf5._inspect import inspect
 
         with self._handle.lock:
-            return self._reading(lambda: inspect(self._file(), node, expect, length))
+            return self._reading(lambda: inspect(self._file(), self.path, node, expect, length))

@@ -30,6 +30,7 @@ from h5py import h5a, h5z
 
 from spikestore._format import ATTRS_KEY
 from spikestore.backends._base import ArraySpec, NodeInfo
+from spikestore.backends.hdf5._links import get_node
 from spikestore.backends.hdf5._superblock import RecoveredView, Superblock
 from spikestore.errors import FormatError, InvalidArgumentError
 
@@ -38,19 +39,10 @@ __all__ = ["FileView", "inspect", "open_for_verify"]
 _ATTR = ATTRS_KEY.encode()
 
 
-def _get(f: h5py.File, node: str) -> Any:
-    """The object at ``node``: ``None`` when no link leads there, an error when one does but it won't open."""
-    obj: Any = f
-    for name in node.split("/") if node else ():
-        if not isinstance(obj, h5py.Group) or not obj.id.links.exists(name.encode(), None):
-            return None
-        obj = obj[name]
-    return obj
-
-
-def inspect(f: h5py.File, node: str, expect: ArraySpec | None = None, length: int = 0) -> NodeInfo | None:
-    """What ``f`` holds at ``node`` (see :meth:`spikestore.backends.Backend.inspect`)."""
-    obj = _get(f, node)
+def inspect(f: h5py.File, store: Path, node: str, expect: ArraySpec | None = None,
+            length: int = 0) -> NodeInfo | None:
+    """What ``f`` (the file of ``store``) holds at ``node`` (see :meth:`spikestore.backends.Backend.inspect`)."""
+    obj = get_node(f, node, store)
     if obj is None:
         return None
     if isinstance(obj, h5py.Group):
@@ -144,7 +136,7 @@ class FileView:
         return bool(h5a.exists(self._file.id, _ATTR))
 
     def read_doc(self, node: str) -> Any | None:
-        obj = _get(self._file, node)
+        obj = get_node(self._file, node, self.path)
         if obj is None or not h5a.exists(obj.id, _ATTR):
             return None
         value = obj.attrs[ATTRS_KEY]
@@ -155,7 +147,7 @@ class FileView:
         return json.loads(value)
 
     def read_chunk(self, node: str, chunk: int) -> bytes | None:
-        d = _get(self._file, node)
+        d = get_node(self._file, node, self.path)
         if not isinstance(d, h5py.Dataset) or d.chunks is None:
             return None
         row = chunk * d.chunks[0]
@@ -170,7 +162,7 @@ class FileView:
         return bytes(data)
 
     def inspect(self, node: str, expect: ArraySpec | None = None, length: int = 0) -> NodeInfo | None:
-        return inspect(self._file, node, expect, length)
+        return inspect(self._file, self.path, node, expect, length)
 
     def close(self) -> None:
         self._file.close()
