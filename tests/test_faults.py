@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import errno
 import functools
+import json
 import os
 import resource
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -352,3 +354,68 @@ def test_a_final_status_that_cannot_be_written_is_reported_by_close(tmp_path, mo
     run.close()
     with spikestore.Store(path, mode="a") as again:  # the lock was released
         again.append("output/a", np.zeros(8, np.float32))
+
+
+# -- the final status after a full disk --------------------------------------------------------------------
+
+_ONE_STREAM_WRITER = """
+import json, sys
+import numpy as np
+import spikestore
+path = sys.argv[1]
+store = spikestore.Store(path, chunk_bytes=2048, flush_interval=1000)
+out = {"error": None, "close": "ok"}
+try:
+    for i in range(200_000):
+        store.set_step(i)
+        store.append("v/b", np.random.default_rng(i).standard_normal(400).astype(np.float32))
+        if i % 5 == 4:
+            store.flush()
+except spikestore.SpikestoreError as exc:
+    out["error"] = str(exc)
+try:
+    store.close()
+except spikestore.SpikestoreError as exc:
+    out["close"] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def _fill_with_one_stream(path: Path, tmp_path: Path, prefix: list[str], preexec_fn=None) -> dict:
+    """Record one stream (no new stream, so no structure window) into ``path`` until the space runs out."""
+    script = tmp_path / "one_stream.py"
+    script.write_text(_ONE_STREAM_WRITER)
+    proc = subprocess.run([*prefix, sys.executable, str(script), str(path)], capture_output=True, text=True,
+                          timeout=300, check=False, preexec_fn=preexec_fn)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0 and lines, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
+    return json.loads(lines[-1])
+
+
+def _assert_failed_with(path: Path, report: dict, reason: str) -> None:
+    assert report["error"] is not None and reason in report["error"], report
+    run = spikestore.open(path)
+    assert run.writer["status"] == "failed", run.writer
+    assert reason in run.writer["error"], run.writer
+    assert len(run["v/b"]) > 0
+    run.close()
+    assert verify(path) == []
+
+
+def test_hdf5_records_failed_when_the_file_size_limit_stops_a_chunk_write(tmp_path):
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    path = tmp_path / "run.h5"
+    report = _fill_with_one_stream(path, tmp_path, [], preexec_fn=limit)
+    _assert_failed_with(path, report, "File too large")
+
+
+@pytest.mark.skipif(not _can_mount(), reason="cannot mount a tmpfs here (needs root or user namespaces)")
+def test_hdf5_records_failed_when_a_full_disk_stops_a_chunk_write(tmp_path):
+    mnt, out = tmp_path / "mnt", tmp_path / "out"
+    mnt.mkdir()
+    out.mkdir()
+    report = _fill_with_one_stream(mnt / "run.h5", tmp_path, [*_in_small_fs("600k", out), str(mnt)])
+    _assert_failed_with(out / "run.h5", report, "No space left on device")

@@ -46,7 +46,7 @@ from h5py import h5a
 
 from spikestore._format import ATTRS_KEY
 from spikestore.backends._base import ArraySpec
-from spikestore.backends.hdf5._faults import WINDOW_RESERVE, opening_error
+from spikestore.backends.hdf5._faults import WINDOW_RESERVE, opening_error, reserve
 from spikestore.backends.hdf5._handles import acquire, release
 from spikestore.backends.hdf5._headers import create_node, put_document
 from spikestore.backends.hdf5._links import get_node
@@ -322,7 +322,11 @@ class HDF5Backend:
     def write_chunk(self, node: str, chunk: int, data: bytes, *, new: bool = False) -> None:
         self._check_writable()
         with self._handle.lock, self._handle.writing(f"write chunk {chunk} of {node!r}"):
-            self._swmr()
+            f = self._swmr()
+            # The chunk and the index blocks the next flush may add, allocated first: a full disk
+            # stops the writer here with nothing written (a SpaceError), so the file stays writable
+            # in place and its root can still record the failure, instead of breaking HDF5's cache.
+            reserve(f.id.get_vfd_handle(), len(data) + WINDOW_RESERVE)
             arr = self._written_array(node)
             row = chunk * arr.chunk_records
             if row >= arr.length:  # HDF5 takes no chunk outside the extent
