@@ -9,6 +9,7 @@ opened, and what the operating system refused becomes a ``SpikestoreError``.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from spikestore._read.reader import read_index_tail
 from spikestore._write.lock import NoWriterLock, WriterLock, cannot_write, writer_lock
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
-from spikestore.backends import Backend, StoreURL, clear_for_new_url, open_backend
+from spikestore.backends import Backend, StoreURL, backend_name_for, clear_for_new_url, open_backend
 from spikestore.errors import FormatError, SpikestoreError, StoreExistsError, StoreNotFoundError
 
 __all__ = ["Opened", "clear_for_new", "open_for_writing", "resume"]
@@ -55,8 +56,8 @@ def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backe
     (rank 0 of a process group of two or more) are listed in the root;
     ``part_of`` marks the store as that rank's part.
     """
-    held = writer_lock(path, lock)
-    held.acquire()
+    held = writer_lock(path, lock, folder=backend_name_for(path, backend) == "zarr")
+    held.acquire(create=mode == "w")
     try:
         if mode == "w":
             clear_for_new(path, overwrite)
@@ -66,6 +67,7 @@ def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backe
         _raise_open_error(exc, path)
         raise
     try:
+        held.hold_store()  # a store created (or replaced) just now: the lock moves to it
         streams: dict[str, dict[str, Any]] = {}
         step = 0
         if root_doc is not None:
@@ -89,7 +91,11 @@ def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backe
 
 
 def clear_for_new(path: Path | StoreURL, overwrite: bool) -> None:
-    """Make way for a new store at ``path``: refuse a non-empty one unless ``overwrite``."""
+    """Make way for a new store at ``path``: refuse a non-empty one unless ``overwrite``.
+
+    Called with the writer lock held, which covers the store at ``path``: a
+    store another writer holds was refused before anything here runs.
+    """
     if isinstance(path, StoreURL):  # object storage: no folder, only keys under a prefix
         clear_for_new_url(path, overwrite)
         return
@@ -99,7 +105,13 @@ def clear_for_new(path: Path | StoreURL, overwrite: bool) -> None:
                 f"{path} already exists and is not empty; pass overwrite=True to replace it, "
                 "or mode='a' to append to it")
         if path.is_dir():
-            shutil.rmtree(path)
+            # Emptied, not removed: the folder itself carries the writer lock, held by this writer.
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
         else:
             path.unlink()
 
