@@ -18,7 +18,7 @@ from typing import Any
 from spikestore._format import FORMAT_VERSION, RANKED_FORMAT_VERSION, new_root_doc, stream_node
 from spikestore._read.documents import check_no_root, has_root, load_doc, load_stream_doc
 from spikestore._read.reader import read_index_tail
-from spikestore._write.lock import NoWriterLock, WriterLock, cannot_write, writer_lock
+from spikestore._write.lock import LeasedWriterLock, NoWriterLock, WriterLock, cannot_write, writer_lock
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
 from spikestore.backends import Backend, StoreURL, backend_name_for, clear_for_new_url, open_backend
@@ -31,7 +31,7 @@ __all__ = ["Opened", "clear_for_new", "open_for_writing", "resume"]
 class Opened:
     """What a :class:`~spikestore.Store` owns once open: the lock, backend, root document and writer."""
 
-    lock: WriterLock | NoWriterLock
+    lock: WriterLock | LeasedWriterLock | NoWriterLock
     backend: Backend
     root: RootDocument
     writer: Writer
@@ -61,7 +61,8 @@ def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backe
     try:
         if mode == "w":
             clear_for_new(path, overwrite)
-        be = open_backend(path, backend=backend, writable=True, durable=durable)
+        guard = held.check if isinstance(held, LeasedWriterLock) else None
+        be = open_backend(path, backend=backend, writable=True, durable=durable, guard=guard)
     except BaseException as exc:
         held.release()
         _raise_open_error(exc, path)
