@@ -388,7 +388,7 @@ class LeasedWriterLock:
             if info.get("token") == self._token:  # our own create, answered late (a retried request)
                 self._hold(found.etag, sent)
                 return
-            lease = max(self.lease_s, _number(info.get("lease_s"), self.lease_s))
+            lease = _number(info.get("lease_s"), self.lease_s)  # as long as its holder renews it for
             if found.age_s <= lease:
                 raise in_use(self.store, f"{_holder(info)} (its lease on {obj.url} was renewed "
                                          f"{found.age_s:.0f} s ago; a writer that died leaves it to expire "
