@@ -90,7 +90,8 @@ class WriterLock:
         self._folder = folder
         self._fd: int | None = None  # the lock file beside the store
         self._store_fd: int | None = None  # the store itself
-        self._made: Path | None = None  # the folder acquire() created, removed again if left empty
+        self._made: Path | None = None  # the folder this lock created, removed again if left empty
+        self._creating = False
         self._pid = os.getpid()
 
     def acquire(self, *, create: bool = False) -> None:
@@ -117,10 +118,8 @@ class WriterLock:
             raise
         except OSError as exc:
             raise cannot_write(exc, self.store, f"creating its writer lock {self.path}") from exc
+        self._creating = create
         try:
-            if create and self._folder and not os.path.lexists(self.given):
-                os.makedirs(self.given)
-                self._made = self.given
             self.hold_store()
         except BaseException as exc:
             self.release()
@@ -132,7 +131,8 @@ class WriterLock:
         """Lock the store itself, as it is at the path now (nothing when there is none yet).
 
         Called by :meth:`acquire`, and again once the store has been created
-        or replaced: the lock then moves to the new file.
+        or replaced: the lock then moves to the new file. When a store is
+        being created, a Zarr store's missing folder is made here first.
 
         Raises
         ------
@@ -141,6 +141,9 @@ class WriterLock:
         OSError
             The store cannot be opened.
         """
+        if self._creating and self._folder and not os.path.lexists(self.given):
+            os.makedirs(self.given)  # the new Zarr store's folder, locked before anything is written into it
+            self._made = self.given
         for _ in range(_ATTEMPTS):
             try:
                 st = os.stat(self.given)
@@ -247,7 +250,7 @@ def _lock_store(path: Path, st: os.stat_result) -> int | None:
             return None
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for an open-file-description lock)
-        spec = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, _LOCKED_BYTE, 1, 0)
+        spec = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _LOCKED_BYTE, 1, 0)
 
         def lock() -> None:
             fcntl.fcntl(fd, ofd, spec)
@@ -506,7 +509,9 @@ def _lease_info(body: bytes) -> dict[str, Any]:
 
 
 def _number(value: object, default: float) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+    """``value`` as a lease interval of up to an hour, else ``default`` (what a holder wrote is not trusted)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 3600
+    return float(value) if ok else default  # type: ignore[arg-type]
 
 
 def _holder(info: dict[str, Any]) -> str:

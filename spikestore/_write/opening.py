@@ -56,11 +56,12 @@ def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backe
     (rank 0 of a process group of two or more) are listed in the root;
     ``part_of`` marks the store as that rank's part.
     """
-    held = writer_lock(path, lock, folder=backend_name_for(path, backend) == "zarr")
+    folder = backend_name_for(path, backend) == "zarr"
+    held = writer_lock(path, lock, folder=folder)
     held.acquire(create=mode == "w")
     try:
         if mode == "w":
-            clear_for_new(path, overwrite)
+            clear_for_new(path, overwrite, keep_folder=folder)
         guard = held.check if isinstance(held, LeasedWriterLock) else None
         be = open_backend(path, backend=backend, writable=True, durable=durable, guard=guard)
     except BaseException as exc:
@@ -91,11 +92,13 @@ def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backe
     return Opened(held, be, root, writer, streams, step)
 
 
-def clear_for_new(path: Path | StoreURL, overwrite: bool) -> None:
+def clear_for_new(path: Path | StoreURL, overwrite: bool, *, keep_folder: bool = False) -> None:
     """Make way for a new store at ``path``: refuse a non-empty one unless ``overwrite``.
 
     Called with the writer lock held, which covers the store at ``path``: a
-    store another writer holds was refused before anything here runs.
+    store another writer holds was refused before anything here runs. With
+    ``keep_folder`` (a Zarr store) a folder at ``path`` is emptied, not
+    removed: the folder itself carries the writer lock, held by this writer.
     """
     if isinstance(path, StoreURL):  # object storage: no folder, only keys under a prefix
         clear_for_new_url(path, overwrite)
@@ -105,14 +108,15 @@ def clear_for_new(path: Path | StoreURL, overwrite: bool) -> None:
             raise StoreExistsError(
                 f"{path} already exists and is not empty; pass overwrite=True to replace it, "
                 "or mode='a' to append to it")
-        if path.is_dir():
-            # Emptied, not removed: the folder itself carries the writer lock, held by this writer.
+        if path.is_dir() and keep_folder:
             with os.scandir(path) as entries:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
                         shutil.rmtree(entry.path)
                     else:
                         os.unlink(entry.path)
+        elif path.is_dir():
+            shutil.rmtree(path)
         else:
             path.unlink()
 
