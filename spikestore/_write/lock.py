@@ -422,8 +422,9 @@ class LeasedWriterLock:
             obj.delete(None)
         raise ConditionalWritesError(
             f"{self.store}: the object store ignores conditional writes ({ignored} on PUT), which the writer "
-            "lock needs; spikestore cannot stop a second writer here: make sure only one process records to "
-            "this URL and pass lock=False (docs/object-storage.md §3)")
+            "lock needs (or the installed botocore is too old to send them: upgrade it); spikestore cannot stop "
+            "a second writer here: make sure only one process records to this URL and pass lock=False "
+            "(docs/object-storage.md §3)")
 
     def _hold(self, etag: str, sent: float) -> None:
         with self._state:
