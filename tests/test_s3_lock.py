@@ -208,6 +208,28 @@ def test_a_writer_whose_lease_was_taken_over_writes_nothing_more(s3: S3Server, u
     assert _records(url)[0] == [1.0, 1.0, 1.0]
 
 
+def test_a_writer_whose_lock_object_was_deleted_stops_at_its_next_renewal(s3: S3Server, url: StoreURL,
+                                                                         short_lease: float) -> None:
+    import boto3
+
+    store = spikestore.Store(url)
+    store.append("output/a", np.ones(3))
+    store.flush()
+    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.delete_object(Bucket=_bucket(url), Key="run.zarr.lock")  # what nobody may do beside a live store
+    deadline = time.monotonic() + 60
+    with pytest.raises(WriterError, match=r"took the writer lock .* over"):
+        while time.monotonic() < deadline:
+            store.set_step(store.step + 1)
+            store.append("output/a", np.zeros(3))
+            store.flush()
+            time.sleep(0.05)
+    with pytest.raises(WriterError):
+        store.close()
+    assert _lock_object(s3, url) is None
+
+
 def test_lock_false_still_writes_without_a_lock_object(s3: S3Server, url: StoreURL) -> None:
     with spikestore.Store(url, lock=False) as store:
         store.append("output/a", np.ones(3))

@@ -456,7 +456,8 @@ class LeasedWriterLock:
             with self._state:
                 if new is None:
                     self._lost = (f"{self.store}: another writer took the writer lock {obj.url} over (this "
-                                  "writer's lease had expired); this writer stopped writing")
+                                  "writer's lease had expired), or the lock object was deleted; this writer "
+                                  "stopped writing")
                     self._etag = None
                     return
                 self._etag = new

@@ -278,8 +278,8 @@ class LeaseObject:
             try:
                 out: dict[str, Any] = await self._fs._call_s3(method, Bucket=self._bucket, Key=self._key, **kwargs)
             except FileNotFoundError:
-                if method in ("get_object", "delete_object"):
-                    return None
+                if method in ("get_object", "delete_object") or "IfMatch" in kwargs:
+                    return None  # (If-Match on an object that is gone: the condition did not hold)
                 raise
             except Exception as exc:
                 status = _status(exc)
