@@ -261,13 +261,23 @@ def test_a_store_replaced_by_overwrite_is_locked_from_its_creation(store_path):
     assert _records(store_path) == [[0.0, 0.0, 0.0]]
 
 
-def test_a_store_that_failed_to_open_leaves_no_folder_it_made(tmp_path):
+def test_a_store_that_failed_to_open_leaves_no_folder_it_made(tmp_path, monkeypatch):
+    import errno
+
+    from spikestore._write import opening
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
     path = tmp_path / "run.zarr"
-    with pytest.raises(spikestore.SpikestoreError):
-        spikestore.Store(path, mode="w", backend="zarr", chunk_bytes=0)  # refused before anything is made
-    with pytest.raises(spikestore.StoreNotFoundError):
-        spikestore.Store(path, mode="a")
-    assert not path.exists()
+    monkeypatch.setattr(opening, "open_backend", full)  # fails after the lock made (and locked) the folder
+    with pytest.raises(spikestore.WriterError, match="free disk space"):
+        spikestore.Store(path, mode="w")
+    assert not path.exists() and not _beside(path).exists()
+    monkeypatch.undo()
+    with spikestore.Store(path, mode="w") as store:  # nothing left in the way
+        store.append("output/a", np.ones(3))
+    assert _records(path) == [[1.0, 1.0, 1.0]]
 
 
 _BOUND = textwrap.dedent("""
