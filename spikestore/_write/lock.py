@@ -490,7 +490,7 @@ class LeasedWriterLock:
         if os.getpid() != self._pid:
             return
         if thread is not None:
-            thread.join()
+            thread.join(self.lease_s)  # (a renewal stuck in a request: the conditional delete below settles it)
         with self._state:
             etag, self._etag = self._etag, None
         if etag is None or self._object is None:
