@@ -187,3 +187,128 @@ def test_a_close_interrupted_while_the_writer_drains_keeps_the_store_and_its_loc
     store.close()  # completes the interrupted close
     assert store.closed and len(_records(store_path)) == 50
     assert spikestore.open(store_path).writer["status"] == "closed"
+
+
+# -- the lock on the store itself: nothing beside the store, and no other name of it, lets a second writer in --
+
+def _beside(path) -> os.PathLike[str]:
+    return path.with_name(path.name + ".lock")
+
+
+@pytest.mark.slow
+def test_deleting_the_lock_file_beside_a_live_store_lets_no_second_writer_in(store_path):
+    with spikestore.Store(store_path) as first:
+        first.append("output/a", np.ones(3))
+        first.flush()
+        os.unlink(_beside(store_path))  # what a user cleaning up "stale" lock files does
+        for mode, overwrite in (("a", False), ("w", True)):
+            with pytest.raises(StoreInUseError, match="another writer"):
+                spikestore.Store(store_path, mode=mode, overwrite=overwrite)
+        out = subprocess.run([sys.executable, "-c", _OTHER, str(store_path)], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("in use:"), out.stdout
+        assert _records(store_path) == [[1.0, 1.0, 1.0]]  # the overwrite deleted nothing
+        first.set_step(1)
+        first.append("output/a", np.zeros(3))
+    assert _records(store_path) == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+    assert spikestore.open(store_path).writer["status"] == "closed"
+    with spikestore.Store(store_path, mode="a") as again:  # free once closed
+        again.append("output/a", np.full(3, 2.0))
+    assert len(_records(store_path)) == 3
+
+
+def test_a_hard_link_to_a_live_hdf5_store_is_refused(tmp_path):
+    path, alias = tmp_path / "run.h5", tmp_path / "alias.h5"
+    with spikestore.Store(path) as first:
+        first.append("output/a", np.ones(3))
+        first.flush()
+        os.link(path, alias)
+        for mode, overwrite in (("a", False), ("w", True)):
+            with pytest.raises(StoreInUseError, match="another writer"):
+                spikestore.Store(alias, mode=mode, overwrite=overwrite)
+        assert not _beside(alias).exists()  # the refused writer left nothing behind
+        first.set_step(1)
+        first.append("output/a", np.zeros(3))
+    assert _records(alias) == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+
+
+def test_a_symlink_to_a_live_store_is_refused_without_the_lock_file_beside_it(store_path):
+    link = store_path.with_name("link" + store_path.suffix)
+    with spikestore.Store(store_path) as first:
+        first.append("output/a", np.ones(3))
+        first.flush()
+        link.symlink_to(store_path)
+        os.unlink(_beside(store_path))
+        for mode, overwrite in (("a", False), ("w", True)):
+            with pytest.raises(StoreInUseError):
+                spikestore.Store(link, mode=mode, overwrite=overwrite)
+        assert _records(store_path) == [[1.0, 1.0, 1.0]]
+        first.set_step(1)
+        first.append("output/a", np.zeros(3))
+    assert _records(link) == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+
+
+def test_a_store_replaced_by_overwrite_is_locked_from_its_creation(store_path):
+    with spikestore.Store(store_path) as store:
+        store.append("output/a", np.ones(3))
+    with spikestore.Store(store_path, mode="w", overwrite=True) as store:
+        store.append("output/a", np.zeros(3))
+        store.flush()
+        os.unlink(_beside(store_path))
+        with pytest.raises(StoreInUseError):  # the new file (HDF5) or the emptied folder (Zarr) is held
+            spikestore.Store(store_path, mode="a")
+    assert _records(store_path) == [[0.0, 0.0, 0.0]]
+
+
+def test_a_store_that_failed_to_open_leaves_no_folder_it_made(tmp_path, monkeypatch):
+    import errno
+
+    from spikestore._write import opening
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "run.zarr"
+    monkeypatch.setattr(opening, "open_backend", full)  # fails after the lock made (and locked) the folder
+    with pytest.raises(spikestore.WriterError, match="free disk space"):
+        spikestore.Store(path, mode="w")
+    assert not path.exists() and not _beside(path).exists()
+    monkeypatch.undo()
+    with spikestore.Store(path, mode="w") as store:  # nothing left in the way
+        store.append("output/a", np.ones(3))
+    assert _records(path) == [[1.0, 1.0, 1.0]]
+
+
+_BOUND = textwrap.dedent("""
+    import sys, numpy as np, spikestore
+    for mode, overwrite in (("a", False), ("w", True)):
+        try:
+            spikestore.Store(sys.argv[1], mode=mode, overwrite=overwrite).close()
+            print("opened", mode)
+        except spikestore.StoreInUseError as exc:
+            print("in use:", mode)
+""")
+
+
+@pytest.mark.slow
+def test_a_store_reached_through_a_bind_mount_is_refused(store_path, tmp_path):
+    import shutil
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"]).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare -m)")
+    mount = tmp_path / "elsewhere"
+    mount.mkdir()
+    with spikestore.Store(store_path) as first:
+        first.append("output/a", np.ones(3))
+        first.flush()
+        os.unlink(_beside(store_path))
+        # The store's folder mounted a second time, in a mount namespace of the child's own.
+        script = (f"mount --bind {store_path.parent} {mount} && "
+                  f"{sys.executable} -c '{_BOUND}' {mount / store_path.name}")
+        out = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split("\n")[:2] == ["in use: a", "in use: w"], out
+        first.set_step(1)
+        first.append("output/a", np.zeros(3))
+    assert _records(store_path) == [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]

@@ -153,9 +153,9 @@ def test_append_overwrite_and_existing_store(url: StoreURL) -> None:
     assert run.streams == ["output/b"]
 
 
-def test_a_url_needs_the_single_writer_promise_and_a_local_path_refuses_it(url: StoreURL, tmp_path: Path) -> None:
-    with pytest.raises(InvalidArgumentError, match="pass lock=False"):
-        spikestore.Store(str(url), mode="w", storage_options=url.storage_options)
+def test_a_url_is_locked_by_default_and_a_local_path_refuses_lock_false(url: StoreURL, tmp_path: Path) -> None:
+    with spikestore.Store(str(url), mode="w", storage_options=url.storage_options) as store:  # leased lock
+        store.append("output/a", record(0))
     with pytest.raises(InvalidArgumentError, match="lock=False applies to stores behind a URL"):
         spikestore.Store(tmp_path / "r.zarr", mode="w", lock=False)
     assert not (tmp_path / "r.zarr").exists()
@@ -439,10 +439,19 @@ def test_a_run_of_two_ranks_records_to_s3_and_reads_back_as_one(s3: S3Server, ur
     assert any("corrupt" in line or "cannot be read" in line for line in problems)
 
 
-def test_a_rank_part_on_s3_refuses_a_url_without_the_single_writer_promise(url: StoreURL,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(InvalidArgumentError, match="pass lock=False"):
-        record_as_ranks(url, monkeypatch, lambda store, r: None, storage_options=url.storage_options)
+def test_each_rank_part_on_s3_has_its_own_leased_lock(s3: S3Server, url: StoreURL,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = url.url.split("/")[2]
+    seen: list[list[str]] = []
+
+    def write(store, rank):
+        store.append("output/a", record(rank))
+        store.flush()
+        seen.append([k for k in s3.keys(bucket) if k.endswith(".lock")])
+
+    record_as_ranks(url, monkeypatch, write, storage_options=url.storage_options)
+    assert seen == [["run.zarr.lock"], ["run.zarr/__rank1.lock"]]  # (rank by rank here)
+    assert not [k for k in s3.keys(bucket) if k.endswith(".lock")]  # each released at close
 
 
 # -- the command line and xarray, by URL --------------------------------------------------------------

@@ -5,8 +5,8 @@ more ranks, ``spikestore.Store(path, mode=...)`` run by every rank records
 one run (``docs/format.md`` §1.2): rank 0 writes the store at ``path`` as a
 one-process program would, its root listing ``ranks``; rank ``r > 0`` writes
 a complete store of its own at ``path/__rank<r>``, with its own writer lock
-(none on object storage, where ``path`` is a URL and the part a key prefix
-under it), commits and crash-safety. The ranks meet once, when they open: rank 0
+(on object storage, where ``path`` is a URL and the part a key prefix under
+it, the lock object ``path/__rank<r>.lock``), commits and crash-safety. The ranks meet once, when they open: rank 0
 creates (or resumes) the root, then tells the others through the process
 group (a broadcast, which is also the barrier) whether that worked; only
 then do they open their parts. Nothing is shared on the recording path.
@@ -77,8 +77,7 @@ def open_part(path: Path | StoreURL, backend_name: str, ranked: bool,
         For an HDF5 store inside a process group: HDF5 has no parallel
         writers without MPI; record a Zarr store (a folder, or a URL: each
         rank's part on object storage is a key prefix of the run's URL,
-        written by that rank alone, so ``lock=False`` holds for it as for
-        any URL).
+        written by that rank alone under a lock of its own).
     WriterError
         On ranks ``r > 0`` when rank 0 failed to open the root (rank 0 raises
         its own error).

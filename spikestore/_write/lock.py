@@ -1,38 +1,72 @@
 """One writer per store, enforced by the operating system: :class:`WriterLock`.
 
-A :class:`~spikestore.Store` takes an exclusive ``flock`` on a lock file next
-to the store (``run.zarr`` → ``run.zarr.lock``) before it creates, replaces
-or deletes anything, and holds it until it closes. A second writer, in this
-process (every ``open`` is its own lock) or another, is refused at once with
-:class:`~spikestore.errors.StoreInUseError` naming the holder; the first is
-untouched. When a writer dies, the kernel drops its lock with its file
-descriptors, so appending after a crash needs no guess about whether the old
-process still runs. Readers never take the lock.
+A :class:`~spikestore.Store` locks two things before it creates, replaces or
+deletes anything, and holds both until it closes:
 
-The lock file lives beside the store, not inside it, so that
-``overwrite=True`` can delete the store while holding it. It is removed at
-close; a writer that finds the file replaced between opening and locking it
-(another writer removed it meanwhile) starts over, so two writers can never
-hold locks on two different files of one path.
+* **the store itself**: an exclusive ``flock`` on the Zarr store's folder, an
+  exclusive open-file-description lock (``F_OFD_SETLK``) on one byte of the
+  HDF5 file (HDF5's own readers take ``flock`` locks on the file, which this
+  one never meets). These locks belong to the folder or file, not to a name:
+  a second writer reaching the store through a symbolic link, a hard link or
+  a bind mount meets the same lock, and nothing a user does beside the store
+  releases it. A store created here is locked as soon as it exists (a
+  Zarr store's folder is made first, then locked).
+* **the lock file beside the store** (``run.zarr`` → ``run.zarr.lock``), an
+  exclusive ``flock``: it keeps two writers apart while the store does not
+  exist yet, or while ``overwrite=True`` deletes an HDF5 file and creates a
+  new one, and it tells a refused writer who holds the store. It is removed
+  at close; a writer that finds the file replaced between opening and
+  locking it (another writer removed it meanwhile) starts over.
+
+A second writer, in this process (every ``open`` is its own lock) or
+another, is refused at once with :class:`~spikestore.errors.StoreInUseError`;
+the first is untouched, and ``overwrite=True`` deletes nothing it holds.
+When a writer dies, the kernel drops its locks with its file descriptors, so
+appending after a crash needs no guess about whether the old process still
+runs. Readers never take a lock. Where the file system cannot lock the store
+itself (``flock`` on a folder over NFS, say, or no ``F_OFD_SETLK`` outside
+Linux), the lock file beside it is the lock (``docs/reliability.md`` §4).
+
+Stores behind a URL get a leased lock object instead
+(:class:`LeasedWriterLock`, ``docs/object-storage.md`` §3).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import logging
 import os
 import socket
+import stat
+import struct
+import threading
+import time
+import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from spikestore._failures import FIXES, storage_error
 from spikestore.backends import Location, StoreURL
-from spikestore.errors import SpikestoreError, StoreInUseError
+from spikestore.errors import SpikestoreError, StoreInUseError, WriterError
 
-__all__ = ["LOCK_SUFFIX", "WriterLock", "cannot_write"]
+if TYPE_CHECKING:
+    from spikestore.backends._remote import LeaseObject
 
-#: Suffix of the lock file: ``<store path>.lock``.
+__all__ = ["LEASE_S", "LOCK_SUFFIX", "RENEWALS", "LeasedWriterLock", "NoWriterLock", "WriterLock", "cannot_write",
+           "in_use", "writer_lock"]
+
+_log = logging.getLogger("spikestore")
+
+#: Suffix of the lock file beside the store: ``<store path>.lock``.
 LOCK_SUFFIX = ".lock"
 _ATTEMPTS = 20
+#: The byte of an HDF5 file that its writer locks: far past any end of file, where no other program locks.
+_LOCKED_BYTE = 1 << 62
+#: What a file system says when it cannot lock a folder or a file the way asked.
+_UNSUPPORTED = frozenset({errno.ENOLCK, errno.EBADF, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+_HELD = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES})
 
 
 class WriterLock:
@@ -41,19 +75,33 @@ class WriterLock:
     Parameters
     ----------
     path
-        The store's path (a Zarr folder or an HDF5 file); the lock file is
-        ``path`` + :data:`LOCK_SUFFIX`.
+        The store's path (a Zarr folder or an HDF5 file); the lock file beside
+        it is ``path`` + :data:`LOCK_SUFFIX` (symbolic links resolved).
+    folder
+        Whether the store is a folder (Zarr): a new one is created by
+        :meth:`acquire`, so that it is locked before anything is written.
     """
 
-    def __init__(self, path: Path) -> None:
-        # Symbolic links and relative paths to one store share one lock.
+    def __init__(self, path: Path, *, folder: bool = False) -> None:
+        self.given = Path(path)
+        # Symbolic links and relative paths to one store share one lock file.
         self.store = Path(os.path.realpath(path))
         self.path = self.store.with_name(self.store.name + LOCK_SUFFIX)
-        self._fd: int | None = None
+        self._folder = folder
+        self._fd: int | None = None  # the lock file beside the store
+        self._store_fd: int | None = None  # the store itself
+        self._made: Path | None = None  # the folder this lock created, removed again if left empty
+        self._creating = False
         self._pid = os.getpid()
 
-    def acquire(self) -> None:
+    def acquire(self, *, create: bool = False) -> None:
         """Take the lock now, or raise :class:`StoreInUseError` naming the writer that holds it.
+
+        Parameters
+        ----------
+        create
+            A store is about to be created: a Zarr store's folder is made
+            now (when missing), so that it is locked from the start.
 
         Raises
         ------
@@ -70,6 +118,54 @@ class WriterLock:
             raise
         except OSError as exc:
             raise cannot_write(exc, self.store, f"creating its writer lock {self.path}") from exc
+        self._creating = create
+        try:
+            self.hold_store()
+        except BaseException as exc:
+            self.release()
+            if isinstance(exc, OSError) and not isinstance(exc, SpikestoreError):
+                raise cannot_write(exc, self.store, "locking the store") from exc
+            raise
+
+    def hold_store(self) -> None:
+        """Lock the store itself, as it is at the path now (nothing when there is none yet).
+
+        Called by :meth:`acquire`, and again once the store has been created
+        or replaced: the lock then moves to the new file. When a store is
+        being created, a Zarr store's missing folder is made here first.
+
+        Raises
+        ------
+        StoreInUseError
+            Another writer holds the store (reached through another name).
+        OSError
+            The store cannot be opened.
+        """
+        if self._creating and self._folder and not os.path.lexists(self.given):
+            os.makedirs(self.given)  # the new Zarr store's folder, locked before anything is written into it
+            self._made = self.given
+        for _ in range(_ATTEMPTS):
+            try:
+                st = os.stat(self.given)
+            except FileNotFoundError:
+                return
+            if self._store_fd is not None and _same(os.fstat(self._store_fd), st):
+                return
+            fd = _lock_store(self.given, st)
+            if fd is None:
+                return  # this file system cannot lock it: the lock file beside it is the lock
+            try:
+                now = os.stat(self.given)
+            except FileNotFoundError:
+                now = None
+            if now is not None and _same(os.fstat(fd), now):
+                old, self._store_fd = self._store_fd, fd
+                if old is not None:
+                    os.close(old)
+                return
+            os.close(fd)  # replaced between opening and locking: lock what is there now
+        raise StoreInUseError(f"{self.store}: could not lock the store after {_ATTEMPTS} attempts; "
+                              "something keeps replacing it")
 
     def _take(self) -> None:
         import fcntl
@@ -82,11 +178,9 @@ class WriterLock:
             except OSError as exc:
                 holder = _read_holder(fd)
                 os.close(fd)
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                if exc.errno not in _HELD:
                     raise
-                raise StoreInUseError(
-                    f"{self.store} is being written by {holder}; close that writer first (a store has one "
-                    "writer at a time; readers can use spikestore.open while it runs)") from None
+                raise in_use(self.store, holder) from None
             if _same_file(fd, self.path):
                 try:
                     _write_holder(fd)
@@ -100,14 +194,24 @@ class WriterLock:
                               f"after {_ATTEMPTS} attempts; writers keep opening and closing it")
 
     def release(self) -> None:
-        """Remove the lock file and drop the lock (idempotent)."""
+        """Drop the lock on the store, then remove the lock file beside it and drop that lock (idempotent)."""
+        store_fd, self._store_fd = self._store_fd, None
         fd, self._fd = self._fd, None
-        if fd is None:
-            return
+        made, self._made = self._made, None
         if os.getpid() != self._pid:
-            # A forked child shares the parent's lock: closing its copy of the
-            # descriptor leaves the lock (and the file) to the parent.
-            os.close(fd)
+            # A forked child shares the parent's locks: closing its copies of the
+            # descriptors leaves the locks (and the file) to the parent.
+            for d in (store_fd, fd):
+                if d is not None:
+                    os.close(d)
+            return
+        if made is not None:
+            # A folder this writer made and never wrote to (a store that failed to open); a store is not empty.
+            with contextlib.suppress(OSError):
+                os.rmdir(made)
+        if store_fd is not None:
+            os.close(store_fd)
+        if fd is None:
             return
         try:
             # Removed while still held, so no other writer can lock this file after us.
@@ -117,6 +221,53 @@ class WriterLock:
             pass  # a read-only or vanished folder: the kernel still drops the lock below
         finally:
             os.close(fd)
+
+def in_use(store: Location, holder: str) -> StoreInUseError:
+    """The refusal a second writer of ``store`` gets, naming ``holder``."""
+    return StoreInUseError(
+        f"{store} is being written by {holder}; close that writer first (a store has one writer at a time; "
+        "readers can use spikestore.open while it runs)")
+
+
+def _lock_store(path: Path, st: os.stat_result) -> int | None:
+    """A descriptor of the store at ``path`` holding its exclusive lock (``None``: it cannot be locked here).
+
+    Raises
+    ------
+    StoreInUseError
+        Another open file description holds it (another writer, through any name).
+    """
+    import fcntl
+
+    if stat.S_ISDIR(st.st_mode):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+        def lock() -> None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    elif stat.S_ISREG(st.st_mode):
+        ofd = getattr(fcntl, "F_OFD_SETLK", None)
+        if ofd is None:
+            return None
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        # struct flock: l_type, l_whence, l_start, l_len, l_pid (0 for an open-file-description lock)
+        spec = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, _LOCKED_BYTE, 1, 0)
+
+        def lock() -> None:
+            fcntl.fcntl(fd, ofd, spec)
+    else:
+        return None  # not a store: opening it as one says what it is
+    try:
+        lock()
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in _UNSUPPORTED:
+            _log.debug("spikestore: %s cannot be locked on this file system (%s); the lock file beside it "
+                       "is its writer lock", path, exc)
+            return None
+        if exc.errno in _HELD:
+            raise in_use(path, "another writer (it holds the lock on the store itself)") from None
+        raise
+    return fd
 
 
 def cannot_write(exc: OSError, store: Location, doing: str) -> SpikestoreError:
@@ -134,12 +285,15 @@ def cannot_write(exc: OSError, store: Location, doing: str) -> SpikestoreError:
                          fix=FIXES.get(exc.errno or 0, "check the folder can be written"))
 
 
+def _same(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 def _same_file(fd: int, path: Path) -> bool:
     try:
-        a, b = os.fstat(fd), os.stat(path)
+        return _same(os.fstat(fd), os.stat(path))
     except FileNotFoundError:
         return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _write_holder(fd: int) -> None:
@@ -157,32 +311,251 @@ def _read_holder(fd: int) -> str:
         return "another writer"
 
 
-class NoWriterLock:
-    """The stand-in for :class:`WriterLock` on object storage, where no lock is taken.
+#: Seconds a lock object on object storage stays valid without renewal: a writer that died holds its
+#: store this long (by the object store's clock), then the next writer takes the store over.
+LEASE_S = 60.0
+#: The holder renews its lease every ``LEASE_S / RENEWALS`` seconds.
+RENEWALS = 6
 
-    An object store has no ``flock``, and a lock object left by a killed
-    writer would never be released, so a store behind a URL is written only
-    when the caller says it has one writer (``Store(..., lock=False)``;
-    ``docs/object-storage.md`` §4).
+
+class LeasedWriterLock:
+    """The writer lock of a store on S3: a leased lock object ``<url>.lock`` beside the store's keys.
+
+    :meth:`acquire` creates the object only if it is absent (a PUT with
+    ``If-None-Match: *``), then checks that the object store honours the
+    condition (a second such PUT, and a PUT with ``If-Match`` on a made-up
+    ETag, must both be refused). A thread renews the lease every
+    ``LEASE_S / RENEWALS`` seconds (a PUT with ``If-Match`` on the ETag it
+    holds). A lock object not renewed for :data:`LEASE_S` seconds, by the
+    object store's own clock, belongs to a writer that died: the next writer
+    takes it over with ``If-Match`` on that stale ETag, so of two writers
+    taking it over at once one wins. :meth:`release` deletes the object
+    (``If-Match`` on its ETag).
+
+    A holder that cannot renew its lease for ``LEASE_S * (RENEWALS - 1) /
+    RENEWALS`` seconds of its own clock (the network is down, the process
+    was stopped) stops writing (:meth:`check` raises), so it has stopped
+    before another writer may take over (``docs/object-storage.md`` §3).
+
+    Parameters
+    ----------
+    store
+        The store's URL (its ``storage_options`` reach the lock object too).
+    """
+
+    def __init__(self, store: StoreURL) -> None:
+        self.store = store
+        self.lease_s = LEASE_S
+        self._token = uuid.uuid4().hex
+        self._renewal = 0
+        self._object: LeaseObject | None = None
+        self._etag: str | None = None
+        self._deadline = 0.0
+        self._lost: str | None = None
+        self._state = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def _body(self) -> bytes:
+        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "token": self._token,
+                           "renewal": self._renewal, "lease_s": self.lease_s}).encode()
+
+    def acquire(self, *, create: bool = False) -> None:
+        """Take the lock now, or raise :class:`StoreInUseError` naming the writer that holds it.
+
+        Raises
+        ------
+        StoreInUseError
+            Another writer holds a lease that has not expired.
+        InvalidArgumentError
+            The object store does not honour conditional writes (the fix is
+            ``lock=False``), or the URL is not on S3.
+        WriterError, ReadOnlyError, StoreNotFoundError
+            The object store cannot be reached or refuses the request.
+        """
+        from spikestore.backends._remote import LeaseObject
+
+        obj = self._object = LeaseObject(self.store)
+        for _ in range(_ATTEMPTS):
+            sent = time.monotonic()
+            etag = obj.create(self._body())
+            if etag is not None:
+                self._check_honoured(obj)
+                self._hold(etag, sent)
+                return
+            found = obj.read()
+            if found is None:
+                continue  # released meanwhile: create it again
+            info = _lease_info(found.body)
+            if info.get("token") == self._token:  # our own create, answered late (a retried request)
+                self._hold(found.etag, sent)
+                return
+            lease = _number(info.get("lease_s"), self.lease_s)  # as long as its holder renews it for
+            if found.age_s <= lease:
+                raise in_use(self.store, f"{_holder(info)} (its lease on {obj.url} was renewed "
+                                         f"{found.age_s:.0f} s ago; a writer that died leaves it to expire "
+                                         f"{lease:.0f} s after its last renewal)")
+            sent = time.monotonic()
+            etag = obj.replace(self._body(), found.etag)  # take the expired lease over
+            if etag is None:
+                raise in_use(self.store, "another writer (it took the expired lock over first)")
+            _log.info("spikestore: %s: took over the writer lock of %s, expired %.0f s ago", self.store,
+                      _holder(info), found.age_s - lease)
+            self._hold(etag, sent)
+            return
+        raise StoreInUseError(f"{self.store}: could not take the writer lock {obj.url} after {_ATTEMPTS} "
+                              "attempts; writers keep creating and deleting it")
+
+    def _check_honoured(self, obj: LeaseObject) -> None:
+        """Raise ``ConditionalWritesError`` (deleting the object) unless both conditions are honoured."""
+        from spikestore.backends._remote import ConditionalWritesError
+
+        ignored = None
+        if obj.create(self._body()) is not None:
+            ignored = "If-None-Match"
+        elif obj.replace(self._body(), '"' + "0" * 32 + '"') is not None:
+            ignored = "If-Match"
+        if ignored is None:
+            return
+        with contextlib.suppress(SpikestoreError):
+            obj.delete(None)
+        raise ConditionalWritesError(
+            f"{self.store}: the object store ignores conditional writes ({ignored} on PUT), which the writer "
+            "lock needs (or the installed botocore is too old to send them: upgrade it); spikestore cannot stop "
+            "a second writer here: make sure only one process records to this URL and pass lock=False "
+            "(docs/object-storage.md §3)")
+
+    def _hold(self, etag: str, sent: float) -> None:
+        with self._state:
+            self._etag = etag
+            self._deadline = sent + self.lease_s * (RENEWALS - 1) / RENEWALS
+        self._thread = threading.Thread(target=self._renew_until_released, name="spikestore-lease", daemon=True)
+        self._thread.start()
+
+    def _renew_until_released(self) -> None:
+        obj = self._object
+        assert obj is not None
+        while not self._stop.wait(self.lease_s / RENEWALS):
+            with self._state:
+                etag = self._etag
+                self._renewal += 1
+                body = self._body()
+            if etag is None:
+                return
+            sent = time.monotonic()
+            try:
+                new = obj.replace(body, etag)
+                if new is None:  # perhaps our own renewal, answered late: the object says
+                    found = obj.read()
+                    if found is not None and _lease_info(found.body) == json.loads(body):
+                        new = found.etag
+            except SpikestoreError as exc:  # the object store is out of reach: try again at the next tick
+                _log.debug("spikestore: renewing the writer lock of %s failed: %s", self.store, exc)
+                continue
+            with self._state:
+                if new is None:
+                    self._lost = (f"{self.store}: another writer took the writer lock {obj.url} over (this "
+                                  "writer's lease had expired), or the lock object was deleted; this writer "
+                                  "stopped writing")
+                    self._etag = None
+                    return
+                self._etag = new
+                self._deadline = sent + self.lease_s * (RENEWALS - 1) / RENEWALS
+
+    def check(self) -> None:
+        """Raise :class:`~spikestore.errors.WriterError` unless the lease is held and current.
+
+        Called before every write to the store: a writer whose lease was taken
+        over, or could not be renewed in time, writes nothing more.
+        """
+        with self._state:
+            lost, deadline = self._lost, self._deadline
+        if lost is not None:
+            raise WriterError(lost)
+        if os.getpid() == self._pid and time.monotonic() > deadline:
+            raise WriterError(
+                f"{self.store}: the writer lock's lease could not be renewed for "
+                f"{self.lease_s * (RENEWALS - 1) / RENEWALS:.0f} s (the object store out of reach, or this "
+                "process stopped); this writer stopped writing, since another writer may take the store over "
+                "once the lease expires. Records committed before stay readable; append with mode='a'")
+
+    def hold_store(self) -> None:
+        """Nothing more to hold: the lock object covers the store from :meth:`acquire` on."""
+
+    def release(self) -> None:
+        """Stop renewing and delete the lock object (idempotent; a forked child leaves it to its parent)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if os.getpid() != self._pid:
+            return
+        if thread is not None:
+            thread.join(self.lease_s)  # (a renewal stuck in a request: the conditional delete below settles it)
+        with self._state:
+            etag, self._etag = self._etag, None
+        if etag is None or self._object is None:
+            return
+        try:
+            self._object.delete(etag)
+        except SpikestoreError as exc:  # the lease expires by itself
+            _log.warning("spikestore: could not remove the writer lock of %s (%s); the next writer can take "
+                         "the store over %.0f s after its last renewal", self.store, exc, self.lease_s)
+
+
+def _lease_info(body: bytes) -> dict[str, Any]:
+    try:
+        info = json.loads(body)
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _number(value: object, default: float) -> float:
+    """``value`` as a lease interval of up to an hour, else ``default`` (what a holder wrote is not trusted)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 3600
+    return float(value) if ok else default  # type: ignore[arg-type]
+
+
+def _holder(info: dict[str, Any]) -> str:
+    """Who holds a lock object, as its holder wrote it (a description, never trusted for anything else)."""
+    try:
+        return f"process {int(info['pid'])} on {str(info['host'])[:255]}"
+    except (KeyError, TypeError, ValueError):
+        return "another writer"
+
+
+class NoWriterLock:
+    """The stand-in for a writer lock where the caller promises a single writer (``lock=False`` for a URL).
+
+    For object stores without conditional writes, where no lock object can
+    be leased (``docs/object-storage.md`` §3).
     """
 
     def __init__(self, store: StoreURL) -> None:
         self.store = store
 
-    def acquire(self) -> None:
+    def acquire(self, *, create: bool = False) -> None:
         """Nothing to take."""
+
+    def hold_store(self) -> None:
+        """Nothing to hold."""
+
+    def check(self) -> None:
+        """Nothing to check."""
 
     def release(self) -> None:
         """Nothing to release."""
 
 
-def writer_lock(store: Location, lock: bool) -> WriterLock | NoWriterLock:
-    """The writer lock of ``store``: :class:`WriterLock` for a local path, :class:`NoWriterLock` for a URL.
+def writer_lock(store: Location, lock: bool, *, folder: bool = False
+                ) -> WriterLock | LeasedWriterLock | NoWriterLock:
+    """The writer lock of ``store``: :class:`WriterLock` for a local path, :class:`LeasedWriterLock` for a URL.
+
+    ``lock=False`` (a URL only) gives :class:`NoWriterLock`.
 
     Raises
     ------
     InvalidArgumentError
-        A URL without ``lock=False`` (the single-writer promise), or
         ``lock=False`` for a local path, where the lock always works.
     """
     from spikestore.errors import InvalidArgumentError
@@ -192,10 +565,5 @@ def writer_lock(store: Location, lock: bool) -> WriterLock | NoWriterLock:
             raise InvalidArgumentError(
                 f"lock=False applies to stores behind a URL only; {store} is local, where the writer lock "
                 "always works: drop lock=False")
-        return WriterLock(store)
-    if lock:
-        raise InvalidArgumentError(
-            f"{store}: object storage has no writer lock, so spikestore cannot stop a second writer from "
-            "corrupting this store; make sure only one process records to this URL (one URL per run, or per "
-            "rank) and pass lock=False to say so (docs/object-storage.md)")
-    return NoWriterLock(store)
+        return WriterLock(store, folder=folder)
+    return LeasedWriterLock(store) if lock else NoWriterLock(store)

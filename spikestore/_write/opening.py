@@ -9,6 +9,7 @@ opened, and what the operating system refused becomes a ``SpikestoreError``.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +18,10 @@ from typing import Any
 from spikestore._format import FORMAT_VERSION, RANKED_FORMAT_VERSION, new_root_doc, stream_node
 from spikestore._read.documents import check_no_root, has_root, load_doc, load_stream_doc
 from spikestore._read.reader import read_index_tail
-from spikestore._write.lock import NoWriterLock, WriterLock, cannot_write, writer_lock
+from spikestore._write.lock import LeasedWriterLock, NoWriterLock, WriterLock, cannot_write, writer_lock
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
-from spikestore.backends import Backend, StoreURL, clear_for_new_url, open_backend
+from spikestore.backends import Backend, StoreURL, backend_name_for, clear_for_new_url, open_backend
 from spikestore.errors import FormatError, SpikestoreError, StoreExistsError, StoreNotFoundError
 
 __all__ = ["Opened", "clear_for_new", "open_for_writing", "resume"]
@@ -30,7 +31,7 @@ __all__ = ["Opened", "clear_for_new", "open_for_writing", "resume"]
 class Opened:
     """What a :class:`~spikestore.Store` owns once open: the lock, backend, root document and writer."""
 
-    lock: WriterLock | NoWriterLock
+    lock: WriterLock | LeasedWriterLock | NoWriterLock
     backend: Backend
     root: RootDocument
     writer: Writer
@@ -55,17 +56,20 @@ def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backe
     (rank 0 of a process group of two or more) are listed in the root;
     ``part_of`` marks the store as that rank's part.
     """
-    held = writer_lock(path, lock)
-    held.acquire()
+    folder = backend_name_for(path, backend) == "zarr"
+    held = writer_lock(path, lock, folder=folder)
+    held.acquire(create=mode == "w")
     try:
         if mode == "w":
-            clear_for_new(path, overwrite)
-        be = open_backend(path, backend=backend, writable=True, durable=durable)
+            clear_for_new(path, overwrite, keep_folder=folder)
+        guard = held.check if isinstance(held, LeasedWriterLock) else None
+        be = open_backend(path, backend=backend, writable=True, durable=durable, guard=guard)
     except BaseException as exc:
         held.release()
         _raise_open_error(exc, path)
         raise
     try:
+        held.hold_store()  # a store created (or replaced) just now: the lock moves to it
         streams: dict[str, dict[str, Any]] = {}
         step = 0
         if root_doc is not None:
@@ -88,8 +92,14 @@ def open_for_writing(path: Path | StoreURL, mode: str, *, overwrite: bool, backe
     return Opened(held, be, root, writer, streams, step)
 
 
-def clear_for_new(path: Path | StoreURL, overwrite: bool) -> None:
-    """Make way for a new store at ``path``: refuse a non-empty one unless ``overwrite``."""
+def clear_for_new(path: Path | StoreURL, overwrite: bool, *, keep_folder: bool = False) -> None:
+    """Make way for a new store at ``path``: refuse a non-empty one unless ``overwrite``.
+
+    Called with the writer lock held, which covers the store at ``path``: a
+    store another writer holds was refused before anything here runs. With
+    ``keep_folder`` (a Zarr store) a folder at ``path`` is emptied, not
+    removed: the folder itself carries the writer lock, held by this writer.
+    """
     if isinstance(path, StoreURL):  # object storage: no folder, only keys under a prefix
         clear_for_new_url(path, overwrite)
         return
@@ -98,7 +108,14 @@ def clear_for_new(path: Path | StoreURL, overwrite: bool) -> None:
             raise StoreExistsError(
                 f"{path} already exists and is not empty; pass overwrite=True to replace it, "
                 "or mode='a' to append to it")
-        if path.is_dir():
+        if path.is_dir() and keep_folder:
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+        elif path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink()

@@ -46,16 +46,18 @@ class Store:
     path
         Directory of a Zarr store, or a ``.h5``/``.hdf5`` file (HDF5), or
         the URL of a Zarr store on object storage (``s3://bucket/run.zarr``;
-        see ``lock`` and ``docs/object-storage.md``).
+        ``docs/object-storage.md``).
     mode
         ``"w"`` creates a store (refusing a non-empty one unless
         ``overwrite=True``); ``"a"`` appends to an existing store, steps
         continuing after the last recorded one. To read, use
         :func:`spikestore.open`. Either way the store takes the writer lock
-        (``<path>.lock``, ``docs/format.md`` §2.2) before touching anything,
-        and holds it until :meth:`close`: a second writer, here or in another
-        process, gets :class:`~spikestore.StoreInUseError`, and
-        ``overwrite=True`` never deletes a store whose writer is alive.
+        (on the store itself and ``<path>.lock`` beside it; a leased lock
+        object ``<url>.lock`` behind a URL; ``docs/format.md`` §2.2) before
+        touching anything, and holds it until :meth:`close`: a second
+        writer, here or in another process, through any name of the store,
+        gets :class:`~spikestore.StoreInUseError`, and ``overwrite=True``
+        never deletes a store whose writer is alive.
     overwrite
         With ``mode="w"``, delete whatever is at ``path`` first.
     backend
@@ -90,9 +92,11 @@ class Store:
         For a URL only: passed to zarr's ``FsspecStore.from_url`` as zarr
         passes them (``endpoint_url``, ``key``, ``secret``, ``anon``, ...).
     lock
-        ``False`` says that nothing else writes this store while it is open.
-        Required for a URL, because object storage has no writer lock;
-        refused for a local path, where the lock always works.
+        ``False`` (a URL only) takes no lock object: the caller promises that
+        nothing else writes this store while it is open. For object stores
+        without S3 conditional writes, which refuse the leased lock
+        (``docs/object-storage.md`` §3); refused for a local path, where the
+        lock always works.
     ranked
         Inside an initialised ``torch.distributed`` process group of two or
         more ranks, every rank's ``Store(path)`` records its part of one run

@@ -9,6 +9,8 @@ zarr's own store classes; ``docs/object-storage.md``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from spikestore.backends._base import ArraySpec, Backend
 from spikestore.backends._location import Location, StoreURL, is_url, location, part_location
 from spikestore.errors import InvalidArgumentError
@@ -50,11 +52,14 @@ def backend_name_for(path: Location, backend: str | None) -> str:
     return name
 
 
-def open_backend(path: Location, *, backend: str | None, writable: bool, durable: bool = False) -> Backend:
+def open_backend(path: Location, *, backend: str | None, writable: bool, durable: bool = False,
+                 guard: Callable[[], None] | None = None) -> Backend:
     """Open the backend for ``path`` (which must already exist when reading).
 
     ``durable`` asks local files to be fsynced at each commit; behind a URL
     every acknowledged write is durable already, so it changes nothing there.
+    ``guard``, behind a URL, is called before every write, and raises to stop
+    the writer (its lock's lease is lost).
     """
     name = backend_name_for(path, backend)  # (never HDF5 behind a URL)
     from spikestore.backends._zarr import ZarrBackend
@@ -63,7 +68,7 @@ def open_backend(path: Location, *, backend: str | None, writable: bool, durable
         from spikestore.backends._remote import ZarrStoreKeys
 
         return ZarrBackend(path, writable=writable, durable=durable,
-                           keys=ZarrStoreKeys.from_url(path, writable=writable))
+                           keys=ZarrStoreKeys.from_url(path, writable=writable, guard=guard))
     if name == "hdf5":
         from spikestore.backends.hdf5 import HDF5Backend
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from spikestore._failures import Failure, classify, storage_error
 from spikestore.backends._location import StoreURL
-from spikestore.errors import MissingDependencyError, SpikestoreError, StoreExistsError
+from spikestore.errors import InvalidArgumentError, MissingDependencyError, SpikestoreError, StoreExistsError
 
-__all__ = ["ZarrStoreKeys", "clear_url", "object_store_error"]
+__all__ = ["ConditionalWritesError", "LeaseObject", "LeaseRecord", "ZarrStoreKeys", "clear_url", "object_store_error"]
 
 _T = TypeVar("_T")
 
@@ -75,21 +78,25 @@ class ZarrStoreKeys:
         the A/B benchmark of ``docs/object-storage.md``).
     where
         The store's location, for messages.
+    guard
+        Called before every write (put, delete); raises to stop the writer
+        (the writer lock's lease is lost: :class:`~spikestore._write.lock.LeasedWriterLock`).
     """
 
     durable = False  # a put returns once acknowledged: durable already
 
-    def __init__(self, store: Any, where: str) -> None:
+    def __init__(self, store: Any, where: str, guard: Callable[[], None] | None = None) -> None:
         from zarr.core.buffer import default_buffer_prototype
 
         self.store = store
+        self._guard = guard
         self._where = where
         self._writable = not getattr(store, "read_only", False)
         self._prototype = default_buffer_prototype()
 
     @classmethod
-    def from_url(cls, url: StoreURL, *, writable: bool) -> ZarrStoreKeys:
-        """Open ``url`` through ``zarr.storage.FsspecStore`` with its ``storage_options``."""
+    def from_url(cls, url: StoreURL, *, writable: bool, guard: Callable[[], None] | None = None) -> ZarrStoreKeys:
+        """Open ``url`` through ``zarr.storage.FsspecStore`` with its ``storage_options`` (``guard``: see above)."""
         from zarr.storage import FsspecStore
 
         try:
@@ -101,7 +108,7 @@ class ZarrStoreKeys:
                 "(s3fs for s3://, gcsfs for gs://, adlfs for az://)") from exc
         except Exception as exc:  # fsspec raises many kinds for a URL it refuses
             raise object_store_error(exc, str(url), "opening the store", writable=writable) from exc
-        keys = cls(store, str(url))
+        keys = cls(store, str(url), guard)
         if not writable:
             # Reach the store now: missing credentials or a network that is down
             # then say so, instead of reading later as a store that cannot be read.
@@ -131,6 +138,8 @@ class ZarrStoreKeys:
     def put(self, key: str, data: bytes, *, in_place: bool = False) -> None:
         # One PUT per key: an object store publishes it whole or not at
         # all, so in_place changes nothing.
+        if self._guard is not None:
+            self._guard()
         value = self._prototype.buffer.from_bytes(data)
         self._run(lambda: self.store.set(key, value), f"writing {key}")
 
@@ -170,6 +179,8 @@ class ZarrStoreKeys:
         return tuple(sorted(self._listing(node)[1]))
 
     def delete_node(self, node: str) -> None:
+        if self._guard is not None:
+            self._guard()
         self._run(lambda: self.store.delete_dir(node), f"deleting {node or 'the store'}")
 
     def nbytes(self, node: str) -> int:
@@ -188,3 +199,130 @@ def clear_url(url: StoreURL, overwrite: bool) -> None:
         raise StoreExistsError(f"{url} already holds objects; pass overwrite=True to replace them, "
                                "or mode='a' to append to the store")
     keys.delete_node("")
+
+
+#: HTTP statuses of a conditional request that did not hold (412), or that met another one at once (409).
+_PRECONDITION = frozenset({409, 412})
+#: What a store answers to a request header it does not implement.
+_UNSUPPORTED = frozenset({400, 501})
+
+
+class ConditionalWritesError(InvalidArgumentError):
+    """The object store does not honour conditional writes (``If-None-Match``/``If-Match`` on PUT).
+
+    An :class:`~spikestore.errors.InvalidArgumentError`: the fix is ``lock=False``.
+    """
+
+
+def _status(exc: BaseException) -> int | None:
+    """The HTTP status an S3 client error in ``exc``'s chain carries (``None``: none)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if isinstance(status, int):
+                return status
+        e = e.__cause__ or e.__context__
+    return None
+
+
+@dataclass(frozen=True)
+class LeaseRecord:
+    """The lock object as read back: its bytes, its ETag, and its age by the object store's own clock."""
+
+    body: bytes
+    etag: str
+    age_s: float
+
+
+class LeaseObject:
+    """One object beside a store on S3 (``<url>.lock``), written only with conditional PUTs.
+
+    :meth:`create` writes it only if it is absent (``If-None-Match: *``),
+    :meth:`replace` only if it still has a given ETag (``If-Match``), and
+    :meth:`delete` removes it only if it still has that ETag; each answers
+    whether its condition held. The object's age comes from the object
+    store's clock alone (the response's ``Date`` minus the object's
+    ``Last-Modified``), so writers on hosts whose clocks disagree still
+    agree on when a lease expired.
+
+    Raises
+    ------
+    ConditionalWritesError
+        From :meth:`create` or :meth:`replace`, when the object store rejects
+        the condition (HTTP 400 or 501).
+    MissingDependencyError
+        For a URL whose file system is not S3 (``s3fs``).
+    """
+
+    def __init__(self, url: StoreURL) -> None:
+        keys = ZarrStoreKeys.from_url(url, writable=True)
+        fs = getattr(keys.store, "fs", None)
+        if fs is None or not hasattr(fs, "_call_s3"):
+            raise ConditionalWritesError(
+                f"{url}: the writer lock on object storage uses S3 conditional writes, which this URL's "
+                "file system does not offer; make sure only one process records to this URL and pass "
+                "lock=False (docs/object-storage.md §3)")
+        self._fs = fs
+        self.url = f"{url}.lock"
+        self._bucket, _, self._key = f"{keys.store.path}.lock".partition("/")
+
+    def _call(self, method: str, doing: str, **kwargs: Any) -> dict[str, Any] | None:
+        """One S3 request; ``None`` when its condition did not hold (or the object is missing, for a read)."""
+        from zarr.core.sync import sync
+
+        async def call() -> dict[str, Any] | None:
+            try:
+                out: dict[str, Any] = await self._fs._call_s3(method, Bucket=self._bucket, Key=self._key, **kwargs)
+            except FileNotFoundError:
+                if method in ("get_object", "delete_object") or "IfMatch" in kwargs:
+                    return None  # (If-Match on an object that is gone: the condition did not hold)
+                raise
+            except Exception as exc:
+                status = _status(exc)
+                if status in _PRECONDITION:
+                    return None
+                if status in _UNSUPPORTED and method == "put_object":
+                    raise ConditionalWritesError(
+                        f"{self.url}: the object store refused a conditional write ({type(exc).__name__}: "
+                        f"{exc}); it does not offer the conditional writes the writer lock needs: make sure "
+                        "only one process records to this URL and pass lock=False "
+                        "(docs/object-storage.md §3)") from exc
+                raise
+            if method == "get_object":
+                out["Body"] = await out["Body"].read()
+            return out
+
+        try:
+            return sync(call())
+        except SpikestoreError:
+            raise
+        except Exception as exc:  # translated: the caller gets a SpikestoreError
+            raise object_store_error(exc, self.url, doing) from exc
+
+    def create(self, body: bytes) -> str | None:
+        """Write the object if it is absent; its ETag, or ``None`` when it exists."""
+        out = self._call("put_object", "creating the writer lock", Body=body, IfNoneMatch="*")
+        return None if out is None else str(out["ETag"])
+
+    def replace(self, body: bytes, etag: str) -> str | None:
+        """Write the object if its ETag is still ``etag``; the new ETag, or ``None`` when it changed."""
+        out = self._call("put_object", "renewing the writer lock", Body=body, IfMatch=etag)
+        return None if out is None else str(out["ETag"])
+
+    def read(self) -> LeaseRecord | None:
+        """The object now (``None``: absent)."""
+        out = self._call("get_object", "reading the writer lock")
+        if out is None:
+            return None
+        date = out.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        now = parsedate_to_datetime(date) if date else datetime.now(UTC)
+        return LeaseRecord(bytes(out["Body"]), str(out["ETag"]), (now - out["LastModified"]).total_seconds())
+
+    def delete(self, etag: str | None) -> bool:
+        """Remove the object if its ETag is still ``etag`` (``None``: whatever it holds); whether it was."""
+        condition = {} if etag is None else {"IfMatch": etag}
+        return self._call("delete_object", "removing the writer lock", **condition) is not None
