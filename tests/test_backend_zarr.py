@@ -255,3 +255,19 @@ def test_durable_means_fsync_for_local_files_only(tmp_path: Path) -> None:
     assert not ZarrBackend(tmp_path / "b", writable=True).durable
     remote_like = ZarrStoreKeys(LocalStore(tmp_path / "c"), str(tmp_path / "c"))
     assert not ZarrBackend(tmp_path / "c", writable=True, durable=True, keys=remote_like).durable
+
+
+def test_a_final_document_is_overwritten_in_place_only_within_one_page(tmp_path):
+    from spikestore.backends._keys import LocalKeys
+
+    keys = LocalKeys(tmp_path)
+    keys.put("zarr.json", b'{"a": "' + b"x" * 100 + b'"}')
+    assert keys.overwrite_in_page("zarr.json", b'{"a": 1}')
+    text = (tmp_path / "zarr.json").read_bytes()
+    assert len(text) == 109 and json.loads(text) == {"a": 1}  # padded with spaces, never cut short
+    assert not keys.overwrite_in_page("zarr.json", b" " * 4097)  # past one page: not safe in place
+    assert not keys.overwrite_in_page("missing.json", b"{}")  # nothing to overwrite
+    (tmp_path / "elsewhere.json").write_bytes(b"{}")
+    (tmp_path / "link.json").symlink_to(tmp_path / "elsewhere.json")
+    assert not keys.overwrite_in_page("link.json", b"[]")  # a link is never written through
+    assert (tmp_path / "elsewhere.json").read_bytes() == b"{}"

@@ -20,11 +20,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Protocol
 
 from spikestore._atomic_files import write_replacing
 from spikestore.errors import ReadOnlyError
+
+#: The bytes one in-place overwrite may span (a page of the page cache): a single copy into a page
+#: that is already allocated, which needs no free space and which a killed process cannot tear.
+_PAGE = 4096
 
 __all__ = ["Keys", "LocalKeys"]
 
@@ -52,6 +57,16 @@ class Keys(Protocol):
 
         ``in_place=True`` says nobody reads ``key`` yet, so an implementation
         may skip what makes the publication atomic.
+        """
+
+    def overwrite_in_page(self, key: str, data: bytes) -> bool:
+        """Overwrite the existing bytes of ``key`` in place when ``data`` fits in one page.
+
+        The last resort for a final status when a new file cannot be made (a
+        full disk, a folder that lost its write permission): a write of at most
+        one page at offset 0 needs no new space and cannot be torn by a
+        killed process. Returns ``False`` (nothing written) where that does
+        not apply.
         """
 
     def is_node(self, node: str) -> bool:
@@ -147,6 +162,26 @@ class LocalKeys:
             write_replacing(path, data)
         if self.durable:
             self._unsynced.append(Path(path))
+
+    def overwrite_in_page(self, key: str, data: bytes) -> bool:
+        path = os.path.join(self._root, key)
+        try:
+            old = os.stat(path, follow_symlinks=False)
+        except OSError:
+            return False
+        if not stat.S_ISREG(old.st_mode) or max(len(data), old.st_size) > _PAGE:
+            return False
+        # Shorter text is padded with spaces (JSON allows trailing whitespace): the file never
+        # shrinks, so no truncation can leave a cut document behind.
+        padded = data.ljust(old.st_size, b" ")
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            os.pwrite(fd, padded, 0)
+            if self.durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
 
     def is_node(self, node: str) -> bool:
         return os.path.isdir(os.path.join(self._root, node))

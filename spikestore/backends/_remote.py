@@ -143,6 +143,10 @@ class ZarrStoreKeys:
         value = self._prototype.buffer.from_bytes(data)
         self._run(lambda: self.store.set(key, value), f"writing {key}")
 
+    def overwrite_in_page(self, key: str, data: bytes) -> bool:
+        # An object is replaced whole by a PUT, which failed already: there is no smaller write.
+        return False
+
     def _listing(self, node: str) -> tuple[list[str], list[str]]:
         """The keys and the sub-nodes directly below ``node`` (listed afresh, never from a cache)."""
         # FsspecStore's list_dir cannot tell a key from a sub-node, and may answer from

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from spikestore._failures import classify
 from spikestore._format import ATTRS_KEY, damaged
 from spikestore.backends._base import ArraySpec, NodeInfo
 from spikestore.backends._keys import Keys, LocalKeys
@@ -223,7 +224,22 @@ class ZarrBackend:
     def write_doc(self, node: str, doc: Any) -> None:
         self._ensure_parent_group(node)
         body = {"zarr_format": 3, "node_type": "group", "attributes": {ATTRS_KEY: doc}}
-        self._set(_key(node, _META), json.dumps(body, allow_nan=False).encode())
+        data = json.dumps(body, allow_nan=False).encode()
+        try:
+            self._set(_key(node, _META), data)
+        except OSError as exc:
+            # The root's final status matters most when the disk is full or the folder lost its
+            # write permission, which is exactly when no new file can be made: overwrite the
+            # existing document in place where that is safe (Keys.overwrite_in_page).
+            if node or not self.writable or not classify(exc).storage_failed or not self._overwrite_root(data):
+                raise
+
+    def _overwrite_root(self, data: bytes) -> bool:
+        """Overwrite the root's ``zarr.json`` in place; ``False`` when that cannot be done either."""
+        try:
+            return self.keys.overwrite_in_page(_META, data)
+        except OSError:
+            return False
 
     def _ensure_parent_group(self, node: str) -> None:
         """Give ``node``'s parent (a quantity group) its ``zarr.json`` if it has none yet."""
