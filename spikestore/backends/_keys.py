@@ -253,7 +253,8 @@ def _file_type(mode: int) -> str:
 def _read_exactly(fd: int, size: int, limit: int, path: str, root: Path) -> bytes:
     """The bytes of the open regular file ``fd`` of ``size`` bytes; a file still growing past ``limit``
     (written while read) is refused too."""
-    parts, got = [], 0
+    parts: list[bytes] = []
+    got = 0
     while True:
         block = os.read(fd, max(size - got, 0) + 1 if got < size else 1 << 16)
         if not block:
