@@ -161,7 +161,7 @@ def _check(be: Any, p: Path | StoreURL, problems: list[str],
     for key in root["streams"]:
         nodes.update(n for n in (stream_node(key), unbounded_stream_node(key)) if n is not None)
         try:
-            node, doc = load_stream_doc(be, key)
+            node, doc = load_stream_doc(be, key, root["writer"])
         except SpikestoreError as exc:
             _unless_storage(exc)
             problems.append(f"{key}: {_plain(exc)}")
