@@ -314,3 +314,36 @@ def test_absurd_sizes_are_damage_within_bounded_memory(zstore, hstore, suffix, e
                        timeout=120, check=False)
     assert r.returncode == 0 and r.stdout.startswith("damaged:"), r.stdout + r.stderr
     assert "verify: 0" not in r.stdout
+
+
+# -- integers written as floats -----------------------------------------------------------------
+
+FLOAT_INTEGERS = {
+    "count": lambda d: d.update(count=float(d["count"])),
+    "segment-count": lambda d: _seg(d).update(count=float(_seg(d)["count"])),
+    "chunk_records": lambda d: _seg(d).update(chunk_records=float(_seg(d)["chunk_records"])),
+    "index-chunk_records": lambda d: d["index"].update(chunk_records=float(d["index"]["chunk_records"])),
+    "start": lambda d: _seg(d).update(start=float(_seg(d)["start"])),
+    "shape": lambda d: _seg(d).update(shape=[float(x) for x in _seg(d)["shape"]]),
+}
+
+
+@pytest.mark.parametrize("edit", list(FLOAT_INTEGERS))
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_an_integer_written_as_a_float_is_damage(zstore, hstore, suffix, edit):
+    # 40.0 where the format says integer: refused by validation, named, never a raw TypeError later.
+    store = zstore if suffix == ".zarr" else hstore
+    _edit_doc(store, STREAM, FLOAT_INTEGERS[edit])
+    with pytest.raises(DamagedStoreError, match=r"invalid at .*is not of type 'integer'"):
+        read_all(store)
+    problems = verify(store)
+    assert any(line.startswith(f"{STREAM}:") and "'integer'" in line for line in problems), problems
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_root_integer_written_as_a_float_is_damage(zstore, hstore, suffix):
+    store = zstore if suffix == ".zarr" else hstore
+    _edit_doc(store, "", lambda d: d["writer"].update(dropped=0.0))
+    with pytest.raises(DamagedStoreError, match="writer/dropped"):
+        spikestore.open(store)
+    assert any("writer/dropped" in line for line in verify(store))
