@@ -118,7 +118,7 @@ def _zarr_kind(rel: str) -> str:
 
 def _edited(doc: dict[str, Any], fn: Any) -> dict[str, Any] | None:
     """A deep copy of ``doc`` changed by ``fn``; None when ``doc`` lacks what ``fn`` changes."""
-    d = json.loads(json.dumps(doc))
+    d: dict[str, Any] = json.loads(json.dumps(doc))
     try:
         fn(d)
     except (IndexError, KeyError, TypeError):
@@ -559,7 +559,7 @@ def run_backend(ctx: Any, backend: str, seed: int, quick: bool, show: int, log: 
             shutil.rmtree(copy.with_name(copy.name + ".outside"), ignore_errors=True)
             if log is not None and (i + 1) % 50 == 0:
                 print(f"{backend}: {i + 1}/{len(cases)} cases", file=log, flush=True)
-    totals = Counter()
+    totals: Counter[str] = Counter()
     for c in outcomes.values():
         totals.update(c)
     return {"backend": backend, "cases": sum(totals.values()), "outcomes": dict(totals),
