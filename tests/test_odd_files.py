@@ -121,3 +121,33 @@ def test_a_store_read_through_a_link_to_it_reads_whole(zstore, tmp_path):
     link = tmp_path / "link.zarr"
     link.symlink_to(zstore)
     assert _child(link) == ["read"]
+
+
+OPEN_ODD_STORE = textwrap.dedent("""
+    import sys
+    import spikestore
+    from spikestore import verify
+    from spikestore.errors import StoreNotFoundError
+    try:
+        spikestore.open(sys.argv[1])
+    except StoreNotFoundError as exc:
+        print("not a store:", exc)
+    print("verify:", verify(sys.argv[1]))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("odd", ["fifo", "link-dev-zero"])
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_store_path_that_is_a_fifo_or_device_is_no_store(tmp_path, suffix, odd):
+    path = tmp_path / f"s{suffix}"
+    if odd == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    r = subprocess.run([sys.executable, "-c", OPEN_ODD_STORE, str(path)], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("not a store:") and str(path) in lines[0], lines
+    assert lines[1].startswith("verify: [") and str(path) in lines[1], lines

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from spikestore._format import (
 from spikestore.backends import Backend, StoreURL
 from spikestore.errors import DamagedStoreError, SpikestoreError
 
-__all__ = ["check_no_root", "doc_location", "has_root", "load_doc", "load_stream_doc", "writer_live"]
+__all__ = ["check_no_root", "doc_location", "has_root", "load_doc", "load_stream_doc", "not_a_store_file",
+           "writer_live"]
 
 
 def doc_location(store: Path | StoreURL, node: str) -> str:
@@ -35,6 +37,24 @@ def doc_location(store: Path | StoreURL, node: str) -> str:
     if isinstance(store, StoreURL) or store.is_dir():
         return str(store / node / "zarr.json") if node else str(store / "zarr.json")
     return f"{store}, group /{node}, attribute {ATTRS_KEY!r}"
+
+
+def not_a_store_file(path: Path) -> str | None:
+    """Why the local ``path`` cannot be a store (it is a FIFO, a device...), or ``None``.
+
+    A store is a folder (Zarr) or a regular file (HDF5), reached through
+    links or not: anything else is refused before a library opens it (an
+    HDF5 library opening a FIFO waits for a writer for ever).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # (the opening that follows says what is wrong)
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    what = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "no file")
+    return f"{path} is {what}, not a store (a store is a folder or an HDF5 file)"
 
 
 def load_doc(backend: Backend, node: str, kind: str, key: str | None = None) -> dict[str, Any] | None:
