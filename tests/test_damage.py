@@ -1,15 +1,19 @@
-"""Damaged metadata is always visible on the read side (issue 15, "every damage is visible").
+"""Damaged metadata is always visible on the read side: every damage is visible.
 
 A document or array metadata that is missing, unreadable, inconsistent or
 absurd raises :class:`DamagedStoreError` naming the file, never a plain
 exception, a ``MemoryError`` or silently wrong records. A stream listed in
-the root whose group was never created is the one valid "missing" state: 0
-records.
+the root whose group a live writer has not created yet is the one valid
+"missing" state: 0 records; once its writer is done, a listed stream without
+its group is damage.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -61,9 +65,26 @@ def test_a_deleted_zarr_json_is_damage(zstore, kind):
     assert ZARR_JSON[kind] in str(err.value) and "spikestore verify" in str(err.value)
 
 
-def test_a_listed_stream_never_created_has_no_records(zstore, hstore):
+def _live_writer(doc: dict) -> None:
+    """Make a root document say this process is its writer, still open (a live writer)."""
+    doc["writer"].update(status="open", pid=os.getpid(), host=socket.gethostname(), closed=None)
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _gone_writer(doc: dict) -> None:
+    """Make a root document say its writer is open, on this host, in a process that no longer runs."""
+    doc["writer"].update(status="open", pid=_dead_pid(), host=socket.gethostname(), closed=None)
+
+
+def test_a_stream_a_live_writer_listed_but_has_not_created_has_no_records(zstore, hstore):
     for store in (zstore, hstore):
-        _edit_doc(store, "", lambda d: d["streams"].append("x/new"))
+        _edit_doc(store, "", lambda d: (d["streams"].append("x/new"), _live_writer(d)))
         n, values, steps, calls, times = read_all(store, "x/new")
         assert n == 0 and len(values) == 0
         assert steps.dtype == np.int64 and calls.dtype == np.int32 and times.dtype == np.float64
@@ -74,18 +95,51 @@ def test_a_listed_stream_never_created_has_no_records(zstore, hstore):
         assert verify(store) == []
 
 
-def test_a_stream_group_left_empty_by_a_crash_has_no_records(zstore, hstore):
-    # The writer creates the group, then its document (Zarr: a temporary file renamed in);
-    # a crash in between leaves an empty group, or one holding the temporary file.
-    _edit_doc(zstore, "", lambda d: d["streams"].append("x/new"))
+@pytest.mark.parametrize("writer", ["closed", "failed", "gone"])
+@pytest.mark.parametrize("deleted", ["stream", "quantity"])
+def test_a_deleted_stream_group_of_a_finished_writer_is_damage(zstore, hstore, writer, deleted):
+    # The writer creates a stream's group before it lists the stream: once it is done, a listed
+    # stream without its group lost its records (never 0 records, never "intact").
+    node = STREAM if deleted == "stream" else STREAM.split("/")[0]
+    for store in (zstore, hstore):
+        if store.suffix == ".h5":
+            with h5py.File(store, "r+") as f:
+                del f[node]
+        else:
+            shutil.rmtree(store / node)
+        if writer == "failed":
+            _edit_doc(store, "", lambda d: d["writer"].update(status="failed", error="OSError: disk full"))
+        elif writer == "gone":
+            _edit_doc(store, "", _gone_writer)
+        with pytest.raises(DamagedStoreError, match=f"{STREAM}.*records are lost"):
+            read_all(store)
+        problems = verify(store)
+        assert any(STREAM in line and "records are lost" in line for line in problems), problems
+
+
+def test_a_stream_group_left_empty_by_a_live_writer_has_no_records(zstore, hstore):
+    # A group without its document yet, or holding a temporary file, while its writer lives.
+    _edit_doc(zstore, "", lambda d: (d["streams"].append("x/new"), _live_writer(d)))
     (zstore / "x/new").mkdir(parents=True)
     (zstore / "x/new/zarr.json.3f2a.partial").write_bytes(b'{"zarr_')
-    _edit_doc(hstore, "", lambda d: d["streams"].append("x/new"))
+    _edit_doc(hstore, "", lambda d: (d["streams"].append("x/new"), _live_writer(d)))
     with h5py.File(hstore, "r+") as f:
         f.create_group("x/new")
     for store in (zstore, hstore):
         assert read_all(store, "x/new")[0] == 0
         assert verify(store) == []
+
+
+def test_an_empty_stream_group_of_a_closed_writer_is_damage(zstore, hstore):
+    _edit_doc(zstore, "", lambda d: d["streams"].append("x/new"))
+    (zstore / "x/new").mkdir(parents=True)
+    _edit_doc(hstore, "", lambda d: d["streams"].append("x/new"))
+    with h5py.File(hstore, "r+") as f:
+        f.create_group("x/new")
+    for store in (zstore, hstore):
+        with pytest.raises(DamagedStoreError, match="x/new"):
+            read_all(store, "x/new")
+        assert any("x/new" in line for line in verify(store))
 
 
 def test_a_stream_group_with_arrays_but_no_document_is_damage(hstore):
@@ -260,3 +314,36 @@ def test_absurd_sizes_are_damage_within_bounded_memory(zstore, hstore, suffix, e
                        timeout=120, check=False)
     assert r.returncode == 0 and r.stdout.startswith("damaged:"), r.stdout + r.stderr
     assert "verify: 0" not in r.stdout
+
+
+# -- integers written as floats -----------------------------------------------------------------
+
+FLOAT_INTEGERS = {
+    "count": lambda d: d.update(count=float(d["count"])),
+    "segment-count": lambda d: _seg(d).update(count=float(_seg(d)["count"])),
+    "chunk_records": lambda d: _seg(d).update(chunk_records=float(_seg(d)["chunk_records"])),
+    "index-chunk_records": lambda d: d["index"].update(chunk_records=float(d["index"]["chunk_records"])),
+    "start": lambda d: _seg(d).update(start=float(_seg(d)["start"])),
+    "shape": lambda d: _seg(d).update(shape=[float(x) for x in _seg(d)["shape"]]),
+}
+
+
+@pytest.mark.parametrize("edit", list(FLOAT_INTEGERS))
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_an_integer_written_as_a_float_is_damage(zstore, hstore, suffix, edit):
+    # 40.0 where the format says integer: refused by validation, named, never a raw TypeError later.
+    store = zstore if suffix == ".zarr" else hstore
+    _edit_doc(store, STREAM, FLOAT_INTEGERS[edit])
+    with pytest.raises(DamagedStoreError, match=r"invalid at .*is not of type 'integer'"):
+        read_all(store)
+    problems = verify(store)
+    assert any(line.startswith(f"{STREAM}:") and "'integer'" in line for line in problems), problems
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_root_integer_written_as_a_float_is_damage(zstore, hstore, suffix):
+    store = zstore if suffix == ".zarr" else hstore
+    _edit_doc(store, "", lambda d: d["writer"].update(dropped=0.0))
+    with pytest.raises(DamagedStoreError, match="writer/dropped"):
+        spikestore.open(store)
+    assert any("writer/dropped" in line for line in verify(store))

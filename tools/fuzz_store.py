@@ -14,6 +14,14 @@ every record and step of every stream, then ``verify``. Cases:
   count, start, dtype, shape, chunk_records, encoding; the index's
   chunk_records; the array metadata's shape, dtype, chunk shape, codecs);
   two chunk files swapped.
+- Zarr, files that are not what they claim, in place of a data chunk, an
+  index chunk or a stream ``zarr.json``: a FIFO, a folder, a device node
+  (where this user may make one), a sparse file of 8 GiB, a link to
+  ``/dev/zero``, to ``/dev/urandom`` and to a copy of the file out of the
+  store; a segment folder linked out of the store.
+- Both backends: a stream's group or its quantity group deleted from the
+  closed store (``rm -rf``, ``del f[...]`` with h5py); integers of a stream
+  document written as floats (``count``, ``start``, ``chunk_records``...).
 - HDF5, byte ranges of the file (superblock, object headers, B-trees and
   other index structures, the documents' attribute bytes, chunk data): byte
   flips and truncations; the same document edits and chunk swaps made
@@ -24,8 +32,9 @@ Each outcome is one of ``exact`` (every record equal to the original),
 records differ and verify reports a problem), ``prefix`` (a document made
 to say fewer records than were written: a strict prefix reads, bit-exact;
 nothing can tell), or a failure: ``wrong-read`` (records differ and verify
-says intact), ``foreign-exception`` (an exception that is no
-SpikestoreError), ``crash``, ``oom``, ``hang``.
+says intact), ``silent-empty`` (a stream that held records reads as none,
+or is gone, without an error, and verify says intact), ``foreign-exception``
+(an exception that is no SpikestoreError), ``crash``, ``oom``, ``hang``.
 
 Usage::
 
@@ -40,6 +49,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -53,7 +63,7 @@ from typing import Any
 
 import numpy as np
 
-FAILURES = ("wrong-read", "foreign-exception", "crash", "oom", "hang")
+FAILURES = ("wrong-read", "silent-empty", "foreign-exception", "crash", "oom", "hang")
 CASE_TIMEOUT_S = 60.0
 MEMORY_LIMIT = 2 << 30
 HDF5_SIGNATURES = {b"OHDR": "object-header", b"OCHK": "object-header", b"BTHD": "btree", b"BTIN": "btree",
@@ -108,7 +118,7 @@ def _zarr_kind(rel: str) -> str:
 
 def _edited(doc: dict[str, Any], fn: Any) -> dict[str, Any] | None:
     """A deep copy of ``doc`` changed by ``fn``; None when ``doc`` lacks what ``fn`` changes."""
-    d = json.loads(json.dumps(doc))
+    d: dict[str, Any] = json.loads(json.dumps(doc))
     try:
         fn(d)
     except (IndexError, KeyError, TypeError):
@@ -159,6 +169,65 @@ def _json_edits(doc: dict[str, Any], rng: random.Random) -> list[tuple[str, Any]
     return edits
 
 
+def float_edits(doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Integers of a stream document written as floats (``40.0``): the float-integer cases."""
+    sp = "attributes" in doc
+    if "segments" not in (doc["attributes"]["spikestore"] if sp else doc):
+        return []
+
+    def on(d: dict[str, Any]) -> dict[str, Any]:
+        return d["attributes"]["spikestore"] if sp else d
+
+    edits = []
+    for what, fn in (
+            ("float count", lambda d: on(d).update(count=float(on(d)["count"]))),
+            ("float segment count", lambda d: on(d)["segments"][0].update(
+                count=float(on(d)["segments"][0]["count"]))),
+            ("float segment start", lambda d: on(d)["segments"][-1].update(
+                start=float(on(d)["segments"][-1]["start"]))),
+            ("float chunk_records", lambda d: on(d)["segments"][0].update(
+                chunk_records=float(on(d)["segments"][0]["chunk_records"]))),
+            ("float index chunk_records", lambda d: on(d)["index"].update(
+                chunk_records=float(on(d)["index"]["chunk_records"]))),
+            ("float shape", lambda d: on(d)["segments"][0].update(
+                shape=[float(x) for x in on(d)["segments"][0]["shape"]]))):
+        d = _edited(doc, fn)
+        if d is not None:
+            edits.append((f"float-integer: {what}", d))
+    return edits
+
+
+#: Files that are not what they claim, made in place of a file of a Zarr store: (what, op).
+ODD_FILES = (("fifo", "fifo"), ("folder", "mkdir"), ("device", "mknod"), ("sparse 8 GiB", "sparse"),
+             ("link to /dev/zero", "link-dev-zero"), ("link to /dev/urandom", "link-dev-urandom"),
+             ("link out of the store", "link-out"))
+
+
+def odd_file_cases(by_kind: dict[str, list[str]], rng: random.Random, quick: bool) -> list[dict[str, Any]]:
+    """The file-type, size and link cases of a Zarr store, and a segment folder linked out of it."""
+    cases = []
+    for kind in ("data-chunk", "index-chunk", "stream-doc"):
+        for rel in rng.sample(by_kind[kind], min(1 if quick else 3, len(by_kind[kind]))):
+            for what, op in ODD_FILES:
+                group = "size" if op == "sparse" else "link" if op.startswith("link") else "file-type"
+                cases.append({"kind": f"{group}:{kind}", "what": f"{what} in place of {rel}", "op": [op, rel]})
+    segs = sorted({rel.rsplit("/", 1)[0] for rel in by_kind["data-chunk"]})
+    for seg in rng.sample(segs, min(1 if quick else 3, len(segs))):
+        cases.append({"kind": "link:folder", "what": f"{seg} linked out of the store", "op": ["link-out", seg]})
+    return cases
+
+
+def deleted_group_cases(nodes: list[str]) -> list[dict[str, Any]]:
+    """A stream group, or its quantity group, deleted from the closed store: the silent-empty cases."""
+    cases = []
+    for node in nodes:
+        cases.append({"kind": "deleted-group", "what": f"delete stream group {node}", "op": ["rmtree", node]})
+    for quantity in sorted({n.split("/")[0] for n in nodes}):
+        cases.append({"kind": "deleted-group", "what": f"delete quantity group {quantity}",
+                      "op": ["rmtree", quantity]})
+    return cases
+
+
 def _array_meta_edits(meta: dict[str, Any]) -> list[tuple[str, Any]]:
     edits = []
     for what, fn in (
@@ -197,6 +266,12 @@ def zarr_cases(root: Path, rng: random.Random, quick: bool) -> list[dict[str, An
         meta = json.loads((root / rel).read_text())
         for what, new in _array_meta_edits(meta):
             cases.append({"kind": "array-meta", "what": f"edit {rel}: {what}", "op": ["write", rel, json.dumps(new)]})
+    for rel in by_kind["stream-doc"]:
+        doc = json.loads((root / rel).read_text())
+        cases.extend({"kind": "float-integer", "what": f"edit {rel}: {what}", "op": ["write", rel, json.dumps(new)]}
+                     for what, new in float_edits(doc))
+    cases.extend(odd_file_cases(by_kind, rng, quick))
+    cases.extend(deleted_group_cases(sorted(rel.rsplit("/", 1)[0] for rel in by_kind["stream-doc"])))
     for kind in ("data-chunk", "index-chunk"):
         chunks = by_kind[kind]
         for _ in range(2 if quick else 6):
@@ -249,6 +324,9 @@ def hdf5_cases(path: Path, rng: random.Random, quick: bool) -> list[dict[str, An
             for what, new in _json_edits(doc, rng)[: 3 if quick else None]:
                 cases.append({"kind": "document-edit", "what": f"edit {node}: {what}",
                               "op": ["attr", node, json.dumps(new)]})
+            cases.extend({"kind": "float-integer", "what": f"edit {node}: {what}",
+                          "op": ["attr", node, json.dumps(new)]} for what, new in float_edits(doc))
+        cases.extend(deleted_group_cases(nodes))
         arrays = []
         f.visititems(lambda n, o: arrays.append(n)
                      if isinstance(o, h5py.Dataset) and o.id.get_num_chunks() > 1 else None)
@@ -282,23 +360,30 @@ def apply(store: Path, op: list[Any]) -> None:
         target.unlink()
     elif kind == "write":
         target.write_text(args[1])
+    elif kind in ("fifo", "mkdir", "mknod", "sparse", "link-dev-zero", "link-dev-urandom", "link-out"):
+        _replace_file(store, target, kind)
+    elif kind == "rmtree" and store.is_dir():
+        shutil.rmtree(target)
     elif kind == "swap":
         a, b = store / args[0], store / args[1]
         da, db = a.read_bytes(), b.read_bytes()
         a.write_bytes(db)
         b.write_bytes(da)
-    elif kind in ("attr", "hswap", "hswap0"):
+    elif kind in ("attr", "hswap", "hswap0", "rmtree"):
         import h5py
 
         from spikestore.backends.hdf5 import clear_writer_flags
 
         clear_writer_flags(store)
         with h5py.File(store, "r+") as f:
-            if kind == "attr":
+            if kind == "rmtree":
+                del f[args[0]]
+            elif kind == "attr":
                 old = f[args[0]].attrs.get_id("spikestore")
                 new = args[1].encode()
-                if len(new) <= old.dtype.itemsize:
-                    old.write(np.array(new, dtype=old.dtype))
+                if len(new) > old.dtype.itemsize:
+                    raise ValueError(f"the edited document ({len(new)} bytes) does not fit its attribute")
+                old.write(np.array(new, dtype=old.dtype))
             else:
                 da, db = f[args[0]].id, f[args[1]].id
                 ca, cb = (0, 0) if kind == "hswap0" else (0, 1)
@@ -308,6 +393,32 @@ def apply(store: Path, op: list[Any]) -> None:
                 mb, bb = db.read_direct_chunk(ob)
                 da.write_direct_chunk(oa, bb, mb)
                 db.write_direct_chunk(ob, ba, ma)
+
+
+def _replace_file(store: Path, target: Path, kind: str) -> None:
+    """Put something that is not what it claims in place of the file (or folder) ``target`` of ``store``."""
+    outside = store.with_name(store.name + ".outside")
+    if kind == "link-out":  # the very bytes, out of the store
+        outside.mkdir(exist_ok=True)
+        copy = outside / target.name
+        shutil.copytree(target, copy) if target.is_dir() else shutil.copy2(target, copy)
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+        target.symlink_to(copy)
+        return
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "mkdir":
+        target.mkdir()
+    elif kind == "mknod":
+        import stat
+
+        os.mknod(target, 0o644 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's numbers (needs CAP_MKNOD)
+    elif kind == "sparse":
+        with open(target, "wb") as fh:
+            fh.truncate(8 << 30)
+    else:
+        target.symlink_to("/dev/zero" if kind == "link-dev-zero" else "/dev/urandom")
 
 
 # -- the reading child ---------------------------------------------------------------------------
@@ -347,6 +458,7 @@ def _check_case(conn: Any, spec: dict[str, Any]) -> None:
         want = spec["digest"]
         out["same"] = got == want
         out["prefix"] = set(got) == set(want) and all(got[k] == want[k][:len(got[k])] for k in got)
+        out["emptied"] = [k for k in want if want[k] and not got.get(k)]  # held records, reads none
     except MemoryError as exc:
         out["read"] = {"type": "MemoryError", "spikestore": False, "message": str(exc)[:200], "oom": True}
     except Exception as exc:  # noqa: BLE001 (any failure is data here: the parent classifies it)
@@ -376,6 +488,8 @@ def classify(result: dict[str, Any] | None, exitcode: int | None, timed_out: boo
         return "exact"
     if result["verify"]:
         return "verify-flagged"
+    if result.get("emptied"):
+        return "silent-empty"
     return "prefix" if result["prefix"] else "wrong-read"
 
 
@@ -442,9 +556,10 @@ def run_backend(ctx: Any, backend: str, seed: int, quick: bool, show: int, log: 
                 examples[outcome].append({"kind": case["kind"], "what": case["what"], "op": case["op"],
                                           "result": result})
             shutil.rmtree(copy, ignore_errors=True) if copy.is_dir() else copy.unlink(missing_ok=True)
+            shutil.rmtree(copy.with_name(copy.name + ".outside"), ignore_errors=True)
             if log is not None and (i + 1) % 50 == 0:
                 print(f"{backend}: {i + 1}/{len(cases)} cases", file=log, flush=True)
-    totals = Counter()
+    totals: Counter[str] = Counter()
     for c in outcomes.values():
         totals.update(c)
     return {"backend": backend, "cases": sum(totals.values()), "outcomes": dict(totals),

@@ -20,13 +20,20 @@ from spikestore._format.dtypes import LOSSY_DTYPES
 from spikestore._format.names import split_key
 from spikestore.errors import InvalidArgumentError
 
-__all__ = ["MAX_CHUNK_BYTES", "MAX_RECORD_DIMS", "root_problems", "stream_problems"]
+__all__ = ["MAX_CHUNK_BYTES", "MAX_DOCUMENT_BYTES", "MAX_RECORD_DIMS", "max_stored_chunk_bytes", "root_problems",
+           "stream_problems"]
 
 #: Most bytes one decoded chunk may take (``chunk_records`` times the bytes of one stored
 #: record): the format's limit, which readers enforce. Blosc's own buffers stop at 2**31
 #: bytes. How big the writer makes its chunks below this is the writer's choice
 #: (``Store(chunk_bytes=...)``), not the format's.
 MAX_CHUNK_BYTES = 1 << 31
+#: Most bytes one stored document (a ``zarr.json``) may take: a reader refuses a bigger file as
+#: damage before reading it (docs/format.md §3.2).
+MAX_DOCUMENT_BYTES = 256 << 20
+#: Bytes a stored chunk may take beyond twice its decoded size: codec headers, the identity
+#: frame and the checksum.
+_CHUNK_OVERHEAD = 1 << 20
 #: Most dimensions a record may have: its array adds the record axis, and HDF5 and numpy's
 #: bit unpacking stop at 32 dimensions (the writer refuses more at ``append``).
 MAX_RECORD_DIMS = 31
@@ -37,6 +44,18 @@ _INDEX_RECORD_BYTES = 8
 _MAX_EMPTY = 1 << 58
 #: Earlier versions stored keepbits rows as BitRound's integer view of the floats.
 _KEEPBITS_VIEWS = {"float32": "int32", "float64": "int64"}
+
+
+def max_stored_chunk_bytes(decoded: int) -> int:
+    """Most bytes a stored chunk that decodes to ``decoded`` bytes may take (docs/format.md §6).
+
+    No codec the format names stores a chunk in more than twice its decoded
+    size plus :data:`_CHUNK_OVERHEAD` (they store incompressible data
+    verbatim with a small header), and no decoded chunk is over
+    :data:`MAX_CHUNK_BYTES`: a reader refuses a bigger file as damage before
+    reading any of it.
+    """
+    return 2 * min(max(decoded, 0), MAX_CHUNK_BYTES) + _CHUNK_OVERHEAD
 
 
 def root_problems(doc: dict[str, Any]) -> list[str]:

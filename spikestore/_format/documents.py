@@ -137,7 +137,14 @@ def _validator(name: str) -> Any:
     schema = _schema(name)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema)
+    # JSON Schema calls 40.0 an integer; a count or a size must be a JSON integer (docs/format.md §2).
+    strict = jsonschema.validators.extend(cls, type_checker=cls.TYPE_CHECKER.redefine("integer", _is_integer))
+    return strict(schema)
+
+
+def _is_integer(_checker: Any, value: Any) -> bool:
+    """Whether ``value`` is a JSON integer as parsed: a Python ``int``, never a float nor a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @functools.cache

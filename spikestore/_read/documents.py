@@ -10,6 +10,9 @@ fails is raised as it is, anything else about the document is damage.
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,8 @@ from spikestore._format import (
 from spikestore.backends import Backend, StoreURL
 from spikestore.errors import DamagedStoreError, SpikestoreError
 
-__all__ = ["check_no_root", "doc_location", "has_root", "load_doc", "load_stream_doc"]
+__all__ = ["check_no_root", "doc_location", "has_root", "load_doc", "load_stream_doc", "not_a_store_file",
+           "writer_live"]
 
 
 def doc_location(store: Path | StoreURL, node: str) -> str:
@@ -33,6 +37,24 @@ def doc_location(store: Path | StoreURL, node: str) -> str:
     if isinstance(store, StoreURL) or store.is_dir():
         return str(store / node / "zarr.json") if node else str(store / "zarr.json")
     return f"{store}, group /{node}, attribute {ATTRS_KEY!r}"
+
+
+def not_a_store_file(path: Path) -> str | None:
+    """Why the local ``path`` cannot be a store (it is a FIFO, a device...), or ``None``.
+
+    A store is a folder (Zarr) or a regular file (HDF5), reached through
+    links or not: anything else is refused before a library opens it (an
+    HDF5 library opening a FIFO waits for a writer for ever).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # (the opening that follows says what is wrong)
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    what = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "no file")
+    return f"{path} is {what}, not a store (a store is a folder or an HDF5 file)"
 
 
 def load_doc(backend: Backend, node: str, kind: str, key: str | None = None) -> dict[str, Any] | None:
@@ -169,13 +191,21 @@ def _has_meta(backend: Backend, node: str) -> bool:
     return info is not None and info.meta
 
 
-def load_stream_doc(backend: Backend, key: str) -> tuple[str, dict[str, Any] | None]:
+def load_stream_doc(backend: Backend, key: str, writer: dict[str, Any] | None = None
+                    ) -> tuple[str, dict[str, Any] | None]:
     """Where stream ``key``'s group is, and its checked document: ``(node, doc)``.
 
     Looks at :func:`~spikestore._format.names.stream_node`, then at
     :func:`~spikestore._format.names.unbounded_stream_node` (an HDF5 store may
     hold a layer name over 255 bytes unbounded); gives ``(stream_node(key), None)``
     for a stream listed but not committed yet. Raises as :func:`load_doc`.
+
+    ``writer`` is the root document's writer status: given, a listed stream
+    without a document is damage unless that writer may still be creating
+    it (:func:`writer_live`). The writer creates a stream's group and
+    document before it lists the stream (``docs/format.md`` §3.2), so once
+    it is gone such a stream lost its group: its records are lost, never
+    0 records.
     """
     node = stream_node(key)
     doc = load_doc(backend, node, "stream", key)
@@ -184,6 +214,35 @@ def load_stream_doc(backend: Backend, key: str) -> tuple[str, dict[str, Any] | N
         found = load_doc(backend, unbounded, "stream", key)
         if found is not None:
             return unbounded, found
+    if doc is None and writer is not None and not writer_live(writer):
+        state = "closed" if writer.get("status") == "closed" else (
+            "failed" if writer.get("status") == "failed" else "gone (its process no longer runs)")
+        raise damaged(backend.path, doc_location(backend.path, node),
+                      f"the root document lists stream {key!r}, but its group is missing or holds no document, "
+                      f"and its writer is {state}: the stream's records are lost (the writer creates a stream's "
+                      "group before it lists the stream)")
     return node, doc
+
+
+def writer_live(writer: dict[str, Any]) -> bool:
+    """Whether the writer a root document's ``writer`` status describes may still be writing.
+
+    ``closed`` and ``failed`` are final. An ``open`` writer is live unless it
+    ran on this host (``host`` is this machine's name) and its process
+    (``pid``) no longer exists: a writer killed before it closed. A writer on
+    another host is taken as live, since nothing here can tell.
+    """
+    if writer.get("status") != "open":
+        return False
+    pid, host = writer.get("pid"), writer.get("host")
+    if host != socket.gethostname() or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # (another user's process: it exists)
+    return True
 
 

@@ -220,6 +220,7 @@ class StoreReader:
         self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()  # chunks read in part once
         self._lock = threading.Lock()  # dask and xarray read chunks from several threads
         self._closed = False
+        self._writer: dict[str, Any] | None = None  # the writer status of the root document read last
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen, (self.path, self.backend_name))
@@ -252,12 +253,19 @@ class StoreReader:
     def root_doc(self) -> dict[str, Any] | None:
         """The root document, read and checked (:func:`~spikestore._read.documents.load_doc`), or ``None``."""
         self.check()
-        return load_doc(self._backend, "", "root")
+        doc = load_doc(self._backend, "", "root")
+        self._writer = None if doc is None else doc["writer"]
+        return doc
 
     def stream_doc(self, key: str) -> tuple[str, dict[str, Any] | None]:
-        """Where stream ``key``'s group is, and its checked document (``None``: not committed yet)."""
+        """Where stream ``key``'s group is, and its checked document (``None``: not committed yet).
+
+        Judged against the writer status of the root document read last
+        (:meth:`root_doc`): a listed stream without a document whose writer is
+        done is damage (:func:`~spikestore._read.documents.load_stream_doc`).
+        """
         self.check()
-        return load_stream_doc(self._backend, key)
+        return load_stream_doc(self._backend, key, self._writer)
 
     def nbytes(self, node: str) -> int:
         """Bytes on disk under ``node`` (``""``: the whole store)."""

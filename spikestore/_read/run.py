@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from spikestore._format import split_key
-from spikestore._read.documents import check_no_root, has_root
+from spikestore._read.documents import check_no_root, has_root, not_a_store_file
 from spikestore._read.reader import StoreReader
 from spikestore._read.stream import Stream
 from spikestore.backends import Backend, StoreURL, backend_name_for, location, open_backend, part_location
@@ -247,6 +247,9 @@ def _open_run(p: Path | StoreURL, backend: str | None, rank: int | None = None) 
     """:func:`open` at a location; ``rank`` opens that rank's part of a run alone."""
     if isinstance(p, Path) and not p.exists():
         raise StoreNotFoundError(f"no store at {p}")
+    odd = not_a_store_file(p) if isinstance(p, Path) else None
+    if odd is not None:
+        raise StoreNotFoundError(odd)
     name = backend_name_for(p, backend)
     be = open_backend(p, backend=name, writable=False)
     try:

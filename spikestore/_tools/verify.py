@@ -31,7 +31,7 @@ import numpy as np
 
 from spikestore._failures import is_storage
 from spikestore._format import INDEX_ARRAYS, join_key, rank_part, stream_node, unbounded_stream_node
-from spikestore._read.documents import load_doc, load_stream_doc
+from spikestore._read.documents import load_doc, load_stream_doc, not_a_store_file
 from spikestore._read.reader import index_identity, read_chunk, segment_identity
 from spikestore.backends import ArraySpec, StoreURL, backend_name_for, location, open_backend, part_location
 from spikestore.codecs._chunk import ChunkCodec, codec_from_config
@@ -79,6 +79,9 @@ def verify(path: str | os.PathLike[str] | StoreURL, progress: Progress | None = 
     p = location(path, storage_options)
     if isinstance(p, Path) and not p.exists():
         return [f"{p}: no such file or directory"]
+    odd = not_a_store_file(p) if isinstance(p, Path) else None
+    if odd is not None:
+        return [odd]
     try:
         be, problems = _open(p)
     except Exception as exc:  # report, never trace back
@@ -161,7 +164,7 @@ def _check(be: Any, p: Path | StoreURL, problems: list[str],
     for key in root["streams"]:
         nodes.update(n for n in (stream_node(key), unbounded_stream_node(key)) if n is not None)
         try:
-            node, doc = load_stream_doc(be, key)
+            node, doc = load_stream_doc(be, key, root["writer"])
         except SpikestoreError as exc:
             _unless_storage(exc)
             problems.append(f"{key}: {_plain(exc)}")

@@ -18,6 +18,7 @@ Two implementations exist:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Protocol
 
 from spikestore._atomic_files import write_replacing
+from spikestore._format import damaged
+from spikestore._format.checks import MAX_DOCUMENT_BYTES
 from spikestore.errors import ReadOnlyError
 
 #: The bytes one in-place overwrite may span (a page of the page cache): a single copy into a page
@@ -46,8 +49,13 @@ class Keys(Protocol):
     def where(self, key: str) -> str:
         """A human-readable location of ``key`` (a file path or a URL), for messages."""
 
-    def get(self, key: str) -> bytes | None:
-        """The bytes stored at ``key``, or ``None`` when there are none."""
+    def get(self, key: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes | None:
+        """The bytes stored at ``key``, or ``None`` when there are none.
+
+        More than ``limit`` bytes there is damage
+        (:class:`~spikestore.errors.DamagedStoreError`), refused before they
+        are read where the storage tells their size first.
+        """
 
     def has(self, key: str) -> bool:
         """Whether ``key`` holds bytes."""
@@ -107,15 +115,26 @@ class LocalKeys:
         self._root = os.fspath(self.root)
         self._dirs: set[str] = set()  # folders known to exist
         self._unsynced: list[Path] = []
+        self._resolved: set[str] = set()  # folders known to lie inside the store (:meth:`_inside`)
 
     def where(self, key: str) -> str:
         return str(self.root / key) if key else str(self.root)
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes | None:
+        """The bytes of the regular file at ``key`` inside the store (``None``: no file there).
+
+        The file is opened without following a link (``O_NOFOLLOW``) and
+        without waiting for a writer (``O_NONBLOCK``: a FIFO never blocks),
+        in a folder that is inside the store (:meth:`_inside`), and its type
+        and size are checked before anything is read: a link, a FIFO, a
+        device, a folder, or a file of more than ``limit`` bytes (a sparse
+        file of gigabytes) is damage, named, in bounded time and memory
+        (``docs/format.md`` §3.2).
+        """
         path = os.path.join(self._root, key)
+        self._inside(os.path.dirname(path), key)
         try:
-            with open(path, "rb") as f:
-                return f.read()
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except PermissionError as exc:
@@ -123,6 +142,37 @@ class LocalKeys:
             raise ReadOnlyError(exc.errno, "permission denied reading a file of the store (not damage: it may "
                                 "be intact); give this user read access to the store's files (chmod, "
                                 "chown), then try again", path) from exc
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise damaged(self.root, path, "it is a symbolic link; the store's files are regular files, "
+                          "and spikestore never follows a link out of the store") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise damaged(self.root, path, f"it is {_file_type(info.st_mode)}, not a regular file")
+            if info.st_size > limit:
+                raise damaged(self.root, path, f"it holds {info.st_size} bytes, more than the {limit} "
+                              "the format allows there")
+            return _read_exactly(fd, info.st_size, limit, path, self.root)
+        finally:
+            os.close(fd)
+
+    def _inside(self, folder: str, key: str) -> None:
+        """Raise when ``folder`` (of ``key``) leads out of the store through a link.
+
+        Each folder is resolved once per process: a folder linked elsewhere
+        (``v/a`` a link to another disk) is damage, a folder linked to
+        another folder of the same store is read as a folder of the store.
+        """
+        if folder in self._resolved:
+            return
+        root = os.path.realpath(self._root)
+        real = os.path.realpath(folder)
+        if real != root and not real.startswith(root + os.sep):
+            raise damaged(self.root, os.path.join(self._root, key),
+                          f"its folder leads out of the store through a link (to {real})")
+        self._resolved.add(folder)
 
     def has(self, key: str) -> bool:
         return os.path.isfile(os.path.join(self._root, key))
@@ -222,3 +272,28 @@ class LocalKeys:
             finally:
                 os.close(fd)
         self._unsynced.clear()
+
+
+def _file_type(mode: int) -> str:
+    """What a file that is not a regular file is, for messages."""
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return f"a file of mode {mode:o}"
+
+
+def _read_exactly(fd: int, size: int, limit: int, path: str, root: Path) -> bytes:
+    """The bytes of the open regular file ``fd`` of ``size`` bytes; a file still growing past ``limit``
+    (written while read) is refused too."""
+    parts: list[bytes] = []
+    got = 0
+    while True:
+        block = os.read(fd, max(size - got, 0) + 1 if got < size else 1 << 16)
+        if not block:
+            return b"".join(parts)
+        parts.append(block)
+        got += len(block)
+        if got > limit:
+            raise damaged(root, path, f"it holds more than the {limit} bytes the format allows there")

@@ -19,6 +19,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 from spikestore._failures import Failure, classify, storage_error
+from spikestore._format import damaged
+from spikestore._format.checks import MAX_DOCUMENT_BYTES
 from spikestore.backends._location import StoreURL
 from spikestore.errors import InvalidArgumentError, MissingDependencyError, SpikestoreError, StoreExistsError
 
@@ -128,8 +130,11 @@ class ZarrStoreKeys:
     def where(self, key: str) -> str:
         return f"{self._where}/{key}" if key else self._where
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes | None:
         buf = self._run(lambda: self.store.get(key, prototype=self._prototype), f"reading {key}")
+        if buf is not None and len(buf) > limit:  # (an object store holds no FIFO, device or sparse file)
+            raise damaged(self.where(""), self.where(key), f"it holds {len(buf)} bytes, more than the {limit} "
+                          "the format allows there")
         return None if buf is None else buf.to_bytes()
 
     def has(self, key: str) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from spikestore._failures import classify
 from spikestore._format import ATTRS_KEY, damaged
+from spikestore._format.checks import MAX_DOCUMENT_BYTES, max_stored_chunk_bytes
 from spikestore.backends._base import ArraySpec, NodeInfo
 from spikestore.backends._keys import Keys, LocalKeys
 from spikestore.backends._location import StoreURL
@@ -125,6 +127,14 @@ def _codecs(meta: Any, dtype: np.dtype) -> list[Any]:
             for c in meta.codecs]
 
 
+def _itemsize(data_type: Any) -> int:
+    """Bytes of one value of a zarr ``data_type`` (16, the most of any, when it names none numpy knows)."""
+    try:
+        return int(np.dtype(data_type).itemsize) if isinstance(data_type, str) else 16
+    except TypeError:
+        return 16
+
+
 class ZarrBackend:
     """Backend over a Zarr v3 store, through :class:`~spikestore.backends._keys.Keys`.
 
@@ -164,9 +174,9 @@ class ZarrBackend:
         self._groups: set[str] = set()  # group nodes known to have their zarr.json
 
     # -- raw bytes -----------------------------------------------------------
-    def get(self, key: str) -> bytes | None:
-        """The bytes at ``key`` (``None``: none), for the metadata checks of this module."""
-        return self.keys.get(key)
+    def get(self, key: str, limit: int = MAX_DOCUMENT_BYTES) -> bytes | None:
+        """The bytes at ``key`` (``None``: none); more than ``limit`` of them is damage."""
+        return self.keys.get(key, limit)
 
     def _set(self, key: str, data: bytes, *, in_place: bool = False) -> None:
         if not self.writable:
@@ -324,7 +334,11 @@ class ZarrBackend:
         self._set(self._chunk_key(node, chunk), data, in_place=new)
 
     def read_chunk(self, node: str, chunk: int) -> bytes | None:
-        return self.get(self._chunk_key(node, chunk))
+        # A chunk file bigger than its codec may make it is damage, refused unread (a sparse file of GiB).
+        meta = self._meta_of(node)
+        shape = meta["chunk_grid"]["configuration"]["chunk_shape"]
+        decoded = math.prod(shape) * _itemsize(meta.get("data_type"))
+        return self.get(self._chunk_key(node, chunk), max_stored_chunk_bytes(decoded))
 
     def nbytes(self, node: str) -> int:
         return self.keys.nbytes(node)
