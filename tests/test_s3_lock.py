@@ -48,7 +48,7 @@ def url(s3: S3Server) -> StoreURL:
 @pytest.fixture()
 def short_lease(monkeypatch: pytest.MonkeyPatch) -> float:
     """Leases of 2 s for the writers this test opens (renewed every 1/3 s)."""
-    import spikestore._write.lock as lock  # no public knob: the lease is documented, not configurable
+    import spikestore._write.lease as lock  # no public knob: the lease is documented, not configurable
 
     monkeypatch.setattr(lock, "LEASE_S", 2.0)
     return 2.0
@@ -140,7 +140,7 @@ def test_renewal_keeps_the_lease_past_its_interval(s3: S3Server, url: StoreURL, 
 
 _KILLED = textwrap.dedent("""
     import sys, numpy as np, spikestore
-    import spikestore._write.lock as lock
+    import spikestore._write.lease as lock
     from spikestore.backends import StoreURL
     lock.LEASE_S = 2.0
     url = StoreURL(sys.argv[1], {"endpoint_url": sys.argv[2], "key": "testing", "secret": "testing",

@@ -18,10 +18,11 @@ from typing import Any
 from spikestore._format import FORMAT_VERSION, RANKED_FORMAT_VERSION, new_root_doc, stream_node
 from spikestore._read.documents import check_no_root, has_root, load_doc, load_stream_doc
 from spikestore._read.reader import read_index_tail
-from spikestore._write.lock import LeasedWriterLock, NoWriterLock, WriterLock, cannot_write, writer_lock
+from spikestore._write.lease import LeasedWriterLock, NoWriterLock
+from spikestore._write.lock import WriterLock, cannot_write
 from spikestore._write.root import RootDocument
 from spikestore._write.writer import Writer
-from spikestore.backends import Backend, StoreURL, backend_name_for, clear_for_new_url, open_backend
+from spikestore.backends import Backend, Location, StoreURL, backend_name_for, clear_for_new_url, open_backend
 from spikestore.errors import FormatError, SpikestoreError, StoreExistsError, StoreNotFoundError
 
 __all__ = ["Opened", "clear_for_new", "open_for_writing", "resume"]
@@ -155,3 +156,25 @@ def resume(be: Backend, path: Path | StoreURL, metadata: dict[str, Any] | None
     root["writer"] = new_root_doc(None)["writer"] | kept
     root["format_version"] = RANKED_FORMAT_VERSION if "ranks" in root else FORMAT_VERSION
     return RootDocument(be, root), streams, last_step + 1
+
+
+def writer_lock(store: Location, lock: bool, *, folder: bool = False
+                ) -> WriterLock | LeasedWriterLock | NoWriterLock:
+    """The writer lock of ``store``: :class:`WriterLock` for a local path, :class:`LeasedWriterLock` for a URL.
+
+    ``lock=False`` (a URL only) gives :class:`NoWriterLock`.
+
+    Raises
+    ------
+    InvalidArgumentError
+        ``lock=False`` for a local path, where the lock always works.
+    """
+    from spikestore.errors import InvalidArgumentError
+
+    if not isinstance(store, StoreURL):
+        if not lock:
+            raise InvalidArgumentError(
+                f"lock=False applies to stores behind a URL only; {store} is local, where the writer lock "
+                "always works: drop lock=False")
+        return WriterLock(store, folder=folder)
+    return LeasedWriterLock(store) if lock else NoWriterLock(store)

@@ -82,7 +82,7 @@ class ZarrStoreKeys:
         The store's location, for messages.
     guard
         Called before every write (put, delete); raises to stop the writer
-        (the writer lock's lease is lost: :class:`~spikestore._write.lock.LeasedWriterLock`).
+        (the writer lock's lease is lost: :class:`~spikestore._write.lease.LeasedWriterLock`).
     """
 
     durable = False  # a put returns once acknowledged: durable already
