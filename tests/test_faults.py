@@ -1,4 +1,4 @@
-"""File-system faults while recording (issue 15): a full disk, a lost permission, a removed store, a
+"""File-system faults while recording: a full disk, a lost permission, a removed store, a
 read-only file system. Each must reach the training thread at its next call as a SpikestoreError naming
 the cause; everything flushed before stays readable (bit-exact, and verify finds nothing); close()
 returns or raises cleanly, and nothing hangs.

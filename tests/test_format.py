@@ -82,7 +82,7 @@ def test_reserved_metadata_name_is_escaped_and_refused_as_quantity(tmp_path):
     np.testing.assert_array_equal(run["output/ok"][0], np.zeros(3))
 
 
-# -- bounded layer names (issue 15) -----------------------------------------------------
+# -- bounded layer names -----------------------------------------------------
 # Every code point, lone surrogates included (hypothesis leaves those out by default).
 _ANY_TEXT = st.text(st.characters(exclude_categories=()))
 _LONG_TEXT = st.text(st.characters(exclude_categories=()), min_size=86, max_size=400)

@@ -1,4 +1,4 @@
-"""The HDF5 backend: same records as Zarr, plain h5py readers, SWMR, crashes (issue 6)."""
+"""The HDF5 backend: same records as Zarr, plain h5py readers, SWMR, crashes."""
 
 from __future__ import annotations
 

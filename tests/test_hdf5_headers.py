@@ -1,4 +1,4 @@
-"""HDF5 group headers never get continuation chunks while a store grows (issue 15).
+"""HDF5 group headers never get continuation chunks while a store grows.
 
 Outside SWMR, HDF5 flushes a structure window's changes in no particular
 order; a group header extended by a continuation chunk can be written

@@ -172,7 +172,7 @@ def test_compiled_and_numpy_gap_coders_write_the_same_bytes(monkeypatch, row_bit
     np.testing.assert_array_equal(decode_spikes(fast).reshape(packed.shape), packed)
 
 
-# -- decoders bound their output before allocating it (issue 15) ------------------------------
+# -- decoders bound their output before allocating it ------------------------------
 
 _HEAD = struct.Struct("<BBQ")  # version, mode, decoded length: the spike codec's header
 MiB, GiB = 1 << 20, 1 << 30

@@ -1,4 +1,4 @@
-"""One bad stream costs only itself (issue 15): the others keep recording, the error is never silent."""
+"""One bad stream costs only itself: the others keep recording, the error is never silent."""
 
 from __future__ import annotations
 

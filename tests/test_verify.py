@@ -1,4 +1,4 @@
-"""``spikestore verify`` sees every damage, and stays fast on damaged files (issue 15).
+"""``spikestore verify`` sees every damage, and stays fast on damaged files.
 
 Each case damages a real store written by :class:`spikestore.Store` and
 checks that verify lists a problem (the CLI then exits 1), or, for damage
