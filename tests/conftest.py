@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import write_small_store
@@ -75,3 +77,22 @@ def demo_store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "--epochs", "1", "--out", str(folder / "runs" / "demo.zarr")],
                    check=True, capture_output=True, timeout=900)
     return folder
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Any]:
+    """A moto S3 server on loopback for the module's tests (``tests/s3_server.py``)."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    from s3_server import moto_s3
+
+    with moto_s3() as server:
+        yield server
+
+
+@pytest.fixture()
+def url(s3: Any) -> Any:
+    """A fresh store URL in a fresh bucket of :func:`s3`, carrying the server's storage_options."""
+    from spikestore.backends import StoreURL
+
+    return StoreURL(f"s3://{s3.new_bucket()}/run.zarr", s3.storage_options)

@@ -9,7 +9,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,18 +32,6 @@ from spikestore import (
 )
 from spikestore.backends import StoreURL, location
 from spikestore.errors import SpikestoreError
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with moto_s3() as server:
-        yield server
-
-
-@pytest.fixture()
-def url(s3: S3Server) -> StoreURL:
-    """A fresh store URL in a fresh bucket, carrying the server's storage_options."""
-    return StoreURL(f"s3://{s3.new_bucket()}/run.zarr", s3.storage_options)
 
 
 def record(step: int, call: int = 0) -> np.ndarray:

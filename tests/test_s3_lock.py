@@ -16,8 +16,8 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,24 +25,13 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
-from s3_server import S3Server, conditions_dropped, moto_s3
+from s3_server import S3Server, conditions_dropped
 
 import spikestore
 from spikestore import InvalidArgumentError, StoreInUseError, WriterError
 from spikestore.backends import StoreURL
 
 HOLDER = f"process {os.getpid()} on {socket.gethostname()}"
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    with moto_s3() as server:
-        yield server
-
-
-@pytest.fixture()
-def url(s3: S3Server) -> StoreURL:
-    return StoreURL(f"s3://{s3.new_bucket()}/run.zarr", s3.storage_options)
 
 
 @pytest.fixture()
@@ -58,11 +47,29 @@ def _bucket(url: StoreURL) -> str:
     return url.url.split("://", 1)[1].split("/", 1)[0]
 
 
-def _lock_object(s3: S3Server, url: StoreURL) -> dict | None:
+def _client(s3: S3Server) -> Any:
+    """A plain boto3 client of the test server: what another program sees of the bucket."""
     import boto3
 
-    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def _write_until_the_lease_is_found_lost(store: spikestore.Store) -> None:
+    """Keep recording until the writer reports the lease it lost (at its next renewal), or fail."""
+    deadline = time.monotonic() + 60
+    with pytest.raises(WriterError, match=r"took the writer lock .* over"):
+        while time.monotonic() < deadline:
+            store.set_step(store.step + 1)
+            store.append("output/a", np.zeros(3))
+            store.flush()
+            time.sleep(0.05)  # (pacing a polling loop with a deadline)
+    with pytest.raises(WriterError):
+        store.close()
+
+
+def _lock_object(s3: S3Server, url: StoreURL) -> dict | None:
+    client = _client(s3)
     try:
         got = client.get_object(Bucket=_bucket(url), Key="run.zarr.lock")
     except client.exceptions.NoSuchKey:
@@ -186,47 +193,25 @@ def test_the_expired_lease_of_a_killed_writer_is_taken_over(s3: S3Server, url: S
 
 def test_a_writer_whose_lease_was_taken_over_writes_nothing_more(s3: S3Server, url: StoreURL,
                                                                 short_lease: float) -> None:
-    import boto3
-
     store = spikestore.Store(url)
     store.append("output/a", np.ones(3))
     store.flush()
-    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = _client(s3)
     other = json.dumps({"pid": 1, "host": "elsewhere", "token": "x", "renewal": 0, "lease_s": 2.0}).encode()
     client.put_object(Bucket=_bucket(url), Key="run.zarr.lock", Body=other)  # another writer's lease
-    deadline = time.monotonic() + 60
-    with pytest.raises(WriterError, match=r"took the writer lock .* over"):  # at its next renewal
-        while time.monotonic() < deadline:
-            store.set_step(store.step + 1)
-            store.append("output/a", np.zeros(3))
-            store.flush()
-            time.sleep(0.05)
-    with pytest.raises(WriterError):
-        store.close()
+    _write_until_the_lease_is_found_lost(store)
     assert _lock_object(s3, url)["host"] == "elsewhere"  # the other writer's lock stays
     assert _records(url)[0] == [1.0, 1.0, 1.0]
 
 
 def test_a_writer_whose_lock_object_was_deleted_stops_at_its_next_renewal(s3: S3Server, url: StoreURL,
                                                                          short_lease: float) -> None:
-    import boto3
-
     store = spikestore.Store(url)
     store.append("output/a", np.ones(3))
     store.flush()
-    client = boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = _client(s3)
     client.delete_object(Bucket=_bucket(url), Key="run.zarr.lock")  # what nobody may do beside a live store
-    deadline = time.monotonic() + 60
-    with pytest.raises(WriterError, match=r"took the writer lock .* over"):
-        while time.monotonic() < deadline:
-            store.set_step(store.step + 1)
-            store.append("output/a", np.zeros(3))
-            store.flush()
-            time.sleep(0.05)
-    with pytest.raises(WriterError):
-        store.close()
+    _write_until_the_lease_is_found_lost(store)
     assert _lock_object(s3, url) is None
 
 
