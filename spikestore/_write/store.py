@@ -172,7 +172,7 @@ class Store:
 
     @property
     def dropped(self) -> int:
-        """Records dropped because the queue was full (``on_full="drop"``) in this session; readable
+        """Records dropped because the queue was full (``on_full="drop"``) since this store was opened; readable
         after :meth:`close` too (the store's root document sums them over sessions: ``writer.dropped``)."""
         return 0 if self._writer is None else self._writer.drops.count
 

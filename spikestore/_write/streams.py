@@ -28,7 +28,7 @@ class _Stream:
     """One stream's training-thread state."""
 
     count: int = 0  # records handed to the writer: the index of the next one
-    step: int = -1  # step of the last record handed over (-1: none this session)
+    step: int = -1  # step of the last record handed over (-1: none since the store was opened)
     call: int = -1  # its call within that step
     owner: weakref.ref[object] | None = None  # the producer that claimed the stream
     owner_name: str = ""
@@ -54,7 +54,7 @@ class StreamTable:
         return key in self._streams
 
     def recorded(self, key: str) -> bool:
-        """Whether a record of ``key`` was handed over in this session."""
+        """Whether a record of ``key`` was handed over since the store was opened."""
         s = self._streams.get(key)
         return s is not None and s.step >= 0
 
