@@ -1,13 +1,15 @@
-"""Every chunk carries its identity, so a chunk in the wrong place is damage, never wrong records.
+"""Every chunk is bound to its place, so a chunk in the wrong place is damage, never wrong records.
 
-The writer appends to each chunk's compressed bytes (inside the checksum) a
-zstd skippable frame naming the array, the layout the document gave it, the
-chunk number and the rows it held (docs/format.md §6). Readers check it
-against the document (§7): two chunks swapped, a chunk copied from another
-array, or a document edited to a larger ``count`` or another dtype or shape
-of the same size raise :class:`DamagedStoreError` naming the store, the
-stream, the array and the chunk. Plain zarr and plain h5py + hdf5plugin skip
-the frame and read the same values.
+The stream document holds one tag per chunk, over the array's identity (its
+name and layout), the chunk's number, its rows and its stored bytes, and a
+tail tag over the committed rows of a partly filled last chunk
+(docs/format.md §6). Readers check them (§7): two chunks swapped, a stale
+copy of a chunk, a chunk copied from another array, or a document edited to
+a larger ``count`` or another dtype or shape of the same size raise
+:class:`DamagedStoreError` naming the store, the stream, the array and the
+chunk. The chunks themselves are exactly what their codecs produce
+(tests/test_strict_readers.py reads them with tensorstore). Stores written
+with identity frames (identity 1) keep reading and appending.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _chunk_file(path: Path, node: str, chunk: int) -> Path:
 def _get_chunk(path: Path, node: str, chunk: int) -> tuple[int, bytes]:
     if path.suffix == ".zarr":
         return 0, _chunk_file(path, node, chunk).read_bytes()
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False, swmr=True) as f:  # (also while a writer has it open)
         d = f[node]
         mask, data = d.id.read_direct_chunk((chunk * d.chunks[0], *(0,) * (d.ndim - 1)))
         return mask, bytes(data)
@@ -102,7 +104,7 @@ def test_two_swapped_chunks_are_damage(store_path, key):
         run[key][0]
     msg = str(info.value)
     assert str(store_path) in msg and repr(key) in msg and f"{key}/seg000000" in msg
-    assert "chunk 0" in msg and "written as chunk 1" in msg
+    assert "chunk 0" in msg and "it is chunk 1 of this array" in msg
 
 
 def test_swapped_index_chunks_are_damage(store_path):
@@ -111,7 +113,7 @@ def test_swapped_index_chunks_are_damage(store_path):
             store.set_step(i)
             store.append("loss/x", np.float32(i))
     _swap(store_path, "loss/x/step", 0, 1)
-    with spikestore.open(store_path) as run, pytest.raises(DamagedStoreError, match="written as chunk 1"):
+    with spikestore.open(store_path) as run, pytest.raises(DamagedStoreError, match="it is chunk 1 of this array"):
         _ = run["loss/x"].steps
 
 
@@ -180,16 +182,73 @@ def test_an_identity_removed_from_the_document_is_damage(store_path):
         del doc["segments"][0]["identity"]
 
     _edit_doc(store_path, BITS, drop)
-    with spikestore.open(store_path) as run, pytest.raises(DamagedStoreError, match="has none"):
+    with spikestore.open(store_path) as run, pytest.raises(DamagedStoreError, match="has no identity"):
         run[BITS][0]
+
+
+def _set_doc(path: Path, node: str, doc: dict[str, Any]) -> None:
+    def put(d: dict[str, Any]) -> None:
+        d.clear()
+        d.update(doc)
+
+    _edit_doc(path, node, put)
+
+
+def test_a_last_chunk_rewritten_after_its_commit_still_reads(store_path):
+    # A writer killed after rewriting the partly filled last chunk with more rows, before its next
+    # commit, leaves a document whose tag names the chunk as it was: its committed rows still read.
+    rng = np.random.default_rng(1)
+    values = [(rng.random(40) < 0.3).astype(np.float32) for _ in range(7)]
+    with spikestore.Store(store_path, chunk_bytes=48) as store:  # 9 records a chunk
+        for v in values[:4]:
+            store.append(BITS, v)
+        store.flush()
+        with spikestore.open(store_path) as run:  # (HDF5: read through the writer's SWMR view)
+            committed = json.loads(json.dumps(run[BITS].doc))
+        for v in values[4:]:
+            store.append(BITS, v)
+    _set_doc(store_path, BITS, committed)  # the chunk holds 7 rows, the document commits 4
+    with spikestore.open(store_path) as run:
+        s = run[BITS]
+        assert len(s) == 4
+        np.testing.assert_array_equal(np.stack([s[i] for i in range(4)]), np.stack(values[:4]))
+        assert s[3:4].shape == (1, 40)  # the partial-row path checks the same way
+    assert verify(store_path) == []
+
+
+def test_a_stale_copy_of_a_chunk_is_damage(store_path):
+    # A chunk restored from an older copy (fewer rows than the document commits) is caught.
+    rng = np.random.default_rng(2)
+    with spikestore.Store(store_path, chunk_bytes=48) as store:
+        for i in range(7):
+            store.append(BITS, (rng.random(40) < 0.3).astype(np.float32))
+            if i == 3:
+                store.flush()
+                old = _get_chunk(store_path, f"{BITS}/seg000000", 0)
+    _put_chunk(store_path, f"{BITS}/seg000000", 0, old)
+    with spikestore.open(store_path) as run, pytest.raises(DamagedStoreError, match="stale copy"):
+        run[BITS][5]
+    problems = verify(store_path)
+    assert len(problems) == 1 and "chunk 0 of output/x/seg000000" in problems[0]
+
+
+@pytest.mark.parametrize("name", ["v2-frames.zarr", "v2-frames.h5"])
+def test_swapped_chunks_of_a_store_with_frames_are_damage(tmp_path, name):
+    path = tmp_path / name
+    (shutil.copytree if name.endswith(".zarr") else shutil.copy)(FIXTURES / name, path)
+    assert verify(path) == []
+    _swap(path, "v_seq/fc/seg000000", 0, 1)
+    with spikestore.open(path) as run, pytest.raises(DamagedStoreError, match="written as chunk 1"):
+        run["v_seq/fc"][0]
+    assert any("chunk 0 of v_seq/fc/seg000000" in p for p in verify(path))
 
 
 def test_documents_mark_what_carries_an_identity(store_path):
     _write(store_path)
     with spikestore.open(store_path) as run:
         doc = run[BITS].doc
-    assert doc["index"]["identity"] == 1
-    assert all(seg["identity"] == 1 for seg in doc["segments"])
+    assert doc["index"]["identity"] == 2 and set(doc["index"]["tags"]) == {"step", "call", "time"}
+    assert all(seg["identity"] == 2 and seg["tags"] for seg in doc["segments"])
 
 
 def test_an_intact_store_with_identities_verifies(store_path):
@@ -226,14 +285,14 @@ def test_plain_zarr_and_h5py_decode_chunks_with_identities(store_path):
             np.testing.assert_array_equal(seg.decode_rows(plain), np.stack([s[i] for i in range(len(s))]))
             np.testing.assert_array_equal(_plain_values(store_path, f"{s.node}/step"), s.steps)
             np.testing.assert_array_equal(_plain_values(store_path, f"{s.node}/time"), s.times)
-    if store_path.suffix == ".zarr":  # every mode of the spike codec was written with a frame
+    if store_path.suffix == ".zarr":  # every mode of the spike codec was written, without a frame
         from spikestore.codecs._identity import split_frame
         from spikestore.codecs._spikes import _HEADER
 
         modes = set()
         for f in (store_path / "output/l/seg000000").glob("c.*"):
             body, frame = split_frame(f.read_bytes()[:-4])
-            assert frame is not None
+            assert frame is None
             modes.add(_HEADER.unpack_from(body)[1] & 0x7F)
         assert modes == {0, 1, 2, 3}
 
@@ -252,15 +311,15 @@ def test_appending_to_a_store_written_before_identities(tmp_path, name):
             store.append(key, before[-1] + i + 1)
             store.append("new/one", np.float32(i))
     with spikestore.open(path) as run:
-        assert run.doc["format_version"] == 2  # new chunks carry frames a version-1 reader does not expect
+        assert run.doc["format_version"] == 2  # new chunks carry identities a version-1 reader does not know
         s = run[key]
         assert "identity" not in s.doc["index"]  # its index is written without an identity
-        assert s.doc["segments"][-1]["identity"] == 1 and "identity" not in s.doc["segments"][0]
+        assert s.doc["segments"][-1]["identity"] == 2 and "identity" not in s.doc["segments"][0]
         got = [s[i] for i in range(len(s))]
         np.testing.assert_array_equal(np.stack(got[:len(before)]), np.stack(before))
         np.testing.assert_array_equal(np.stack(got[len(before):]), np.stack([before[-1] + i + 1 for i in range(5)]))
         assert [run["new/one"][i] for i in range(5)] == [0, 1, 2, 3, 4]
-        assert run["new/one"].doc["index"]["identity"] == 1
+        assert run["new/one"].doc["index"]["identity"] == 2
     assert verify(path) == []
 
 

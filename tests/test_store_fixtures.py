@@ -1,7 +1,9 @@
-"""Stores written by an earlier spikestore read back bit-exact (format v1 is a promise).
+"""Stores written by earlier spikestores read back bit-exact (every format generation is a promise).
 
-``tests/fixtures/stores`` holds a Zarr and an HDF5 store written by the code
-of the commit that added them (``tools/make_store_fixtures.py``), and
+``tests/fixtures/stores`` holds a Zarr and an HDF5 store of each generation
+(``v1``: format 1; ``v2-frames``: chunks with identity frames; ``v2-tags``:
+chunks bound by tags), each written by the code of the commit that added it
+(``tools/make_store_fixtures.py``), and
 ``expected.npz``: the values that were handed to ``Store.append``. Lossy
 streams are compared with the rounding done here by independent libraries
 (ml_dtypes for bfloat16, numcodecs' BitRound for keepbits).
@@ -41,13 +43,16 @@ def _rounded(values: np.ndarray, precision: str) -> np.ndarray:
     return rounded.view(values.dtype).reshape(values.shape)
 
 
-@pytest.mark.parametrize("name", ["v1.zarr", "v1.h5"])
-def test_a_v1_store_reads_back_bit_exact(name):
+GENERATIONS = ["v1", "v2-frames", "v2-tags"]
+
+
+@pytest.mark.parametrize("name", [f"{g}{suffix}" for g in GENERATIONS for suffix in (".zarr", ".h5")])
+def test_a_stored_generation_reads_back_bit_exact(name):
     expected = _expected()
     path = FIXTURES / name
     assert verify(path) == []
     with spikestore.open(path) as run:
-        assert run.metadata == {"fixture": "format v1"}
+        assert run.metadata == {"fixture": f"format {name.rsplit('.', 1)[0]}"}
         assert sorted(run.streams) == sorted(expected)
         for key, rows in expected.items():
             s = run[key]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write tests/fixtures/stores/: small Zarr and HDF5 stores of format v1, and what went into them.
+"""Write tests/fixtures/stores/: small Zarr and HDF5 stores, and what went into them.
 
 The stores are written once, by the code of the commit that adds them, and
 committed. ``tests/test_store_fixtures.py`` reads them with today's code and
@@ -7,11 +7,18 @@ compares every record, step and call bit-exact with ``expected.npz`` (the
 values handed to ``Store.append``, not what a reader made of them), so a
 change that alters how an existing store reads fails the tests.
 
-Run only when the format itself is meant to change (a new format version).
+Each generation of the format has its pair of stores, named after it:
+``v1`` (format 1, no chunk identity), ``v2-frames`` (format 2, chunks with
+identity frames), ``v2-tags`` (format 2, chunks bound by tags in their
+documents). Run only when the format changes, with the name of the new
+generation (``python tools/make_store_fixtures.py v2-tags``): it writes that
+pair and leaves the others and ``expected.npz`` as they are (they are
+written from the same records). ``--expected`` writes ``expected.npz`` too.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -55,8 +62,8 @@ def _as_numpy(value: object) -> np.ndarray:
     return np.asarray(value)
 
 
-def write(path: Path) -> None:
-    with spikestore.Store(path, mode="w", chunk_bytes=512, metadata={"fixture": "format v1"}) as st:
+def write(path: Path, label: str) -> None:
+    with spikestore.Store(path, mode="w", chunk_bytes=512, metadata={"fixture": label}) as st:
         for step, key, value, kwargs in records():
             st.set_step(step)
             st.append(key, value, **kwargs)
@@ -65,11 +72,20 @@ def write(path: Path) -> None:
 
 
 def main() -> None:
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
-    write(OUT / "v1.zarr")
-    write(OUT / "v1.h5")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("name", help="the format generation the stores are named after, e.g. v2-tags")
+    parser.add_argument("--expected", action="store_true", help="also write expected.npz")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    for suffix in (".zarr", ".h5"):
+        path = OUT / f"{args.name}{suffix}"
+        if path.is_dir():
+            shutil.rmtree(path)
+        path.unlink(missing_ok=True)
+        write(path, f"format {args.name}")
+    print(f"wrote {OUT}/{args.name}.zarr and .h5")
+    if not args.expected:
+        return
     arrays: dict[str, np.ndarray] = {}
     counters: dict[str, int] = {}
     calls: dict[tuple[str, int], int] = {}
@@ -82,7 +98,7 @@ def main() -> None:
         arrays[f"{key}|{i}|step"] = np.int64(step)
         arrays[f"{key}|{i}|call"] = np.int32(call)
     np.savez_compressed(OUT / "expected.npz", **arrays)
-    print(f"wrote {OUT}")
+    print(f"wrote {OUT}/expected.npz")
 
 
 if __name__ == "__main__":

@@ -38,9 +38,9 @@ __all__ = [
     "validate_doc",
 ]
 
-#: Version of the on-disk layout written by this library. Version 2 adds an
-#: identity frame to every chunk (docs/format.md §6, §9); version 1 stores still
-#: read, and become version 2 when appended to.
+#: Version of the on-disk layout written by this library. Version 2 binds every
+#: chunk to its place by a chunk identity (docs/format.md §6, §9); version 1
+#: stores still read, and become version 2 when appended to.
 FORMAT_VERSION = 2
 #: Version of a store recorded by several ranks of a process group: a root
 #: document with ``ranks`` (docs/format.md §1.2). A reader of version 2 would

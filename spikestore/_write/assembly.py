@@ -12,11 +12,12 @@ document whose ``count`` is the only number a reader believes).
 A process killed between any two writes therefore leaves a store whose
 committed prefix is complete.
 
-Every chunk carries its identity (:mod:`spikestore.codecs._identity`): the
-array and layout it belongs to, its number and the rows it held. New
+Every chunk is bound to its place (:mod:`spikestore.codecs._identity`): the
+array and layout it belongs to, its number and the rows it holds. New
 segment entries and new streams' ``index`` objects say so with
-``"identity": 1``; a stream resumed from a store written before keeps
-writing its index chunks without one, as its document says.
+``"identity": 2`` and hold each chunk's tag; a stream resumed from a store
+written before keeps writing its index chunks as its document says (with
+identity frames, or without any identity).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from spikestore._write.capture import Prepared
 from spikestore.backends import ArraySpec, Backend
 from spikestore.codecs._chunk import ChunkCodec, codec_for, codec_from_config, index_codec
 from spikestore.codecs._identity import VERSION as IDENTITY_VERSION
-from spikestore.codecs._identity import ChunkIdentity
+from spikestore.codecs._identity import ChunkIdentity, ChunkTags
 from spikestore.errors import ArrayNameTakenError, InPlaceModificationError, InvalidValueError
 
 __all__ = ["StreamWriter", "chunk_records_for"]
@@ -98,7 +99,8 @@ class _Segment:
         self.written = 0  # records whose chunk bytes are on disk
         self.committed = 0
         self.unwritten_from = 0  # first chunk this writer has not written (none of it is committed)
-        self.identity = ChunkIdentity.for_segment(key, self.doc())  # what frames its chunks
+        self.identity = ChunkIdentity.for_segment(key, self._layout())  # what binds its chunks
+        self.tags = ChunkTags(self.identity)
 
     def matches(self, p: Prepared) -> bool:
         return (p.encoding == self.encoding and p.shape == self.shape and p.dtype == self.dtype
@@ -130,10 +132,15 @@ class _Segment:
             chunk = (self.count - 1) // self.chunk_records
             data = self.codec.encode(self.buf, self.identity.frame(chunk, fill))
             backend.write_chunk(self.node, chunk, data, new=chunk >= self.unwritten_from)
+            self.tags.wrote(chunk, fill, data, self.buf)
             self.unwritten_from = max(self.unwritten_from, chunk + 1)
         self.written = self.count
 
     def doc(self) -> dict[str, Any]:
+        """The segment's entry: its layout, and the tags of the chunks it has written."""
+        return self._layout() | self.tags.fields()
+
+    def _layout(self) -> dict[str, Any]:
         return {
             "array": segment_array_name(self.number),
             "start": self.start,
@@ -160,6 +167,7 @@ class _Index:
         self.codecs = {name: codec_from_config(doc["index"]["codecs"][name]) for name in INDEX_ARRAYS}
         # The document of a stream resumed from an older store has no identity: nor do its new chunks.
         self.identities = {name: ChunkIdentity.for_index(key, doc, name, dt) for name, dt in INDEX_ARRAYS.items()}
+        self.tags = {name: ChunkTags(identity) for name, identity in self.identities.items()}
         self.bufs = {name: np.zeros(chunk_records, dtype=dt) for name, dt in INDEX_ARRAYS.items()}
         self.count = start
         self.written = start
@@ -205,8 +213,20 @@ class _Index:
             buf[fill:] = 0
             data = self.codecs[name].encode(buf, self.identities[name].frame(chunk, fill))
             backend.write_chunk(f"{self.node}/{name}", chunk, data, new=new)
+            self.tags[name].wrote(chunk, fill, data, buf)
         self.unwritten_from = max(self.unwritten_from, chunk + 1)
         self.written = self.count
+
+    def entry(self, index: dict[str, Any]) -> dict[str, Any]:
+        """The stream document's ``index`` object ``index`` with the tags of the chunks written."""
+        fields = {name: tags.fields() for name, tags in self.tags.items()}
+        out = {k: v for k, v in index.items() if k not in ("tags", "tail")}
+        if any(fields.values()):
+            out["tags"] = {name: f["tags"] for name, f in fields.items()}
+            tails = {name: f["tail"] for name, f in fields.items() if "tail" in f}
+            if tails:
+                out["tail"] = tails
+        return out
 
     def set_length(self, backend: Backend, length: int, *, exact: bool) -> None:
         for name in INDEX_ARRAYS:
@@ -331,7 +351,7 @@ class StreamWriter:
         segs = list(self.closed_segments)
         if seg is not None:
             segs.append(seg.doc())
-        self.doc = self.doc | {"count": visible, "segments": segs}
+        self.doc = self.doc | {"count": visible, "segments": segs, "index": self.index.entry(self.doc["index"])}
         self.backend.write_doc(self.node, self.doc)
         if sync:
             self.backend.sync()

@@ -150,8 +150,8 @@ def resume(be: Backend, path: Path | StoreURL, metadata: dict[str, Any] | None
         last_step = max(last_step, read_index_tail(be, node, doc))
     if metadata:
         root["metadata"] = {**root["metadata"], **metadata}
-    # Drop counts add up over writer sessions. New chunks carry identity frames,
-    # which readers of format 1 do not expect: the store becomes version 2.
+    # Drop counts add up over writer sessions. New chunks are bound by chunk
+    # identities, which readers of format 1 do not know: the store becomes version 2.
     kept = {k: root["writer"][k] for k in ("dropped", "modified") if k in root["writer"]}
     root["writer"] = new_root_doc(None)["writer"] | kept
     root["format_version"] = RANKED_FORMAT_VERSION if "ranks" in root else FORMAT_VERSION

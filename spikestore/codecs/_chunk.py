@@ -5,10 +5,12 @@ release the GIL) and hands the backend finished bytes. A
 :class:`ChunkCodec` is one row of the codec table (:mod:`spikestore.codecs._table`)
 plus a checksum (4 bytes, little endian) appended to every chunk, so
 ``spikestore verify`` and every read detect damage. Between the compressed
-bytes and the checksum the writer puts the chunk's identity frame
-(:mod:`spikestore.codecs._identity`), which says where the chunk belongs;
-decoding checks it, then inflates into a buffer of exactly the size the
-document expects (:mod:`spikestore.codecs._bounded`):
+bytes and the checksum, chunks of stores written before identity tags
+carry an identity frame (:mod:`spikestore.codecs._identity`); newer chunks
+are exactly what their codecs produce, bound to their place by tags in
+their document. Decoding checks the checksum and the identity, then
+inflates into a buffer of exactly the size the document expects
+(:mod:`spikestore.codecs._bounded`):
 
 =========  ==========================================  ==================================
 encoding   spikestore codec (Zarr stores)              zarr v3 codecs
@@ -65,7 +67,7 @@ class ChunkCodec:
         self._sum = self._check.numcodecs()
 
     def encode(self, chunk: np.ndarray, frame: bytes = b"") -> bytes:
-        """Compress a C-contiguous chunk, append ``frame`` (its identity) and the checksum."""
+        """Compress a C-contiguous chunk, append ``frame`` (an identity frame, for framed arrays) and the checksum."""
         chunk = np.ascontiguousarray(chunk)
         if chunk.dtype.byteorder == ">":
             chunk = chunk.astype(chunk.dtype.newbyteorder("<"))
@@ -90,9 +92,11 @@ class ChunkCodec:
         FormatError
             For an identity version newer than this spikestore reads.
         """
-        payload, dtype = self._checked(data, shape, dtype, identity, chunk)
+        payload, dtype, bound = self._checked(data, shape, dtype, identity, chunk)
         out = np.empty(shape, dtype=dtype)
         self._row.into(payload, out.reshape(-1).view(np.uint8))
+        if not bound and identity is not None:
+            identity.check_rows(out, chunk)
         return out
 
     def decode_rows(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype | str, lo: int, hi: int, *,
@@ -117,27 +121,35 @@ class ChunkCodec:
         """
         if self._row.rows is None or not 0 <= lo <= hi <= shape[0]:
             return self.decode(data, shape, dtype, identity=identity, chunk=chunk), True
-        payload, dtype = self._checked(data, shape, dtype, identity, chunk)
+        payload, dtype, bound = self._checked(data, shape, dtype, identity, chunk)
+        if not bound:  # (a last chunk rewritten after its commit: its committed rows are checked whole)
+            return self.decode(data, shape, dtype, identity=identity, chunk=chunk), True
         row_bytes = math.prod(shape[1:]) * dtype.itemsize
         got, whole = self._row.rows(payload, lo, hi, row_bytes, shape[0] * row_bytes)
         return np.asarray(got).view(dtype).reshape(shape if whole else (hi - lo, *shape[1:])), whole
 
     def _checked(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype | str,
-                 identity: ChunkIdentity | None, chunk: int) -> tuple[memoryview, np.dtype]:
-        """The compressed payload of a chunk whose checksum and identity hold, and ``dtype``,
-        refusing a ``shape`` over the decoded-chunk limit."""
+                 identity: ChunkIdentity | None, chunk: int) -> tuple[memoryview, np.dtype, bool]:
+        """The compressed payload of a chunk whose checksum and identity hold, ``dtype``, and whether
+        the chunk is bound (False: a last chunk whose decoded rows :meth:`ChunkIdentity.check_rows`
+        must check), refusing a ``shape`` over the decoded-chunk limit."""
         try:
             checked = self._sum.decode(data)
         except Exception as exc:  # noqa: BLE001 - numcodecs raises RuntimeError or, on short input, others
             raise ChecksumError(f"{self.checksum} checksum mismatch ({exc})") from None
-        payload, frame = split_frame(checked)
-        if identity is not None:
-            identity.check(frame, chunk)
+        bound = True
+        if identity is not None and identity.tagged:
+            payload = memoryview(checked).cast("B")
+            bound = identity.check_chunk(data, chunk)
+        else:
+            payload, frame = split_frame(checked)
+            if identity is not None:
+                identity.check(frame, chunk)
         dtype = np.dtype(dtype)
         if math.prod(shape) * dtype.itemsize > MAX_DECODED_BYTES:
             raise ChecksumError(f"a chunk of shape {shape} and dtype {dtype} is over the limit of "
                                 f"{MAX_DECODED_BYTES} bytes")
-        return payload, dtype
+        return payload, dtype, bound
 
     def zarr_codecs(self) -> list[Any]:
         """The zarr v3 bytes-to-bytes codecs that decode this codec's chunks."""
