@@ -340,3 +340,53 @@ def test_the_documented_identity_example():
     assert f"its digest is `{identity.digest.hex()}`" in text
     frame = "5e2a4d18 21000000 73706b49 01 03000000 0000000000000000 " + identity.digest.hex()
     assert identity.frame(0, 3).hex() == frame.replace(" ", "") and f"`{frame}`" in text
+
+
+def test_tags_follow_the_documented_rule(store_path):
+    # docs/format.md §6 "Identity 2: tags", recomputed here from the page with hashlib, struct, base64 and
+    # google_crc32c: every tag of every array, and the tail tags of partly filled last chunks.
+    import base64
+    import struct
+
+    import google_crc32c
+
+    if store_path.suffix != ".zarr":
+        pytest.skip("the chunk files are read directly")
+    _write(store_path)
+
+    def digest(key: str, fields: dict[str, Any]) -> bytes:
+        data = json.dumps({"stream": key, **fields}, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.blake2b(data.encode("ascii"), digest_size=16).digest()
+
+    def crc(data: bytes) -> int:
+        return int(google_crc32c.value(data))
+
+    with spikestore.open(store_path) as run:
+        for key in (BITS, RAW):
+            doc = run[key].doc
+            arrays = [(seg["array"], seg, seg["count"], {f: seg[f] for f in (
+                "array", "shape", "dtype", "encoding", "stored_shape", "stored_dtype", "chunk_records", "codec",
+                "precision")}) for seg in doc["segments"]]
+            index = doc["index"]
+            arrays += [(name, {"tags": index["tags"][name], "tail": index.get("tail", {}).get(name)}, doc["count"],
+                        {"array": name, "dtype": dt, "chunk_records": index["chunk_records"],
+                         "codec": index["codecs"][name]}) for name, dt in
+                       (("step", "int64"), ("call", "int32"), ("time", "float64"))]
+            for name, entry, count, fields in arrays:
+                d, per = digest(key, fields), fields["chunk_records"]
+                tags = base64.b64decode(entry["tags"])
+                n = -(-count // per)
+                assert len(tags) == 4 * n
+                for i in range(n):
+                    rows = min(per, count - i * per)
+                    checksum = _chunk_file(store_path, f"{key}/{name}", i).read_bytes()[-4:]
+                    tag = crc(b"spkT" + d + struct.pack("<QI", i, rows) + checksum)
+                    assert tag == struct.unpack_from("<I", tags, 4 * i)[0], (key, name, i)
+                last_rows = count - (n - 1) * per
+                assert (entry.get("tail") is not None) == (last_rows < per)
+                if last_rows < per:
+                    node = f"{key}/{name}"
+                    stored = _plain_values(store_path, node)[(n - 1) * per:count]
+                    tail = crc(b"spkR" + d + struct.pack("<QI", n - 1, last_rows) + stored.astype(
+                        stored.dtype.newbyteorder("<")).tobytes())
+                    assert tail == entry["tail"], (key, name)

@@ -44,6 +44,17 @@ def _shown_json(after: str) -> dict:
     return json.loads(re.search(r"```json\n(.*?)```", block, flags=re.S).group(1))
 
 
+def _untagged(meta: dict) -> dict:
+    """A stream group's metadata with the values of its chunk tags blanked (they follow the random records)."""
+    doc = meta["attributes"]["spikestore"]
+    for entry in (*doc["segments"], doc["index"]):
+        for field in ("tags", "tail"):
+            if field in entry:
+                value = entry[field]
+                entry[field] = {k: "?" for k in value} if isinstance(value, dict) else "?"
+    return meta
+
+
 def test_the_worked_example_shows_the_documents_the_writer_writes(tmp_path):
     # The page's example store, written again: its stream document is what the page shows, and the
     # root document has the same keys (its times, versions, pid and host vary).
@@ -56,7 +67,7 @@ def test_the_worked_example_shows_the_documents_the_writer_writes(tmp_path):
             st.append("output/fc1", (torch.rand(8, 4, 10) < .2).float())
             st.append("v_seq/fc1", torch.rand(8, 4, 10))
     written = json.loads((path / "output" / "fc1" / "zarr.json").read_text())
-    assert _shown_json("`output/fc1/zarr.json`") == written
+    assert _untagged(_shown_json("`output/fc1/zarr.json`")) == _untagged(written)
     root = json.loads((path / "zarr.json").read_text())["attributes"]["spikestore"]
     shown = _shown_json("Root `zarr.json`")["attributes"]["spikestore"]
     assert shown.keys() == root.keys() and shown["writer"].keys() == root["writer"].keys()

@@ -182,7 +182,7 @@ def flips(pristine, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         # SWMR readers retry a metadata read that fails its checksum for about a second (a live
         # writer may be rewriting it); these files have no writer, so one attempt says the same.
-        mp.setattr("spikestore.backends.hdf5._native.READ_ATTEMPTS", 1)
+        mp.setattr("spikestore.backends.hdf5._handles.READ_ATTEMPTS", 1)
         for off in meta[:: max(1, len(meta) // 100)]:
             damaged = bytearray(data)
             damaged[off] ^= 0xFF
