@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import google_crc32c
@@ -268,3 +271,36 @@ def test_bytes_after_a_pcodec_file_are_ignored_by_both_decoders():
     longer = chunk + b"\x00\xff"
     assert decode_spike_chunk(longer, want.size).tobytes() == want.tobytes()
     assert bytes(_spikestore_codec().decode(longer)) == want.tobytes()
+
+
+# -- what the page's opening promises a reader ------------------------------------------------
+PLAIN_ZARR = """
+import sys
+for name in ("torch", "numba", "llvmlite"):
+    sys.modules[name] = None  # an install without the record extra: importing them fails
+import numpy as np
+import zarr
+array = zarr.open_array(sys.argv[1], mode="r")
+assert any(codec.to_dict()["name"] == "spikestore.spikes" for codec in array.metadata.codecs)
+np.save(sys.argv[2], array[:], allow_pickle=False)
+assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "numba", "llvmlite") and sys.modules[m]]
+"""
+
+
+@pytest.mark.slow
+def test_plain_zarr_reads_spike_arrays_with_spikestore_installed_and_no_torch(tmp_path):
+    # The opening: zarr-python plus spikestore's codec, registered by `pip install spikestore`, which
+    # holds neither torch nor numba. The chunks zarr decodes are the ones the page decoder decodes.
+    store = FIXTURES / "stores" / "v1.zarr"
+    seg = store / "output" / "fc" / "seg000000"
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN_ZARR)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, str(script), str(seg), str(tmp_path / "a.npy")], check=True, env=env)
+    got = np.load(tmp_path / "a.npy")
+    doc = json.loads((seg.parent / "zarr.json").read_text())["attributes"]["spikestore"]["segments"][0]
+    records, stored = doc["chunk_records"], doc["stored_shape"]
+    files = [path for key, entry, _, path in _spike_chunks(store) if key == "output/fc" and entry == doc]
+    want = np.concatenate([decode_spike_chunk(path.read_bytes()[:-4], records * int(np.prod(stored)))
+                           .reshape(records, *stored) for path in files])
+    assert got.tobytes() == want[:got.shape[0]].tobytes() and got.shape[0] >= doc["count"]
