@@ -10,30 +10,17 @@ chunk, the smallest of:
 mode    name             payload
 ======  ===============  ===================================================
 0       ``bitmap``       zstd of the packed bytes (dense chunks)
-1       ``gaps8``        gaps as bytes (255 = escape) + zstd, escapes as
-                         uint32 + zstd (medium sparsity; fast)
-2       ``gaps-pcodec``  gaps as uint32/uint64 compressed by pcodec (very
-                         sparse chunks; pcodec's entropy coding reaches the
-                         bound)
+1       ``gaps8``        gaps as bytes (255 = escape) + zstd, escapes + zstd
+                         (medium sparsity; fast)
+2       ``gaps-pcodec``  gaps compressed by pcodec (very sparse chunks;
+                         pcodec's entropy coding reaches the bound)
 3       ``zeros``        nothing: a chunk without a single spike
 ======  ===============  ===================================================
 
-Gap ``g[k]`` is the number of zero bits between spike ``k-1`` and spike
-``k`` (``g[0]`` counts from the start), bits numbered in the packed stream's
-order (byte ``b``, bit ``i`` is bit number ``8 * b + i``).
-
-Encoded layout (little endian)::
-
-    byte 0      format version of the codec (1)
-    byte 1      mode (0..3); modes 1 and 2 may carry the flag 0x80: gaps
-                count only the real bits of rows padded to whole bytes,
-                and a uint32 row length in bits starts the payload
-    bytes 2-9   uint64 length of the decoded packed buffer, in bytes
-    bytes 10-   payload; for mode 1: uint64 n_gaps, uint64 len(zstd gaps),
-                zstd gaps, then zstd escapes (absent when there are none)
-
-The layout and its decoder, which bounds everything a damaged chunk could
-make it allocate, are in :mod:`spikestore.codecs._spikes_decode`.
+docs/format.md §6.1 specifies the encoded bytes (header, gaps, escapes,
+the row flag ``0x80``, pcodec's integer width, what a decoder refuses);
+this module is the encoder, and :mod:`spikestore.codecs._spikes_decode`
+the decoder.
 
 Registered as ``spikestore.spikes`` for numcodecs (``numcodecs.get_codec``)
 and zarr v3 (``zarr.codecs`` entry point), so plain zarr decodes spike chunks

@@ -1,8 +1,9 @@
-"""The spike codec's chunk layout, and its decoder (see :mod:`spikestore.codecs._spikes`).
+"""The spike codec's decoder; docs/format.md §6.1 specifies the bytes it reads.
 
-The decoder trusts nothing in a chunk: the decoded length must be the one
-the caller expects (or at most :data:`~spikestore.codecs._bounded.MAX_DECODED_BYTES`
-when none is), checked before anything is allocated; zstd payloads are
+The encoder is :mod:`spikestore.codecs._spikes`. The decoder trusts
+nothing in a chunk: the decoded length must be the one the caller expects
+(or at most :data:`~spikestore.codecs._bounded.MAX_DECODED_BYTES` when none
+is), checked before anything is allocated; zstd payloads are
 inflated into buffers of exactly their expected size; gap counts are bounded
 by the bits of the chunk, escapes by the escaped gaps, pcodec output by the
 bits too; every spike must land inside the chunk. Whatever fails is a
