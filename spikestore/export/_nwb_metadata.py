@@ -50,7 +50,7 @@ SESSION_FIELDS: dict[str, str] = {
     "session_description": _TEXT, "session_id": _TEXT, "identifier": _TEXT, "session_start_time": _TIME,
     "experimenter": _TEXTS, "institution": _TEXT, "lab": _TEXT, "experiment_description": _TEXT,
     "keywords": _TEXTS, "related_publications": _TEXTS, "protocol": _TEXT, "data_collection": _TEXT,
-    "stimulus_notes": _TEXT, "pharmacology": _TEXT, "surgery": _TEXT, "virus": _TEXT, "source_script": _TEXT,
+    "stimulus_notes": _TEXT, "pharmacology": _TEXT, "surgery": _TEXT, "virus": _TEXT,
 }
 
 #: ``Subject`` fields a user may give, and their kind.

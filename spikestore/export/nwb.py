@@ -83,10 +83,10 @@ from spikestore.export._common import (
 )
 from spikestore.export._nwb_metadata import check_session, check_subject, session_defaults, subject_defaults
 
-__all__ = ["SERIES_MODULE", "to_nwb"]
+__all__ = ["to_nwb"]
 
-#: The processing module that holds the TimeSeries of the streams that are not spikes.
-SERIES_MODULE = "misc"
+# The processing module that holds the TimeSeries of the streams that are not spikes.
+_SERIES_MODULE = "misc"
 
 
 class _SpikeUnits(NamedTuple):
@@ -140,7 +140,7 @@ def to_nwb(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
     session
         ``NWBFile`` fields that replace the store's defaults, e.g.
         ``{"session_description": ..., "session_id": ..., "experimenter": ["Doe, Jane"],
-        "institution": ...}`` (``_nwb_metadata.SESSION_FIELDS`` lists them). Times are
+        "institution": ...}`` (``docs/cli.md`` lists them). Times are
         timezone-aware datetimes or ISO 8601 text.
     subject
         ``Subject`` fields that replace the defaults (the network: species NCBI's
@@ -185,7 +185,7 @@ def _write_nwb(job: Job, scratch: Path, dt: float, session: dict[str, Any], subj
     session_fields = {"identifier": str(uuid.uuid4()), **session_defaults(run.path.name, created, run.metadata),
                       **session}
     nwb = NWBFile(**session_fields, notes=json.dumps(run.metadata, sort_keys=True),
-                  source_script_file_name=session_fields["source_script"],
+                  source_script_file_name="spikestore",
                   subject=Subject(**{**subject_fields, **subject}))
     module = None
 
@@ -209,7 +209,7 @@ def _write_nwb(job: Job, scratch: Path, dt: float, session: dict[str, Any], subj
             continue
         if module is None:
             module = nwb.create_processing_module(
-                SERIES_MODULE, "Non-spike streams of a spiking network recorded by spikestore monitors "
+                _SERIES_MODULE, "Non-spike streams of a spiking network recorded by spikestore monitors "
                                "(voltages, inputs, gradients)")
         for rank, segs in parts.items():
             counts = selected_counts(s, rng, segs)
