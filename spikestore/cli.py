@@ -165,8 +165,8 @@ def _nwb_flags(command: Callable[..., Any]) -> Callable[..., Any]:
         "institution": ("TEXT", "institution where the run was made."),
         "lab": ("TEXT", "lab where the run was made."),
         "subject_id": ("ID", "subject id (default: the store's name; no '/')."),
-        "species": ("NAME", "subject species, a Latin binomial or an NCBI taxonomy link (default: "
-                            "http://purl.obolibrary.org/obo/NCBITaxon_32630, 'synthetic construct')."),
+        "species": ("NAME", "subject species, a Latin binomial or an NCBI taxonomy link (default: NCBI's "
+                            "'synthetic construct')."),
         "sex": ("M|F|O|U", "subject sex (default U)."),
         "age": ("DURATION", "subject age, ISO 8601 (P90D; a range P1D/P3D)."),
     }
