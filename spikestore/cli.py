@@ -146,6 +146,54 @@ def _location(path: Path | str, pairs: tuple[str, ...], text: str | None) -> Any
     return _usage(lambda p: location(p, options), path)
 
 
+#: The export command's NWB metadata flags: parameter name -> (part, field) of the metadata each sets
+#: (over the same field of --nwb-metadata's file).
+_NWB_FLAGS: dict[str, tuple[str, str]] = {
+    "session_description": ("session", "session_description"), "session_id": ("session", "session_id"),
+    "experimenter": ("session", "experimenter"), "institution": ("session", "institution"),
+    "lab": ("session", "lab"), "subject_id": ("subject", "subject_id"), "species": ("subject", "species"),
+    "sex": ("subject", "sex"), "age": ("subject", "age"),
+}
+
+
+def _nwb_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The export command's NWB metadata options (docs/cli.md): a JSON file and the most common fields."""
+    helps = {
+        "session_description": ("TEXT", "what the session was (default: names the store)."),
+        "session_id": ("ID", "session id (no '/')."),
+        "experimenter": ("NAME", "experimenter, 'Last, First'; repeat for several."),
+        "institution": ("TEXT", "institution where the run was made."),
+        "lab": ("TEXT", "lab where the run was made."),
+        "subject_id": ("ID", "subject id (default: the store's name; no '/')."),
+        "species": ("NAME", "subject species, a Latin binomial or an NCBI taxonomy link (default: NCBI's "
+                            "'synthetic construct')."),
+        "sex": ("M|F|O|U", "subject sex (default U)."),
+        "age": ("DURATION", "subject age, ISO 8601 (P90D; a range P1D/P3D)."),
+    }
+    for name in reversed(_NWB_FLAGS):
+        metavar, text = helps[name]
+        command = click.option(f"--{name.replace('_', '-')}", name, metavar=metavar, default=None,
+                               multiple=name == "experimenter", help=f"NWB only: {text}")(command)
+    return click.option(
+        "--nwb-metadata", "nwb_metadata", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        metavar="FILE", help='NWB only: session and subject fields from a JSON file {"session": {...}, '
+                             '"subject": {...}} (the flags below win over it).')(command)
+
+
+def _nwb_metadata(file: Path | None, flags: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``session`` and ``subject`` fields of --nwb-metadata's file with the flags over them, checked
+    (a field that the archive would refuse is a usage error)."""
+    from spikestore.export._nwb_metadata import check_session, check_subject, read_metadata_file
+
+    session, subject = _usage(read_metadata_file, file) if file is not None else ({}, {})
+    parts = {"session": session, "subject": subject}
+    for name, value in flags.items():
+        if value not in (None, ()):
+            part, field = _NWB_FLAGS[name]
+            parts[part][field] = list(value) if isinstance(value, tuple) else value
+    return _usage(check_session, session), _usage(check_subject, subject)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="spikestore")
 def main() -> None:
@@ -216,22 +264,36 @@ def verify(path: Path | str, storage_option: tuple[str, ...], storage_options_js
 @click.option("--streams", multiple=True, metavar="KEY",
               help="Stream key or pattern (e.g. 'output/*'); repeat for several. Default: all.")
 @click.option("--steps", default=None, metavar="A:B", help="Only records with A <= step < B.")
-@click.option("--dt", type=float, default=1e-3, show_default=True, help="Seconds per time bin (NWB).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--dt", type=float, default=1e-3, show_default=True,
+              help="NWB only: seconds per time bin (the spike times' resolution).")
+@_nwb_flags
 @_storage_flags
 def export(path: Path | str, out: Path, fmt: str | None, streams: tuple[str, ...], steps: str | None, dt: float,
-           overwrite: bool, storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
-    """Export the store at PATH to OUT for offline analysis (format from OUT's suffix unless --format)."""
+           overwrite: bool, nwb_metadata: Path | None, storage_option: tuple[str, ...],
+           storage_options_json: str | None, **nwb_flags: Any) -> None:
+    """Export the store at PATH to OUT for offline analysis (format from OUT's suffix unless --format).
+
+    An NWB file's session and subject come from the store unless given (--nwb-metadata and the flags
+    after it; docs/cli.md shows a file the DANDI archive takes).
+    """
     from spikestore.export import export as run_export
     from spikestore.export import format_for
 
     if fmt is None:
         fmt = _usage(format_for, out)
+    ctx = click.get_current_context()
+    if fmt != "nwb":
+        given = [f"--{name.replace('_', '-')}" for name in ("dt", "nwb_metadata", *_NWB_FLAGS)
+                 if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: NWB export only, and this export is {fmt}")
     where = _location(path, storage_option, storage_options_json)
 
     kwargs: dict[str, Any] = {"streams": list(streams) or None, "steps": steps, "overwrite": overwrite}
     if fmt == "nwb":
         kwargs["dt"] = dt
+        kwargs["session"], kwargs["subject"] = _nwb_metadata(nwb_metadata, nwb_flags)
     try:
         with _progress(f"export {fmt}", "record") as cb:
             written = run_export(where, out, fmt, progress=cb, **kwargs)

@@ -129,11 +129,11 @@ def test_nwb_round_trip_and_inspector(store, tmp_path):
         np.testing.assert_allclose(np.sort(unit.spike_times), want)
         assert int(sum(len(x) for x in units.spike_times)) == sum(
             int(r.sum()) for k in ("output/lif", "output/s") for r in all_records(run, k))
-        v = nwb.processing["spikestore"]["v_seq.lif"]
+        v = nwb.processing["misc"]["v_seq.lif"]
         assert v.data.shape == (9 * 5, 4, 6)
         np.testing.assert_array_equal(v.data[5:10], run["v_seq/lif"][1])
         assert np.isnan(v.data[-1][3]).all()  # the short last batch is NaN-padded
-        np.testing.assert_allclose(v.timestamps[:6], np.arange(6) * 0.002)
+        np.testing.assert_allclose(v.get_timestamps()[:6], np.arange(6) * 0.002)
         assert '"task": "export test"' in nwb.notes
     critical = [m for m in inspect_nwbfile(nwbfile_path=str(out)) if m.importance == Importance.CRITICAL]
     assert critical == []

@@ -6,17 +6,25 @@ Mapping (decided once, used everywhere):
   One unit per recorded neuron *and batch sample* of each layer: batch
   samples are independent inputs seen in parallel, not trials in sequence,
   so they are separate units. Columns ``layer``, ``quantity``, ``batch``,
-  ``neuron`` (flattened index over the record's neuron axes).
+  ``neuron`` (flattened index over the record's neuron axes). The index
+  columns (``batch``, ``neuron``, ``rank``) are stored in the smallest
+  unsigned integer type that holds their largest value (``uint8`` up to
+  255): compact, and not mistaken for yes/no flags by ``nwbinspector``.
 * **Spike times**: a record of step ``s`` covers ``T`` time bins (the T axis
   of a multi-step record; in single-step mode the calls of a step, ``T`` =
   the largest call + 1). Bin ``t`` of step ``s`` is at
-  ``(s * T + t) * dt`` seconds, ``dt`` = 1 ms unless given.
+  ``(s * T + t) * dt`` seconds, ``dt`` = 1 ms unless given; the table's
+  ``resolution`` is ``dt``, the smallest difference two spike times can have.
 * **Other streams** (voltages, inputs, gradients, norms) become
-  ``TimeSeries`` in the processing module ``spikestore``, named
+  ``TimeSeries`` in the processing module ``misc`` (the NWB module for what
+  no acquisition modality covers: a simulated network's state), named
   ``<quantity>.<escaped layer>`` (``@k`` appended per segment when the shape
   changed). Time runs along the first axis: a multi-step record ``[T, N, ...]``
   gives ``T`` rows stamped ``(s * T + t) * dt``; other records give one row
-  stamped like their first bin.
+  stamped like their first bin. Rows evenly spaced in time (every step
+  recorded) are written as ``starting_time`` and ``rate``, others with
+  explicit ``timestamps``; ``TimeSeries.get_timestamps()`` gives the times
+  either way.
 * **A run recorded by several ranks** (``docs/format.md`` §1.2): every
   rank's records are exported. Units are per rank too (each rank saw its
   own samples): the ``Units`` table gets a ``rank`` column, units ordered
@@ -28,10 +36,14 @@ Mapping (decided once, used everywhere):
   single-step records is the largest over the ranks, so all ranks' spike
   times share one clock. A one-process store's file has no ``rank`` column
   and the series names above.
-* The network is the NWB ``Subject`` (``species`` "in silico", ``sex`` "U",
-  ``date_of_birth`` = the store's creation time).
-* **Run metadata** goes to ``notes`` (JSON) and the store's creation time to
-  ``session_start_time``.
+* **Session and subject**: the store's creation time is the
+  ``session_start_time``, its run metadata goes to ``notes`` (JSON). The
+  network is the NWB ``Subject``: ``subject_id`` the store's name,
+  ``species`` NCBI's "synthetic construct"
+  (:data:`~spikestore.export._nwb_metadata.SYNTHETIC_SPECIES`), ``sex`` "U",
+  ``date_of_birth`` the store's creation time. The user's ``session`` and
+  ``subject`` fields replace these, checked against the forms the DANDI
+  archive requires (:mod:`spikestore.export._nwb_metadata`).
 
 Everything streams: float series record by record through hdmf's
 ``DataChunkIterator``; spike times in two passes through a temporary
@@ -45,6 +57,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -68,8 +81,12 @@ from spikestore.export._common import (
     spike_events,
     step_mask,
 )
+from spikestore.export._nwb_metadata import check_session, check_subject, session_defaults, subject_defaults
 
 __all__ = ["to_nwb"]
+
+# The processing module that holds the TimeSeries of the streams that are not spikes.
+_SERIES_MODULE = "misc"
 
 
 class _SpikeUnits(NamedTuple):
@@ -108,8 +125,37 @@ def _bins_per_step(stream: Stream) -> int:
 def to_nwb(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
            streams: list[str] | None = None, steps: str | tuple[int | None, int | None] | None = None,
            dt: float = 1e-3, progress: Progress | None = None, overwrite: bool = False,
-           session_description: str | None = None) -> Path:
-    """Write the selected streams and steps of a store to an NWB file."""
+           session: Mapping[str, Any] | None = None, subject: Mapping[str, Any] | None = None) -> Path:
+    """Write the selected streams and steps of a store to an NWB file.
+
+    Parameters
+    ----------
+    store, out
+        The store (a path, a URL or an open run) and the ``.nwb`` file to write.
+    streams, steps, progress, overwrite
+        As for every exporter (:mod:`spikestore.export`).
+    dt
+        Seconds per time bin: spike times are ``(step * T + t) * dt``, and ``dt``
+        is the ``Units`` table's ``resolution``.
+    session
+        ``NWBFile`` fields that replace the store's defaults, e.g.
+        ``{"session_description": ..., "session_id": ..., "experimenter": ["Doe, Jane"],
+        "institution": ...}`` (``docs/cli.md`` lists them). Times are
+        timezone-aware datetimes or ISO 8601 text.
+    subject
+        ``Subject`` fields that replace the defaults (the network: species NCBI's
+        "synthetic construct", sex "U"), e.g. ``{"subject_id": ..., "species": ...,
+        "sex": ..., "age": "P90D"}``; species a Latin binomial or an NCBI taxonomy link,
+        sex ``M``/``F``/``O``/``U``, age an ISO 8601 duration, as the DANDI archive requires.
+        Giving ``age`` without ``date_of_birth`` drops the default date of birth.
+
+    Raises
+    ------
+    InvalidArgumentError
+        A ``dt`` that is not positive, or a session or subject field that is
+        unknown or not in the form NWB and DANDI take (the message names it and
+        gives an example), before anything is read or written.
+    """
     try:
         from hdmf.data_utils import DataChunkIterator
         from pynwb import NWBHDF5IO, NWBFile, TimeSeries
@@ -118,32 +164,29 @@ def to_nwb(store: Run | str | os.PathLike[str], out: str | os.PathLike[str], *,
         raise MissingDependencyError("NWB export needs pynwb: pip install 'spikestore[nwb]'") from None
     if not dt > 0:
         raise InvalidArgumentError(f"dt must be a positive number of seconds, not {dt!r}")
+    user_session, user_subject = check_session(session), check_subject(subject)
     with export_job(store, out, streams=streams, steps=steps, progress=progress, overwrite=overwrite) as job:
         scratch = job.out.with_name(job.out.stem + ".spike-times.tmp")
         try:
-            return _write_nwb(job, scratch, dt, session_description, DataChunkIterator, NWBHDF5IO, NWBFile,
+            return _write_nwb(job, scratch, dt, user_session, user_subject, DataChunkIterator, NWBHDF5IO, NWBFile,
                               TimeSeries, Subject)
         finally:
             scratch.unlink(missing_ok=True)
 
 
-def _write_nwb(job: Job, scratch: Path, dt: float, session_description: str | None, DataChunkIterator: Any,
-               NWBHDF5IO: Any, NWBFile: Any, TimeSeries: Any, Subject: Any) -> Path:
+def _write_nwb(job: Job, scratch: Path, dt: float, session: dict[str, Any], subject: dict[str, Any],
+               DataChunkIterator: Any, NWBHDF5IO: Any, NWBFile: Any, TimeSeries: Any, Subject: Any) -> Path:
     run, rng, out, keys = job.run, job.steps, job.out, job.keys
     on_rows = job.advance
     created = datetime.fromisoformat(run.doc["created"])
-    nwb = NWBFile(
-        session_description=session_description or f"Spiking network activity recorded by spikestore ({run.path.name})",
-        identifier=str(uuid.uuid4()),
-        session_start_time=created,
-        notes=json.dumps(run.metadata, sort_keys=True),
-        source_script="spikestore", source_script_file_name="spikestore",
-        experiment_description=str(run.metadata.get("task", "spiking neural network training run")),
-        keywords=["spiking neural network", "spikestore", "simulation"],
-        subject=Subject(subject_id=run.path.stem, species="in silico", sex="U",
-                        date_of_birth=created,  # the network "is born" when recording starts
-                        description="Artificial spiking neural network (not an animal)"),
-    )
+    subject_fields = subject_defaults(run.path.stem, created)
+    if "age" in subject and "date_of_birth" not in subject:
+        del subject_fields["date_of_birth"]  # the user's age, not an age of zero at the session's start
+    session_fields = {"identifier": str(uuid.uuid4()), **session_defaults(run.path.name, created, run.metadata),
+                      **session}
+    nwb = NWBFile(**session_fields, notes=json.dumps(run.metadata, sort_keys=True),
+                  source_script_file_name="spikestore",
+                  subject=Subject(**{**subject_fields, **subject}))
     module = None
 
     spike_streams: list[_SpikeUnits] = []
@@ -166,7 +209,8 @@ def _write_nwb(job: Job, scratch: Path, dt: float, session_description: str | No
             continue
         if module is None:
             module = nwb.create_processing_module(
-                "spikestore", "Non-spike streams recorded by spikestore monitors (voltages, inputs, gradients)")
+                _SERIES_MODULE, "Non-spike streams of a spiking network recorded by spikestore monitors "
+                               "(voltages, inputs, gradients)")
         for rank, segs in parts.items():
             counts = selected_counts(s, rng, segs)
             live = [seg for seg, n in zip(segs, counts, strict=True) if n]
@@ -240,15 +284,26 @@ def _units_table(spike_streams: list[_SpikeUnits], n_units: int, rng: tuple[int 
                    data=quantity),
         *([VectorData(name="rank", description="Rank of the process group that recorded the unit's spikes "
                                                "(each rank trains on its own samples)",
-                      data=np.concatenate(rank))] if ranked else []),
+                      data=_index_column(np.concatenate(rank)))] if ranked else []),
         VectorData(name="batch", description="Index of the sample within the training batch",
-                   data=np.concatenate(batch)),
+                   data=_index_column(np.concatenate(batch))),
         VectorData(name="neuron", description="Flattened index of the neuron within the layer's record",
-                   data=np.concatenate(neuron)),
+                   data=_index_column(np.concatenate(neuron))),
     ]
     return Units(name="units", description="Spiking neurons recorded by spikestore monitors",
+                 resolution=dt,  # spike times are whole time bins
                  id=ElementIdentifiers(name="id", data=np.arange(n_units)), columns=columns,
                  colnames=("spike_times", "layer", "quantity", *(("rank",) if ranked else ()), "batch", "neuron"))
+
+
+def _index_column(values: np.ndarray) -> np.ndarray:
+    """Non-negative indices in the smallest unsigned integer type that holds them.
+
+    A wider type whose first rows hold only 0 and 1 (two batch samples, two
+    ranks) reads to ``nwbinspector`` as a yes/no flag stored wastefully.
+    """
+    top = int(values.max()) if len(values) else 0
+    return values.astype(np.min_scalar_type(top))
 
 
 def _series_groups(segments: list[Segment]) -> list[list[Segment]]:
@@ -294,13 +349,13 @@ def _add_series(module: Any, s: Stream, key: str, group: list[Segment], number: 
     order = np.argsort(np.concatenate([np.arange(seg.start, seg.stop)[step_mask(s.steps[s.record_positions(seg)], rng)]
                                        for seg in group]), kind="stable")
     if bins:
-        stamps = ((steps_sel[:, None] * T + np.arange(shape[0])) * dt).reshape(-1)
+        ticks = (steps_sel[:, None] * T + np.arange(shape[0])).reshape(-1)
         row_shape = shape[1:]
     elif kind == "s":
-        stamps = (steps_sel * T + calls_sel) * dt
+        ticks = steps_sel * T + calls_sel
         row_shape = shape
     else:
-        stamps = steps_sel * T * dt
+        ticks = steps_sel * T
         row_shape = shape
     assert np.all(order == np.arange(len(order)))  # segments are consecutive in record order
     name = f"{s.quantity}.{escape_layer(s.layer)}" + ("" if number is None else f"@{number}") \
@@ -311,15 +366,24 @@ def _add_series(module: Any, s: Stream, key: str, group: list[Segment], number: 
     if rank is not None:
         note += f" Recorded by rank {rank} of the process group (each rank has its own series)."
     module.add(TimeSeries(
-        name=name, data=data, unit="a.u.", timestamps=stamps,
+        name=name, data=data, unit="a.u.", **_timing(ticks, dt),
         description=(f"spikestore stream {key!r}: {s.quantity} of layer {s.layer!r}, record shape "
                      f"{list(shape)} ({'one row per time bin' if bins else 'one row per record'}), "
                      f"dtype {group[0].doc['dtype']}; selection {json.dumps(s.selection)}.{note}")))
 
 
+def _timing(ticks: np.ndarray, dt: float) -> dict[str, Any]:
+    """A series' times from its rows' time bins: ``starting_time`` and ``rate`` when the bins are evenly
+    spaced (checked on the integer bins, so exactly), else explicit ``timestamps``."""
+    gaps = np.diff(ticks)
+    if len(gaps) and gaps[0] > 0 and np.all(gaps == gaps[0]):
+        return {"starting_time": float(ticks[0] * dt), "rate": 1.0 / (float(gaps[0]) * dt)}
+    return {"timestamps": ticks * dt}
+
+
 def _segment_index(stream: Stream, seg: Segment, rng: tuple[int | None, int | None]) -> tuple[np.ndarray, np.ndarray]:
-    """Steps and calls of the selected records of one segment (for timestamps)."""
+    """Steps and calls of the selected records of one segment (for their time bins)."""
     at = stream.record_positions(seg)
     steps = stream.steps[at]
     keep = step_mask(steps, rng)
-    return steps[keep].astype(np.float64), stream.calls[at][keep].astype(np.float64)
+    return steps[keep].astype(np.int64), stream.calls[at][keep].astype(np.int64)
