@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -80,6 +79,6 @@ def test_the_strict_reader_refuses_chunks_with_identity_frames():
     # What the test above guards against: stores written with identity frames after the codec's bytes
     # read in zarr-python and spikestore, but not in a strict reader.
     node = FIXTURES / "v2-frames.zarr" / "v_seq" / "fc" / "step"
-    with pytest.raises(ValueError, match="(?i)blosc|remaining|invalid"):
+    with pytest.raises(ValueError, match=r"(?i)blosc|remaining|invalid"):
         _strict(node)
     assert _strict(FIXTURES / "v2-tags.zarr" / "v_seq" / "fc" / "step").dtype == np.int64
