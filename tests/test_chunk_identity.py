@@ -105,6 +105,8 @@ def test_two_swapped_chunks_are_damage(store_path, key):
     msg = str(info.value)
     assert str(store_path) in msg and repr(key) in msg and f"{key}/seg000000" in msg
     assert "chunk 0" in msg and "it is chunk 1 of this array" in msg
+    problems = verify(store_path)
+    assert len(problems) == 2 and all("it is chunk" in p for p in problems), problems
 
 
 def test_swapped_index_chunks_are_damage(store_path):
@@ -137,6 +139,7 @@ def test_a_chunk_copied_from_another_stream_is_damage(store_path):
         with pytest.raises(DamagedStoreError, match="another array") as info:
             run["output/b"][3]
     assert "'output/b'" in str(info.value) and "chunk 1 of output/b/seg000000" in str(info.value)
+    assert any("chunk 1 of output/b/seg000000" in p for p in verify(store_path))
 
 
 @pytest.mark.parametrize("key", [BITS, RAW])

@@ -12,6 +12,7 @@ that damage is refused the same way.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import h5py
@@ -48,8 +49,9 @@ def test_every_record_of_a_chunk_reads_as_in_the_whole_decode(p, records, shape)
     rng = np.random.default_rng(int(p * 1000) + records)
     packed = _chunk(rng, records, shape, p)
     codec = codec_for("bits", np.dtype(np.uint8), row_bits=shape[-1])
-    identity = ChunkIdentity.of({"array": "seg000000"}, "output/x")
-    data = codec.encode(packed, identity.frame(4, records))
+    base = ChunkIdentity.of({"array": "seg000000"}, "output/x", rows=5 * records, chunk_records=records)
+    data = codec.encode(packed)
+    identity = dataclasses.replace(base, tags=(0, 0, 0, 0, base.chunk_tag(4, records, data)))  # chunk 4 of 5
     whole = codec.decode(data, packed.shape, np.uint8, identity=identity, chunk=4)
     np.testing.assert_array_equal(whole, packed)
     step = max(1, records // 600)  # every record of the small chunks, ~600 spread over the large ones

@@ -46,15 +46,21 @@ fi
 # it goes in last with --no-deps (what its monitor imports, loguru and
 # tensorboard, come with the test extra). Removing it before the other
 # installs keeps pip from reporting its undeclared dependencies as conflicts.
-if python -c "import spikingjelly" 2>/dev/null; then
-    pip uninstall -q -y spikingjelly
-fi
+for pkg in spikingjelly norse; do
+    if python -c "import $pkg" 2>/dev/null; then
+        pip uninstall -q -y "$pkg"
+    fi
+done
 stage "installing spikestore (editable) with its extras and test tools"
 pip install -q -e ".[test,all]"
 stage "installing the reference client SpikingJelly 2.0.0 (without torchvision/torchaudio)"
 pip install -q --no-deps "spikingjelly==2.0.0"
+# Norse declares torchvision, which would replace the torch above with a CUDA build of
+# another version: it goes in without its dependencies (nir and nirtorch come with the test extra).
+stage "installing the client Norse 1.1.0 (without torchvision)"
+pip install -q --no-deps "norse==1.1.0"
 
-python -c "import spikestore, spikingjelly.activation_based.monitor" \
-    || { stage "set-up finished but spikestore or SpikingJelly does not import; see the errors above"; exit 1; }
+python -c "import spikestore, spikingjelly.activation_based.monitor, norse.torch" \
+    || { stage "set-up finished but spikestore, SpikingJelly or Norse does not import; see the errors above"; exit 1; }
 echo "$want" > "$STAMP"
 stage "done: $(torch_build), spikestore $(python -c 'import spikestore; print(spikestore.__version__)') in .venv"

@@ -64,7 +64,7 @@ def read_chunk(backend: Backend, node: str, chunk: int, codec: ChunkCodec,
     ``identity`` is what the array's document entry says its chunks carry
     (:func:`segment_identity`, :func:`index_identity`): the chunk must carry
     exactly that, and must have held every row of it the document commits.
-    Without it, an identity frame is skipped unchecked.
+    Without it, a trailing identity frame is skipped unchecked.
 
     Raises
     ------

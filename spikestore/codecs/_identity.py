@@ -281,20 +281,21 @@ class ChunkIdentity:
             raise IdentityError(f"it is chunk {chunk}, past the {chunks} chunks the document commits")
         if self.chunk_tag(chunk, needed, data) == tags[chunk]:
             return True
+        moved = self._moved(data, chunk, tags)
+        if moved is not None:
+            raise IdentityError(f"it is chunk {moved} of this array (chunks were swapped or renamed)")
         if chunk == chunks - 1 and needed < self.chunk_records and self.tail is not None:
             return False
         raise IdentityError(self._mismatch(data, chunk, needed, tags))
 
-    def _mismatch(self, data: Any, chunk: int, needed: int, tags: tuple[int, ...]) -> str:
-        """Why the tag of chunk ``chunk`` does not match: another chunk of the array, fewer rows, or neither.
-
-        Tries the nearest chunks and row counts only (each try is one CRC
-        over the chunk), so a damaged store of many chunks reports fast.
-        """
+    def _moved(self, data: Any, chunk: int, tags: tuple[int, ...]) -> int | None:
+        """The other chunk of this array whose tag ``data`` has, trying the nearest ones only (each try
+        is one small CRC), so a damaged store of many chunks reports fast."""
         near = sorted(range(len(tags)), key=lambda j: abs(j - chunk))[:_DIAGNOSE_TRIES]
-        for j in near:
-            if j != chunk and self.chunk_tag(j, self._needed(j), data) == tags[j]:
-                return f"it is chunk {j} of this array (chunks were swapped or renamed)"
+        return next((j for j in near if j != chunk and self.chunk_tag(j, self._needed(j), data) == tags[j]), None)
+
+    def _mismatch(self, data: Any, chunk: int, needed: int, tags: tuple[int, ...]) -> str:
+        """Why the tag of chunk ``chunk`` does not match, when it is no other chunk of the array."""
         for rows in range(needed - 1, max(0, needed - _DIAGNOSE_TRIES) - 1, -1):
             if self.chunk_tag(chunk, rows, data) == tags[chunk]:
                 return (f"it held {rows} rows when it was written, but the document commits {needed} rows "
