@@ -179,7 +179,7 @@ class ChunkIdentity:
     @property
     def tagged(self) -> bool:
         """Whether the chunks are bound by tags in the document (identity 2) rather than by frames."""
-        return self.version == VERSION
+        return bool(self.version == VERSION)
 
     def frame(self, chunk: int, rows: int) -> bytes:
         """The frame of chunk ``chunk`` holding ``rows`` records (empty unless the array is framed)."""
