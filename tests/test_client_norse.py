@@ -139,6 +139,8 @@ def test_lif_over_a_sequence_in_sequential_state(tmp_path: Path) -> None:
     with spikestore.Store(tmp_path / "mon.zarr", mode="w") as store, \
             spikestore.Store(tmp_path / "hand.zarr", mode="w") as hand:
         lifs = monitor.OutputMonitor(net, norse.LIF, store=store)
+        named = monitor.OutputMonitor(net, norse.LIF, lambda out: {"z": out[0], "v": out[1].v}, store=store,
+                                      quantity="named")
         for step, (x, target) in enumerate(batches()):
             hidden, state = net(x)  # every layer's [T, N, ...] output, and each LIF's states over time
             hand.set_step(step)
@@ -149,6 +151,7 @@ def test_lif_over_a_sequence_in_sequential_state(tmp_path: Path) -> None:
                 ref[name].append(value.detach().numpy().copy())
             train_step(opt, hidden[3], target)
         lifs.close()
+        named.close()
     not_trivial(ref["z1"])
     not_trivial(ref["z3"])
 
@@ -159,6 +162,8 @@ def test_lif_over_a_sequence_in_sequential_state(tmp_path: Path) -> None:
         check_stream(run, "output.0/3", ref["z3"], steps, calls)
         check_stream(run, "output.1.v/3", ref["v3"], steps, calls)
         check_stream(run, "output.1.i/3", ref["i3"], steps, calls)
+        check_stream(run, "named.z/1", ref["z1"], steps, calls)  # a dict names the streams
+        check_stream(run, "named.v/3", ref["v3"], steps, calls)
     with spikestore.open(tmp_path / "hand.zarr") as run:
         check_stream(run, "spikes/3", ref["z3"], steps, calls)
         check_stream(run, "v/3", ref["v3"], steps, calls)

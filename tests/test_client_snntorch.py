@@ -97,6 +97,7 @@ def test_explicit_membranes_through_monitors_and_append(tmp_path: Path) -> None:
             spikestore.Store(tmp_path / "hand.zarr", mode="w") as hand:
         # No set_step: one forward pass of the network is one batch, so one step.
         spikes = monitor.OutputMonitor(net, snn.Leaky, store=store)
+        only = monitor.OutputMonitor(net, snn.Leaky, lambda out: out[0], store=store, quantity="spk")
         for step, (x, y) in enumerate(batches()):
             out = net(x)
             hand.set_step(step)
@@ -111,6 +112,7 @@ def test_explicit_membranes_through_monitors_and_append(tmp_path: Path) -> None:
         first = spikes["lif1"][0]
         assert isinstance(first, tuple) and torch.equal(first[1], torch.from_numpy(ref["mem1"][0][0]))
         spikes.close()
+        only.close()
     not_trivial(ref["spk1"])
     not_trivial(ref["spk2"])
 
@@ -118,9 +120,11 @@ def test_explicit_membranes_through_monitors_and_append(tmp_path: Path) -> None:
     per_call = {key: [r[t] for r in ref[key] for t in range(T)] for key in ref}
     steps, calls = np.repeat(np.arange(BATCHES), T), np.tile(np.arange(T), BATCHES)
     with spikestore.open(tmp_path / "mon.zarr") as run:
-        assert sorted(run.streams) == ["output.0/lif1", "output.0/lif2", "output.1/lif1", "output.1/lif2"]
+        assert sorted(run.streams) == ["output.0/lif1", "output.0/lif2", "output.1/lif1", "output.1/lif2",
+                                       "spk/lif1", "spk/lif2"]
         for layer in ("1", "2"):
             check_stream(run, f"output.0/lif{layer}", per_call[f"spk{layer}"], steps, calls)
+            check_stream(run, f"spk/lif{layer}", per_call[f"spk{layer}"], steps, calls)  # the spikes picked
             check_stream(run, f"output.1/lif{layer}", per_call[f"mem{layer}"], steps, calls)
         assert run["output.0/lif1"].sel(step=[1]).shape == (T, N, H)  # one batch, time first
     # By hand: one stacked [T, N, ...] record per step.
