@@ -22,8 +22,8 @@ import spikestore
 from spikestore import monitor
 
 snn = pytest.importorskip("snntorch")
-from snntorch import functional as SF  # noqa: E402  (after the importorskip)
-from snntorch import utils  # noqa: E402
+SF = pytest.importorskip("snntorch.functional")
+utils = pytest.importorskip("snntorch.utils")
 
 T, N, F, H, OUT = 6, 4, 5, 8, 3  # time steps, batch, inputs, hidden neurons, outputs
 BATCHES = 3
