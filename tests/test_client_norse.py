@@ -46,9 +46,10 @@ class CellNet(nn.Module):
         s1 = s2 = None
         out = []
         for t in range(x.shape[0]):
-            z1, s1 = self.lif1(self.fc1(x[t]), s1)
+            current = self.fc1(x[t])
+            z1, s1 = self.lif1(current, s1)
             z2, s2 = self.lif2(self.fc2(z1), s2)
-            out.append((z1, s1.v, s1.i, z2, s2.v, s2.i))
+            out.append((current, z1, s1.v, s1.i, z2, s2.v, s2.i))
         return out
 
 
@@ -88,21 +89,23 @@ def test_lif_cells_in_a_python_loop(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = CellNet()
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    names = ("z1", "v1", "i1", "z2", "v2", "i2")
+    names = ("current1", "z1", "v1", "i1", "z2", "v2", "i2")
     ref: dict[str, list[np.ndarray]] = {name: [] for name in names}
     with spikestore.Store(tmp_path / "mon.zarr", mode="w") as store, \
             spikestore.Store(tmp_path / "hand.zarr", mode="w") as hand:
         # No set_step: one forward pass of the network is one batch, so one step.
         cells = monitor.OutputMonitor(net, norse.LIFCell, store=store)
         first_sample = monitor.OutputMonitor(net, norse.LIFCell, batch=[0])  # in memory, sample 0
+        # A cell's input is (x, None) at its first time step, (x, state) after it.
+        inputs = monitor.InputMonitor(net, norse.LIFCell, store=store)
         for step, (x, target) in enumerate(batches()):
             out = net(x)
             hand.set_step(step)
             for per_step in out:
-                hand.append("spikes/lif1", per_step[0])
+                hand.append("spikes/lif1", per_step[1])
                 for name, value in zip(names, per_step, strict=True):
                     ref[name].append(value.detach().numpy().copy())
-            train_step(opt, torch.stack([o[3] for o in out]), target)
+            train_step(opt, torch.stack([o[4] for o in out]), target)
         # The view rebuilds Norse's state as its own named tuple.
         z, state = cells["lif2"][T + 2]
         assert type(state) is norse.LIFFeedForwardState
@@ -112,20 +115,32 @@ def test_lif_cells_in_a_python_loop(tmp_path: Path) -> None:
         z, state = first_sample["lif1"][4]
         assert type(state) is norse.LIFFeedForwardState
         assert torch.equal(state.i, torch.from_numpy(ref["i1"][4][[0]]))
+        # Each input is read back with its own structure.
+        x0, none = inputs["lif1"][T]
+        assert none is None and torch.equal(x0, torch.from_numpy(ref["current1"][T]))
+        _, state = inputs["lif1"][T + 1]
+        assert type(state) is norse.LIFFeedForwardState
+        assert torch.equal(state.v, torch.from_numpy(ref["v1"][T]))
         cells.close()
         first_sample.close()
+        inputs.close()
     not_trivial(ref["z1"])
     not_trivial(ref["z2"])
 
     steps, calls = np.repeat(np.arange(BATCHES), T), np.tile(np.arange(T), BATCHES)
     with spikestore.open(tmp_path / "mon.zarr") as run:
-        assert sorted(run.streams) == sorted(f"output.{leaf}/lif{layer}" for leaf in ("0", "1.v", "1.i")
-                                             for layer in ("1", "2"))
+        assert sorted(run.streams) == sorted(f"{leaf}/lif{layer}" for layer in ("1", "2") for leaf in (
+            "output.0", "output.1.v", "output.1.i", "input.0", "input.1.v", "input.1.i"))
         for layer in ("1", "2"):
             check_stream(run, f"output.0/lif{layer}", ref[f"z{layer}"], steps, calls)
             check_stream(run, f"output.1.v/lif{layer}", ref[f"v{layer}"], steps, calls)
             check_stream(run, f"output.1.i/lif{layer}", ref[f"i{layer}"], steps, calls)
         assert run["output.0/lif1"].sel(step=[2]).shape == (T, N, H)  # one batch, time first
+        check_stream(run, "input.0/lif1", ref["current1"], steps, calls)
+        # The state a cell was given: none at t = 0, the state it returned at t - 1 after that.
+        given = [v for j, v in enumerate(ref["v1"]) if j % T != T - 1]
+        check_stream(run, "input.1.v/lif1", given, np.repeat(np.arange(BATCHES), T - 1),
+                     np.tile(np.arange(T - 1), BATCHES))
     with spikestore.open(tmp_path / "hand.zarr") as run:
         check_stream(run, "spikes/lif1", ref["z1"], steps, calls)
 
