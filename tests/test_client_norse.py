@@ -182,3 +182,13 @@ def test_lif_over_a_sequence_in_sequential_state(tmp_path: Path) -> None:
     with spikestore.open(tmp_path / "hand.zarr") as run:
         check_stream(run, "spikes/3", ref["z3"], steps, calls)
         check_stream(run, "v/3", ref["v3"], steps, calls)
+
+
+def test_two_leaves_naming_one_stream_are_refused(tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Linear(F, H), norse.LIF(LOW))
+    with spikestore.Store(tmp_path / "s.zarr", mode="w") as store:
+        clash = monitor.OutputMonitor(net, norse.LIF, lambda out: {"1": {"v": out[1].v}, "1.v": out[1].v},
+                                      store=store)
+        with pytest.raises(spikestore.InvalidValueError, match=r"'output\.1\.v/1'"):
+            net(torch.rand(T, N, F))
+        clash.close()

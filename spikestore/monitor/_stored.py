@@ -34,7 +34,7 @@ _NUMBERS = {"bool": bool, "int": int, "float": float}
 class _LayerLog:
     """Where each of one layer's records went: its structure, and per leaf stream its index and kind.
 
-    Compact ``array`` columns (2 bytes per record, 9 per leaf stream and
+    Compact ``array`` columns (4 bytes per record, 9 per leaf stream and
     record), so a monitor on a long run holds megabytes, not the records. The
     kind of a leaf may change between records (SpikingJelly's ``v`` is a
     float before the first step), and a ``None`` leaf (a missing gradient) is
@@ -46,6 +46,7 @@ class _LayerLog:
 
     def __init__(self) -> None:
         self.templates: list[Template] = []  # the structures seen, in order
+        self.template_index: dict[Template, int] = {}
         self.columns: list[list[int]] = []  # per template: the stream of each of its leaves
         self.keys: list[str] = []  # stream key per leaf stream
         self.key_index: dict[str, int] = {}
@@ -53,7 +54,7 @@ class _LayerLog:
         self.clear()
 
     def clear(self) -> None:
-        self.structure = array("h")  # template of each record
+        self.structure = array("i")  # template of each record
         self.indices = [array("q") for _ in self.keys]
         self.kinds = [array("b") for _ in self.keys]
 
@@ -267,9 +268,9 @@ class StoredRecords:
         (``<quantity>/<layer>`` for a record that is a single leaf), shared by
         every structure that has a leaf there.
         """
-        for t, known in enumerate(log.templates):
-            if known == template:
-                return t
+        t = log.template_index.get(template)
+        if t is not None:
+            return t
         what = f"a {self._producer} (quantity {self._quantity!r})"
         columns = []
         for path, _ in leaves:
@@ -278,10 +279,15 @@ class StoredRecords:
             if j is None:
                 recorder(self._store).claim(key, self, what)
                 j = log.add_stream(key)
+            elif j in columns:
+                raise InvalidValueError(
+                    f"layer {layer!r}, step {self._store.step}: two leaves of one record would go to stream "
+                    f"{key!r}; use dict keys that do not look like the paths of other leaves (no '.')")
             columns.append(j)
+        t = log.template_index[template] = len(log.templates)
         log.templates.append(template)
         log.columns.append(columns)
-        return len(log.templates) - 1
+        return t
 
     def _announce(self, log: _LayerLog, j: int, path: Path, kind: str, step_mode: str) -> None:
         """Tell the store what a leaf's stream holds, before its first record."""
