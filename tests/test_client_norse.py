@@ -5,10 +5,11 @@ Two small networks in Norse's two usual styles, each trained for a few batches o
 of the network per batch), and ``LIF`` over a whole ``[T, N, ...]`` sequence inside a
 ``SequentialState``. Norse's neurons return ``(spikes, state)``, the state a named tuple
 (``LIFFeedForwardState(v, i)``); a monitor records the spikes as ``output.0/<layer>`` and each
-state field as ``output.1.<field>/<layer>``. Each run is recorded by the monitors and by
-``Store.append`` in the training loop; the spikes and states the network returned during the same
-run, kept in plain lists, are the reference. Streams are compared whole, with their steps and
-calls, so a dropped, repeated or reordered record fails.
+state field as ``output.1.<field>/<layer>``; an input monitor sees ``(x, None)`` at a cell's first
+time step and ``(x, state)`` after it, and reads each record back with its own structure. Each
+run is recorded by the monitors and by ``Store.append`` in the training loop; the spikes and
+states the network returned during the same run, kept in plain lists, are the reference. Streams
+are compared whole, with their steps and calls, so a dropped, repeated or reordered record fails.
 """
 
 from __future__ import annotations
