@@ -275,3 +275,11 @@ def test_decimals_tolerate_float_rounding_only() -> None:
         lines = got.split("\n")
         lines[line] = wrong
         assert tolerate_decimals(want, "\n".join(lines)).split("\n")[line] == wrong
+
+
+@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.script` is deprecated:DeprecationWarning")  # Norse's import
+def test_other_libraries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("snntorch")
+    pytest.importorskip("norse")
+    monkeypatch.chdir(tmp_path)  # the page writes its stores to the current folder
+    run_page(DOCS / "other-libraries.md")

@@ -7,13 +7,21 @@ each written to a sibling stream (the leaf at path ``(0,)`` of quantity
 ``output`` goes to stream ``output.0/<layer>``, at ``("rate",)`` to
 ``output.rate/<layer>``), and rebuilt from a structure template on reading.
 
+A named tuple (``collections.namedtuple`` or ``typing.NamedTuple``), such as
+the state Norse's neurons return next to their spikes, is a record of its
+own kind: its leaves are named by field (Norse's ``(z, LIFFeedForwardState(v,
+i))`` goes to ``output.0``, ``output.1.v`` and ``output.1.i``), and it is
+rebuilt as the same named tuple class, so ``record[1].v`` reads as it did in
+the network. Other subclasses of tuple or list (``torch.return_types``) are
+kept and rebuilt as plain tuples and lists.
+
 Everything that walks a record tree lives here, so the writing side, the
 reading side and the views agree on one definition of a record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -27,24 +35,39 @@ __all__ = [
     "Template",
     "detach",
     "flatten",
+    "is_namedtuple",
     "leaf_kind",
     "leaf_quantity",
     "rebuild",
+    "rebuilt_like",
     "same",
 ]
 
-#: Where a leaf sits in its record: the tuple/list positions and dict keys
-#: leading to it (``()`` for a record that is a single leaf).
+#: Where a leaf sits in its record: the tuple/list positions, named tuple
+#: fields and dict keys leading to it (``()`` for a record that is a single leaf).
 Path = tuple[Any, ...]
 
 #: The structure of a record without its leaves: ``("leaf", None)``,
-#: ``("tuple" | "list", (template, ...))`` or ``("dict", ((key, template), ...))``.
-#: Two records have the same structure exactly when their templates are equal.
+#: ``("tuple" | "list", (template, ...))``, ``("dict", ((key, template), ...))``
+#: or ``("namedtuple", (cls, ((field, template), ...)))``. Two records have the
+#: same structure exactly when their templates are equal.
 Template = tuple[str, Any]
 
 #: Kinds of leaf a store-backed monitor can record, in the order of their
 #: stored codes. ``"none"`` (a missing gradient) is written nowhere.
 KINDS: tuple[str, ...] = ("none", "tensor", "ndarray", "bool", "int", "float")
+
+
+def is_namedtuple(x: Any) -> bool:
+    """Whether ``x`` is a named tuple (made by ``collections.namedtuple`` or ``typing.NamedTuple``)."""
+    return isinstance(x, tuple) and hasattr(type(x), "_fields") and hasattr(type(x), "_make")
+
+
+def rebuilt_like(x: tuple[Any, ...] | list[Any], items: Iterable[Any]) -> Any:
+    """``items`` in a container like ``x``: the same named tuple class, else a plain tuple or list."""
+    if is_namedtuple(x):
+        return type(x)._make(items)  # type: ignore[union-attr]  # a named tuple class has _make
+    return tuple(items) if isinstance(x, tuple) else list(items)
 
 
 def detach(x: Any) -> Any:
@@ -55,10 +78,8 @@ def detach(x: Any) -> Any:
     """
     if isinstance(x, torch.Tensor):
         return x.detach()
-    if isinstance(x, tuple):
-        return tuple(detach(v) for v in x)
-    if isinstance(x, list):
-        return [detach(v) for v in x]
+    if isinstance(x, (tuple, list)):
+        return rebuilt_like(x, (detach(v) for v in x))
     if isinstance(x, dict):
         return {k: detach(v) for k, v in x.items()}
     return x
@@ -105,25 +126,27 @@ def flatten(x: Any, path: Path = ()) -> tuple[Template, list[tuple[Path, Any]]]:
         If a dict key is not a non-empty ``str`` without ``/`` (it becomes
         part of a stream name).
     """
-    if isinstance(x, (tuple, list)):
-        leaves: list[tuple[Path, Any]] = []
+    leaves: list[tuple[Path, Any]] = []
+    if isinstance(x, (tuple, list)) and not is_namedtuple(x):
         parts = []
         for i, v in enumerate(x):
             t, sub = flatten(v, (*path, i))
             parts.append(t)
             leaves.extend(sub)
-        return (type(x).__name__, tuple(parts)), leaves
-    if isinstance(x, dict):
-        leaves = []
-        parts = []
-        for k, v in x.items():
+        return ("tuple" if isinstance(x, tuple) else "list", tuple(parts)), leaves
+    if is_namedtuple(x) or isinstance(x, dict):
+        named = x.items() if isinstance(x, dict) else zip(type(x)._fields, x, strict=True)
+        fields = []
+        for k, v in named:
             if not isinstance(k, str) or not k or "/" in k:
                 raise InvalidValueError(
                     f"dict keys of recorded values must be non-empty str without '/', not {k!r}")
             t, sub = flatten(v, (*path, k))
-            parts.append((k, t))
+            fields.append((k, t))
             leaves.extend(sub)
-        return ("dict", tuple(parts)), leaves
+        if isinstance(x, dict):
+            return ("dict", tuple(fields)), leaves
+        return ("namedtuple", (type(x), tuple(fields))), leaves
     return ("leaf", None), [(path, x)]
 
 
@@ -134,6 +157,9 @@ def rebuild(template: Template, leaves: Iterator[Any]) -> Any:
         return next(leaves)
     if kind == "dict":
         return {k: rebuild(t, leaves) for k, t in body}
+    if kind == "namedtuple":
+        cls, fields = body
+        return cls._make([rebuild(t, leaves) for _, t in fields])
     items = [rebuild(t, leaves) for t in body]
     return tuple(items) if kind == "tuple" else items
 

@@ -18,6 +18,7 @@ import torch
 
 from spikestore._format.layout import IndexDoc, RecordLayout
 from spikestore.errors import InvalidArgumentError
+from spikestore.monitor._records import rebuilt_like
 
 __all__ = ["Index", "Selection", "index_doc"]
 
@@ -106,7 +107,8 @@ class Selection:
         Parameters
         ----------
         x
-            A tensor, a tuple/list of them, or any other value (returned as is).
+            A tensor, a tuple/list (or named tuple) of them, or any other value
+            (returned as is).
         batch_axis
             The batch axis of a record: 1 in multi-step mode ``[T, N, ...]``,
             0 in single-step mode ``[N, ...]``.
@@ -126,7 +128,7 @@ class Selection:
         if self.batch is None and self.neurons is None:
             return x
         if isinstance(x, (tuple, list)):
-            return type(x)(self.apply(v, batch_axis) for v in x)
+            return rebuilt_like(x, (self.apply(v, batch_axis) for v in x))
         if not isinstance(x, torch.Tensor) or x.dim() <= batch_axis:
             return x
         if self.batch is not None:

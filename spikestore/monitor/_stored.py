@@ -32,26 +32,42 @@ _NUMBERS = {"bool": bool, "int": int, "float": float}
 
 
 class _LayerLog:
-    """Where each of one layer's records went: per leaf, its stream index and kind.
+    """Where each of one layer's records went: its structure, and per leaf stream its index and kind.
 
-    Compact ``array`` columns (9 bytes per leaf and record), so a monitor on
-    a long run holds megabytes, not the records. The kind of a leaf may change
-    between records (SpikingJelly's ``v`` is a float before the first step),
-    and a ``None`` leaf (a missing gradient) is written nowhere.
+    Compact ``array`` columns (4 bytes per record, 9 per leaf stream and
+    record), so a monitor on a long run holds megabytes, not the records. The
+    kind of a leaf may change between records (SpikingJelly's ``v`` is a
+    float before the first step), and a ``None`` leaf (a missing gradient) is
+    written nowhere. So may the structure: a Norse cell's input is ``(x,
+    None)`` at the first time step and ``(x, state)`` after it. Each record
+    keeps the index of its :data:`Template`, and a leaf stream that a record
+    has no leaf in holds kind ``"none"`` for it.
     """
 
-    def __init__(self, template: Template, keys: list[str]) -> None:
-        self.template = template
-        self.keys = keys  # stream key per leaf
-        self.announced: set[int] = set()  # leaves whose stream info was sent
+    def __init__(self) -> None:
+        self.templates: list[Template] = []  # the structures seen, in order
+        self.template_index: dict[Template, int] = {}
+        self.columns: list[list[int]] = []  # per template: the stream of each of its leaves
+        self.keys: list[str] = []  # stream key per leaf stream
+        self.key_index: dict[str, int] = {}
+        self.announced: set[int] = set()  # leaf streams whose stream info was sent
         self.clear()
 
     def clear(self) -> None:
+        self.structure = array("i")  # template of each record
         self.indices = [array("q") for _ in self.keys]
         self.kinds = [array("b") for _ in self.keys]
 
     def __len__(self) -> int:
-        return len(self.kinds[0]) if self.kinds else 0
+        return len(self.structure)
+
+    def add_stream(self, key: str) -> int:
+        """Add a leaf stream, holding kind ``"none"`` for the records logged before it."""
+        j = self.key_index[key] = len(self.keys)
+        self.keys.append(key)
+        self.indices.append(array("q", [-1]) * len(self))
+        self.kinds.append(array("b", [_CODES["none"]]) * len(self))
+        return j
 
 
 class StoredRecords:
@@ -130,20 +146,21 @@ class StoredRecords:
         """
         log = self._logs[layer]
         run = self._reader()
+        template = log.structure[k]
         values: list[Any] = []
-        for key, kinds, indices in zip(log.keys, log.kinds, log.indices, strict=True):
-            kind = KINDS[kinds[k]]
+        for j in log.columns[template]:
+            kind = KINDS[log.kinds[j][k]]
             if kind == "none":
                 values.append(None)
                 continue
-            stream, i = run[key], indices[k]
+            stream, i = run[log.keys[j]], log.indices[j][k]
             if kind == "tensor":
                 values.append(stream.tensor(i))
             elif kind == "ndarray":
                 values.append(stream[i])
             else:
                 values.append(_NUMBERS[kind](stream[i].item()))
-        return rebuild(log.template, iter(values))
+        return rebuild(log.templates[template], iter(values))
 
     def clear(self) -> None:
         """Forget the records (streams and data on disk are untouched)."""
@@ -179,23 +196,18 @@ class StoredRecords:
             The layer's SpikingJelly step mode (``"s"`` or ``"m"``), written
             into its streams' documents.
 
+        The structure of ``value`` may differ from the layer's earlier
+        records: each record is read back with its own.
+
         Raises
         ------
         InvalidValueError
-            If ``value`` holds something no store can hold, or its structure
-            differs from the layer's earlier records.
+            If ``value`` holds something no store can hold.
         InvalidArgumentError
             If another monitor already records to one of its streams.
         """
         store = self._store
         template, leaves = flatten(value)
-        log = self._logs.get(layer)
-        if log is None:
-            log = self._new_log(layer, template, leaves)
-        elif template != log.template:
-            raise InvalidValueError(
-                f"layer {layer!r}, step {store.step}: function_on_* returned a value of a different "
-                f"structure than before ({template} vs {log.template}); return the same structure every call")
         kinds = [leaf_kind(leaf) for _, leaf in leaves]
         for (_, leaf), kind in zip(leaves, kinds, strict=True):
             if kind == "":
@@ -203,20 +215,26 @@ class StoredRecords:
                     f"layer {layer!r}, step {store.step}: cannot record a value of type "
                     f"{type(leaf).__module__}.{type(leaf).__qualname__}; function_on_* must return "
                     "tensors, numpy arrays, numbers, or tuples/lists/dicts of them")
-        indices = []
-        for j, ((path, leaf), kind) in enumerate(zip(leaves, kinds, strict=True)):
+        log = self._logs.get(layer)
+        if log is None:
+            log = self._new_log(layer)
+        t = self._template(log, layer, template, leaves)
+        row: dict[int, tuple[int, str]] = {}  # leaf stream: (index in it, kind)
+        for j, (path, leaf), kind in zip(log.columns[t], leaves, kinds, strict=True):
             if kind == "none":
-                indices.append(-1)
+                row[j] = (-1, kind)
                 continue
             if j not in log.announced:
                 self._announce(log, j, path, kind, step_mode)
             idx = store.append(log.keys[j], leaf, copy=True, precision=self._lossy(leaf))
             if idx is None:  # dropped (on_full="drop"): the view skips this record
                 return
-            indices.append(idx)
-        for j, (idx, kind) in enumerate(zip(indices, kinds, strict=True)):
+            row[j] = (idx, kind)
+        for j in range(len(log.keys)):
+            idx, kind = row.get(j, (-1, "none"))
             log.indices[j].append(idx)
             log.kinds[j].append(_CODES[kind])
+        log.structure.append(t)
         self._order.append(self._layer_ids[layer])
         self._pending += 1
 
@@ -235,20 +253,41 @@ class StoredRecords:
         dtype = str(leaf.dtype).removeprefix("torch.")
         return self._precision if dtype in LOSSY_DTYPES else None
 
-    def _new_log(self, layer: str, template: Template, leaves: list[tuple[Path, Any]]) -> _LayerLog:
-        """Claim the streams of a layer's first record and start its log."""
-        single = len(leaves) == 1 and leaves[0][0] == ()
-        quantities = [self._quantity if single else leaf_quantity(self._quantity, path) for path, _ in leaves]
-        keys = [join_key(quantity, layer) for quantity in quantities]
-        what = f"a {self._producer} (quantity {self._quantity!r})"
-        rec = recorder(self._store)
-        for key in keys:
-            rec.claim(key, self, what)
-        log = self._logs[layer] = _LayerLog(template, keys)
+    def _new_log(self, layer: str) -> _LayerLog:
+        """Start the log of a layer's records."""
+        log = self._logs[layer] = _LayerLog()
         if layer not in self._layer_ids:
             self._layer_ids[layer] = len(self._layer_names)
             self._layer_names.append(layer)
         return log
+
+    def _template(self, log: _LayerLog, layer: str, template: Template, leaves: list[tuple[Path, Any]]) -> int:
+        """The index of ``template`` in ``log``, added (and its new streams claimed) on its first record.
+
+        A leaf at path ``p`` goes to stream ``<quantity>.<p...>/<layer>``
+        (``<quantity>/<layer>`` for a record that is a single leaf), shared by
+        every structure that has a leaf there.
+        """
+        t = log.template_index.get(template)
+        if t is not None:
+            return t
+        what = f"a {self._producer} (quantity {self._quantity!r})"
+        columns = []
+        for path, _ in leaves:
+            key = join_key(leaf_quantity(self._quantity, path), layer)
+            j = log.key_index.get(key)
+            if j is None:
+                recorder(self._store).claim(key, self, what)
+                j = log.add_stream(key)
+            elif j in columns:
+                raise InvalidValueError(
+                    f"layer {layer!r}, step {self._store.step}: two leaves of one record would go to stream "
+                    f"{key!r}; use dict keys that do not look like the paths of other leaves (no '.')")
+            columns.append(j)
+        t = log.template_index[template] = len(log.templates)
+        log.templates.append(template)
+        log.columns.append(columns)
+        return t
 
     def _announce(self, log: _LayerLog, j: int, path: Path, kind: str, step_mode: str) -> None:
         """Tell the store what a leaf's stream holds, before its first record."""
