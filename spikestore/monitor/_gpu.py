@@ -14,12 +14,14 @@ keyed by the store's step at the time of the reading:
 so that a run's GPU load sits next to its spikes, in order within a step
 (``calls``) when several readings fall in one step.
 
-Where it cannot read the GPUs it says so, in the caller's thread where it
-can: a :class:`~spikestore.errors.MonitorWarning` at construction when
-``nvidia-smi`` is not on ``PATH``, and one when ``nvidia-smi`` fails or
-prints what it cannot read (no NVIDIA GPU or driver). It then stops
-sampling, as SpikingJelly's does, and :attr:`GPUMonitor.error` keeps the
-reason; training goes on either way.
+The first reading is taken by :meth:`GPUMonitor.start` itself, in the
+calling thread (the constructor's, by default), so where the GPUs cannot be
+read a :class:`~spikestore.errors.MonitorWarning` says so there, at once:
+``nvidia-smi`` not on ``PATH``, or failing (no NVIDIA GPU or driver), or
+printing what it cannot read. The monitor then stops reading, as
+SpikingJelly's does (which only logs the error from its thread),
+:attr:`GPUMonitor.error` keeps the reason, and training goes on; a later
+reading that fails is reported the same way from the monitor's thread.
 """
 
 from __future__ import annotations
@@ -59,13 +61,15 @@ class GPUMonitor(threading.Thread):
     gpu_ids
         The GPUs to read, as ``nvidia-smi -i`` numbers them, e.g. ``(0, 1)``.
     interval
-        Seconds between readings; the first is taken when the thread starts.
+        Seconds between readings; the first is taken by :meth:`start`.
     start_now
-        Start the thread now; otherwise call :meth:`start`.
+        Take the first reading and start the thread now (the constructor
+        then waits for one ``nvidia-smi`` run); otherwise call :meth:`start`.
     store
         Also append every reading to this store (keyword only): streams
         ``gpu_utilization/<i>`` and ``gpu_memory_used/<i>``, keyed by the
-        store's step when the reading is taken.
+        store's step when the reading is taken. Its streams are described
+        (monitor, unit, source) at the first reading.
 
     Raises
     ------
@@ -117,21 +121,24 @@ class GPUMonitor(threading.Thread):
         """Ask the thread to stop, waking it if it waits for the next reading; ``join()`` waits for it."""
         self._stop_event.set()
 
+    def start(self) -> None:
+        """Take the first reading now, in the calling thread, then start the thread that takes the others.
+
+        So a machine where ``nvidia-smi`` cannot read the GPUs is reported
+        where the monitor is made or started, and the first reading is in
+        TensorBoard and the store when this returns.
+        """
+        if self.ident is None and self.error is None and not self._stop_event.is_set():
+            if self._summary_writer is not None and self.log_dir is not None:
+                self.writer = self._summary_writer(os.path.join(self.log_dir, "gpu_monitor"))
+            self._take()
+        super().start()
+
     def run(self) -> None:
         """Read the GPUs every ``interval`` seconds until stopped or a reading fails (the thread's body)."""
         try:
-            if self._stop_event.is_set() or self.error is not None:
-                return
-            if self._summary_writer is not None and self.log_dir is not None:
-                self.writer = self._summary_writer(os.path.join(self.log_dir, "gpu_monitor"))
-            while not self._stop_event.is_set():
-                samples = self._read()
-                if samples is None:
-                    return
-                self._record(samples)
-                self.step += 1
-                if self._stop_event.wait(self.interval):
-                    return
+            while self.error is None and not self._stop_event.wait(self.interval):
+                self._take()
         finally:
             if self.writer is not None:
                 self.writer.close()
@@ -154,6 +161,13 @@ class GPUMonitor(threading.Thread):
         return [f"{quantity}/{i}" for i in self.gpu_ids for quantity in GPU_QUANTITIES]
 
     # -- one reading -----------------------------------------------------------------------------
+    def _take(self) -> None:
+        """Read the GPUs and record the reading; after a failed one :attr:`error` says why."""
+        samples = self._read()
+        if samples is not None:
+            self._record(samples)
+            self.step += 1
+
     def _read(self) -> list[tuple[str, int, int]] | None:
         """``(index, utilisation %, memory used MiB)`` of each GPU, or ``None`` after warning why there is none."""
         try:
@@ -194,7 +208,7 @@ class GPUMonitor(threading.Thread):
         if store is None:
             return
         try:
-            if not self._announced:  # (described before the first reading: no empty streams without a GPU)
+            if not self._announced:  # (at the first reading, taken by start() in the caller's thread)
                 self._describe(store)
             for index, utilization, memory_used in samples:
                 store.append(f"gpu_utilization/{index}", np.int64(utilization))
