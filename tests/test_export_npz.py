@@ -8,6 +8,8 @@ several ranks is checked the same way in tests/test_export_ranks.py.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -29,7 +31,7 @@ def store(tmp_path_factory):
     """Spikes of three dtypes (one with a short last batch), float32, bfloat16 and int values; small chunks."""
     path = tmp_path_factory.mktemp("npz") / "run.zarr"
     g = torch.Generator().manual_seed(3)
-    with spikestore.Store(path, chunk_bytes=600) as st:
+    with spikestore.Store(path, chunk_bytes=48) as st:  # (a few records a chunk)
         for step in range(10):
             st.set_step(step)
             n = 2 if step == 9 else 3
@@ -48,15 +50,14 @@ SPIKES = ("output/lif", "output/b", "output/h")
 def exported_records(z, key):
     """The records of ``key`` in ``z``, one by one, cast to the dtype its ``.dtype`` member names."""
     several = key + ".segment" in z.files
-    pieces = {}
-    out = []
-    for p in z[key + ".segment"] if several else np.zeros(len(z[key + ".steps"]), int):
+    numbers = z[key + ".segment"].tolist() if several else [0] * len(z[key + ".steps"])
+    arrays, taken, out = {}, Counter(), []
+    for p in numbers:
         name = f"{key}@{p}" if several else key
-        if name not in pieces:
-            pieces[name] = [z[name].astype(as_dtype(str(z[name + ".dtype"]))), 0]
-        arr, i = pieces[name]
-        out.append(arr[i])
-        pieces[name][1] += 1
+        if name not in arrays:
+            arrays[name] = z[name].astype(as_dtype(str(z[name + ".dtype"])))
+        out.append(arrays[name][taken[name]])
+        taken[name] += 1
     return out
 
 
@@ -65,6 +66,7 @@ def test_every_value_back_with_the_store_s_dtype(store, tmp_path, steps):
     run = spikestore.open(store)
     assert all(seg.encoding == "bits" for key in SPIKES for seg in run[key].segments)
     assert run["v_seq/lif"].segments[0].encoding == "raw"
+    assert len(run["output/lif"].segments) == 2 and run["output/lif"].segments[0].nchunks > 1  # (short last batch)
     z = np.load(to_npz(store, tmp_path / "x.npz", steps=steps), allow_pickle=False)
     lo = 0 if steps is None else int(steps.split(":")[0])
     for key in run.streams:
