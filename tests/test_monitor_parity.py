@@ -200,3 +200,15 @@ def test_arguments_start_and_context_manager(fake_smi, tmp_path):
         with ss_monitor.GPUMonitor(None, interval=600.0, store=store) as again:  # its streams were released
             wait_for_readings(again, 1)
     assert spikestore.open(tmp_path / "run.zarr")["gpu_utilization/0"][:].tolist() == [10, 11]
+
+
+def test_a_closed_store_stops_the_appends_not_the_monitor(fake_smi, tmp_path):
+    store = spikestore.Store(tmp_path / "run.zarr")
+    monitor = ss_monitor.GPUMonitor(str(tmp_path / "tb"), gpu_ids=(0, 1), interval=600.0, start_now=False,
+                                    store=store)
+    store.close()
+    with pytest.warns(MonitorWarning, match=r"stopped appending GPU readings to .*run.zarr: .*closed.*stop\(\)"):
+        monitor.start()
+    assert wait_for_readings(monitor, 1) == 1 and monitor.error is None and monitor.store is None
+    assert scalars(tmp_path / "tb" / "gpu_monitor")["utilization_1"] == [(0, 50)]  # TensorBoard goes on
+    assert spikestore.open(tmp_path / "run.zarr").streams == []
