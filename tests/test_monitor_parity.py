@@ -74,12 +74,12 @@ def test_every_spikingjelly_monitor_has_a_compatible_constructor(name):
 # -- GPUMonitor ---------------------------------------------------------------------------------
 
 FAKE = """#!/bin/sh
-# A stand-in for nvidia-smi: reading n (0, 1, ...) is GPU 0 at 10+n % and 1000+n MiB, GPU 1 at 50+n % and 2000+n MiB.
+# A stand-in for nvidia-smi: reading n (0, 1, ...) is GPU 0 at n % and 1000+n MiB, GPU 1 at 50+n % and 2000+n MiB.
 d="$(dirname "$0")"
 n=$(cat "$d/count")
 echo $((n + 1)) > "$d/count"
 echo "$@" > "$d/args"
-echo "0, $((10 + n)), $((1000 + n))"
+echo "0, $n, $((1000 + n))"
 echo "1, $((50 + n)), $((2000 + n))"
 """
 
@@ -126,15 +126,16 @@ def test_readings_reach_tensorboard_and_the_store(fake_smi, tmp_path):
     assert (fake_smi / "args").read_text().split() == monitor.command[1:] == [
         "--query-gpu=index,utilization.gpu,memory.used", "--format=csv,noheader,nounits", "-i", "0,1"]
     got = scalars(tmp_path / "tb" / "gpu_monitor")
-    assert got == {"utilization_0": [(j, 10 + j) for j in range(n)], "memory_used_0": [(j, 1000 + j) for j in range(n)],
+    assert got == {"utilization_0": [(j, j) for j in range(n)], "memory_used_0": [(j, 1000 + j) for j in range(n)],
                    "utilization_1": [(j, 50 + j) for j in range(n)], "memory_used_1": [(j, 2000 + j) for j in range(n)]}
     run = spikestore.open(path)
     assert sorted(run.streams) == ["gpu_memory_used/0", "gpu_memory_used/1", "gpu_utilization/0", "gpu_utilization/1"]
-    for key, base in [("gpu_utilization/0", 10), ("gpu_memory_used/0", 1000), ("gpu_utilization/1", 50),
+    for key, base in [("gpu_utilization/0", 0), ("gpu_memory_used/0", 1000), ("gpu_utilization/1", 50),
                       ("gpu_memory_used/1", 2000)]:
         s = run[key]
         assert s[:].tolist() == [base + j for j in range(n)] and s[0].dtype == "int64"
         assert s.steps.tolist() == [7] * n and s.calls.tolist() == list(range(n))  # keyed by the store's step
+        assert [seg.encoding for seg in s.segments] == ["raw"]  # (0% and 1% too: readings, not spikes)
         assert s.attrs["monitor"] == "GPUMonitor" and s.attrs["unit"] == ("%" if "util" in key else "MiB")
 
 
@@ -179,7 +180,7 @@ def test_without_log_dir_readings_are_logged(fake_smi, caplog):
     with caplog.at_level(logging.INFO, logger="spikestore"):
         monitor = ss_monitor.GPUMonitor(None, gpu_ids=(0, 1), interval=600.0)
         wait_for_readings(monitor, 1)
-    assert "GPU monitor sample at" in caplog.text and "0, 10, 1000\n1, 50, 2000" in caplog.text
+    assert "GPU monitor sample at" in caplog.text and "0, 0, 1000\n1, 50, 2000" in caplog.text
 
 
 def test_arguments_start_and_context_manager(fake_smi, tmp_path):
@@ -199,7 +200,7 @@ def test_arguments_start_and_context_manager(fake_smi, tmp_path):
         assert not monitor.is_alive()  # (leaving the block stopped and joined it)
         with ss_monitor.GPUMonitor(None, interval=600.0, store=store) as again:  # its streams were released
             wait_for_readings(again, 1)
-    assert spikestore.open(tmp_path / "run.zarr")["gpu_utilization/0"][:].tolist() == [10, 11]
+    assert spikestore.open(tmp_path / "run.zarr")["gpu_utilization/0"][:].tolist() == [0, 1]
 
 
 def test_a_closed_store_stops_the_appends_not_the_monitor(fake_smi, tmp_path):

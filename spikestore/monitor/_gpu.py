@@ -211,8 +211,8 @@ class GPUMonitor(threading.Thread):
             if not self._announced:  # (at the first reading, taken by start() in the caller's thread)
                 self._describe(store)
             for index, utilization, memory_used in samples:
-                store.append(f"gpu_utilization/{index}", np.int64(utilization))
-                store.append(f"gpu_memory_used/{index}", np.int64(memory_used))
+                store.append(f"gpu_utilization/{index}", np.int64(utilization), encoding="raw")  # (0 and 1 too)
+                store.append(f"gpu_memory_used/{index}", np.int64(memory_used), encoding="raw")
         except SpikestoreError as error:  # (a closed or failed store: TensorBoard goes on)
             self.store = None
             warnings.warn(f"spikestore: GPUMonitor stopped appending GPU readings to {store.path}: {error}; "
