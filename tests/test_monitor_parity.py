@@ -162,10 +162,12 @@ def test_without_nvidia_smi_it_warns_at_once_and_records_nothing(tmp_path, monke
 def test_a_failing_nvidia_smi_stops_the_monitor_with_its_message(tmp_path, monkeypatch):
     message = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."
     install(tmp_path / "bin", f'#!/bin/sh\necho "{message}"\nexit 9\n', monkeypatch)
-    with pytest.warns(MonitorWarning, match="exited with code 9: NVIDIA-SMI has failed"):
-        monitor = ss_monitor.GPUMonitor(None)
-        monitor.join()
+    with spikestore.Store(tmp_path / "run.zarr") as store:
+        with pytest.warns(MonitorWarning, match="exited with code 9: NVIDIA-SMI has failed"):
+            monitor = ss_monitor.GPUMonitor(str(tmp_path / "tb"), store=store)  # (the first reading: at once)
+        monitor.join()  # (it stops by itself)
     assert message in monitor.error and monitor.step == 0
+    assert spikestore.open(tmp_path / "run.zarr").streams == [] and not (tmp_path / "tb").exists()
 
 
 def test_unreadable_output_stops_the_monitor(tmp_path, monkeypatch):

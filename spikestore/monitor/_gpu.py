@@ -100,13 +100,13 @@ class GPUMonitor(threading.Thread):
                         "--format=csv,noheader,nounits", "-i", ",".join(map(str, gpu_ids))]
         #: Readings taken so far (the TensorBoard step of the next one).
         self.step = 0
-        #: The TensorBoard writer while the thread runs with a ``log_dir``.
+        #: The TensorBoard writer, from the first reading on when there is a ``log_dir``.
         self.writer: Any = None
         #: Why the monitor stopped reading the GPUs (``None`` while it reads them, or once stopped by :meth:`stop`).
         self.error: str | None = None
         self._stop_event = threading.Event()
         self._announced = False
-        self._summary_writer = _summary_writer_class() if log_dir is not None else None
+        self._writer_class: Any = _summary_writer_class() if log_dir is not None else None
         if store is not None:
             self._claim(store)
         if shutil.which(self.command[0]) is None:
@@ -129,8 +129,6 @@ class GPUMonitor(threading.Thread):
         TensorBoard and the store when this returns.
         """
         if self.ident is None and self.error is None and not self._stop_event.is_set():
-            if self._summary_writer is not None and self.log_dir is not None:
-                self.writer = self._summary_writer(os.path.join(self.log_dir, "gpu_monitor"))
             self._take()
         super().start()
 
@@ -197,10 +195,12 @@ class GPUMonitor(threading.Thread):
 
     def _record(self, samples: list[tuple[str, int, int]]) -> None:
         """Log one reading to TensorBoard (or the logger) and to the store."""
-        if self.writer is None:
+        if self.log_dir is None:
             _log.info("GPU monitor sample at %s:\n%s", datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
                       "\n".join(", ".join(map(str, s)) for s in samples))
         else:
+            if self.writer is None:  # (at the first reading: no empty event file where the GPUs cannot be read)
+                self.writer = self._writer_class(os.path.join(self.log_dir, "gpu_monitor"))
             for index, utilization, memory_used in samples:
                 self.writer.add_scalar(f"utilization_{index}", utilization, self.step)
                 self.writer.add_scalar(f"memory_used_{index}", memory_used, self.step)
