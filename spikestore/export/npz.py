@@ -53,17 +53,18 @@ from spikestore.export._common import Job, Piece, Progress, export_job, select_r
 
 __all__ = ["to_npz"]
 
+
 def _member(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tuple[int, ...], *,
             deflate: bool) -> IO[bytes]:
     """An ``.npy`` member to write ``shape`` values of ``dtype`` into, deflated (zlib's default level, 6) or not.
 
     Spikes are written as ``bool`` (one byte a value, in the records' own
     shape, so ``z[key]`` is the records as they are) and deflated: deflate
-    brings a byte per value close to the bit per value the store holds. On
-    the demo's spike streams the file is 1.45x the store's spike chunks,
-    1.8x on a sparser CNN, at most 2.7x for densities from 0.05% to 50%.
-    ``np.packbits`` before deflating would be smaller (1.0x to 1.9x) and
-    faster, but every reader would have to unpack members whose shape is no
+    brings a byte per value close to the bit per value the store holds. The
+    file of the demo's spike streams is 1.47x the store's spike chunks, of
+    a sparser CNN's 1.8x, and the spikes alone take at most 2.7x for
+    densities from 0.05% to 50%. ``np.packbits`` before deflating would be
+    smaller (1.0x to 1.9x) and faster, but every reader would have to unpack members whose shape is no
     longer the records'; ``bool`` keeps the members readable as they are,
     under the same keys, with the values of float records of 0s and 1s.
     Other records are stored as they are: deflate takes a sixth off float
