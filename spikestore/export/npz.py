@@ -64,9 +64,10 @@ def _member(zf: zipfile.ZipFile, name: str, dtype: np.dtype, shape: tuple[int, .
     file of the demo's spike streams is 1.47x the store's spike chunks, of
     a sparser CNN's 1.8x, and the spikes alone take at most 2.7x for
     densities from 0.05% to 50%. ``np.packbits`` before deflating would be
-    smaller (1.0x to 1.9x) and faster, but every reader would have to unpack members whose shape is no
-    longer the records'; ``bool`` keeps the members readable as they are,
-    under the same keys, with the values of float records of 0s and 1s.
+    smaller (1.0x to 1.9x) and faster, but every reader would have to
+    unpack members whose shape is no longer the records'; ``bool`` keeps the
+    members readable as they are, under the same keys, with the values of
+    float records of 0s and 1s.
     Other records are stored as they are: deflate takes a sixth off float
     values (membrane potentials) at about 30 MB/s, several times slower
     than the rest of the export.
