@@ -42,12 +42,13 @@ def test_npz(store, tmp_path):
     z = np.load(out, allow_pickle=False)
     run = spikestore.open(store)
     np.testing.assert_array_equal(z["output/lif@0"], np.stack(all_records(run, "output/lif")[:8]))
+    assert z["output/lif@0"].dtype == bool and str(z["output/lif@0.dtype"]) == "float32"  # spikes: bool + dtype
     np.testing.assert_array_equal(z["output/lif@1"][0], run["output/lif"][8])
     np.testing.assert_array_equal(z["output/lif.segment"], [0] * 8 + [1])
     np.testing.assert_array_equal(z["grad_input/lif"], np.stack(all_records(run, "grad_input/lif")))
     np.testing.assert_array_equal(z["output/s.calls"], [0, 1] * 9)
     part = np.load(to_npz(store, tmp_path / "p.npz", streams=["v_seq/*"], steps="2:5"), allow_pickle=False)
-    assert sorted(part.keys()) == ["v_seq/lif", "v_seq/lif.calls", "v_seq/lif.steps"]
+    assert sorted(part.keys()) == ["v_seq/lif", "v_seq/lif.calls", "v_seq/lif.dtype", "v_seq/lif.steps"]
     np.testing.assert_array_equal(part["v_seq/lif.steps"], [2, 3, 4])
     np.testing.assert_array_equal(part["v_seq/lif"], np.stack(all_records(run, "v_seq/lif")[2:5]))
 

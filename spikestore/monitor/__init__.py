@@ -28,12 +28,17 @@ once to call ``set_step`` per batch. Your first ``set_step`` stops the
 automatic steps for good. A ``function_on_*`` that returns ``None`` records
 nothing: a ``MonitorWarning`` says so once per layer.
 
+:class:`GPUMonitor` is SpikingJelly's GPU monitor: a thread that reads each
+GPU's utilisation and memory with ``nvidia-smi`` and logs them to
+TensorBoard, and with ``store=`` also appends them to streams
+``gpu_utilization/<gpu>`` and ``gpu_memory_used/<gpu>``.
+
 The implementation is split by job: ``_monitors`` (the five monitors: which
 hook, which value), ``_base`` (:class:`BaseMonitor`, SpikingJelly's API),
 ``_selection`` (what is recorded), ``_autostep`` (the step at each forward
 pass), ``_records`` (record trees),
-``_stored`` (records written to and read back from a store) and ``_views``
-(:class:`RecordsView`).
+``_stored`` (records written to and read back from a store), ``_views``
+(:class:`RecordsView`) and ``_gpu`` (:class:`GPUMonitor`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ except ImportError:
         "spikestore.monitor records torch networks and needs torch: pip install 'spikestore[record]'") from None
 
 from spikestore.monitor._base import BaseMonitor
+from spikestore.monitor._gpu import GPUMonitor
 from spikestore.monitor._monitors import (
     AttributeMonitor,
     GradInputMonitor,
@@ -59,6 +65,7 @@ from spikestore.monitor._views import RecordsView
 __all__ = [
     "AttributeMonitor",
     "BaseMonitor",
+    "GPUMonitor",
     "GradInputMonitor",
     "GradOutputMonitor",
     "InputMonitor",
