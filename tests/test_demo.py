@@ -51,7 +51,7 @@ def test_demo_explains_its_table_and_points_to_working_next_steps(demo):
     for column in ("records", "steps", "record shape", "dtype", "encoding", "on disk", "data vs float32"):
         assert f"\n  {column} " in legend, column
     assert "(+k)" in legend and "8x3x128" in legend  # the (+1) of output/2: the last, smaller batch
-    assert "bits: spikes" in legend and "over 100%" in legend and "703%" in legend
+    assert "bits: spikes" in legend and "over 100%" in legend and "657%" in legend
     # the next commands, and the docs to read
     commands = [line.strip() for line in text.splitlines() if line.startswith("  spikestore ")]
     kinds = {c.split()[1] for c in commands}

@@ -96,7 +96,7 @@ class ChunkCodec:
         out = np.empty(shape, dtype=dtype)
         self._row.into(payload, out.reshape(-1).view(np.uint8))
         if not bound and identity is not None:
-            identity.check_rows(out, chunk)
+            identity.check_rows(out, chunk, data)
         return out
 
     def decode_rows(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype | str, lo: int, hi: int, *,

@@ -281,9 +281,6 @@ class ChunkIdentity:
             raise IdentityError(f"it is chunk {chunk}, past the {chunks} chunks the document commits")
         if self.chunk_tag(chunk, needed, data) == tags[chunk]:
             return True
-        moved = self._moved(data, chunk, tags)
-        if moved is not None:
-            raise IdentityError(f"it is chunk {moved} of this array (chunks were swapped or renamed)")
         if chunk == chunks - 1 and needed < self.chunk_records and self.tail is not None:
             return False
         raise IdentityError(self._mismatch(data, chunk, needed, tags))
@@ -295,7 +292,10 @@ class ChunkIdentity:
         return next((j for j in near if j != chunk and self.chunk_tag(j, self._needed(j), data) == tags[j]), None)
 
     def _mismatch(self, data: Any, chunk: int, needed: int, tags: tuple[int, ...]) -> str:
-        """Why the tag of chunk ``chunk`` does not match, when it is no other chunk of the array."""
+        """Why the tag of chunk ``chunk`` does not match: another chunk of the array, fewer rows, or neither."""
+        moved = self._moved(data, chunk, tags)
+        if moved is not None:
+            return f"it is chunk {moved} of this array (chunks were swapped or renamed)"
         for rows in range(needed - 1, max(0, needed - _DIAGNOSE_TRIES) - 1, -1):
             if self.chunk_tag(chunk, rows, data) == tags[chunk]:
                 return (f"it held {rows} rows when it was written, but the document commits {needed} rows "
@@ -303,8 +303,9 @@ class ChunkIdentity:
         return ("its bytes are not those its document's tag names: a stale copy, a chunk of another array, "
                 "or the document's shape, dtype, encoding, chunking or codec edited")
 
-    def check_rows(self, decoded: np.ndarray, chunk: int) -> None:
-        """Check the committed rows of a last chunk whose tag did not match (:meth:`check_chunk`).
+    def check_rows(self, decoded: np.ndarray, chunk: int, data: Any) -> None:
+        """Check the committed rows of a last chunk whose tag did not match (:meth:`check_chunk`);
+        ``data`` is its stored bytes.
 
         Raises
         ------
@@ -314,6 +315,9 @@ class ChunkIdentity:
         needed = self._needed(chunk)
         if self.rows_tag(chunk, needed, decoded) == self.tail:
             return
+        moved = self._moved(data, chunk, self.tags or ())
+        if moved is not None:  # (only now: a rewritten last chunk may hold what another chunk holds)
+            raise IdentityError(f"it is chunk {moved} of this array (chunks were swapped or renamed)")
         for rows in range(needed - 1, max(0, needed - _DIAGNOSE_TRIES) - 1, -1):
             if self.rows_tag(chunk, rows, decoded) == self.tail:
                 raise IdentityError(f"it held {rows} rows when it was last committed, but the document commits "
