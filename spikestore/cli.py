@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 try:
     import click
@@ -304,6 +304,31 @@ def export(path: Path | str, out: Path, fmt: str | None, streams: tuple[str, ...
     click.echo(f"wrote {written}")
 
 
+def _plot_stream(run: Any, kind: str, stream: str | None) -> str:
+    """The stream a raster or voltage plot draws: ``--stream``, else a usage error that names one that fits."""
+    from spikestore.plot import voltage_streams
+
+    if stream is not None:
+        return stream
+    if kind == "voltage":
+        volts = voltage_streams(run)
+        if not volts:
+            quantities = sorted({k.split("/", 1)[0] for k in run.streams})
+            raise click.UsageError(
+                f"this store has no voltage stream (v_seq/* or v/*, as AttributeMonitor('v_seq', ...) records); "
+                f"its quantities are {', '.join(quantities) or 'none'}: draw spikes with --kind raster, "
+                "rates with --kind rates, gradient norms with --kind grad-norms")
+        return _needs_stream(kind, volts)
+    spikes = [k for k in run.streams if k.split("/", 1)[0] == "output"] or list(run.streams)
+    return _needs_stream(kind, spikes)
+
+
+def _needs_stream(kind: str, fits: list[str]) -> NoReturn:
+    more = f" (streams that fit: {', '.join(fits)})" if len(fits) > 1 else ""
+    example = f", e.g. --stream {fits[0]}" if fits else ""
+    raise click.UsageError(f"--kind {kind} needs --stream KEY{example}{more}")
+
+
 @main.command()
 @click.argument("path", type=_StorePath(exists=True))
 @click.option("--kind", type=click.Choice(["raster", "rates", "grad-norms", "voltage"]), required=True,
@@ -312,13 +337,22 @@ def export(path: Path | str, out: Path, fmt: str | None, streams: tuple[str, ...
 @click.option("--stream", default=None, metavar="KEY",
               help="Stream to plot (raster, voltage); for rates and grad-norms, the quantity "
                    "(default output / grad_input).")
-@click.option("--record", type=int, default=-1, show_default=True, help="Record index (raster, voltage).")
+@click.option("--record", type=int, default=None,
+              help="Record index (raster, voltage). Default: the last record with the full batch, "
+                   "not an epoch's smaller last batch.")
 @click.option("--sample", type=int, default=0, show_default=True, help="Sample of the batch (raster, voltage).")
+@click.option("--threshold", type=float, default=1.0, show_default=True,
+              help="voltage: the firing threshold to draw (SpikingJelly's default v_threshold). The store does "
+                   "not keep it: give your neurons' own.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Image file (.png, .pdf, .svg).")
 @_storage_flags
-def plot(path: Path | str, kind: str, stream: str | None, record: int, sample: int, out: Path,
-         storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
-    """Plot what the store at PATH recorded into an image file."""
+def plot(path: Path | str, kind: str, stream: str | None, record: int | None, sample: int, threshold: float,
+         out: Path, storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
+    """Plot what the store at PATH recorded into an image file.
+
+    Voltage traces mark the spikes of the layer's output stream and draw --threshold; rates and grad-norms
+    mark the steps whose records hold a smaller batch (an epoch's last).
+    """
     try:
         import matplotlib
 
@@ -332,13 +366,12 @@ def plot(path: Path | str, kind: str, stream: str | None, record: int, sample: i
     try:
         with open_run(where) as run:
             if kind in ("raster", "voltage"):
-                if stream is None:
-                    raise click.UsageError(f"--kind {kind} needs --stream KEY, e.g. --stream {run.streams[0]}")
-                s = run[stream]
+                s = run[_plot_stream(run, kind, stream)]
                 if kind == "voltage":
                     _usage(plots.check_voltage_stream, s)
-                draw = plots.raster if kind == "raster" else plots.voltage_traces
-                ax = draw(s, record, sample=sample)
+                    ax = plots.voltage_traces(s, record, sample=sample, threshold=threshold)
+                else:
+                    ax = plots.raster(s, record, sample=sample)
             elif kind == "rates":
                 ax = plots.firing_rate_heatmap(run, quantity=stream or "output")
             else:

@@ -7,6 +7,7 @@ docs/tutorial.md), re-run here into a temporary store::
 
     python tools/make_doc_images.py                 # figures + notebook
     python tools/make_doc_images.py --store runs/demo.zarr
+    python tools/make_doc_images.py --images-only   # figures only
 
 The notebook's cells are ``CELLS`` below: edit them here, not the notebook.
 Its outputs come from running it against a demo store in a folder that holds
@@ -79,15 +80,12 @@ def draw(demo: Path, alpha: Path, out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     run, sweep = spikestore.open(demo), spikestore.open(alpha)
-    spikes = run["output/2"]
-    full = spikes.segments[0].stop - 1  # last record with a full batch
-    figures = {
-        "raster.png": lambda: plot.raster(spikes, full, sample=0),
+    figures = {  # raster and traces: the last record with a full batch, as without a record given
+        "raster.png": lambda: plot.raster(run["output/2"], sample=0),
         "firing_rate_heatmap.png": lambda: plot.firing_rate_heatmap(run),
         "grad_norms.png": lambda: plot.grad_norms(run),
         "grad_norms_alpha.png": lambda: plot.grad_norms(sweep, sweep="alphas", name="alpha"),
-        "voltage_traces.png": lambda: plot.voltage_traces(run["v_seq/2"], full, neurons=[0, 1, 2, 5],
-                                                          threshold=1.0),
+        "voltage_traces.png": lambda: plot.voltage_traces(run["v_seq/2"], neurons=[0, 1, 2, 5], threshold=1.0),
     }
     written = []
     for name, make in figures.items():
@@ -196,12 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     ap.add_argument("--notebook", type=Path, default=ROOT / "docs" / "notebook.ipynb")
     ap.add_argument("--notebook-only", action="store_true", help="write the notebook only, not the figures")
+    ap.add_argument("--images-only", action="store_true", help="write the figures only, not the notebook")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         demo = args.store.resolve() if args.store else demo_store(Path(tmp))
         if not args.notebook_only:
             for p in draw(demo, alpha_store(Path(tmp)), args.out):
                 print("wrote", p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
+        if args.images_only:
+            return 0
         folder = Path(tmp) / "notebook"  # runs/demo.zarr there, whatever the store's own path
         (folder / "runs").mkdir(parents=True)
         (folder / "runs" / "demo.zarr").symlink_to(demo)
