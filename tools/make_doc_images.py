@@ -80,12 +80,14 @@ def draw(demo: Path, alpha: Path, out: Path) -> list[Path]:
 
     out.mkdir(parents=True, exist_ok=True)
     run, sweep = spikestore.open(demo), spikestore.open(alpha)
+    spikes = run["output/2"][plot.full_batch_record(run["output/2"])][:, 0]  # [time, neuron] of sample 0
+    traced = [k for k in range(spikes.shape[1]) if 1 <= spikes[:, k].sum() <= 3][:4]  # neurons that spike a little
     figures = {  # raster and traces: the last record with a full batch, as without a record given
         "raster.png": lambda: plot.raster(run["output/2"], sample=0),
         "firing_rate_heatmap.png": lambda: plot.firing_rate_heatmap(run),
         "grad_norms.png": lambda: plot.grad_norms(run),
         "grad_norms_alpha.png": lambda: plot.grad_norms(sweep, sweep="alphas", name="alpha"),
-        "voltage_traces.png": lambda: plot.voltage_traces(run["v_seq/2"], neurons=[0, 1, 2, 5], threshold=1.0),
+        "voltage_traces.png": lambda: plot.voltage_traces(run["v_seq/2"], neurons=traced, threshold=1.0),
     }
     written = []
     for name, make in figures.items():

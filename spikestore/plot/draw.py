@@ -57,8 +57,11 @@ def draw_voltage(ax: Axes, v: np.ndarray, neurons: Sequence[int], *, threshold: 
     spikes
         ``[time, neurons]``, true where a neuron spiked: a star on the
         neuron's trace at each spike, ``spike_label`` in the legend (one
-        entry for all neurons). ``None``: no marks.
+        entry for all neurons, which says so when none of them spiked).
+        ``None``: no marks.
     """
+    from matplotlib.collections import Collection
+
     time = np.arange(v.shape[0])
     colors = []
     for k in neurons:
@@ -74,13 +77,16 @@ def draw_voltage(ax: Axes, v: np.ndarray, neurons: Sequence[int], *, threshold: 
             ys.append(v[t, k].astype(np.float64))
             cs += [color] * len(t)
         x, y = np.concatenate(xs) if xs else np.zeros(0), np.concatenate(ys) if ys else np.zeros(0)
-        ax.scatter(x, y, marker="*", s=110, c=cs if cs else None, edgecolors="black", linewidths=0.6,
-                   zorder=3, label=spike_label)
+        ax.scatter(x, y, marker="*", s=110, c=cs if cs else "white", edgecolors="black", linewidths=0.6,
+                   zorder=3, label=spike_label if cs else f"{spike_label}: none in these traces")
     ax.set_xlabel(time_label)
     ax.set_ylabel(ylabel)
     if title is not None:
         ax.set_title(title)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    legend = ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    handle = legend.legend_handles[-1]
+    if spikes is not None and isinstance(handle, Collection):  # the legend's star stands for every neuron's
+        handle.set_facecolor("white")
     return ax
 
 
