@@ -127,8 +127,9 @@ def voltage_traces(stream: Stream, record: int | None = None, *, sample: int = 0
     spikes
         Mark each spike with a star on its neuron's trace. The spikes are
         those of the layer's ``output/<layer>`` stream at the same step when
-        the store has it (exact). Without it they are inferred as the points
-        at or above ``threshold``, and the legend says so. SpikingJelly's
+        the store has it and its record covers the same neurons (exact).
+        Otherwise they are inferred as the points at or above ``threshold``,
+        and the legend says so. SpikingJelly's
         ``v_seq`` holds the potential after the reset, so a spike shows as a
         drop to the reset value, not as a crossing.
 
@@ -146,7 +147,7 @@ def voltage_traces(stream: Stream, record: int | None = None, *, sample: int = 0
         if found is not None:
             marks, label = found[0], f"spike ({found[1]})"
         elif threshold is not None:
-            marks, label = x >= threshold, f"v ≥ threshold (inferred: no output/{stream.layer})"
+            marks, label = x >= threshold, f"v ≥ threshold (inferred: no matching output/{stream.layer})"
     return draw.draw_voltage(_axes(ax, figsize=(7.5, 3.5)), x, picked, threshold=threshold, spikes=marks,
                              spike_label=label, time_label=time_label, ylabel=value_label(stream),
                              title=_title(stream, step, sample))
