@@ -195,6 +195,21 @@ def test_without_an_output_stream_the_marks_are_inferred_and_the_legend_says_so(
     assert ax.get_title().startswith("v_seq/lonely · module lonely ·")  # no class known for it
 
 
+def test_an_output_stream_of_other_neurons_is_not_taken_for_the_spikes(tmp_path):
+    path = tmp_path / "sub.zarr"
+    with spikestore.Store(path, mode="w") as store:
+        store.set_stream_info("output/fc", selection=M_SEL)
+        store.set_stream_info("v_seq/fc", selection=M_SEL)
+        store.set_step(0)
+        store.append("output/fc", np.ones((3, 2, 4), np.float32))  # a selection of 4 neurons of the layer
+        store.append("v_seq/fc", np.array([0.5, 1.5, 0.2])[:, None, None] * np.ones((3, 2, 6), np.float32))
+    with spikestore.open(path) as run:
+        ax = plot.voltage_traces(run["v_seq/fc"], neurons=[5])
+        assert [tuple(p) for p in np.asarray(ax.collections[-1].get_offsets())] == [(1.0, 1.5)]
+        assert "v ≥ threshold (inferred: no matching output/fc)" in _legend(ax)
+    plt.close("all")
+
+
 def test_raster_and_traces_default_to_the_last_full_batch_record(trained):
     s = trained["output/1"]
     assert s.batch_sizes[-1] == 2 and plot.full_batch_record(s) == 3  # step 4's batch is short
