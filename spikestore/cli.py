@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 try:
     import click
@@ -318,15 +318,15 @@ def _plot_stream(run: Any, kind: str, stream: str | None) -> str:
                 f"this store has no voltage stream (v_seq/* or v/*, as AttributeMonitor('v_seq', ...) records); "
                 f"its quantities are {', '.join(quantities) or 'none'}: draw spikes with --kind raster, "
                 "rates with --kind rates, gradient norms with --kind grad-norms")
-        return _needs_stream(kind, volts)
-    spikes = [k for k in run.streams if k.split("/", 1)[0] == "output"] or list(run.streams)
-    return _needs_stream(kind, spikes)
+        raise _needs_stream(kind, volts)
+    raise _needs_stream(kind, [k for k in run.streams if k.split("/", 1)[0] == "output"] or list(run.streams))
 
 
-def _needs_stream(kind: str, fits: list[str]) -> NoReturn:
+def _needs_stream(kind: str, fits: list[str]) -> click.UsageError:
+    """The usage error of a plot that needs ``--stream``, naming the streams that fit."""
     more = f" (streams that fit: {', '.join(fits)})" if len(fits) > 1 else ""
     example = f", e.g. --stream {fits[0]}" if fits else ""
-    raise click.UsageError(f"--kind {kind} needs --stream KEY{example}{more}")
+    return click.UsageError(f"--kind {kind} needs --stream KEY{example}{more}")
 
 
 @main.command()
