@@ -341,12 +341,12 @@ def _needs_stream(kind: str, fits: list[str]) -> click.UsageError:
               help="Record index (raster, voltage). Default: the last record with the full batch, "
                    "not an epoch's smaller last batch.")
 @click.option("--sample", type=int, default=0, show_default=True, help="Sample of the batch (raster, voltage).")
-@click.option("--threshold", type=float, default=1.0, show_default=True,
-              help="voltage: the firing threshold to draw (SpikingJelly's default v_threshold). The store does "
-                   "not keep it: give your neurons' own.")
+@click.option("--threshold", type=float, default=None, metavar="V",
+              help="voltage: the firing threshold drawn as a dashed line (default 1.0, SpikingJelly's "
+                   "v_threshold). The store does not keep it: give your neurons' own.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Image file (.png, .pdf, .svg).")
 @_storage_flags
-def plot(path: Path | str, kind: str, stream: str | None, record: int | None, sample: int, threshold: float,
+def plot(path: Path | str, kind: str, stream: str | None, record: int | None, sample: int, threshold: float | None,
          out: Path, storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
     """Plot what the store at PATH recorded into an image file.
 
@@ -369,7 +369,8 @@ def plot(path: Path | str, kind: str, stream: str | None, record: int | None, sa
                 s = run[_plot_stream(run, kind, stream)]
                 if kind == "voltage":
                     _usage(plots.check_voltage_stream, s)
-                    ax = plots.voltage_traces(s, record, sample=sample, threshold=threshold)
+                    ax = plots.voltage_traces(s, record, sample=sample,
+                                              threshold=plots.DEFAULT_THRESHOLD if threshold is None else threshold)
                 else:
                     ax = plots.raster(s, record, sample=sample)
             elif kind == "rates":

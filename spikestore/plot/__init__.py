@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from spikestore._read.run import Run
     from spikestore._read.stream import Stream
 
-__all__ = ["check_voltage_stream", "draw", "firing_rate_heatmap", "full_batch_record", "grad_norms", "layer_label",
-           "raster", "short_batch_steps", "voltage_streams", "voltage_traces"]
+__all__ = ["DEFAULT_THRESHOLD", "check_voltage_stream", "draw", "firing_rate_heatmap", "full_batch_record",
+           "grad_norms", "layer_label", "raster", "short_batch_steps", "voltage_streams", "voltage_traces"]
 
 #: The threshold a voltage trace draws unless told otherwise: SpikingJelly's ``v_threshold`` default.
 DEFAULT_THRESHOLD = 1.0
