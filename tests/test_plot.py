@@ -269,6 +269,8 @@ def test_cli_plot_suggests_a_voltage_stream_and_draws_the_threshold(trained, tmp
     ax = saved[0]
     assert [ln.get_ydata()[0] for ln in ax.lines if len(ln.get_ydata()) == 2] == [0.75]
     assert "step 3" in ax.get_title() and "spike (output/1)" in _legend(ax)
+    r, saved = _cli([path, "--kind", "voltage", "--stream", "v_seq/1", "--out", out], monkeypatch)
+    assert r.exit_code == 0 and [ln.get_ydata()[0] for ln in saved[0].lines if len(ln.get_ydata()) == 2] == [1.0]
     r, saved = _cli([path, "--kind", "raster", "--stream", "output/1", "--out", out], monkeypatch)
     assert r.exit_code == 0 and "step 3" in saved[0].get_title()
     r, saved = _cli([path, "--kind", "rates", "--out", out], monkeypatch)
