@@ -18,8 +18,8 @@ per fence language); each page runs top to bottom in one namespace:
   too: every printed line is on the page.
 * A ```` ```console ```` block holds ``$ command`` lines, each followed by the output
   it prints (stdout and stderr together, compared the same way). The commands run in
-  ``bash`` in a fresh folder whose ``runs/demo.zarr`` is the demo store (``tools/demo.py
-  --epochs 1``, the session fixture ``demo_store_dir``), with this interpreter's
+  ``bash`` in a fresh folder whose ``runs/demo.zarr`` is the demo store (the one ``bash
+  tools/demo.sh`` writes, the session fixture ``demo_store_dir``), with this interpreter's
   ``bin`` first on ``PATH`` so ``spikestore`` is the checkout's.
 * Blocks fenced as ```` ``` ```` or ```` ```bash ```` are not run.
 
