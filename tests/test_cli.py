@@ -248,3 +248,7 @@ def test_info_still_calls_a_store_that_lost_its_root_document_damaged(tmp_path):
     (store / "zarr.json").unlink()
     r = _info(str(store))
     assert r.exit_code == 1 and "damaged" in r.stderr and "spikestore verify" in r.stderr, r.stderr
+    _write(store / "__rank1", 1)                             # a part of its own, as each rank of a run has
+    (store / "zarr.json").write_text("{not json")            # and a root that cannot be read
+    r = _info(str(store))
+    assert r.exit_code == 1 and "damaged" in r.stderr and "holds" not in r.stdout, r.output

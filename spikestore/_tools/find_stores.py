@@ -68,10 +68,14 @@ def stores_in(folder: Path, depth: int = 2) -> list[FoundStore]:
 
     Stores are Zarr folders and HDF5 files (by suffix) that open as stores;
     a store that opens damaged is listed as such. The search looks inside
-    neither stores nor other Zarr hierarchies, and skips hidden entries.
-    Paths are ``folder`` joined with each store's path below it.
+    neither stores nor other Zarr hierarchies (``folder`` itself included:
+    the groups of a store whose root cannot be read are that store's, such
+    as the part of each rank), and skips hidden entries. Paths are
+    ``folder`` joined with each store's path below it.
     """
     found: list[FoundStore] = []
+    if (folder / _ZARR_GROUP).exists():
+        return found
     try:
         entries = sorted(folder.iterdir())
     except OSError:
