@@ -107,8 +107,9 @@ CELLS = [
 This notebook opens `runs/demo.zarr`, the store written by the demo (`bash tools/demo.sh`, which runs
 `python tools/demo.py` with its defaults: it trains a small LIF network on sklearn's digits for three epochs
 and records every layer's spikes, membrane potentials and input-gradient norms), then looks at it through
-the stream views, xarray, and `spikestore.analysis` / `spikestore.plot`. Run it from the repository or from
-`docs/` (`jupyter nbconvert --to notebook --execute docs/notebook.ipynb`) and it prints what is shown here.
+the stream views, xarray, and `spikestore.analysis` / `spikestore.plot`. Run in the repository's root or in
+`docs/` (where Jupyter and `jupyter nbconvert --to notebook --execute docs/notebook.ipynb` run it), it finds
+that store and prints what is shown here.
 Set `SPIKESTORE_DEMO_STORE` to read another store. See `docs/reading.md` for the guide."""),
     ("code", """%matplotlib inline
 import os
