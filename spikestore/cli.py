@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - exercised by the console script only
     sys.stderr.write("the spikestore command needs click: pip install 'spikestore[cli]'\n")
     raise SystemExit(2) from None
 
-from spikestore.errors import InvalidArgumentError, SpikestoreError
+from spikestore.errors import DamagedStoreError, InvalidArgumentError, SpikestoreError, StoreNotFoundError
 
 __all__ = ["main"]
 
@@ -204,12 +204,22 @@ def main() -> None:
 @click.argument("path", type=_StorePath(exists=True))
 @_storage_flags
 def info(path: Path | str, storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
-    """Summary of the store at PATH (a folder, file or URL): streams, records, steps, sizes, writer status."""
+    """Summary of the store at PATH (a folder, file or URL): streams, records, steps, sizes, writer status.
+
+    A folder that holds stores without being one is listed (a line per store, exit 0); a path inside a
+    store names that store (exit 1).
+    """
     from spikestore._read.run import open as open_run
 
     where = _location(path, storage_option, storage_options_json)
     try:
-        with open_run(where) as run:
+        try:
+            run = open_run(where)
+        except (StoreNotFoundError, DamagedStoreError) as exc:
+            if isinstance(where, Path):
+                _not_a_store(where, exc)  # exits, unless exc says best what is wrong
+            raise
+        with run:
             w = run.writer
             status = w["status"]
             if status == "open":
@@ -229,6 +239,40 @@ def info(path: Path | str, storage_option: tuple[str, ...], storage_options_json
             click.echo(run.summary_table())
     except SpikestoreError as exc:
         _fail(exc)
+
+
+def _not_a_store(path: Path, exc: SpikestoreError) -> None:
+    """For ``info`` on a local path that does not open as a store: say what it is, and exit.
+
+    A path inside a store names the store (exit 1); a folder that holds stores lists them (exit 0); a
+    folder that holds none says so (exit 1). Returns, for ``exc`` to be reported as it is, when the
+    path is none of these (a store that lost its root document, a file that is no store).
+    """
+    from spikestore._tools.find_stores import enclosing_store, stores_in
+    from spikestore._tools.summary import format_columns
+
+    inside = enclosing_store(path)
+    if inside is not None:
+        where = f" (in stream {inside.stream!r})" if inside.stream else ""
+        read = (f", read the stream with spikestore.open({str(inside.store)!r})[{inside.stream!r}]"
+                if inside.stream else "")
+        _fail(StoreNotFoundError(f"{path} is not a store: it lies inside the store {inside.store}{where}; see "
+                                 f"the store with `spikestore info {inside.store}`{read}"))
+    if not path.is_dir():
+        return
+    found = stores_in(path)
+    if not found and isinstance(exc, DamagedStoreError):
+        return
+    if not found:
+        _fail(StoreNotFoundError(f"{path} is not a store, and no store is in it or in its subfolders (2 levels "
+                                 "down): a store is a Zarr folder (run.zarr) or an HDF5 file (run.h5) that "
+                                 "spikestore.Store wrote"))
+    click.echo(f"{path} is not a store; it holds {len(found)} store{'s' if len(found) > 1 else ''}:\n")
+    rows = [[str(s.path), "-" if s.streams is None else str(s.streams), "-" if s.records is None else str(s.records),
+             s.status] for s in found]
+    click.echo(format_columns(["store", "streams", "records", "status"], rows, right=frozenset({1, 2})))
+    click.echo(f"\nSee one with `spikestore info {found[0].path}`.")
+    raise SystemExit(0)
 
 
 @main.command()

@@ -62,10 +62,12 @@ def hstore(pristine: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding ``runs/demo.zarr`` written by ``tools/demo.py --epochs 1`` (about a minute), once per session.
+    """A folder holding ``runs/demo.zarr`` as the README's main command writes it, once per session.
 
-    Shared by the docs tests (tests/test_docs_executed.py, tests/test_notebook.py); treat it as
-    read-only. ``SPIKESTORE_DEMO_DIR`` names a folder that already holds one, to skip the demo.
+    ``bash tools/demo.sh`` runs ``tools/demo.py`` with no arguments (three epochs, 66 steps, into
+    ``runs/demo.zarr``); so does this fixture, in the folder (about 25 s on the 2-core development
+    machine). Shared by the docs tests (tests/test_docs_executed.py, tests/test_notebook.py); treat it
+    as read-only. ``SPIKESTORE_DEMO_DIR`` names a folder that already holds one, to skip the demo.
     """
     import subprocess
     import sys
@@ -73,9 +75,8 @@ def demo_store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if os.environ.get("SPIKESTORE_DEMO_DIR"):
         return Path(os.environ["SPIKESTORE_DEMO_DIR"]).resolve()
     folder = tmp_path_factory.mktemp("demo")
-    subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "tools" / "demo.py"),
-                    "--epochs", "1", "--out", str(folder / "runs" / "demo.zarr")],
-                   check=True, capture_output=True, timeout=900)
+    subprocess.run([sys.executable, str(Path(__file__).resolve().parent.parent / "tools" / "demo.py")],
+                   cwd=folder, check=True, capture_output=True, timeout=900)
     return folder
 
 

@@ -144,3 +144,111 @@ def test_export_format_comes_from_the_suffix(store, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "'.csv'" in r.stderr and ".nwb" in r.stderr and ".hdf5" in r.stderr and "--format" in r.stderr
     assert not (tmp_path / "o.csv").exists()
+
+
+def _info(*args: str, cwd=None):
+    """``spikestore info ARGS`` in this process (click's runner), from ``cwd`` when given."""
+    import os
+
+    from click.testing import CliRunner
+
+    from spikestore.cli import main
+
+    before = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        return CliRunner().invoke(main, ["info", *args])
+    finally:
+        os.chdir(before)
+
+
+def _write(path, steps: int, keys=("output/fc",)) -> None:
+    with spikestore.Store(path) as st:
+        for step in range(steps):
+            st.set_step(step)
+            for key in keys:
+                st.append(key, np.ones((2, 3), np.float32))
+
+
+def test_info_on_a_folder_lists_the_stores_it_holds(tmp_path):
+    import h5py
+    import zarr
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    _write(runs / "a.zarr", 3, keys=("output/fc", "v/fc"))
+    _write(runs / "b.h5", 5)
+    (runs / "sweep").mkdir()
+    _write(runs / "sweep" / "c.zarr", 2)
+    _write(runs / ".hidden.zarr", 1)                        # hidden: not listed
+    zarr.open_group(runs / "other.zarr", mode="w")          # a Zarr group that is no store
+    with h5py.File(runs / "plain.h5", "w") as f:            # an HDF5 file that is no store
+        f["x"] = [1, 2]
+    (runs / "notes.txt").write_text("lr sweep\n")
+    live = spikestore.Store(runs / "d.zarr")                # a writer still at work: its committed records
+    live.set_step(0)
+    live.append("output/fc", np.ones((2, 3), np.float32))
+    live.flush()
+    try:
+        r = _info(str(runs))
+    finally:
+        live.close()
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"{runs} is not a store; it holds 4 stores:", r.stdout
+    rows = {line.split()[0]: line.split()[1:] for line in lines[4:8]}
+    assert lines[2].split() == ["store", "streams", "records", "status"]
+    assert rows == {f"{runs}/a.zarr": ["2", "6", "closed"], f"{runs}/b.h5": ["1", "5", "closed"],
+                    f"{runs}/d.zarr": ["1", "1", "open"], f"{runs}/sweep/c.zarr": ["1", "2", "closed"]}
+    assert lines[-1] == f"See one with `spikestore info {runs}/a.zarr`."
+    assert "damaged" not in r.output and "restore" not in r.output
+    r = _info("runs", cwd=tmp_path)                          # paths as given
+    assert r.exit_code == 0 and "\nruns/sweep/c.zarr " in r.stdout, r.output
+
+
+def test_info_on_a_folder_without_stores_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "junk" / "deeper").mkdir(parents=True)
+    (tmp_path / "junk" / "notes.txt").write_text("no store here\n")
+    _write(tmp_path / "junk" / "deeper" / "too_deep" / "s.zarr", 1)   # three levels down: not searched
+    for folder in ("empty", "junk"):
+        r = _info(str(tmp_path / folder))
+        assert r.exit_code == 1, r.output
+        assert r.stderr == (f"spikestore: {tmp_path / folder} is not a store, and no store is in it or in its "
+                            "subfolders (2 levels down): a store is a Zarr folder (run.zarr) or an HDF5 file "
+                            "(run.h5) that spikestore.Store wrote\n")
+
+
+def test_info_inside_a_store_names_the_store_and_the_stream(tmp_path):
+    store = tmp_path / "runs" / "s.zarr"
+    _write(store, 2, keys=("output/fc", "output/block.1/conv"))
+    quantity = store / "output"
+    escaped = next(p for p in quantity.iterdir() if p.is_dir() and p.name != "fc")  # the escaped layer name
+    assert escaped.name != "block.1/conv"
+    cases = {quantity / "fc": "output/fc", quantity / "fc" / "seg000000": "output/fc",
+             escaped: "output/block.1/conv", escaped / "step": "output/block.1/conv"}
+    for path, key in cases.items():
+        r = _info(str(path))
+        assert r.exit_code == 1, r.output
+        assert r.stderr == (f"spikestore: {path} is not a store: it lies inside the store {store} (in stream "
+                            f"{key!r}); see the store with `spikestore info {store}`, read the stream with "
+                            f"spikestore.open({str(store)!r})[{key!r}]\n"), r.stderr
+        assert spikestore.open(store)[key].key == key
+    r = _info(str(quantity))
+    assert r.exit_code == 1 and r.stderr == (f"spikestore: {quantity} is not a store: it lies inside the store "
+                                             f"{store}; see the store with `spikestore info {store}`\n"), r.stderr
+    r = _info("output/fc", cwd=store)                        # relative to where the command runs
+    assert r.exit_code == 1 and "inside the store . (in stream 'output/fc')" in r.stderr, r.stderr
+
+
+def test_info_still_calls_a_store_that_lost_its_root_document_damaged(tmp_path):
+    store = tmp_path / "s.zarr"
+    _write(store, 2)
+    (store / "zarr.json").unlink()
+    r = _info(str(store))
+    assert r.exit_code == 1 and "damaged" in r.stderr and "spikestore verify" in r.stderr, r.stderr
+    _write(store / "__rank1", 1)                             # a part of its own, as each rank of a run has
+    (store / "zarr.json").write_text("{not json")            # and a root that cannot be read
+    r = _info(str(store))
+    assert r.exit_code == 1 and "damaged" in r.stderr and "holds" not in r.stdout, r.output

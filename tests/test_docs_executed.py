@@ -18,8 +18,8 @@ per fence language); each page runs top to bottom in one namespace:
   too: every printed line is on the page.
 * A ```` ```console ```` block holds ``$ command`` lines, each followed by the output
   it prints (stdout and stderr together, compared the same way). The commands run in
-  ``bash`` in a fresh folder whose ``runs/demo.zarr`` is the demo store (``tools/demo.py
-  --epochs 1``, the session fixture ``demo_store_dir``), with this interpreter's
+  ``bash`` in a fresh folder whose ``runs/demo.zarr`` is the demo store (the one ``bash
+  tools/demo.sh`` writes, the session fixture ``demo_store_dir``), with this interpreter's
   ``bin`` first on ``PATH`` so ``spikestore`` is the checkout's.
 * Blocks fenced as ```` ``` ```` or ```` ```bash ```` are not run.
 
@@ -38,6 +38,7 @@ then restore the ``...`` the page used for temporary paths and review the diff.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import doctest
 import io
@@ -249,6 +250,33 @@ def test_page_on_the_demo_store(page: str, demo_store_dir: Path, tmp_path: Path,
         import matplotlib.pyplot as plt
 
         plt.close("all")
+
+
+def _demo_defaults() -> dict[str, object]:
+    """The default of each option of tools/demo.py, read from its source: what a run without arguments uses."""
+    found: dict[str, object] = {}
+    for node in ast.walk(ast.parse((ROOT / "tools" / "demo.py").read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument":
+            default = next((k.value for k in node.keywords if k.arg == "default"), None)
+            if default is not None:
+                found[ast.literal_eval(node.args[0]).lstrip("-")] = ast.literal_eval(default)
+    return found
+
+
+@pytest.mark.slow  # the demo store comes from a subprocess
+def test_the_pages_run_on_the_store_of_the_readmes_main_command(demo_store_dir: Path) -> None:
+    import spikestore
+
+    assert "```bash\nbash tools/demo.sh\n```" in (ROOT / "README.md").read_text(encoding="utf-8")  # no arguments
+    calls = [line.split() for line in (ROOT / "tools" / "demo.sh").read_text(encoding="utf-8").splitlines()
+             if "demo.py" in line and not line.lstrip().startswith("#")]
+    assert calls == [["python", "tools/demo.py", '"$@"']]  # so the demo runs with its defaults
+    defaults = _demo_defaults()
+    assert defaults["out"] == "runs/demo.zarr" and defaults["epochs"] == 3, defaults
+    with spikestore.open(demo_store_dir / str(defaults["out"])) as run:
+        recorded = {k: run.metadata[k] for k in ("epochs", "T", "batch", "hidden", "lr", "seed")}
+        assert recorded == {k: defaults[k] for k in recorded}
+        assert len(run["output/2"]) == 3 * -(-1347 // 64)  # 75% of sklearn's 1797 digits, batch 64, each epoch
 
 
 @pytest.mark.slow  # its console block runs in bash

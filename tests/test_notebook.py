@@ -1,9 +1,10 @@
 """docs/notebook.ipynb runs against a fresh demo store, and its committed outputs are what it prints.
 
 The notebook is made by ``tools/make_doc_images.py`` (its ``CELLS``): the test builds it from
-there, runs it with nbclient in a folder whose ``runs/demo.zarr`` is the session's demo store
-(``tools/demo.py --epochs 1``, fixture ``demo_store_dir``), and compares it with the committed
-``docs/notebook.ipynb``:
+there, runs it with nbclient as ``jupyter nbconvert --execute docs/notebook.ipynb`` (or ``jupyter
+execute``) runs it in the repository, in a ``docs`` folder beside a ``runs/demo.zarr`` that is the
+session's demo store (the store ``bash tools/demo.sh`` writes, fixture ``demo_store_dir``), and
+compares it with the committed ``docs/notebook.ipynb``:
 
 * the cells and their sources are the generator's;
 * every code cell has the same kinds of outputs (stream, text, HTML, PNG), in order;
@@ -66,7 +67,8 @@ def _outputs(cell) -> list[tuple[str, str | None]]:
 @pytest.mark.slow  # the demo and a Jupyter kernel run in subprocesses
 def test_the_notebook_runs_and_shows_what_it_prints(demo_store_dir: Path, tmp_path: Path) -> None:
     (tmp_path / "runs").symlink_to(demo_store_dir / "runs")
-    executed = _generator().build_notebook(None, execute_in=tmp_path)
+    (tmp_path / "docs").mkdir()  # Jupyter runs a notebook in its own folder: the repository's docs/
+    executed = _generator().build_notebook(None, execute_in=tmp_path / "docs")
 
     outputs = [o for cell in executed.cells if cell.cell_type == "code" for o in cell.outputs]
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]

@@ -1,7 +1,8 @@
 """Draw the figures of docs/reading.md and write the example notebook docs/notebook.ipynb.
 
 Figures (docs/images/*.png) come from a store written by ``tools/demo.py``
-(made in a temporary folder with ``--epochs 1`` unless ``--store`` names one)
+with its defaults, as ``bash tools/demo.sh`` runs it (made in a temporary folder
+unless ``--store`` names one)
 and from the tutorial's surrogate-alpha sweep (section 6.2 of
 docs/tutorial.md), re-run here into a temporary store::
 
@@ -34,10 +35,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def demo_store(folder: Path) -> Path:
-    out = folder / "runs" / "demo.zarr"
-    subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--epochs", "1", "--out", str(out)],
-                   check=True, stdout=subprocess.DEVNULL)
-    return out
+    """``runs/demo.zarr`` in ``folder``, as ``bash tools/demo.sh`` writes it: ``tools/demo.py`` with no arguments."""
+    subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py")], cwd=folder, check=True,
+                   stdout=subprocess.DEVNULL)
+    return folder / "runs" / "demo.zarr"
 
 
 def alpha_store(folder: Path) -> Path:
@@ -103,9 +104,12 @@ def draw(demo: Path, alpha: Path, out: Path) -> list[Path]:
 CELLS = [
     ("markdown", """# Reading a spikestore run in a notebook
 
-This notebook opens the store written by the demo (`python tools/demo.py --epochs 1`, which trains a small
-LIF network on sklearn's digits and records every layer's spikes, membrane potentials and input-gradient
-norms), then looks at it through the stream views, xarray, and `spikestore.analysis` / `spikestore.plot`.
+This notebook opens `runs/demo.zarr`, the store written by the demo (`bash tools/demo.sh`, which runs
+`python tools/demo.py` with its defaults: it trains a small LIF network on sklearn's digits for three epochs
+and records every layer's spikes, membrane potentials and input-gradient norms), then looks at it through
+the stream views, xarray, and `spikestore.analysis` / `spikestore.plot`. Run in the repository's root or in
+`docs/` (where Jupyter and `jupyter nbconvert --to notebook --execute docs/notebook.ipynb` run it), it finds
+that store and prints what is shown here.
 Set `SPIKESTORE_DEMO_STORE` to read another store. See `docs/reading.md` for the guide."""),
     ("code", """%matplotlib inline
 import os
@@ -118,8 +122,8 @@ import spikestore
 from spikestore import analysis, plot
 
 path = Path(os.environ.get("SPIKESTORE_DEMO_STORE", "runs/demo.zarr"))
-if not path.exists() and (Path("..") / path).exists():  # opened from docs/
-    path = Path("..") / path
+if not path.exists() and (Path("..") / path).exists():  # opened from docs/: work in the repository's root
+    os.chdir("..")
 run = spikestore.open(path)  # reads the root document only
 run"""),
     ("markdown", "Streams are `quantity/layer`; opening one reads its JSON document, not its data."),
@@ -138,7 +142,7 @@ print("step 3 is", s.sel(step=3).shape, "; firing rate at the last step:", s[-1]
     ("markdown", """## xarray and dask
 
 `xarray.open_dataset(path, engine="spikestore")` gives one lazy variable per stream, `"<quantity>/<layer>"`.
-The last, smaller batch of the epoch is padded along the batch axis (NaN for potentials, 0 for spikes), and
+The last, smaller batch of each epoch is padded along the batch axis (NaN for potentials, 0 for spikes), and
 each record's real batch size is the coordinate `"<stream>:batch_size"`. Nothing is read until values are
 asked for."""),
     ("code", """ds = xr.open_dataset(path, engine="spikestore", chunks={})
@@ -146,7 +150,7 @@ ds"""),
     ("code", """\
 v = run["v_seq/2"].to_xarray()   # one array: record, time, batch, neuron; step, batch_size are coordinates
 print(dict(v.sizes), v.batch_size.values[-3:])
-mean_v = v.mean(("batch", "neuron")).compute()   # skips the NaN padding of the last record
+mean_v = v.mean(("batch", "neuron")).compute()   # skips the NaN padding of each epoch's last record
 mean_v.swap_dims(record="step").plot(x="time", hue="step", add_legend=False);"""),
     ("markdown", "`xarray.open_datatree` gives the same variables as a tree: one node per quantity, then per layer."),
     ("code", """tree = xr.open_datatree(path, engine="spikestore")
@@ -163,8 +167,9 @@ analysis.population_rate(s).mean("record").to_series()"""),
 def build_notebook(path: Path, execute_in: Path | None = None):
     """Write the notebook of ``CELLS`` to ``path`` (``None``: only return it).
 
-    With ``execute_in``, a folder holding ``runs/demo.zarr``, the notebook is run there
-    first and keeps its outputs. Returns the ``nbformat`` notebook.
+    With ``execute_in``, a folder holding ``runs/demo.zarr`` (or a folder beside it, as
+    ``docs/`` is in the repository), the notebook is run there first and keeps its outputs.
+    Returns the ``nbformat`` notebook.
     """
     import nbformat
 

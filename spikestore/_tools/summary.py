@@ -14,7 +14,9 @@ import numpy as np
 if TYPE_CHECKING:
     from spikestore._read.stream import Stream
 
-__all__ = ["HEAD", "format_bytes", "format_html", "format_table", "row_cells", "summarize", "total_cells"]
+__all__ = [
+    "HEAD", "format_bytes", "format_columns", "format_html", "format_table", "row_cells", "summarize", "total_cells",
+]
 
 
 def format_bytes(n: float) -> str:
@@ -85,20 +87,27 @@ def total_cells(rows: list[dict[str, Any]], label: str = "total") -> list[str]:
             format_bytes(sum(r["bytes"] for r in rows)), f"{100 * data / f32:.2f}%" if f32 else "-"]
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """A fixed-width text table of :func:`summarize` rows, with a total line."""
-    head = HEAD
-    body = [row_cells(r) for r in rows]
-    body.append(total_cells(rows))
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
-    right = {1, 6, 7}
+def format_columns(head: list[str], rows: list[list[str]], right: frozenset[int] = frozenset(),
+                   footer: list[str] | None = None) -> str:
+    """A fixed-width text table: ``head``, a rule, ``rows``, then a rule and ``footer`` when given.
+
+    Columns are as wide as their widest cell; those numbered in ``right`` are aligned right.
+    """
+    body = [*rows, *([footer] if footer is not None else [])]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
 
     def line(cells: list[str]) -> str:
         pairs = enumerate(zip(cells, widths, strict=True))
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in pairs)
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in pairs).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(head), rule, *(line(b) for b in body[:-1]), rule, line(body[-1])])
+    tail = [rule, line(footer)] if footer is not None else []
+    return "\n".join([line(head), rule, *(line(r) for r in rows), *tail])
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width text table of :func:`summarize` rows, with a total line."""
+    return format_columns(HEAD, [row_cells(r) for r in rows], right=frozenset({1, 6, 7}), footer=total_cells(rows))
 
 
 def format_html(title: str, rows: list[dict[str, Any]]) -> str:
