@@ -252,3 +252,13 @@ def test_info_still_calls_a_store_that_lost_its_root_document_damaged(tmp_path):
     (store / "zarr.json").write_text("{not json")            # and a root that cannot be read
     r = _info(str(store))
     assert r.exit_code == 1 and "damaged" in r.stderr and "holds" not in r.stdout, r.output
+
+
+def test_a_folder_of_stores_is_not_called_a_damaged_store(tmp_path):
+    # A folder holding stores has no root document, and its members are stores, not a lost root's groups.
+    for name in ("a.zarr", "b.zarr"):
+        with spikestore.Store(tmp_path / name) as store:
+            store.append("output/x", np.ones(3, np.float32))
+    with pytest.raises(spikestore.StoreNotFoundError) as info:
+        spikestore.open(tmp_path)
+    assert not isinstance(info.value, spikestore.DamagedStoreError) and "not a spikestore store" in str(info.value)

@@ -175,7 +175,7 @@ def check_no_root(backend: Backend) -> None:
         info = backend.inspect("")
         if info is not None and info.doc:
             raise damaged(backend.path, where, "the root document is there but cannot be read")
-        groups = [] if info is None or info.meta else [m for m in info.members if _has_meta(backend, m)]
+        groups = [] if info is None or info.meta else [m for m in info.members if _lost_group(backend, m)]
     except DamagedStoreError:
         raise
     except Exception as exc:
@@ -186,9 +186,11 @@ def check_no_root(backend: Backend) -> None:
         raise damaged(backend.path, where, f"it is missing, but the store holds groups {', '.join(groups)}")
 
 
-def _has_meta(backend: Backend, node: str) -> bool:
+def _lost_group(backend: Backend, node: str) -> bool:
+    """Whether ``node`` is a group a lost root would leave: metadata without a document of its own
+    (a quantity's group). A member with a root document is a store of its own (a folder of stores)."""
     info = backend.inspect(node)
-    return info is not None and info.meta
+    return info is not None and info.meta and not info.doc
 
 
 def load_stream_doc(backend: Backend, key: str, writer: dict[str, Any] | None = None
