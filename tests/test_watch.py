@@ -1,0 +1,127 @@
+"""``spikestore watch``: the plain-text snapshot against the reader, and the terminal view under a pseudo-terminal
+while a writer in this process appends to the store."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import spikestore
+from spikestore.cli import main
+from spikestore.live import Follower
+
+ROOT = Path(__file__).resolve().parent.parent
+NEURONS = 16
+#: Steps of the live test: eight digits, which no pid, size or duration on the screen shows.
+FIRST, LATER = 31_415_926, 42_424_242
+
+
+def spikes(step: int) -> np.ndarray:
+    """A (4, NEURONS) spike record: neuron 0 always fires, the last never does, the others at random."""
+    rng = np.random.default_rng(step)
+    record = (rng.random((4, NEURONS)) < 0.5).astype(np.float32)
+    record[:, 0], record[:, -1] = 1, 0
+    return record
+
+
+def voltage(step: int) -> np.ndarray:
+    return np.random.default_rng(1000 + step).normal(step, 1.0, (4, NEURONS)).astype(np.float32)
+
+
+def append_step(store: spikestore.Store, step: int) -> None:
+    store.set_step(step)
+    store.append("output/fc", spikes(step))
+    store.append("v/fc", voltage(step))
+
+
+@pytest.fixture()
+def recorded(tmp_path: Path) -> Path:
+    path = tmp_path / "run.zarr"
+    with spikestore.Store(path, chunk_bytes=256) as store:
+        for step in range(10):
+            append_step(store, step)
+    return path
+
+
+def rows(text: str) -> dict[str, list[str]]:
+    """The stream table of a snapshot: stream key -> its cells (cells are two or more spaces apart)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("stream "))
+    return {cells[0]: cells for cells in (re.split(r"\s{2,}", line.strip()) for line in lines[start + 2:])}
+
+
+def test_once_matches_the_reader_and_the_engine(recorded: Path) -> None:
+    result = CliRunner().invoke(main, ["watch", str(recorded), "--once"])
+    assert result.exit_code == 0, result.output
+    table = rows(result.output)
+    assert list(table) == ["output/fc", "v/fc"]
+    with spikestore.open(recorded) as run, Follower(run) as follower:
+        snap = follower.refresh()
+        for key, cells in table.items():
+            stream = run[key]
+            assert cells[1] == str(len(stream)) == str(snap.streams[key].records)
+            assert cells[2] == str(int(stream.steps[-1])) == str(snap.streams[key].last_step) == "9"
+    # the latest rate / mean, from the records themselves
+    last = np.stack([spikes(9)])
+    assert table["output/fc"][3] == f"{last.mean():.3f}"
+    v = voltage(9)
+    assert table["v/fc"][3] == f"{v.mean():.3g} ± {v.std():.2g}"
+    # one neuron of 16 never fires, one always does; a float stream has neither
+    assert table["output/fc"][5:7] == ["6%", "6%"]
+    assert table["v/fc"][5:7] == ["-", "-"]
+    assert "writer   closed" in result.output
+
+
+def test_without_a_terminal_it_prints_one_snapshot(recorded: Path) -> None:
+    """stdout is not a terminal under CliRunner: the same snapshot as --once, and exit 0."""
+    plain = CliRunner().invoke(main, ["watch", str(recorded)])
+    once = CliRunner().invoke(main, ["watch", str(recorded), "--once"])
+    assert plain.exit_code == 0, plain.output
+    assert rows(plain.output) == rows(once.output)
+
+
+def test_a_path_that_is_not_a_store_fails_as_info_does(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a store")
+    runner = CliRunner()
+    watched = runner.invoke(main, ["watch", str(tmp_path), "--once"])
+    info = runner.invoke(main, ["info", str(tmp_path)])
+    assert watched.exit_code == info.exit_code == 1
+    assert watched.output == info.output and watched.output.startswith("spikestore: ")
+
+
+def test_interval_is_at_most_two_seconds(recorded: Path) -> None:
+    result = CliRunner().invoke(main, ["watch", str(recorded), "--interval", "5"])
+    assert result.exit_code == 2 and "--interval" in result.output
+
+
+@pytest.mark.slow
+def test_terminal_view_follows_a_live_writer(tmp_path: Path) -> None:
+    """Under a pseudo-terminal: the view shows the streams, then a step committed after it started, opens a
+    stream's neurons on Enter, and quits on q with status 0."""
+    pexpect = pytest.importorskip("pexpect")
+    path = tmp_path / "live.zarr"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"}
+    with spikestore.Store(path, chunk_bytes=256) as store:
+        for step in range(FIRST, FIRST + 4):
+            append_step(store, step)
+        store.flush()
+        child = pexpect.spawn(sys.executable, ["-m", "spikestore.cli", "watch", str(path), "--interval", "0.2"],
+                              env=env, dimensions=(30, 150), encoding="utf-8", timeout=30)
+        try:
+            child.expect(str(FIRST + 3))  # the last step committed before the view started
+            append_step(store, LATER)
+            store.flush()
+            child.expect(str(LATER))  # followed without a restart
+            child.send("\r")
+            child.expect("most active")
+            child.send("q")
+            child.expect(pexpect.EOF, timeout=15)
+        finally:
+            child.close(force=True)
+    assert child.exitstatus == 0, child.before
