@@ -76,6 +76,17 @@ def test_once_matches_the_reader_and_the_engine(recorded: Path) -> None:
     assert table["output/fc"][5:7] == ["6%", "6%"]
     assert table["v/fc"][5:7] == ["-", "-"]
     assert "writer   closed" in result.output
+    # the mean of v/fc grows with the step (its records are drawn around the step): one bar per step, rising
+    history = table["v/fc"][4]
+    assert len(history) == 10 and history[0] == "▁" and history[-1] == "█"
+    assert list(history) == sorted(history)
+
+
+def test_a_terminal_without_unicode_gets_ascii(recorded: Path) -> None:
+    result = CliRunner(charset="ascii").invoke(main, ["watch", str(recorded), "--once"])
+    assert result.exit_code == 0, result.output
+    history = rows(result.output)["v/fc"][4]
+    assert history.isascii() and len(history) == 10 and history[0] == "_" and history[-1] == "#"
 
 
 def test_without_a_terminal_it_prints_one_snapshot(recorded: Path) -> None:

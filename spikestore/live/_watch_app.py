@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import work
@@ -19,6 +19,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
+from spikestore.live._snapshot import Snapshot
 from spikestore.live._watch_text import COLUMNS, LEFT_ALIGNED, neuron_lines, status_lines, stream_row
 
 __all__ = ["WatchApp"]
@@ -40,12 +41,12 @@ class WatchApp(App[None]):
         Binding("escape", "close_neurons", "close"),
     ]
 
-    def __init__(self, refresh: Callable[[], Any], interval: float) -> None:
+    def __init__(self, refresh: Callable[[], Snapshot], interval: float) -> None:
         super().__init__()
         self._refresh_snapshot = refresh
         self._interval = interval
         self._busy = threading.Lock()
-        self._snapshot: Any = None
+        self._snapshot: Snapshot | None = None
         self._shown: str | None = None  # the stream whose neurons are open
 
     def compose(self) -> ComposeResult:
@@ -78,7 +79,7 @@ class WatchApp(App[None]):
     def _show_error(self, exc: BaseException) -> None:
         self.query_one("#status", Static).update(f"cannot read the store: {exc} (retrying)")
 
-    def _show(self, snap: Any) -> None:
+    def _show(self, snap: Snapshot) -> None:
         self._snapshot = snap
         self.query_one("#status", Static).update("\n".join(status_lines(snap)))
         table = self.query_one("#streams", DataTable)

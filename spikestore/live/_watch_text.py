@@ -2,16 +2,17 @@
 
 Both the terminal view and ``--once`` build on these functions, so the two
 always show the same numbers. They take a :class:`~spikestore.live.Snapshot`
-(or anything with its fields) and never read the store.
+and never read the store.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol
 
 import numpy as np
+
+from spikestore.live._snapshot import Snapshot, StreamSummary
 
 __all__ = [
     "COLUMNS", "LEFT_ALIGNED", "format_bytes", "neuron_lines", "render_snapshot", "sparkline", "status_lines",
@@ -27,45 +28,6 @@ COLUMNS: tuple[str, ...] = ("stream", "records", "last step", "rate / mean", "hi
                             "on disk", "rec/s", "state")
 #: The columns drawn left-aligned (text); the others are numbers, right-aligned.
 LEFT_ALIGNED = frozenset({"stream", "history", "state"})
-
-
-class _Summary(Protocol):
-    """The fields of a stream summary this module reads (``spikestore.live.StreamSummary``)."""
-
-    key: str
-    binary: bool
-    records: int
-    last_step: int | None
-    ranks: tuple[int, ...]
-    steps: np.ndarray
-    rate: np.ndarray | None
-    mean: np.ndarray | None
-    std: np.ndarray | None
-    neurons: int
-    neuron_rates: np.ndarray | None
-    dead_fraction: float | None
-    saturated_fraction: float | None
-    bytes_on_disk: int
-    bits_per_spike: float | None
-    records_per_second: float | None
-    latest: np.ndarray | None
-
-    @property
-    def per_rank(self) -> Any: ...
-
-
-class _Snapshot(Protocol):
-    """The fields of a snapshot this module reads (``spikestore.live.Snapshot``)."""
-
-    path: str
-    time: float
-    writer: dict[str, Any]
-    failed: dict[str, str]
-    refresh_seconds: float
-    new_records: int
-
-    @property
-    def streams(self) -> Any: ...
 
 
 def sparkline(values: np.ndarray | Sequence[float] | None, width: int = 20, *, ascii_only: bool = False) -> str:
@@ -102,7 +64,7 @@ def _fraction(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.0%}"
 
 
-def _latest_value(s: _Summary) -> str:
+def _latest_value(s: StreamSummary, ascii_only: bool) -> str:
     """The last point of the rate (binary) or mean (float) history."""
     series = s.rate if s.binary else s.mean
     if series is None or len(series) == 0:
@@ -111,19 +73,19 @@ def _latest_value(s: _Summary) -> str:
     if s.binary:
         return f"{value:.3f}"
     spread = s.std[-1] if s.std is not None and len(s.std) else float("nan")
-    return f"{value:.3g} ± {float(spread):.2g}"
+    return f"{value:.3g} {'+-' if ascii_only else '±'} {float(spread):.2g}"
 
 
-def stream_row(s: _Summary, failure: str | None, *, width: int = 20, ascii_only: bool = False) -> tuple[str, ...]:
+def stream_row(s: StreamSummary, failure: str | None, *, width: int = 20, ascii_only: bool = False) -> tuple[str, ...]:
     """The cells of ``s``'s row, one per :data:`COLUMNS` entry."""
     rate = f"{s.records_per_second:.1f}" if s.records_per_second is not None else "-"
     state = f"FAILED: {failure}" if failure else ("spikes" if s.binary else "values")
-    return (s.key, str(s.records), "-" if s.last_step is None else str(s.last_step), _latest_value(s),
+    return (s.key, str(s.records), "-" if s.last_step is None else str(s.last_step), _latest_value(s, ascii_only),
             sparkline(s.rate if s.binary else s.mean, width, ascii_only=ascii_only), _fraction(s.dead_fraction),
             _fraction(s.saturated_fraction), format_bytes(s.bytes_on_disk), rate, state)
 
 
-def status_lines(snap: _Snapshot) -> list[str]:
+def status_lines(snap: Snapshot) -> list[str]:
     """The lines above the table: the store, the writer's status, drops and failed streams, the refresh."""
     w = snap.writer
     status = str(w.get("status", "?"))
@@ -153,14 +115,14 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     return out
 
 
-def render_snapshot(snap: _Snapshot, *, ascii_only: bool = False) -> str:
+def render_snapshot(snap: Snapshot, *, ascii_only: bool = False) -> str:
     """One plain-text snapshot: the status lines and the stream table (what ``--once`` prints)."""
     rows = [COLUMNS] + [stream_row(s, snap.failed.get(key), ascii_only=ascii_only)
                         for key, s in snap.streams.items()]
     return "\n".join([*status_lines(snap), "", *_table(rows)])
 
 
-def neuron_lines(s: _Summary, *, count: int = 8, width: int = 64, ascii_only: bool = False) -> list[str]:
+def neuron_lines(s: StreamSummary, *, count: int = 8, width: int = 64, ascii_only: bool = False) -> list[str]:
     """A stream's neurons: a heat row of the per-neuron rates (each character the mean of its share of the
     neurons), then the ``count`` most and least active neurons with their rates.
 

@@ -40,17 +40,11 @@ def _can_draw_blocks() -> bool:
 
 def run_watch(where: Any, *, interval: float, once: bool, fail: Callable[[BaseException], None]) -> None:
     """Open the store at ``where`` (a path or a ``StoreURL``) and show it: one snapshot, or the live view."""
-    from spikestore import open as open_run
     from spikestore.live import Follower
     from spikestore.live._watch_text import render_snapshot
 
     try:
-        run = open_run(where)
-    except SpikestoreError as exc:
-        fail(exc)
-        return
-    try:
-        with run, Follower(run) as follower:
+        with Follower(where) as follower:
             if once or not sys.stdout.isatty():
                 click.echo(render_snapshot(follower.refresh(), ascii_only=not _can_draw_blocks()))
                 return
