@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 import spikestore
 from spikestore.cli import main
-from spikestore.live import Follower
+from spikestore.live import Follower, Snapshot, StreamSummary
+from spikestore.live.watch import render_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
 NEURONS = 16
@@ -87,6 +88,30 @@ def test_a_terminal_without_unicode_gets_ascii(recorded: Path) -> None:
     assert result.exit_code == 0, result.output
     history = rows(result.output)["v/fc"][4]
     assert history.isascii() and len(history) == 10 and history[0] == "_" and history[-1] == "#"
+
+
+def summary(key: str, records: int, last_step: int) -> StreamSummary:
+    steps = np.arange(last_step + 1 - records, last_step + 1)
+    return StreamSummary(key=key, binary=False, records=records, last_step=last_step, ranks=(0,), steps=steps,
+                         rate=None, mean=steps.astype(float), std=np.zeros(records), neurons=1, neuron_rates=None,
+                         dead_fraction=None, saturated_fraction=None, bytes_on_disk=3 * 1024 ** 2,
+                         bits_per_spike=None, records_per_second=12.5)
+
+
+def test_snapshot_shows_failures_drops_and_ranks() -> None:
+    """A failed stream says why in its row and above the table; drops and each rank's writer are counted."""
+    writers = {0: {"status": "open", "pid": 11, "host": "node0", "modified": 1},
+               1: {"status": "failed", "pid": 12, "host": "node1", "modified": 2}}
+    snap = Snapshot(path="s3://bucket/run.zarr", time=0.0, writer=writers[0], failed={"v/fc": "disk full at step 4"},
+                    streams={"grad/fc": summary("grad/fc", 5, 4), "v/fc": summary("v/fc", 3, 2)},
+                    refresh_seconds=0.25, new_records=8, writers=writers, dropped=7)
+    text = render_snapshot(snap)
+    table = rows(text)
+    assert table["v/fc"][-1] == "FAILED: disk full at step 4" and table["grad/fc"][-1] == "values"
+    assert table["grad/fc"][1:4] == ["5", "4", "4 ± 0"] and table["grad/fc"][7:9] == ["3.0 MiB", "12.5"]
+    assert "dropped  7 records (queue full), 3 (changed in place)" in text
+    assert "ranks    0 open, 1 failed" in text and "failed   v/fc: disk full at step 4" in text
+    assert "refresh  8 new records in 250 ms" in text
 
 
 def test_without_a_terminal_it_prints_one_snapshot(recorded: Path) -> None:

@@ -88,7 +88,7 @@ class WatchApp(App[None]):
                    for name, cell in zip(COLUMNS, stream_row(summary, snap.failed.get(key)), strict=True)]
             if key in table.rows:
                 for name, cell in zip(COLUMNS, row, strict=True):
-                    table.update_cell(key, name, cell)
+                    table.update_cell(key, name, cell, update_width=True)
             else:
                 table.add_row(*row, key=key)
         self._show_neurons()

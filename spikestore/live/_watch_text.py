@@ -86,14 +86,18 @@ def stream_row(s: StreamSummary, failure: str | None, *, width: int = 20, ascii_
 
 
 def status_lines(snap: Snapshot) -> list[str]:
-    """The lines above the table: the store, the writer's status, drops and failed streams, the refresh."""
+    """The lines above the table: the store, the writer's status (each rank's, for several), records dropped
+    over every rank, failed streams, the last refresh."""
     w = snap.writer
+    modified = sum(int(ww.get("modified", 0)) for ww in (snap.writers or {0: w}).values())
     status = str(w.get("status", "?"))
     if status == "open":
         status += " (being written, or the writer was killed)"
     lines = [f"store    {snap.path}",
-             f"writer   {status}; pid {w.get('pid', '?')} on {w.get('host', '?')}; dropped records: "
-             f"{w.get('dropped', 0)} (queue full), {w.get('modified', 0)} (changed in place)"]
+             f"writer   {status}; pid {w.get('pid', '?')} on {w.get('host', '?')}",
+             f"dropped  {snap.dropped} records (queue full), {modified} (changed in place)"]
+    if len(snap.writers) > 1:
+        lines.insert(2, "ranks    " + ", ".join(f"{r} {ww.get('status', '?')}" for r, ww in snap.writers.items()))
     if w.get("error"):
         lines.append(f"error    {w['error']}")
     if snap.failed:

@@ -21,8 +21,9 @@ from typing import Any
 import click
 
 from spikestore.errors import SpikestoreError
+from spikestore.live._watch_text import render_snapshot
 
-__all__ = ["watch_command"]
+__all__ = ["render_snapshot", "run_watch", "watch_command"]
 
 #: The longest refresh interval: the view must follow a run within 2 s.
 MAX_INTERVAL = 2.0
@@ -41,7 +42,6 @@ def _can_draw_blocks() -> bool:
 def run_watch(where: Any, *, interval: float, once: bool, fail: Callable[[BaseException], None]) -> None:
     """Open the store at ``where`` (a path or a ``StoreURL``) and show it: one snapshot, or the live view."""
     from spikestore.live import Follower
-    from spikestore.live._watch_text import render_snapshot
 
     try:
         with Follower(where) as follower:
