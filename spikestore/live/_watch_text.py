@@ -72,8 +72,10 @@ def _latest_value(s: StreamSummary, ascii_only: bool) -> str:
     value = float(series[-1])
     if s.binary:
         return f"{value:.3f}"
-    spread = s.std[-1] if s.std is not None and len(s.std) else float("nan")
-    return f"{value:.3g} {'+-' if ascii_only else '±'} {float(spread):.2g}"
+    spread = float(s.std[-1]) if s.std is not None and len(s.std) else 0.0
+    if not spread:  # a scalar per step (a gradient norm), or a constant record: the mean says it all
+        return f"{value:.3g}"
+    return f"{value:.3g} {'+-' if ascii_only else '±'} {spread:.2g}"
 
 
 def stream_row(s: StreamSummary, failure: str | None, *, width: int = 20, ascii_only: bool = False) -> tuple[str, ...]:
