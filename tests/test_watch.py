@@ -155,7 +155,9 @@ def test_terminal_view_follows_a_live_writer(tmp_path: Path) -> None:
             store.flush()
             child.expect(str(LATER))  # followed without a restart
             child.send("\r")
-            child.expect("most active")
+            # neuron 0 fires at every time point, the last one never
+            child.expect(r"most active +#0 1\b")
+            child.expect(rf"least active +#{NEURONS - 1} 0\b")
             child.send("q")
             child.expect(pexpect.EOF, timeout=15)
         finally:

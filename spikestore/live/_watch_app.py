@@ -48,6 +48,7 @@ class WatchApp(App[None]):
         self._busy = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._shown: str | None = None  # the stream whose neurons are open
+        self._rows: dict[str, tuple[str, ...]] = {}  # the cells shown, per stream
 
     def compose(self) -> ComposeResult:
         yield Static("reading the store...", id="status")
@@ -84,13 +85,17 @@ class WatchApp(App[None]):
         self.query_one("#status", Static).update("\n".join(status_lines(snap)))
         table = self.query_one("#streams", DataTable)
         for key, summary in snap.streams.items():
-            row = [cell if name in LEFT_ALIGNED else Text(cell, justify="right")
-                   for name, cell in zip(COLUMNS, stream_row(summary, snap.failed.get(key)), strict=True)]
-            if key in table.rows:
-                for name, cell in zip(COLUMNS, row, strict=True):
-                    table.update_cell(key, name, cell, update_width=True)
-            else:
+            cells = stream_row(summary, snap.failed.get(key))
+            shown = self._rows.get(key)
+            self._rows[key] = cells
+            row = [cell if name in LEFT_ALIGNED else Text(cell, justify="right") for name, cell in zip(COLUMNS, cells,
+                                                                                                        strict=True)]
+            if shown is None:
                 table.add_row(*row, key=key)
+                continue
+            for name, old, cell in zip(COLUMNS, shown, row, strict=True):
+                if str(cell) != old:  # only what changed is redrawn
+                    table.update_cell(key, name, cell, update_width=True)
         self._show_neurons()
 
     def _selected(self) -> str | None:
