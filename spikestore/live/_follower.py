@@ -34,10 +34,12 @@ from spikestore.errors import InvalidArgumentError, StoreNotFoundError
 from spikestore.live._accumulators import Moments, NeuronWindow, StepHistory, record_moments
 from spikestore.live._snapshot import Snapshot, StreamSummary
 
-__all__ = ["MAX_VALUES", "Follower"]
+__all__ = ["MAX_VALUES", "STEP_BATCH", "Follower"]
 
 #: Decoded values a follower holds at once while reading new records (bits decode to float32: 16 MiB).
 MAX_VALUES = 1 << 22
+#: Steps read from a stream's index at once (8 bytes each).
+STEP_BATCH = 1 << 16
 
 
 @dataclass
@@ -127,6 +129,22 @@ def _points(seg: Segment) -> int:
     return seg.values_per_record // n if n else 0
 
 
+class _Steps:
+    """The steps of a one-part stream's records, read from its index :data:`STEP_BATCH` records at a time
+    (an index chunk is read once, however many stored record chunks it spans)."""
+
+    def __init__(self, stream: Stream, count: int) -> None:
+        self._stream, self._count = stream, count
+        self._lo, self._steps = 0, np.zeros(0, np.int64)
+
+    def between(self, lo: int, hi: int) -> np.ndarray:
+        """Steps of records ``lo:hi``."""
+        if not (self._lo <= lo and hi <= self._lo + len(self._steps)):
+            self._lo = lo
+            self._steps = self._stream.index("step", lo, min(self._count, max(hi, lo + STEP_BATCH)))
+        return self._steps[lo - self._lo:hi - self._lo]
+
+
 class _StreamState:
     """What a follower keeps of one stream: each rank's part and the merged stream."""
 
@@ -151,6 +169,7 @@ class _StreamState:
         done, n = self.consumed[rank], len(stream)
         if n < done:
             return -1
+        steps = _Steps(stream, n)
         for seg in stream.segments:
             if seg.stop <= done:
                 continue
@@ -160,7 +179,7 @@ class _StreamState:
                 # Up to the end of the stored chunk (a piece never crosses one) and at most `step` records.
                 chunk_end = seg.start + ((lo - seg.start) // seg.chunk_records + 1) * seg.chunk_records
                 hi = min(seg.stop, chunk_end, lo + step)
-                self._add(rank, part, seg, seg.read(lo - seg.start, hi - seg.start), stream.index("step", lo, hi))
+                self._add(rank, part, seg, seg.read(lo - seg.start, hi - seg.start), steps.between(lo, hi))
                 lo = hi
         read = n - done
         self.consumed[rank] = n
