@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +32,30 @@ from spikestore._read.segment import Segment
 from spikestore._read.stream import Stream
 from spikestore.backends import StoreURL
 from spikestore.errors import InvalidArgumentError, StoreNotFoundError
-from spikestore.live._accumulators import Moments, NeuronWindow, StepHistory, record_moments
+from spikestore.live._accumulators import (
+    Moments,
+    NeuronWindow,
+    StepHistory,
+    count_bits,
+    record_moments,
+    spike_moments,
+)
 from spikestore.live._snapshot import Snapshot, StreamSummary
 
-__all__ = ["MAX_VALUES", "Follower"]
+__all__ = ["MAX_VALUES", "SIZES_EVERY", "SIZES_SHARE", "STEP_BATCH", "Follower"]
 
 #: Decoded values a follower holds at once while reading new records (bits decode to float32: 16 MiB).
 MAX_VALUES = 1 << 22
+#: Steps read from a stream's index at once (8 bytes each).
+STEP_BATCH = 1 << 16
+#: Seconds between two counts of a growing stream's bytes on disk (counting lists its files).
+SIZES_EVERY = 5.0
+#: The most of its time a follower spends counting bytes on disk: a count that took t seconds waits t / share.
+SIZES_SHARE = 0.05
+
+
+#: The steps and per-neuron spike counts of records that a neuron window keeps (None: none of them).
+Window = tuple[np.ndarray, np.ndarray] | None
 
 
 @dataclass
@@ -72,23 +90,24 @@ class _Summary:
     nbytes: int = 0
     segment_bytes: int = 0
 
-    def add(self, seg: Segment, values: np.ndarray, steps: np.ndarray, moments: Moments, rank: int,
-            window: tuple[np.ndarray, np.ndarray] | None) -> None:
-        """Fold records ``values`` of ``seg`` (steps ``steps``, their :class:`Moments`) in; ``window``: the
-        steps and per-neuron spike counts of those of them that fall in the neuron window (binary segments)."""
+    def add(self, seg: Segment, steps: np.ndarray, moments: Moments, rank: int,
+            window: tuple[np.ndarray, np.ndarray] | None, last: np.ndarray) -> None:
+        """Fold records of ``seg`` in: their steps ``steps`` and :class:`Moments`; ``window``: the steps and
+        per-neuron spike counts of those that fall in the neuron window (binary segments); ``last``: the last
+        of them."""
         binary = seg.encoding == "bits"
         self.binary = self.binary and binary
         self.has_segments = True
         self.history.add(steps, moments)
-        self.records += len(values)
+        self.records += len(steps)
         if binary:
             self.spikes += round(float((moments.n * moments.mean).sum()))
         if window is not None:
             self.window.add(window[0], window[1], _points(seg))
-        last = (int(steps[-1]), rank)
-        self.last_step = last[0] if self.last_step is None else max(self.last_step, last[0])
-        if last >= self.latest_key:
-            self.latest_key, self.latest = last, values[-1].copy()
+        key = (int(steps[-1]), rank)
+        self.last_step = key[0] if self.last_step is None else max(self.last_step, key[0])
+        if key >= self.latest_key:
+            self.latest_key, self.latest = key, last
 
     def summary(self, key: str, ranks: tuple[int, ...], per_rank: dict[int, StreamSummary]) -> StreamSummary:
         binary = self.binary and self.has_segments
@@ -127,6 +146,22 @@ def _points(seg: Segment) -> int:
     return seg.values_per_record // n if n else 0
 
 
+class _Steps:
+    """The steps of a one-part stream's records, read from its index :data:`STEP_BATCH` records at a time
+    (an index chunk is read once, however many stored record chunks it spans)."""
+
+    def __init__(self, stream: Stream, count: int) -> None:
+        self._stream, self._count = stream, count
+        self._lo, self._steps = 0, np.zeros(0, np.int64)
+
+    def between(self, lo: int, hi: int) -> np.ndarray:
+        """Steps of records ``lo:hi``."""
+        if not (self._lo <= lo and hi <= self._lo + len(self._steps)):
+            self._lo = lo
+            self._steps = self._stream.index("step", lo, min(self._count, max(hi, lo + STEP_BATCH)))
+        return self._steps[lo - self._lo:hi - self._lo]
+
+
 class _StreamState:
     """What a follower keeps of one stream: each rank's part and the merged stream."""
 
@@ -136,7 +171,8 @@ class _StreamState:
         self.merged = self._new()
         self.parts: dict[int, _Summary] = {}
         self.consumed: dict[int, int] = {}
-        self.sized: set[int] = set()
+        self.counted: dict[int, tuple[float, float]] = {}  # rank -> (when its sizes were counted, seconds it took)
+        self.dirty: dict[int, bool] = {}  # rank -> grew since its sizes were counted
 
     def _new(self) -> _Summary:
         return _Summary(StepHistory(self._history), NeuronWindow(self._window))
@@ -151,6 +187,7 @@ class _StreamState:
         done, n = self.consumed[rank], len(stream)
         if n < done:
             return -1
+        steps = _Steps(stream, n)
         for seg in stream.segments:
             if seg.stop <= done:
                 continue
@@ -160,31 +197,67 @@ class _StreamState:
                 # Up to the end of the stored chunk (a piece never crosses one) and at most `step` records.
                 chunk_end = seg.start + ((lo - seg.start) // seg.chunk_records + 1) * seg.chunk_records
                 hi = min(seg.stop, chunk_end, lo + step)
-                self._add(rank, part, seg, seg.read(lo - seg.start, hi - seg.start), stream.index("step", lo, hi))
+                if seg.encoding == "bits" and seg.stored_dtype == np.uint8:  # counted packed, decoded in part
+                    at = (lo - seg.start) % seg.chunk_records
+                    rows = seg.chunk_rows((lo - seg.start) // seg.chunk_records, at, at + hi - lo)
+                    self._add_spikes(rank, part, seg, rows, steps.between(lo, hi))
+                else:
+                    values = seg.read(lo - seg.start, hi - seg.start)
+                    self._add(rank, part, seg, values, steps.between(lo, hi))
                 lo = hi
         read = n - done
         self.consumed[rank] = n
         return read
 
     def _add(self, rank: int, part: _Summary, seg: Segment, values: np.ndarray, steps: np.ndarray) -> None:
-        moments = record_moments(values, seg.encoding == "bits")
-        windows: list[tuple[np.ndarray, np.ndarray] | None] = [None, None]
-        if seg.encoding == "bits":
-            wanted = [part.window.wanted(steps), self.merged.window.wanted(steps)]
-            either = wanted[0] | wanted[1]
-            if either.any():  # count per neuron only the records some window keeps
-                picked = values[either]
-                counts = np.count_nonzero(picked.reshape(len(picked), -1, _neurons(seg)), axis=1)
-                windows = [(steps[w], counts[w[either]]) for w in wanted]
-        part.add(seg, values, steps, moments, rank, windows[0])
-        self.merged.add(seg, values, steps, moments, rank, windows[1])
+        """Fold decoded records in (any encoding)."""
+        binary = seg.encoding == "bits"
+        moments = record_moments(values, binary)
+        windows = self._windows(part, seg, steps, lambda which: values[which]) if binary else (None, None)
+        last = values[-1].copy()
+        part.add(seg, steps, moments, rank, windows[0], last)
+        self.merged.add(seg, steps, moments, rank, windows[1], last)
 
-    def sizes(self, rank: int, stream: Stream) -> None:
-        """Bytes on disk of rank ``rank``'s part: the stream's and its segments' (re-counted after growth)."""
+    def _add_spikes(self, rank: int, part: _Summary, seg: Segment, rows: np.ndarray, steps: np.ndarray) -> None:
+        """Fold stored rows of a ``bits`` segment in: spikes counted on the packed bits; only the records a
+        neuron window keeps, and the last one, are unpacked."""
+        moments = spike_moments(count_bits(rows, _neurons(seg)), seg.values_per_record)
+        windows = self._windows(part, seg, steps, lambda which: seg.decode_rows(rows[which]))
+        last = seg.decode_rows(rows[-1:])[0]
+        part.add(seg, steps, moments, rank, windows[0], last)
+        self.merged.add(seg, steps, moments, rank, windows[1], last)
+
+    def _windows(self, part: _Summary, seg: Segment, steps: np.ndarray,
+                 decode: Callable[[np.ndarray], np.ndarray]) -> tuple[Window, Window]:
+        """The steps and per-neuron spike counts of the records that the part's and the merged neuron window
+        keep (``decode(mask)`` gives those records)."""
+        wanted = (part.window.wanted(steps), self.merged.window.wanted(steps))
+        either = wanted[0] | wanted[1]
+        if not either.any():
+            return None, None
+        picked = decode(either)
+        counts = np.count_nonzero(picked.reshape(len(picked), -1, _neurons(seg)), axis=1)
+        mine, merged = ((steps[w], counts[w[either]]) for w in wanted)
+        return mine, merged
+
+    def sizes(self, rank: int, stream: Stream, grew: bool, now: float) -> None:
+        """Count the bytes on disk of rank ``rank``'s part (the stream's and its segments') when due.
+
+        Counting lists every file of the stream, which grows with the run, so
+        a part that grew is counted again only :data:`SIZES_EVERY` seconds
+        after its last count, and after at least :data:`SIZES_SHARE` times as
+        long as that count took: at most a small share of the follower's time.
+        """
+        last, took = self.counted.get(rank, (None, 0.0))
+        self.dirty[rank] = self.dirty.get(rank, True) or grew
+        if not self.dirty[rank] or (last is not None and now - last < max(SIZES_EVERY, took / SIZES_SHARE)):
+            return
+        began = time.perf_counter()
         part = self.parts[rank]
-        self.sized.add(rank)
         part.nbytes = stream.nbytes()
         part.segment_bytes = sum(seg.nbytes() for seg in stream.segments)
+        self.counted[rank] = (now, time.perf_counter() - began)
+        self.dirty[rank] = False
 
     def summary(self, now: float) -> StreamSummary:
         ranks = tuple(sorted(self.parts))
@@ -218,8 +291,8 @@ class Follower:
         As :func:`spikestore.open` takes it (``None``: from the path).
 
     Each refresh decodes the records committed since the previous one
-    only, and reads nothing else but the documents and the sizes of the
-    streams that grew. A follower reads committed data only and never
+    only, and reads nothing else but the documents and, every few seconds
+    (:data:`SIZES_EVERY`), the sizes of the streams that grew. A follower reads committed data only and never
     writes. :meth:`refresh` may be called from any thread (one at a time).
     """
 
@@ -263,7 +336,7 @@ class Follower:
             new = 0
             streams = {}
             for key in run.streams:
-                state, got = self._consume(key, parts)
+                state, got = self._consume(key, parts, now)
                 new += got
                 streams[key] = state.summary(now)
             writers = {r: dict(p.writer) for r, p in parts.items()}
@@ -284,7 +357,7 @@ class Follower:
                 continue
         return parts
 
-    def _consume(self, key: str, parts: dict[int, Run]) -> tuple[_StreamState, int]:
+    def _consume(self, key: str, parts: dict[int, Run], now: float) -> tuple[_StreamState, int]:
         """Read stream ``key``'s new records in every part; its state and the records read."""
         state = self._streams.get(key)
         if state is None:
@@ -297,9 +370,8 @@ class Follower:
             got = state.consume(r, stream, MAX_VALUES)
             if got < 0:  # fewer records than read: the stream was written again from the start
                 del self._streams[key]
-                return self._consume(key, parts)
-            if got or r not in state.sized:
-                state.sizes(r, stream)
+                return self._consume(key, parts, now)
+            state.sizes(r, stream, got > 0, now)
             new += got
         return state, new
 
