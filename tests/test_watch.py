@@ -163,3 +163,14 @@ def test_terminal_view_follows_a_live_writer(tmp_path: Path) -> None:
         finally:
             child.close(force=True)
     assert child.exitstatus == 0, child.before
+
+
+@pytest.mark.slow
+def test_a_dumb_terminal_gets_the_snapshot(recorded: Path) -> None:
+    """A terminal that cannot draw the view (TERM=dumb) gets the plain snapshot, and exit 0."""
+    pexpect = pytest.importorskip("pexpect")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "dumb"}
+    output, status = pexpect.run(f"{sys.executable} -m spikestore.cli watch {recorded}", env=env, timeout=60,
+                                 withexitstatus=True, encoding="utf-8")
+    assert status == 0, output
+    assert list(rows(output.replace("\r\n", "\n"))) == ["output/fc", "v/fc"]

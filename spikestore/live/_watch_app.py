@@ -2,7 +2,7 @@
 
 A table lists every stream (the columns of :mod:`spikestore.live._watch_text`);
 the arrows pick a stream, Enter opens its neurons below the table, Escape closes
-them, ``q`` quits. Keys only: it works over SSH in any terminal, no mouse needed.
+them, ``q`` (or Ctrl-C) quits. Keys only: it works over SSH in any terminal, no mouse needed.
 Refreshes run on a worker thread, one at a time (a refresh slower than the
 interval skips ticks rather than piling up), so a slow store never freezes the keys.
 """
@@ -37,6 +37,7 @@ class WatchApp(App[None]):
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),
         Binding("enter", "open_neurons", "neurons", priority=True),
         Binding("escape", "close_neurons", "close"),
     ]

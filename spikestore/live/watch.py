@@ -2,7 +2,7 @@
 
 On a terminal it opens a textual view (:mod:`spikestore.live._watch_app`) that
 refreshes every ``--interval`` seconds; with ``--once``, or when stdout is not a
-terminal (a pipe, a log file), it prints one plain-text snapshot
+terminal (a pipe, a log file, ``TERM=dumb``), it prints one plain-text snapshot
 (:func:`spikestore.live._watch_text.render_snapshot`) and exits 0. Both read the
 store through :class:`spikestore.live.Follower`: committed data only, and only
 what is new at each refresh (docs/live.md).
@@ -14,6 +14,7 @@ own path type and storage-option helpers, which this package cannot import
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -39,13 +40,18 @@ def _can_draw_blocks() -> bool:
     return True
 
 
+def _is_terminal() -> bool:
+    """Whether stdout is a terminal that can draw the view (a pipe, a file or ``TERM=dumb`` cannot)."""
+    return sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb"
+
+
 def run_watch(where: Any, *, interval: float, once: bool, fail: Callable[[BaseException], None]) -> None:
     """Open the store at ``where`` (a path or a ``StoreURL``) and show it: one snapshot, or the live view."""
     from spikestore.live import Follower
 
     try:
         with Follower(where) as follower:
-            if once or not sys.stdout.isatty():
+            if once or not _is_terminal():
                 click.echo(render_snapshot(follower.refresh(), ascii_only=not _can_draw_blocks()))
                 return
             from spikestore.live._watch_app import WatchApp
