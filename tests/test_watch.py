@@ -35,10 +35,10 @@ def voltage(step: int) -> np.ndarray:
     return np.random.default_rng(1000 + step).normal(step, 1.0, (4, NEURONS)).astype(np.float32)
 
 
-def append_step(store: spikestore.Store, step: int) -> None:
+def append_step(store: spikestore.Store, step: int, layer: str = "fc") -> None:
     store.set_step(step)
-    store.append("output/fc", spikes(step))
-    store.append("v/fc", voltage(step))
+    store.append(f"output/{layer}", spikes(step))
+    store.append(f"v/{layer}", voltage(step))
 
 
 @pytest.fixture()
@@ -139,19 +139,21 @@ def test_interval_is_at_most_two_seconds(recorded: Path) -> None:
 @pytest.mark.slow
 def test_terminal_view_follows_a_live_writer(tmp_path: Path) -> None:
     """Under a pseudo-terminal: the view shows the streams, then a step committed after it started, opens a
-    stream's neurons on Enter, and quits on q with status 0."""
+    stream's neurons on Enter, and quits on q with status 0. The layer's name reads as markup to rich; it must
+    show as it is."""
     pexpect = pytest.importorskip("pexpect")
     path = tmp_path / "live.zarr"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"}
     with spikestore.Store(path, chunk_bytes=256) as store:
         for step in range(FIRST, FIRST + 4):
-            append_step(store, step)
+            append_step(store, step, layer="net[bold]")
         store.flush()
         child = pexpect.spawn(sys.executable, ["-m", "spikestore.cli", "watch", str(path), "--interval", "0.2"],
                               env=env, dimensions=(30, 150), encoding="utf-8", timeout=30)
         try:
+            child.expect(re.escape("output/net[bold]"))
             child.expect(str(FIRST + 3))  # the last step committed before the view started
-            append_step(store, LATER)
+            append_step(store, LATER, layer="net[bold]")
             store.flush()
             child.expect(str(LATER))  # followed without a restart
             child.send("\r")

@@ -25,6 +25,11 @@ from spikestore.live._watch_text import COLUMNS, LEFT_ALIGNED, neuron_lines, sta
 __all__ = ["WatchApp"]
 
 
+def _cell(column: str, text: str) -> Text:
+    """A table cell as plain text (never markup: a layer may be named ``blocks[0]``), numbers right-aligned."""
+    return Text(text, justify="left" if column in LEFT_ALIGNED else "right")
+
+
 class WatchApp(App[None]):
     """Follow a store: ``refresh()`` returns a new snapshot each time it is called (``Follower.refresh``)."""
 
@@ -55,7 +60,7 @@ class WatchApp(App[None]):
         yield Static("reading the store...", id="status")
         table: DataTable[str] = DataTable(id="streams", cursor_type="row", zebra_stripes=True)
         for name in COLUMNS:
-            table.add_column(name if name in LEFT_ALIGNED else Text(name, justify="right"), key=name)
+            table.add_column(_cell(name, name), key=name)
         yield table
         yield Static("", id="neurons")
         yield Footer()
@@ -79,18 +84,17 @@ class WatchApp(App[None]):
             self._busy.release()
 
     def _show_error(self, exc: BaseException) -> None:
-        self.query_one("#status", Static).update(f"cannot read the store: {exc} (retrying)")
+        self.query_one("#status", Static).update(Text(f"cannot read the store: {exc} (retrying)"))
 
     def _show(self, snap: Snapshot) -> None:
         self._snapshot = snap
-        self.query_one("#status", Static).update("\n".join(status_lines(snap)))
+        self.query_one("#status", Static).update(Text("\n".join(status_lines(snap))))
         table = self.query_one("#streams", DataTable)
         for key, summary in snap.streams.items():
             cells = stream_row(summary, snap.failed.get(key))
             shown = self._rows.get(key)
             self._rows[key] = cells
-            row = [cell if name in LEFT_ALIGNED else Text(cell, justify="right") for name, cell in zip(COLUMNS, cells,
-                                                                                                        strict=True)]
+            row = [_cell(name, cell) for name, cell in zip(COLUMNS, cells, strict=True)]
             if shown is None:
                 table.add_row(*row, key=key)
                 continue
@@ -112,7 +116,7 @@ class WatchApp(App[None]):
             return
         key = self._selected() or self._shown
         summary = self._snapshot.streams.get(key)
-        pane.update("\n".join(neuron_lines(summary)) if summary is not None else f"{key}: gone")
+        pane.update(Text("\n".join(neuron_lines(summary)) if summary is not None else f"{key}: gone"))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         if self._shown is not None:
