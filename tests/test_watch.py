@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import record_as_ranks
 
 import spikestore
 from spikestore.cli import main
@@ -112,6 +113,23 @@ def test_snapshot_shows_failures_drops_and_ranks() -> None:
     assert "dropped  7 records (queue full), 3 (changed in place)" in text
     assert "ranks    0 open, 1 failed" in text and "failed   v/fc: disk full at step 4" in text
     assert "refresh  8 new records in 250 ms" in text
+
+
+def test_a_run_of_two_ranks_shows_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank r records steps 0..4 + r: the row counts both ranks' records, its last step is the latest of either,
+    and each rank's writer status is listed."""
+    path = tmp_path / "ranks.zarr"
+
+    def record(store: spikestore.Store, rank: int) -> None:
+        for step in range(5 + rank):
+            append_step(store, step)
+
+    record_as_ranks(path, monkeypatch, record, chunk_bytes=256)
+    result = CliRunner().invoke(main, ["watch", str(path), "--once"])
+    assert result.exit_code == 0, result.output
+    table = rows(result.output)
+    assert table["output/fc"][1:3] == ["11", "5"] and table["v/fc"][1:3] == ["11", "5"]
+    assert "ranks    0 closed, 1 closed" in result.output
 
 
 def test_without_a_terminal_it_prints_one_snapshot(recorded: Path) -> None:
