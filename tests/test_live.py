@@ -54,6 +54,7 @@ def check_summary(run: spikestore.Run, summary: StreamSummary, window: int) -> N
     assert summary.records == len(values)
     assert summary.last_step == int(steps.max())
     assert summary.bytes_on_disk == run[summary.key].nbytes()
+    assert summary.neurons == (summary.latest.shape[-1] if summary.latest.ndim else 1)
     np.testing.assert_array_equal(summary.steps, np.unique(steps))
     per_step = [np.concatenate([v.reshape(-1) for v, s in zip(values, steps, strict=True) if s == t])
                 for t in summary.steps]
