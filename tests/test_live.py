@@ -54,6 +54,7 @@ def check_summary(run: spikestore.Run, summary: StreamSummary, window: int) -> N
     assert summary.records == len(values)
     assert summary.last_step == int(steps.max())
     assert summary.bytes_on_disk == run[summary.key].nbytes()
+    assert summary.neurons == (summary.latest.shape[-1] if summary.latest.ndim else 1)
     np.testing.assert_array_equal(summary.steps, np.unique(steps))
     per_step = [np.concatenate([v.reshape(-1) for v, s in zip(values, steps, strict=True) if s == t])
                 for t in summary.steps]
@@ -121,6 +122,8 @@ def test_two_ranks_match_numpy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         snap = f.refresh()
     assert snap.new_records == 4 * (45 + 35) and set(snap.writers) == {0, 1}
     check_snapshot(path, snap, 6)
+    with spikestore.open(path) as run:  # a range of the index of a stream of several parts: record order
+        np.testing.assert_array_equal(run[SPIKES].index("step", 3, 90), run[SPIKES].steps[3:90])
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"])
@@ -229,3 +232,19 @@ def test_a_run_already_open_is_followed_and_left_open(tmp_path: Path) -> None:
         Follower(path, window=0)
     with pytest.raises(InvalidArgumentError, match="storage_options"):
         Follower(spikestore.open(path), storage_options={"anon": True})
+
+
+def test_index_entries_of_a_range_read_only_their_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "index.zarr"
+    with spikestore.Store(path) as store:
+        for step in range(10_000):
+            store.append(GRAD, np.float32(step), step=3 * step)
+    with spikestore.open(path) as run:
+        s = run[GRAD]
+        rpc = s.doc["index"]["chunk_records"]
+        reads = count_chunk_reads(monkeypatch, path)
+        got = s.index("step", 9000, 9100)
+        np.testing.assert_array_equal(got, 3 * np.arange(9000, 9100))
+        assert sorted(set(reads)) == [(f"{GRAD}/step", c) for c in range(9000 // rpc, 9099 // rpc + 1)]
+        np.testing.assert_array_equal(s.index("time", -5), s.times[-5:])
+        np.testing.assert_array_equal(s.index("call", 20, 10), s.calls[:0])

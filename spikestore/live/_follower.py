@@ -89,6 +89,7 @@ class _Summary:
     growth: _Growth = field(default_factory=_Growth)
     nbytes: int = 0
     segment_bytes: int = 0
+    neurons: int = 0
 
     def add(self, seg: Segment, steps: np.ndarray, moments: Moments, rank: int,
             window: tuple[np.ndarray, np.ndarray] | None, last: np.ndarray) -> None:
@@ -98,6 +99,7 @@ class _Summary:
         binary = seg.encoding == "bits"
         self.binary = self.binary and binary
         self.has_segments = True
+        self.neurons = _neurons(seg)
         self.history.add(steps, moments)
         self.records += len(steps)
         if binary:
@@ -120,7 +122,7 @@ class _Summary:
             key=key, binary=binary, records=self.records, last_step=self.last_step, ranks=ranks,
             steps=_frozen(h.first.copy()), rate=_frozen(h.rate()) if binary else None,
             mean=None if binary else _frozen(h.mean()), std=None if binary else _frozen(h.std()),
-            neurons=self.window.neurons if binary else 0, neuron_rates=None if rates is None else _frozen(rates),
+            neurons=self.neurons, neuron_rates=None if rates is None else _frozen(rates),
             dead_fraction=float(np.mean(counts == 0)) if window_ready and len(counts) else None,
             saturated_fraction=float(np.mean(counts == points)) if window_ready and len(counts) else None,
             bytes_on_disk=self.nbytes,
