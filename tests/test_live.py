@@ -248,3 +248,46 @@ def test_index_entries_of_a_range_read_only_their_chunks(tmp_path: Path, monkeyp
         assert sorted(set(reads)) == [(f"{GRAD}/step", c) for c in range(9000 // rpc, 9099 // rpc + 1)]
         np.testing.assert_array_equal(s.index("time", -5), s.times[-5:])
         np.testing.assert_array_equal(s.index("call", 20, 10), s.calls[:0])
+
+
+@pytest.mark.slow
+def test_a_url_is_followed_as_a_local_path(url: object, tmp_path: Path) -> None:
+    from spikestore.backends import StoreURL
+
+    assert isinstance(url, StoreURL)
+    local = tmp_path / "local.zarr"
+    for where, options in ((str(url), {"storage_options": url.storage_options, "lock": False}), (local, {})):
+        with spikestore.Store(where, chunk_bytes=1000, **options) as store:
+            write_steps(store, np.random.default_rng(5), range(3))
+    with Follower(str(url), storage_options=url.storage_options) as remote, Follower(local) as here:
+        got, want = remote.refresh(), here.refresh()
+    assert got.path == str(url) and got.new_records == want.new_records == 12
+    for key, s in want.streams.items():
+        np.testing.assert_array_equal(got.streams[key].steps, s.steps)
+        np.testing.assert_array_equal(got.streams[key].latest, s.latest)
+        for name in ("rate", "mean", "std", "neuron_rates"):
+            a, b = getattr(got.streams[key], name), getattr(s, name)
+            assert (a is None) == (b is None) and (a is None or np.array_equal(a, b)), (key, name)
+
+
+def test_a_failed_stream_and_the_writer_status_are_shown(tmp_path: Path) -> None:
+    import torch
+    from helpers import writer_held
+
+    path = tmp_path / "failed.zarr"
+    store = spikestore.Store(path)
+    store.append(SPIKES, np.ones((2, NEURONS), np.float32), step=0)
+    with writer_held(store):
+        t = torch.rand(64, dtype=torch.float64)
+        store.append(GRAD, t, copy=False, step=0)
+        t.mul_(2)  # changed before the writer stored it: the stream fails
+    with pytest.raises(spikestore.StreamFailedError):
+        store.flush()
+    store.close()
+    with Follower(path) as f:
+        snap = f.refresh()
+    assert list(snap.failed) == [GRAD] and "InPlaceModificationError" in snap.failed[GRAD]
+    assert snap.writer["status"] == "closed" and snap.dropped == 0
+    assert snap.streams[GRAD].records == 0 and snap.streams[GRAD].last_step is None
+    s = snap.streams[SPIKES]
+    assert s.saturated_fraction == 1.0 and s.dead_fraction == 0.0 and s.rate is not None and s.rate.tolist() == [1.0]
