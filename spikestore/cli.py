@@ -429,5 +429,9 @@ def plot(path: Path | str, kind: str, stream: str | None, record: int | None, sa
     click.echo(f"wrote {out}")
 
 
+from spikestore.live.watch import watch_command  # noqa: E402 - the live package's command needs the helpers above
+
+main.add_command(watch_command(_StorePath(exists=True), _storage_flags, _location, _fail))
+
 if __name__ == "__main__":  # pragma: no cover
     main()
