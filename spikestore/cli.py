@@ -1,4 +1,4 @@
-"""The ``spikestore`` command: info, verify, export, plot.
+"""The ``spikestore`` command: info, verify, export, plot, watch.
 
 Every command takes a store's local path or its URL (``s3://bucket/run.zarr``),
 with ``--storage-option KEY=VALUE`` / ``--storage-options JSON`` for what
@@ -11,7 +11,6 @@ one-line messages with a non-zero exit status.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,8 @@ except ImportError:  # pragma: no cover - exercised by the console script only
     sys.stderr.write("the spikestore command needs click: pip install 'spikestore[cli]'\n")
     raise SystemExit(2) from None
 
-from spikestore.errors import DamagedStoreError, InvalidArgumentError, SpikestoreError, StoreNotFoundError
+from spikestore._cli_args import StorePath, explain_not_a_store, fail, location, storage_flags, usage
+from spikestore.errors import DamagedStoreError, SpikestoreError, StoreNotFoundError
 
 __all__ = ["main"]
 
@@ -52,98 +52,6 @@ def _progress(desc: str, unit: str) -> Iterator[Callable[[int, int], None] | Non
         yield update
     finally:
         bar.close()
-
-
-def _fail(exc: BaseException) -> None:
-    click.echo(f"spikestore: {exc}", err=True)
-    raise SystemExit(1)
-
-
-def _usage(check: Callable[[Any], Any], value: Any) -> Any:
-    """``check(value)``, where an argument it refuses is a usage error (exit 2), not a failure."""
-    try:
-        return check(value)
-    except InvalidArgumentError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-class _StorePath(click.ParamType[Path | str]):
-    """A store's local path (a ``Path``, checked to exist when asked) or its URL (a ``str``, untouched)."""
-
-    name = "path"
-
-    def __init__(self, exists: bool) -> None:
-        self.exists = exists
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Path | str:
-        from spikestore.backends import is_url
-
-        if is_url(value):
-            return str(value)  # (a Path would fold s3:// into s3:/)
-        path = Path(value)
-        if self.exists and not path.exists():
-            self.fail(f"Path '{value}' does not exist.", param, ctx)
-        return path
-
-
-def _option_value(text: str) -> Any:
-    """A ``--storage-option`` value: JSON when it parses as JSON (``true``, ``3``, ``{"region_name": ...}``),
-    else the text."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _storage_options(pairs: tuple[str, ...], text: str | None) -> dict[str, Any] | None:
-    """``--storage-options JSON`` with each ``--storage-option KEY=VALUE`` over it; ``None`` when neither is given."""
-    if text is None and not pairs:
-        return None
-    options: dict[str, Any] = {}
-    if text is not None:
-        try:
-            options = json.loads(text)
-        except ValueError as exc:
-            raise click.BadParameter(f"not JSON ({exc}): give an object such as "
-                                     '\'{"endpoint_url": "https://s3.example.org"}\'',
-                                     param_hint="--storage-options") from None
-        if not isinstance(options, dict):
-            raise click.BadParameter("give a JSON object ({...})", param_hint="--storage-options")
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. endpoint_url=https://s3.example.org)",
-                                     param_hint="--storage-option")
-        options[key.strip()] = _option_value(value)
-    return options
-
-
-def _storage_flags(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every command that reads a store takes to reach one behind a URL (docs/cli.md)."""
-    command = click.option(
-        "--storage-options", "storage_options_json", metavar="JSON", envvar="SPIKESTORE_STORAGE_OPTIONS",
-        help="For a URL (s3://...): the storage_options as one JSON object, e.g. "
-             '\'{"endpoint_url": "https://s3.example.org"}\'; also read from $SPIKESTORE_STORAGE_OPTIONS.')(command)
-    return click.option(
-        "--storage-option", "storage_option", multiple=True, metavar="KEY=VALUE",
-        help="For a URL: one storage option (repeat for several; over --storage-options). VALUE is JSON "
-             "when it parses as JSON (anon=true, client_kwargs='{\"region_name\": \"eu-west-1\"}'), "
-             "else text.")(command)
-
-
-def _location(path: Path | str, pairs: tuple[str, ...], text: str | None) -> Any:
-    """Where the store is (a ``Path``, or a ``StoreURL`` carrying its options).
-
-    Options given for a local path are a usage error.
-    """
-    from spikestore.backends import location
-
-    if text is not None and not isinstance(path, str) and not pairs:
-        ctx = click.get_current_context(silent=True)
-        if ctx is not None and ctx.get_parameter_source("storage_options_json") is ParameterSource.ENVIRONMENT:
-            text = None  # $SPIKESTORE_STORAGE_OPTIONS is for URLs: a local path simply does not use it
-    options = _storage_options(pairs, text)
-    return _usage(lambda p: location(p, options), path)
 
 
 #: The export command's NWB metadata flags: parameter name -> (part, field) of the metadata each sets
@@ -185,13 +93,13 @@ def _nwb_metadata(file: Path | None, flags: dict[str, Any]) -> tuple[dict[str, A
     (a field that the archive would refuse is a usage error)."""
     from spikestore.export._nwb_metadata import check_session, check_subject, read_metadata_file
 
-    session, subject = _usage(read_metadata_file, file) if file is not None else ({}, {})
+    session, subject = usage(read_metadata_file, file) if file is not None else ({}, {})
     parts = {"session": session, "subject": subject}
     for name, value in flags.items():
         if value not in (None, ()):
             part, field = _NWB_FLAGS[name]
             parts[part][field] = list(value) if isinstance(value, tuple) else value
-    return _usage(check_session, session), _usage(check_subject, subject)
+    return usage(check_session, session), usage(check_subject, subject)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -201,8 +109,8 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("path", type=_StorePath(exists=True))
-@_storage_flags
+@click.argument("path", type=StorePath(exists=True))
+@storage_flags
 def info(path: Path | str, storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
     """Summary of the store at PATH (a folder, file or URL): streams, records, steps, sizes, writer status.
 
@@ -211,13 +119,13 @@ def info(path: Path | str, storage_option: tuple[str, ...], storage_options_json
     """
     from spikestore._read.run import open as open_run
 
-    where = _location(path, storage_option, storage_options_json)
+    where = location(path, storage_option, storage_options_json)
     try:
         try:
             run = open_run(where)
         except (StoreNotFoundError, DamagedStoreError) as exc:
             if isinstance(where, Path):
-                _not_a_store(where, exc)  # exits, unless exc says best what is wrong
+                explain_not_a_store(where, exc)  # exits, unless exc says best what is wrong
             raise
         with run:
             w = run.writer
@@ -238,46 +146,12 @@ def info(path: Path | str, storage_option: tuple[str, ...], storage_options_json
             click.echo(f"streams    {len(rows)} ({segs} segments)\n")
             click.echo(run.summary_table())
     except SpikestoreError as exc:
-        _fail(exc)
-
-
-def _not_a_store(path: Path, exc: SpikestoreError) -> None:
-    """For ``info`` on a local path that does not open as a store: say what it is, and exit.
-
-    A path inside a store names the store (exit 1); a folder that holds stores lists them (exit 0); a
-    folder that holds none says so (exit 1). Returns, for ``exc`` to be reported as it is, when the
-    path is none of these (a store that lost its root document, a file that is no store).
-    """
-    from spikestore._tools.find_stores import enclosing_store, stores_in
-    from spikestore._tools.summary import format_columns
-
-    inside = enclosing_store(path)
-    if inside is not None:
-        where = f" (in stream {inside.stream!r})" if inside.stream else ""
-        read = (f", read the stream with spikestore.open({str(inside.store)!r})[{inside.stream!r}]"
-                if inside.stream else "")
-        _fail(StoreNotFoundError(f"{path} is not a store: it lies inside the store {inside.store}{where}; see "
-                                 f"the store with `spikestore info {inside.store}`{read}"))
-    if not path.is_dir():
-        return
-    found = stores_in(path)
-    if not found and isinstance(exc, DamagedStoreError):
-        return
-    if not found:
-        _fail(StoreNotFoundError(f"{path} is not a store, and no store is in it or in its subfolders (2 levels "
-                                 "down): a store is a Zarr folder (run.zarr) or an HDF5 file (run.h5) that "
-                                 "spikestore.Store wrote"))
-    click.echo(f"{path} is not a store; it holds {len(found)} store{'s' if len(found) > 1 else ''}:\n")
-    rows = [[str(s.path), "-" if s.streams is None else str(s.streams), "-" if s.records is None else str(s.records),
-             s.status] for s in found]
-    click.echo(format_columns(["store", "streams", "records", "status"], rows, right=frozenset({1, 2})))
-    click.echo(f"\nSee one with `spikestore info {found[0].path}`.")
-    raise SystemExit(0)
+        fail(exc)
 
 
 @main.command()
-@click.argument("path", type=_StorePath(exists=False))
-@_storage_flags
+@click.argument("path", type=StorePath(exists=False))
+@storage_flags
 def verify(path: Path | str, storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
     """Check every document, every array's metadata and every chunk of PATH; exit 0 only when intact.
 
@@ -286,12 +160,12 @@ def verify(path: Path | str, storage_option: tuple[str, ...], storage_options_js
     """
     from spikestore._tools.verify import verify as run_verify
 
-    where = _location(path, storage_option, storage_options_json)
+    where = location(path, storage_option, storage_options_json)
     try:
         with _progress("verify", "chunk") as cb:
             problems = run_verify(where, progress=cb)
     except SpikestoreError as exc:
-        _fail(exc)
+        fail(exc)
     for line in problems:
         click.echo(line)
     if problems:
@@ -301,7 +175,7 @@ def verify(path: Path | str, storage_option: tuple[str, ...], storage_options_js
 
 
 @main.command()
-@click.argument("path", type=_StorePath(exists=True))
+@click.argument("path", type=StorePath(exists=True))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["nwb", "hdf5", "parquet", "npz"]), default=None,
               help="Output format. Default: from OUT's suffix (.nwb, .h5/.hdf5, .parquet, .npz).")
@@ -312,7 +186,7 @@ def verify(path: Path | str, storage_option: tuple[str, ...], storage_options_js
 @click.option("--dt", type=float, default=1e-3, show_default=True,
               help="NWB only: seconds per time bin (the spike times' resolution).")
 @_nwb_flags
-@_storage_flags
+@storage_flags
 def export(path: Path | str, out: Path, fmt: str | None, streams: tuple[str, ...], steps: str | None, dt: float,
            overwrite: bool, nwb_metadata: Path | None, storage_option: tuple[str, ...],
            storage_options_json: str | None, **nwb_flags: Any) -> None:
@@ -325,14 +199,14 @@ def export(path: Path | str, out: Path, fmt: str | None, streams: tuple[str, ...
     from spikestore.export import format_for
 
     if fmt is None:
-        fmt = _usage(format_for, out)
+        fmt = usage(format_for, out)
     ctx = click.get_current_context()
     if fmt != "nwb":
         given = [f"--{name.replace('_', '-')}" for name in ("dt", "nwb_metadata", *_NWB_FLAGS)
                  if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT]
         if given:
             raise click.UsageError(f"{', '.join(given)}: NWB export only, and this export is {fmt}")
-    where = _location(path, storage_option, storage_options_json)
+    where = location(path, storage_option, storage_options_json)
 
     kwargs: dict[str, Any] = {"streams": list(streams) or None, "steps": steps, "overwrite": overwrite}
     if fmt == "nwb":
@@ -342,9 +216,9 @@ def export(path: Path | str, out: Path, fmt: str | None, streams: tuple[str, ...
         with _progress(f"export {fmt}", "record") as cb:
             written = run_export(where, out, fmt, progress=cb, **kwargs)
     except SpikestoreError as exc:
-        _fail(exc)
+        fail(exc)
     except OSError as exc:  # the output side: a full disk, a folder without write permission
-        _fail(SpikestoreError(f"cannot write {out}: {exc}"))
+        fail(SpikestoreError(f"cannot write {out}: {exc}"))
     click.echo(f"wrote {written}")
 
 
@@ -374,7 +248,7 @@ def _needs_stream(kind: str, fits: list[str]) -> click.UsageError:
 
 
 @main.command()
-@click.argument("path", type=_StorePath(exists=True))
+@click.argument("path", type=StorePath(exists=True))
 @click.option("--kind", type=click.Choice(["raster", "rates", "grad-norms", "voltage"]), required=True,
               help="raster: spikes of one record; rates: firing rate per layer and step; "
                    "grad-norms: gradient norm per layer over steps; voltage: traces of one record.")
@@ -389,7 +263,7 @@ def _needs_stream(kind: str, fits: list[str]) -> click.UsageError:
               help="voltage: the firing threshold drawn as a dashed line (default 1.0, SpikingJelly's "
                    "v_threshold). The store does not keep it: give your neurons' own.")
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Image file (.png, .pdf, .svg).")
-@_storage_flags
+@storage_flags
 def plot(path: Path | str, kind: str, stream: str | None, record: int | None, sample: int, threshold: float | None,
          out: Path, storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
     """Plot what the store at PATH recorded into an image file.
@@ -403,16 +277,16 @@ def plot(path: Path | str, kind: str, stream: str | None, record: int | None, sa
         matplotlib.use("Agg")
         from spikestore import plot as plots
     except ImportError:
-        _fail(SpikestoreError("plotting needs matplotlib: pip install 'spikestore[plot]'"))
+        fail(SpikestoreError("plotting needs matplotlib: pip install 'spikestore[plot]'"))
     from spikestore._read.run import open as open_run
 
-    where = _location(path, storage_option, storage_options_json)
+    where = location(path, storage_option, storage_options_json)
     try:
         with open_run(where) as run:
             if kind in ("raster", "voltage"):
                 s = run[_plot_stream(run, kind, stream)]
                 if kind == "voltage":
-                    _usage(plots.check_voltage_stream, s)
+                    usage(plots.check_voltage_stream, s)
                     ax = plots.voltage_traces(s, record, sample=sample,
                                               threshold=plots.DEFAULT_THRESHOLD if threshold is None else threshold)
                 else:
@@ -425,13 +299,13 @@ def plot(path: Path | str, kind: str, stream: str | None, record: int | None, sa
             assert figure is not None  # the plot functions draw on a figure of their own
             figure.savefig(out, dpi=120, bbox_inches="tight")
     except (SpikestoreError, IndexError) as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"wrote {out}")
 
 
-from spikestore.live.watch import watch_command  # noqa: E402 - the live package's command needs the helpers above
+from spikestore.live.watch import watch  # noqa: E402 - registered last: the group is defined above
 
-main.add_command(watch_command(_StorePath(exists=True), _storage_flags, _location, _fail))
+main.add_command(watch)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

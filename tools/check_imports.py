@@ -41,7 +41,7 @@ LAYERS: dict[str, int] = {
     "spikestore.codecs": 2,
     "spikestore.backends": 3,
     "spikestore._read": 4, "spikestore._integrations": 4, "spikestore._tools": 4,
-    "spikestore._write": 5,
+    "spikestore._write": 5, "spikestore._cli_args": 5,
     "spikestore.analysis": 6, "spikestore.plot": 6, "spikestore.export": 6, "spikestore.tensor_cache": 6,
     "spikestore.live": 6,
     "spikestore.monitor": 7,

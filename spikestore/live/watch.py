@@ -6,25 +6,24 @@ terminal (a pipe, a log file, ``TERM=dumb``), it prints one plain-text snapshot
 (:func:`spikestore.live._watch_text.render_snapshot`) and exits 0. Both read the
 store through :class:`spikestore.live.Follower`: committed data only, and only
 what is new at each refresh (docs/live.md).
-
-The command is built by :func:`watch_command` from the ``spikestore`` command's
-own path type and storage-option helpers, which this package cannot import
-(the command module imports this one).
+It takes a store as every ``spikestore`` command does (:mod:`spikestore._cli_args`),
+and says of a path that is not a store what ``spikestore info`` says.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
 
-from spikestore.errors import SpikestoreError
+from spikestore._cli_args import StorePath, explain_not_a_store, fail, location, storage_flags
+from spikestore.errors import DamagedStoreError, SpikestoreError, StoreNotFoundError
 from spikestore.live._watch_text import render_snapshot
 
-__all__ = ["render_snapshot", "run_watch", "watch_command"]
+__all__ = ["render_snapshot", "run_watch", "watch"]
 
 #: The longest refresh interval: the view must follow a run within 2 s.
 MAX_INTERVAL = 2.0
@@ -45,7 +44,7 @@ def _is_terminal() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb"
 
 
-def run_watch(where: Any, *, interval: float, once: bool, fail: Callable[[BaseException], None]) -> None:
+def run_watch(where: Any, *, interval: float, once: bool) -> None:
     """Open the store at ``where`` (a path or a ``StoreURL``) and show it: one snapshot, or the live view."""
     from spikestore.live import Follower
 
@@ -57,28 +56,24 @@ def run_watch(where: Any, *, interval: float, once: bool, fail: Callable[[BaseEx
             from spikestore.live._watch_app import WatchApp
 
             WatchApp(follower.refresh, interval).run()
+    except (StoreNotFoundError, DamagedStoreError) as exc:
+        if isinstance(where, Path):
+            explain_not_a_store(where, exc)  # exits, unless exc says best what is wrong
+        fail(exc)
     except SpikestoreError as exc:
         fail(exc)
 
 
-def watch_command(path_type: click.ParamType[Any], storage_flags: Callable[[Any], Any],
-                  location: Callable[[Any, tuple[str, ...], str | None], Any],
-                  fail: Callable[[BaseException], None]) -> click.Command:
-    """The ``watch`` command, with the ``spikestore`` command's ``PATH`` type, storage options
-    (``storage_flags`` adds them, ``location`` resolves them) and one-line failure (``fail``)."""
-
-    @click.command(name="watch")
-    @click.argument("path", type=path_type)
-    @click.option("--interval", type=click.FloatRange(0.05, MAX_INTERVAL), default=1.0, show_default=True,
-                  metavar="SECONDS", help=f"Seconds between refreshes (at most {MAX_INTERVAL:g}).")
-    @click.option("--once", is_flag=True,
-                  help="Print one plain-text snapshot and exit (also what happens when stdout is not a terminal).")
-    @storage_flags
-    def watch(path: Any, interval: float, once: bool, storage_option: tuple[str, ...],
-              storage_options_json: str | None) -> None:
-        """Follow the store at PATH while it is written: every stream's latest step, records, rate or mean
-        history, dead and saturated neurons, bytes, drops and failures. Arrows pick a stream, Enter shows its
-        neurons, q quits."""
-        run_watch(location(path, storage_option, storage_options_json), interval=interval, once=once, fail=fail)
-
-    return watch
+@click.command(name="watch")
+@click.argument("path", type=StorePath(exists=True))
+@click.option("--interval", type=click.FloatRange(0.05, MAX_INTERVAL), default=1.0, show_default=True,
+              metavar="SECONDS", help=f"Seconds between refreshes (at most {MAX_INTERVAL:g}).")
+@click.option("--once", is_flag=True,
+              help="Print one plain-text snapshot and exit (also what happens when stdout is not a terminal).")
+@storage_flags
+def watch(path: Any, interval: float, once: bool, storage_option: tuple[str, ...],
+          storage_options_json: str | None) -> None:
+    """Follow the store at PATH while it is written: every stream's latest step, records, rate or mean
+    history, dead and saturated neurons, bytes, drops and failures. Arrows pick a stream, Enter shows its
+    neurons, q quits."""
+    run_watch(location(path, storage_option, storage_options_json), interval=interval, once=once)
