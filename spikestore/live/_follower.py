@@ -136,7 +136,7 @@ class Follower:
             if got < 0:  # fewer records than read: the stream was written again from the start
                 del self._streams[key]
                 return self._consume(key, parts, now)
-            state.sizes(r, stream, got > 0, now)
+            state.sizes(r, stream, got > 0, now, writing=part.writer["status"] == "open")
             new += got
         return state, new
 

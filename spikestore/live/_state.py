@@ -225,17 +225,20 @@ class StreamState:
         mine, merged = ((steps[w], counts[w[either]]) for w in wanted)
         return mine, merged
 
-    def sizes(self, rank: int, stream: Stream, grew: bool, now: float) -> None:
+    def sizes(self, rank: int, stream: Stream, grew: bool, now: float, *, writing: bool) -> None:
         """Count the bytes on disk of rank ``rank``'s part (the stream's and its segments') when due.
 
         Counting lists every file of the stream, which grows with the run, so
-        a part that grew is counted again no sooner than :data:`SIZES_EVERY`
-        seconds after its last count, nor than that count's duration divided
-        by :data:`SIZES_SHARE`: at most that share of the follower's time.
+        while its writer is ``writing``, a part that grew is counted again no
+        sooner than :data:`SIZES_EVERY` seconds after its last count, nor than
+        that count's duration divided by :data:`SIZES_SHARE`: at most that
+        share of the follower's time. Once the writer is done, at once.
         """
         last, took = self.counted.get(rank, (None, 0.0))
         self.dirty[rank] = self.dirty.get(rank, True) or grew
-        if not self.dirty[rank] or (last is not None and now - last < max(SIZES_EVERY, took / SIZES_SHARE)):
+        if not self.dirty[rank]:
+            return
+        if writing and last is not None and now - last < max(SIZES_EVERY, took / SIZES_SHARE):
             return
         began = time.perf_counter()
         part = self.parts[rank]
