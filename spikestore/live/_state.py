@@ -48,6 +48,7 @@ class Growth:
     rate: float | None = None
 
     def seen(self, now: float, records: int) -> None:
+        """Note ``records`` committed at ``now`` (``time.monotonic()``)."""
         if self.last is not None and records == self.last[1]:
             return
         if self.last is not None and now > self.last[0]:
@@ -95,6 +96,7 @@ class Accumulated:
             self.latest_key, self.latest = key, last
 
     def summary(self, key: str, ranks: tuple[int, ...], per_rank: dict[int, StreamSummary]) -> StreamSummary:
+        """What is accumulated, as a frozen :class:`StreamSummary` with arrays of its own."""
         binary = self.binary and self.has_segments
         h = self.history
         counts, points = self.window.totals()
@@ -248,6 +250,7 @@ class StreamState:
         self.dirty[rank] = False
 
     def summary(self, now: float) -> StreamSummary:
+        """The merged summary, with each rank's in ``per_rank`` for a run of several ranks."""
         ranks = tuple(sorted(self.parts))
         m = self.merged
         m.nbytes = sum(p.nbytes for p in self.parts.values())
