@@ -108,7 +108,7 @@ def bench_refresh(args: argparse.Namespace) -> dict[str, Any]:
         with Follower(path, window=args.window, history=args.history) as g:
             whole = g.refresh()
         fresh = time.perf_counter() - fresh_began
-        on_disk = final.bytes_on_disk
+        on_disk, bits = whole.streams["output/fc"].bytes_on_disk, whole.streams["output/fc"].bits_per_spike
     grew = [(n, new, sec) for n, new, sec, _ in rows if new > 0]
     third = max(1, args.records // 3)
     early = [sec / new for n, new, sec in grew if n <= third]
@@ -129,7 +129,7 @@ def bench_refresh(args: argparse.Namespace) -> dict[str, Any]:
         "rss_growth_mb": {k: v / 2**20 for k, v in rss_at.items()},
         "rss_growth_max_mb": (max(r for *_, r in rows) - rss0) / 2**20,
         "fresh_follower_seconds": fresh, "fresh_records_per_second": whole.new_records / fresh,
-        "bytes_on_disk": on_disk, "bits_per_spike": final.bits_per_spike,
+        "bytes_on_disk": on_disk, "bits_per_spike": bits,
     }
     print(f"refresh: followed {final.records:,} records of {list(args.shape)} (one a step) over {len(rows)} "
           f"refreshes in {wall:.0f} s")
@@ -142,7 +142,7 @@ def bench_refresh(args: argparse.Namespace) -> dict[str, Any]:
                                                    for k, v in result["rss_growth_mb"].items())
           + f" (max {result['rss_growth_max_mb']:+.1f} MiB); history {len(final.steps)} points")
     print(f"  a fresh follower over the finished run: {fresh:.2f} s ({result['fresh_records_per_second']:,.0f} "
-          f"records/s); {on_disk / 2**20:.1f} MiB on disk, {final.bits_per_spike:.2f} bits per spike")
+          f"records/s); {on_disk / 2**20:.1f} MiB on disk, {bits:.2f} bits per spike")
     return result
 
 
