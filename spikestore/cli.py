@@ -351,5 +351,9 @@ def plot(path: Path | str, kind: str, stream: str | None, record: int, sample: i
     click.echo(f"wrote {out}")
 
 
+from spikestore.live.serve import serve  # noqa: E402 - registered after main exists; the page is its own module
+
+main.add_command(serve)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
