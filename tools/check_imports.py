@@ -43,6 +43,7 @@ LAYERS: dict[str, int] = {
     "spikestore._read": 4, "spikestore._integrations": 4, "spikestore._tools": 4,
     "spikestore._write": 5,
     "spikestore.analysis": 6, "spikestore.plot": 6, "spikestore.export": 6, "spikestore.tensor_cache": 6,
+    "spikestore.live": 6,
     "spikestore.monitor": 7,
     "spikestore.cli": 8,
     "spikestore": 9,

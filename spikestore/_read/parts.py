@@ -89,6 +89,14 @@ class StreamPart:
             self._index[name] = arr
         return arr
 
+    def index_range(self, name: str, lo: int, hi: int) -> np.ndarray:
+        """Entries ``lo:hi`` of the part's index array ``name``, reading only the chunks that hold them
+        (or slicing the whole array when it was read already)."""
+        arr = self._index.get(name)
+        if arr is not None:
+            return arr[lo:hi]
+        return self.reader.index(self.node, self.doc, name, f"stream {self.owner.key!r} index", lo, hi)
+
     def segment_at(self, rows: np.ndarray) -> np.ndarray:
         """The number of the segment (in :attr:`segments`) holding each of the part's positions ``rows``."""
         return np.searchsorted(self._starts, rows, side="right") - 1

@@ -272,16 +272,22 @@ class StoreReader:
         self.check()
         return int(self._backend.nbytes(node))
 
-    def index(self, node: str, doc: dict[str, Any], name: str, where: str) -> np.ndarray:
-        """The whole ``name`` index array (``step``, ``call``, ``time``) of the stream at ``node``.
+    def index(self, node: str, doc: dict[str, Any], name: str, where: str, start: int = 0,
+              stop: int | None = None) -> np.ndarray:
+        """Entries ``start:stop`` (default: all) of the ``name`` index array (``step``, ``call``, ``time``)
+        of the stream at ``node``, reading only the index chunks that hold them.
 
         ``doc`` is the stream's document (its committed ``count`` bounds the
         array). Not cached here: the stream keeps the arrays it read.
         """
         self.check()
         n, rpc = doc["count"], doc["index"]["chunk_records"]
-        parts = _index_chunks(self._backend, node, doc, name, range(-(-n // rpc)), where)
-        return (np.concatenate(parts) if parts else np.zeros(0, np.dtype(INDEX_ARRAYS[name])))[:n]
+        start, stop, _ = slice(start, stop).indices(n)
+        first = start // rpc
+        chunks = range(first, -(-stop // rpc)) if stop > start else range(0)
+        parts = _index_chunks(self._backend, node, doc, name, chunks, where)
+        whole = np.concatenate(parts) if parts else np.zeros(0, np.dtype(INDEX_ARRAYS[name]))
+        return whole[start - first * rpc:stop - first * rpc]
 
     def chunk(self, node: str, number: int, codec: ChunkCodec, shape: tuple[int, ...],
               dtype: np.dtype, where: str, *, identity: ChunkIdentity | None = None) -> np.ndarray:

@@ -304,13 +304,22 @@ class Stream:
                 yield self[i]
 
     # -- index arrays ----------------------------------------------------------------------
-    def index(self, name: str) -> np.ndarray:
+    def index(self, name: str, start: int | None = None, stop: int | None = None) -> np.ndarray:
         """The index array ``name`` (``"step"``, ``"call"`` or ``"time"``): one entry per record, read-only.
 
         Read on first use and kept until :meth:`Run.refresh <spikestore.Run.refresh>`.
+        ``start``/``stop`` give the entries of records ``start:stop`` alone, as
+        a new array: in a stream of one part only the index chunks that hold
+        them are read, so following a growing stream costs what is new (a
+        stream of several parts reads, and keeps, the whole array).
         """
         if name not in INDEX_ARRAYS:
             raise InvalidArgumentError(f"index must be one of {', '.join(INDEX_ARRAYS)}, not {name!r}")
+        if start is not None or stop is not None:
+            lo, hi, _ = slice(start, stop).indices(len(self))
+            if self._ordered or name in self._index or len(self._parts.parts) != 1:
+                return np.array(self.index(name)[lo:hi])
+            return self._parts.parts[0].index_range(name, lo, max(lo, hi))
         arr = self._index.get(name)
         if arr is None:
             arr = self._parts.in_order(name)
