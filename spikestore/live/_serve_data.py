@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
-import spikestore
-from spikestore.live import Follower, StreamSummary
+from spikestore._read.run import open as open_run
+from spikestore._read.stream import Stream
+from spikestore.live._follower import Follower
+from spikestore.live._snapshot import StreamSummary
 
 __all__ = ["HEAT_COLUMNS", "HEAT_NEURONS", "LatestStep", "NeuronHeat", "PageData", "PageState"]
 
@@ -74,7 +76,7 @@ class PageData:
     heat: dict[str, NeuronHeat]
 
 
-def _step_values(stream: spikestore.Stream, step: int, latest: np.ndarray | None) -> tuple[np.ndarray, str]:
+def _step_values(stream: Stream, step: int, latest: np.ndarray | None) -> tuple[np.ndarray, str]:
     """The records of ``step`` as ``[time, sample, neuron]`` float32, within the size caps."""
     dims = stream.segment_of(len(stream) - 1).dims
     if "time" in dims and latest is not None:
@@ -145,14 +147,14 @@ class PageState:
     path
         The store's local path or URL.
     storage_options
-        For a URL: what reaches it (as for :func:`spikestore.open`).
+        For a URL: what reaches it (as for ``spikestore.open``).
     window, history
         Passed to :class:`~spikestore.live.Follower`.
     """
 
     def __init__(self, path: str, storage_options: dict[str, Any] | None = None, *,
                  window: int = 100, history: int = 2000) -> None:
-        self._run = spikestore.open(path, storage_options=storage_options)
+        self._run = open_run(path, storage_options=storage_options)
         self._follower = Follower(self._run, window=window, history=history)
         self._latest: dict[str, LatestStep] = {}
         self._heat: dict[str, _HeatRing] = {}
@@ -182,7 +184,7 @@ class PageState:
                              {key: ring.view() for key, ring in self._heat.items()})
         return self.data
 
-    def _backfill(self, ring: _HeatRing, stream: spikestore.Stream, last_step: int) -> None:
+    def _backfill(self, ring: _HeatRing, stream: Stream, last_step: int) -> None:
         """Fill the heat map's past with a few steps spread over the run (a run followed from its middle)."""
         steps = np.unique(stream.steps)
         steps = steps[steps < last_step]
