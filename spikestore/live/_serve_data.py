@@ -160,6 +160,7 @@ class PageState:
         self._heat: dict[str, _HeatRing] = {}
         self._versions = itertools.count(1)
         self.data: PageData | None = None
+        self._seen: tuple[Any, ...] = ()
 
     def refresh(self) -> PageData:
         """Follow the store once and publish the new :class:`PageData` (also returned)."""
@@ -179,6 +180,11 @@ class PageState:
                     ring = self._heat[key] = _HeatRing(values.shape[-1])
                     self._backfill(ring, stream, summary.last_step)
                 ring.add(summary.last_step, _per_neuron(values))
+        seen = (tuple((key, s.records, s.last_step) for key, s in snap.streams.items()),
+                repr(sorted(snap.writer.items())), tuple(sorted(snap.failed.items())))
+        if self.data is not None and seen == self._seen:  # nothing new: the pages keep what they drew
+            return self.data
+        self._seen = seen
         self.data = PageData(next(self._versions), snap.path, snap.time, dict(snap.writer), dict(snap.failed),
                              dict(snap.streams), dict(self._latest),
                              {key: ring.view() for key, ring in self._heat.items()})

@@ -150,7 +150,8 @@ class _Page:
         self.version = data.version
         self.table.text = stream_table(data)
         spike_keys = [k for k, s in data.streams.items() if s.binary]
-        volt_keys = [k for k, s in data.streams.items() if not s.binary and s.neurons > 1]
+        volt_keys = [k for k, s in data.streams.items() if not s.binary and not k.startswith("grad")
+                     and k in data.latest and data.latest[k].values.shape[-1] > 1]
         self._pick(self.spikes, spike_keys)
         self._pick(self.voltage, volt_keys)
         self._lines(self.rates, self.rate_lines, {k: (s.steps, s.rate) for k, s in data.streams.items()
