@@ -8,6 +8,9 @@
     tab: the time from the request until BokehJS has drawn every plot with data
     (its document idle, every plot's sources non-empty). Prints the server's
     start time (its first refresh reads the whole run) and its RSS after the loads.
+``screenshot``
+    Saves the page of a store (``runs/demo.zarr``: ``bash tools/demo.sh``) as a
+    PNG, once its plots are drawn (docs/images/serve.png).
 ``ratio``
     The reference workload (tools/workload.py, run by tools/workload_worker.py
     as tools/bench_workload.py does) recorded by spikestore, in alternated
@@ -22,6 +25,7 @@ Examples
 
     python tools/bench_live_page.py load --records 100000 --loads 7
     python tools/bench_live_page.py ratio --pairs 7 --steps 40
+    python tools/bench_live_page.py screenshot runs/demo.zarr docs/images/serve.png
 """
 
 from __future__ import annotations
@@ -144,6 +148,24 @@ def load_main(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def screenshot_main(args: argparse.Namespace) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    proc, url, _ = start_server(Path(args.store))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(url)
+            page.wait_for_function(READY, timeout=60_000)
+            page.screenshot(path=args.out, full_page=True)
+            browser.close()
+    finally:
+        stop_server(proc)
+    print(f"wrote {args.out}")
+    return {"out": args.out}
+
+
 def _worker(cfg: dict[str, Any], out_dir: Path, page: bool) -> dict[str, Any]:
     """One spikestore run of the reference workload; with ``page``, followed by serve and a browser tab."""
     res_file = out_dir / "stores" / f"result-spikestore-{cfg['tag']}.json"
@@ -219,12 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     ratio.add_argument("--pairs", type=int, default=7)
     ratio.add_argument("--steps", type=int, default=40)
     ratio.add_argument("--warmup", type=int, default=3)
+    shot = sub.add_parser("screenshot", help="a PNG of the page of a store")
+    shot.add_argument("store")
+    shot.add_argument("out")
     for p in (load, ratio):
         p.add_argument("--tmp", default=None, help="folder for the stores (default: the system's temp folder)")
         p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    out = load_main(args) if args.what == "load" else ratio_main(args)
-    if args.json:
+    out = {"load": load_main, "ratio": ratio_main, "screenshot": screenshot_main}[args.what](args)
+    if getattr(args, "json", None):
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 
