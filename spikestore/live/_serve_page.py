@@ -259,9 +259,9 @@ def build_page(get_data: Callable[[], PageData | None], options: PageOptions) ->
 
     def make(doc: Document) -> None:
         page = _Page(get_data, options)
+        page.poll()  # filled before it joins the document: each model added to a document re-walks all of them
         doc.title = "spikestore serve"
         doc.add_root(page.layout())
-        page.poll()
         doc.add_periodic_callback(page.poll, max(100, int(options.interval * 500)))
 
     return make
