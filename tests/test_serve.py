@@ -158,9 +158,10 @@ def test_plots_draw_the_stores_data(browser: Any, live: dict[str, Any], tmp_path
                                timeout=DEADLINE_MS)
         rows = _renderer_rows(page)
         assert all(rows[name] > 0 for name in rows), rows
-        # The raster shows every spike of output/fc1's latest step (its records have no batch axis:
-        # the page draws their values flattened as neurons, one call per time step).
+        # The raster shows every spike of output/fc1's latest step, one tick each (its records have no batch
+        # axis: the page draws their values flattened as neurons, one call per time step).
         expected = int(np.count_nonzero(live["spikes"][last]))
+        assert rows["raster"] == expected
         title = page.evaluate("() => Bokeh.documents[0].get_model_by_name('raster').title.text")
         assert f"step {last}" in title and f"({expected} spikes)" in title, title
         assert page.locator("canvas").count() >= 5
@@ -204,3 +205,24 @@ def test_other_host_warns_that_anyone_can_read_the_store(tmp_path: Path) -> None
     assert done.exit_code == 1
     assert "anyone who can reach this host" in done.stderr
     assert "missing.zarr" in done.stderr
+
+
+def test_heat_map_stays_bounded_and_merges_neighbours() -> None:
+    """The per-neuron heat map of a long run: at most HEAT_COLUMNS steps, each merge the mean of two neighbours."""
+    from spikestore.live._serve_data import HEAT_COLUMNS, HEAT_NEURONS, _HeatRing  # no public path to the ring
+
+    rng = np.random.default_rng(3)
+    columns = rng.random((1000, 2 * HEAT_NEURONS + 2))
+    ring = _HeatRing(columns.shape[1])
+    for step, column in enumerate(columns):
+        ring.add(step, column)
+    heat = ring.view()
+    assert heat.rates.shape[1] == len(heat.steps) <= HEAT_COLUMNS
+    assert heat.group == 3 and heat.rates.shape[0] == 172  # 514 neurons: 171 rows of 3, one of 1
+    assert np.all(np.diff(heat.steps) > 0) and heat.steps[-1] == 999
+    # the 3 neurons of a row averaged (the last row holds the leftover neurons), then neighbouring steps
+    # merged pairwise: a column covers the steps since the previous one, each weighted alike
+    pooled = np.stack([np.concatenate([c[:-1].reshape(-1, 3).mean(1), c[-1:]])
+                       for c in columns], axis=1)
+    first = heat.steps[0]
+    np.testing.assert_allclose(heat.rates[:, 0], pooled[:, :first + 1].mean(axis=1))

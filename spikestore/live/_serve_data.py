@@ -123,10 +123,11 @@ class _HeatRing:
             self.steps, self.columns = [], []
         self.steps.append(step)
         self.columns.append(column)
-        if len(self.steps) > HEAT_COLUMNS:
-            self.steps = self.steps[1::2]
-            pairs = zip(self.columns[0::2], self.columns[1::2], strict=False)
-            self.columns = [(a + b) / 2 for a, b in pairs]
+        if len(self.steps) > HEAT_COLUMNS:  # merge the oldest pairs; an odd newest column stays as it is
+            even = len(self.steps) - len(self.steps) % 2
+            self.steps = self.steps[1:even:2] + self.steps[even:]
+            pairs = zip(self.columns[0:even:2], self.columns[1:even:2], strict=True)
+            self.columns = [(a + b) / 2 for a, b in pairs] + self.columns[even:]
 
     def view(self) -> NeuronHeat:
         rates = np.stack(self.columns, axis=1) if self.columns else np.zeros((0, 0))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from bokeh.models.widgets import Div, RangeSlider, Select, Spinner
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
-from spikestore.live._serve_data import LatestStep, PageData
+from spikestore.live._serve_data import LatestStep, NeuronHeat, PageData
 
 __all__ = ["PageOptions", "build_page", "stream_table"]
 
@@ -31,12 +32,12 @@ MAX_TRACES = 8
 WIDTH = 620
 
 
+@dataclass(frozen=True)
 class PageOptions:
-    """What the command line sets for every page: the polling interval and the firing threshold."""
+    """What the command line sets for every page: the refresh interval (s) and the firing threshold."""
 
-    def __init__(self, interval: float, threshold: float) -> None:
-        self.interval = interval
-        self.threshold = threshold
+    interval: float
+    threshold: float
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -87,6 +88,7 @@ class _Page:
 
     def __init__(self, get_data: Callable[[], PageData | None], options: PageOptions) -> None:
         self.get_data, self.options, self.version = get_data, options, 0
+        self._offsets = (0, 0)  # first time step and neuron of what _frame cut last
         self.table = Div(text="waiting for the store...", name="streams", width=2 * WIDTH)
         self.spikes = Select(title="spike stream (raster, heat map)", name="spike_stream", width=260)
         self.voltage = Select(title="voltage stream", name="voltage_stream", width=260)
@@ -105,7 +107,6 @@ class _Page:
         self.raster_title, self.heat_title, self.volt_title = Title(text="raster"), Title(text=""), Title(text="")
         self.raster = figure(title=self.raster_title, x_axis_label="time step", y_axis_label="neuron",
                              width=WIDTH, height=300, name="raster")
-        self.raster.segment(x0="t", x1="t", y0="n", y1="n", source=self.raster_src, color="black", line_width=2)
         self.raster.scatter(x="t", y="n", source=self.raster_src, marker="dash", angle=np.pi / 2, size=7,
                             color="black")
 
@@ -210,7 +211,7 @@ class _Page:
         self._offsets = (t0, n0)
         return values[t0:t1 + 1, b, n0:n1 + 1], b
 
-    def _draw_heat(self, heat: Any) -> None:
+    def _draw_heat(self, heat: NeuronHeat) -> None:
         steps, rates = heat.steps, heat.rates
         lo, hi = int(steps[0]), int(steps[-1])
         grid = np.linspace(lo, hi, min(len(steps), 240)) if hi > lo else np.array([lo])
