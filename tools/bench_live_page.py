@@ -113,6 +113,12 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load_main(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
@@ -190,6 +196,7 @@ def _worker(cfg: dict[str, Any], out_dir: Path, page: bool) -> dict[str, Any]:
                 while worker.poll() is None:
                     tab.wait_for_timeout(200)  # keep the tab's event loop running while the page follows the run
                 browser.close()
+            server_cpu = cpu_seconds(server.pid)
         finally:
             stop_server(server)
     _, err = worker.communicate()
@@ -200,6 +207,7 @@ def _worker(cfg: dict[str, Any], out_dir: Path, page: bool) -> dict[str, Any]:
     res_file.unlink()
     if opened is not None:
         res["page_open_fraction"] = min(1.0, (ended - opened) / res["wall_s"])
+        res["server_cpu_s"] = server_cpu
     return res
 
 
@@ -214,7 +222,8 @@ def ratio_main(args: argparse.Namespace) -> dict[str, Any]:
         for page in order:
             r = _worker({**base, "tag": f"p{k}-{'page' if page else 'nopage'}"}, out_dir, page)
             got[page] = r
-            extra = f", page open {r['page_open_fraction']:.0%} of it" if page else ""
+            extra = (f", page open {r['page_open_fraction']:.0%} of it, server CPU {r['server_cpu_s']:.1f} s"
+                     if page else "")
             print(f"[pair {k}] {'page' if page else 'no page':<8} {r['ms_per_step']:7.1f} ms/step{extra}", flush=True)
         pairs.append({"no_page_ms": got[False]["ms_per_step"], "page_ms": got[True]["ms_per_step"],
                       "ratio": got[True]["ms_per_step"] / got[False]["ms_per_step"],
