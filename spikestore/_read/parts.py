@@ -94,7 +94,7 @@ class StreamPart:
         (or slicing the whole array when it was read already)."""
         arr = self._index.get(name)
         if arr is not None:
-            return arr[lo:hi]
+            return arr[lo:hi].copy()
         return self.reader.index(self.node, self.doc, name, f"stream {self.owner.key!r} index", lo, hi)
 
     def segment_at(self, rows: np.ndarray) -> np.ndarray:

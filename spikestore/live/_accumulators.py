@@ -21,7 +21,7 @@ import numpy as np
 
 from spikestore.errors import InvalidArgumentError
 
-__all__ = ["Moments", "NeuronWindow", "StepHistory", "record_moments"]
+__all__ = ["Moments", "NeuronWindow", "StepHistory", "count_bits", "merge_groups", "record_moments", "spike_moments"]
 
 
 @dataclass(frozen=True)
@@ -42,16 +42,38 @@ def record_moments(values: np.ndarray, binary: bool) -> Moments:
     """
     k = len(values)
     flat = values.reshape(k, -1)
+    if binary:
+        return spike_moments(np.count_nonzero(flat, axis=1), flat.shape[1])
     n = np.full(k, float(flat.shape[1]))
     safe = np.maximum(n, 1.0)
-    if binary:
-        s = np.count_nonzero(flat, axis=1).astype(np.float64)
-        return Moments(n, s / safe, s - s * s / safe)
     x = np.abs(flat) if np.iscomplexobj(flat) else flat
     x = x.astype(np.float64, copy=False)
     mean = x.sum(axis=1) / safe
     m2 = np.square(x - mean[:, None]).sum(axis=1)
     return Moments(n, mean, m2)
+
+
+def spike_moments(spikes: np.ndarray, values: int) -> Moments:
+    """:class:`Moments` of records of 0s and 1s holding ``spikes`` ones each among ``values`` values."""
+    s = np.asarray(spikes, np.float64)
+    n = np.full(len(s), float(values))
+    safe = max(values, 1)
+    return Moments(n, s / safe, s - s * s / safe)
+
+
+def count_bits(rows: np.ndarray, width: int) -> np.ndarray:
+    """Ones in each stored row of a ``bits`` segment (``uint8`` rows packed along the last axis, which holds
+    ``width`` values), counted without unpacking; padding bits of the last byte are not counted."""
+    k = len(rows)
+    if width % 8 and rows.shape[-1]:
+        rows = rows.copy()
+        rows[..., -1] &= (1 << (width % 8)) - 1
+    ones: np.ndarray = _ONES[rows.reshape(k, -1)].sum(axis=1, dtype=np.int64)
+    return ones
+
+
+#: Ones in each byte value.
+_ONES = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
 def merge_groups(group: np.ndarray, size: int, m: Moments) -> Moments:
@@ -90,18 +112,33 @@ class StepHistory:
         if not len(steps):
             return
         steps = np.asarray(steps, np.int64)
-        self._rebin(np.concatenate([self.ids, steps // self.width]), np.concatenate([self.first, steps]),
-                    Moments(*(np.concatenate([a, b]) for a, b in
-                              ((self.moments.n, m.n), (self.moments.mean, m.mean), (self.moments.m2, m.m2)))))
+        ids = steps // self.width
+        # Records of the last point or after it (a writer appending): rebin them with the last point alone.
+        keep = len(self.ids) - 1 if len(self.ids) and ids.min() >= self.ids[-1] else 0
+        old = self.moments
+        self._rebin(np.concatenate([self.ids[keep:], ids]), np.concatenate([self.first[keep:], steps]),
+                    Moments(*(np.concatenate([a[keep:], b]) for a, b in
+                              ((old.n, m.n), (old.mean, m.mean), (old.m2, m.m2)))),
+                    (self.ids[:keep], self.first[:keep], Moments(old.n[:keep], old.mean[:keep], old.m2[:keep])))
         while len(self.ids) > self.points:
             self.width *= 2
             self._rebin(self.ids // 2, self.first, self.moments)
 
-    def _rebin(self, ids: np.ndarray, first: np.ndarray, m: Moments) -> None:
-        self.ids, group = np.unique(ids, return_inverse=True)
-        self.first = np.full(len(self.ids), np.iinfo(np.int64).max, np.int64)
-        np.minimum.at(self.first, group, first)
-        self.moments = merge_groups(group, len(self.ids), m)
+    def _rebin(self, ids: np.ndarray, first: np.ndarray, m: Moments,
+               before: tuple[np.ndarray, np.ndarray, Moments] | None = None) -> None:
+        """Points: the entries ``ids``/``first``/``m`` merged by id, after the points ``before`` (kept as they
+        are: every id in them is below every id in ``ids``)."""
+        uniq, group = np.unique(ids, return_inverse=True)
+        low = np.full(len(uniq), np.iinfo(np.int64).max, np.int64)
+        np.minimum.at(low, group, first)
+        merged = merge_groups(group, len(uniq), m)
+        if before is None or not len(before[0]):
+            self.ids, self.first, self.moments = uniq, low, merged
+            return
+        self.ids, self.first = np.concatenate([before[0], uniq]), np.concatenate([before[1], low])
+        self.moments = Moments(*(np.concatenate([a, b]) for a, b in ((before[2].n, merged.n),
+                                                                     (before[2].mean, merged.mean),
+                                                                     (before[2].m2, merged.m2))))
 
     def mean(self) -> np.ndarray:
         """Mean of the values of each point."""
