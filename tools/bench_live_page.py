@@ -180,13 +180,19 @@ def _worker(cfg: dict[str, Any], out_dir: Path, page: bool) -> dict[str, Any]:
     store = out_dir / "stores" / f"spikestore-{cfg['tag']}.zarr"
     worker = subprocess.Popen([sys.executable, str(WORKER), json.dumps(cfg)], env=_env(), cwd=str(REPO),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    opened = None
+    opened, server, server_cpu = None, None, 0.0
     if page:
         from playwright.sync_api import sync_playwright
 
         while not (store / "zarr.json").exists() and worker.poll() is None:
             time.sleep(0.05)  # polling for the worker's store to appear (no event to wait on across processes)
-        server, url, _ = start_server(store)
+        try:
+            server, url, _ = start_server(store)
+        except RuntimeError:
+            if worker.wait() != 0:
+                raise
+            server = None  # the run ended (and removed its store) before the server was up: no page open
+    if page and server is not None:
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -205,8 +211,8 @@ def _worker(cfg: dict[str, Any], out_dir: Path, page: bool) -> dict[str, Any]:
         raise RuntimeError(f"worker {cfg['tag']} failed (exit {worker.returncode}):\n{err[-3000:]}")
     res: dict[str, Any] = json.loads(res_file.read_text())
     res_file.unlink()
-    if opened is not None:
-        res["page_open_fraction"] = min(1.0, (ended - opened) / res["wall_s"])
+    if page:
+        res["page_open_fraction"] = 0.0 if opened is None else min(1.0, (ended - opened) / res["wall_s"])
         res["server_cpu_s"] = server_cpu
     return res
 
