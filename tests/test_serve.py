@@ -164,6 +164,13 @@ def test_plots_draw_the_stores_data(browser: Any, live: dict[str, Any], tmp_path
         assert rows["raster"] == expected
         title = page.evaluate("() => Bokeh.documents[0].get_model_by_name('raster').title.text")
         assert f"step {last}" in title and f"({expected} spikes)" in title, title
+        # The voltage traces (the first 8 neurons) mark the spikes of the same layer's output at the same step.
+        marks = page.evaluate("""() => {
+            const fig = Bokeh.documents[0].get_model_by_name('voltage');
+            return [fig.title.text, fig.renderers.map(r => r.data_source.get_length())];
+        }""")
+        spikes_shown = int(np.count_nonzero(live["spikes"][last].reshape(CALLS, -1)[:, :8]))
+        assert "spikes from output/fc1" in marks[0] and marks[1] == [8, spikes_shown], marks
         assert page.locator("canvas").count() >= 5
 
         shot = tmp_path / "serve.png"
