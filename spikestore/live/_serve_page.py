@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from bokeh.core.properties import field
 from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models import ColumnDataSource, LinearColorMapper
-from bokeh.models.annotations import ColorBar, Span, Title
+from bokeh.models.annotations import ColorBar, Legend, LegendItem, Span, Title
 from bokeh.models.widgets import Div, RangeSlider, Select, Spinner
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
@@ -121,12 +122,15 @@ class _Page:
         self.volt_src = ColumnDataSource({"xs": [], "ys": [], "color": [], "label": []})
         self.mark_src = ColumnDataSource({"t": [], "v": [], "color": []})
         self.volt = figure(title=self.volt_title, x_axis_label="time step",
-                           y_axis_label="membrane potential (model units)", width=WIDTH, height=300, name="voltage")
-        self.volt.multi_line(xs="xs", ys="ys", color="color", legend_field="label", source=self.volt_src)
+                           y_axis_label="membrane potential (model units)", width=WIDTH + 120, height=300,
+                           name="voltage")
+        lines = self.volt.multi_line(xs="xs", ys="ys", color="color", source=self.volt_src)
+        traces: list[Any] = [lines]  # the legend's list is typed for any glyph; a list of one kind is not one
+        legend = Legend(items=[LegendItem(label=field("label"), renderers=traces)], click_policy="hide")
+        self.volt.add_layout(legend, "right")  # beside the traces, not over them
         self.volt.scatter(x="t", y="v", color="color", marker="inverted_triangle", size=9, source=self.mark_src)
         self.volt.add_layout(Span(location=options.threshold, dimension="width", line_dash="dashed",
                                   line_color="gray"))
-        self.volt.legend.location = "top_left"
 
         for widget in (self.spikes, self.voltage, self.sample):
             widget.on_change("value", self._on_choice)
