@@ -6,7 +6,8 @@
     voltage, a gradient norm), starts ``spikestore serve`` on it, and loads the
     page ``--loads`` times in Debian's chromium (Playwright), each in a new
     tab: the time from the request until BokehJS has drawn every plot with data
-    (its document idle, every plot's sources non-empty). Prints the server's
+    (its document idle, every plot's sources non-empty), in a fresh browser
+    context (empty cache) and in new tabs of one context (BokehJS cached). Prints the server's
     start time (its first refresh reads the whole run) and its RSS after the loads.
 ``screenshot``
     Saves the page of a store (``runs/demo.zarr``: ``bash tools/demo.sh``) as a
@@ -128,29 +129,40 @@ def load_main(args: argparse.Namespace) -> dict[str, Any]:
         write_run(path, args.records)
         print(f"wrote {args.records} records in {time.perf_counter() - t0:.1f} s", flush=True)
         proc, url, started = start_server(path)
-        times = []
+        times: dict[str, list[float]] = {"fresh": [], "cached": []}
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-                for i in range(args.loads + 1):  # the first load warms the browser's cache: not counted
-                    page = browser.new_page(viewport={"width": 1300, "height": 1200})
-                    t = time.perf_counter()
-                    page.goto(url, wait_until="commit")
-                    page.wait_for_function(READY, timeout=60_000)
-                    seconds = time.perf_counter() - t
-                    page.close()
-                    if i:
-                        times.append(seconds)
-                    print(f"load {i}{' (warm-up)' if not i else ''}: {seconds * 1e3:.0f} ms", flush=True)
+                cached = browser.new_context(viewport={"width": 1300, "height": 1200})
+                for i in range(args.loads + 1):  # the first load of each kind warms up: not counted
+                    for kind in times:
+                        # "fresh": a new browser context (empty cache), as a first visit; "cached": new tabs of
+                        # one context, as a user who opens the page again (BokehJS from the browser's cache)
+                        context = browser.new_context(viewport={"width": 1300, "height": 1200}) \
+                            if kind == "fresh" else cached
+                        page = context.new_page()
+                        t = time.perf_counter()
+                        page.goto(url, wait_until="commit")
+                        page.wait_for_function(READY, timeout=60_000)
+                        seconds = time.perf_counter() - t
+                        page.close()
+                        if kind == "fresh":
+                            context.close()
+                        if i:
+                            times[kind].append(seconds)
+                        print(f"load {i} {kind}{' (warm-up)' if not i else ''}: {seconds * 1e3:.0f} ms", flush=True)
                 browser.close()
             rss = rss_mib(proc.pid)
         finally:
             rc = stop_server(proc)
-    out = {"records": args.records, "server_start_s": started, "load_ms": [round(t * 1e3, 1) for t in times],
-           "load_ms_median": statistics.median(times) * 1e3, "server_rss_mib": rss, "server_exit": rc}
-    print(f"page load, {args.records} records: median {out['load_ms_median']:.0f} ms over {len(times)} loads "
-          f"(range {min(times) * 1e3:.0f}-{max(times) * 1e3:.0f}); server start {started:.1f} s, "
-          f"RSS {rss:.0f} MiB, exit {rc}", flush=True)
+    out: dict[str, Any] = {"records": args.records, "server_start_s": started, "server_rss_mib": rss,
+                           "server_exit": rc}
+    for kind, got in times.items():
+        out[f"load_ms_{kind}"] = [round(t * 1e3, 1) for t in got]
+        out[f"load_ms_{kind}_median"] = statistics.median(got) * 1e3
+        print(f"page load ({kind}), {args.records} records: median {statistics.median(got) * 1e3:.0f} ms over "
+              f"{len(got)} loads (range {min(got) * 1e3:.0f}-{max(got) * 1e3:.0f})", flush=True)
+    print(f"server start {started:.1f} s, RSS {rss:.0f} MiB, exit {rc}", flush=True)
     return out
 
 
