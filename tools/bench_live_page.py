@@ -36,6 +36,7 @@ import json
 import os
 import re
 import selectors
+import shutil
 import signal
 import statistics
 import subprocess
@@ -246,6 +247,7 @@ def ratio_main(args: argparse.Namespace) -> dict[str, Any]:
         pairs.append({"no_page_ms": got[False]["ms_per_step"], "page_ms": got[True]["ms_per_step"],
                       "ratio": got[True]["ms_per_step"] / got[False]["ms_per_step"],
                       "page_open_fraction": got[True]["page_open_fraction"]})
+    shutil.rmtree(out_dir, ignore_errors=True)
     ratios = [p["ratio"] for p in pairs]
     out = {"steps": args.steps, "pairs": pairs, "ratio_median": statistics.median(ratios),
            "ratio_range": [min(ratios), max(ratios)],
