@@ -303,9 +303,11 @@ def plot(path: Path | str, kind: str, stream: str | None, record: int | None, sa
     click.echo(f"wrote {out}")
 
 
-from spikestore.live.watch import watch  # noqa: E402 - registered last: the group is defined above
+from spikestore.live.serve import serve  # noqa: E402 - registered last: the group is defined above
+from spikestore.live.watch import watch  # noqa: E402
 
 main.add_command(watch)
+main.add_command(serve)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

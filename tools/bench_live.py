@@ -13,11 +13,18 @@ Parts (run the ones named, every part without one):
     refresh that finds nothing new, and the follower's RSS as the run grows,
     then one refresh of a fresh follower over the whole finished run.
 
+``--page``
+    ``spikestore serve`` in Debian's chromium (tools/bench_live_page.py): the
+    time until the page of a ``--page-records`` run shows its plots (median
+    of ``--page-loads`` loads), and the reference workload's ms/step with and
+    without a page open (``--page-pairs`` alternated pairs).
+
 Each part is a function ``bench_<name>(args) -> dict`` registered in
 :data:`PARTS` with its own options (``add_<name>_options``); ``--json PATH``
 writes every part's figures. Run from the repository root::
 
     python tools/bench_live.py --refresh --records 1000000
+    python tools/bench_live.py --page --page-pairs 7
 """
 
 from __future__ import annotations
@@ -146,9 +153,29 @@ def bench_refresh(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# -- page (spikestore serve; the work is in tools/bench_live_page.py) -----------------------------------------
+
+def add_page_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("--page")
+    g.add_argument("--page-records", type=int, default=100_000, help="records of the run whose page loads")
+    g.add_argument("--page-loads", type=int, default=7, help="page loads timed (after one warm-up load)")
+    g.add_argument("--page-pairs", type=int, default=7, help="alternated pairs of reference-workload runs")
+    g.add_argument("--page-steps", type=int, default=20, help="timed steps of each reference-workload run")
+
+
+def bench_page(args: argparse.Namespace) -> dict[str, Any]:
+    """Page load time of a long run in chromium, and the reference workload's step with and without a page."""
+    import bench_live_page as page
+
+    load = page.load_main(argparse.Namespace(records=args.page_records, loads=args.page_loads, tmp=None))
+    ratio = page.ratio_main(argparse.Namespace(pairs=args.page_pairs, steps=args.page_steps, warmup=3, tmp=None))
+    return {"load": load, "ratio": ratio}
+
+
 #: name -> (add its options, run it)
 PARTS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], dict[str, Any]]]] = {
     "refresh": (add_refresh_options, bench_refresh),
+    "page": (add_page_options, bench_page),
 }
 
 
