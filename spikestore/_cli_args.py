@@ -17,7 +17,7 @@ from click.core import ParameterSource
 
 from spikestore.errors import DamagedStoreError, InvalidArgumentError, SpikestoreError, StoreNotFoundError
 
-__all__ = ["StorePath", "explain_not_a_store", "fail", "location", "storage_flags", "usage"]
+__all__ = ["StorePath", "explain_not_a_store", "fail", "location", "parse_storage_options", "storage_flags", "usage"]
 
 
 def fail(exc: BaseException) -> None:
@@ -61,7 +61,7 @@ def _option_value(text: str) -> Any:
         return text
 
 
-def _storage_options(pairs: tuple[str, ...], text: str | None) -> dict[str, Any] | None:
+def parse_storage_options(pairs: tuple[str, ...], text: str | None) -> dict[str, Any] | None:
     """``--storage-options JSON`` with each ``--storage-option KEY=VALUE`` over it; ``None`` when neither is given."""
     if text is None and not pairs:
         return None
@@ -108,7 +108,7 @@ def location(path: Path | str, pairs: tuple[str, ...], text: str | None) -> Any:
         ctx = click.get_current_context(silent=True)
         if ctx is not None and ctx.get_parameter_source("storage_options_json") is ParameterSource.ENVIRONMENT:
             text = None  # $SPIKESTORE_STORAGE_OPTIONS is for URLs: a local path simply does not use it
-    options = _storage_options(pairs, text)
+    options = parse_storage_options(pairs, text)
     return usage(lambda p: store_location(p, options), path)
 
 

@@ -483,13 +483,13 @@ def test_the_command_line_reads_a_store_by_url(s3: S3Server, url: StoreURL, tmp_
 
 
 def test_storage_option_values_are_json_when_they_parse_as_json() -> None:
-    from spikestore.cli import _storage_options
+    from spikestore._cli_args import parse_storage_options
 
-    got = _storage_options(("anon=true", "endpoint_url=http://h:9000", 'client_kwargs={"region_name": "x"}',
+    got = parse_storage_options(("anon=true", "endpoint_url=http://h:9000", 'client_kwargs={"region_name": "x"}',
                             "key=\"123\"", "retries=3", "secret=a=b"), '{"anon": false, "token": "t"}')
     assert got == {"anon": True, "endpoint_url": "http://h:9000", "client_kwargs": {"region_name": "x"},
                    "key": "123", "retries": 3, "secret": "a=b", "token": "t"}
-    assert _storage_options((), None) is None
+    assert parse_storage_options((), None) is None
 
 
 def test_xarray_and_the_exporters_open_a_url_with_its_options(url: StoreURL, tmp_path: Path) -> None:
