@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from click.core import ParameterSource
@@ -20,7 +20,14 @@ from spikestore.errors import DamagedStoreError, InvalidArgumentError, Spikestor
 __all__ = ["StorePath", "explain_not_a_store", "fail", "location", "parse_storage_options", "storage_flags", "usage"]
 
 
-def fail(exc: BaseException) -> None:
+def fail(exc: BaseException, where: Any = None) -> NoReturn:
+    """Report ``exc`` in one line and exit 1.
+
+    ``where`` is what the command was asked to open: when ``exc`` says that a local path is no store (or
+    a damaged one), the path is first explained as :func:`explain_not_a_store` explains it.
+    """
+    if isinstance(where, Path) and isinstance(exc, (StoreNotFoundError, DamagedStoreError)):
+        explain_not_a_store(where, exc)
     click.echo(f"spikestore: {exc}", err=True)
     raise SystemExit(1)
 

@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - exercised by the console script only
     sys.stderr.write("the spikestore command needs click: pip install 'spikestore[cli]'\n")
     raise SystemExit(2) from None
 
-from spikestore._cli_args import StorePath, explain_not_a_store, fail, location, storage_flags, usage
+from spikestore._cli_args import StorePath, fail, location, storage_flags, usage
 from spikestore.errors import DamagedStoreError, SpikestoreError, StoreNotFoundError
 
 __all__ = ["main"]
@@ -124,9 +124,7 @@ def info(path: Path | str, storage_option: tuple[str, ...], storage_options_json
         try:
             run = open_run(where)
         except (StoreNotFoundError, DamagedStoreError) as exc:
-            if isinstance(where, Path):
-                explain_not_a_store(where, exc)  # exits, unless exc says best what is wrong
-            raise
+            fail(exc, where)
         with run:
             w = run.writer
             status = w["status"]

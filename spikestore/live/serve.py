@@ -19,9 +19,9 @@ from typing import Any
 
 import click
 
-from spikestore._cli_args import StorePath, explain_not_a_store, fail, location, storage_flags
+from spikestore._cli_args import StorePath, fail, location, storage_flags
 from spikestore.backends import StoreURL
-from spikestore.errors import DamagedStoreError, MissingDependencyError, SpikestoreError, StoreNotFoundError
+from spikestore.errors import MissingDependencyError, SpikestoreError
 
 __all__ = ["LOOPBACK", "run_server", "serve"]
 
@@ -165,10 +165,6 @@ def serve(path: Path | str, port: int, host: str, interval: float, threshold: fl
 
     try:
         run_server(where, port=port, host=host, interval=interval, threshold=threshold, on_start=started)
-    except (StoreNotFoundError, DamagedStoreError) as exc:
-        if isinstance(where, Path):
-            explain_not_a_store(where, exc)  # exits, unless exc says best what is wrong
-        fail(exc)
     except (SpikestoreError, OSError) as exc:
-        fail(exc)
+        fail(exc, where)
     click.echo("spikestore serve: stopped")

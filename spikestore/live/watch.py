@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
-from spikestore._cli_args import StorePath, explain_not_a_store, fail, location, storage_flags
-from spikestore.errors import DamagedStoreError, SpikestoreError, StoreNotFoundError
+from spikestore._cli_args import StorePath, fail, location, storage_flags
+from spikestore.errors import SpikestoreError
 from spikestore.live._watch_text import render_snapshot
 
 __all__ = ["render_snapshot", "run_watch", "watch"]
@@ -56,12 +55,8 @@ def run_watch(where: Any, *, interval: float, once: bool) -> None:
             from spikestore.live._watch_app import WatchApp
 
             WatchApp(follower.refresh, interval).run()
-    except (StoreNotFoundError, DamagedStoreError) as exc:
-        if isinstance(where, Path):
-            explain_not_a_store(where, exc)  # exits, unless exc says best what is wrong
-        fail(exc)
     except SpikestoreError as exc:
-        fail(exc)
+        fail(exc, where)
 
 
 @click.command(name="watch")
