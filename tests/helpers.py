@@ -455,3 +455,23 @@ def record_as_ranks(path: Path, monkeypatch: pytest.MonkeyPatch, record: Callabl
             with spikestore.Store(path, mode=mode, **store_kwargs) as store:
                 assert store.path == (path if r == 0 else path / f"__rank{r}")
                 record(store, r)
+
+
+def check_stream(run: spikestore.Run, key: str, reference: list[np.ndarray], steps: np.ndarray,
+                 calls: np.ndarray) -> None:
+    """Stream ``key`` holds exactly ``reference`` (float32), in order, at ``steps``/``calls``, with its dtype."""
+    s = run[key]
+    want = np.stack(reference)
+    assert len(s) == len(reference), key
+    np.testing.assert_array_equal(s.steps, steps, err_msg=key)
+    np.testing.assert_array_equal(s.calls, calls, err_msg=key)
+    got = s[:]
+    assert got.dtype == want.dtype == np.float32, key
+    assert np.array_equal(got, want), key
+
+
+def not_trivial(spikes: list[np.ndarray]) -> None:
+    """The reference spikes fire, not everywhere, and differ between records (so an order shows)."""
+    a = np.stack(spikes)
+    assert 0 < a.mean() < 1
+    assert len({r.tobytes() for r in a}) > len(a) // 2

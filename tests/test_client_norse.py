@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import check_stream, not_trivial
 from torch import nn
 
 import spikestore
@@ -57,26 +58,6 @@ class CellNet(nn.Module):
 def batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(1)
     return [(torch.rand(T, N, F, generator=g) * 8, torch.rand(N, OUT, generator=g) * T) for _ in range(BATCHES)]
-
-
-def check_stream(run: spikestore.Run, key: str, reference: list[np.ndarray], steps: np.ndarray,
-                 calls: np.ndarray) -> None:
-    """Stream ``key`` holds exactly ``reference``, in order, at ``steps``/``calls``, with its dtype."""
-    s = run[key]
-    want = np.stack(reference)
-    assert len(s) == len(reference), key
-    np.testing.assert_array_equal(s.steps, steps, err_msg=key)
-    np.testing.assert_array_equal(s.calls, calls, err_msg=key)
-    got = s[:]
-    assert got.dtype == want.dtype == np.float32, key
-    assert np.array_equal(got, want), key
-
-
-def not_trivial(spikes: list[np.ndarray]) -> None:
-    """The reference spikes fire, not everywhere, and differ between records (so an order shows)."""
-    a = np.stack(spikes)
-    assert 0 < a.mean() < 1
-    assert len({r.tobytes() for r in a}) > len(a) // 2
 
 
 def train_step(opt: torch.optim.Optimizer, spikes: torch.Tensor, target: torch.Tensor) -> None:
