@@ -393,3 +393,36 @@ def test_tags_follow_the_documented_rule(store_path):
                     tail = crc(b"spkR" + d + struct.pack("<QI", n - 1, last_rows) + stored.astype(
                         stored.dtype.newbyteorder("<")).tobytes())
                     assert tail == entry["tail"], (key, name)
+
+
+@pytest.mark.parametrize(("edit", "error", "match"), [
+    ("newer identity", "format", "identity version 3"),
+    ("a tag changed", "damaged", "not those its document's tag names"),
+    ("a tag dropped", "damaged", "holds 1 chunk tags for 2 committed chunks"),
+    ("tags not base64", "damaged", "tags"),
+])
+def test_an_edited_identity_is_refused(store_path, edit, error, match):
+    import base64
+
+    from spikestore.errors import FormatError
+
+    _write(store_path)  # BITS: 11 records, 9 a chunk: two chunks
+
+    def change(doc: dict[str, Any]) -> None:
+        seg = doc["segments"][0]
+        tags = bytearray(base64.b64decode(seg["tags"]))
+        if edit == "newer identity":
+            seg["identity"] = 3
+        elif edit == "a tag changed":
+            tags[0] ^= 1
+            seg["tags"] = base64.b64encode(bytes(tags)).decode()
+        elif edit == "a tag dropped":
+            seg["tags"] = base64.b64encode(bytes(tags[:4])).decode()
+        else:
+            seg["tags"] = "not base64!"
+
+    _edit_doc(store_path, BITS, change)
+    with spikestore.open(store_path) as run, pytest.raises(FormatError if error == "format" else DamagedStoreError,
+                                                            match=match) as info:
+        run[BITS][0]
+    assert not (error == "format" and isinstance(info.value, DamagedStoreError))
