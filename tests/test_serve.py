@@ -135,43 +135,42 @@ def test_lists_streams_and_follows_new_steps_without_reload(browser: Any, live: 
         page.close()
 
 
-def _renderer_rows(page: Any) -> dict[str, int]:
-    """Rows of data behind each plot of the page, read from BokehJS's own document."""
-    return dict(page.evaluate("""() => {
-        const doc = Bokeh.documents[0];
-        const rows = {};
-        for (const name of ["rates", "grads", "raster", "heat", "voltage"]) {
-            const fig = doc.get_model_by_name(name);
-            rows[name] = fig.renderers.reduce((n, r) => n + r.data_source.get_length(), 0);
-        }
-        return rows;
-    }"""))
+def _drawn(page: Any) -> dict[str, Any]:
+    """What the page's script says it drew: data points per plot, and the plots' titles."""
+    return dict(page.evaluate("() => ({...window.spikestorePage.drawn, titles: window.spikestorePage.titles})"))
 
 
 def test_plots_draw_the_stores_data(browser: Any, live: dict[str, Any], tmp_path: Path) -> None:
-    page = browser.new_page(viewport={"width": 1300, "height": 1200})
+    page = browser.new_page(viewport={"width": 1340, "height": 1300})
     try:
         page.goto(live["url"])
         last = max(live["spikes"])
         sync_api.expect(_step_cell(page, "output/fc1")).to_have_text(str(last), timeout=DEADLINE_MS)
-        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0 && Bokeh.documents[0].is_idle",
-                               timeout=DEADLINE_MS)
-        rows = _renderer_rows(page)
-        assert all(rows[name] > 0 for name in rows), rows
+        page.wait_for_function("() => window.spikestorePage.version > 0", timeout=DEADLINE_MS)
+        drawn = _drawn(page)
+        assert all(drawn[name] for name in ("rates", "grads", "raster", "heat")), drawn
         # The raster shows every spike of output/fc1's latest step, one tick each (its records have no batch
         # axis: the page draws their values flattened as neurons, one call per time step).
         expected = int(np.count_nonzero(live["spikes"][last]))
-        assert rows["raster"] == expected
-        title = page.evaluate("() => Bokeh.documents[0].get_model_by_name('raster').title.text")
+        assert drawn["raster"] == expected
+        title = drawn["titles"]["raster"]
         assert f"step {last}" in title and f"({expected} spikes)" in title, title
         # The voltage traces (the first 8 neurons) mark the spikes of the same layer's output at the same step.
-        marks = page.evaluate("""() => {
-            const fig = Bokeh.documents[0].get_model_by_name('voltage');
-            return [fig.title.text, fig.renderers.map(r => r.data_source.get_length())];
-        }""")
         spikes_shown = int(np.count_nonzero(live["spikes"][last].reshape(CALLS, -1)[:, :8]))
-        assert "spikes from output/fc1" in marks[0] and marks[1] == [8, spikes_shown], marks
+        assert "spikes from output/fc1" in drawn["titles"]["voltage"], drawn["titles"]
+        assert drawn["voltage"] == {"traces": 8, "marks": spikes_shown}, drawn
         assert page.locator("canvas").count() >= 5
+
+        # Choosing other neurons on the page redraws the raster with exactly their spikes.
+        page.fill("#n0", "10")
+        page.fill("#n1", "19")
+        page.press("#n1", "Enter")
+        window = int(np.count_nonzero(live["spikes"][last].reshape(CALLS, -1)[:, 10:20]))
+        page.wait_for_function(f"() => window.spikestorePage.drawn.raster === {window}", timeout=DEADLINE_MS)
+        page.fill("#n0", "")
+        page.fill("#n1", "")
+        page.press("#n1", "Enter")
+        page.wait_for_function(f"() => window.spikestorePage.drawn.raster === {expected}", timeout=DEADLINE_MS)
 
         shot = tmp_path / "serve.png"
         page.screenshot(path=str(shot))
@@ -184,6 +183,25 @@ def test_plots_draw_the_stores_data(browser: Any, live: dict[str, Any], tmp_path
         page.close()
 
 
+def test_view_is_json_and_refuses_bad_choices(live: dict[str, Any]) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    with urllib.request.urlopen(live["url"] + "view", timeout=30) as reply:
+        view = json.load(reply)
+    assert [s["key"] for s in view["streams"]] == STREAMS
+    assert view["spikes"] == "output/fc1" and view["voltage"] == "v_seq/fc1"
+    assert view["latest"] == max(live["spikes"])
+    # a tab that has the latest version gets only that back
+    with urllib.request.urlopen(f"{live['url']}view?since={view['version']}", timeout=30) as reply:
+        assert json.load(reply) == {"version": view["version"]}
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(live["url"] + "view?sample=x", timeout=30)
+    assert refused.value.code == 400
+    assert json.load(refused.value) == {"error": "sample='x': expected a whole number"}
+
+
 def test_sigterm_stops_cleanly_and_releases_the_port(tmp_path: Path) -> None:
     path = tmp_path / "done.zarr"
     with spikestore.Store(path, mode="w") as store:
@@ -193,7 +211,7 @@ def test_sigterm_stops_cleanly_and_releases_the_port(tmp_path: Path) -> None:
     import urllib.request
 
     with urllib.request.urlopen(url, timeout=30) as reply:
-        assert reply.status == 200 and b"bokeh" in reply.read().lower()
+        assert reply.status == 200 and b"spikestore serve" in reply.read()
     assert _stop(proc) == 0
     out, _ = proc.communicate()
     assert "stopped" in out

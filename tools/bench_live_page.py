@@ -5,9 +5,9 @@
     Writes a run of ``--records`` records (four streams: two spike layers, a
     voltage, a gradient norm), starts ``spikestore serve`` on it, and loads the
     page ``--loads`` times in Debian's chromium (Playwright), each in a new
-    tab: the time from the request until BokehJS has drawn every plot with data
+    tab: the time from the request until the page has drawn every plot with data
     (its document idle, every plot's sources non-empty), in a fresh browser
-    context (empty cache) and in new tabs of one context (BokehJS cached). Prints the server's
+    context (empty cache) and in new tabs of one context (its scripts cached). Prints the server's
     start time (its first refresh reads the whole run) and its RSS after the loads.
 ``screenshot``
     Saves the page of a store (``runs/demo.zarr``: ``bash tools/demo.sh``) as a
@@ -52,14 +52,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORKER = HERE / "workload_worker.py"
 CHROMIUM = "/usr/bin/chromium"
-#: True once BokehJS has drawn the page and every plot has data.
+#: True once the page has drawn its first view and every plot has data (spikestore/live/static/page.js).
 READY = """() => {
-    if (!window.Bokeh || !Bokeh.documents.length || !Bokeh.documents[0].is_idle) return false;
-    const doc = Bokeh.documents[0];
-    return ["rates", "grads", "raster", "heat", "voltage"].every(name => {
-        const fig = doc.get_model_by_name(name);
-        return fig && fig.renderers.some(r => r.data_source.get_length() > 0);
-    });
+    const page = window.spikestorePage;
+    return Boolean(page && page.version > 0 && page.drawn.rates && page.drawn.grads && page.drawn.raster
+                   && page.drawn.heat && page.drawn.voltage && page.drawn.voltage.traces);
 }"""
 
 
@@ -138,7 +135,7 @@ def load_main(args: argparse.Namespace) -> dict[str, Any]:
                 for i in range(args.loads + 1):  # the first load of each kind warms up: not counted
                     for kind in times:
                         # "fresh": a new browser context (empty cache), as a first visit; "cached": new tabs of
-                        # one context, as a user who opens the page again (BokehJS from the browser's cache)
+                        # one context, as a user who opens the page again (the page's scripts from the browser's cache)
                         context = browser.new_context(viewport={"width": 1300, "height": 1200}) \
                             if kind == "fresh" else cached
                         page = context.new_page()
@@ -174,7 +171,7 @@ def screenshot_main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page = browser.new_page(viewport={"width": 1340, "height": 1000})
             page.goto(url)
             page.wait_for_function(READY, timeout=60_000)
             page.screenshot(path=args.out, full_page=True)

@@ -1,12 +1,11 @@
 """``spikestore serve``: a web page that follows a store while it is written.
 
-A Bokeh server (``pip install 'spikestore[live]'``) on 127.0.0.1: one thread
+A Tornado server (``pip install 'spikestore[live]'``) on 127.0.0.1: one thread
 follows the store with :class:`~spikestore.live.Follower` every ``interval``
-seconds and publishes what the page shows; each browser tab is a Bokeh
-document that redraws from the latest publication over its websocket. BokehJS
-comes from the installed ``bokeh`` package through this server, so the page
-needs no network. Why Bokeh, what the page shows and what it costs:
-docs/live.md.
+seconds and publishes what the page shows; each browser tab polls a JSON view
+of the latest publication and draws it with uPlot, which ships inside this
+package, so the page needs no network. Why this design, what the page shows
+and what it costs: docs/live.md.
 """
 
 from __future__ import annotations
@@ -27,13 +26,6 @@ __all__ = ["LOOPBACK", "run_server", "serve"]
 
 #: Hosts that only this machine can reach; any other ``--host`` prints a warning.
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def _origins(host: str, port: int) -> list[str]:
-    """The ``host:port`` a browser may open the page's websocket from (Bokeh checks the Origin header)."""
-    if host in ("0.0.0.0", "::", ""):  # every interface: the page is reached by names this process cannot know
-        return ["*"]
-    return sorted({f"{name}:{port}" for name in (host, "localhost", "127.0.0.1")})
 
 
 def run_server(path: str | os.PathLike[str] | StoreURL, *, port: int = 8765, host: str = "127.0.0.1",
@@ -62,7 +54,7 @@ def run_server(path: str | os.PathLike[str] | StoreURL, *, port: int = 8765, hos
     Raises
     ------
     MissingDependencyError
-        Without bokeh.
+        Without tornado.
     SpikestoreError
         If the store cannot be opened.
     """
@@ -71,35 +63,28 @@ def run_server(path: str | os.PathLike[str] | StoreURL, *, port: int = 8765, hos
         import signal
         from concurrent.futures import ThreadPoolExecutor
 
-        from bokeh.application import Application
-        from bokeh.application.handlers.function import FunctionHandler
-        from bokeh.server.server import BaseServer
-        from bokeh.server.tornado import BokehTornado
         from tornado.httpserver import HTTPServer
         from tornado.ioloop import IOLoop, PeriodicCallback
         from tornado.netutil import bind_sockets
 
+        from spikestore.live._serve_app import PageOptions, make_app
         from spikestore.live._serve_data import PageState
-        from spikestore.live._serve_page import PageOptions, build_page
     except ImportError as exc:
-        raise MissingDependencyError(f"spikestore serve needs bokeh ({exc}): pip install 'spikestore[live]'") from None
+        raise MissingDependencyError(f"spikestore serve needs tornado ({exc}): pip install 'spikestore[live]'") \
+            from None
 
     state = PageState(path, storage_options)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spikestore-serve-refresh")
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    server: BaseServer | None = None
+    http: HTTPServer | None = None
     try:
         state.refresh()
         io_loop = IOLoop.current()
         sockets = bind_sockets(port, address=host)
         bound = int(sockets[0].getsockname()[1])
-        app = Application(FunctionHandler(build_page(lambda: state.data, PageOptions(interval, threshold))))
-        tornado_app = BokehTornado({"/": app}, extra_websocket_origins=_origins(host, bound))
-        http = HTTPServer(tornado_app)
+        http = HTTPServer(make_app(lambda: state.data, PageOptions(interval, threshold)))
         http.add_sockets(sockets)
-        server = BaseServer(io_loop, tornado_app, http)
-        server.start()
 
         busy = False
         reported: set[str] = set()
@@ -126,8 +111,9 @@ def run_server(path: str | os.PathLike[str] | StoreURL, *, port: int = 8765, hos
             on_start(f"http://{shown}:{bound}/")
         io_loop.start()
     finally:
-        if server is not None:
-            server.stop(wait=False)
+        if http is not None:
+            http.stop()
+            loop.run_until_complete(http.close_all_connections())
         executor.shutdown(wait=True)
         state.close()
         loop.close()
