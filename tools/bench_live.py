@@ -16,7 +16,8 @@ Parts (run the ones named, every part without one):
 ``--page``
     ``spikestore serve`` in Debian's chromium (tools/bench_live_page.py): the
     time until the page of a ``--page-records`` run shows its plots (median
-    of ``--page-loads`` loads), and the reference workload's ms/step with and
+    of ``--page-loads`` loads), the time from a flush until the page shows
+    it (20 flushes, ``--interval 1``), and the reference workload's ms/step with and
     without a page open (``--page-pairs`` alternated pairs).
 
 Each part is a function ``bench_<name>(args) -> dict`` registered in
@@ -164,12 +165,13 @@ def add_page_options(p: argparse.ArgumentParser) -> None:
 
 
 def bench_page(args: argparse.Namespace) -> dict[str, Any]:
-    """Page load time of a long run in chromium, and the reference workload's step with and without a page."""
+    """Page load time of a long run in chromium, flush-to-page delay, and the workload's step with and without a page."""
     import bench_live_page as page
 
     load = page.load_main(argparse.Namespace(records=args.page_records, loads=args.page_loads, tmp=None))
+    follow = page.follow_main(argparse.Namespace(flushes=20, interval=1.0, tmp=None))
     ratio = page.ratio_main(argparse.Namespace(pairs=args.page_pairs, steps=args.page_steps, warmup=3, tmp=None))
-    return {"load": load, "ratio": ratio}
+    return {"load": load, "follow": follow, "ratio": ratio}
 
 
 #: name -> (add its options, run it)

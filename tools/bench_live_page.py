@@ -9,6 +9,13 @@
     (its document idle, every plot's sources non-empty), in a fresh browser
     context (empty cache) and in new tabs of one context (its scripts cached). Prints the server's
     start time (its first refresh reads the whole run) and its RSS after the loads.
+``follow``
+    A writer in this process appends one step to a store and flushes it,
+    ``--flushes`` times at irregular moments, while a tab shows the page of
+    ``spikestore serve --interval`` on it: the time from the end of each
+    flush until the page shows that step as the latest (by design at most
+    about 1.5 intervals: the server refreshes every interval, the page asks
+    every half interval).
 ``screenshot``
     Saves the page of a store (``runs/demo.zarr``: ``bash tools/demo.sh``) as a
     PNG, once its plots are drawn (docs/images/serve.png).
@@ -26,6 +33,7 @@ Examples
 
     python tools/bench_live_page.py load --records 100000 --loads 7
     python tools/bench_live_page.py ratio --pairs 7 --steps 40
+    python tools/bench_live_page.py follow --flushes 20 --interval 1
     python tools/bench_live_page.py screenshot runs/demo.zarr docs/images/serve.png
 """
 
@@ -164,6 +172,53 @@ def load_main(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def follow_main(args: argparse.Namespace) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    import spikestore
+
+    rng = np.random.default_rng(2)
+    delays: list[float] = []
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        path = Path(tmp) / "run.zarr"
+        store = spikestore.Store(path, mode="w")
+        try:
+            def write(step: int) -> float:
+                store.set_step(step)
+                store.append("output/fc1", (rng.random((16, 8, 128)) < 0.1).astype(np.float32))
+                store.append("v_seq/fc1", rng.normal(0.5, 0.3, (16, 8, 32)).astype(np.float32))
+                store.append("grad_input/fc1", np.float32(1.0))
+                store.flush()
+                return time.perf_counter()
+
+            write(0)
+            proc, url, _ = start_server(path, "--interval", str(args.interval))
+            try:
+                with sync_playwright() as p:
+                    browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                    page = browser.new_page(viewport={"width": 1340, "height": 1200})
+                    page.goto(url)
+                    page.wait_for_function(READY, timeout=60_000)
+                    for step in range(1, args.flushes + 1):
+                        time.sleep(float(rng.uniform(0.2, 1.5)))  # flushes fall anywhere in the refresh cycle
+                        flushed = write(step)
+                        page.wait_for_function(
+                            f"() => document.querySelector('.ss-latest').textContent === '{step}'",
+                            polling="raf", timeout=60_000)
+                        delays.append(time.perf_counter() - flushed)
+                        print(f"step {step}: shown {delays[-1] * 1e3:.0f} ms after its flush", flush=True)
+                    browser.close()
+            finally:
+                rc = stop_server(proc)
+        finally:
+            store.close()
+    median = statistics.median(delays)
+    print(f"flush to page, --interval {args.interval:g}: median {median * 1e3:.0f} ms, max {max(delays) * 1e3:.0f} ms "
+          f"over {len(delays)} flushes; server exit {rc}", flush=True)
+    return {"interval_s": args.interval, "delays_ms": [round(d * 1e3, 1) for d in delays],
+            "median_ms": median * 1e3, "max_ms": max(delays) * 1e3}
+
+
 def screenshot_main(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
@@ -267,14 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     ratio.add_argument("--pairs", type=int, default=7)
     ratio.add_argument("--steps", type=int, default=40)
     ratio.add_argument("--warmup", type=int, default=3)
+    follow = sub.add_parser("follow", help="time from a flush until the page shows the step")
+    follow.add_argument("--flushes", type=int, default=20)
+    follow.add_argument("--interval", type=float, default=1.0, help="spikestore serve --interval")
     shot = sub.add_parser("screenshot", help="a PNG of the page of a store")
     shot.add_argument("store")
     shot.add_argument("out")
-    for p in (load, ratio):
+    for p in (load, ratio, follow):
         p.add_argument("--tmp", default=None, help="folder for the stores (default: the system's temp folder)")
         p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    out = {"load": load_main, "ratio": ratio_main, "screenshot": screenshot_main}[args.what](args)
+    out = {"load": load_main, "ratio": ratio_main, "follow": follow_main,
+           "screenshot": screenshot_main}[args.what](args)
     if getattr(args, "json", None):
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
