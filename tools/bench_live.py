@@ -165,7 +165,7 @@ def add_page_options(p: argparse.ArgumentParser) -> None:
 
 
 def bench_page(args: argparse.Namespace) -> dict[str, Any]:
-    """Page load time of a long run in chromium, flush-to-page delay, and the workload's step with and without a page."""
+    """Page load of a long run in chromium, flush-to-page delay, and the workload's step with and without a page."""
     import bench_live_page as page
 
     load = page.load_main(argparse.Namespace(records=args.page_records, loads=args.page_loads, tmp=None))
