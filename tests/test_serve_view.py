@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import spikestore
 from spikestore.errors import InvalidArgumentError
 from spikestore.live._serve_data import PageState
 from spikestore.live._serve_view import MAX_TRACES, Choice, page_view
+from spikestore.plot import short_batch_steps
 
 THRESHOLD = 1.0
 
@@ -105,3 +107,31 @@ def test_unknown_streams_fall_back_to_the_first_of_their_kind(written: dict[str,
     view = _view(written, spikes="output/none", voltage="output/lif")
     assert view["spikes"] == "output/lif" and view["voltage"] == "v_seq/lif"
     assert [s["key"] for s in view["streams"]] == ["v_seq/lif", "output/lif"]  # type: ignore[union-attr]
+
+
+def test_short_batches_are_marked_and_followed(tmp_path: Path) -> None:
+    """Steps whose records hold a smaller batch; a refresh finds a new one (and more records of it)."""
+    path = tmp_path / "run.zarr"
+    rng = np.random.default_rng(5)
+    batches = {0: 4, 1: 4, 2: 3, 3: 4}
+    with spikestore.Store(path, mode="w") as store:
+        store.set_stream_info("output/lif", selection={"step_mode": "m", "batch_axis": 1})
+
+        def write(step: int, batch: int) -> None:
+            store.set_step(step)
+            store.append("output/lif", (rng.random((2, batch, 5)) < 0.3).astype(np.float32))
+            store.flush()
+
+        for step, batch in batches.items():
+            write(step, batch)
+        state = PageState(path)
+        try:
+            assert page_view(state.refresh(), Choice(), THRESHOLD)["short_steps"] == [2]
+            write(4, 2)  # a new segment of a smaller batch
+            assert page_view(state.refresh(), Choice(), THRESHOLD)["short_steps"] == [2, 4]
+            write(5, 2)  # more records in that last, short segment
+            assert page_view(state.refresh(), Choice(), THRESHOLD)["short_steps"] == [2, 4, 5]
+        finally:
+            state.close()
+    run = spikestore.open(path)
+    assert list(short_batch_steps(run)) == [2, 4, 5]  # the plots' rule, read whole

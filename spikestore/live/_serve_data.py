@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from spikestore._read.padded import batch_axis
 from spikestore._read.run import open as open_run
 from spikestore._read.stream import Stream
 from spikestore.backends import StoreURL
 from spikestore.live._follower import Follower
 from spikestore.live._snapshot import StreamSummary
+from spikestore.plot._picks import short_batch_steps
 
 __all__ = ["HEAT_COLUMNS", "HEAT_NEURONS", "LatestStep", "NeuronHeat", "PageData", "PageState"]
 
@@ -76,6 +78,7 @@ class PageData:
     streams: dict[str, StreamSummary]
     latest: dict[str, LatestStep]
     heat: dict[str, NeuronHeat]
+    short_steps: np.ndarray
 
 
 def _step_values(stream: Stream, step: int, latest: np.ndarray | None) -> tuple[np.ndarray, str]:
@@ -164,6 +167,7 @@ class PageState:
         self._versions = itertools.count(1)
         self.data: PageData | None = None
         self._seen: tuple[Any, ...] = ()
+        self._short: tuple[tuple[Any, ...], np.ndarray] = ((), np.zeros(0, np.int64))
 
     def refresh(self) -> PageData:
         """Follow the store once and publish the new :class:`PageData` (also returned)."""
@@ -190,8 +194,22 @@ class PageState:
         self._seen = seen
         self.data = PageData(next(self._versions), snap.path, snap.time, dict(snap.writer), dict(snap.failed),
                              dict(snap.streams), dict(self._latest),
-                             {key: ring.view() for key, ring in self._heat.items()})
+                             {key: ring.view() for key, ring in self._heat.items()}, self._short_steps())
         return self.data
+
+    def _short_steps(self) -> np.ndarray:
+        """:func:`~spikestore.plot.short_batch_steps` of the run, read again only when it can have changed:
+        a new segment, or more records in a last segment of a smaller batch."""
+        marker = []
+        for key in self._run.streams:
+            segments = self._run[key].segments
+            axis = batch_axis(self._run[key].dims)
+            sizes = [seg.shape[axis] if axis is not None and len(seg.shape) > axis else 0 for seg in segments]
+            short_last = bool(sizes) and sizes[-1] < max(sizes)
+            marker.append((key, len(segments), segments[-1].stop if short_last else None))
+        if tuple(marker) != self._short[0]:
+            self._short = (tuple(marker), short_batch_steps(self._run))
+        return self._short[1]
 
     def _backfill(self, ring: _HeatRing, stream: Stream, last_step: int) -> None:
         """Fill the heat map's past with a few steps spread over the run (a run followed from its middle)."""

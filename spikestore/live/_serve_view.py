@@ -27,6 +27,8 @@ __all__ = ["MAX_TRACES", "Choice", "page_view", "stream_rows"]
 
 #: Neurons drawn as voltage traces at most (the first ones of the chosen range).
 MAX_TRACES = 8
+#: Short-batch steps marked at most (the latest ones); more would be a solid band on a 2000-point curve.
+MAX_SHORT = 500
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ def page_view(data: PageData, choice: Choice, threshold: float) -> dict[str, Any
         "version": data.version, "path": data.path, "writer": str(data.writer.get("status", "?")),
         "latest": max(steps) if steps else None, "streams": stream_rows(data),
         "spike_keys": spike_keys, "voltage_keys": volt_keys, "spikes": spikes, "voltage": voltage,
-        "threshold": threshold,
+        "threshold": threshold, "short_steps": data.short_steps[-MAX_SHORT:].tolist(),
         "rates": _curves(data, spike_keys, True),
         "grads": _curves(data, [k for k in data.streams if k.startswith("grad")], False),
         "raster": None, "heat": None, "trace": None}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spikestore._read.padded import batch_axis
 from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -61,16 +62,24 @@ def short_batch_steps(run: StreamOwner, quantity: str | None = None) -> np.ndarr
 
     These are usually the last steps of epochs (a data set that the batch
     size does not divide); a rate or a gradient norm over fewer samples can
-    show there as a stripe or a peak. Reads segment shapes and steps only.
+    show there as a stripe or a peak. Reads segment shapes, and the steps of
+    the records of smaller segments only (cheap for a long, growing run).
     """
     found: list[np.ndarray] = []
     for key in run.streams:
         if quantity is not None and key.split("/", 1)[0] != quantity:
             continue
         stream = run[key]
-        sizes = stream.batch_sizes
-        if sizes is not None and len(sizes):
-            found.append(stream.steps[sizes < sizes.max()])
+        axis = batch_axis(stream.dims)
+        if axis is None:
+            continue
+        sizes = [seg.shape[axis] if len(seg.shape) > axis else 0 for seg in stream.segments]
+        largest = max(sizes, default=0)
+        for seg, size in zip(stream.segments, sizes, strict=True):
+            if size < largest and seg.stop > seg.start:
+                at = stream.record_positions(seg)
+                lo = int(at.min())
+                found.append(stream.index("step", lo, int(at.max()) + 1)[at - lo])
     return np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64)
 
 

@@ -99,7 +99,26 @@
     { label: y, size: 60, ...(wholeY ? { incrs: WHOLE } : {}) },
   ];
 
-  function curves(id, list, yLabel, log) {
+  // Steps whose records hold a smaller batch (an epoch's last one, usually): a rate or a gradient norm over
+  // fewer samples can show there as a peak or a stripe, so they are marked, dotted, on the step axes.
+  let shortSteps = [];
+  function markShort(u) {
+    if (!shortSteps.length) return;
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.beginPath(); ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height); ctx.clip();
+    ctx.setLineDash([2, 3]); ctx.strokeStyle = "#888"; ctx.lineWidth = devicePixelRatio;
+    ctx.beginPath();
+    for (const step of shortSteps) {
+      const x = u.valToPos(step, "x", true);
+      ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height);
+    }
+    ctx.stroke();
+    ctx.restore();
+  }
+  const SHORT_NOTE = () => (shortSteps.length ? "; dotted: steps with a short batch" : "");
+
+  function curves(id, list, yLabel, log, caption) {
     const keys = list.map((c) => c.key);
     const data = list.length ? uPlot.join(list.map((c) => [c.steps, c.values.map(
       (y) => (log && y !== null && y <= 0 ? null : y))])) : [[]];
@@ -108,8 +127,10 @@
       axes: axes("step", yLabel),
       series: [{ label: "step" }, ...keys.map((k, i) => ({ label: k, stroke: COLORS[i % COLORS.length], width: 2,
                                                          spanGaps: true }))],
+      hooks: { draw: [markShort] },
     }), data);
     page.drawn[id] = list.reduce((n, c) => n + c.steps.length, 0);
+    title(id, caption + SHORT_NOTE());
   }
 
   // Bits of np.packbits (big-endian within each byte) from base64.
@@ -198,14 +219,14 @@
         u.ctx.imageSmoothingEnabled = false;
         u.ctx.drawImage(m.canvas, x0, y1, x1 - x0, y0 - y1);
         u.ctx.restore();
-      }] },
+      }], draw: [markShort] },
     }), [[h.lo, right], [null, null]]);
     charts.heat.plot.setScale("x", { min: h.lo, max: right });
     charts.heat.plot.setScale("y", { min: 0, max: top });
     $("fig-heat").querySelector(".ss-high").textContent = String(h.high);
     page.drawn.heat = h.rows * h.columns;
     const group = h.group > 1 ? `, ${h.group} neurons a row` : "";
-    title("heat", `per-neuron firing rate over steps: ${key} (${h.steps} steps${group})`);
+    title("heat", `per-neuron firing rate over steps: ${key} (${h.steps} steps${group})${SHORT_NOTE()}`);
   }
 
   function drawVoltage(v, key, threshold) {
@@ -255,8 +276,9 @@
     setOptions($("voltage"), v.voltage_keys, v.voltage);
     const frame = v.raster || v.trace;
     if (frame) $("sample").max = String(frame.samples - 1);
-    curves("rates", v.rates, "spikes / value", false);
-    curves("grads", v.grads, "norm", true);
+    shortSteps = v.short_steps;
+    curves("rates", v.rates, "spikes / value", false, "firing rate per layer");
+    curves("grads", v.grads, "norm", true, "gradient norms (mean per step)");
     drawRaster(v.raster, v.spikes);
     drawHeat(v.heat, v.spikes);
     drawVoltage(v.trace, v.voltage, v.threshold);
