@@ -231,7 +231,8 @@ def test_the_budget_drops_the_oldest_steps_first_counts_and_warns(tmp_path):
 
 def test_a_step_larger_than_the_budget_is_held_alone(tmp_path):
     rec = FlightRecorder(before=5, after=0, triggers=(), max_bytes=10)
-    record(tmp_path / "f.zarr", range(8), lambda s: {"output/1": spikes(s)}, marks={7: "x"}, rec=rec)
+    with pytest.warns(RuntimeWarning, match="dropped 7 steps early"):
+        record(tmp_path / "f.zarr", range(8), lambda s: {"output/1": spikes(s)}, marks={7: "x"}, rec=rec)
     assert spikestore.open(tmp_path / "f.zarr")["output/1"].steps.tolist() == [7]
 
 
@@ -318,3 +319,19 @@ def test_selection_and_attrs_reach_a_kept_stream(tmp_path):
         store.trigger("x")
     run = spikestore.open(tmp_path / "f.zarr")
     assert run.streams == ["output/1"] and run["output/1"].attrs == {"a": 2}
+
+
+def test_a_step_counter_that_starts_again_starts_the_windows_afresh(tmp_path):
+    """Epoch-local steps (0..19, then 0..19 again): a trigger in the second epoch keeps the second epoch's
+    steps around it, not the first epoch's records of the same step numbers."""
+    steps = [*range(20), *range(20)]
+    with spikestore.Store(tmp_path / "f.zarr", flight_recorder=FlightRecorder(2, 1, triggers=())) as store:
+        for i, step in enumerate(steps):
+            store.set_step(step)
+            store.append("v/1", np.float64(i))  # the position in the run tells the epochs apart
+            if i in (4, 25):
+                store.trigger(f"at {i}")
+    run = spikestore.open(tmp_path / "f.zarr")
+    assert [t["step"] for t in run.triggers] == [4, 5]
+    assert run["v/1"].steps.tolist() == [2, 3, 4, 5, 3, 4, 5, 6]
+    assert run["v/1"][:].tolist() == [2, 3, 4, 5, 23, 24, 25, 26]

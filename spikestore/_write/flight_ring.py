@@ -132,7 +132,9 @@ class Ring:
         return out
 
     def clear(self) -> None:
-        """Drop everything held (the store closes: records outside every window are not written)."""
+        """Drop everything held: the store closes (records outside every window are not written), or
+        the steps start afresh."""
         self._steps.clear()
         self._bytes.clear()
         self.nbytes = 0
+        self.newest = -1

@@ -64,6 +64,7 @@ class FlightState:
 
     def record(self, frame: Frame, p: Prepared, device_nonfinite: bool | None = None) -> list[Entry]:
         """Check and place one prepared record; return the records to write now, in arrival order."""
+        self._rewind(frame.step)
         self._forms[frame.key] = (p.encoding, p.shape, p.dtype, p.precision)
         reasons = fired(self.rec, frame.key, frame.step, p, device_nonfinite)
         self._seq += 1
@@ -79,6 +80,7 @@ class FlightState:
 
     def mark(self, step: int, reason: str) -> list[Entry]:
         """``store.trigger(reason)`` at ``step``: the records to write now."""
+        self._rewind(step)
         return self._fire(step, reason, None)
 
     def kept(self, step: int) -> bool:
@@ -105,6 +107,15 @@ class FlightState:
         """The store closes: whatever the ring holds is outside every window and is not written."""
         self.ring.clear()
 
+    def _rewind(self, step: int) -> None:
+        """A step more than ``before`` behind the newest starts the steps afresh (an epoch-local step
+        counter): the ring's steps are not before it and the open windows are not around it."""
+        if step < self.ring.newest - self.rec.before:
+            self.ring.clear()
+            self._lo.clear()
+            self._hi.clear()
+            self._last_listed.clear()
+
     # -- triggers ----------------------------------------------------------------------
     def _fire(self, step: int, reason: str, stream: str | None) -> list[Entry]:
         what = (reason, stream)
@@ -130,9 +141,10 @@ class FlightState:
         self._hi[i:j] = [hi]
 
 
-def warn_shrunk(doc: dict[str, Any], where: str) -> None:
-    """Warn at close when the budget dropped steps that ``before`` would have kept."""
-    shrunk = doc.get("shrunk_steps", 0)
+def warn_shrunk(state: FlightState, where: str) -> None:
+    """Warn at close when the budget dropped steps that ``before`` would have kept, in this session."""
+    shrunk = state.ring.shrunk_steps
+    doc = state.document()
     if shrunk:
         warnings.warn(
             f"{where}: the flight recorder's ring ran over its budget of {doc['max_bytes']} bytes and dropped "

@@ -371,7 +371,7 @@ class Store:
                 finally:
                     self._lock.release()
                 if writer.flight is not None:
-                    warn_shrunk(writer.flight.document(), str(self.path))
+                    warn_shrunk(writer.flight, str(self.path))
         if unfinished is not None:  # (reached only when the writer itself closed cleanly)
             raise WriterError(
                 f"closing {self.path}: every record is committed, but the final writer status could not "
