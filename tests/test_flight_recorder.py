@@ -192,18 +192,24 @@ def test_a_callable_sees_the_record_as_a_reader_does_and_names_the_reason(tmp_pa
 
 
 @pytest.mark.parametrize("bad", [lambda k, v: 3, lambda k, v: "", lambda k, v: 1 / 0])
-def test_a_callable_that_fails_stops_its_stream_alone(tmp_path, bad):
+def test_a_callable_that_fails_stops_its_stream_alone_keeping_what_it_kept(tmp_path, bad):
     def trig(key: str, values: np.ndarray) -> str | None:
-        return bad(key, values) if key == "v/1" else None
+        return bad(key, values) if key == "v/1" and values[0] > 1 else None
 
     store = spikestore.Store(tmp_path / "f.zarr", flight_recorder=FlightRecorder(1, 1, (trig,)))
     store.append("output/1", spikes(0))
     store.append("v/1", np.ones(3, np.float32))
-    store.trigger("keep")
+    store.trigger("keep")  # keeps steps 0 and 1
+    store.set_step(1)
+    store.append("v/1", np.full(3, 2.0, np.float32))  # the trigger fails on it
+    store.append("output/1", spikes(1))
     with pytest.raises(StreamFailedError, match="v/1"):
         store.flush()
     store.close()
-    assert spikestore.open(tmp_path / "f.zarr").streams == ["output/1"]
+    run = spikestore.open(tmp_path / "f.zarr")
+    assert run.streams == ["output/1", "v/1"]
+    assert run["v/1"].steps.tolist() == [0] and run["output/1"].steps.tolist() == [0, 1]
+    assert "v/1" in run.writer["failed_streams"]
 
 
 def test_a_trigger_repeated_inside_its_window_is_counted_and_extends_it(tmp_path):

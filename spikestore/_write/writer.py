@@ -338,7 +338,7 @@ class Writer:
             if self.failures.failed(frame.key):
                 return  # queued before its stream failed; the failure says what is missing
             if self.flight is not None:
-                self._write_kept(self._flight_frame(frame))
+                self._write_flight_frame(frame)
                 return
             sw = self._stream(frame.key)
             prepared = prepare(frame, self._packer(), keep_raw=sw.raw_segment_fits(
@@ -362,15 +362,23 @@ class Writer:
             packer = self._packers.packer = Packer()
         return packer
 
-    def _flight_frame(self, frame: Frame) -> list[Entry]:
-        """Prepare and check a record of a flight-recorded store; the records to write now.
+    def _write_flight_frame(self, frame: Frame) -> None:
+        """Prepare and check a record of a flight-recorded store, then write what the recorder keeps now.
 
-        A failure here stops the frame's stream (raised to :meth:`_write_frame`); none of it was written.
+        A record that cannot be prepared or checked stops its stream, whose kept records so far are
+        committed (nothing of this record reached them).
         """
         assert self.flight is not None
-        prepared = prepare(frame, self._packer(), keep_raw=self.flight.keep_raw(frame))
-        check_intact(frame)
-        return self.flight.record(frame, prepared, frame.extra.pop("device_nonfinite", None))
+        try:
+            prepared = prepare(frame, self._packer(), keep_raw=self.flight.keep_raw(frame))
+            check_intact(frame)
+            kept = self.flight.record(frame, prepared, frame.extra.pop("device_nonfinite", None))
+        except Exception as exc:
+            if stops_writer(exc):
+                raise
+            self._fail_stream(frame.key, frame.step, exc, self._streams.get(frame.key), committable=True)
+            return
+        self._write_kept(kept)
 
     def _write_kept(self, kept: list[Entry]) -> None:
         """Write records the flight recorder keeps; one that cannot be stored stops its own stream."""
