@@ -3,6 +3,7 @@
 Public names::
 
     spikestore.Store          write side (background writer thread)
+    spikestore.FlightRecorder keep only the steps around a trigger (Store(flight_recorder=...))
     spikestore.open           read side (lazy, read-only)
     spikestore.verify         the problems of a store, one per line (``spikestore verify``)
     spikestore.monitor        SpikingJelly-compatible monitors
