@@ -237,7 +237,7 @@ class CudaCapture:
                 and (encoding == "bits" or key not in self.raw_streams))
         host_bytes = packed_nbytes(tuple(t.shape)) + 1 if pack else nbytes
         finite = self.check_finite and (t.is_floating_point() or t.is_complex()) and t.numel() > 0
-        lease = self.pool.acquire(host_bytes + finite)
+        lease = self.pool.acquire(host_bytes + int(finite))
         if lease is None:
             return None
         current = torch.cuda.current_stream(t.device)
