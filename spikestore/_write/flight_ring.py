@@ -50,10 +50,14 @@ class Entry:
         return self.prepared
 
 
-def hold(seq: int, key: str, step: int, call: int, time: float, p: Prepared) -> Entry:
-    """An :class:`Entry` for ``p``, compressed when that saves bytes (raw records only)."""
+def hold(seq: int, key: str, step: int, call: int, time: float, p: Prepared, *, ring: bool = True) -> Entry:
+    """An :class:`Entry` for ``p``: for the ring (``ring``) a copy of its own, compressed when that saves bytes
+    (raw records only); else ``p`` as it is, to be written at once."""
     e = Entry(seq, key, step, call, time, p)
     stored = p.stored
+    if not ring:
+        e.nbytes = stored.nbytes + ENTRY_OVERHEAD
+        return e
     if p.encoding == "raw" and stored.nbytes >= _COMPRESS_FROM:
         from numcodecs import Zstd
 

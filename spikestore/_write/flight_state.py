@@ -68,10 +68,11 @@ class FlightState:
         self._forms[frame.key] = (p.encoding, p.shape, p.dtype, p.precision)
         reasons = fired(self.rec, frame.key, frame.step, p, device_nonfinite)
         self._seq += 1
-        e = hold(self._seq, frame.key, frame.step, frame.call, frame.time, p)
+        kept = self.kept(frame.step)
+        e = hold(self._seq, frame.key, frame.step, frame.call, frame.time, p, ring=not kept)
         out: list[Entry] = []
-        if self.kept(frame.step):
-            out.append(e)
+        if kept:
+            out.append(e)  # (written before the writer prepares another record: its buffers stay valid)
         else:
             self.ring.push(e)
         for reason in reasons:
