@@ -50,9 +50,11 @@ class Entry:
         return self.prepared
 
 
-def hold(seq: int, key: str, step: int, call: int, time: float, p: Prepared, *, ring: bool = True) -> Entry:
-    """An :class:`Entry` for ``p``: for the ring (``ring``) a copy of its own, compressed when that saves bytes
-    (raw records only); else ``p`` as it is, to be written at once."""
+def hold(seq: int, key: str, step: int, call: int, time: float, p: Prepared, *, ring: bool = True,
+         owned: bool = False) -> Entry:
+    """An :class:`Entry` for ``p``: for the ring (``ring``) a copy of its own (``owned``: ``p.stored`` is
+    already the record's alone, as bits packed on the training thread are), compressed when that saves
+    bytes (raw records only); else ``p`` as it is, to be written at once."""
     e = Entry(seq, key, step, call, time, p)
     stored = p.stored
     if not ring:
@@ -67,7 +69,7 @@ def hold(seq: int, key: str, step: int, call: int, time: float, p: Prepared, *, 
             # Keep shape and dtype only: an empty strided view of the right dtype.
             p.stored = np.lib.stride_tricks.as_strided(np.empty(1, stored.dtype), stored.shape,
                                                        (0,) * stored.ndim, writeable=False)
-    if e.packed is None:  # (packed bits may sit in the writer's scratch buffer, reused by the next record)
+    if e.packed is None and not owned:  # (bits packed here sit in the writer's scratch buffer, reused next)
         p.stored = stored.copy()
     e.nbytes = (len(e.packed) if e.packed is not None else stored.nbytes) + ENTRY_OVERHEAD
     return e

@@ -69,7 +69,8 @@ class FlightState:
         reasons = fired(self.rec, frame.key, frame.step, p, device_nonfinite)
         self._seq += 1
         kept = self.kept(frame.step)
-        e = hold(self._seq, frame.key, frame.step, frame.call, frame.time, p, ring=not kept)
+        e = hold(self._seq, frame.key, frame.step, frame.call, frame.time, p, ring=not kept,
+                 owned=frame.packed and p.encoding == "bits")
         out: list[Entry] = []
         if kept:
             out.append(e)  # (written before the writer prepares another record: its buffers stay valid)
