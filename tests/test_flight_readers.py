@@ -82,7 +82,8 @@ def test_analysis_export_info_and_the_live_summary_read_it(stores, tmp_path):
         np.testing.assert_array_equal(z["v/1"], p["v/1"][take])
     result = CliRunner().invoke(main, ["info", str(stores[0])])
     assert result.exit_code == 0, result.output
-    assert "output/1" in result.output and str(len(KEPT)) in result.output
+    row = next(line.split() for line in result.output.splitlines() if line.startswith("output/1 "))
+    assert row[1:3] == [str(len(KEPT)), f"{min(KEPT)}..{max(KEPT)}"]
     with Follower(f) as follower:
         snap = follower.refresh()
         s = snap.streams["output/1"]
