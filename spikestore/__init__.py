@@ -3,6 +3,7 @@
 Public names::
 
     spikestore.Store          write side (background writer thread)
+    spikestore.FlightRecorder keep only the steps around a trigger (Store(flight_recorder=...))
     spikestore.open           read side (lazy, read-only)
     spikestore.verify         the problems of a store, one per line (``spikestore verify``)
     spikestore.monitor        SpikingJelly-compatible monitors
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     from spikestore import analysis, export, monitor, plot, tensor_cache
     from spikestore._read.run import Run, Stream, open
     from spikestore._tools.verify import verify
+    from spikestore._write.flight import FlightRecorder
     from spikestore._write.store import Store
 
 try:
@@ -76,6 +78,7 @@ __all__ = [
     "ArrayNameTakenError",
     "ChecksumError",
     "DamagedStoreError",
+    "FlightRecorder",
     "FlushTimeoutError",
     "FormatError",
     "InPlaceModificationError",
@@ -110,6 +113,7 @@ __all__ = [
 # Heavy modules load on first use, so `import spikestore` stays fast.
 _LAZY = {
     "Store": ("_write.store", "Store"),
+    "FlightRecorder": ("_write.flight", "FlightRecorder"),
     "open": ("_read.run", "open"),
     "verify": ("_tools.verify", "verify"),
     "Run": ("_read.run", "Run"),

@@ -395,7 +395,7 @@ def test_the_public_surface_is_what_a_user_calls(tmp_path):
     properties cannot be set."""
     public = {name for name in dir(spikestore.Store) if not name.startswith("_")}
     assert public == {"append", "set_step", "set_stream_info", "step", "flush", "close", "path", "mode",
-                      "closed", "dropped", "pinned_pool"}
+                      "closed", "dropped", "pinned_pool", "trigger"}
     with spikestore.Store(tmp_path / "s.zarr") as store:
         for name in ("path", "mode", "closed", "dropped", "step"):
             with pytest.raises(AttributeError):

@@ -147,6 +147,28 @@ class Run:
         writer: dict[str, Any] = self.doc["writer"]
         return writer
 
+    @property
+    def flight_recorder(self) -> dict[str, Any] | None:
+        """The flight recorder's settings and counts (docs/flight-recorder.md), or ``None`` for a store recorded
+        without one: ``before``, ``after``, ``max_bytes``, ``checks``, ``shrunk_steps`` (steps the ring's budget
+        dropped early), ``ring_peak_bytes``, ``repeats`` and ``unlisted`` (triggers counted, not listed)."""
+        doc: dict[str, Any] | None = self.doc.get("flight_recorder")
+        return None if doc is None else {k: v for k, v in doc.items() if k != "triggers"}
+
+    @property
+    def triggers(self) -> list[dict[str, Any]]:
+        """The flight recorder's triggers: ``{"step", "reason", "stream"}`` each (``stream`` ``None`` for
+        ``Store.trigger``), by step; empty for a store without a flight recorder.
+
+        In a run of several ranks each rank keeps the window of its own
+        triggers only; every trigger then also says its ``"rank"``, and the
+        list is ordered by step, then rank (docs/flight-recorder.md §6).
+        """
+        if self._part_of is not None or len(self.ranks) == 1:
+            return [dict(t) for t in (self.doc.get("flight_recorder") or {}).get("triggers", [])]
+        out = [t | {"rank": r} for r, part in self._present().items() for t in part.triggers]
+        return sorted(out, key=lambda t: (t["step"], t["rank"]))
+
     def __getitem__(self, key: str) -> Stream:
         self._reader.check()
         s = self._streams.get(key)

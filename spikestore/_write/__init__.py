@@ -14,5 +14,8 @@ each stream's open segment and index arrays on the writer thread;
 beyond its public API. Around them: ``opening`` and ``lock`` (taking a store
 for writing), ``group`` (this rank's part of a run recorded by a process
 group), ``cuda`` and ``pinned`` (CUDA records), ``threads`` (the writer's
-priority and helper threads) and ``open_stores`` (every open store, closed at exit).
+priority and helper threads), ``open_stores`` (every open store, closed at
+exit), and the flight recorder: ``flight`` (its settings, the public
+``FlightRecorder``), ``flight_checks`` (its triggers), ``flight_ring`` (the
+steps it holds) and ``flight_state`` (what it keeps), all on the writer thread.
 """

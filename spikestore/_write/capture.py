@@ -284,6 +284,8 @@ def prepare(frame: Frame, packer: Packer, *, keep_raw: bool = False) -> Prepared
     """
     if frame.inflight is not None:  # CUDA: wait on the event, copy out, give back (cuda.InFlight)
         frame.data, frame.packed, not_binary = frame.inflight.finish()
+        if frame.inflight.nonfinite is not None:  # the device's finite check, for a flight recorder
+            frame.extra["device_nonfinite"] = frame.inflight.nonfinite
         frame.inflight = None
         if not_binary and frame.encoding == "auto":
             frame.encoding = "raw"  # checked on the device: the writer need not look again

@@ -22,6 +22,12 @@ The training thread (inside a hook) only queues device work and returns:
    the writer has waited on the event, then :meth:`InFlight.finish` drops
    them and gives the pinned buffer back.
 
+With a flight recorder's ``"nonfinite"`` trigger armed, a float or complex
+record also gets a device-side finite flag (``torch.isfinite(x).all()``),
+one byte after the values or the binary flag in the same pinned buffer: it
+travels with the record's copy, and the writer reads it with the bits
+(:attr:`InFlight.nonfinite`), so nothing synchronises for the check either.
+
 The writer thread waits on the event (``cudaEventSynchronize``, which
 ``torch.cuda.set_sync_debug_mode`` does not flag, on the writer thread
 only), copies the bits out of the pinned buffer and releases it. When the
@@ -76,14 +82,20 @@ class InFlight:
         then the packed buffer and the recorded tensor.
     on_not_binary
         Called with no argument when the flag says the record was not binary.
+    finite_at
+        Where the device-side finite flag lies in the buffer, if the record has one.
     """
 
-    __slots__ = ("device", "dtype", "event", "lease", "on_not_binary", "packed", "shape", "waited")
+    __slots__ = ("device", "dtype", "event", "finite_at", "lease", "nonfinite", "on_not_binary", "packed",
+                 "shape", "waited")
 
     def __init__(self, event: Any, lease: PinnedLease, shape: tuple[int, ...], dtype: Any, *,
                  packed: bool, device: tuple[Any, ...],
-                 on_not_binary: Callable[[], None] | None = None) -> None:
+                 on_not_binary: Callable[[], None] | None = None, finite_at: int | None = None) -> None:
         self.event = event
+        self.finite_at = finite_at
+        #: After :meth:`finish`: whether the device found NaN or ±Inf (``None``: not checked there).
+        self.nonfinite: bool | None = None
         self.lease = lease
         self.shape = shape
         self.dtype = dtype
@@ -104,6 +116,8 @@ class InFlight:
             self.event.synchronize()  # before any byte of the buffer is read
             self.waited = True
             host = self.lease.buffer
+            if self.finite_at is not None:
+                self.nonfinite = not bool(host[self.finite_at])
             if not self.packed:
                 nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
                 values = dtypes.from_tensor(host[:nbytes].view(self.dtype).view(self.shape)).copy()
@@ -200,8 +214,10 @@ class CudaCapture:
 
     def __init__(self, max_bytes: int, *, block: bool = True,
                  stopped: Callable[[], bool] | None = None,
-                 allocate: Callable[[int], Any] | None = None) -> None:
+                 allocate: Callable[[int], Any] | None = None, check_finite: bool = False) -> None:
         self.pool = PinnedPool(max_bytes, block=block, allocate=allocate, stopped=stopped)
+        #: Whether float records carry a device-side finite flag (a flight recorder's "nonfinite").
+        self.check_finite = check_finite
         #: Streams with a record that was not binary: later records are copied raw at once.
         self.raw_streams: set[str] = set()
 
@@ -220,7 +236,8 @@ class CudaCapture:
         pack = (encoding != "raw" and t.dim() > 0 and t.numel() > 0 and not t.is_complex()
                 and (encoding == "bits" or key not in self.raw_streams))
         host_bytes = packed_nbytes(tuple(t.shape)) + 1 if pack else nbytes
-        lease = self.pool.acquire(host_bytes)
+        finite = self.check_finite and (t.is_floating_point() or t.is_complex()) and t.numel() > 0
+        lease = self.pool.acquire(host_bytes + int(finite))
         if lease is None:
             return None
         current = torch.cuda.current_stream(t.device)
@@ -241,6 +258,10 @@ class CudaCapture:
             else:
                 lease.buffer[:nbytes].view(t.dtype).copy_(snap.view(-1), non_blocking=True)
                 device = (snap, t)
+            if finite:  # one byte after the values: travels with them, read by the writer
+                flag = torch.isfinite(snap).all().reshape(1).to(torch.uint8)
+                lease.buffer[host_bytes:host_bytes + 1].copy_(flag, non_blocking=True)
+                device = (*device, flag)
             done = _event(blocking=True)  # (the writer sleeps on it instead of spinning)
             done.record(copy_on)
         # On the device (the host does not wait): what the caller queues next, an in-place
@@ -250,5 +271,5 @@ class CudaCapture:
         current.wait_event(read)
         on_not_binary = None if encoding == "bits" else (lambda: self.raw_streams.add(key))
         flight = InFlight(done, lease, tuple(t.shape), t.dtype, packed=pack, device=device,
-                          on_not_binary=on_not_binary)
+                          on_not_binary=on_not_binary, finite_at=host_bytes if finite else None)
         return flight, nbytes + (host_bytes if pack else 0) + lease.size

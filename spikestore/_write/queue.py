@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ByteQueue", "Flush", "Meta", "Stop"]
+__all__ = ["ByteQueue", "Flush", "Mark", "Meta", "Stop"]
 
 
 @dataclass(slots=True)
@@ -27,6 +27,14 @@ class Meta:
     key: str
     selection: dict[str, Any] | None
     attrs: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Mark:
+    """``store.trigger(reason)`` at ``step``, in order with the records (a flight-recorded store)."""
+
+    step: int
+    reason: str
 
 
 @dataclass(slots=True)

@@ -2,9 +2,9 @@
 
 The :class:`~spikestore.Store` owns one :class:`RootDocument` for its whole
 life: it creates (or resumes) it, hands it to the writer thread, which only
-reports new streams and dropped records (queue full, or changed in place)
-through it, and finishes it with the writer's final status when the store
-closes.
+reports new streams, dropped records (queue full, or changed in place) and
+the flight recorder's triggers through it, and finishes it with the
+writer's final status when the store closes.
 """
 
 from __future__ import annotations
@@ -67,6 +67,19 @@ class RootDocument:
             if key not in self._known:
                 self._doc["streams"].append(key)
                 self._known.add(key)
+                self._write()
+
+    @property
+    def flight(self) -> dict[str, Any] | None:
+        """The flight recorder's object (triggers and counts; docs/format.md §2.3), if the store has one."""
+        doc: dict[str, Any] | None = self._doc.get("flight_recorder")
+        return doc
+
+    def set_flight(self, flight: dict[str, Any]) -> None:
+        """Record the flight recorder's settings, triggers and counts (after the records they describe)."""
+        with self._lock:
+            if self._doc.get("flight_recorder") != flight:
+                self._doc["flight_recorder"] = flight
                 self._write()
 
     def set_counts(self, *, dropped: int) -> None:

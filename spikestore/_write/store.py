@@ -15,6 +15,9 @@ from spikestore._write import open_stores
 from spikestore._write.capture import capture, check_step
 from spikestore._write.clock import StepClock
 from spikestore._write.cuda import CudaCapture
+from spikestore._write.flight import FlightRecorder
+from spikestore._write.flight_checks import check_reason
+from spikestore._write.flight_state import warn_shrunk
 from spikestore._write.group import open_part
 from spikestore._write.opening import open_for_writing
 from spikestore._write.pinned import PinnedPool
@@ -102,6 +105,9 @@ class Store:
         more ranks, every rank's ``Store(path)`` records its part of one run
         (``docs/reading.md`` §10); a collective, so every rank must call it.
         ``False``: this process records a store of its own (rank 0 alone, say).
+    flight_recorder
+        A :class:`~spikestore.FlightRecorder`: keep only the steps around its
+        triggers and :meth:`trigger` calls (docs/flight-recorder.md).
 
     Examples
     --------
@@ -116,7 +122,8 @@ class Store:
                  max_pending_bytes: int = 256 << 20, on_full: str = "block",
                  flush_interval: float = 5.0, chunk_bytes: int = 256 << 10,
                  durable: bool = False, compression_level: int | None = None,
-                 storage_options: dict[str, Any] | None = None, lock: bool = True, ranked: bool = True) -> None:
+                 storage_options: dict[str, Any] | None = None, lock: bool = True, ranked: bool = True,
+                 flight_recorder: FlightRecorder | None = None) -> None:
         self._path: Path | StoreURL = location(path, storage_options)
         backend_name = backend_name_for(self._path, backend)  # (a bad one is refused before anything changes)
         self._mode = mode
@@ -130,6 +137,8 @@ class Store:
             raise InvalidArgumentError(
                 f"chunk_bytes must be between 1 and {MAX_CHUNK_BYTES} (2 GiB, the most one stored chunk "
                 f"may decode to), not {chunk_bytes}")
+        if flight_recorder is not None and not isinstance(flight_recorder, FlightRecorder):
+            raise InvalidArgumentError(f"flight_recorder must be a spikestore.FlightRecorder, not {flight_recorder!r}")
         packing.load_kernels()  # here, not in the first record's hook inside the training loop
         doc = new_root_doc(metadata) if mode == "w" else None  # (checks the metadata before anything changes)
         # In a process group, this rank's part of one run (spikestore._write.group); else path itself.
@@ -138,7 +147,7 @@ class Store:
             lock=lock, durable=durable, **group,
             writer_options={"max_pending_bytes": max_pending_bytes, "on_full": on_full,
                             "flush_interval": flush_interval, "chunk_bytes": chunk_bytes,
-                            "level": compression_level}))
+                            "level": compression_level, "flight": flight_recorder}))
         # The store owns the lock, the backend and the root document for its whole life.
         self._lock, self._backend, self._root = opened.lock, opened.backend, opened.root
         self._writer = opened.writer
@@ -151,7 +160,8 @@ class Store:
         # producer waiting for a buffer stops waiting when the writer failed.
         writer = opened.writer
         self._device = CudaCapture(max_pending_bytes, block=on_full == "block",
-                                   stopped=lambda: writer.error is not None)
+                                   stopped=lambda: writer.error is not None,
+                                   check_finite=flight_recorder is not None and flight_recorder.checks_nonfinite)
         open_stores.track(self)
 
     @property
@@ -285,6 +295,25 @@ class Store:
             frame.extra["precision"] = check_lossy(stream, frame.dtype, precision)
         return streams.handed_over(stream, s, call, queued=writer.submit(frame))
 
+    def trigger(self, reason: str) -> None:
+        """Fire the flight recorder at the current step (``stream`` ``None`` in :attr:`Run.triggers`).
+
+        Keeps every stream's records of steps ``step - before`` through
+        ``step + after``; returns at once (the writer thread does the rest).
+
+        Raises
+        ------
+        InvalidArgumentError
+            If the store has no flight recorder, or ``reason`` is not a
+            non-empty string of at most 1000 characters.
+        """
+        writer = self._live(report_streams=False)
+        if writer.flight is None:
+            raise InvalidArgumentError(
+                f"store {self.path} has no flight recorder: open it with "
+                "Store(..., flight_recorder=spikestore.FlightRecorder(...)) to use trigger()")
+        writer.mark(self._clock.step, check_reason(reason, f"store {self.path}: trigger()"))
+
     def set_stream_info(self, stream: str, *, selection: dict[str, Any] | None = None,
                         attrs: dict[str, Any] | None = None) -> None:
         """Describe ``stream`` in its document: what its records cover, and free-form attrs.
@@ -341,6 +370,8 @@ class Store:
                     unfinished = self._finish(writer.error, writer.failures.summary())
                 finally:
                     self._lock.release()
+                if writer.flight is not None:
+                    warn_shrunk(writer.flight, str(self.path))
         if unfinished is not None:  # (reached only when the writer itself closed cleanly)
             raise WriterError(
                 f"closing {self.path}: every record is committed, but the final writer status could not "

@@ -29,7 +29,10 @@ from spikestore._write import threads
 from spikestore._write.assembly import StreamWriter
 from spikestore._write.capture import Frame, check_intact, prepare
 from spikestore._write.failures import QueueDrops, StreamFailures
-from spikestore._write.queue import ByteQueue, Flush, Meta, Stop
+from spikestore._write.flight import FlightRecorder
+from spikestore._write.flight_ring import Entry
+from spikestore._write.flight_state import FlightState
+from spikestore._write.queue import ByteQueue, Flush, Mark, Meta, Stop
 from spikestore._write.root import RootDocument
 from spikestore.backends import Backend
 from spikestore.codecs._packing import Packer
@@ -69,13 +72,16 @@ class Writer:
         a crash can lose.
     chunk_bytes
         Target size of one uncompressed chunk.
+    flight
+        A flight recorder: records are held in its ring and written only
+        around triggers (:mod:`spikestore._write.flight_state`).
     """
 
     def __init__(self, backend: Backend, root: RootDocument, *,
                  streams: dict[str, dict[str, Any]] | None = None,
                  max_pending_bytes: int = 256 << 20, on_full: str = "block",
                  flush_interval: float = 5.0, chunk_bytes: int = 256 << 10,
-                 level: int | None = None) -> None:
+                 level: int | None = None, flight: FlightRecorder | None = None) -> None:
         if on_full not in ("block", "drop"):
             raise InvalidArgumentError(f"on_full must be 'block' or 'drop', not {on_full!r}")
         if max_pending_bytes <= 0 or chunk_bytes <= 0 or flush_interval <= 0:
@@ -101,6 +107,10 @@ class Writer:
         self._closed = False
         #: Records dropped because the queue was full (``on_full="drop"``).
         self.drops = QueueDrops(str(backend.path), root.dropped)
+        #: The flight recorder's state (``None``: every record is written).
+        self.flight = None if flight is None else FlightState(flight, root.flight)
+        if self.flight is not None:
+            root.set_flight(self.flight.document())
         self._thread = threading.Thread(target=self._run, name="spikestore-writer", daemon=True)
         self._thread.start()
 
@@ -152,6 +162,11 @@ class Writer:
         self.failures.refuse(key)
         self._queue.put(Meta(key, selection, attrs), 0, block=True)
         self.failures.raise_pending()
+
+    def mark(self, step: int, reason: str) -> None:
+        """Queue a trigger of the flight recorder at ``step`` (in order with the records)."""
+        self.check(report_streams=False)
+        self._queue.put(Mark(step, reason), 0, block=True)
 
     def flush(self, timeout: float | None = None) -> None:
         """Return once everything submitted so far is committed on disk.
@@ -219,7 +234,7 @@ class Writer:
                 if not backlog:
                     wait = self.flush_interval - (time.monotonic() - last_commit)
                     backlog.extend(self._queue.take_all(timeout=max(0.01, wait)))
-                if self._queue.waiting and self._helpers.count > 1:
+                if self._queue.waiting and self._parallel:
                     # The training thread waits for a flush or close behind this
                     # backlog, so its cores are free: write streams side by side.
                     backlog.extend(self._queue.take_all(timeout=0))
@@ -232,7 +247,7 @@ class Writer:
                         if time.monotonic() - last_commit >= self.flush_interval:
                             self._commit_all()
                             last_commit = time.monotonic()
-                        if self._queue.waiting and self._helpers.count > 1:
+                        if self._queue.waiting and self._parallel:
                             break
                     elif isinstance(item, Flush):
                         self._commit_all(parallel=True)
@@ -241,9 +256,13 @@ class Writer:
                         item.done.set()
                     elif isinstance(item, Meta):
                         self._apply_meta(item)
+                    elif isinstance(item, Mark):
+                        self._write_kept(self.flight.mark(item.step, item.reason) if self.flight else [])
                     else:  # Stop: exact array lengths for plain zarr readers
                         for key in list(self._resume_docs):  # also streams untouched since a crash
                             self._stream(key)
+                        if self.flight is not None:
+                            self.flight.close()
                         self._commit_all(final=True, parallel=True)
                         item.done.set()
                         return
@@ -256,6 +275,11 @@ class Writer:
             self._queue.kill()
         finally:
             self._helpers.shutdown()
+
+    @property
+    def _parallel(self) -> bool:
+        # A flight recorder decides across streams (a trigger on one keeps every stream's steps): one thread.
+        return self._helpers.count > 1 and self.flight is None
 
     def _write_parallel(self, backlog: deque[Any]) -> None:
         """Write the records ahead of the first flush/close in ``backlog``, one stream per thread.
@@ -286,6 +310,9 @@ class Writer:
     def _apply_meta(self, item: Meta) -> None:
         if self.failures.failed(item.key):
             return  # queued before its stream failed: a failed stream is never written again
+        if self.flight is not None and item.key not in self._streams and item.key not in self._resume_docs:
+            self.flight.defer_meta(item)  # a stream exists once a record of it is kept
+            return
         sw = self._stream(item.key)
         sw.doc |= {"selection": item.selection, "attrs": item.attrs}
         sw.doc_changed = True
@@ -298,6 +325,9 @@ class Writer:
                               level=self.level, doc=doc)
             self._streams[key] = sw
             self._root.add_stream(key)
+            meta = None if self.flight is None else self.flight.pending_meta(key)
+            if meta is not None:
+                self._apply_meta(meta)
         return sw
 
     def _write_frame(self, frame: Frame) -> None:
@@ -307,11 +337,11 @@ class Writer:
         try:
             if self.failures.failed(frame.key):
                 return  # queued before its stream failed; the failure says what is missing
+            if self.flight is not None:
+                self._write_flight_frame(frame)
+                return
             sw = self._stream(frame.key)
-            packer = getattr(self._packers, "packer", None)
-            if packer is None:
-                packer = self._packers.packer = Packer()
-            prepared = prepare(frame, packer, keep_raw=sw.raw_segment_fits(
+            prepared = prepare(frame, self._packer(), keep_raw=sw.raw_segment_fits(
                 frame.shape, frame.dtype, frame.extra.get("precision")))
             check_intact(frame)  # (prepare copied or packed the values it vouches for)
             adding = True  # from here on the stream's chunk buffers change
@@ -322,21 +352,60 @@ class Writer:
             # A change in place found while the record was added left the stream's state whole
             # (the record was taken back out), so its earlier records can still be committed.
             undone = isinstance(exc, InPlaceModificationError) and _add_undone(sw)
-            self._fail_stream(frame, exc, sw, committable=not adding or undone)
+            self._fail_stream(frame.key, frame.step, exc, sw, committable=not adding or undone)
         finally:
             self._queue.release(frame.nbytes)
 
-    def _fail_stream(self, frame: Frame, exc: Exception, sw: StreamWriter | None, *, committable: bool) -> None:
+    def _packer(self) -> Packer:
+        packer: Packer | None = getattr(self._packers, "packer", None)
+        if packer is None:
+            packer = self._packers.packer = Packer()
+        return packer
+
+    def _write_flight_frame(self, frame: Frame) -> None:
+        """Prepare and check a record of a flight-recorded store, then write what the recorder keeps now.
+
+        A record that cannot be prepared or checked stops its stream, whose kept records so far are
+        committed (nothing of this record reached them).
+        """
+        assert self.flight is not None
+        try:
+            prepared = prepare(frame, self._packer(), keep_raw=self.flight.keep_raw(frame))
+            check_intact(frame)
+            kept = self.flight.record(frame, prepared, frame.extra.pop("device_nonfinite", None))
+        except Exception as exc:
+            if stops_writer(exc):
+                raise
+            self._fail_stream(frame.key, frame.step, exc, self._streams.get(frame.key), committable=True)
+            return
+        self._write_kept(kept)
+
+    def _write_kept(self, kept: list[Entry]) -> None:
+        """Write records the flight recorder keeps; one that cannot be stored stops its own stream."""
+        for e in kept:
+            if self.failures.failed(e.key):
+                continue
+            sw: StreamWriter | None = None
+            try:
+                sw = self._stream(e.key)
+                sw.add(e.take(), e.step, e.call, e.time)
+            except Exception as exc:
+                if stops_writer(exc):
+                    raise
+                self._fail_stream(e.key, e.step, exc, sw, committable=False)
+
+    def _fail_stream(self, key: str, step: int, exc: Exception, sw: StreamWriter | None, *,
+                     committable: bool) -> None:
         """Stop one stream: commit what it had (when its state is whole), then never touch it again."""
-        _log.debug("spikestore stream %s failed", frame.key, exc_info=exc)
+        _log.debug("spikestore stream %s failed", key, exc_info=exc)
         if sw is not None and committable:
             try:
                 sw.commit()
             except Exception as commit_exc:  # the stream's own failure is what is reported
                 if stops_writer(commit_exc):
                     raise
-        self._streams.pop(frame.key, None)
-        self.failures.fail(frame.key, frame.step, exc)
+        self._streams.pop(key, None)
+        self.failures.fail(key, step, exc)
 
     def _commit_all(self, *, final: bool = False, parallel: bool = False) -> None:
         """Commit every stream; with ``parallel`` (someone waits) on several threads.
@@ -351,6 +420,8 @@ class Writer:
             for sw in streams:
                 sw.commit(final=final)
         self._root.set_counts(dropped=self.drops.count)
+        if self.flight is not None:  # after the records its triggers describe
+            self._root.set_flight(self.flight.document())
 
 
 def _add_undone(sw: StreamWriter | None) -> bool:
