@@ -24,6 +24,7 @@ from numcodecs.compat import ensure_contiguous_ndarray
 from spikestore._format.dtypes import BIT_ORDER
 from spikestore.codecs._bounded import check_size, pcodec_values, zstd_into
 from spikestore.codecs._identity import split_frame
+from spikestore.codecs._neurons import decode_neurons
 from spikestore.errors import ChecksumError, FormatError
 
 __all__ = ["decode_spikes", "gap_values", "parse_header"]
@@ -98,6 +99,8 @@ def decode_spikes(data: Any, out: Any = None, expected: int | None = None) -> np
         if len(body):
             raise ChecksumError(f"spike chunk without spikes has {len(body)} bytes of payload")
         dest[:] = 0
+    elif mode == 4:
+        decode_neurons(body, n, dest)
     else:
         _decode_gaps(body, mode, n, dest)
     return out if out is not None else dest
@@ -116,7 +119,7 @@ def parse_header(data: Any, expected: int | None) -> tuple[int, int, memoryview]
     if version != _VERSION:
         raise FormatError(f"spike chunk has codec version {version}; this spikestore reads {_VERSION}: upgrade it")
     check_size(n, expected, "spike chunk")
-    if mode & ~_ROW_FLAG not in (1, 2) and mode not in (0, 3):
+    if mode & ~_ROW_FLAG not in (1, 2) and mode not in (0, 3, 4):
         raise ChecksumError(f"spike chunk has unknown mode {mode}")
     return mode, n, raw[_HEADER.size:]
 

@@ -1,0 +1,208 @@
+"""Mode 4 of the spike codec, ``neurons``: each neuron's own rate, given its previous time step.
+
+Real layers are not i.i.d.: most neurons are nearly silent, a few fire
+often, and a LIF neuron that just fired has been reset. This mode views a
+chunk as model rows of ``W`` neurons (``K`` packed rows of ``R`` real bits
+each) and codes every bit with a binary range coder whose probability of a
+spike depends on the neuron and on the same neuron ``L`` model rows earlier
+(its previous time step; silence before the chunk's first ``L`` rows). The
+probabilities are counted per chunk and stored in it (12 bits each, zstd),
+so the coder is static: both sides know every probability before the first
+bit. Rows past the last one with a spike are not coded.
+
+docs/format.md §6.1 specifies the bytes. The range coder is LZMA's (32-bit
+range, 64-bit low with carry, a byte out per 8 bits of range) with 12-bit
+probabilities. It codes one bit at a time, ~5 ns a bit compiled
+(:mod:`spikestore.codecs._neuron_kernels`, numba, GIL released): the
+encoder tries this mode only where numba's kernels are loaded; the decoder
+falls back to plain Python without them (correct, ~200x slower).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from spikestore.codecs import _packing as packing
+from spikestore.codecs._bounded import zstd_into
+from spikestore.errors import ChecksumError
+
+__all__ = ["PROB_BITS", "candidates", "decode_neurons", "encode_neurons"]
+
+#: Probabilities of a spike are integers ``q / 2**PROB_BITS``.
+PROB_BITS = 12
+_ONE = 1 << PROB_BITS
+_TOP = 1 << 24
+_MASK32 = 0xFFFFFFFF
+_LAYOUT = struct.Struct("<IIIIQQ")  # S, R, K, L, M, z
+
+
+def _context_counts(buf: np.ndarray, s: int, r: int, k: int, lag: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, ones)`` per context ``c * W + j`` (neuron ``j``, previous bit ``c``) of model rows ``< m``."""
+    from spikestore.codecs._neuron_kernels import column_counts
+
+    width = k * s
+    ones = np.zeros(8 * width, dtype=np.int64)
+    both = np.zeros(8 * width, dtype=np.int64)
+    column_counts(buf, width, 0, m, lag, ones, both)
+    tail = np.zeros(8 * width, dtype=np.int64)  # spikes of the last rows, which precede no row
+    column_counts(buf, width, max(0, m - lag), m, 0, tail, np.zeros(8 * width, dtype=np.int64))
+
+    def neurons(a: np.ndarray) -> np.ndarray:
+        return a.reshape(k, 8 * s)[:, :r].reshape(-1)
+
+    ones, both, after = neurons(ones), neurons(both), neurons(ones - tail)
+    values = np.concatenate([m - after, after])
+    return values, np.concatenate([ones - both, both])
+
+
+def candidates(shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Layouts ``(K, L)`` worth trying for a chunk of packed ``shape`` ``(records, d1, ..., dm, S)``.
+
+    The neurons of a record are its axes after the batch axis, and after
+    the time axis of multi-step records: ``(batch, *neurons)`` records,
+    one per time step (the previous time step is ``d1`` model rows back,
+    in the previous record), and ``(time, batch, *neurons)`` records of a
+    multi-step layer (``d2`` model rows back). A record of one sample
+    (``(neurons,)``) is one model row, following the previous record.
+    """
+    dims = shape[1:-1]
+    if not dims:
+        return [(1, 1)]
+    out = [(math.prod(dims[1:]), dims[0])]
+    if len(dims) >= 2:
+        out.append((math.prod(dims[2:]), dims[1]))
+    return list(dict.fromkeys(out))
+
+
+def _cross_entropy_bits(values: np.ndarray, ones: np.ndarray, q: np.ndarray) -> float:
+    """Bits the range coder spends, to within its rounding: ``-sum log2`` of each bit's probability."""
+    coded = (q > 0) & (q < _ONE)
+    n = values[coded].astype(np.float64)
+    c = ones[coded].astype(np.float64)
+    p = q[coded].astype(np.float64) / _ONE
+    return float(-(c * np.log2(p)).sum() - ((n - c) * np.log2(1 - p)).sum())
+
+
+def _probabilities(values: np.ndarray, ones: np.ndarray) -> np.ndarray:
+    """Each context's spike probability in units of ``2**-PROB_BITS``: 0 and ``2**PROB_BITS`` only when certain."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q = np.rint(ones * _ONE / np.maximum(values, 1)).astype(np.int64)
+    q = np.clip(q, 1, _ONE - 1)
+    q[ones == 0] = 0
+    q[(ones == values) & (values > 0)] = _ONE
+    out: np.ndarray = q.astype("<u2")
+    return out
+
+
+def encode_neurons(buf: np.ndarray, shape: tuple[int, ...], row_bits: int | None, zstd: Any,
+                   beat: int | None) -> bytes | None:
+    """The mode 4 payload of packed chunk ``buf`` of ``shape``, or ``None`` when it would not be below ``beat`` bytes.
+
+    ``row_bits`` is the real bits of each packed row (its padding must be
+    zero; ``None``: every bit is real). Each layout of :func:`candidates`
+    is counted and the one whose coded size (known from the counts) is
+    smallest is coded.
+    """
+    if not packing.kernels_ready():
+        return None
+    from spikestore.codecs._neuron_kernels import encode_bits, last_nonzero
+
+    s = shape[-1]
+    n = buf.size
+    r = row_bits if row_bits and row_bits % 8 and (row_bits + 7) // 8 == s else 8 * s
+    if r != 8 * s and np.any(buf.reshape(-1, s)[:, -1] >> np.uint8(r % 8)):
+        r = 8 * s  # a padding bit is set: every bit is real
+    last = int(last_nonzero(buf))
+    best: tuple[float, float, int, int, int, np.ndarray] | None = None
+    for k, lag in candidates(shape):
+        w = k * r
+        if 4 * w > n:
+            continue
+        m = last // (k * s) + 1  # rows after the last spike are not coded
+        values, ones = _context_counts(buf, s, r, k, lag, m)
+        q = _probabilities(values, ones)
+        coded = _cross_entropy_bits(values, ones, q) / 8
+        guess = coded + 1.5 * np.count_nonzero((q > 0) & (q < _ONE))  # (+ about what its table costs)
+        if best is None or guess < best[0]:
+            best = (guess, coded, k, lag, m, q)
+    if best is None:
+        return None
+    _, coded, k, lag, m, q = best
+    table: bytes = zstd.encode(q)
+    size = _LAYOUT.size + len(table) + 5 + coded
+    if beat is not None and size >= beat:
+        return None
+    out = np.empty(int(size * 1.01) + 64, dtype=np.uint8)
+    used = encode_bits(buf, s, r, k, lag, m, q, out)
+    if used < 0:  # (the estimate is within a fraction of a percent; never seen)
+        out = np.empty(8 * n * PROB_BITS // 8 + 64, dtype=np.uint8)
+        used = encode_bits(buf, s, r, k, lag, m, q, out)
+    return _LAYOUT.pack(s, r, k, lag, m, len(table)) + table + out[:used].tobytes()
+
+
+def decode_neurons(body: memoryview, n: int, dest: np.ndarray) -> None:
+    """Decode a mode 4 payload into ``dest`` (``n`` bytes), refusing damage as docs/format.md §6.1 lists."""
+    if len(body) < _LAYOUT.size:
+        raise ChecksumError("spike chunk is truncated (no neuron layout)")
+    s, r, k, lag, m, z = _LAYOUT.unpack_from(body)
+    if not (s >= 1 and k >= 1 and lag >= 1 and (r + 7) // 8 == s and n % (s * k) == 0
+            and 4 * k * r <= n and m <= n // (s * k)):
+        raise ChecksumError(f"spike chunk is damaged (neuron layout S={s} R={r} K={k} L={lag} M={m} for {n} bytes)")
+    rest = body[_LAYOUT.size:]
+    if z > len(rest):
+        raise ChecksumError(f"spike chunk is truncated ({z} bytes of probabilities, {len(rest)} there)")
+    q = zstd_into(rest[:z], np.empty(2 * k * r, dtype="<u2"), "spike chunk (neuron probabilities)")
+    if q.max(initial=0) > _ONE:
+        raise ChecksumError("spike chunk is damaged (a probability above 1)")
+    coded = np.frombuffer(rest[z:], dtype=np.uint8)
+    if coded.size < 5 or coded[0] != 0:
+        raise ChecksumError("spike chunk is damaged (range-coded bits do not start with a zero byte)")
+    dest[:] = 0
+    if packing.kernels_ready():
+        from spikestore.codecs._neuron_kernels import decode_bits
+
+        used = int(decode_bits(coded, s, r, k, lag, m, q, dest))
+    else:
+        used = _decode_bits(coded, s, r, k, lag, m, q.tolist(), dest)
+    if used != coded.size:
+        raise ChecksumError(f"spike chunk is damaged (range coder read {used} of {coded.size} bytes)")
+
+
+def _decode_bits(data: np.ndarray, s: int, r: int, k: int, lag: int, m: int, q: list[int],
+                 dest: np.ndarray) -> int:
+    """:func:`~spikestore.codecs._neuron_kernels.decode_bits` in plain Python (no numba): the same
+    bits into the zeroed ``dest``; bytes of ``data`` read, or -1 if it ends early."""
+    w = k * r
+    raw = data.tobytes()
+    code = int.from_bytes(raw[:5], "big") & _MASK32
+    pos, rng = 5, _MASK32
+    for t in range(m):
+        for kk in range(k):
+            base = (t * k + kk) * s
+            prev = ((t - lag) * k + kk) * s
+            for i in range(r):
+                c = (int(dest[prev + (i >> 3)]) >> (i & 7)) & 1 if t >= lag else 0
+                p1 = q[c * w + kk * r + i]
+                if p1 == 0:
+                    continue
+                if p1 != _ONE:
+                    bound = (rng >> PROB_BITS) * (_ONE - p1)
+                    if code < bound:
+                        rng = bound
+                        p1 = 0
+                    else:
+                        code -= bound
+                        rng -= bound
+                    while rng < _TOP:
+                        if pos >= len(raw):
+                            return -1
+                        rng <<= 8
+                        code = ((code << 8) | raw[pos]) & _MASK32
+                        pos += 1
+                if p1:
+                    dest[base + (i >> 3)] |= 1 << (i & 7)
+    return pos
