@@ -1,0 +1,140 @@
+"""The spike codec's neurons mode (mode 4) and the entropy bounds it is measured against.
+
+The bounds are checked against formulas written out here; the codec's
+output against those bounds, against today's other modes, and (bytes)
+against the plain-Python decoder a reader without numba runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import spikestore
+from spikestore.codecs._bounds import SpikeCounts
+from spikestore.codecs._spikes import MODES, decode_spikes, encode_spikes
+from spikestore.errors import ChecksumError
+
+NEURONS = MODES.index("neurons")
+
+
+def lif_like(shape: tuple[int, ...], time_axis: int, seed: int, reset: float = 0.2) -> np.ndarray:
+    """Spikes with a rate per neuron (most nearly silent), times ``reset`` for a step after each spike."""
+    rng = np.random.default_rng(seed)
+    rate = 0.5 * rng.random(shape[-1]) ** 3
+    steps = np.moveaxis(np.zeros(shape, dtype=bool), time_axis, 0)
+    for t in range(steps.shape[0]):
+        steps[t] = rng.random(steps.shape[1:]) < (np.where(steps[t - 1], reset * rate, rate) if t else rate)
+    return np.moveaxis(steps, 0, time_axis)
+
+
+def _h(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-300, 1 - 1e-16)
+    return np.where((p <= 1e-300) | (p >= 1 - 1e-16), 0.0, -(p * np.log2(p) + (1 - p) * np.log2(1 - p)))
+
+
+def test_bounds_match_the_formulas_on_multi_step_records():
+    x = lif_like((30, 6, 5, 12), 1, 0)  # records (time, batch, neurons)
+    counts = SpikeCounts(("time", "batch", "neuron"))
+    for record in x:
+        counts.add(record.astype(np.float32))
+    b = counts.bounds()
+    p = x.mean()
+    assert b["iid"] == pytest.approx(x.size * _h(np.array(p)))
+    per = x.mean(axis=(0, 1, 2))
+    assert b["neuron"] == pytest.approx(float((x.shape[0] * 6 * 5 * _h(per)).sum()))
+    prev = np.zeros_like(x)
+    prev[:, 1:] = x[:, :-1]  # each record's first step follows silence
+    cond = 0.0
+    for j in range(12):
+        for c in (0, 1):
+            sel = prev[..., j] == c
+            if sel.any():
+                cond += sel.sum() * float(_h(np.array(x[..., j][sel].mean())))
+    assert b["conditional"] == pytest.approx(cond)
+    assert b["conditional"] < b["neuron"] < b["iid"]
+
+
+def test_bounds_of_step_by_step_records_follow_the_previous_record():
+    x = lif_like((400, 3, 7), 0, 1)  # records (batch, neurons), one per time step
+    counts = SpikeCounts(("batch", "neuron"))
+    for record in x:
+        counts.add(record)
+    prev = np.zeros_like(x)
+    prev[1:] = x[:-1]
+    both = (x & prev).sum(axis=(0, 1))
+    np.testing.assert_array_equal(counts.both, both)
+    np.testing.assert_array_equal(counts.after, prev.sum(axis=(0, 1)))
+    assert counts.spikes == x.sum() and counts.total == x.size
+
+
+@pytest.mark.parametrize(("shape", "time_axis", "row_bits"), [
+    ((64, 8, 32, 40), 1, None),  # multi-step records (time, batch, neurons)
+    ((2000, 16, 20), 0, 20),  # step-by-step records (batch, neurons), padded rows
+    ((4000, 100), 0, 100),  # records of one sample
+])
+def test_lif_like_spikes_are_coded_within_5_percent_of_the_conditional_bound(shape, time_axis, row_bits):
+    x = lif_like(shape, time_axis, 3)
+    counts = SpikeCounts({4: ("time", "batch", "neuron"), 3: ("batch", "neuron"), 2: ("neuron",)}[len(shape)])
+    for record in x:
+        counts.add(record)
+    packed = np.packbits(x, axis=-1, bitorder="little")
+    enc = encode_spikes(packed, row_bits=row_bits)
+    assert enc[1] == NEURONS
+    np.testing.assert_array_equal(decode_spikes(enc), packed.reshape(-1))
+    assert 8 * len(enc) <= 1.05 * counts.bounds()["conditional"]
+    assert len(enc) < 0.9 * len(encode_spikes(packed.reshape(-1), row_bits=row_bits))  # what the gap modes do
+
+
+@pytest.mark.parametrize("p", [0.3, 0.1, 0.02, 0.004])
+def test_iid_spikes_are_never_coded_larger_than_by_the_other_modes(p):
+    packed = np.packbits(np.random.default_rng(5).random((256, 16, 128)) < p, axis=-1, bitorder="little")
+    assert len(encode_spikes(packed)) <= len(encode_spikes(packed.reshape(-1)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(records=st.integers(1, 200), batch=st.integers(1, 6), width=st.integers(1, 70),
+       reset=st.sampled_from([0.0, 0.3, 1.0, 3.0]), seed=st.integers(0, 2**32 - 1),
+       padded=st.booleans(), silent_tail=st.integers(0, 50))
+def test_round_trip_of_chunk_shaped_spikes(records, batch, width, reset, seed, padded, silent_tail):
+    x = lif_like((records + silent_tail, batch, width), 0, seed, reset)
+    x[records:] = False  # a last chunk: rows past the records are zero
+    packed = np.packbits(x, axis=-1, bitorder="little")
+    enc = encode_spikes(packed, row_bits=width if padded and width % 8 else None)
+    np.testing.assert_array_equal(decode_spikes(enc), packed.reshape(-1))
+
+
+def test_a_set_padding_bit_is_coded_as_a_real_bit():
+    x = lif_like((3000, 4, 12), 0, 6)
+    packed = np.packbits(x, axis=-1, bitorder="little")
+    packed[17, 2, -1] |= 0x80  # bit 15 of a row of 12: not padding after all
+    enc = encode_spikes(packed, row_bits=12)
+    assert enc[1] == NEURONS
+    np.testing.assert_array_equal(decode_spikes(enc), packed.reshape(-1))
+
+
+def test_the_plain_python_decoder_reads_the_same_bits(monkeypatch):
+    from spikestore.codecs import _packing as packing
+
+    x = lif_like((300, 8, 21), 0, 7)
+    packed = np.packbits(x, axis=-1, bitorder="little")
+    enc = encode_spikes(packed, row_bits=21)
+    assert enc[1] == NEURONS
+    monkeypatch.setattr(packing, "KERNELS", False)
+    np.testing.assert_array_equal(decode_spikes(enc), packed.reshape(-1))
+    assert encode_spikes(packed, row_bits=21)[1] != NEURONS  # without numba the encoder does not try it
+    with pytest.raises(ChecksumError, match="range coder"):
+        decode_spikes(enc[:-1])
+
+
+def test_a_store_of_a_lif_like_layer_holds_neuron_coded_chunks(tmp_path):
+    x = lif_like((300, 8, 16, 64), 1, 8).astype(np.float32)
+    with spikestore.Store(tmp_path / "s.zarr") as store:
+        for record in x:
+            store.append("output/lif", record)
+    s = spikestore.open(tmp_path / "s.zarr")["output/lif"]
+    np.testing.assert_array_equal(np.stack([s[i] for i in range(len(s))]), x)
+    chunk = next(iter((tmp_path / "s.zarr" / "output" / "lif" / s.segments[0].doc["array"]).glob("c.0*")))
+    assert chunk.read_bytes()[1] == NEURONS
