@@ -138,3 +138,49 @@ def test_a_store_of_a_lif_like_layer_holds_neuron_coded_chunks(tmp_path):
     np.testing.assert_array_equal(np.stack([s[i] for i in range(len(s))]), x)
     chunk = next(iter((tmp_path / "s.zarr" / "output" / "lif" / s.segments[0].doc["array"]).glob("c.0*")))
     assert chunk.read_bytes()[1] == NEURONS
+
+
+def test_adding_records_in_blocks_or_packed_counts_the_same():
+    for dims, x in ((("time", "batch", "neuron"), lif_like((40, 6, 5, 13), 1, 9)),
+                    (("batch", "neuron"), lif_like((90, 5, 13), 0, 10))):
+        one, blocks, packed = SpikeCounts(dims), SpikeCounts(dims), SpikeCounts(dims)
+        for record in x:
+            one.add(record.astype(np.float32))
+        for lo in range(0, len(x), 17):
+            blocks.add_records(x[lo:lo + 17])
+            packed.add_packed(np.packbits(x[lo:lo + 17], axis=-1, bitorder="little"), 13)
+        for c in (blocks, packed):
+            for name in ("values", "ones", "after", "both"):
+                np.testing.assert_array_equal(getattr(c, name), getattr(one, name))
+
+
+def test_info_reports_bits_per_spike_and_the_ratio_to_each_bound(tmp_path):
+    from click.testing import CliRunner
+
+    from spikestore._tools.summary import spike_coding
+    from spikestore.cli import main
+
+    x = lif_like((40, 8, 16, 24), 1, 11).astype(np.float32)
+    path = tmp_path / "s.zarr"
+    with spikestore.Store(path) as store:
+        store.set_stream_info("output/lif", selection={"step_mode": "m", "batch_axis": 1})  # (time, batch, neuron)
+        for record in x:
+            store.append("output/lif", record)
+            store.append("v/lif", record * 0.5)  # not spikes: no row
+    run = spikestore.open(path)
+    assert run["output/lif"].dims == ("time", "batch", "neuron")
+    (row,) = spike_coding(run[k] for k in run.streams)
+    counts = SpikeCounts(("time", "batch", "neuron"))
+    for record in x:
+        counts.add(record)
+    data = sum(seg.nbytes() for seg in run["output/lif"].segments)
+    assert (row["stream"], row["spikes"], row["bytes"]) == ("output/lif", int(x.sum()), data)
+    assert row["bits_per_spike"] == pytest.approx(8 * data / x.sum())
+    for name, bits in counts.bounds().items():
+        assert row[f"over_{name}"] == pytest.approx(8 * data / bits)
+    out = CliRunner().invoke(main, ["info", str(path)])
+    assert out.exit_code == 0, out.output
+    line = next(ln for ln in out.output.splitlines() if ln.startswith("output/lif") and "x" in ln.split()[-1])
+    assert line.split()[-3:] == [f"{row[f'over_{k}']:.3f}x" for k in ("iid", "neuron", "conditional")]
+    quick = CliRunner().invoke(main, ["info", str(path), "--no-bounds"])
+    assert quick.exit_code == 0 and "vs conditional" not in quick.output and "vs conditional" in out.output

@@ -57,33 +57,47 @@ class SpikeCounts:
     both: np.ndarray | None = None  # ... spikes whose previous time step was a spike
     _last: np.ndarray | None = field(default=None, repr=False)  # single-step: the previous record, (batch, neurons)
 
+    def reset_sequence(self) -> None:
+        """Start a new sequence: the next record of step-by-step records follows silence."""
+        self._last = None
+
     def add(self, record: np.ndarray) -> None:
         """Count one record (0/1 values of any dtype, or bool)."""
-        x = np.asarray(record) != 0
-        dims = tuple(self.dims) if len(self.dims) == x.ndim else ()
-        t_axis = dims.index("time") if "time" in dims else None
-        b_axis = dims.index("batch") if "batch" in dims else None
+        self.add_records(np.asarray(record)[None])
+
+    def add_packed(self, rows: np.ndarray, width: int) -> None:
+        """Count records stored as bits: ``uint8`` rows ``[k, *stored_shape]`` packed along the last axis,
+        which holds ``width`` values (docs/format.md §4)."""
+        self.add_records(np.unpackbits(rows, axis=-1, count=width, bitorder="little").view(np.bool_))
+
+    def add_records(self, records: np.ndarray) -> None:
+        """Count records ``[k, *shape]`` that follow the records counted so far."""
+        x = np.asarray(records)
+        x = x if x.dtype == np.bool_ else x != 0
+        dims = tuple(self.dims) if len(self.dims) == x.ndim - 1 else ()
+        t_axis = 1 + dims.index("time") if "time" in dims else None
+        b_axis = 1 + dims.index("batch") if "batch" in dims else None
         lead = [a for a in (t_axis, b_axis) if a is not None]
-        x = np.moveaxis(x, lead, list(range(len(lead))))
-        if t_axis is None:
-            x = x[None]  # one time step
+        x = np.moveaxis(x, lead, list(range(1, len(lead) + 1)))
+        if t_axis is None:  # records are consecutive time steps: (1, time, ...)
+            x = x[None]
         if b_axis is None:
-            x = x[:, None]
-        seq = x.reshape(x.shape[0], x.shape[1], -1)  # (time, batch, neurons)
-        if self.values is None or self.values.size != seq.shape[2]:
-            zeros = np.zeros(seq.shape[2], dtype=np.int64)
+            x = x[:, :, None]
+        seq = x.reshape(x.shape[0], x.shape[1], x.shape[2], -1)  # (sequences, time, batch, neurons)
+        if self.values is None or self.values.size != seq.shape[3]:
+            zeros = np.zeros(seq.shape[3], dtype=np.int64)
             self.values, self.ones, self.after, self.both = zeros, zeros.copy(), zeros.copy(), zeros.copy()
             self._last = None
         assert self.ones is not None and self.after is not None and self.both is not None
         prev = np.zeros_like(seq)
-        prev[1:] = seq[:-1]
-        if t_axis is None and self._last is not None and self._last.shape == seq.shape[1:]:
-            prev[0] = self._last
-        self._last = seq[-1] if t_axis is None else None
-        self.values += seq.shape[0] * seq.shape[1]
-        self.ones += seq.sum(axis=(0, 1))
-        self.after += prev.sum(axis=(0, 1))
-        self.both += (seq & prev).sum(axis=(0, 1))
+        prev[:, 1:] = seq[:, :-1]
+        if t_axis is None and self._last is not None and self._last.shape == seq.shape[2:]:
+            prev[0, 0] = self._last  # the previous record is the previous time step
+        self._last = seq[0, -1].copy() if t_axis is None else None
+        self.values += seq.shape[0] * seq.shape[1] * seq.shape[2]
+        self.ones += seq.sum(axis=(0, 1, 2))
+        self.after += prev.sum(axis=(0, 1, 2))
+        self.both += (seq & prev).sum(axis=(0, 1, 2))
 
     @property
     def total(self) -> int:
