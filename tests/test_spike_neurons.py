@@ -184,3 +184,28 @@ def test_info_reports_bits_per_spike_and_the_ratio_to_each_bound(tmp_path):
     assert line.split()[-3:] == [f"{row[f'over_{k}']:.3f}x" for k in ("iid", "neuron", "conditional")]
     quick = CliRunner().invoke(main, ["info", str(path), "--no-bounds"])
     assert quick.exit_code == 0 and "vs conditional" not in quick.output and "vs conditional" in out.output
+
+
+@pytest.mark.parametrize("step_by_step", [False, True])
+def test_the_live_summary_reports_the_bits_over_each_bound(tmp_path, step_by_step):
+    from spikestore.live import Follower
+
+    path = tmp_path / "s.zarr"
+    if step_by_step:  # records (batch, neuron), one per time step
+        x, selection, dims = lif_like((120, 4, 13), 0, 12), {"step_mode": "s", "batch_axis": 0}, ("batch", "neuron")
+    else:
+        x, selection, dims = lif_like((30, 5, 4, 13), 1, 12), {"step_mode": "m", "batch_axis": 1}, \
+            ("time", "batch", "neuron")
+    with spikestore.Store(path, chunk_bytes=64) as store:  # several chunks: the follower reads them one by one
+        store.set_stream_info("output/lif", selection=selection)
+        for record in x:
+            store.append("output/lif", record.astype(np.float32))
+    counts = SpikeCounts(dims)
+    counts.add_records(x)
+    run = spikestore.open(path)
+    bits = 8 * sum(seg.nbytes() for seg in run["output/lif"].segments)
+    with Follower(path, window=5) as f:
+        summary = f.refresh().streams["output/lif"]
+    assert summary.bits_over_bounds is not None
+    for name, bound in counts.bounds().items():
+        assert summary.bits_over_bounds[name] == pytest.approx(bits / bound)
