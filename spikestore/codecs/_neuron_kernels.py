@@ -31,30 +31,38 @@ _SPREAD = _spread_table()
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def column_counts(b, width, start, stop, lag, ones, both):  # type: ignore[no-untyped-def]
-    """Add, per bit column of rows of ``width`` bytes, the spikes of rows ``start:stop`` to ``ones``
-    and those whose bit ``lag`` rows earlier is a spike too to ``both`` (``lag`` 0: no ``both``).
+def column_counts(b, width, start, stop, lag, ones, after, both):  # type: ignore[no-untyped-def]
+    """Add, per bit column of rows ``start:stop`` of ``width`` bytes, its spikes to ``ones``, the spikes
+    ``lag`` rows earlier (rows ``>= lag`` only) to ``after``, and the spikes that follow one to ``both``.
 
     Eight byte-wide counters per byte column (one ``uint64``), flushed every 255 rows.
     """
     acc = np.zeros(width, dtype=np.uint64)
+    acca = np.zeros(width, dtype=np.uint64)
     accb = np.zeros(width, dtype=np.uint64)
     t = start
     while t < stop:
         end = min(stop, t + 255)
         for row in range(t, end):
             base = row * width
-            for j in range(width):
-                acc[j] += _SPREAD[b[base + j]]
-            if lag and row >= lag:
+            if row >= lag:
                 prev = (row - lag) * width
                 for j in range(width):
-                    accb[j] += _SPREAD[b[base + j] & b[prev + j]]
+                    x = b[base + j]
+                    p = b[prev + j]
+                    acc[j] += _SPREAD[x]
+                    acca[j] += _SPREAD[p]
+                    accb[j] += _SPREAD[x & p]
+            else:
+                for j in range(width):
+                    acc[j] += _SPREAD[b[base + j]]
         for j in range(width):
             for i in range(8):
                 ones[8 * j + i] += (acc[j] >> uint64(8 * i)) & uint64(0xFF)
+                after[8 * j + i] += (acca[j] >> uint64(8 * i)) & uint64(0xFF)
                 both[8 * j + i] += (accb[j] >> uint64(8 * i)) & uint64(0xFF)
             acc[j] = 0
+            acca[j] = 0
             accb[j] = 0
         t = end
 
@@ -172,7 +180,7 @@ def warm_up() -> None:
     for writable in (True, False):
         b = np.zeros(8, dtype=np.uint8)
         b.flags.writeable = writable
-        column_counts(b, 1, 0, 8, 1, np.zeros(8, np.int64), np.zeros(8, np.int64))
+        column_counts(b, 1, 0, 8, 1, np.zeros(8, np.int64), np.zeros(8, np.int64), np.zeros(8, np.int64))
         last_nonzero(b)
         q = np.zeros(16, dtype="<u2")
         q.flags.writeable = writable

@@ -38,25 +38,31 @@ _ONE = 1 << PROB_BITS
 _TOP = 1 << 24
 _MASK32 = 0xFFFFFFFF
 _LAYOUT = struct.Struct("<IIIIQQ")  # S, R, K, L, M, z
+#: Model rows a chunk needs before a layout is tried: with fewer samples a neuron's own rates cost more
+#: in the table than they save.
+_MIN_ROWS = 256
+#: A layout is first counted on 1/_SAMPLE of the model rows of a chunk, when it has _SAMPLE_FROM or more.
+_SAMPLE = 8
+_SAMPLE_FROM = 1024
 
 
-def _context_counts(buf: np.ndarray, s: int, r: int, k: int, lag: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(values, ones)`` per context ``c * W + j`` (neuron ``j``, previous bit ``c``) of model rows ``< m``."""
+def _context_counts(buf: np.ndarray, s: int, r: int, k: int, lag: int,
+                    pieces: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, ones)`` per context ``c * W + j`` (neuron ``j``, previous bit ``c``) of the model rows
+    of ``pieces`` (ranges ``start:stop``)."""
     from spikestore.codecs._neuron_kernels import column_counts
 
     width = k * s
-    ones = np.zeros(8 * width, dtype=np.int64)
-    both = np.zeros(8 * width, dtype=np.int64)
-    column_counts(buf, width, 0, m, lag, ones, both)
-    tail = np.zeros(8 * width, dtype=np.int64)  # spikes of the last rows, which precede no row
-    column_counts(buf, width, max(0, m - lag), m, 0, tail, np.zeros(8 * width, dtype=np.int64))
+    ones, after, both = (np.zeros(8 * width, dtype=np.int64) for _ in range(3))
+    for start, stop in pieces:
+        column_counts(buf, width, start, stop, lag, ones, after, both)
 
     def neurons(a: np.ndarray) -> np.ndarray:
         return a.reshape(k, 8 * s)[:, :r].reshape(-1)
 
-    ones, both, after = neurons(ones), neurons(both), neurons(ones - tail)
-    values = np.concatenate([m - after, after])
-    return values, np.concatenate([ones - both, both])
+    rows = sum(stop - start for start, stop in pieces)
+    ones, after, both = neurons(ones), neurons(after), neurons(both)
+    return np.concatenate([rows - after, after]), np.concatenate([ones - both, both])
 
 
 def candidates(shape: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -87,6 +93,16 @@ def _cross_entropy_bits(values: np.ndarray, ones: np.ndarray, q: np.ndarray) -> 
     return float(-(c * np.log2(p)).sum() - ((n - c) * np.log2(1 - p)).sum())
 
 
+def _guess(values: np.ndarray, ones: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """``(bytes with the table, bytes of the coded bits, q)`` of contexts with ``values`` bits and ``ones`` spikes.
+
+    The table is guessed at 1.5 bytes a probability other than 0 and 1 (zstd of the ``u16`` values).
+    """
+    q = _probabilities(values, ones)
+    coded = _cross_entropy_bits(values, ones, q) / 8
+    return coded + 1.5 * np.count_nonzero((q > 0) & (q < _ONE)), coded, q
+
+
 def _probabilities(values: np.ndarray, ones: np.ndarray) -> np.ndarray:
     """Each context's spike probability in units of ``2**-PROB_BITS``: 0 and ``2**PROB_BITS`` only when certain."""
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -102,10 +118,11 @@ def encode_neurons(buf: np.ndarray, shape: tuple[int, ...], row_bits: int | None
                    beat: int | None) -> bytes | None:
     """The mode 4 payload of packed chunk ``buf`` of ``shape``, or ``None`` when it would not be below ``beat`` bytes.
 
-    ``row_bits`` is the real bits of each packed row (its padding must be
-    zero; ``None``: every bit is real). Each layout of :func:`candidates`
-    is counted and the one whose coded size (known from the counts) is
-    smallest is coded.
+    ``row_bits`` is the real bits of each packed row (``None``: every bit
+    is real; a set padding bit makes every bit real too). Each layout of
+    :func:`candidates` with :data:`_MIN_ROWS` model rows or more is
+    counted, first on a sample of its rows when the chunk is large, and
+    the one whose coded size (known from the counts) is smallest is coded.
     """
     if not packing.kernels_ready():
         return None
@@ -114,24 +131,29 @@ def encode_neurons(buf: np.ndarray, shape: tuple[int, ...], row_bits: int | None
     s = shape[-1]
     n = buf.size
     r = row_bits if row_bits and row_bits % 8 and (row_bits + 7) // 8 == s else 8 * s
-    if r != 8 * s and np.any(buf.reshape(-1, s)[:, -1] >> np.uint8(r % 8)):
-        r = 8 * s  # a padding bit is set: every bit is real
     last = int(last_nonzero(buf))
     best: tuple[float, float, int, int, int, np.ndarray] | None = None
     for k, lag in candidates(shape):
         w = k * r
-        if 4 * w > n:
+        if 4 * w > n or n // (k * s) < _MIN_ROWS:
             continue
         m = last // (k * s) + 1  # rows after the last spike are not coded
-        values, ones = _context_counts(buf, s, r, k, lag, m)
-        q = _probabilities(values, ones)
-        coded = _cross_entropy_bits(values, ones, q) / 8
-        guess = coded + 1.5 * np.count_nonzero((q > 0) & (q < _ONE))  # (+ about what its table costs)
+        if beat is not None and m >= _SAMPLE_FROM:
+            # A first look at an eighth of the rows, in four pieces: the entropy of fewer samples is
+            # lower, so a layout that does not win on the sample would not win on the whole chunk.
+            piece = m // (4 * _SAMPLE)
+            pieces = [(i * m // 4, i * m // 4 + piece) for i in range(4)]
+            guess = _guess(*_context_counts(buf, s, r, k, lag, pieces))[0] * m / (4 * piece)
+            if guess >= beat:
+                continue
+        guess, coded, q = _guess(*_context_counts(buf, s, r, k, lag, [(0, m)]))
         if best is None or guess < best[0]:
             best = (guess, coded, k, lag, m, q)
     if best is None:
         return None
     _, coded, k, lag, m, q = best
+    if r != 8 * s and np.any(buf.reshape(-1, s)[:, -1] >> np.uint8(r % 8)):
+        return encode_neurons(buf, shape, None, zstd, beat)  # a padding bit is set: every bit is real
     table: bytes = zstd.encode(q)
     size = _LAYOUT.size + len(table) + 5 + coded
     if beat is not None and size >= beat:
