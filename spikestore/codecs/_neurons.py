@@ -84,13 +84,22 @@ def candidates(shape: tuple[int, ...]) -> list[tuple[int, int]]:
     return list(dict.fromkeys(out))
 
 
+def _cost_table(spike: bool) -> np.ndarray:
+    """Bits a coded decision costs, by its ``q``: ``-log2(q / 4096)`` for a spike, ``-log2(1 - q / 4096)`` for
+    a silent bit; 0 at ``q`` 0 and 4096, which code nothing."""
+    q = np.arange(_ONE + 1, dtype=np.float64) / _ONE
+    with np.errstate(divide="ignore"):
+        cost = -np.log2(q if spike else 1 - q)
+    cost[[0, _ONE]] = 0.0
+    return cost
+
+
+_SPIKE_BITS, _SILENT_BITS = _cost_table(True), _cost_table(False)
+
+
 def _cross_entropy_bits(values: np.ndarray, ones: np.ndarray, q: np.ndarray) -> float:
     """Bits the range coder spends, to within its rounding: ``-sum log2`` of each bit's probability."""
-    coded = (q > 0) & (q < _ONE)
-    n = values[coded].astype(np.float64)
-    c = ones[coded].astype(np.float64)
-    p = q[coded].astype(np.float64) / _ONE
-    return float(-(c * np.log2(p)).sum() - ((n - c) * np.log2(1 - p)).sum())
+    return float(ones @ _SPIKE_BITS[q] + (values - ones) @ _SILENT_BITS[q])
 
 
 def _guess(values: np.ndarray, ones: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -139,11 +148,11 @@ def encode_neurons(buf: np.ndarray, shape: tuple[int, ...], row_bits: int | None
             continue
         m = last // (k * s) + 1  # rows after the last spike are not coded
         if beat is not None and m >= _SAMPLE_FROM:
-            # A first look at an eighth of the rows, in four pieces: the entropy of fewer samples is
+            # A first look at an eighth of the rows, in two pieces: the entropy of fewer samples is
             # lower, so a layout that does not win on the sample would not win on the whole chunk.
-            piece = m // (4 * _SAMPLE)
-            pieces = [(i * m // 4, i * m // 4 + piece) for i in range(4)]
-            guess = _guess(*_context_counts(buf, s, r, k, lag, pieces))[0] * m / (4 * piece)
+            piece = m // (2 * _SAMPLE)
+            pieces = [(0, piece), (m // 2, m // 2 + piece)]
+            guess = _guess(*_context_counts(buf, s, r, k, lag, pieces))[0] * m / (2 * piece)
             if guess >= beat:
                 continue
         guess, coded, q = _guess(*_context_counts(buf, s, r, k, lag, [(0, m)]))
