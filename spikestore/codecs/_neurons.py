@@ -20,6 +20,7 @@ falls back to plain Python without them (correct, ~200x slower).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import struct
 from typing import Any
@@ -175,6 +176,12 @@ def encode_neurons(buf: np.ndarray, shape: tuple[int, ...], row_bits: int | None
     return _LAYOUT.pack(s, r, k, lag, m, len(table)) + table + out[:used].tobytes()
 
 
+def _numba_installed() -> bool:
+    """Whether numba is there to load (a reader-only install has none: decode in plain Python, without the
+    warning that loading the kernels gives a writer)."""
+    return importlib.util.find_spec("numba") is not None
+
+
 def decode_neurons(body: memoryview, n: int, dest: np.ndarray) -> None:
     """Decode a mode 4 payload into ``dest`` (``n`` bytes), refusing damage as docs/format.md §6.1 lists."""
     if len(body) < _LAYOUT.size:
@@ -193,7 +200,7 @@ def decode_neurons(body: memoryview, n: int, dest: np.ndarray) -> None:
     if coded.size < 5 or coded[0] != 0:
         raise ChecksumError("spike chunk is damaged (range-coded bits do not start with a zero byte)")
     dest[:] = 0
-    if packing.kernels_ready():
+    if _numba_installed() and packing.kernels_ready():
         from spikestore.codecs._neuron_kernels import decode_bits
 
         used = int(decode_bits(coded, s, r, k, lag, m, q, dest))
