@@ -70,25 +70,28 @@ def decode_spike_chunk(data: bytes, expected: int | None = None) -> np.ndarray:
 
 def _neuron_chunk(payload: bytes, n: int) -> np.ndarray:
     """§6.1 "Mode 4, neurons": the layout, the probabilities, then the range-coded bits."""
-    if len(payload) < 32:
+    if len(payload) < 36:
         raise SpikeChunkError("no neuron layout")
-    s, r, k, lag, m, z = struct.unpack_from("<IIIIQQ", payload)
-    if s == 0 or k == 0 or lag == 0 or -(-r // 8) != s or n % (k * s) or 4 * k * r > n or m > n // (k * s):
-        raise SpikeChunkError(f"neuron layout S={s} R={r} K={k} L={lag} M={m} for {n} bytes")
+    s, r, k, d, lag, m, z = struct.unpack_from("<IIIIIQQ", payload)
+    if (0 in (s, k, d, lag) or -(-r // 8) != s or k % d or n % (k * s) or 4 * (k // d) * r > n
+            or m > n // (k * s)):
+        raise SpikeChunkError(f"neuron layout S={s} R={r} K={k} D={d} L={lag} M={m} for {n} bytes")
     w = k * r  # W neurons per model row
-    if z > len(payload) - 32:
+    p = k // d * r  # P probabilities per context
+    if z > len(payload) - 36:
         raise SpikeChunkError("probability frame past the end")
-    q = _zstd(payload[32:32 + z], 4 * w).view("<u2").astype(np.int64).tolist()
+    q = _zstd(payload[36:36 + z], 4 * p).view("<u2").astype(np.int64).tolist()
     if max(q, default=0) > 4096:
         raise SpikeChunkError("a probability above 1")
-    coded = payload[32 + z:]
+    coded = payload[36 + z:]
     if len(coded) < 5 or coded[0] != 0:
         raise SpikeChunkError("range-coded bits that do not start with a zero byte")
     rng, code, used = 0xFFFFFFFF, int.from_bytes(coded[:5], "big") & 0xFFFFFFFF, 5
     x = np.zeros((n // (k * s), w), dtype=np.uint8)  # x[t, j]: bit of neuron j in model row t
     for t in range(m):
         for j in range(w):
-            p1 = q[(x[t - lag, j] if t >= lag else 0) * w + j]
+            c = x[t - lag, j] if t >= lag else 0
+            p1 = q[c * p + (j // r) // d * r + j % r]  # neuron j = kk * R + i shares probability (kk // D) * R + i
             if p1 in (0, 4096):
                 x[t, j] = p1 // 4096
                 continue

@@ -161,11 +161,14 @@ def test_fresh_chunks_of_every_mode_decode_to_what_was_encoded(name):
     assert decode_spike_chunk(encoded, packed.size).tobytes() == packed.tobytes()
 
 
-def _lif_like(shape: tuple[int, ...], time_axis: int, seed: int) -> np.ndarray:
-    """Spikes with a rate per neuron (one neuron silent, one always firing), lower after a spike."""
+def _lif_like(shape: tuple[int, ...], time_axis: int, seed: int, per: tuple[int, ...] | None = None) -> np.ndarray:
+    """Spikes with a rate per neuron (one neuron silent, one always firing), lower after a spike.
+
+    ``per``: the shape of the rates, broadcast over the trailing axes of a time step (default: the last axis).
+    """
     rng = np.random.default_rng(seed)
-    rate = 0.5 * rng.random(shape[-1]) ** 3
-    rate[:2] = 0.0, 1.0
+    rate = 0.5 * rng.random(per or shape[-1]) ** 3
+    rate.reshape(-1)[:2] = 0.0, 1.0
     steps = np.moveaxis(np.zeros(shape, dtype=bool), time_axis, 0)
     for t in range(steps.shape[0]):
         steps[t] = rng.random(steps.shape[1:]) < (np.where(steps[t - 1], 0.3 * rate, rate) if t else rate)
@@ -174,6 +177,8 @@ def _lif_like(shape: tuple[int, ...], time_axis: int, seed: int) -> np.ndarray:
 
 NEURON_CASES = {  # name: (chunk of unpacked bits, row_bits given to the codec)
     "multi-step records": (_lif_like((24, 5, 6, 40), 1, 1), None),
+    "multi-step records of channels (a probability per channel and column)":
+        (_lif_like((16, 4, 4, 4, 6, 12), 1, 5, per=(4, 1, 12)), 12),
     "step-by-step padded records": (_lif_like((200, 4, 13), 0, 2), 13),
     "one-sample records": (_lif_like((800, 24), 0, 3), None),
     "a last chunk, its later rows zero": (np.concatenate([_lif_like((120, 8, 16), 0, 4),
@@ -188,6 +193,8 @@ def test_fresh_neuron_chunks_decode_to_what_was_encoded(name):
     encoded = bytes(_spikestore_codec(row_bits).encode(packed))
     assert encoded[1] == 4
     assert decode_spike_chunk(encoded, packed.size).tobytes() == packed.tobytes()
+    if "channel" in name:
+        assert struct.unpack_from("<I", encoded, 22)[0] > 1  # D: the probabilities are shared
 
 
 def test_small_chunks_of_any_density_decode_to_what_was_encoded():
@@ -241,13 +248,14 @@ def _damaged(chunk: bytes) -> dict[str, bytes]:
         out["more gaps than bits"] = chunk[:at] + (8 * n + 1).to_bytes(8, "little") + chunk[at + 8:]
     if chunk[1] & 0x80:
         out["row length a multiple of 8"] = chunk[:10] + (16).to_bytes(4, "little") + chunk[14:]
-    if chunk[1] == 4:  # the layout's S, R, K, L, M at bytes 10-33
-        s, r, k, lag, m = struct.unpack_from("<IIIIQ", chunk, 10)
-        for what, layout in {"no lag": (s, r, k, 0, m), "R not in S bytes": (s, 8 * s + 1, k, lag, m),
-                             "more rows than the chunk": (s, r, k, lag, n // (k * s) + 1),
-                             "too many neurons": (s, r, n, lag, 0)}.items():
-            out[what] = chunk[:10] + struct.pack("<IIIIQ", *layout) + chunk[34:]
-        coded = 42 + struct.unpack_from("<Q", chunk, 34)[0]  # header, layout and probabilities come first
+    if chunk[1] == 4:  # the layout's S, R, K, D, L, M at bytes 10-37
+        s, r, k, d, lag, m = struct.unpack_from("<IIIIIQ", chunk, 10)
+        for what, layout in {"no lag": (s, r, k, d, 0, m), "R not in S bytes": (s, 8 * s + 1, k, d, lag, m),
+                             "D not dividing K": (s, r, k, k + 1, lag, m),
+                             "more rows than the chunk": (s, r, k, d, lag, n // (k * s) + 1),
+                             "too many neurons": (s, r, n, 1, lag, 0)}.items():
+            out[what] = chunk[:10] + struct.pack("<IIIIIQ", *layout) + chunk[38:]
+        coded = 46 + struct.unpack_from("<Q", chunk, 38)[0]  # header, layout and probabilities come first
         out["coded bits not starting with 0"] = chunk[:coded] + b"\x01" + chunk[coded + 1:]
     return out
 

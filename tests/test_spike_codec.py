@@ -54,10 +54,11 @@ def test_all_zero_all_one_and_long_runs():
     np.testing.assert_array_equal(decode_spikes(encode_spikes(sparse)), sparse)
 
 
-@pytest.mark.parametrize("mode", [*MODES, "gaps8-rows", "gaps-pcodec-rows", "neurons-padded"])
+@pytest.mark.parametrize("mode", [*MODES, "gaps8-rows", "gaps-pcodec-rows", "neurons-padded", "neurons-channels"])
 def test_committed_fixtures_still_decode(mode):
     enc = (FIXTURES / f"spikes-{mode}.bin").read_bytes()
-    assert MODES[enc[1] & 0x7F] + ("-rows" if enc[1] & 0x80 else "") == mode.removesuffix("-padded")
+    assert MODES[enc[1] & 0x7F] + ("-rows" if enc[1] & 0x80 else "") == mode.removesuffix("-padded").removesuffix(
+        "-channels")
     want = np.load(FIXTURES / f"spikes-{mode}.expected.npy", allow_pickle=False)  # (neurons: in chunk shape)
     np.testing.assert_array_equal(decode_spikes(enc), want.reshape(-1))
     rows = FIXTURES / f"spikes-{mode}.row_bits"
@@ -179,7 +180,7 @@ def test_compiled_and_numpy_gap_coders_write_the_same_bytes(monkeypatch, row_bit
 _HEAD = struct.Struct("<BBQ")  # version, mode, decoded length: the spike codec's header
 MiB, GiB = 1 << 20, 1 << 30
 FIXTURE_MODES = ["bitmap", "gaps8", "gaps-pcodec", "zeros", "gaps8-rows", "gaps-pcodec-rows", "neurons",
-                 "neurons-padded"]
+                 "neurons-padded", "neurons-channels"]
 
 
 def _zstd_rle_bomb(nbytes: int, *, sized: bool = True) -> bytes:

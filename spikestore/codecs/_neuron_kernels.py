@@ -87,9 +87,10 @@ def _shift_low(low, cache, pending, out, pos):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def encode_bits(b, s, r, k, lag, m, q, out):  # type: ignore[no-untyped-def]
-    """Range-code model rows ``< m`` of ``b`` with spike probabilities ``q``; bytes written, or -1 if ``out`` fills."""
-    w = k * r
+def encode_bits(b, s, r, k, d, lag, m, q, out):  # type: ignore[no-untyped-def]
+    """Range-code model rows ``< m`` of ``b`` with spike probabilities ``q`` (shared by groups of ``d`` packed
+    rows); bytes written, or -1 if ``out`` fills."""
+    w = (k // d) * r
     low = uint64(0)
     rng = uint64(0xFFFFFFFF)
     cache = uint64(0)
@@ -102,7 +103,7 @@ def encode_bits(b, s, r, k, lag, m, q, out):  # type: ignore[no-untyped-def]
             for jb in range(s):
                 x = b[base + jb]
                 ctx = b[prev + jb] if t >= lag else np.uint8(0)
-                qo = kk * r + 8 * jb
+                qo = (kk // d) * r + 8 * jb
                 for i in range(min(8, r - 8 * jb)):
                     p1 = q[((ctx >> i) & 1) * w + qo + i]
                     if p1 == 0 or p1 == _ONE:
@@ -124,9 +125,9 @@ def encode_bits(b, s, r, k, lag, m, q, out):  # type: ignore[no-untyped-def]
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
-def decode_bits(data, s, r, k, lag, m, q, dest):  # type: ignore[no-untyped-def]
+def decode_bits(data, s, r, k, d, lag, m, q, dest):  # type: ignore[no-untyped-def]
     """Decode model rows ``< m`` into the zeroed ``dest``; bytes of ``data`` read, or -1 if it ends early."""
-    w = k * r
+    w = (k // d) * r
     size = data.size
     if size < 5:
         return -1
@@ -143,7 +144,7 @@ def decode_bits(data, s, r, k, lag, m, q, dest):  # type: ignore[no-untyped-def]
                 c = 0
                 if t >= lag:
                     c = (dest[prev + (i >> 3)] >> (i & 7)) & 1
-                p1 = q[c * w + kk * r + i]
+                p1 = q[c * w + (kk // d) * r + i]
                 if p1 == 0:
                     continue
                 bit = 1
@@ -185,5 +186,5 @@ def warm_up() -> None:
         q = np.zeros(16, dtype="<u2")
         q.flags.writeable = writable
         out = np.zeros(16, dtype=np.uint8)
-        encode_bits(b, 1, 8, 1, 1, 8, q, out)
-        decode_bits(out, 1, 8, 1, 1, 8, q, np.zeros(8, dtype=np.uint8))
+        encode_bits(b, 1, 8, 1, 1, 1, 8, q, out)
+        decode_bits(out, 1, 8, 1, 1, 1, 8, q, np.zeros(8, dtype=np.uint8))

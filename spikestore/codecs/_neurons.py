@@ -5,7 +5,9 @@ often, and a LIF neuron that just fired has been reset. This mode views a
 chunk as model rows of ``W`` neurons (``K`` packed rows of ``R`` real bits
 each) and codes every bit with a binary range coder whose probability of a
 spike depends on the neuron and on the same neuron ``L`` model rows earlier
-(its previous time step; silence before the chunk's first ``L`` rows). The
+(its previous time step; silence before the chunk's first ``L`` rows).
+Groups of ``D`` packed rows (the rows of a channel's image) may share
+their probabilities, which then cost less in the chunk than they save. The
 probabilities are counted per chunk and stored in it (12 bits each, zstd),
 so the coder is static: both sides know every probability before the first
 bit. Rows past the last one with a spike are not coded.
@@ -38,7 +40,7 @@ PROB_BITS = 12
 _ONE = 1 << PROB_BITS
 _TOP = 1 << 24
 _MASK32 = 0xFFFFFFFF
-_LAYOUT = struct.Struct("<IIIIQQ")  # S, R, K, L, M, z
+_LAYOUT = struct.Struct("<IIIIIQQ")  # S, R, K, D, L, M, z
 #: Model rows a chunk needs before a layout is tried: with fewer samples a neuron's own rates cost more
 #: in the table than they save.
 _MIN_ROWS = 256
@@ -47,10 +49,10 @@ _SAMPLE = 8
 _SAMPLE_FROM = 1024
 
 
-def _context_counts(buf: np.ndarray, s: int, r: int, k: int, lag: int,
+def _context_counts(buf: np.ndarray, s: int, r: int, k: int, d: int, lag: int,
                     pieces: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """``(values, ones)`` per context ``c * W + j`` (neuron ``j``, previous bit ``c``) of the model rows
-    of ``pieces`` (ranges ``start:stop``)."""
+    """``(values, ones)`` per context ``c * W + j`` (parameter ``j``, shared by ``d`` packed rows; previous
+    bit ``c``) of the model rows of ``pieces`` (ranges ``start:stop``)."""
     from spikestore.codecs._neuron_kernels import column_counts
 
     width = k * s
@@ -59,15 +61,16 @@ def _context_counts(buf: np.ndarray, s: int, r: int, k: int, lag: int,
         column_counts(buf, width, start, stop, lag, ones, after, both)
 
     def neurons(a: np.ndarray) -> np.ndarray:
-        return a.reshape(k, 8 * s)[:, :r].reshape(-1)
+        shared: np.ndarray = a.reshape(k // d, d, 8 * s)[:, :, :r].sum(axis=1)
+        return shared.reshape(-1)
 
-    rows = sum(stop - start for start, stop in pieces)
+    rows = d * sum(stop - start for start, stop in pieces)
     ones, after, both = neurons(ones), neurons(after), neurons(both)
     return np.concatenate([rows - after, after]), np.concatenate([ones - both, both])
 
 
-def candidates(shape: tuple[int, ...]) -> list[tuple[int, int]]:
-    """Layouts ``(K, L)`` worth trying for a chunk of packed ``shape`` ``(records, d1, ..., dm, S)``.
+def candidates(shape: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """Layouts ``(K, D, L)`` worth trying for a chunk of packed ``shape`` ``(records, d1, ..., dm, S)``.
 
     The neurons of a record are its axes after the batch axis, and after
     the time axis of multi-step records: ``(batch, *neurons)`` records,
@@ -75,13 +78,21 @@ def candidates(shape: tuple[int, ...]) -> list[tuple[int, int]]:
     in the previous record), and ``(time, batch, *neurons)`` records of a
     multi-step layer (``d2`` model rows back). A record of one sample
     (``(neurons,)``) is one model row, following the previous record.
+    Where the neurons have more than one axis before the packed one
+    (channels, rows of an image), a second layout shares each
+    probability among the packed rows of a channel (``D``): with few
+    records per chunk, a probability per position costs more in the
+    table than it saves.
     """
     dims = shape[1:-1]
     if not dims:
-        return [(1, 1)]
-    out = [(math.prod(dims[1:]), dims[0])]
-    if len(dims) >= 2:
-        out.append((math.prod(dims[2:]), dims[1]))
+        return [(1, 1, 1)]
+    out = []
+    for first in (1, 2) if len(dims) >= 2 else (1,):  # the neuron axes start after the batch axis
+        k = math.prod(dims[first:])
+        out.append((k, 1, dims[first - 1]))
+        if len(dims) - first >= 2:
+            out.append((k, math.prod(dims[first + 1:]), dims[first - 1]))
     return list(dict.fromkeys(out))
 
 
@@ -142,9 +153,9 @@ def encode_neurons(buf: np.ndarray, shape: tuple[int, ...], row_bits: int | None
     n = buf.size
     r = row_bits if row_bits and row_bits % 8 and (row_bits + 7) // 8 == s else 8 * s
     last = int(last_nonzero(buf))
-    best: tuple[float, float, int, int, int, np.ndarray] | None = None
-    for k, lag in candidates(shape):
-        w = k * r
+    best: tuple[float, float, int, int, int, int, np.ndarray] | None = None
+    for k, d, lag in candidates(shape):
+        w = k // d * r
         if 4 * w > n or n // (k * s) < _MIN_ROWS:
             continue
         m = last // (k * s) + 1  # rows after the last spike are not coded
@@ -153,15 +164,15 @@ def encode_neurons(buf: np.ndarray, shape: tuple[int, ...], row_bits: int | None
             # lower, so a layout that does not win on the sample would not win on the whole chunk.
             piece = m // (2 * _SAMPLE)
             pieces = [(0, piece), (m // 2, m // 2 + piece)]
-            guess = _guess(*_context_counts(buf, s, r, k, lag, pieces))[0] * m / (2 * piece)
+            guess = _guess(*_context_counts(buf, s, r, k, d, lag, pieces))[0] * m / (2 * piece)
             if guess >= beat:
                 continue
-        guess, coded, q = _guess(*_context_counts(buf, s, r, k, lag, [(0, m)]))
+        guess, coded, q = _guess(*_context_counts(buf, s, r, k, d, lag, [(0, m)]))
         if best is None or guess < best[0]:
-            best = (guess, coded, k, lag, m, q)
+            best = (guess, coded, k, d, lag, m, q)
     if best is None:
         return None
-    _, coded, k, lag, m, q = best
+    _, coded, k, d, lag, m, q = best
     if r != 8 * s and np.any(buf.reshape(-1, s)[:, -1] >> np.uint8(r % 8)):
         return encode_neurons(buf, shape, None, zstd, beat)  # a padding bit is set: every bit is real
     table: bytes = zstd.encode(q)
@@ -169,11 +180,11 @@ def encode_neurons(buf: np.ndarray, shape: tuple[int, ...], row_bits: int | None
     if beat is not None and size >= beat:
         return None
     out = np.empty(int(size * 1.01) + 64, dtype=np.uint8)
-    used = encode_bits(buf, s, r, k, lag, m, q, out)
+    used = encode_bits(buf, s, r, k, d, lag, m, q, out)
     if used < 0:  # (the estimate is within a fraction of a percent; never seen)
         out = np.empty(8 * n * PROB_BITS // 8 + 64, dtype=np.uint8)
-        used = encode_bits(buf, s, r, k, lag, m, q, out)
-    return _LAYOUT.pack(s, r, k, lag, m, len(table)) + table + out[:used].tobytes()
+        used = encode_bits(buf, s, r, k, d, lag, m, q, out)
+    return _LAYOUT.pack(s, r, k, d, lag, m, len(table)) + table + out[:used].tobytes()
 
 
 def _numba_installed() -> bool:
@@ -186,14 +197,15 @@ def decode_neurons(body: memoryview, n: int, dest: np.ndarray) -> None:
     """Decode a mode 4 payload into ``dest`` (``n`` bytes), refusing damage as docs/format.md §6.1 lists."""
     if len(body) < _LAYOUT.size:
         raise ChecksumError("spike chunk is truncated (no neuron layout)")
-    s, r, k, lag, m, z = _LAYOUT.unpack_from(body)
-    if not (s >= 1 and k >= 1 and lag >= 1 and (r + 7) // 8 == s and n % (s * k) == 0
-            and 4 * k * r <= n and m <= n // (s * k)):
-        raise ChecksumError(f"spike chunk is damaged (neuron layout S={s} R={r} K={k} L={lag} M={m} for {n} bytes)")
+    s, r, k, d, lag, m, z = _LAYOUT.unpack_from(body)
+    if not (s >= 1 and k >= 1 and d >= 1 and lag >= 1 and (r + 7) // 8 == s and k % d == 0 and n % (s * k) == 0
+            and 4 * (k // d) * r <= n and m <= n // (s * k)):
+        raise ChecksumError(f"spike chunk is damaged (neuron layout S={s} R={r} K={k} D={d} L={lag} M={m} "
+                            f"for {n} bytes)")
     rest = body[_LAYOUT.size:]
     if z > len(rest):
         raise ChecksumError(f"spike chunk is truncated ({z} bytes of probabilities, {len(rest)} there)")
-    q = zstd_into(rest[:z], np.empty(2 * k * r, dtype="<u2"), "spike chunk (neuron probabilities)")
+    q = zstd_into(rest[:z], np.empty(2 * (k // d) * r, dtype="<u2"), "spike chunk (neuron probabilities)")
     if q.max(initial=0) > _ONE:
         raise ChecksumError("spike chunk is damaged (a probability above 1)")
     coded = np.frombuffer(rest[z:], dtype=np.uint8)
@@ -203,18 +215,18 @@ def decode_neurons(body: memoryview, n: int, dest: np.ndarray) -> None:
     if _numba_installed() and packing.kernels_ready():
         from spikestore.codecs._neuron_kernels import decode_bits
 
-        used = int(decode_bits(coded, s, r, k, lag, m, q, dest))
+        used = int(decode_bits(coded, s, r, k, d, lag, m, q, dest))
     else:
-        used = _decode_bits(coded, s, r, k, lag, m, q.tolist(), dest)
+        used = _decode_bits(coded, s, r, k, d, lag, m, q.tolist(), dest)
     if used != coded.size:
         raise ChecksumError(f"spike chunk is damaged (range coder read {used} of {coded.size} bytes)")
 
 
-def _decode_bits(data: np.ndarray, s: int, r: int, k: int, lag: int, m: int, q: list[int],
+def _decode_bits(data: np.ndarray, s: int, r: int, k: int, d: int, lag: int, m: int, q: list[int],
                  dest: np.ndarray) -> int:
     """:func:`~spikestore.codecs._neuron_kernels.decode_bits` in plain Python (no numba): the same
     bits into the zeroed ``dest``; bytes of ``data`` read, or -1 if it ends early."""
-    w = k * r
+    w = k // d * r
     raw = data.tobytes()
     code = int.from_bytes(raw[:5], "big") & _MASK32
     pos, rng = 5, _MASK32
@@ -224,7 +236,7 @@ def _decode_bits(data: np.ndarray, s: int, r: int, k: int, lag: int, m: int, q: 
             prev = ((t - lag) * k + kk) * s
             for i in range(r):
                 c = (int(dest[prev + (i >> 3)]) >> (i & 7)) & 1 if t >= lag else 0
-                p1 = q[c * w + kk * r + i]
+                p1 = q[c * w + kk // d * r + i]
                 if p1 == 0:
                     continue
                 if p1 != _ONE:

@@ -73,8 +73,8 @@ _PCODEC_BELOW = 0.012
 _TRY_ALL_BELOW = 1024
 # The neurons mode codes ~5 ns a bit, 5-10x the time of the others: it is
 # kept only when it is at least this much smaller than the best of them
-# (never, on i.i.d. spikes, which the others code within 1-2% of the bound).
-_NEURONS_GAIN = 0.03
+# (not on i.i.d. spikes, which the others code within 1-2% of the bound).
+_NEURONS_GAIN = 0.02
 
 
 def spike_positions(packed: np.ndarray) -> np.ndarray:
