@@ -49,23 +49,30 @@ _SAMPLE = 8
 _SAMPLE_FROM = 1024
 
 
-def _context_counts(buf: np.ndarray, s: int, r: int, k: int, d: int, lag: int,
-                    pieces: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """``(values, ones)`` per context ``c * W + j`` (parameter ``j``, shared by ``d`` packed rows; previous
-    bit ``c``) of the model rows of ``pieces`` (ranges ``start:stop``)."""
+#: Per bit column of a model row: spikes, spikes one lag earlier, spikes after a spike; and the rows counted.
+Totals = tuple[np.ndarray, np.ndarray, np.ndarray, int]
+
+
+def _column_totals(buf: np.ndarray, s: int, k: int, lag: int, pieces: tuple[tuple[int, int], ...]) -> Totals:
+    """:data:`Totals` of the model rows of ``pieces`` (ranges ``start:stop``) of ``K * S`` bytes."""
     from spikestore.codecs._neuron_kernels import column_counts
 
     width = k * s
     ones, after, both = (np.zeros(8 * width, dtype=np.int64) for _ in range(3))
     for start, stop in pieces:
         column_counts(buf, width, start, stop, lag, ones, after, both)
+    return ones, after, both, sum(stop - start for start, stop in pieces)
 
-    def neurons(a: np.ndarray) -> np.ndarray:
-        shared: np.ndarray = a.reshape(k // d, d, 8 * s)[:, :, :r].sum(axis=1)
-        return shared.reshape(-1)
 
-    rows = d * sum(stop - start for start, stop in pieces)
-    ones, after, both = neurons(ones), neurons(after), neurons(both)
+def _context_counts(totals: Totals, s: int, r: int, k: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, ones)`` per context ``c * P + j`` (probability ``j``, shared by ``d`` packed rows; previous
+    bit ``c``) from a model row's :data:`Totals`."""
+    def shared(a: np.ndarray) -> np.ndarray:
+        out: np.ndarray = a.reshape(k // d, d, 8 * s)[:, :, :r].sum(axis=1)
+        return out.reshape(-1)
+
+    ones, after, both = (shared(a) for a in totals[:3])
+    rows = d * totals[3]
     return np.concatenate([rows - after, after]), np.concatenate([ones - both, both])
 
 
@@ -111,7 +118,8 @@ _SPIKE_BITS, _SILENT_BITS = _cost_table(True), _cost_table(False)
 
 def _cross_entropy_bits(values: np.ndarray, ones: np.ndarray, q: np.ndarray) -> float:
     """Bits the range coder spends, to within its rounding: ``-sum log2`` of each bit's probability."""
-    return float(ones @ _SPIKE_BITS[q] + (values - ones) @ _SILENT_BITS[q])
+    # (products and sums, not ``@``: a BLAS dot of mixed types took 1 ms here, and BLAS may start threads)
+    return float((ones * _SPIKE_BITS[q]).sum() + ((values - ones) * _SILENT_BITS[q]).sum())
 
 
 def _guess(values: np.ndarray, ones: np.ndarray) -> tuple[float, float, np.ndarray]:
@@ -153,6 +161,14 @@ def encode_neurons(buf: np.ndarray, shape: tuple[int, ...], row_bits: int | None
     n = buf.size
     r = row_bits if row_bits and row_bits % 8 and (row_bits + 7) // 8 == s else 8 * s
     last = int(last_nonzero(buf))
+    totals: dict[tuple[int, int, tuple[tuple[int, int], ...]], Totals] = {}
+
+    def counted(k: int, lag: int, pieces: tuple[tuple[int, int], ...]) -> Totals:
+        # (layouts that differ only in D share their counts)
+        if (k, lag, pieces) not in totals:
+            totals[k, lag, pieces] = _column_totals(buf, s, k, lag, pieces)
+        return totals[k, lag, pieces]
+
     best: tuple[float, float, int, int, int, int, np.ndarray] | None = None
     for k, d, lag in candidates(shape):
         w = k // d * r
@@ -163,11 +179,11 @@ def encode_neurons(buf: np.ndarray, shape: tuple[int, ...], row_bits: int | None
             # A first look at an eighth of the rows, in two pieces: the entropy of fewer samples is
             # lower, so a layout that does not win on the sample would not win on the whole chunk.
             piece = m // (2 * _SAMPLE)
-            pieces = [(0, piece), (m // 2, m // 2 + piece)]
-            guess = _guess(*_context_counts(buf, s, r, k, d, lag, pieces))[0] * m / (2 * piece)
-            if guess >= beat:
+            pieces = ((0, piece), (m // 2, m // 2 + piece))
+            sample = _context_counts(counted(k, lag, pieces), s, r, k, d)
+            if _guess(*sample)[0] * m / (2 * piece) >= beat:
                 continue
-        guess, coded, q = _guess(*_context_counts(buf, s, r, k, d, lag, [(0, m)]))
+        guess, coded, q = _guess(*_context_counts(counted(k, lag, ((0, m),)), s, r, k, d))
         if best is None or guess < best[0]:
             best = (guess, coded, k, d, lag, m, q)
     if best is None:
