@@ -138,6 +138,10 @@ def test_a_store_of_a_lif_like_layer_holds_neuron_coded_chunks(tmp_path):
     np.testing.assert_array_equal(np.stack([s[i] for i in range(len(s))]), x)
     chunk = next(iter((tmp_path / "s.zarr" / "output" / "lif" / s.segments[0].doc["array"]).glob("c.0*")))
     assert chunk.read_bytes()[1] == NEURONS
+    import zarr  # plain zarr decodes it too (the codec's entry point)
+
+    packed = zarr.open_array(tmp_path / "s.zarr" / "output" / "lif" / s.segments[0].doc["array"], mode="r")[:]
+    np.testing.assert_array_equal(np.unpackbits(packed[:len(x)], axis=-1, count=64, bitorder="little"), x)
 
 
 def test_adding_records_in_blocks_or_packed_counts_the_same():
