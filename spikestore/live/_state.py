@@ -2,9 +2,12 @@
 
 :class:`StreamState` reads the records of a rank's part committed since its
 last call, stored chunk by stored chunk: spikes of a ``bits`` segment are
-counted on the packed rows, and only the records a neuron window keeps (and
-the last one) are unpacked; other records are decoded and reduced at once.
-Each piece goes to the part's :class:`Accumulated` and to the merged one.
+counted on the packed rows, and unpacked to bools (not to their dtype) for
+the per-neuron counts behind the entropy bounds
+(:class:`~spikestore.codecs._bounds.SpikeCounts`); only the records a neuron
+window keeps (and the last one) are decoded; other records are decoded and
+reduced at once. Each piece goes to the part's :class:`Accumulated` and to
+the merged one.
 """
 
 from __future__ import annotations
@@ -233,7 +236,7 @@ class StreamState:
 
     def _add_spikes(self, rank: int, part: Accumulated, seg: Segment, rows: np.ndarray, steps: np.ndarray) -> None:
         """Fold stored rows of a ``bits`` segment in: spikes counted on the packed bits; only the records a
-        neuron window keeps, and the last one, are unpacked."""
+        neuron window keeps, and the last one, are decoded."""
         moments = spike_moments(count_bits(rows, _neurons(seg)), seg.values_per_record)
         windows = self._windows(part, seg, steps, lambda which: seg.decode_rows(rows[which]))
         last = seg.decode_rows(rows[-1:])[0]
