@@ -50,10 +50,10 @@ def decode_spike_chunk(data: bytes, expected: int | None = None) -> np.ndarray:
     if len(chunk) < _HEADER.size:
         raise SpikeChunkError("shorter than the 10-byte header")
     version, mode, n = _HEADER.unpack_from(chunk)
-    if version != 1:
+    if version not in (1, 2):
         raise SpikeChunkError(f"codec version {version}: a newer format")
-    if mode not in (0, 1, 2, 3, 4, 0x81, 0x82):
-        raise SpikeChunkError(f"mode {mode:#x}")
+    if mode not in (0, 1, 2, 3, 4, 0x81, 0x82) or (mode == 4) != (version == 2):
+        raise SpikeChunkError(f"mode {mode:#x} in version {version}")
     if (expected is not None and n != expected) or n > _LIMIT:
         raise SpikeChunkError(f"n = {n}, expected {expected}")
     payload = chunk[_HEADER.size:]

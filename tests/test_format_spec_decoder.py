@@ -238,6 +238,7 @@ def _damaged(chunk: bytes) -> dict[str, bytes]:
         "another length": chunk[:2] + (n + 1).to_bytes(8, "little") + chunk[10:],
         "mode 0x80": chunk[:1] + b"\x80" + chunk[2:],
         "mode 0x83": chunk[:1] + b"\x83" + chunk[2:],
+        "mode and version apart": (b"\x01" if chunk[0] == 2 else b"\x02") + chunk[1:],
     }
     if chunk[1] & 0x7F != 2:  # (a pcodec file ends where pcodec stops reading: see the test below)
         out["bytes after the payload"] = chunk + b"\x00"
@@ -276,7 +277,7 @@ def test_damage_spikestore_refuses_is_refused_by_the_page_decoder_too(path, what
 def test_a_newer_codec_version_is_refused_as_a_newer_format(path):
     chunk = path.read_bytes()
     n = int.from_bytes(chunk[2:10], "little")
-    newer = b"\x02" + chunk[1:]
+    newer = b"\x03" + chunk[1:]
     with pytest.raises(FormatError) as refused:
         _spikestore_codec().decode(newer, out=np.empty(n, np.uint8))
     assert not isinstance(refused.value, DamagedStoreError)

@@ -46,6 +46,7 @@ from spikestore.codecs._neurons import encode_neurons
 from spikestore.codecs._spikes_decode import (
     _GAPS8,
     _HEADER,
+    _NEURONS_VERSION,
     _ROW_FLAG,
     _ROWS,
     _VERSION,
@@ -150,7 +151,7 @@ def encode_spikes(packed: Any, level: int = 1, row_bits: int | None = None) -> b
         neurons = encode_neurons(buf, shape, row_bits, zstd, beat)
         if neurons is not None and len(neurons) < beat:
             mode, payload = 4, neurons
-    return _HEADER.pack(_VERSION, mode, n) + payload
+    return _HEADER.pack(_NEURONS_VERSION if mode == 4 else _VERSION, mode, n) + payload
 
 
 def _gap_modes(buf: np.ndarray, rows: _RowMap | None, ones: int, zstd: Zstd, *, gaps8: bool,
