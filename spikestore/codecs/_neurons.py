@@ -17,7 +17,7 @@ range, 64-bit low with carry, a byte out per 8 bits of range) with 12-bit
 probabilities. It codes one bit at a time, ~5 ns a bit compiled
 (:mod:`spikestore.codecs._neuron_kernels`, numba, GIL released): the
 encoder tries this mode only where numba's kernels are loaded; the decoder
-falls back to plain Python without them (correct, ~200x slower).
+falls back to plain Python without them (correct, ~100x slower: ~0.5 us a bit).
 """
 
 from __future__ import annotations
