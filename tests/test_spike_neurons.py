@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import spikestore
 from spikestore.codecs._bounds import SpikeCounts
-from spikestore.codecs._spikes import MODES, decode_spikes, encode_spikes
+from spikestore.codecs._spikes import MODES, NEURONS_FROM_LEVEL, decode_spikes, encode_spikes
 from spikestore.errors import ChecksumError
 
 NEURONS = MODES.index("neurons")
@@ -81,7 +81,7 @@ def test_lif_like_spikes_are_coded_within_5_percent_of_the_conditional_bound(sha
     for record in x:
         counts.add(record)
     packed = np.packbits(x, axis=-1, bitorder="little")
-    enc = encode_spikes(packed, row_bits=row_bits)
+    enc = encode_spikes(packed, NEURONS_FROM_LEVEL, row_bits=row_bits)
     assert enc[1] == NEURONS
     np.testing.assert_array_equal(decode_spikes(enc), packed.reshape(-1))
     assert 8 * len(enc) <= 1.05 * counts.bounds()["conditional"]
@@ -91,7 +91,13 @@ def test_lif_like_spikes_are_coded_within_5_percent_of_the_conditional_bound(sha
 @pytest.mark.parametrize("p", [0.3, 0.1, 0.02, 0.004])
 def test_iid_spikes_are_never_coded_larger_than_by_the_other_modes(p):
     packed = np.packbits(np.random.default_rng(5).random((256, 16, 128)) < p, axis=-1, bitorder="little")
-    assert len(encode_spikes(packed)) <= len(encode_spikes(packed.reshape(-1)))
+    assert len(encode_spikes(packed, NEURONS_FROM_LEVEL)) <= len(encode_spikes(packed.reshape(-1), NEURONS_FROM_LEVEL))
+
+
+def test_below_its_level_the_neurons_mode_is_never_tried():
+    packed = np.packbits(lif_like((64, 8, 32, 40), 1, 3), axis=-1, bitorder="little")
+    assert encode_spikes(packed, NEURONS_FROM_LEVEL)[1] == NEURONS
+    assert encode_spikes(packed)[1] != NEURONS  # the writer's default level: the fast modes only
 
 
 @settings(max_examples=60, deadline=None)
@@ -102,7 +108,7 @@ def test_round_trip_of_chunk_shaped_spikes(records, batch, width, reset, seed, p
     x = lif_like((records + silent_tail, batch, width), 0, seed, reset)
     x[records:] = False  # a last chunk: rows past the records are zero
     packed = np.packbits(x, axis=-1, bitorder="little")
-    enc = encode_spikes(packed, row_bits=width if padded and width % 8 else None)
+    enc = encode_spikes(packed, NEURONS_FROM_LEVEL, row_bits=width if padded and width % 8 else None)
     np.testing.assert_array_equal(decode_spikes(enc), packed.reshape(-1))
 
 
@@ -110,7 +116,7 @@ def test_a_set_padding_bit_is_coded_as_a_real_bit():
     x = lif_like((3000, 4, 12), 0, 6)
     packed = np.packbits(x, axis=-1, bitorder="little")
     packed[17, 2, -1] |= 0x80  # bit 15 of a row of 12: not padding after all
-    enc = encode_spikes(packed, row_bits=12)
+    enc = encode_spikes(packed, NEURONS_FROM_LEVEL, row_bits=12)
     assert enc[1] == NEURONS
     np.testing.assert_array_equal(decode_spikes(enc), packed.reshape(-1))
 
@@ -120,18 +126,19 @@ def test_the_plain_python_decoder_reads_the_same_bits(monkeypatch):
 
     x = lif_like((300, 8, 21), 0, 7)
     packed = np.packbits(x, axis=-1, bitorder="little")
-    enc = encode_spikes(packed, row_bits=21)
+    enc = encode_spikes(packed, NEURONS_FROM_LEVEL, row_bits=21)
     assert enc[1] == NEURONS
     monkeypatch.setattr(packing, "KERNELS", False)
     np.testing.assert_array_equal(decode_spikes(enc), packed.reshape(-1))
-    assert encode_spikes(packed, row_bits=21)[1] != NEURONS  # without numba the encoder does not try it
+    # without numba the encoder does not try it
+    assert encode_spikes(packed, NEURONS_FROM_LEVEL, row_bits=21)[1] != NEURONS
     with pytest.raises(ChecksumError, match="range coder"):
         decode_spikes(enc[:-1])
 
 
 def test_a_store_of_a_lif_like_layer_holds_neuron_coded_chunks(tmp_path):
     x = lif_like((300, 8, 16, 64), 1, 8).astype(np.float32)
-    with spikestore.Store(tmp_path / "s.zarr") as store:
+    with spikestore.Store(tmp_path / "s.zarr", compression_level=NEURONS_FROM_LEVEL) as store:
         for record in x:
             store.append("output/lif", record)
     s = spikestore.open(tmp_path / "s.zarr")["output/lif"]

@@ -57,7 +57,7 @@ from spikestore.codecs._spikes_decode import (
 )
 from spikestore.errors import InPlaceModificationError
 
-__all__ = ["CODEC_ID", "SpikeCodec", "decode_spikes", "encode_spikes"]
+__all__ = ["CODEC_ID", "NEURONS_FROM_LEVEL", "SpikeCodec", "decode_spikes", "encode_spikes"]
 
 CODEC_ID = "spikestore.spikes"
 MODES = ("bitmap", "gaps8", "gaps-pcodec", "zeros", "neurons")
@@ -73,8 +73,11 @@ _PCODEC_BELOW = 0.012
 # Chunks of at most this many bytes try every mode (and both bit numberings).
 _TRY_ALL_BELOW = 1024
 # The neurons mode codes ~5 ns a bit, 5-10x the time of the others: it is
-# kept only when it is at least this much smaller than the best of them
-# (not on i.i.d. spikes, which the others code within 1-2% of the bound).
+# tried only from this compression level up (the writer's default, 1, keeps
+# the write path as fast as reading its input allows), and kept only when it
+# is at least _NEURONS_GAIN smaller than the best of the others (never on
+# i.i.d. spikes, which they code within 1-2% of the bound).
+NEURONS_FROM_LEVEL = 2
 _NEURONS_GAIN = 0.02
 
 
@@ -110,10 +113,11 @@ def encode_spikes(packed: Any, level: int = 1, row_bits: int | None = None) -> b
     """Encode a packed spike buffer (any shape, read as flat bytes).
 
     Each mode is tried only in the density band where it can win; where
-    bands overlap, the smaller encoding is kept. A ``packed`` array of
-    shape ``(records, ..., row bytes)`` (a chunk as the writer holds it)
-    may also be coded neuron by neuron (mode 4), when that is clearly
-    smaller; a flat buffer never is.
+    bands overlap, the smaller encoding is kept. From ``level``
+    :data:`NEURONS_FROM_LEVEL` up, a ``packed`` array of shape
+    ``(records, ..., row bytes)`` (a chunk as the writer holds it) may also
+    be coded neuron by neuron (mode 4), when that is clearly smaller; a flat
+    buffer never is.
 
     ``row_bits`` is the length of the axis the bits were packed along. When
     it is not a multiple of 8, every row ends in padding bits that are
@@ -146,7 +150,7 @@ def encode_spikes(packed: Any, level: int = 1, row_bits: int | None = None) -> b
             candidates += _gap_modes(buf, rows, ones, zstd, gaps8=real >= _GAPS8_BAND[0],
                                      pcodec=real < _PCODEC_BELOW)
     mode, payload = min(candidates, key=lambda c: len(c[1]))
-    if len(shape) >= 2 and n > _TRY_ALL_BELOW:
+    if level >= NEURONS_FROM_LEVEL and len(shape) >= 2 and n > _TRY_ALL_BELOW:
         beat = int(len(payload) * (1 - _NEURONS_GAIN))
         neurons = encode_neurons(buf, shape, row_bits, zstd, beat)
         if neurons is not None and len(neurons) < beat:
