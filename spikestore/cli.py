@@ -110,9 +110,12 @@ def main() -> None:
 
 @main.command()
 @click.argument("path", type=StorePath(exists=True))
+@click.option("--bounds/--no-bounds", default=True, show_default=True,
+              help="Read the spikes of the binary streams to measure their bytes against the entropy bounds.")
 @storage_flags
-def info(path: Path | str, storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
-    """Summary of the store at PATH (a folder, file or URL): streams, records, steps, sizes, writer status.
+def info(path: Path | str, bounds: bool, storage_option: tuple[str, ...], storage_options_json: str | None) -> None:
+    """Summary of the store at PATH (a folder, file or URL): streams, records, steps, sizes, writer status,
+    and how close the spike streams are to the entropy of their spikes.
 
     A folder that holds stores without being one is listed (a line per store, exit 0); a path inside a
     store names that store (exit 1).
@@ -143,6 +146,14 @@ def info(path: Path | str, storage_option: tuple[str, ...], storage_options_json
             segs = sum(r["segments"] for r in rows)
             click.echo(f"streams    {len(rows)} ({segs} segments)\n")
             click.echo(run.summary_table())
+            if bounds:
+                from spikestore._tools.summary import format_coding, spike_coding
+
+                coding = spike_coding(run[key] for key in run.streams)
+                if coding:
+                    click.echo("\ncoding     spike streams' bytes over the entropy of their spikes with one rate "
+                               "(i.i.d.), a rate per neuron, and per neuron given its previous step\n")
+                    click.echo(format_coding(coding))
     except SpikestoreError as exc:
         fail(exc)
 

@@ -50,10 +50,10 @@ def decode_spike_chunk(data: bytes, expected: int | None = None) -> np.ndarray:
     if len(chunk) < _HEADER.size:
         raise SpikeChunkError("shorter than the 10-byte header")
     version, mode, n = _HEADER.unpack_from(chunk)
-    if version != 1:
+    if version not in (1, 2):
         raise SpikeChunkError(f"codec version {version}: a newer format")
-    if mode not in (0, 1, 2, 3, 0x81, 0x82):
-        raise SpikeChunkError(f"mode {mode:#x}")
+    if mode not in (0, 1, 2, 3, 4, 0x81, 0x82) or (mode == 4) != (version == 2):
+        raise SpikeChunkError(f"mode {mode:#x} in version {version}")
     if (expected is not None and n != expected) or n > _LIMIT:
         raise SpikeChunkError(f"n = {n}, expected {expected}")
     payload = chunk[_HEADER.size:]
@@ -63,7 +63,57 @@ def decode_spike_chunk(data: bytes, expected: int | None = None) -> np.ndarray:
         if payload:
             raise SpikeChunkError("mode 3 with a payload")
         return np.zeros(n, dtype=np.uint8)
+    if mode == 4:
+        return _neuron_chunk(payload, n)
     return _gap_chunk(payload, mode, n)
+
+
+def _neuron_chunk(payload: bytes, n: int) -> np.ndarray:
+    """§6.1 "Mode 4, neurons": the layout, the probabilities, then the range-coded bits."""
+    if len(payload) < 36:
+        raise SpikeChunkError("no neuron layout")
+    s, r, k, d, lag, m, z = struct.unpack_from("<IIIIIQQ", payload)
+    if (0 in (s, k, d, lag) or -(-r // 8) != s or k % d or n % (k * s) or 4 * (k // d) * r > n
+            or m > n // (k * s)):
+        raise SpikeChunkError(f"neuron layout S={s} R={r} K={k} D={d} L={lag} M={m} for {n} bytes")
+    w = k * r  # W neurons per model row
+    p = k // d * r  # P probabilities per context
+    if z > len(payload) - 36:
+        raise SpikeChunkError("probability frame past the end")
+    q = _zstd(payload[36:36 + z], 4 * p).view("<u2").astype(np.int64).tolist()
+    if max(q, default=0) > 4096:
+        raise SpikeChunkError("a probability above 1")
+    coded = payload[36 + z:]
+    if len(coded) < 5 or coded[0] != 0:
+        raise SpikeChunkError("range-coded bits that do not start with a zero byte")
+    rng, code, used = 0xFFFFFFFF, int.from_bytes(coded[:5], "big") & 0xFFFFFFFF, 5
+    x = np.zeros((n // (k * s), w), dtype=np.uint8)  # x[t, j]: bit of neuron j in model row t
+    for t in range(m):
+        for j in range(w):
+            c = x[t - lag, j] if t >= lag else 0
+            p1 = q[c * p + (j // r) // d * r + j % r]  # neuron j = kk * R + i shares probability (kk // D) * R + i
+            if p1 in (0, 4096):
+                x[t, j] = p1 // 4096
+                continue
+            bound = (rng >> 12) * (4096 - p1)
+            if code < bound:
+                rng = bound
+            else:
+                x[t, j] = 1
+                code -= bound
+                rng -= bound
+            while rng < 2**24:
+                if used == len(coded):
+                    raise SpikeChunkError("range-coded bits end early")
+                rng <<= 8
+                code = ((code << 8) | coded[used]) & 0xFFFFFFFF
+                used += 1
+    if used != len(coded):
+        raise SpikeChunkError("bytes after the range-coded bits")
+    # Neuron j = kk * R + i is bit i of packed row t * K + kk (bit 8 * S * (t * K + kk) + i); padding stays 0.
+    rows = np.zeros((x.shape[0] * k, 8 * s), dtype=np.uint8)
+    rows[:, :r] = x.reshape(-1, r)
+    return np.packbits(rows, axis=-1, bitorder="little").reshape(-1)
 
 
 def _gap_chunk(payload: bytes, mode: int, n: int) -> np.ndarray:

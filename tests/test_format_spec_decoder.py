@@ -15,6 +15,7 @@ import ast
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +37,9 @@ DECODER = ROOT / "tests" / "format_decoder.py"
 ALLOWED = {"__future__", "struct", "numpy", "numcodecs.zstd", "pcodec"}
 
 
-def _spikestore_codec(row_bits: int | None = None) -> numcodecs.abc.Codec:
+def _spikestore_codec(row_bits: int | None = None, level: int = 1) -> numcodecs.abc.Codec:
     """spikestore's codec through its public registration (numcodecs' entry point)."""
-    config = {"id": "spikestore.spikes", "level": 1}
+    config = {"id": "spikestore.spikes", "level": level}
     return numcodecs.get_codec(config if row_bits is None else {**config, "row_bits": row_bits})
 
 
@@ -68,7 +69,7 @@ def test_every_codec_fixture_decodes_to_its_expected_bytes(path):
 
 
 def test_the_codec_fixtures_cover_every_mode():
-    assert {path.read_bytes()[1] for path in CODEC_FIXTURES} == {0, 1, 2, 3, 0x81, 0x82}
+    assert {path.read_bytes()[1] for path in CODEC_FIXTURES} == {0, 1, 2, 3, 4, 0x81, 0x82}
 
 
 # -- the frozen stores ------------------------------------------------------------------------
@@ -160,6 +161,42 @@ def test_fresh_chunks_of_every_mode_decode_to_what_was_encoded(name):
     assert decode_spike_chunk(encoded, packed.size).tobytes() == packed.tobytes()
 
 
+def _lif_like(shape: tuple[int, ...], time_axis: int, seed: int, per: tuple[int, ...] | None = None) -> np.ndarray:
+    """Spikes with a rate per neuron (one neuron silent, one always firing), lower after a spike.
+
+    ``per``: the shape of the rates, broadcast over the trailing axes of a time step (default: the last axis).
+    """
+    rng = np.random.default_rng(seed)
+    rate = 0.5 * rng.random(per or shape[-1]) ** 3
+    rate.reshape(-1)[:2] = 0.0, 1.0
+    steps = np.moveaxis(np.zeros(shape, dtype=bool), time_axis, 0)
+    for t in range(steps.shape[0]):
+        steps[t] = rng.random(steps.shape[1:]) < (np.where(steps[t - 1], 0.3 * rate, rate) if t else rate)
+    return np.moveaxis(steps, 0, time_axis)
+
+
+NEURON_CASES = {  # name: (chunk of unpacked bits, row_bits given to the codec)
+    "multi-step records": (_lif_like((24, 5, 6, 40), 1, 1), None),
+    "multi-step records of channels (a probability per channel and column)":
+        (_lif_like((16, 4, 4, 4, 6, 12), 1, 5, per=(4, 1, 12)), 12),
+    "step-by-step padded records": (_lif_like((200, 4, 13), 0, 2), 13),
+    "one-sample records": (_lif_like((800, 24), 0, 3), None),
+    "a last chunk, its later rows zero": (np.concatenate([_lif_like((120, 8, 16), 0, 4),
+                                                          np.zeros((80, 8, 16), bool)]), None),
+}
+
+
+@pytest.mark.parametrize("name", NEURON_CASES)
+def test_fresh_neuron_chunks_decode_to_what_was_encoded(name):
+    bits, row_bits = NEURON_CASES[name]
+    packed = np.packbits(bits, axis=-1, bitorder="little")  # in chunk shape: the codec sees the records' axes
+    encoded = bytes(_spikestore_codec(row_bits, level=2).encode(packed))  # the level that tries mode 4
+    assert encoded[1] == 4
+    assert decode_spike_chunk(encoded, packed.size).tobytes() == packed.tobytes()
+    if "channel" in name:
+        assert struct.unpack_from("<I", encoded, 22)[0] > 1  # D: the probabilities are shared
+
+
 def test_small_chunks_of_any_density_decode_to_what_was_encoded():
     rng = np.random.default_rng(8)
     modes = set()
@@ -201,6 +238,7 @@ def _damaged(chunk: bytes) -> dict[str, bytes]:
         "another length": chunk[:2] + (n + 1).to_bytes(8, "little") + chunk[10:],
         "mode 0x80": chunk[:1] + b"\x80" + chunk[2:],
         "mode 0x83": chunk[:1] + b"\x83" + chunk[2:],
+        "mode and version apart": (b"\x01" if chunk[0] == 2 else b"\x02") + chunk[1:],
     }
     if chunk[1] & 0x7F != 2:  # (a pcodec file ends where pcodec stops reading: see the test below)
         out["bytes after the payload"] = chunk + b"\x00"
@@ -211,6 +249,15 @@ def _damaged(chunk: bytes) -> dict[str, bytes]:
         out["more gaps than bits"] = chunk[:at] + (8 * n + 1).to_bytes(8, "little") + chunk[at + 8:]
     if chunk[1] & 0x80:
         out["row length a multiple of 8"] = chunk[:10] + (16).to_bytes(4, "little") + chunk[14:]
+    if chunk[1] == 4:  # the layout's S, R, K, D, L, M at bytes 10-37
+        s, r, k, d, lag, m = struct.unpack_from("<IIIIIQ", chunk, 10)
+        for what, layout in {"no lag": (s, r, k, d, 0, m), "R not in S bytes": (s, 8 * s + 1, k, d, lag, m),
+                             "D not dividing K": (s, r, k, k + 1, lag, m),
+                             "more rows than the chunk": (s, r, k, d, lag, n // (k * s) + 1),
+                             "too many neurons": (s, r, n, 1, lag, 0)}.items():
+            out[what] = chunk[:10] + struct.pack("<IIIIIQ", *layout) + chunk[38:]
+        coded = 46 + struct.unpack_from("<Q", chunk, 38)[0]  # header, layout and probabilities come first
+        out["coded bits not starting with 0"] = chunk[:coded] + b"\x01" + chunk[coded + 1:]
     return out
 
 
@@ -230,7 +277,7 @@ def test_damage_spikestore_refuses_is_refused_by_the_page_decoder_too(path, what
 def test_a_newer_codec_version_is_refused_as_a_newer_format(path):
     chunk = path.read_bytes()
     n = int.from_bytes(chunk[2:10], "little")
-    newer = b"\x02" + chunk[1:]
+    newer = b"\x03" + chunk[1:]
     with pytest.raises(FormatError) as refused:
         _spikestore_codec().decode(newer, out=np.empty(n, np.uint8))
     assert not isinstance(refused.value, DamagedStoreError)

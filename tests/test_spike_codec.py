@@ -24,7 +24,7 @@ from numcodecs import CRC32C, Blosc, Fletcher32, Zstd
 
 import spikestore
 from spikestore.codecs._chunk import ChunkCodec
-from spikestore.codecs._spikes import MODES, SpikeCodec, decode_spikes, encode_spikes
+from spikestore.codecs._spikes import MODES, NEURONS_FROM_LEVEL, SpikeCodec, decode_spikes, encode_spikes
 from spikestore.errors import ChecksumError, SpikestoreError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -54,17 +54,18 @@ def test_all_zero_all_one_and_long_runs():
     np.testing.assert_array_equal(decode_spikes(encode_spikes(sparse)), sparse)
 
 
-@pytest.mark.parametrize("mode", [*MODES, "gaps8-rows", "gaps-pcodec-rows"])
+@pytest.mark.parametrize("mode", [*MODES, "gaps8-rows", "gaps-pcodec-rows", "neurons-padded", "neurons-channels"])
 def test_committed_fixtures_still_decode(mode):
     enc = (FIXTURES / f"spikes-{mode}.bin").read_bytes()
-    assert MODES[enc[1] & 0x7F] + ("-rows" if enc[1] & 0x80 else "") == mode
-    want = np.load(FIXTURES / f"spikes-{mode}.expected.npy", allow_pickle=False)
-    np.testing.assert_array_equal(decode_spikes(enc), want)
+    assert MODES[enc[1] & 0x7F] + ("-rows" if enc[1] & 0x80 else "") == mode.removesuffix("-padded").removesuffix(
+        "-channels")
+    want = np.load(FIXTURES / f"spikes-{mode}.expected.npy", allow_pickle=False)  # (neurons: in chunk shape)
+    np.testing.assert_array_equal(decode_spikes(enc), want.reshape(-1))
     rows = FIXTURES / f"spikes-{mode}.row_bits"
     row_bits = int(rows.read_text()) if rows.exists() else None
     # Today's encoder may produce other bytes (a zstd or pcodec upgrade), but no larger ones.
-    again = encode_spikes(want, row_bits=row_bits)
-    np.testing.assert_array_equal(decode_spikes(again), want)
+    again = encode_spikes(want, NEURONS_FROM_LEVEL if mode.startswith("neurons") else 1, row_bits=row_bits)
+    np.testing.assert_array_equal(decode_spikes(again), want.reshape(-1))
     assert len(again) <= 1.02 * len(enc) + 16
 
 
@@ -91,7 +92,8 @@ def test_padded_rows_reach_the_bound_too():
     bits = np.random.default_rng(4).random((100_000, width)) < p
     packed = np.packbits(bits, axis=-1, bitorder="little")
     bound = bits.size * -(p * np.log2(p) + (1 - p) * np.log2(1 - p)) / 8
-    assert len(encode_spikes(packed, row_bits=width)) <= 1.05 * bound < len(encode_spikes(packed))
+    flat = packed.reshape(-1)  # (a flat buffer: no neuron coding, which would learn the padding too)
+    assert len(encode_spikes(flat, row_bits=width)) <= 1.05 * bound < len(encode_spikes(flat))
 
 
 def test_a_silent_chunk_costs_only_its_header():
@@ -177,7 +179,8 @@ def test_compiled_and_numpy_gap_coders_write_the_same_bytes(monkeypatch, row_bit
 
 _HEAD = struct.Struct("<BBQ")  # version, mode, decoded length: the spike codec's header
 MiB, GiB = 1 << 20, 1 << 30
-FIXTURE_MODES = ["bitmap", "gaps8", "gaps-pcodec", "zeros", "gaps8-rows", "gaps-pcodec-rows"]
+FIXTURE_MODES = ["bitmap", "gaps8", "gaps-pcodec", "zeros", "gaps8-rows", "gaps-pcodec-rows", "neurons",
+                 "neurons-padded", "neurons-channels"]
 
 
 def _zstd_rle_bomb(nbytes: int, *, sized: bool = True) -> bytes:
@@ -218,7 +221,7 @@ def test_the_rle_bomb_is_a_valid_zstd_frame():
         assert bytes(Zstd().decode(_zstd_rle_bomb(300_000, sized=sized))) == bytes(300_000)
 
 
-@pytest.mark.parametrize("mode", [0, 1, 2, 3, 0x81, 0x82])
+@pytest.mark.parametrize("mode", [0, 1, 2, 3, 4, 0x81, 0x82])
 @pytest.mark.parametrize("with_out", [False, True])
 def test_a_header_asking_for_8_gib_is_refused_before_allocating(mode, with_out):
     chunk = _HEAD.pack(1, mode, 8 * GiB) + bytes(8)  # 18 bytes

@@ -1,7 +1,9 @@
 """What a store holds, as rows, as a text table and as HTML (demo, CLI, notebooks).
 
 The numbers come from the streams' public views (segments, index arrays,
-``nbytes()``), so this module only counts and formats.
+``nbytes()``), so this module only counts and formats. :func:`spike_coding`
+also reads every record of the binary streams, to measure the bytes they take
+against the entropy of their spikes (:mod:`spikestore.codecs._bounds`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ if TYPE_CHECKING:
     from spikestore._read.stream import Stream
 
 __all__ = [
-    "HEAD", "format_bytes", "format_columns", "format_html", "format_table", "row_cells", "summarize", "total_cells",
+    "CODING_HEAD", "HEAD", "format_bytes", "format_coding", "format_columns", "format_html", "format_table",
+    "row_cells", "spike_coding", "summarize", "total_cells",
 ]
 
 
@@ -61,6 +64,55 @@ def summarize(streams: Iterable[Stream]) -> list[dict[str, Any]]:
             "ratio_to_float32": data / (values * 4) if values else None,
         })
     return rows
+
+
+def spike_coding(streams: Iterable[Stream], max_values: int = 1 << 24) -> list[dict[str, Any]]:
+    """One row per stream with bits segments: its spikes, bits per spike, and bytes over each bound.
+
+    ``bytes`` are the bits segments' arrays on disk (chunks and their array
+    metadata). The bounds are the Shannon entropy of the stream's spikes
+    under three models (:class:`~spikestore.codecs._bounds.SpikeCounts`): one
+    rate for every value (``iid``), a rate per neuron (``neuron``), and a
+    rate per neuron given its previous time step (``conditional``); the
+    ``over_*`` ratios are ``8 * bytes`` over each. Reading takes one pass
+    over the streams' chunks, ``max_values`` values at a time.
+    """
+    from spikestore.codecs._bounds import SpikeCounts
+
+    rows = []
+    for s in streams:
+        segs = [seg for seg in s.segments if seg.encoding == "bits" and seg.count]
+        if not segs:
+            continue
+        counts = SpikeCounts(s.dims)
+        for seg in segs:
+            counts.reset_sequence()  # (records of different shapes or parts do not follow each other)
+            for block in seg.blocks(max_values=max_values):
+                counts.add_packed(block.rows(), seg.shape[-1])
+        data = 8 * sum(seg.nbytes() for seg in segs)
+        bounds = counts.bounds()
+        rows.append({
+            "stream": s.key, "values": counts.total, "spikes": counts.spikes, "bytes": data // 8,
+            "bits_per_spike": data / counts.spikes if counts.spikes else None,
+            **{f"bound_{k}": v / 8 for k, v in bounds.items()},
+            **{f"over_{k}": data / v if v else None for k, v in bounds.items()},
+        })
+    return rows
+
+
+#: Column titles of the spike coding table.
+CODING_HEAD = ["stream", "spikes", "rate", "data", "bits/spike", "vs i.i.d.", "vs neuron", "vs conditional"]
+
+
+def format_coding(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width text table of :func:`spike_coding` rows."""
+    def ratio(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}x"
+
+    cells = [[r["stream"], str(r["spikes"]), f"{r['spikes'] / r['values']:.2%}" if r["values"] else "-",
+              format_bytes(r["bytes"]), "-" if r["bits_per_spike"] is None else f"{r['bits_per_spike']:.2f}",
+              ratio(r["over_iid"]), ratio(r["over_neuron"]), ratio(r["over_conditional"])] for r in rows]
+    return format_columns(CODING_HEAD, cells, right=frozenset(range(1, 8)))
 
 
 #: Column titles of the summary tables (text and HTML).

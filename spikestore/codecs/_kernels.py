@@ -411,3 +411,6 @@ def warm_up() -> None:
         pack_f32(u, 3, np.zeros(17, dtype=np.uint8))
         popcount(b)
         gaps8(b, 8, 8, np.zeros(1, dtype=np.uint8), np.zeros(1, dtype=np.int64))
+    from spikestore.codecs._neuron_kernels import warm_up as warm_neurons
+
+    warm_neurons()

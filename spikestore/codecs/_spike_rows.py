@@ -17,7 +17,8 @@ positions by :func:`~spikestore.codecs._spikes_decode.gap_values`), so a
 partial read refuses exactly the damage a whole decode refuses.
 
 Bitmap and silent chunks (modes 0 and 3) are decoded whole: that is one
-zstd call, already about as cheap as the wanted rows would be.
+zstd call, already about as cheap as the wanted rows would be. So are
+neuron-coded chunks (mode 4): a range coder cannot start in the middle.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def decode_spike_rows(data: Any, lo: int, hi: int, row_bytes: int,
     -------
     (bytes, whole)
         ``whole`` False: ``bytes`` holds rows ``lo:hi`` alone. ``whole``
-        True: the chunk was decoded whole anyway (bitmap or silent chunks),
+        True: the chunk was decoded whole anyway (bitmap, silent or neuron-coded chunks),
         and ``bytes`` is all of it, for the caller to keep.
 
     Raises
@@ -66,7 +67,7 @@ def decode_spike_rows(data: Any, lo: int, hi: int, row_bytes: int,
         As :func:`~spikestore.codecs._spikes_decode.decode_spikes`, for any chunk it refuses.
     """
     mode, n, body = parse_header(data, expected)
-    if mode in (0, 3):
+    if mode in (0, 3, 4):
         return decode_spikes(data, expected=expected), True
     if not (0 <= lo <= hi and hi * row_bytes <= n):
         raise InvalidArgumentError(f"rows {lo}:{hi} of {row_bytes} bytes are not inside a chunk of {n} bytes; "

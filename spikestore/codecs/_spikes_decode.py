@@ -24,11 +24,15 @@ from numcodecs.compat import ensure_contiguous_ndarray
 from spikestore._format.dtypes import BIT_ORDER
 from spikestore.codecs._bounded import check_size, pcodec_values, zstd_into
 from spikestore.codecs._identity import split_frame
+from spikestore.codecs._neurons import decode_neurons
 from spikestore.errors import ChecksumError, FormatError
 
 __all__ = ["decode_spikes", "gap_values", "parse_header"]
 
 _VERSION = 1
+#: The codec version of neuron-coded chunks (mode 4): spikestores that read only version 1 ask for an upgrade
+#: instead of calling the chunk damaged.
+_NEURONS_VERSION = 2
 _HEADER = struct.Struct("<BBQ")
 _ROWS = struct.Struct("<I")
 _ROW_FLAG = 0x80  # mode bit: gaps count only the real bits of padded rows
@@ -98,6 +102,8 @@ def decode_spikes(data: Any, out: Any = None, expected: int | None = None) -> np
         if len(body):
             raise ChecksumError(f"spike chunk without spikes has {len(body)} bytes of payload")
         dest[:] = 0
+    elif mode == 4:
+        decode_neurons(body, n, dest)
     else:
         _decode_gaps(body, mode, n, dest)
     return out if out is not None else dest
@@ -113,11 +119,12 @@ def parse_header(data: Any, expected: int | None) -> tuple[int, int, memoryview]
     if len(raw) < _HEADER.size:
         raise ChecksumError("spike chunk is truncated (no header)")
     version, mode, n = _HEADER.unpack_from(raw)
-    if version != _VERSION:
-        raise FormatError(f"spike chunk has codec version {version}; this spikestore reads {_VERSION}: upgrade it")
+    if version not in (_VERSION, _NEURONS_VERSION):
+        raise FormatError(f"spike chunk has codec version {version}; this spikestore reads {_VERSION} and "
+                          f"{_NEURONS_VERSION}: upgrade it")
     check_size(n, expected, "spike chunk")
-    if mode & ~_ROW_FLAG not in (1, 2) and mode not in (0, 3):
-        raise ChecksumError(f"spike chunk has unknown mode {mode}")
+    if (mode == 4) != (version == _NEURONS_VERSION) or (mode & ~_ROW_FLAG not in (1, 2) and mode not in (0, 3, 4)):
+        raise ChecksumError(f"spike chunk has unknown mode {mode} (codec version {version})")
     return mode, n, raw[_HEADER.size:]
 
 

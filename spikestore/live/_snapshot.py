@@ -51,6 +51,10 @@ class StreamSummary:
         :meth:`Stream.nbytes() <spikestore.Stream.nbytes>`: records, index arrays and documents.
     bits_per_spike
         Binary streams: bits of the segments' stored chunks per spike recorded (``None`` without spikes).
+    bits_over_bounds
+        Binary streams: the same bits over each Shannon bound of the spikes read, ``{"iid", "neuron",
+        "conditional"}`` (one rate; a rate per neuron; a rate per neuron given its previous time step:
+        :class:`spikestore.codecs._bounds.SpikeCounts`); ``None`` without spikes.
     records_per_second
         Committed records per second between the last two refreshes that saw the stream grow.
     per_rank
@@ -80,6 +84,7 @@ class StreamSummary:
     per_rank: dict[int, StreamSummary] = field(default_factory=dict)
     latest: np.ndarray | None = None
     window_steps: int = 0
+    bits_over_bounds: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

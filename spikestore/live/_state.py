@@ -2,9 +2,12 @@
 
 :class:`StreamState` reads the records of a rank's part committed since its
 last call, stored chunk by stored chunk: spikes of a ``bits`` segment are
-counted on the packed rows, and only the records a neuron window keeps (and
-the last one) are unpacked; other records are decoded and reduced at once.
-Each piece goes to the part's :class:`Accumulated` and to the merged one.
+counted on the packed rows, and unpacked to bools (not to their dtype) for
+the per-neuron counts behind the entropy bounds
+(:class:`~spikestore.codecs._bounds.SpikeCounts`); only the records a neuron
+window keeps (and the last one) are decoded; other records are decoded and
+reduced at once. Each piece goes to the part's :class:`Accumulated` and to
+the merged one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 
 from spikestore._read.segment import Segment
 from spikestore._read.stream import Stream
+from spikestore.codecs._bounds import SpikeCounts
 from spikestore.live._accumulators import (
     Moments,
     NeuronWindow,
@@ -73,6 +77,18 @@ class Accumulated:
     nbytes: int = 0
     segment_bytes: int = 0
     neurons: int = 0
+    coding: SpikeCounts | None = None  # per-neuron counts of the spikes, for their entropy bounds
+    coding_from: tuple[int, int] = (-1, -1)  # (rank, record) that the next counted record follows
+
+    def count_spikes(self, seg: Segment, rank: int, lo: int, spikes: np.ndarray) -> None:
+        """Count records ``lo ..`` (positions in rank ``rank``'s part) of ``seg``, as bools, for the entropy
+        bounds; a record follows the one counted before it only when it is the next of the same part."""
+        if self.coding is None or self.coding.dims != seg.dims:
+            self.coding = SpikeCounts(seg.dims)
+        if self.coding_from != (rank, lo):
+            self.coding.reset_sequence()
+        self.coding.add_records(spikes)
+        self.coding_from = (rank, lo + len(spikes))
 
     def add(self, seg: Segment, steps: np.ndarray, moments: Moments, rank: int,
             window: tuple[np.ndarray, np.ndarray] | None, last: np.ndarray) -> None:
@@ -112,9 +128,18 @@ class Accumulated:
             saturated_fraction=float(np.mean(counts == points)) if window_ready and len(counts) else None,
             bytes_on_disk=self.nbytes,
             bits_per_spike=8 * self.segment_bytes / self.spikes if binary and self.spikes else None,
+            bits_over_bounds=self._over_bounds() if binary else None,
             records_per_second=self.growth.rate, per_rank=per_rank,
             latest=None if self.latest is None else _frozen(self.latest.copy()),
             window_steps=len(self.window))
+
+
+    def _over_bounds(self) -> dict[str, float] | None:
+        """Bits of the stored chunks over each entropy bound of the spikes counted (None: nothing to divide by)."""
+        if self.coding is None or not self.coding.spikes:
+            return None
+        bounds = self.coding.bounds()
+        return {k: 8 * self.segment_bytes / v for k, v in bounds.items() if v}
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -188,9 +213,13 @@ class StreamState:
                     at = (lo - seg.start) % seg.chunk_records
                     rows = seg.chunk_rows((lo - seg.start) // seg.chunk_records, at, at + hi - lo)
                     self._add_spikes(rank, part, seg, rows, steps.between(lo, hi))
+                    self._count_spikes(rank, part, seg, lo,
+                                       np.unpackbits(rows, axis=-1, count=_neurons(seg), bitorder="little"))
                 else:
                     values = seg.read(lo - seg.start, hi - seg.start)
                     self._add(rank, part, seg, values, steps.between(lo, hi))
+                    if seg.encoding == "bits":
+                        self._count_spikes(rank, part, seg, lo, values != 0)
                 lo = hi
         read = n - done
         self.consumed[rank] = n
@@ -207,12 +236,19 @@ class StreamState:
 
     def _add_spikes(self, rank: int, part: Accumulated, seg: Segment, rows: np.ndarray, steps: np.ndarray) -> None:
         """Fold stored rows of a ``bits`` segment in: spikes counted on the packed bits; only the records a
-        neuron window keeps, and the last one, are unpacked."""
+        neuron window keeps, and the last one, are decoded."""
         moments = spike_moments(count_bits(rows, _neurons(seg)), seg.values_per_record)
         windows = self._windows(part, seg, steps, lambda which: seg.decode_rows(rows[which]))
         last = seg.decode_rows(rows[-1:])[0]
         part.add(seg, steps, moments, rank, windows[0], last)
         self.merged.add(seg, steps, moments, rank, windows[1], last)
+
+    def _count_spikes(self, rank: int, part: Accumulated, seg: Segment, lo: int, spikes: np.ndarray) -> None:
+        """Count the spikes of records ``lo ..`` of rank ``rank``'s part for the entropy bounds, in the part
+        and in the merged stream (each unpacked once for both)."""
+        spikes = spikes.view(np.bool_) if spikes.dtype == np.uint8 else spikes
+        part.count_spikes(seg, rank, lo, spikes)
+        self.merged.count_spikes(seg, rank, lo, spikes)
 
     def _windows(self, part: Accumulated, seg: Segment, steps: np.ndarray,
                  decode: Callable[[np.ndarray], np.ndarray]) -> tuple[Window, Window]:
