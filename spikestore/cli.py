@@ -142,6 +142,10 @@ def info(path: Path | str, bounds: bool, storage_option: tuple[str, ...], storag
             if run.metadata:
                 meta = ", ".join(f"{k}={v}" for k, v in run.metadata.items() if k != "network")
                 click.echo(f"metadata   {meta}")
+            if run.flight_recorder is not None:
+                from spikestore._tools.summary import flight_lines
+
+                click.echo(flight_lines(run.flight_recorder, run.triggers))
             rows = run.summary()
             segs = sum(r["segments"] for r in rows)
             click.echo(f"streams    {len(rows)} ({segs} segments)\n")

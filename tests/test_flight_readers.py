@@ -84,6 +84,14 @@ def test_analysis_export_info_and_the_live_summary_read_it(stores, tmp_path):
     assert result.exit_code == 0, result.output
     row = next(line.split() for line in result.output.splitlines() if line.startswith("output/1 "))
     assert row[1:3] == [str(len(KEPT)), f"{min(KEPT)}..{max(KEPT)}"]
+    lines = result.output.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("triggers "))
+    assert lines[at] == f"triggers   {len(MARKS)}"
+    assert [line.split(":", 1)[0].split()[-1] for line in lines[at + 1:at + 1 + len(MARKS)]] == \
+        [str(step) for step in MARKS]
+    assert lines[at - 1].startswith("flight     kept steps s-2..s+1 around each trigger")
+    plain = CliRunner().invoke(main, ["info", str(stores[1])])
+    assert "triggers" not in plain.output and "flight " not in plain.output
     with Follower(f) as follower:
         snap = follower.refresh()
         s = snap.streams["output/1"]

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from spikestore._read.stream import Stream
 
 __all__ = [
-    "CODING_HEAD", "HEAD", "format_bytes", "format_coding", "format_columns", "format_html", "format_table",
-    "row_cells", "spike_coding", "summarize", "total_cells",
+    "CODING_HEAD", "HEAD", "flight_lines", "format_bytes", "format_coding", "format_columns", "format_html",
+    "format_table", "row_cells", "spike_coding", "summarize", "total_cells",
 ]
 
 
@@ -176,3 +176,21 @@ def format_html(title: str, rows: list[dict[str, Any]]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells)
     return (f"<div>{title}<table><thead><tr>{''.join(f'<th>{h}</th>' for h in HEAD)}</tr></thead>"
             f"<tbody>{body}</tbody></table></div>")
+
+
+def flight_lines(settings: dict[str, Any], triggers: list[dict[str, Any]], shown: int = 10) -> str:
+    """``spikestore info``'s lines for a flight-recorded store: the window, the ring, and the triggers
+    (the first ``shown``; docs/flight-recorder.md)."""
+    lines = [f"flight     kept steps s-{settings['before']}..s+{settings['after']} around each trigger; "
+             f"ring peak {format_bytes(settings.get('ring_peak_bytes', 0))} of {format_bytes(settings['max_bytes'])}"
+             + (f", {settings['shrunk_steps']} steps dropped early (budget)" if settings.get("shrunk_steps") else "")]
+    more = [f"{k} {settings[k]}" for k in ("repeats", "unlisted") if settings.get(k)]
+    lines.append(f"triggers   {len(triggers)}" + (f" ({', '.join(more)})" if more else "")
+                 + ("" if triggers else ": nothing was kept"))
+    for t in triggers[:shown]:
+        where = f" in {t['stream']}" if t.get("stream") else ""
+        rank = f" on rank {t['rank']}" if "rank" in t else ""
+        lines.append(f"           step {t['step']}: {t['reason']}{where}{rank}")
+    if len(triggers) > shown:
+        lines.append(f"           ... {len(triggers) - shown} more (Run.triggers)")
+    return "\n".join(lines)
