@@ -24,6 +24,13 @@ Three measurements, in one process:
    ``--disk-steps`` steps (bytes grow by the step: every step's records
    are the same size and go to the same chunk layout).
 
+4. **The training thread's share.** The same four LIF outputs of one real
+   step, appended to an armed store step after step: the median time of a
+   step's ``Store.append`` calls, against reading the same tensors once
+   (``np.count_nonzero``). Unlike the ratios of whole training runs, whose
+   spread on a shared 2-core machine is several percent, this isolates what
+   the flight recorder adds to each step.
+
 ``--quick`` shrinks everything to a one-minute smoke run.
 
 Run: ``python tools/bench_flight.py [--quick] [--json out.json]``.
@@ -190,6 +197,32 @@ def disk(args: argparse.Namespace, where: Path) -> dict[str, Any]:
             "kept_with_small_budget": len(spikestore.open(where / "small.zarr")["output/2"])}
 
 
+def append_cost(args: argparse.Namespace, where: Path) -> dict[str, Any]:
+    pool = pool_of_spikes(2)[-1:]
+    tensors = list(pool[0].items())
+    repeats = 10 if args.quick else 60
+
+    def median_ms(fn: Any) -> float:
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1e3
+
+    read = median_ms(lambda: [np.count_nonzero(t.numpy()) for _, t in tensors])
+    with spikestore.Store(where / "append.zarr", mode="w", overwrite=True, flight_recorder=FlightRecorder()) as store:
+        steps = itertools.count()
+
+        def one_step() -> None:
+            store.set_step(next(steps))
+            for key, t in tensors:
+                store.append(key, t)
+
+        append = median_ms(one_step)
+    return {"append_ms": append, "read_ms": read, "bytes": sum(t.numel() * t.element_size() for _, t in tensors)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a one-minute smoke run")
@@ -209,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         cost = armed_vs_unmonitored(args, where)
         on_disk = disk(args, where)
+        share = append_cost(args, where)
     finally:
         shutil.rmtree(where, ignore_errors=True)
     mib = 1 << 20
@@ -217,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{cost['step_ratio_median']:.3f}x")
     print(f"read once (the floor of any recorder that looks at every value) / unmonitored, median step: "
           f"{cost['read_ratio_median']:.3f}x [{cost['read_ratio_min']:.3f}-{cost['read_ratio_max']:.3f}]")
+    print(f"a step's appends (four LIF outputs, {share['bytes'] / 1e6:.1f} MB of float32) to an armed store: "
+          f"{share['append_ms']:.2f} ms; reading them once: {share['read_ms']:.2f} ms "
+          f"({share['append_ms'] / share['read_ms']:.2f}x)")
     print(f"ring: peak {cost['ring_peak_bytes'] / mib:.1f} MiB held of a {cost['max_bytes'] / mib:.0f} MiB budget "
           f"(before=50), {cost['shrunk_steps']} steps dropped early")
     print(f"ring of the {on_disk['steps']}-step run (before=50, full windows): peak "
@@ -231,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total {time.perf_counter() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "cost": cost,
-                                         "disk": on_disk}, indent=2))
+                                         "disk": on_disk, "append": share}, indent=2))
     return 0
 
 
