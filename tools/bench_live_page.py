@@ -40,6 +40,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -51,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,8 +174,23 @@ def load_main(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def follow_main(args: argparse.Namespace) -> dict[str, Any]:
+@contextlib.contextmanager
+def drawn_page(url: str, height: int = 1200) -> Iterator[Any]:
+    """A chromium tab showing ``url`` once the page has drawn every plot (:data:`READY`)."""
     from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1340, "height": height})
+            page.goto(url)
+            page.wait_for_function(READY, timeout=60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def follow_main(args: argparse.Namespace) -> dict[str, Any]:
 
     import spikestore
 
@@ -194,11 +211,7 @@ def follow_main(args: argparse.Namespace) -> dict[str, Any]:
             write(0)
             proc, url, _ = start_server(path, "--interval", str(args.interval))
             try:
-                with sync_playwright() as p:
-                    browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-                    page = browser.new_page(viewport={"width": 1340, "height": 1200})
-                    page.goto(url)
-                    page.wait_for_function(READY, timeout=60_000)
+                with drawn_page(url) as page:
                     for step in range(1, args.flushes + 1):
                         time.sleep(float(rng.uniform(0.2, 1.5)))  # flushes fall anywhere in the refresh cycle
                         flushed = write(step)
@@ -207,7 +220,6 @@ def follow_main(args: argparse.Namespace) -> dict[str, Any]:
                             polling="raf", timeout=60_000)
                         delays.append(time.perf_counter() - flushed)
                         print(f"step {step}: shown {delays[-1] * 1e3:.0f} ms after its flush", flush=True)
-                    browser.close()
             finally:
                 rc = stop_server(proc)
         finally:
@@ -220,17 +232,11 @@ def follow_main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def screenshot_main(args: argparse.Namespace) -> dict[str, Any]:
-    from playwright.sync_api import sync_playwright
 
     proc, url, _ = start_server(Path(args.store))
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1340, "height": 1000})
-            page.goto(url)
-            page.wait_for_function(READY, timeout=60_000)
+        with drawn_page(url, height=1000) as page:
             page.screenshot(path=args.out, full_page=True)
-            browser.close()
     finally:
         stop_server(proc)
     print(f"wrote {args.out}")
