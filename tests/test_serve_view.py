@@ -29,6 +29,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     with spikestore.Store(path, mode="w") as store:
         for key in ("v_seq/lif", "output/lif"):  # records of a multi-step monitor: [time, batch, neuron]
             store.set_stream_info(key, selection={"step_mode": "m", "batch_axis": 1})
+        every = []
         for step in range(4):
             store.set_step(step)
             v = rng.normal(0.7, 0.4, (6, 3, 20)).astype(np.float32)
@@ -36,7 +37,8 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
             spikes = (v >= THRESHOLD).astype(np.float32)
             store.append("v_seq/lif", v)
             store.append("output/lif", spikes)
-    return {"path": np.asarray(str(path)), "v": v, "spikes": spikes}
+            every.append(spikes)
+    return {"path": np.asarray(str(path)), "v": v, "spikes": spikes, "all_spikes": np.stack(every)}
 
 
 def _view(written: dict[str, np.ndarray], **choice: object) -> dict[str, object]:
@@ -101,6 +103,22 @@ def test_choices_from_a_query_are_checked() -> None:
         Choice.from_query({"sample": "x"})
     with pytest.raises(InvalidArgumentError, match="n0=-1: expected 0 or more"):
         Choice.from_query({"n0": "-1"})
+
+
+def test_stream_list_reports_bits_per_spike_and_the_ratio_to_the_conditional_bound(
+        written: dict[str, np.ndarray]) -> None:
+    from spikestore.codecs._bounds import SpikeCounts
+
+    rows = {r["key"]: r for r in _view(written)["streams"]}  # type: ignore[union-attr]
+    run = spikestore.open(str(written["path"]))
+    data = 8 * sum(seg.nbytes() for seg in run["output/lif"].segments)
+    spikes = written["all_spikes"]
+    counts = SpikeCounts(("time", "batch", "neuron"))
+    for record in spikes:
+        counts.add(record)
+    assert rows["output/lif"]["bits_per_spike"] == pytest.approx(data / spikes.sum(), rel=1e-3)
+    assert rows["output/lif"]["over_conditional"] == pytest.approx(data / counts.bounds()["conditional"], rel=1e-3)
+    assert rows["v_seq/lif"]["bits_per_spike"] is None and rows["v_seq/lif"]["over_conditional"] is None
 
 
 def test_unknown_streams_fall_back_to_the_first_of_their_kind(written: dict[str, np.ndarray]) -> None:

@@ -80,14 +80,17 @@ def _level(value: float | None) -> float | None:
 
 
 def stream_rows(data: PageData) -> list[dict[str, Any]]:
-    """The stream list: latest committed step, records, level at that step, dead and saturated neurons, size."""
+    """The stream list: latest committed step, records, level at that step, dead and saturated neurons, size,
+    and for spikes the stored bits per spike and their ratio to the spikes' conditional entropy."""
     rows = []
     for key, s in data.streams.items():
         series = s.rate if s.binary else s.mean
         rows.append({"key": key, "binary": s.binary, "step": s.last_step, "records": s.records,
                      "level": _level(float(series[-1])) if series is not None and len(series) else None,
                      "dead": _level(s.dead_fraction), "saturated": _level(s.saturated_fraction),
-                     "bytes": s.bytes_on_disk, "failed": data.failed.get(key)})
+                     "bytes": s.bytes_on_disk, "bits_per_spike": _level(s.bits_per_spike),
+                     "over_conditional": _level((s.bits_over_bounds or {}).get("conditional")),
+                     "failed": data.failed.get(key)})
     return rows
 
 

@@ -46,9 +46,13 @@
     table.replaceChildren();
     const head = table.insertRow();
     for (const h of ["stream", "latest step", "records", "at the latest step", "dead", "saturated", "on disk",
-                     "failed"]) {
+                     "bits/spike", "vs entropy", "failed"]) {
       const th = document.createElement("th");
       th.textContent = h;
+      if (h === "vs entropy") {
+        th.title = "stored bits over the entropy of the spikes read, with a rate per neuron given its previous " +
+                   "time step (spikestore info shows the three bounds)";
+      }
       head.append(th);
     }
     for (const s of v.streams) {
@@ -61,6 +65,8 @@
       cell(tr, pct(s.dead));
       cell(tr, pct(s.saturated));
       cell(tr, `${(s.bytes / 1e6).toFixed(2)} MB`);
+      cell(tr, s.bits_per_spike === null ? "" : String(s.bits_per_spike));
+      cell(tr, s.over_conditional === null ? "" : `${s.over_conditional.toFixed(3)}x`, "ss-over");
       cell(tr, s.failed || "", "ss-failed");
     }
   }
