@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from spikestore._read.segment import Block, Segment
 
 __all__ = ["PaddedLayout", "PaddedRecords", "Records", "batch_axis", "batch_sizes", "pad_block", "padded_layout",
-           "read_padded", "why_not_one_array"]
+           "read_padded", "segment_batch_sizes", "why_not_one_array"]
 
 
 class Records(Protocol):
@@ -145,15 +145,24 @@ def why_not_one_array(stream: Records, what: str) -> InvalidArgumentError:
         "layout: pick one segment with segment=k, or read records one by one with s[i]")
 
 
-def batch_sizes(stream: Records) -> np.ndarray | None:
-    """The batch size of each record (``int64``), or ``None`` when the records have no batch axis."""
+def segment_batch_sizes(stream: Records) -> list[int] | None:
+    """The batch size of each segment's records (0 where a segment's records lack the axis), or ``None`` when
+    the records have no batch axis. Read from the segments' shapes alone."""
     axis = batch_axis(stream.dims)
     if axis is None:
         return None
+    return [seg.shape[axis] if len(seg.shape) > axis else 0 for seg in stream.segments]
+
+
+def batch_sizes(stream: Records) -> np.ndarray | None:
+    """The batch size of each record (``int64``), or ``None`` when the records have no batch axis."""
+    sizes = segment_batch_sizes(stream)
+    if sizes is None:
+        return None
     out = np.zeros(len(stream), np.int64)
-    for seg in stream.segments:
-        if len(seg.shape) > axis:
-            out[stream.record_positions(seg)] = seg.shape[axis]
+    for seg, size in zip(stream.segments, sizes, strict=True):
+        if size:
+            out[stream.record_positions(seg)] = size
     return out
 
 

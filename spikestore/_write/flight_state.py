@@ -144,7 +144,7 @@ class FlightState:
 
 
 def warn_shrunk(state: FlightState, where: str) -> None:
-    """Warn at close when the budget dropped steps that ``before`` would have kept, in this session."""
+    """Warn at close when the budget dropped steps that ``before`` would have kept since this store was opened."""
     shrunk = state.ring.shrunk_steps
     doc = state.document()
     if shrunk:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from spikestore._read.padded import batch_axis
+from spikestore._read.padded import segment_batch_sizes
 from spikestore._read.run import open as open_run
 from spikestore._read.stream import Stream
 from spikestore.backends import StoreURL
@@ -202,11 +202,10 @@ class PageState:
         a new segment, or more records in a last segment of a smaller batch."""
         marker = []
         for key in self._run.streams:
-            segments = self._run[key].segments
-            axis = batch_axis(self._run[key].dims)
-            sizes = [seg.shape[axis] if axis is not None and len(seg.shape) > axis else 0 for seg in segments]
+            stream = self._run[key]
+            sizes = segment_batch_sizes(stream) or []
             short_last = bool(sizes) and sizes[-1] < max(sizes)
-            marker.append((key, len(segments), segments[-1].stop if short_last else None))
+            marker.append((key, len(sizes), stream.segments[-1].stop if short_last else None))
         if tuple(marker) != self._short[0]:
             self._short = (tuple(marker), short_batch_steps(self._run))
         return self._short[1]

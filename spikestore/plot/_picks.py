@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spikestore._read.padded import batch_axis
+from spikestore._read.padded import segment_batch_sizes
 from spikestore.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -70,10 +70,9 @@ def short_batch_steps(run: StreamOwner, quantity: str | None = None) -> np.ndarr
         if quantity is not None and key.split("/", 1)[0] != quantity:
             continue
         stream = run[key]
-        axis = batch_axis(stream.dims)
-        if axis is None:
+        sizes = segment_batch_sizes(stream)
+        if sizes is None:
             continue
-        sizes = [seg.shape[axis] if len(seg.shape) > axis else 0 for seg in stream.segments]
         largest = max(sizes, default=0)
         for seg, size in zip(stream.segments, sizes, strict=True):
             if size < largest and seg.stop > seg.start:
