@@ -19,7 +19,8 @@ import numpy as np
 
 from spikestore.errors import InvalidArgumentError
 
-__all__ = ["BUILTIN_TRIGGERS", "DEFAULT_MAX_BYTES", "MAX_REASON_CHARS", "FlightRecorder", "TriggerFunction"]
+__all__ = ["BUILTIN_TRIGGERS", "DEFAULT_MAX_BYTES", "MAX_REASON_CHARS", "FlightRecorder", "TriggerFunction",
+           "trigger_name"]
 
 #: The triggers named by a string (docs/flight-recorder.md §3).
 BUILTIN_TRIGGERS = ("nonfinite", "silent", "saturated")
@@ -131,15 +132,15 @@ class FlightRecorder:
     def settings(self) -> dict[str, Any]:
         """The settings as the store's root document holds them (docs/format.md §2.3)."""
         return {"before": self.before, "after": self.after, "max_bytes": self.max_bytes,
-                "checks": [t if isinstance(t, str) else _name(t) for t in self.triggers],
+                "checks": [t if isinstance(t, str) else trigger_name(t) for t in self.triggers],
                 "silent_rate": self.silent_rate, "saturated_rate": self.saturated_rate}
 
     def __repr__(self) -> str:
-        names = ", ".join(repr(t) if isinstance(t, str) else _name(t) for t in self.triggers)
+        names = ", ".join(repr(t) if isinstance(t, str) else trigger_name(t) for t in self.triggers)
         return (f"spikestore.FlightRecorder(before={self.before}, after={self.after}, triggers=({names},), "
                 f"max_bytes={self.max_bytes})")
 
 
-def _name(f: Callable[..., Any]) -> str:
+def trigger_name(f: Callable[..., Any]) -> str:
     """A callable's name for documents and messages."""
     return str(getattr(f, "__qualname__", None) or type(f).__qualname__)

@@ -12,7 +12,7 @@ import numpy as np
 
 from spikestore._format import dtypes
 from spikestore._write.capture import Prepared
-from spikestore._write.flight import MAX_REASON_CHARS, FlightRecorder, _name
+from spikestore._write.flight import MAX_REASON_CHARS, FlightRecorder, trigger_name
 from spikestore.codecs._packing import unpack_bits
 from spikestore.codecs._precision import restore_precision
 from spikestore.errors import InvalidArgumentError
@@ -100,5 +100,5 @@ def fired(rec: FlightRecorder, key: str, step: int, p: Prepared, device_nonfinit
                 values.flags.writeable = False  # (the ring keeps the stored bytes; a trigger only looks)
             got = t(key, values)
             if got is not None:
-                reasons.append(check_reason(got, f"trigger {_name(t)} on stream {key!r}, step {step}"))
+                reasons.append(check_reason(got, f"trigger {trigger_name(t)} on stream {key!r}, step {step}"))
     return reasons
