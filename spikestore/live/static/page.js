@@ -105,22 +105,30 @@
     { label: y, size: 60, ...(wholeY ? { incrs: WHOLE } : {}) },
   ];
 
+  // Draws ``paint(ctx)`` on a chart's canvas, clipped to its plot area (uPlot's draw hooks draw the marks it does
+  // not: raster ticks, the heat map's image, the threshold and its spike marks, short-batch steps).
+  function inPlot(u, paint) {
+    const ctx = u.ctx;
+    ctx.save();
+    ctx.beginPath(); ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height); ctx.clip();
+    paint(ctx);
+    ctx.restore();
+  }
+
   // Steps whose records hold a smaller batch (an epoch's last one, usually): a rate or a gradient norm over
   // fewer samples can show there as a peak or a stripe, so they are marked, dotted, on the step axes.
   let shortSteps = [];
   function markShort(u) {
     if (!shortSteps.length) return;
-    const ctx = u.ctx;
-    ctx.save();
-    ctx.beginPath(); ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height); ctx.clip();
-    ctx.setLineDash([2, 3]); ctx.strokeStyle = "#888"; ctx.lineWidth = devicePixelRatio;
-    ctx.beginPath();
-    for (const step of shortSteps) {
-      const x = u.valToPos(step, "x", true);
-      ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height);
-    }
-    ctx.stroke();
-    ctx.restore();
+    inPlot(u, (ctx) => {
+      ctx.setLineDash([2, 3]); ctx.strokeStyle = "#888"; ctx.lineWidth = devicePixelRatio;
+      ctx.beginPath();
+      for (const step of shortSteps) {
+        const x = u.valToPos(step, "x", true);
+        ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height);
+      }
+      ctx.stroke();
+    });
   }
   const SHORT_NOTE = () => (shortSteps.length ? "; dotted: steps with a short batch" : "");
 
@@ -167,15 +175,14 @@
       hooks: { draw: [(u) => {
         const m = marks.raster;
         if (!m) return;
-        const ctx = u.ctx, h = Math.max(2, Math.min(12, u.bbox.height / (r.n1 - r.n0 + 1) * 0.8));
-        ctx.save();
-        ctx.beginPath(); ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height); ctx.clip();
-        ctx.fillStyle = "#000";
-        for (let i = 0; i < m.t.length; i++) {
-          const x = u.valToPos(m.t[i], "x", true), y = u.valToPos(m.n[i], "y", true);
-          ctx.fillRect(x - devicePixelRatio, y - h / 2, 2 * devicePixelRatio, h);
-        }
-        ctx.restore();
+        const h = Math.max(2, Math.min(12, u.bbox.height / (r.n1 - r.n0 + 1) * 0.8));
+        inPlot(u, (ctx) => {
+          ctx.fillStyle = "#000";
+          for (let i = 0; i < m.t.length; i++) {
+            const x = u.valToPos(m.t[i], "x", true), y = u.valToPos(m.n[i], "y", true);
+            ctx.fillRect(x - devicePixelRatio, y - h / 2, 2 * devicePixelRatio, h);
+          }
+        });
       }] },
     }), [[r.t0, r.t1], [null, null]]);
     charts.raster.plot.setScale("x", { min: r.t0 - 0.5, max: r.t1 + 0.5 });
@@ -220,11 +227,10 @@
         if (!m) return;
         const x0 = u.valToPos(m.lo, "x", true), x1 = u.valToPos(m.right, "x", true);
         const y0 = u.valToPos(0, "y", true), y1 = u.valToPos(m.top, "y", true);
-        u.ctx.save();
-        u.ctx.beginPath(); u.ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height); u.ctx.clip();
-        u.ctx.imageSmoothingEnabled = false;
-        u.ctx.drawImage(m.canvas, x0, y1, x1 - x0, y0 - y1);
-        u.ctx.restore();
+        inPlot(u, (ctx) => {
+          ctx.imageSmoothingEnabled = false;
+          ctx.drawImage(m.canvas, x0, y1, x1 - x0, y0 - y1);
+        });
       }], draw: [markShort] },
     }), [[h.lo, right], [null, null]]);
     charts.heat.plot.setScale("x", { min: h.lo, max: right });
@@ -253,21 +259,20 @@
       hooks: { draw: [(u) => {
         const m = marks.voltage;
         if (!m) return;
-        const ctx = u.ctx, y = u.valToPos(m.threshold, "y", true), s = 5 * devicePixelRatio;
-        ctx.save();
-        ctx.beginPath(); ctx.rect(u.bbox.left, u.bbox.top, u.bbox.width, u.bbox.height); ctx.clip();
-        ctx.setLineDash([6, 4]); ctx.strokeStyle = "gray"; ctx.lineWidth = devicePixelRatio;
-        ctx.beginPath(); ctx.moveTo(u.bbox.left, y); ctx.lineTo(u.bbox.left + u.bbox.width, y); ctx.stroke();
-        m.marks.forEach((hits, k) => {
-          if (!u.series[k + 1].show) return;
-          ctx.fillStyle = COLORS[k % COLORS.length];
-          for (const i of hits) {  // an inverted triangle on the threshold line at each spike
-            const x = u.valToPos(m.times[i], "x", true);
-            ctx.beginPath(); ctx.moveTo(x - s, y - s); ctx.lineTo(x + s, y - s); ctx.lineTo(x, y + s / 2);
-            ctx.fill();
-          }
+        const y = u.valToPos(m.threshold, "y", true), s = 5 * devicePixelRatio;
+        inPlot(u, (ctx) => {
+          ctx.setLineDash([6, 4]); ctx.strokeStyle = "gray"; ctx.lineWidth = devicePixelRatio;
+          ctx.beginPath(); ctx.moveTo(u.bbox.left, y); ctx.lineTo(u.bbox.left + u.bbox.width, y); ctx.stroke();
+          m.marks.forEach((hits, k) => {
+            if (!u.series[k + 1].show) return;
+            ctx.fillStyle = COLORS[k % COLORS.length];
+            for (const i of hits) {  // an inverted triangle on the threshold line at each spike
+              const x = u.valToPos(m.times[i], "x", true);
+              ctx.beginPath(); ctx.moveTo(x - s, y - s); ctx.lineTo(x + s, y - s); ctx.lineTo(x, y + s / 2);
+              ctx.fill();
+            }
+          });
         });
-        ctx.restore();
       }] },
     }), [times, ...v.traces]);
     page.drawn.voltage = { traces: v.traces.length, marks: v.marks.reduce((n, m) => n + m.length, 0) };
