@@ -153,7 +153,8 @@ def info(path: Path | str, bounds: bool, storage_option: tuple[str, ...], storag
             if bounds:
                 from spikestore._tools.summary import format_coding, spike_coding
 
-                coding = spike_coding(run[key] for key in run.streams)
+                with _progress("info: reading the spikes", "record") as cb:
+                    coding = spike_coding((run[key] for key in run.streams), progress=cb)
                 if coding:
                     click.echo("\ncoding     spike streams' bytes over the entropy of their spikes with one rate "
                                "(i.i.d.), a rate per neuron, and per neuron given its previous step\n")

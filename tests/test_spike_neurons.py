@@ -180,7 +180,11 @@ def test_info_reports_bits_per_spike_and_the_ratio_to_each_bound(tmp_path):
             store.append("v/lif", record * 0.5)  # not spikes: no row
     run = spikestore.open(path)
     assert run["output/lif"].dims == ("time", "batch", "neuron")
-    (row,) = spike_coding(run[k] for k in run.streams)
+    seen: list[tuple[int, int]] = []
+    (row,) = spike_coding((run[k] for k in run.streams), max_values=16 * 8 * 16 * 24,
+                          progress=lambda done, total: seen.append((done, total)))
+    assert len(seen) > 1 and seen[-1] == (len(x), len(x))  # the bits records, read a few at a time
+    assert [d for d, _ in seen] == sorted({d for d, _ in seen})
     counts = SpikeCounts(("time", "batch", "neuron"))
     for record in x:
         counts.add(record)

@@ -8,7 +8,7 @@ against the entropy of their spikes (:mod:`spikestore.codecs._bounds`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -66,7 +66,8 @@ def summarize(streams: Iterable[Stream]) -> list[dict[str, Any]]:
     return rows
 
 
-def spike_coding(streams: Iterable[Stream], max_values: int = 1 << 24) -> list[dict[str, Any]]:
+def spike_coding(streams: Iterable[Stream], max_values: int = 1 << 24,
+                 progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """One row per stream with bits segments: its spikes, bits per spike, and bytes over each bound.
 
     ``bytes`` are the bits segments' arrays on disk (chunks and their array
@@ -75,13 +76,15 @@ def spike_coding(streams: Iterable[Stream], max_values: int = 1 << 24) -> list[d
     rate for every value (``iid``), a rate per neuron (``neuron``), and a
     rate per neuron given its previous time step (``conditional``); the
     ``over_*`` ratios are ``8 * bytes`` over each. Reading takes one pass
-    over the streams' chunks, ``max_values`` values at a time.
+    over the streams' chunks, ``max_values`` values at a time; ``progress``
+    is called with ``(records read, records to read)`` after each piece.
     """
     from spikestore.codecs._bounds import SpikeCounts
 
+    work = [(s, [seg for seg in s.segments if seg.encoding == "bits" and seg.count]) for s in streams]
+    total, done = sum(seg.count for _, segs in work for seg in segs), 0
     rows = []
-    for s in streams:
-        segs = [seg for seg in s.segments if seg.encoding == "bits" and seg.count]
+    for s, segs in work:
         if not segs:
             continue
         counts = SpikeCounts(s.dims)
@@ -89,6 +92,9 @@ def spike_coding(streams: Iterable[Stream], max_values: int = 1 << 24) -> list[d
             counts.reset_sequence()  # (records of different shapes or parts do not follow each other)
             for block in seg.blocks(max_values=max_values):
                 counts.add_packed(block.rows(), seg.shape[-1])
+                done += len(block)
+                if progress is not None:
+                    progress(done, total)
         data = 8 * sum(seg.nbytes() for seg in segs)
         bounds = counts.bounds()
         rows.append({
