@@ -1,18 +1,22 @@
-"""Flight recorder figures (docs/flight-recorder.md §8): its cost armed, its ring's memory, its bytes on disk.
+"""Flight recorder figures (docs/flight-recorder.md §7): its cost armed, its ring's memory, its bytes on disk.
 
-Three measurements, in one process:
+Four measurements, in one process:
 
-1. **Armed, no trigger, against unmonitored.** The reference workload
-   (``tools/workload.py``: SpikingJelly CNN, CPU, T=8, batch 32) trains
-   ``--steps`` steps (after ``--warmup`` untimed ones) unmonitored, and with
-   ``spikestore.monitor.OutputMonitor`` on a store armed with
-   ``FlightRecorder()`` (defaults: before=50, after=10, "nonfinite") that
-   never fires. Pairs alternate their order; the report gives the median of
-   the per-pair ratios of wall time (``close()`` included) and their range.
-   A third run in each round, ``read``, is the floor any recorder that
-   looks at every value pays: a forward hook on each LIF layer that only
-   reads its output once (``np.count_nonzero``), storing nothing.
-2. **The ring against its budget.** Of the armed runs: the most bytes the
+1. **Armed, no trigger, against unmonitored.** Copies of the
+   reference workload's network (``tools/workload.py``: SpikingJelly CNN,
+   CPU, T=8, batch 32) train the same batches in alternated blocks of
+   ``--block`` steps (``tools/interleave.py``): unmonitored; ``read``, a
+   forward hook on each LIF layer that only reads its output once
+   (``np.count_nonzero``), the floor any recorder that looks at every
+   value pays; and ``armed``, ``spikestore.monitor.OutputMonitor`` on a
+   store armed with ``FlightRecorder()`` (defaults: before=50, after=10,
+   "nonfinite") that never fires, its blocks ending once the writer has
+   caught up. A fourth copy, ``pack``, has a hook that only checks and
+   packs each output with the library's kernel into a reused buffer,
+   keeping nothing: the packing the ring costs, without the store. The
+   report gives the medians over rounds of each block's time over the
+   unmonitored block's, and the armed writer's CPU a step.
+2. **The ring against its budget.** Of the armed run: the most bytes the
    ring held (``Run.flight_recorder["ring_peak_bytes"]``) against
    ``max_bytes``, and the same for a ring given a budget of 20 steps
    (it must hold it, and count the steps it dropped early).
@@ -27,7 +31,7 @@ Three measurements, in one process:
 4. **The training thread's share.** The same four LIF outputs of one real
    step, appended to an armed store step after step: the median time of a
    step's ``Store.append`` calls, against reading the same tensors once
-   (``np.count_nonzero``). Unlike the ratios of whole training runs, whose
+   (``np.count_nonzero``). Unlike the ratios of training steps, whose
    spread on a shared 2-core machine is several percent, this isolates what
    the flight recorder adds to each step.
 
@@ -47,6 +51,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,90 +59,85 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import workload  # (tools/ is on sys.path above: not a package)
+import interleave  # (tools/ is on sys.path above: not a package)
+import workload
 
 import spikestore
 from spikestore import FlightRecorder
 from spikestore._write.flight_ring import ENTRY_OVERHEAD
+from spikestore.codecs._packing import Packer
 
 
 def _disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def train(kind: str, batches: list[Any], warmup: int, where: Path, rec: FlightRecorder | None = None
-          ) -> tuple[float, float, dict[str, Any] | None]:
-    """Train ``batches`` (the first ``warmup`` untimed): seconds per timed step (``close()`` included), the
-    median step's seconds, and the flight document."""
+def trainer(kind: str, store: spikestore.Store | None, losses: list[float]) -> Callable[[Sequence[Any], int], None]:
+    """``train(batches, start)`` of one variant on its own copy of the workload's network."""
     from spikingjelly.activation_based import neuron
 
     from spikestore import monitor as ss
 
     net, opt = workload.build_net(seed=0)
-    workload.train_steps(net, opt, batches[:warmup])
-    timed = batches[warmup:]
-    marks: list[float] = []
-    store = None
-    path = where / "armed.zarr"
+    if kind == "armed":
+        ss.OutputMonitor(net, neuron.LIFNode, store=store)
+    elif kind in ("read", "pack"):
+        packer = Packer()
+
+        def read_once(module: Any, args: Any, out: Any) -> None:
+            values = out.detach().numpy()
+            if kind == "read":
+                np.count_nonzero(values)
+            elif packer.pack(values) is None:
+                raise SystemExit("a LIF output that is not binary")
+
+        for mod in net.modules():
+            if isinstance(mod, neuron.LIFNode):
+                mod.register_forward_hook(read_once)
 
     def on_step(step: int) -> None:
-        marks.append(time.perf_counter())
         if store is not None:
             store.set_step(step)
 
-    t0 = time.perf_counter()
-    hooks = []
-    if kind == "armed":
-        store = spikestore.Store(path, mode="w", overwrite=True, flight_recorder=rec)
-        m = ss.OutputMonitor(net, neuron.LIFNode, store=store)
-    elif kind == "read":
-        def read_once(module: Any, args: Any, out: Any) -> None:
-            np.count_nonzero(out.detach().numpy())
+    def train(batches: Sequence[Any], start: int) -> None:
+        losses.extend(workload.train_steps(net, opt, batches, start=start, on_step=on_step))
 
-        hooks = [mod.register_forward_hook(read_once) for mod in net.modules() if isinstance(mod, neuron.LIFNode)]
-    workload.train_steps(net, opt, timed, start=warmup, on_step=on_step)
-    marks.append(time.perf_counter())
-    for hook in hooks:
-        hook.remove()
-    if store is not None:
-        m.remove_hooks()
-        store.close()
-    elapsed = (time.perf_counter() - t0) / len(timed)
-    step = statistics.median(b - a for a, b in itertools.pairwise(marks))
-    if store is None:
-        return elapsed, step, None
-    run = spikestore.open(path)
-    assert run.streams == [] and run.triggers == [], "armed without a trigger must write no record"
-    return elapsed, step, run.flight_recorder
+    return train
 
 
 def armed_vs_unmonitored(args: argparse.Namespace, where: Path) -> dict[str, Any]:
-    batches = workload.make_batches(args.warmup + args.steps, seed=0)
-    spikestore.Store(where / "prime.zarr").close()  # loads the compiled kernels once, outside every timing
+    """Unmonitored, read-once and armed copies of the workload in alternated blocks (``tools/interleave.py``)."""
+    batches = workload.make_batches(args.warmup + args.rounds * args.block, seed=0)
     rec = FlightRecorder()
-    ratios, step_ratios, read_ratios, docs = [], [], [], []
-    kinds = ("unmonitored", "read", "armed")
-    for rep in range(args.repeats):
-        order = kinds if rep % 2 == 0 else kinds[::-1]
-        wall: dict[str, float] = {}
-        step: dict[str, float] = {}
-        for kind in order:
-            wall[kind], step[kind], doc = train(kind, batches, args.warmup, where, rec)
-            if doc is not None:
-                docs.append(doc)
-        ratios.append(wall["armed"] / wall["unmonitored"])
-        step_ratios.append(step["armed"] / step["unmonitored"])
-        read_ratios.append(step["read"] / step["unmonitored"])
-        print(f"[round {rep}] {order[0]} first: unmonitored {wall['unmonitored'] * 1e3:.1f} ms/step, "
-              f"armed {wall['armed'] * 1e3:.1f} ms/step, ratio {ratios[-1]:.3f} "
-              f"(median step {step_ratios[-1]:.3f}; read once {read_ratios[-1]:.3f})", flush=True)
-    peak = max(d["ring_peak_bytes"] for d in docs)
-    return {"pairs": len(ratios), "ratio_median": statistics.median(ratios), "ratio_min": min(ratios),
-            "ratio_max": max(ratios), "step_ratio_median": statistics.median(step_ratios),
-            "read_ratio_median": statistics.median(read_ratios), "read_ratio_min": min(read_ratios),
-            "read_ratio_max": max(read_ratios),
-            "ring_peak_bytes": peak, "max_bytes": rec.max_bytes,
-            "shrunk_steps": max(d["shrunk_steps"] for d in docs)}
+    losses: dict[str, list[float]] = {k: [] for k in ("unmonitored", "read", "pack", "armed")}
+    with spikestore.Store(where / "armed.zarr", mode="w", overwrite=True, flight_recorder=rec) as store:
+        variants = {k: trainer(k, store if k == "armed" else None, losses[k]) for k in losses}
+
+        def report(r: int, per_step: dict[str, float]) -> None:
+            base = per_step["unmonitored"]
+            print(f"[round {r}] unmonitored {base * 1e3:.1f} ms/step, armed {per_step['armed'] / base:.3f}, "
+                  f"read once {per_step['read'] / base:.3f}, pack only {per_step['pack'] / base:.3f}", flush=True)
+
+        blocks = interleave.alternate(variants, batches, warmup=args.warmup, block=args.block, rounds=args.rounds,
+                                      writes=("armed",), report=report)
+    if not losses["armed"] == losses["read"] == losses["pack"] == losses["unmonitored"]:
+        raise SystemExit("recording changed the training: losses differ")
+    run = spikestore.open(where / "armed.zarr")
+    assert run.streams == [] and run.triggers == [], "armed without a trigger must write no record"
+    doc = run.flight_recorder or {}
+    armed, read = blocks.ratios("armed", "unmonitored"), blocks.ratios("read", "unmonitored")
+    pack = blocks.ratios("pack", "unmonitored")
+    return {"rounds": args.rounds, "block": args.block, "ratio_median": statistics.median(armed),
+            "ratio_quartiles": statistics.quantiles(armed, n=4)[::2], "ratio_min": min(armed),
+            "ratio_max": max(armed), "read_ratio_median": statistics.median(read),
+            "read_ratio_quartiles": statistics.quantiles(read, n=4)[::2],
+            "pack_ratio_median": statistics.median(pack),
+            "pack_ratio_quartiles": statistics.quantiles(pack, n=4)[::2],
+            "armed_over_pack_median": statistics.median(a / b for a, b in zip(armed, pack, strict=True)),
+            "unmonitored_step_s": statistics.median(blocks.wall["unmonitored"]) / args.block,
+            "writer_cpu_per_step_s": statistics.median(blocks.writer["armed"]) / args.block,
+            "ring_peak_bytes": doc["ring_peak_bytes"], "max_bytes": rec.max_bytes,
+            "shrunk_steps": doc["shrunk_steps"]}
 
 
 def pool_of_spikes(n: int) -> list[dict[str, Any]]:
@@ -226,16 +226,17 @@ def append_cost(args: argparse.Namespace, where: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a one-minute smoke run")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per run")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--repeats", type=int, default=8, help="alternated rounds (unmonitored, read once, armed)")
+    p.add_argument("--rounds", type=int, default=48, help="rounds of alternated blocks (unmonitored, read once, "
+                   "armed; default 48)")
+    p.add_argument("--block", type=int, default=3, help="steps per block (default 3)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps of each copy first")
     p.add_argument("--disk-steps", type=int, default=10_000)
     p.add_argument("--plain-steps", type=int, default=500)
     p.add_argument("--pool", type=int, default=16, help="distinct training steps cycled for the disk run")
     p.add_argument("--json", type=Path, help="write the figures here")
     args = p.parse_args(argv)
     if args.quick:
-        args.steps, args.warmup, args.repeats = 5, 1, 2
+        args.rounds, args.block, args.warmup = 6, 2, 1
         args.disk_steps, args.plain_steps, args.pool = 1000, 60, 4
     where = Path(tempfile.mkdtemp(prefix="bench_flight-"))
     try:
@@ -246,11 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(where, ignore_errors=True)
     mib = 1 << 20
-    print(f"\narmed, no trigger / unmonitored: median {cost['ratio_median']:.3f}x over {cost['pairs']} pairs "
-          f"[{cost['ratio_min']:.3f}-{cost['ratio_max']:.3f}]; median of the per-pair ratios of the median step "
-          f"{cost['step_ratio_median']:.3f}x")
-    print(f"read once (the floor of any recorder that looks at every value) / unmonitored, median step: "
-          f"{cost['read_ratio_median']:.3f}x [{cost['read_ratio_min']:.3f}-{cost['read_ratio_max']:.3f}]")
+    q, rq, pq = cost["ratio_quartiles"], cost["read_ratio_quartiles"], cost["pack_ratio_quartiles"]
+    print(f"\narmed, no trigger / unmonitored, blocks of {cost['block']} steps: median {cost['ratio_median']:.3f}x "
+          f"over {cost['rounds']} rounds (quartiles {q[0]:.3f}-{q[1]:.3f}, range {cost['ratio_min']:.3f}-"
+          f"{cost['ratio_max']:.3f}); unmonitored step {cost['unmonitored_step_s'] * 1e3:.0f} ms")
+    print(f"read once (numpy) / unmonitored: {cost['read_ratio_median']:.3f}x (quartiles {rq[0]:.3f}-{rq[1]:.3f}); "
+          f"pack only (the library's kernel, nothing kept) / unmonitored: {cost['pack_ratio_median']:.3f}x "
+          f"(quartiles {pq[0]:.3f}-{pq[1]:.3f})")
+    print(f"armed / pack only, per round: {cost['armed_over_pack_median']:.3f}x; the armed store's writer: "
+          f"{cost['writer_cpu_per_step_s'] * 1e3:.2f} ms CPU a step")
     print(f"a step's appends (four LIF outputs, {share['bytes'] / 1e6:.1f} MB of float32) to an armed store: "
           f"{share['append_ms']:.2f} ms; reading them once: {share['read_ms']:.2f} ms "
           f"({share['append_ms'] / share['read_ms']:.2f}x)")
