@@ -40,10 +40,7 @@ import json
 import math
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -52,7 +49,7 @@ from numba.extending import intrinsic
 from numcodecs.zstd import Zstd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_write import make_pool, shannon_bytes  # a sibling module of this script
+from bench_write import _cpu_per_item, make_pool, shannon_bytes  # a sibling module of this script
 
 from spikestore.codecs import _kernels as K
 from spikestore.codecs._chunk import codec_for
@@ -123,17 +120,6 @@ def _pack_gap_bytes(u, out, small):  # type: ignore[no-untyped-def]
         if k > room:
             return -2
     return -1 if bad else k
-
-
-def _cpu_per_item(fn: Callable[[Any], Any], items: list[Any], passes: int) -> float:
-    """Median over ``passes`` of the thread CPU seconds ``fn`` takes per item."""
-    runs = []
-    for _ in range(passes):
-        t = time.thread_time()
-        for item in items:
-            fn(item)
-        runs.append((time.thread_time() - t) / len(items))
-    return statistics.median(runs)
 
 
 def main(argv: list[str] | None = None) -> int:
