@@ -127,13 +127,17 @@ def armed_vs_unmonitored(args: argparse.Namespace, where: Path) -> dict[str, Any
     doc = run.flight_recorder or {}
     armed, read = blocks.ratios("armed", "unmonitored"), blocks.ratios("read", "unmonitored")
     pack = blocks.ratios("pack", "unmonitored")
+    over_pack = [a / b for a, b in zip(armed, pack, strict=True)]
     return {"rounds": args.rounds, "block": args.block, "ratio_median": statistics.median(armed),
+            "ratio_interval": interleave.median_interval(armed),
+            "pack_ratio_interval": interleave.median_interval(pack),
+            "armed_over_pack_interval": interleave.median_interval(over_pack),
             "ratio_quartiles": statistics.quantiles(armed, n=4)[::2], "ratio_min": min(armed),
             "ratio_max": max(armed), "read_ratio_median": statistics.median(read),
             "read_ratio_quartiles": statistics.quantiles(read, n=4)[::2],
             "pack_ratio_median": statistics.median(pack),
             "pack_ratio_quartiles": statistics.quantiles(pack, n=4)[::2],
-            "armed_over_pack_median": statistics.median(a / b for a, b in zip(armed, pack, strict=True)),
+            "armed_over_pack_median": statistics.median(over_pack),
             "unmonitored_step_s": statistics.median(blocks.wall["unmonitored"]) / args.block,
             "writer_cpu_per_step_s": statistics.median(blocks.writer["armed"]) / args.block,
             "ring_peak_bytes": doc["ring_peak_bytes"], "max_bytes": rec.max_bytes,
@@ -248,14 +252,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(where, ignore_errors=True)
     mib = 1 << 20
     q, rq, pq = cost["ratio_quartiles"], cost["read_ratio_quartiles"], cost["pack_ratio_quartiles"]
+    ci, pci, oci = cost["ratio_interval"], cost["pack_ratio_interval"], cost["armed_over_pack_interval"]
     print(f"\narmed, no trigger / unmonitored, blocks of {cost['block']} steps: median {cost['ratio_median']:.3f}x "
-          f"over {cost['rounds']} rounds (quartiles {q[0]:.3f}-{q[1]:.3f}, range {cost['ratio_min']:.3f}-"
-          f"{cost['ratio_max']:.3f}); unmonitored step {cost['unmonitored_step_s'] * 1e3:.0f} ms")
+          f"over {cost['rounds']} rounds (95% interval of the median {ci[0]:.3f}-{ci[1]:.3f}; quartiles "
+          f"{q[0]:.3f}-{q[1]:.3f}); unmonitored step {cost['unmonitored_step_s'] * 1e3:.0f} ms")
     print(f"read once (numpy) / unmonitored: {cost['read_ratio_median']:.3f}x (quartiles {rq[0]:.3f}-{rq[1]:.3f}); "
           f"pack only (the library's kernel, nothing kept) / unmonitored: {cost['pack_ratio_median']:.3f}x "
-          f"(quartiles {pq[0]:.3f}-{pq[1]:.3f})")
-    print(f"armed / pack only, per round: {cost['armed_over_pack_median']:.3f}x; the armed store's writer: "
-          f"{cost['writer_cpu_per_step_s'] * 1e3:.2f} ms CPU a step")
+          f"(interval {pci[0]:.3f}-{pci[1]:.3f}; quartiles {pq[0]:.3f}-{pq[1]:.3f})")
+    print(f"armed / pack only, per round: {cost['armed_over_pack_median']:.3f}x (interval {oci[0]:.3f}-{oci[1]:.3f}); "
+          f"the armed store's writer: {cost['writer_cpu_per_step_s'] * 1e3:.2f} ms CPU a step")
     print(f"a step's appends (four LIF outputs, {share['bytes'] / 1e6:.1f} MB of float32) to an armed store: "
           f"{share['append_ms']:.2f} ms; reading them once: {share['read_ms']:.2f} ms "
           f"({share['append_ms'] / share['read_ms']:.2f}x)")

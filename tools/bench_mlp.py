@@ -160,18 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     res = {"rounds": args.rounds, "block": args.block, "values_per_step": VALUES_PER_STEP,
            "firing_rate": spikes / (VALUES_PER_STEP * len(batches)),
            "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+           "ratio_interval": interleave.median_interval(ratios),
+           "pack_ratio_interval": interleave.median_interval(floor),
            "ratio_quartiles": statistics.quantiles(ratios, n=4)[::2],
            "pack_ratio_median": statistics.median(floor),
            "pack_ratio_quartiles": statistics.quantiles(floor, n=4)[::2],
            "unmonitored_step_s": plain_step,
            "writer_cpu_per_step_s": statistics.median(blocks.writer["monitored"]) / args.block}
-    q = res["ratio_quartiles"]
+    q, ci = res["ratio_quartiles"], res["ratio_interval"]
     print(f"\nmonitored over unmonitored, blocks of {args.block} steps, writer caught up: "
-          f"{res['ratio_median']:.3f}x, median of {args.rounds} pairs (quartiles {q[0]:.3f}-{q[1]:.3f}, "
-          f"range {res['ratio_min']:.3f}-{res['ratio_max']:.3f}); unmonitored step {plain_step * 1e3:.1f} ms")
-    fq = res["pack_ratio_quartiles"]
+          f"{res['ratio_median']:.3f}x, median of {args.rounds} rounds (95% interval of the median "
+          f"{ci[0]:.3f}-{ci[1]:.3f}; quartiles {q[0]:.3f}-{q[1]:.3f}); unmonitored step {plain_step * 1e3:.1f} ms")
+    fq, fci = res["pack_ratio_quartiles"], res["pack_ratio_interval"]
     print(f"pack only (the library's check-and-pack in a hook, nothing kept): {res['pack_ratio_median']:.3f}x "
-          f"(quartiles {fq[0]:.3f}-{fq[1]:.3f})")
+          f"(interval {fci[0]:.3f}-{fci[1]:.3f}; quartiles {fq[0]:.3f}-{fq[1]:.3f})")
     print(f"writer thread: {res['writer_cpu_per_step_s'] * 1e3:.2f} ms CPU a step "
           f"({res['writer_cpu_per_step_s'] / plain_step:.1%} of a step); firing rate {res['firing_rate']:.3f}")
     if args.json:

@@ -17,13 +17,15 @@ idle, and each block pays for all the writing its steps caused.
 from __future__ import annotations
 
 import itertools
+import random
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Blocks", "alternate", "caught_up", "writer_cpu"]
+__all__ = ["Blocks", "alternate", "caught_up", "median_interval", "writer_cpu"]
 
 WRITER_THREAD = "spikestore-writer"
 
@@ -45,6 +47,18 @@ def caught_up(still: float = 0.015) -> float:
         if now == last:
             return now
         last = now
+
+
+def median_interval(values: Sequence[float], level: float = 0.95, resamples: int = 2000,
+                    seed: int = 0) -> tuple[float, float]:
+    """A bootstrap confidence interval of the median of ``values`` (percentiles of resampled medians).
+
+    Seeded, so the same per-round ratios always give the same interval.
+    """
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    tail = int(resamples * (1 - level) / 2)
+    return medians[tail], medians[resamples - 1 - tail]
 
 
 @dataclass
