@@ -44,6 +44,7 @@ from spikingjelly.activation_based import functional, layer, neuron, surrogate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import interleave  # (tools/ is on sys.path above: not a package)
+import workload
 
 import spikestore
 from spikestore import monitor as ss
@@ -103,20 +104,15 @@ def pack_only(net: nn.Module) -> None:
 
 def trainer(net: nn.Module, opt: torch.optim.Optimizer, store: spikestore.Store | None,
             losses: list[float]) -> Callable[[Sequence[Any], int], None]:
-    """``train(batches, start)`` for :func:`interleave.alternate`: one training step per batch."""
-    net.train()
+    """``train(batches, start)`` for :func:`interleave.alternate`: the reference workload's training step
+    (``workload.train_steps``: cross-entropy on the time-mean output), one per batch."""
+
+    def on_step(step: int) -> None:
+        if store is not None:
+            store.set_step(step)
 
     def train(batches: Sequence[Any], start: int) -> None:
-        for step, (x, y) in enumerate(batches, start):
-            if store is not None:
-                store.set_step(step)
-            out = net(x)
-            loss = F.cross_entropy(out.mean(0), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            functional.reset_net(net)
-            losses.append(float(loss.detach()))
+        losses.extend(workload.train_steps(net, opt, batches, on_step=on_step, start=start))
 
     return train
 
