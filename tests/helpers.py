@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -431,6 +432,80 @@ def write_small_store(path: Path, steps: int = 12, stream: str = SMALL_STORE_STR
             st.set_step(step)
             st.append(stream, (rng.random((4, 10)) < 0.3).astype(np.float32))
             st.append("v/fc", rng.random(30).astype(np.float32))
+
+
+# -- a real process group: gloo ranks training a DDP network ----------------------------
+
+#: The LIF layers of :func:`ddp_spiking_net`, by their names in ``named_modules()``.
+DDP_LAYERS = ("1", "3")
+
+
+def spawn_ranks(train: Callable[..., None], out: Path, *args: object, world: int = 2) -> list[int | None]:
+    """Run ``train(rank, world, *args)`` in ``world`` spawned processes, each a rank of one gloo group.
+
+    ``train`` must be a module-level function (it is pickled to the ranks).
+    A rank's exception is written to ``out/error<rank>.txt`` and asserted
+    absent here. Returns the exit codes, the ranks joined one by one, so a
+    rank that kills itself kills no other.
+    """
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    ctx = mp.spawn(_rank_main, args=(train, world, port, str(out), args), nprocs=world, join=False)
+    for proc in ctx.processes:
+        proc.join(120)
+    errors = "\n".join(f.read_text() for f in sorted(out.glob("error*.txt")))
+    assert not errors, errors
+    return [proc.exitcode for proc in ctx.processes]
+
+
+def _rank_main(rank: int, train: Callable[..., None], world: int, port: int, out: str,
+               args: tuple[object, ...]) -> None:
+    import torch.distributed as dist
+
+    try:
+        os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+        train(rank, world, *args)
+    except BaseException:
+        import traceback
+
+        (Path(out) / f"error{rank}.txt").write_text(traceback.format_exc())
+        raise
+
+
+def ddp_spiking_net() -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
+    """``(net, ddp_model, optimizer)``: two LIF layers (:data:`DDP_LAYERS`) in multi-step mode, the same
+    weights on every rank, with enough drive that both layers spike; call inside a process group."""
+    torch.manual_seed(0)
+    net = nn.Sequential(layer.Linear(8, 16), neuron.LIFNode(tau=2.0), layer.Linear(16, 4), neuron.LIFNode(tau=2.0))
+    functional.set_step_mode(net, "m")
+    with torch.no_grad():
+        net[0].weight.mul_(2)
+        net[2].weight.mul_(4)
+    model = nn.parallel.DistributedDataParallel(net)
+    return net, model, torch.optim.SGD(model.parameters(), lr=0.05)
+
+
+def ddp_step(net: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, g: torch.Generator) -> None:
+    """One training step of :func:`ddp_spiking_net` on random input from ``g`` (each rank its own)."""
+    opt.zero_grad()
+    ((model(torch.rand(4, 3, 8, generator=g) * 6).mean() - 0.3) ** 2).backward()
+    opt.step()
+    functional.reset_net(net)
+
+
+def save_rank_records(ref: object, rank: int, out: str | Path) -> None:
+    """Save a SpikingJelly monitor's records of every :data:`DDP_LAYERS` layer for the parent to compare."""
+    for name in DDP_LAYERS:
+        np.save(Path(out) / f"rank{rank}_{name}.npy", np.stack([t.detach().numpy() for t in ref[name]]))
+
+
+def rank_records(out: Path, rank: int, name: str) -> np.ndarray:
+    """What :func:`save_rank_records` saved for ``rank``'s layer ``name``."""
+    return np.load(out / f"rank{rank}_{name}.npy")
 
 
 # -- runs recorded by several ranks, without spawning them -------------------------------

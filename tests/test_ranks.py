@@ -10,72 +10,39 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from helpers import record_as_ranks
-from spikingjelly.activation_based import functional, layer, neuron
+from helpers import DDP_LAYERS, ddp_spiking_net, ddp_step, rank_records, record_as_ranks, save_rank_records, spawn_ranks
 from spikingjelly.activation_based import monitor as sj
-from torch import nn
+from spikingjelly.activation_based import neuron
 
 import spikestore
 from spikestore import monitor as ss
 
 STEPS = 6
-LAYERS = ("1", "3")  # the LIF nodes of the network below
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, path: str, out: str, kill_after: int | None) -> None:
-    try:
-        _train(rank, world, port, path, out, kill_after)
-    except BaseException:
-        import traceback
-
-        (Path(out) / f"error{rank}.txt").write_text(traceback.format_exc())
-        raise
-
-
-def _train(rank: int, world: int, port: int, path: str, out: str, kill_after: int | None) -> None:
+def _train(rank: int, world: int, path: str, out: str, kill_after: int | None) -> None:
     """One rank: train a DDP network for STEPS steps, recording with both monitors.
 
     With ``kill_after``, rank 1 flushes after that step, records the rest
     without committing, and SIGKILLs itself once rank 0 has closed its part.
     """
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.manual_seed(0)
-    net = nn.Sequential(layer.Linear(8, 16), neuron.LIFNode(tau=2.0), layer.Linear(16, 4), neuron.LIFNode(tau=2.0))
-    functional.set_step_mode(net, "m")
-    with torch.no_grad():  # enough drive that both layers spike
-        net[0].weight.mul_(2)
-        net[2].weight.mul_(4)
-    model = nn.parallel.DistributedDataParallel(net)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    net, model, opt = ddp_spiking_net()
     store = spikestore.Store(path, mode="w", flush_interval=3600.0)
     ref = sj.OutputMonitor(net, neuron.LIFNode)
     mon = ss.OutputMonitor(net, neuron.LIFNode, store=store)
     g = torch.Generator().manual_seed(100 + rank)  # each rank its own data
     for step in range(STEPS):
         store.set_step(step)
-        opt.zero_grad()
-        ((model(torch.rand(4, 3, 8, generator=g) * 6).mean() - 0.3) ** 2).backward()
-        opt.step()
-        functional.reset_net(net)
+        ddp_step(net, model, opt, g)
         if rank == 1 and step == kill_after:
             store.flush()
-    for name in LAYERS:
-        np.save(Path(out) / f"rank{rank}_{name}.npy", np.stack([t.detach().numpy() for t in ref[name]]))
+    save_rank_records(ref, rank, out)
     if rank == 1 and kill_after is not None:
         dist.barrier()  # rank 0 has closed its part and saved its records
         os.kill(os.getpid(), signal.SIGKILL)
@@ -86,17 +53,8 @@ def _train(rank: int, world: int, port: int, path: str, out: str, kill_after: in
 
 
 def _spawn(path: Path, out: Path, kill_after: int | None = None) -> list[int | None]:
-    """Run the two ranks; their exit codes (joined one by one, so a killed rank kills no other)."""
-    ctx = mp.spawn(_worker, args=(2, _free_port(), str(path), str(out), kill_after), nprocs=2, join=False)
-    for p in ctx.processes:
-        p.join(120)
-    errors = "\n".join(f.read_text() for f in sorted(out.glob("error*.txt")))
-    assert not errors, errors
-    return [p.exitcode for p in ctx.processes]
-
-
-def _refs(out: Path, rank: int, name: str) -> np.ndarray:
-    return np.load(out / f"rank{rank}_{name}.npy")
+    """Run the two ranks; their exit codes."""
+    return spawn_ranks(_train, out, str(path), str(out), kill_after)
 
 
 @pytest.mark.slow  # spawns processes
@@ -105,10 +63,10 @@ def test_two_ddp_ranks_record_one_run_bit_exact(tmp_path):
     assert _spawn(path, tmp_path) == [0, 0]
     run = spikestore.open(path)
     assert run.ranks == [0, 1] and run.doc["format_version"] == 3
-    assert sorted(run.streams) == [f"output/{n}" for n in LAYERS]
-    for name in LAYERS:
+    assert sorted(run.streams) == [f"output/{n}" for n in DDP_LAYERS]
+    for name in DDP_LAYERS:
         key = f"output/{name}"
-        refs = {r: _refs(tmp_path, r, name) for r in (0, 1)}
+        refs = {r: rank_records(tmp_path, r, name) for r in (0, 1)}
         assert refs[0].any() and not np.array_equal(refs[0], refs[1])  # spikes; each rank its own data
         for r in (0, 1):
             part = run.rank(r)
@@ -139,13 +97,13 @@ def test_a_killed_rank_leaves_the_others_and_its_committed_prefix(tmp_path):
     run = spikestore.open(path)
     assert run.ranks == [0, 1]
     assert run.rank(0).writer["status"] == "closed" and run.rank(1).writer["status"] == "open"
-    for name in LAYERS:
+    for name in DDP_LAYERS:
         key = f"output/{name}"
-        np.testing.assert_array_equal(run.rank(0)[key][:], _refs(tmp_path, 0, name))
+        np.testing.assert_array_equal(run.rank(0)[key][:], rank_records(tmp_path, 0, name))
         killed = run.rank(1)[key]
         n = len(killed)
         assert flushed_after + 1 <= n <= STEPS
-        np.testing.assert_array_equal(killed[:], _refs(tmp_path, 1, name)[:n])
+        np.testing.assert_array_equal(killed[:], rank_records(tmp_path, 1, name)[:n])
         assert len(run[key]) == STEPS + n
 
 
