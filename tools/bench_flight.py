@@ -65,7 +65,6 @@ import workload
 import spikestore
 from spikestore import FlightRecorder
 from spikestore._write.flight_ring import ENTRY_OVERHEAD
-from spikestore.codecs._packing import Packer
 
 
 def _disk_bytes(path: Path) -> int:
@@ -81,28 +80,9 @@ def trainer(kind: str, store: spikestore.Store | None, losses: list[float]) -> C
     net, opt = workload.build_net(seed=0)
     if kind == "armed":
         ss.OutputMonitor(net, neuron.LIFNode, store=store)
-    elif kind in ("read", "pack"):
-        packer = Packer()
-
-        def read_once(module: Any, args: Any, out: Any) -> None:
-            values = out.detach().numpy()
-            if kind == "read":
-                np.count_nonzero(values)
-            elif packer.pack(values) is None:
-                raise SystemExit("a LIF output that is not binary")
-
-        for mod in net.modules():
-            if isinstance(mod, neuron.LIFNode):
-                mod.register_forward_hook(read_once)
-
-    def on_step(step: int) -> None:
-        if store is not None:
-            store.set_step(step)
-
-    def train(batches: Sequence[Any], start: int) -> None:
-        losses.extend(workload.train_steps(net, opt, batches, start=start, on_step=on_step))
-
-    return train
+    elif kind != "unmonitored":
+        interleave.floor_hooks(net, kind)
+    return workload.block_trainer(net, opt, losses, store)
 
 
 def armed_vs_unmonitored(args: argparse.Namespace, where: Path) -> dict[str, Any]:

@@ -33,9 +33,7 @@ import shutil
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -48,7 +46,6 @@ import workload
 
 import spikestore
 from spikestore import monitor as ss
-from spikestore.codecs._packing import Packer
 
 T = 16
 BATCH = 64
@@ -89,34 +86,6 @@ def make_batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor
     return out
 
 
-def pack_only(net: nn.Module) -> None:
-    """Hook every LIF layer with the library's check-and-pack of its output, keeping nothing."""
-    packer = Packer()
-
-    def hook(module: Any, args: Any, out: Any) -> None:
-        if packer.pack(out.detach().numpy()) is None:
-            raise SystemExit("a LIF output that is not binary")
-
-    for mod in net.modules():
-        if isinstance(mod, neuron.LIFNode):
-            mod.register_forward_hook(hook)
-
-
-def trainer(net: nn.Module, opt: torch.optim.Optimizer, store: spikestore.Store | None,
-            losses: list[float]) -> Callable[[Sequence[Any], int], None]:
-    """``train(batches, start)`` for :func:`interleave.alternate`: the reference workload's training step
-    (``workload.train_steps``: cross-entropy on the time-mean output), one per batch."""
-
-    def on_step(step: int) -> None:
-        if store is not None:
-            store.set_step(step)
-
-    def train(batches: Sequence[Any], start: int) -> None:
-        losses.extend(workload.train_steps(net, opt, batches, on_step=on_step, start=start))
-
-    return train
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=90, help="rounds of alternated blocks (default 90)")
@@ -130,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     losses: dict[str, list[float]] = {k: [] for k in ("unmonitored", "pack", "monitored")}
     nets = {k: build_mlp() for k in losses}
     monitor = ss.OutputMonitor(nets["monitored"][0], neuron.LIFNode, store=store)
-    pack_only(nets["pack"][0])
+    interleave.floor_hooks(nets["pack"][0], "pack")
 
     def report(r: int, per_step: dict[str, float]) -> None:
         base = per_step["unmonitored"]
@@ -138,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
               f"pack only {per_step['pack'] / base:.3f}", flush=True)
 
     blocks = interleave.alternate(
-        {k: trainer(*nets[k], store if k == "monitored" else None, losses[k]) for k in losses},
+        {k: workload.block_trainer(*nets[k], losses[k], store if k == "monitored" else None) for k in losses},
         batches, warmup=args.warmup, block=args.block, rounds=args.rounds, writes=("monitored",), report=report)
     monitor.remove_hooks()
     store.close()

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Blocks", "alternate", "caught_up", "median_interval", "writer_cpu"]
+__all__ = ["Blocks", "alternate", "caught_up", "floor_hooks", "median_interval", "writer_cpu"]
 
 WRITER_THREAD = "spikestore-writer"
 
@@ -47,6 +47,34 @@ def caught_up(still: float = 0.015) -> float:
         if now == last:
             return now
         last = now
+
+
+def floor_hooks(net: Any, kind: str) -> None:
+    """Hook every LIF layer of ``net`` with the least a recorder of its outputs spends, keeping nothing.
+
+    ``kind`` ``"read"``: read each output once (``np.count_nonzero``);
+    ``"pack"``: check and pack it with the library's kernel
+    (:class:`spikestore.codecs._packing.Packer`), as a store's hook does.
+    """
+    import numpy as np
+    from spikingjelly.activation_based import neuron
+
+    from spikestore.codecs._packing import Packer
+
+    if kind not in ("read", "pack"):
+        raise ValueError(f"kind must be 'read' or 'pack', not {kind!r}")
+    packer = Packer()
+
+    def hook(module: Any, args: Any, out: Any) -> None:
+        values = out.detach().numpy()
+        if kind == "read":
+            np.count_nonzero(values)
+        elif packer.pack(values) is None:
+            raise SystemExit("a LIF output that is not binary")
+
+    for mod in net.modules():
+        if isinstance(mod, neuron.LIFNode):
+            mod.register_forward_hook(hook)
 
 
 def median_interval(values: Sequence[float], level: float = 0.95, resamples: int = 2000,

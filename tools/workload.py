@@ -27,7 +27,7 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -41,6 +41,7 @@ __all__ = [
     "NUM_CLASSES",
     "VALUES_PER_STEP",
     "T",
+    "block_trainer",
     "build_net",
     "make_batches",
     "train_steps",
@@ -143,3 +144,22 @@ def train_steps(net: nn.Module, opt: torch.optim.Optimizer, batches: Iterable[Ba
         functional.reset_net(net)
         losses.append(float(loss.detach()) if sync else loss.detach())
     return losses
+
+
+def block_trainer(net: nn.Module, opt: torch.optim.Optimizer, losses: list[Any],
+                  store: Any = None) -> Callable[[Sequence[Batch], int], None]:
+    """``train(batches, start)``: :func:`train_steps` of ``batches`` as steps ``start, start + 1, ...``.
+
+    For comparing copies of a network block by block (``tools/interleave.py``):
+    each block's losses are appended to ``losses``, and a ``store`` (a
+    :class:`spikestore.Store`) is given each step's number first.
+    """
+
+    def on_step(step: int) -> None:
+        if store is not None:
+            store.set_step(step)
+
+    def train(batches: Sequence[Batch], start: int) -> None:
+        losses.extend(train_steps(net, opt, batches, on_step=on_step, start=start))
+
+    return train
