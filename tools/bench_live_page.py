@@ -191,7 +191,6 @@ def drawn_page(url: str, height: int = 1200) -> Iterator[Any]:
 
 
 def follow_main(args: argparse.Namespace) -> dict[str, Any]:
-
     import spikestore
 
     rng = np.random.default_rng(2)
