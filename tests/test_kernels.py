@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spikestore.codecs import _gap_kernels as G
 from spikestore.codecs import _kernels as K
 
 
@@ -53,6 +54,19 @@ def test_pack_f32_refuses_any_non_binary_value(bad: float, where: str) -> None:
     assert not ok
 
 
+@pytest.mark.parametrize("row_len", [1, 7, 28, 31])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_pack_f32_refuses_a_non_binary_value_in_short_rows(row_len: int, where: str) -> None:
+    # Rows under 32 values are cut from a register inside the packing loop: its check must still see every value.
+    rows = 32 * 3 * K._CHECK_WORDS // row_len + 1  # several check blocks, and a tail of fewer than 32 values
+    x = (np.random.default_rng(row_len).random((rows, row_len)) < 0.2).astype(np.float32)
+    assert x.size % 32
+    flat = x.reshape(-1)
+    flat[{"first": 0, "middle": flat.size // 2, "last": flat.size - 1}[where]] = 0.5
+    ok, _ = _pack(x)
+    assert not ok
+
+
 @pytest.mark.parametrize("bad", [0x3F800001, 0x3F000000, 0x80000000, 0xBF800000, 0x00000001, 0x7FC00000])
 def test_pack_f32_refuses_a_non_binary_value_in_every_lane_of_a_word(bad: int) -> None:
     # The 32 values of a word are compared together: a stray value in any lane must count.
@@ -73,7 +87,7 @@ def test_popcount_and_gaps_match_unpackbits(n_bytes: int, p: float, seed: int) -
     assert K.popcount(b) == bits.sum()
     ones = int(bits.sum())
     small, esc = np.empty(ones, np.uint8), np.empty(ones, np.int64)
-    k, e = K.gaps8(b, 8, 8, small, esc)
+    k, e = G.gaps8(b, 8, 8, small, esc)
     gaps = np.diff(np.flatnonzero(bits), prepend=-1) - 1
     assert k == ones
     np.testing.assert_array_equal(small, np.minimum(gaps, 255))
@@ -89,7 +103,7 @@ def test_gaps_skip_row_padding(row_bits: int, p: float) -> None:
     span = 8 * ((row_bits + 7) // 8)
     ones = int(real.sum())
     small, esc = np.empty(ones, np.uint8), np.empty(ones, np.int64)
-    k, e = K.gaps8(b, span, row_bits, small, esc)
+    k, e = G.gaps8(b, span, row_bits, small, esc)
     gaps = np.diff(np.flatnonzero(real.reshape(-1)), prepend=-1) - 1  # logical numbering
     assert k == ones
     np.testing.assert_array_equal(small, np.minimum(gaps, 255))
@@ -106,27 +120,27 @@ def test_gaps_of_tiled_rows_check_padding_up_to_the_last_partial_word(row_bits: 
     span = 8 * ((row_bits + 7) // 8)
     ones = int(real.sum())
     small, esc = np.empty(ones + 1, np.uint8), np.empty(ones + 1, np.int64)
-    k, _e = K.gaps8(b, span, row_bits, small, esc)
+    k, _e = G.gaps8(b, span, row_bits, small, esc)
     gaps = np.diff(np.flatnonzero(real.reshape(-1)), prepend=-1) - 1
     assert k == ones
     np.testing.assert_array_equal(small[:k], np.minimum(gaps, 255))
     b[-1] |= np.uint8(0x80)  # the last bit of the last row is padding
-    assert K.gaps8(b, span, row_bits, small, esc)[0] == -1
+    assert G.gaps8(b, span, row_bits, small, esc)[0] == -1
 
 
 def test_gaps_report_a_spike_in_row_padding() -> None:
     b = np.zeros(40, dtype=np.uint8)
     b[3] = 0x80  # bit 31 of the first 32-bit row: padding for 28-bit rows
     small, esc = np.empty(1, np.uint8), np.empty(1, np.int64)
-    assert K.gaps8(b, 32, 28, small, esc)[0] == -1
-    assert K.gaps8(b, 8, 8, small, esc) == (1, 0)
+    assert G.gaps8(b, 32, 28, small, esc)[0] == -1
+    assert G.gaps8(b, 8, 8, small, esc) == (1, 0)
 
 
 def test_kernels_accept_read_only_input() -> None:
     b = np.frombuffer(bytes([1, 0, 0, 0, 0, 0, 0, 0, 0x80]), dtype=np.uint8)
     small, esc = np.empty(2, np.uint8), np.empty(2, np.int64)
     assert K.popcount(b) == 2
-    assert K.gaps8(b, 8, 8, small, esc) == (2, 0)
+    assert G.gaps8(b, 8, 8, small, esc) == (2, 0)
     assert small.tolist() == [0, 70]
 
 
@@ -138,10 +152,10 @@ def test_kernels_compiled_for_a_baseline_x86_64_cpu(tmp_path) -> None:
     # AVX) to check that, and that the packing kernel still packs and refuses.
     code = (
         "import numpy as np\n"
-        "from spikestore.codecs import _kernels as K\n"
+        "from spikestore.codecs import _gap_kernels as G, _kernels as K\n"
         "b = np.zeros(40, np.uint8); b[0] = 1; b[-1] = 0x80\n"  # a spike, then one in the padding
         "s, e = np.empty(9, np.uint8), np.empty(9, np.int64)\n"
-        "print(K.gaps8(b, 64, 60, s, e))\n"
+        "print(G.gaps8(b, 64, 60, s, e))\n"
         # and the packing kernel, whose compare LLVM vectorizes for the CPU it compiles for
         "x = (np.random.default_rng(0).random((300, 28)) < 0.3).astype(np.float32)\n"
         "out = np.empty(300 * 4 + 8, np.uint8)\n"

@@ -9,7 +9,8 @@ that asks for the cache lines 4 KiB ahead with ``llvm.prefetch``:
 
 * ``plain``: the library's ``pack_f32`` as it is;
 * ``ir``: the same ``pack_f32`` source compiled against the IR ``_mask32``
-  and the prefetching stream loop.
+  and the prefetching stream loop (rows under 32 values, cut from a
+  register inside the compare loop, take the IR compare without prefetch).
 
 Both run in one process, alternated: ``A B`` in one round, ``B A`` in the
 next (this machine is shared and noisy: only medians of interleaved runs
@@ -127,31 +128,41 @@ def _stream_kernel(mask32: Any, prefetch: bool) -> Any:
                 _prefetch_ir(u, j * 32 + _PREFETCH_AHEAD)
                 _prefetch_ir(u, j * 32 + _PREFETCH_AHEAD + 16)
             ones, b = mask32(u, j * 32)
-            K._store32(out, j * 4, uint32(ones))
+            K.store32(out, j * 4, uint32(ones))
             bad |= b
             if (j % K._CHECK_WORDS) == K._CHECK_WORDS - 1 and bad:
                 return False
         if n % 32:
             ones, b = K._mask_tail(u, 32 * words, n % 32)
-            K._store32(out, 4 * words, uint32(ones))
+            K.store32(out, 4 * words, uint32(ones))
             bad |= b
         return bad == 0
 
     return stream
 
 
-def pack_f32_with(stream: Any) -> Any:
-    """The library's ``pack_f32`` source, compiled against another ``_pack_stream``."""
-    src = K.pack_f32.py_func
-    fn = pytypes.FunctionType(src.__code__, dict(vars(K), _pack_stream=stream), src.__name__)
-    return njit(nogil=True, boundscheck=False)(fn)
+def _recompiled(fn: Any, **names: Any) -> Any:
+    """The library's kernel ``fn`` compiled again, with ``names`` bound to other kernels."""
+    src = fn.py_func
+    return njit(nogil=True, boundscheck=False)(
+        pytypes.FunctionType(src.__code__, dict(vars(K), **names), src.__name__))
+
+
+def pack_f32_with(mask32: Any, prefetch: bool) -> Any:
+    """The library's ``pack_f32`` source, compiled against another 32-value compare.
+
+    Both of its packing loops take the compare: the stream (prefetching or
+    not) and the one that cuts rows under 32 values from a register.
+    """
+    return _recompiled(K.pack_f32, _pack_stream=_stream_kernel(mask32, prefetch),
+                       _pack_short_rows=_recompiled(K._pack_short_rows, _mask32=mask32))
 
 
 def variants(attribute: bool) -> dict[str, Any]:
-    out = {"plain": K.pack_f32, "ir": pack_f32_with(_stream_kernel(_mask32_ir, True))}
+    out = {"plain": K.pack_f32, "ir": pack_f32_with(_mask32_ir, True)}
     if attribute:
-        out["ir-noprefetch"] = pack_f32_with(_stream_kernel(_mask32_ir, False))
-        out["plain-prefetch"] = pack_f32_with(_stream_kernel(K._mask32, True))
+        out["ir-noprefetch"] = pack_f32_with(_mask32_ir, False)
+        out["plain-prefetch"] = pack_f32_with(K._mask32, True)
     return out
 
 

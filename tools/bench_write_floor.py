@@ -16,7 +16,7 @@ frame, median of ``--passes`` passes:
 * ``positions``: every spike's bit number taken out of the packed words
   (popcount, count-trailing-zeros, clear lowest bit: the loop the gap
   coder runs), written to an array, no gaps;
-* ``gap bytes``: :func:`spikestore.codecs._kernels.gaps8`, the gap coder's
+* ``gap bytes``: :func:`spikestore.codecs._gap_kernels.gaps8`, the gap coder's
   scan (positions, real-bit numbering of padded rows, gap bytes, escapes);
 * ``fused``: a kernel written here that packs the frame and writes its gap
   bytes in the same loop (checked to give ``gaps8``'s bytes), against
@@ -24,7 +24,12 @@ frame, median of ``--passes`` passes:
 * ``zstd``: zstd level 1 of the chunk's gap bytes (the entropy stage);
 * ``code``: the codec's whole ``encode`` of the chunk (what the writer runs);
 * ``bitmap zstd``: zstd level 1 of the packed bitmap itself, the fastest
-  coder here that needs no positions (and its bytes over the Shannon bound).
+  coder here that needs no positions (and its bytes over the Shannon bound);
+* ``rice``: a whole coder in one pass, Golomb-Rice codes of the gaps written
+  as the positions come out (checked by decoding; its bytes over the bound).
+
+``pack`` + ``rice`` is the cheapest complete write path found; the kernels
+written for this tool are in ``tools/floor_kernels.py``.
 
 The report sets the budget the write path has if its CPU per frame is to
 stay within ``--target`` times the read (``target * read - pack``) against
@@ -43,83 +48,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types, uint32, uint64
-from numba.extending import intrinsic
 from numcodecs.zstd import Zstd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_write import _cpu_per_item, make_pool, shannon_bytes  # a sibling module of this script
+import floor_kernels as F  # sibling modules of this script
+from bench_write import _cpu_per_item, make_pool, shannon_bytes
 
+from spikestore.codecs import _gap_kernels as G
 from spikestore.codecs import _kernels as K
 from spikestore.codecs._chunk import codec_for
 from spikestore.codecs._packing import Packer
-
-
-@intrinsic
-def _ctlz64(typingctx, x):  # type: ignore[no-untyped-def]
-    sig = types.uint64(types.uint64)
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
-
-    return sig, codegen
-
-
-@njit(nogil=True, cache=False, boundscheck=False)
-def _positions(b, pos):  # type: ignore[no-untyped-def]
-    """Bit numbers of the ones of ``b`` (a whole number of 64-bit words) into ``pos``; their count."""
-    k = 0
-    for i in range(0, b.size, 8):
-        w = K._load64(b, i)
-        c = np.int64(K._ctpop64(w))
-        for j in range(6):  # branch-light, as the gap coder: six written whatever the count
-            pos[k + j] = np.int64(8 * i) + np.int64(K._cttz64(w))
-            w &= w - uint64(1)
-        for j in range(6, c):
-            pos[k + j] = np.int64(8 * i) + np.int64(K._cttz64(w))
-            w &= w - uint64(1)
-        k += c
-    return k
-
-
-@njit(nogil=True, cache=False, boundscheck=False)
-def _pack_gap_bytes(u, out, small):  # type: ignore[no-untyped-def]
-    """Pack ``u`` as one bit stream into ``out`` and write its spikes' gap bytes (``min(gap, 255)``) to ``small``.
-
-    The packing loop of ``_pack_stream`` with the gap extraction of each
-    32-value mask inside it (four positions written whatever the count).
-    Returns the number of spikes, -1 for a non-binary record, -2 when
-    ``small`` (which needs 8 spare slots) is full.
-    """
-    bad = uint32(0)
-    k = 0
-    prev = np.int64(-1)
-    room = small.size - 8
-    for j in range(u.size // 32):
-        ones, b = K._mask32(u, j * 32)
-        K._store32(out, j * 4, ones)
-        bad |= b
-        w = uint64(ones)
-        c = np.int64(K._ctpop64(w))
-        base = np.int64(j * 32)
-        last = prev
-        for t in range(4):
-            p = base + np.int64(K._cttz64(w))
-            small[k + t] = min(p - last - 1, 255)
-            last = p
-            w &= w - uint64(1)
-        for t in range(4, c):
-            p = base + np.int64(K._cttz64(w))
-            small[k + t] = min(p - last - 1, 255)
-            last = p
-            w &= w - uint64(1)
-        if c:
-            prev = base + np.int64(63 - _ctlz64(uint64(ones)))
-        k += c
-        if k > room:
-            return -2
-    return -1 if bad else k
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     def gap_bytes(chunk: np.ndarray) -> np.ndarray:
         ones = int(K.popcount(chunk))
         small, escapes = np.empty(ones, np.uint8), np.empty(ones, np.int64)
-        got, _ = K.gaps8(chunk, 8 * math.ceil(shape[-1] / 8), shape[-1], small, escapes)
+        got, _ = G.gaps8(chunk, 8 * math.ceil(shape[-1] / 8), shape[-1], small, escapes)
         assert got == ones
         return small
 
@@ -154,11 +92,23 @@ def main(argv: list[str] | None = None) -> int:
     stream = np.empty(n // 8 + 16, np.uint8)
     fused_small = np.empty(n // 4 + 64, np.uint8)  # room for 25% firing
     for w, small in zip(words, smalls, strict=True):  # the fused kernel gives the gap coder's bytes
-        got = _pack_gap_bytes(w, stream, fused_small)
+        got = F.pack_gap_bytes(w, stream, fused_small)
         if got != small.size or not np.array_equal(fused_small[:got], small):
             raise SystemExit("the fused kernel's gap bytes differ from gaps8's")
+    span = 8 * math.ceil(shape[-1] / 8)
+    real_bits = n // span * shape[-1] if span == 32 else n
+    k = F.rice_parameter(statistics.mean(s.size for s in smalls) / n)
+    rice_out = np.empty(F.rice_room(n, max(s.size for s in smalls), k), np.uint8)
+    block_pos = np.empty(8 * 1024 + 8, np.int64)
+    rice_sizes = []
+    for c, small in zip(flat, smalls, strict=True):
+        rice_sizes.append(F.rice(c, span, shape[-1], k, rice_out, block_pos))
+        back = np.empty(small.size, np.int64)
+        F.unrice(rice_out[: rice_sizes[-1]], small.size, k, back)
+        if not np.array_equal(np.minimum(np.diff(back, prepend=-1) - 1, 255), small):
+            raise SystemExit("rice: decoding its bytes does not give the gap coder's gaps")
     pos = np.empty(n + 16, np.int64)
-    if _positions(flat[0][: flat[0].size // 8 * 8], pos) < smalls[0].size:
+    if F.positions(flat[0][: flat[0].size // 8 * 8], pos) < smalls[0].size:
         raise SystemExit("positions: found fewer spikes than the gap coder")
 
     pieces = {
@@ -166,18 +116,20 @@ def main(argv: list[str] | None = None) -> int:
         "pack": (packer.pack, frames),
         "stream": (lambda w: K._pack_stream(w, stream), words),
         "count": (K.popcount, flat),
-        "positions": (lambda c: _positions(c[: c.size // 8 * 8], pos), flat),
+        "positions": (lambda c: F.positions(c[: c.size // 8 * 8], pos), flat),
         "gap bytes": (gap_bytes, flat),
-        "fused": (lambda w: _pack_gap_bytes(w, stream, fused_small), words),
+        "fused": (lambda w: F.pack_gap_bytes(w, stream, fused_small), words),
         "zstd": (zstd.encode, smalls),
         "code": (lambda c: codec.encode(c[None]), packed),
         "bitmap zstd": (zstd.encode, packed),
+        "rice": (lambda c: F.rice(c, span, shape[-1], k, rice_out, block_pos), flat),
     }
     ms = {name: _cpu_per_item(fn, items, args.passes) * 1e3 for name, (fn, items) in pieces.items()}
     spikes = statistics.mean(s.size for s in smalls)
     bound = statistics.mean(shannon_bytes(n, s.size / n) for s in smalls)
     bitmap_ratio = statistics.mean(len(zstd.encode(c)) for c in packed) / bound
     code_ratio = statistics.mean(len(codec.encode(c[None])) for c in packed) / bound
+    rice_ratio = statistics.mean(rice_sizes) / bound
     budget = args.target * ms["read"] - ms["pack"]
     print(f"{shape} float32 at {args.rate:.1%}: {spikes:,.0f} spikes a frame; thread CPU per frame, "
           f"median of {args.passes} passes over {args.pool} frames\n")
@@ -191,10 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"budget for coding within {args.target}x the read: {budget:.3f} ms a frame; taking the positions "
           f"alone costs {ms['positions']:.3f} ms, the entropy stage {ms['zstd']:.3f} ms; zstd of the bitmap "
           f"(no positions) {ms['bitmap zstd']:.3f} ms at {bitmap_ratio:.2f}x the bound")
+    cheapest = (ms["pack"] + ms["rice"]) / ms["read"]
+    print(f"cheapest path (pack + rice, k={k}, {real_bits:,} real bits): {cheapest:.2f}x the read, "
+          f"{rice_ratio:.3f}x the Shannon bound, before any chunk framing or checksum")
     if args.json:
         args.json.write_text(json.dumps({"shape": shape, "rate": args.rate, "spikes": spikes, "ms": ms,
                                          "budget_ms": budget, "code_over_bound": code_ratio,
-                                         "bitmap_zstd_over_bound": bitmap_ratio}, indent=2))
+                                         "bitmap_zstd_over_bound": bitmap_ratio,
+                                         "rice_k": k, "rice_over_bound": rice_ratio,
+                                         "pack_rice_over_read": cheapest}, indent=2))
     return 0
 
 

@@ -197,7 +197,7 @@ def _gap_bytes(buf: np.ndarray, rows: _RowMap | None,
     in a row's padding (the caller then numbers every bit).
     """
     if packing.kernels_ready():
-        from spikestore.codecs._kernels import gaps8
+        from spikestore.codecs._gap_kernels import gaps8
 
         small = np.empty(ones, dtype=np.uint8)
         escapes = np.empty(ones, dtype=np.int64)
