@@ -194,6 +194,26 @@ def test_bad_arguments(tmp_path):
         spikestore.Store(tmp_path / "t.zarr", on_full="explode")
 
 
+@pytest.mark.parametrize("level", [0, 10, -1, 2.5, True, "1"])
+def test_a_compression_level_the_codecs_refuse_is_refused_when_the_store_opens(tmp_path, level):
+    # 10 would stop the writer at blosc's first chunk; 2.5 or True would be written into documents that fail their
+    # schema on reading. Refused before anything is created.
+    with pytest.raises(InvalidArgumentError, match="compression_level must be an integer from 1 to 9"):
+        spikestore.Store(tmp_path / "s.zarr", compression_level=level)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+@pytest.mark.parametrize("level", [1, 9, np.int64(4)])
+def test_every_compression_level_in_range_writes_a_readable_store(tmp_path, level):
+    voltages = np.random.default_rng(0).standard_normal((3, 40)).astype(np.float32)
+    with spikestore.Store(tmp_path / "s.zarr", compression_level=level) as store:
+        store.append("v/1", voltages)
+        store.append("output/1", voltages > 0.5)
+    with spikestore.open(tmp_path / "s.zarr") as run:
+        np.testing.assert_array_equal(run["v/1"][0], voltages)
+        np.testing.assert_array_equal(run["output/1"][0], voltages > 0.5)
+
+
 def test_unknown_stream_lists_the_known_ones(tmp_path):
     with spikestore.Store(tmp_path / "s.zarr") as store:
         store.append("output/1", np.ones(1))

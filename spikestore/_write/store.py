@@ -26,6 +26,7 @@ from spikestore._write.streams import StreamTable
 from spikestore._write.writer import Writer
 from spikestore.backends import StoreURL, backend_name_for, location
 from spikestore.codecs import _packing as packing
+from spikestore.codecs._chunk import check_level
 from spikestore.codecs._precision import check_lossy
 from spikestore.errors import InvalidArgumentError, WriterError
 
@@ -90,7 +91,8 @@ class Store:
         not only a process crash. Slower. Behind a URL every acknowledged
         write is durable already, and this changes nothing.
     compression_level
-        zstd level of the chunk codecs (default 1). From 2, spike chunks
+        Level of the chunk codecs, 1 to 9 (default 1): zstd's for spikes,
+        blosc's for other records. From 2, spike chunks
         also try the codec's per-neuron mode (~10% smaller on trained
         layers, 5-10x slower to write and read them; docs/performance.md).
     storage_options
@@ -139,6 +141,8 @@ class Store:
             raise InvalidArgumentError(
                 f"chunk_bytes must be between 1 and {MAX_CHUNK_BYTES} (2 GiB, the most one stored chunk "
                 f"may decode to), not {chunk_bytes}")
+        if compression_level is not None:
+            compression_level = check_level(compression_level)
         if flight_recorder is not None and not isinstance(flight_recorder, FlightRecorder):
             raise InvalidArgumentError(f"flight_recorder must be a spikestore.FlightRecorder, not {flight_recorder!r}")
         packing.load_kernels()  # here, not in the first record's hook inside the training loop

@@ -168,6 +168,24 @@ class ChunkCodec:
 #: Records smaller than this are compressed for size rather than speed.
 SMALL_RECORD_BYTES = 4096
 
+#: The compression levels every chunk codec takes: zstd's for bits, blosc's
+#: ``clevel`` (which stops at 9) for raw records.
+COMPRESSION_LEVELS = range(1, 10)
+
+
+def check_level(level: object) -> int:
+    """``level`` as an ``int`` if it is one of :data:`COMPRESSION_LEVELS`; else a clear error.
+
+    Checked when a store opens: a level the codecs refuse would otherwise
+    stop the writer at the first chunk, and a float (``2.5``) would be
+    written into the stream documents and fail their schema on reading.
+    """
+    if isinstance(level, bool) or not isinstance(level, (int, np.integer)) or level not in COMPRESSION_LEVELS:
+        raise InvalidArgumentError(
+            f"compression_level must be an integer from {COMPRESSION_LEVELS.start} to {COMPRESSION_LEVELS.stop - 1} "
+            f"(zstd's level for spikes, blosc's for other records; default 1), not {level!r}")
+    return int(level)
+
 
 def codec_for(encoding: str, stored_dtype: np.dtype, level: int | None = None,
               record_bytes: int | None = None, row_bits: int | None = None, *,
