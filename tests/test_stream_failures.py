@@ -10,7 +10,7 @@ import pytest
 
 import spikestore
 from spikestore import StreamFailedError, WriterError, verify
-from spikestore._write import writer as writer_module
+from spikestore._write import sink as sink_module
 from spikestore._write.assembly import StreamWriter
 
 
@@ -33,8 +33,8 @@ def test_a_stream_whose_record_cannot_be_stored_stops_alone(store_path, monkeypa
         monkeypatch.setattr(StreamWriter, "add", lambda self, p, step, call, t: (
             boom(self.key, step), real_add(self, p, step, call, t)))
     else:  # before the stream changed: what it had is committed first
-        real_prepare = writer_module.prepare
-        monkeypatch.setattr(writer_module, "prepare", lambda frame, *a, **k: (
+        real_prepare = sink_module.prepare
+        monkeypatch.setattr(sink_module, "prepare", lambda frame, *a, **k: (
             boom(frame.key, frame.step), real_prepare(frame, *a, **k))[1])
     store = spikestore.Store(store_path)
     _steps(store, range(2))
@@ -101,14 +101,14 @@ def test_a_full_disk_still_stops_every_stream(store_path, monkeypatch):
 
 
 def _fail_bad_at(monkeypatch, step_to_fail: int) -> None:
-    real_prepare = writer_module.prepare
+    real_prepare = sink_module.prepare
 
     def prepare(frame, *a, **k):
         if frame.key == "output/bad" and frame.step == step_to_fail:
             raise ValueError("cannot encode this record (injected)")
         return real_prepare(frame, *a, **k)
 
-    monkeypatch.setattr(writer_module, "prepare", prepare)
+    monkeypatch.setattr(sink_module, "prepare", prepare)
 
 
 def test_stream_info_for_a_failed_stream_is_refused_and_its_records_stay(store_path, monkeypatch):

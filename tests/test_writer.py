@@ -154,8 +154,8 @@ def stalled_writer(monkeypatch):
     """Hold every chunk write until ``gate`` opens, which happens once a flush or close waits
     for the writer (so the backlog is still whole then), and log the thread of each write."""
     from spikestore._write import queue as queue_module
+    from spikestore._write import sink as sink_module
     from spikestore._write import threads as threads_module
-    from spikestore._write import writer as writer_module
 
     monkeypatch.setattr(threads_module, "drain_threads", lambda: 3)  # whatever this machine has
     gate = threading.Event()
@@ -185,13 +185,13 @@ def stalled_writer(monkeypatch):
 
     stall(ZarrBackend)
     stall(HDF5Backend)
-    orig_meta = writer_module.Writer._apply_meta
+    orig_meta = sink_module.StreamSink.apply_meta
 
     def apply_meta(self, item):  # log how many records the stream holds when its info lands
-        threads.append(("meta", item.attrs.get("last_step"), self._stream(item.key).count))
+        threads.append(("meta", item.attrs.get("last_step"), self.stream(item.key).count))
         return orig_meta(self, item)
 
-    monkeypatch.setattr(writer_module.Writer, "_apply_meta", apply_meta)
+    monkeypatch.setattr(sink_module.StreamSink, "apply_meta", apply_meta)
     return gate, threads, armed
 
 

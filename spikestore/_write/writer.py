@@ -12,7 +12,8 @@ its exception, drains the queue so blocked producers wake up, and the next
 call from the training thread (``submit``, ``flush``, ``close``) raises a
 :class:`~spikestore.errors.WriterError` chained to the original exception.
 A record that cannot be stored, a record changed in place before it was
-stored included, stops its own stream only (:mod:`spikestore._write.failures`).
+stored included, stops its own stream only: the thread writes records into
+a :class:`~spikestore._write.sink.StreamSink`, which holds that rule.
 """
 
 from __future__ import annotations
@@ -26,19 +27,16 @@ from typing import Any
 
 from spikestore._failures import stops_writer
 from spikestore._write import threads
-from spikestore._write.assembly import StreamWriter
-from spikestore._write.capture import Frame, check_intact, prepare
+from spikestore._write.capture import Frame
 from spikestore._write.failures import QueueDrops, StreamFailures
 from spikestore._write.flight import FlightRecorder
-from spikestore._write.flight_ring import Entry
 from spikestore._write.flight_state import FlightState
 from spikestore._write.queue import ByteQueue, Flush, Mark, Meta, Stop
 from spikestore._write.root import RootDocument
+from spikestore._write.sink import StreamSink
 from spikestore.backends import Backend
-from spikestore.codecs._packing import Packer
 from spikestore.errors import (
     FlushTimeoutError,
-    InPlaceModificationError,
     InvalidArgumentError,
     StoreClosedError,
     WriterError,
@@ -91,12 +89,7 @@ class Writer:
         self._root = root
         self.on_full = on_full
         self.flush_interval = flush_interval
-        self.chunk_bytes = chunk_bytes
-        self.level = level
         self._queue = ByteQueue(max_pending_bytes)
-        self._resume_docs = dict(streams or {})
-        self._streams: dict[str, StreamWriter] = {}
-        self._packers = threading.local()  # one scratch Packer per thread that writes frames
         # Only backends that take writes from several threads at once drain a
         # backlog in parallel.
         self._helpers = threads.HelperThreads(threads.drain_threads() if backend.concurrent_writes else 1)
@@ -111,6 +104,9 @@ class Writer:
         self.flight = None if flight is None else FlightState(flight, root.flight)
         if self.flight is not None:
             root.set_flight(self.flight.document())
+        #: What the thread writes records into (one writer per stream).
+        self.sink = StreamSink(backend, root, streams=streams or {}, chunk_bytes=chunk_bytes, level=level,
+                               flight=self.flight, failures=self.failures, helpers=self._helpers)
         self._thread = threading.Thread(target=self._run, name="spikestore-writer", daemon=True)
         self._thread.start()
 
@@ -255,12 +251,11 @@ class Writer:
                         self._queue.done_waiting()
                         item.done.set()
                     elif isinstance(item, Meta):
-                        self._apply_meta(item)
+                        self.sink.apply_meta(item)
                     elif isinstance(item, Mark):
-                        self._write_kept(self.flight.mark(item.step, item.reason) if self.flight else [])
+                        self.sink.write_kept(self.flight.mark(item.step, item.reason) if self.flight else [])
                     else:  # Stop: exact array lengths for plain zarr readers
-                        for key in list(self._resume_docs):  # also streams untouched since a crash
-                            self._stream(key)
+                        self.sink.open_resumed()  # (also streams untouched since a crash)
                         if self.flight is not None:
                             self.flight.close()
                         self._commit_all(final=True, parallel=True)
@@ -293,7 +288,7 @@ class Writer:
         for key in groups:  # (may rewrite the root document: one thread at a time)
             if not self.failures.failed(key):
                 try:
-                    self._stream(key)
+                    self.sink.stream(key)
                 except Exception as exc:  # its first record fails the stream below
                     if stops_writer(exc):
                         raise
@@ -305,127 +300,17 @@ class Writer:
             if isinstance(item, Frame):
                 self._write_frame(item)
             else:
-                self._apply_meta(item)
-
-    def _apply_meta(self, item: Meta) -> None:
-        if self.failures.failed(item.key):
-            return  # queued before its stream failed: a failed stream is never written again
-        if self.flight is not None and item.key not in self._streams and item.key not in self._resume_docs:
-            self.flight.defer_meta(item)  # a stream exists once a record of it is kept
-            return
-        sw = self._stream(item.key)
-        sw.doc |= {"selection": item.selection, "attrs": item.attrs}
-        sw.doc_changed = True
-
-    def _stream(self, key: str) -> StreamWriter:
-        sw = self._streams.get(key)
-        if sw is None:
-            doc = self._resume_docs.pop(key, None)
-            sw = StreamWriter(self.backend, key, chunk_bytes=self.chunk_bytes,
-                              level=self.level, doc=doc)
-            self._streams[key] = sw
-            self._root.add_stream(key)
-            meta = None if self.flight is None else self.flight.pending_meta(key)
-            if meta is not None:
-                self._apply_meta(meta)
-        return sw
+                self.sink.apply_meta(item)
 
     def _write_frame(self, frame: Frame) -> None:
-        """Store one record; a record that cannot be stored stops its stream (never the others)."""
-        sw: StreamWriter | None = None
-        adding = False
         try:
-            if self.failures.failed(frame.key):
-                return  # queued before its stream failed; the failure says what is missing
-            if self.flight is not None:
-                self._write_flight_frame(frame)
-                return
-            sw = self._stream(frame.key)
-            prepared = prepare(frame, self._packer(), keep_raw=sw.raw_segment_fits(
-                frame.shape, frame.dtype, frame.extra.get("precision")))
-            check_intact(frame)  # (prepare copied or packed the values it vouches for)
-            adding = True  # from here on the stream's chunk buffers change
-            sw.add(prepared, frame.step, frame.call, frame.time)
-        except Exception as exc:
-            if stops_writer(exc):
-                raise
-            # A change in place found while the record was added left the stream's state whole
-            # (the record was taken back out), so its earlier records can still be committed.
-            undone = isinstance(exc, InPlaceModificationError) and _add_undone(sw)
-            self._fail_stream(frame.key, frame.step, exc, sw, committable=not adding or undone)
+            self.sink.write_frame(frame)
         finally:
             self._queue.release(frame.nbytes)
 
-    def _packer(self) -> Packer:
-        packer: Packer | None = getattr(self._packers, "packer", None)
-        if packer is None:
-            packer = self._packers.packer = Packer()
-        return packer
-
-    def _write_flight_frame(self, frame: Frame) -> None:
-        """Prepare and check a record of a flight-recorded store, then write what the recorder keeps now.
-
-        A record that cannot be prepared or checked stops its stream, whose kept records so far are
-        committed (nothing of this record reached them).
-        """
-        assert self.flight is not None
-        try:
-            prepared = prepare(frame, self._packer(), keep_raw=self.flight.keep_raw(frame))
-            check_intact(frame)
-            kept = self.flight.record(frame, prepared, frame.extra.pop("device_nonfinite", None))
-        except Exception as exc:
-            if stops_writer(exc):
-                raise
-            self._fail_stream(frame.key, frame.step, exc, self._streams.get(frame.key), committable=True)
-            return
-        self._write_kept(kept)
-
-    def _write_kept(self, kept: list[Entry]) -> None:
-        """Write records the flight recorder keeps; one that cannot be stored stops its own stream."""
-        for e in kept:
-            if self.failures.failed(e.key):
-                continue
-            sw: StreamWriter | None = None
-            try:
-                sw = self._stream(e.key)
-                sw.add(e.take(), e.step, e.call, e.time)
-            except Exception as exc:
-                if stops_writer(exc):
-                    raise
-                self._fail_stream(e.key, e.step, exc, sw, committable=False)
-
-    def _fail_stream(self, key: str, step: int, exc: Exception, sw: StreamWriter | None, *,
-                     committable: bool) -> None:
-        """Stop one stream: commit what it had (when its state is whole), then never touch it again."""
-        _log.debug("spikestore stream %s failed", key, exc_info=exc)
-        if sw is not None and committable:
-            try:
-                sw.commit()
-            except Exception as commit_exc:  # the stream's own failure is what is reported
-                if stops_writer(commit_exc):
-                    raise
-        self._streams.pop(key, None)
-        self.failures.fail(key, step, exc)
-
     def _commit_all(self, *, final: bool = False, parallel: bool = False) -> None:
-        """Commit every stream; with ``parallel`` (someone waits) on several threads.
-
-        A durable store commits one stream at a time: its fsyncs would
-        otherwise cover another stream's files half-way through a commit.
-        """
-        streams = list(self._streams.values())
-        if parallel and not self.backend.durable:
-            self._helpers.run([functools.partial(sw.commit, final=final) for sw in streams])
-        else:
-            for sw in streams:
-                sw.commit(final=final)
+        """Commit every stream (``parallel``: someone waits, so on several threads), then the root's counts."""
+        self.sink.commit(final=final, parallel=parallel)
         self._root.set_counts(dropped=self.drops.count)
         if self.flight is not None:  # after the records its triggers describe
             self._root.set_flight(self.flight.document())
-
-
-def _add_undone(sw: StreamWriter | None) -> bool:
-    """Whether a failed ``sw.add`` left the stream whole: its open segment and index hold the same records."""
-    if sw is None or sw.segment is None:
-        return False
-    return sw.segment.start + sw.segment.count == sw.count
