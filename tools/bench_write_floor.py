@@ -15,7 +15,8 @@ blocks of passes moved by up to 50%):
   writer of float32 input spends;
 * ``pack``: :class:`spikestore.codecs._packing.Packer` (check + pack);
 * ``stream``: the packing loop alone, the record packed as one bit stream
-  (``pack`` then cuts it into rows padded to whole bytes);
+  (``pack`` also cuts it into rows padded to whole bytes, from a register
+  for rows under 32 values);
 * ``count``: the spikes of the packed chunk (popcount);
 * ``positions``: every spike's bit number taken out of the packed words
   (popcount, count-trailing-zeros, clear lowest bit: the loop the gap
