@@ -121,7 +121,8 @@ def armed_vs_unmonitored(args: argparse.Namespace, where: Path) -> dict[str, Any
             "unmonitored_step_s": statistics.median(blocks.wall["unmonitored"]) / args.block,
             "writer_cpu_per_step_s": statistics.median(blocks.writer["armed"]) / args.block,
             "ring_peak_bytes": doc["ring_peak_bytes"], "max_bytes": rec.max_bytes,
-            "shrunk_steps": doc["shrunk_steps"]}
+            "shrunk_steps": doc["shrunk_steps"],
+            "per_round": {"armed": armed, "read": read, "pack": pack}}  # (to pool runs: --json of each)
 
 
 def pool_of_spikes(n: int) -> list[dict[str, Any]]:
