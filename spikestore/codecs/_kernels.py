@@ -1,28 +1,27 @@
-"""Compiled kernels of the write path (numba), one memory pass each.
+"""Compiled packing kernels of the write path (numba), one memory pass each.
 
 numpy needs several passes over a float32 record to check that it is binary
-and to pack it (compare, count, gather, narrow), and a bit-by-bit unpack to
-find spike positions; together they held the writer to ~0.2 G values/s.
-These kernels do each job in one pass, release the GIL while they run, and
-compile once per machine (``cache=True``).
+and to pack it (compare, count, gather, narrow); with the gap coder's
+bit-by-bit unpack they held the writer to ~0.2 G values/s. These kernels do
+each job in one pass, release the GIL while they run, and compile once per
+machine (``cache=True``). The gap coder's kernels are in
+:mod:`spikestore.codecs._gap_kernels`.
 
 * :func:`pack_f32` checks and packs a float32 record: 32 values at a time in
   a branch-free loop that LLVM vectorizes (8 lanes with AVX2/AVX-512), at
   about the speed of reading the record at all.
 * :func:`popcount` counts the ones of a packed chunk.
 
-The gap coder's kernels are in :mod:`spikestore.codecs._gap_kernels`.
-
 The kernels are plain numba; the only intrinsics
 (:mod:`spikestore.codecs._intrinsics`) are single LLVM instructions numba
-does not offer. A hand-written LLVM IR
-packing compare with explicit prefetching is kept in ``tools/ab_kernels.py``
-for comparison: in alternated runs it is worth less than 10% of the write
-path, at times slower (``docs/performance.md``, "Packing kernel: plain numba
-or LLVM IR"), so the plain code is what ships.
+does not offer. A hand-written LLVM IR packing compare with explicit
+prefetching is kept in ``tools/ab_kernels.py`` for comparison: in alternated
+runs it is worth less than 10% of the write path, at times slower
+(``docs/performance.md``, "Packing kernel: plain numba or LLVM IR"), so the
+plain code is what ships.
 
-The numpy implementations they replace stay the reference in the tests
-(``np.packbits``, ``np.unpackbits`` + ``np.flatnonzero``).
+The numpy implementation it replaces (``np.packbits``) stays the reference
+in the tests.
 """
 
 from __future__ import annotations
