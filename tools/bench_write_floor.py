@@ -19,8 +19,8 @@ blocks of passes moved by up to 50%):
   for rows under 32 values);
 * ``count``: the spikes of the packed chunk (popcount);
 * ``positions``: every spike's bit number taken out of the packed words
-  (popcount, count-trailing-zeros, clear lowest bit: the loop the gap
-  coder runs), written to an array, no gaps;
+  (popcount, count-trailing-zeros, clear lowest bit: the gap coder's
+  ``_block_positions``), written to an array, no gaps;
 * ``gap bytes``: :func:`spikestore.codecs._gap_kernels.gaps8`, the gap coder's
   scan (positions, real-bit numbering of padded rows, gap bytes, escapes);
 * ``fused``: a kernel written here that packs the frame and writes its gap
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the figures here")
     args = p.parse_args(argv)
     shape = tuple(int(s) for s in args.shape.split(","))
-    if shape[-1] > 32:
-        raise SystemExit("--shape: this tool's fused kernel numbers one bit stream; use rows of at most 32")
+    if shape[-1] > 32 or 64 % (8 * math.ceil(shape[-1] / 8)):
+        raise SystemExit("--shape: this tool's kernels take rows of at most 32 values padded to 8, 16 or 32 bits")
     frames = [f.numpy() for f in make_pool(shape, args.rate, args.pool)]
     words = [f.reshape(-1).view(np.uint32) for f in frames]
     n = words[0].size
@@ -129,20 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     rice_sizes = []
     for c, small in zip(flat, smalls, strict=True):
         rice_sizes.append(F.rice(c, span, shape[-1], k, rice_out, block_pos))
+        if rice_sizes[-1] < 0:
+            raise SystemExit("rice: a spike in a row's padding")
         back = np.empty(small.size, np.int64)
         F.unrice(rice_out[: rice_sizes[-1]], small.size, k, back)
         if not np.array_equal(np.minimum(np.diff(back, prepend=-1) - 1, 255), small):
             raise SystemExit("rice: decoding its bytes does not give the gap coder's gaps")
     pos = np.empty(n + 16, np.int64)
-    if F.positions(flat[0][: flat[0].size // 8 * 8], pos) < smalls[0].size:
-        raise SystemExit("positions: found fewer spikes than the gap coder")
+    if G._block_positions(flat[0], 0, flat[0].size, pos) != smalls[0].size:
+        raise SystemExit("positions: not as many spikes as the gap coder found")
 
     pieces = {
         "read": (np.count_nonzero, words),
         "pack": (packer.pack, frames),
         "stream": (lambda w: K._pack_stream(w, stream), words),
         "count": (K.popcount, flat),
-        "positions": (lambda c: F.positions(c[: c.size // 8 * 8], pos), flat),
+        "positions": (lambda c: G._block_positions(c, 0, c.size, pos), flat),
         "gap bytes": (gap_bytes, flat),
         "fused": (lambda w: F.pack_gap_bytes(w, stream, fused_small), words),
         "zstd": (zstd.encode, smalls),

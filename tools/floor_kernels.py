@@ -3,8 +3,6 @@
 None of these ships: each is the fastest form found of one way to code a
 frame, kept so that the floor the benchmark reports can be rerun.
 
-* :func:`positions`: every spike's bit number, no gaps (the loop any gap
-  coder runs);
 * :func:`pack_gap_bytes`: the packing loop writing the gap bytes as it packs;
 * :func:`rice`: a whole entropy coder in one pass: the spikes' positions over
   the real bits of padded rows, their gaps written as Golomb-Rice codes
@@ -25,7 +23,7 @@ from spikestore.codecs import _gap_kernels as G
 from spikestore.codecs import _intrinsics as I
 from spikestore.codecs import _kernels as K
 
-__all__ = ["pack_gap_bytes", "positions", "rice", "rice_parameter", "rice_room", "unrice"]
+__all__ = ["pack_gap_bytes", "rice", "rice_parameter", "rice_room", "unrice"]
 
 #: Bytes of a packed chunk whose positions :func:`rice` gathers before coding them.
 _BLOCK = 1024
@@ -41,15 +39,6 @@ def _ctlz64(typingctx, x):  # type: ignore[no-untyped-def]
         return builder.ctlz(args[0], ir.Constant(ir.IntType(1), 0))
 
     return sig, codegen
-
-
-@njit(nogil=True, cache=False, boundscheck=False)
-def positions(b, pos):  # type: ignore[no-untyped-def]
-    """Bit numbers of the ones of ``b`` (a whole number of 64-bit words) into ``pos``; their count."""
-    k = 0
-    for i in range(0, b.size, 8):
-        k = G._word_positions(I.load64(b, i), np.int64(8 * i), pos, k)
-    return k
 
 
 @njit(nogil=True, cache=False, boundscheck=False)
@@ -108,21 +97,19 @@ def rice(b, row_span, row_bits, k, out, pos):  # type: ignore[no-untyped-def]
     is ``g >> k`` zeros, a one, then the low ``k`` bits of ``g``, written
     low bit first into a 64-bit register that is stored and advanced by its
     whole bytes after every code (no branch but for gaps of 32 * 2**k or
-    more). ``pos`` holds ``8 * 1024 + 8`` positions; ``k <= 23``.
+    more). ``pos`` holds ``8 * 1024 + 8`` positions; ``k <= 23``. Returns -1
+    when a spike sits in a row's padding.
     """
-    rows_per_word = 64 // row_span
-    real = (uint64(1) << uint64(row_bits)) - uint64(1)
-    per_word = np.int64(rows_per_word * row_bits)
     low = (uint64(1) << uint64(k)) - uint64(1)
     acc = uint64(0)
     held = uint64(0)
     o = 0
     prev = np.int64(-1)
     for start in range(0, b.size, _BLOCK):
-        m = 0
-        for i in range(start, min(b.size, start + _BLOCK), 8):
-            w = G._real_bits(I.load64(b, i), row_span, row_bits, rows_per_word, real)
-            m = G._word_positions(w, np.int64(i // 8) * per_word, pos, m)
+        # the gap coder's own scan of a block: positions over the real bits (-1: a spike in the padding)
+        m = G._block_real_positions(b, start, min(b.size, start + _BLOCK), pos, row_span, row_bits)
+        if m < 0:
+            return -1
         for i in range(m):
             g = uint64(pos[i] - prev - 1)
             prev = pos[i]
